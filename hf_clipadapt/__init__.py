@@ -1,0 +1,22 @@
+"""hf_clipadapt: recent adaptation methods for the Hugging Face stack.
+
+Importing the package registers every model with the transformers Auto classes,
+so `AutoModel.from_pretrained(path)` works after `import hf_clipadapt`.
+"""
+
+from .version import __version__
+from . import metrics
+from .features import extract_features
+from .hub import ModelCardMixin, build_model_card
+
+# Each method's public names. Methods register their Auto classes when imported.
+# --- clip (shared CLIP layer) ---
+# --- end clip ---
+# --- gda ---
+# --- end gda ---
+# --- lora_pro ---
+# --- end lora_pro ---
+# --- tzsl ---
+# --- end tzsl ---
+# --- sfda ---
+# --- end sfda ---

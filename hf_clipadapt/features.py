@@ -1,0 +1,154 @@
+"""Batched feature extraction, Accelerate-aware, with an on-disk cache.
+
+Every feature-level method (GDA, Tip-Adapter, SHIP's VAE, TZSL, the benchmarks)
+starts by encoding a dataset once. This module does that in one place:
+
+* batches over a `datasets.Dataset` (or any map-style dataset of dicts),
+* shards batches across processes and reassembles them in order with
+  `accelerator.gather_for_metrics` (which also drops the padding duplicates),
+* shows a tqdm bar on the main process only,
+* caches the result as safetensors, keyed by the encoder's name, the dataset's
+  fingerprint, the split, the number of views and the transform's name, so that a
+  second run skips the encoder entirely.
+
+`transform(images, indices, view)` turns a list of PIL images into pixel values.
+It receives the dataset indices and the view number so that augmentation can be
+seeded per (sample, view): the result then does not depend on batch size or on
+how many processes share the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+Transform = Callable[[list, torch.Tensor, int], torch.Tensor]
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("HF_CLIPADAPT_CACHE", Path.home() / ".cache" / "hf_clipadapt" / "features"))
+
+
+def feature_cache_key(**parts) -> str:
+    """A stable hex key from JSON-serialisable parts (model id, fingerprint, split, views...)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def dataset_fingerprint(dataset) -> str:
+    fp = getattr(dataset, "_fingerprint", None)
+    if fp is None:
+        raise ValueError("caching needs a `datasets.Dataset` (it has a fingerprint); pass cache_dir=None otherwise")
+    return fp
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, dataset, image_column: str, label_column: str | None):
+        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        row = self.dataset[i]
+        label = row[self.label_column] if self.label_column else -1
+        return i, row[self.image_column], label
+
+
+def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
+    """Write to a temporary file and rename: a crash never leaves a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def extract_features(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dataset,
+    transform: Transform,
+    *,
+    views: int = 1,
+    batch_size: int = 64,
+    accelerator=None,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    cache_dir: str | Path | None = None,
+    cache_name: str | None = None,
+    split: str = "train",
+    num_workers: int = 0,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode every image of `dataset` `views` times.
+
+    Returns (features [views*N, D] float32 on CPU, labels [views*N] long); view v of
+    sample i sits at row v*N + i. With `cache_dir` and `cache_name` set (the name
+    identifies the encoder, e.g. "openai/clip-vit-base-patch16@224"), the result is
+    read from / written to the cache.
+    """
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if len(dataset) == 0:
+        raise ValueError("cannot extract features from an empty dataset")
+    path = None
+    if cache_dir is not None:
+        if cache_name is None:
+            raise ValueError("cache_dir needs cache_name: a string that identifies the encoder")
+        key = feature_cache_key(
+            encoder=cache_name,
+            dataset=dataset_fingerprint(dataset),
+            split=split,
+            views=views,
+            transform=getattr(transform, "cache_id", type(transform).__qualname__),
+        )
+        path = Path(cache_dir) / f"{key}.safetensors"
+        if path.exists():
+            cached = load_file(str(path))
+            return cached["features"], cached["labels"]
+
+    is_main = accelerator is None or accelerator.is_main_process
+    device = accelerator.device if accelerator is not None else None
+    all_feats, all_labels = [], []
+    for view in range(views):
+        loader = torch.utils.data.DataLoader(
+            _Indexed(dataset, image_column, label_column),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=lambda batch, view=view: _collate(batch, transform, view),
+        )
+        if accelerator is not None:
+            loader = accelerator.prepare_data_loader(loader)
+        feats, labels = [], []
+        bar = tqdm(loader, desc=f"{desc} (view {view + 1}/{views})", disable=not is_main, leave=False)
+        for pixel_values, batch_labels in bar:
+            if device is not None:
+                pixel_values = pixel_values.to(device)
+            out = encode(pixel_values).float()
+            if accelerator is not None:
+                out, batch_labels = accelerator.gather_for_metrics((out, batch_labels.to(out.device)))
+            feats.append(out.cpu())
+            labels.append(batch_labels.cpu())
+        all_feats.append(torch.cat(feats))
+        all_labels.append(torch.cat(labels))
+    features, labels = torch.cat(all_feats), torch.cat(all_labels).long()
+
+    if path is not None:
+        if is_main:
+            _atomic_save({"features": features, "labels": labels}, path, {"cache_name": cache_name, "split": split})
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+    return features, labels
+
+
+def _collate(batch, transform: Transform, view: int):
+    indices = torch.tensor([b[0] for b in batch])
+    images = [b[1] for b in batch]
+    labels = torch.tensor([b[2] for b in batch], dtype=torch.long)
+    return transform(images, indices, view), labels

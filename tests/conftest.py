@@ -1,0 +1,42 @@
+"""Suite-wide setup: offline, deterministic, small thread pool.
+
+Method-specific fixtures live in tests/<method>/conftest.py or the test files.
+"""
+
+import os
+
+# Read at import time by huggingface_hub/transformers/datasets: set before they load.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_clip():
+    from hf_clipadapt.testing_utils import tiny_clip_model
+
+    return tiny_clip_model()
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    from hf_clipadapt.testing_utils import tiny_clip_tokenizer
+
+    return tiny_clip_tokenizer()
+
+
+@pytest.fixture
+def tiny_processor():
+    from hf_clipadapt.testing_utils import tiny_image_processor
+
+    return tiny_image_processor()

@@ -11,6 +11,9 @@ from .hub import ModelCardMixin, build_model_card
 
 # Each method's public names. Methods register their Auto classes when imported.
 # --- clip (shared CLIP layer) ---
+from . import clip, data
+from .clip import CLIPBackbone, PromptLearner, SoftPromptTextEncoder, get_templates
+from .data import AugmentedViews, class_names, sample_few_shot
 # --- end clip ---
 # --- gda ---
 # --- end gda ---

@@ -1,0 +1,221 @@
+"""`CLIPBackbone`: one frozen CLIP-family model with its tokenizer and image processor.
+
+Every method in this package sees CLIP through this wrapper: L2-normalised image
+and text embeddings, zero-shot classifier weights from prompt templates, and the
+image transform that `hf_clipadapt.features.extract_features` expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .templates import DEFAULT_TEMPLATES
+
+
+class CLIPBackbone(nn.Module):
+    """A frozen CLIP-family dual encoder (`CLIPModel`; `SiglipModel` for the plain encoders).
+
+    The weights are frozen (`requires_grad=False`) and the module stays in eval mode,
+    as all methods here adapt *around* CLIP. Nothing is wrapped in `torch.no_grad()`
+    on the image side, so a method that unfreezes a few parameters (UEO trains the
+    visual LayerNorm affines) still gets gradients; with everything frozen autograd
+    records nothing anyway.
+
+    Args:
+        model: a transformers model with `get_image_features` / `get_text_features`.
+        tokenizer: needed for `encode_texts`, `zero_shot_classifier` and soft prompts.
+        image_processor: needed for `preprocess` and `image_transform`.
+        freeze: freeze the weights and pin eval mode (default). Pass False to fine-tune CLIP itself.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer=None, image_processor=None, *, freeze: bool = True):
+        super().__init__()
+        for attr in ("get_image_features", "get_text_features"):
+            if not hasattr(model, attr):
+                raise TypeError(
+                    f"CLIPBackbone needs a CLIP-family dual encoder with `{attr}` (e.g. CLIPModel), "
+                    f"got {type(model).__name__}. Load one with AutoModel.from_pretrained('openai/clip-vit-base-patch16')."
+                )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.frozen = freeze
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, freeze: bool = True, **kwargs) -> CLIPBackbone:
+        """Load model, tokenizer and image processor from one Hub id or local directory.
+
+        `kwargs` go to `AutoModel.from_pretrained` (e.g. `dtype=torch.float16`, `device_map`).
+        """
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+        return cls(model, tokenizer, image_processor, freeze=freeze)
+
+    def train(self, mode: bool = True):
+        # Methods call .train() on modules that contain the backbone; a frozen CLIP
+        # must keep its eval behaviour (no dropout) as in the papers.
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint (projected) embedding space."""
+        dim = getattr(self.model.config, "projection_dim", None)
+        return int(dim) if dim else int(self.model.config.text_config.hidden_size)  # SigLIP: no projection
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature, exp(logit_scale) (≈100 for OpenAI CLIP)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------ images
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] pixel values -> [B, D] L2-normalised image embeddings."""
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        out = self.model.get_image_features(pixel_values=pixel_values)
+        return F.normalize(_pooled(out), dim=-1)
+
+    def _require_processor(self):
+        if self.image_processor is None:
+            raise ValueError(
+                "this CLIPBackbone has no image processor: pass `image_processor=` "
+                "(e.g. AutoImageProcessor.from_pretrained(name)) or use CLIPBackbone.from_pretrained."
+            )
+        return self.image_processor
+
+    def preprocess(self, images: list) -> torch.Tensor:
+        """PIL images -> pixel values [B, 3, H, W] with the model's own image processor."""
+        processor = self._require_processor()
+        images = [img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img for img in images]
+        return processor(images=images, return_tensors="pt")["pixel_values"]
+
+    @property
+    def preprocess_cache_id(self) -> str:
+        """Identifies `preprocess` in feature-cache keys (the processor's full config)."""
+        processor = self._require_processor()
+        config = json.dumps(processor.to_dict(), sort_keys=True, default=str)
+        return f"{type(processor).__name__}-{hashlib.sha256(config.encode()).hexdigest()[:12]}"
+
+    def image_transform(self) -> PreprocessTransform:
+        """A `features.extract_features` transform: plain preprocessing, no augmentation."""
+        return PreprocessTransform(self.preprocess, self.preprocess_cache_id)
+
+    # ------------------------------------------------------------------ texts
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                "this CLIPBackbone has no tokenizer: pass `tokenizer=` "
+                "(e.g. AutoTokenizer.from_pretrained(name)) or use CLIPBackbone.from_pretrained."
+            )
+        return self.tokenizer
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        tokenizer = self._require_tokenizer()
+        if getattr(self.model.config, "model_type", "").startswith("siglip"):
+            # SigLIP was trained on texts padded to 64 tokens and pools the last one.
+            return tokenizer(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")
+        return tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Texts -> [T, D] L2-normalised text embeddings (no gradients; see SoftPromptTextEncoder for those)."""
+        if isinstance(texts, str):
+            raise TypeError(f"encode_texts takes a list of strings, got the single string {texts!r}; wrap it in a list.")
+        if len(texts) == 0:
+            raise ValueError("encode_texts got no texts")
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenize(list(texts[start : start + batch_size])).to(self.device)
+            out = self.model.get_text_features(**batch)
+            chunks.append(F.normalize(_pooled(out), dim=-1))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def zero_shot_classifier(self, classnames: list[str], templates: list[str] | None = None) -> torch.Tensor:
+        """[K, D] zero-shot weights: per class, the normalised mean of its normalised template embeddings.
+
+        `templates` default to ["a photo of a {}."]; see `get_templates(dataset_name)`.
+        """
+        classnames = check_classnames(classnames)
+        templates = list(DEFAULT_TEMPLATES if templates is None else templates)
+        if not templates:
+            raise ValueError("zero_shot_classifier got an empty template list; pass None for the default template.")
+        bad = [t for t in templates if "{}" not in t]
+        if bad:
+            raise ValueError(f"every template needs a '{{}}' placeholder for the class name; these have none: {bad}")
+        texts = [t.format(c) for c in classnames for t in templates]
+        emb = self.encode_texts(texts).view(len(classnames), len(templates), -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)
+
+
+class PreprocessTransform:
+    """`(images, indices, view) -> pixel_values` that ignores indices/view (deterministic preprocessing)."""
+
+    def __init__(self, preprocess, cache_id: str):
+        self.preprocess = preprocess
+        self.cache_id = cache_id
+
+    def __call__(self, images, indices=None, view: int = 0) -> torch.Tensor:
+        return self.preprocess(images)
+
+    def __repr__(self):
+        return f"PreprocessTransform({self.cache_id})"
+
+
+def check_classnames(classnames) -> list[str]:
+    """Validate a class-name list: non-empty strings, no duplicates (they would make two identical classes)."""
+    if isinstance(classnames, str):
+        raise TypeError(f"classnames must be a list of strings, got the single string {classnames!r}")
+    classnames = list(classnames)
+    if not classnames:
+        raise ValueError("classnames is empty; pass one name per class, e.g. class_names(dataset).")
+    not_str = [c for c in classnames if not isinstance(c, str)]
+    if not_str:
+        raise TypeError(f"classnames must be strings; got {not_str[:5]}. Map label ids to names first.")
+    seen, dup = set(), []
+    for c in classnames:
+        if c in seen:
+            dup.append(c)
+        seen.add(c)
+    if dup:
+        raise ValueError(
+            f"duplicate class names {sorted(set(dup))}: each class needs a distinct name, "
+            "otherwise their zero-shot weights are identical. Disambiguate them (e.g. 'crane (bird)')."
+        )
+    return classnames
+
+
+def _pooled(out) -> torch.Tensor:
+    # transformers >= 5 returns a ModelOutput whose pooler_output is the projected
+    # embedding; v4 returned the tensor itself.
+    return out if isinstance(out, torch.Tensor) else out.pooler_output

@@ -1,0 +1,81 @@
+"""Prompt templates for zero-shot CLIP classifiers.
+
+The per-dataset templates are the hand-crafted ones of the CoOp benchmark suite
+(Zhou et al., 2022), which every later few-shot paper (Tip-Adapter, GDA, SHIP,
+CraFT, ...) reuses for its zero-shot baseline. ImageNet uses the 7-template
+ensemble that Tip-Adapter selected from CLIP's 80 templates.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_TEMPLATES: list[str] = ["a photo of a {}."]
+
+IMAGENET_TEMPLATES: list[str] = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+]
+
+DATASET_TEMPLATES: dict[str, list[str]] = {
+    "oxford_pets": ["a photo of a {}, a type of pet."],
+    "oxford_flowers": ["a photo of a {}, a type of flower."],
+    "fgvc_aircraft": ["a photo of a {}, a type of aircraft."],
+    "dtd": ["{} texture."],
+    "eurosat": ["a centered satellite photo of {}."],
+    "stanford_cars": ["a photo of a {}."],
+    "food101": ["a photo of {}, a type of food."],
+    "sun397": ["a photo of a {}."],
+    "caltech101": ["a photo of a {}."],
+    "ucf101": ["a photo of a person doing {}."],
+    "imagenet": IMAGENET_TEMPLATES,
+}
+
+# Spellings met in the wild (CoOp class names, Hub repo ids) that the generic
+# normalisation below cannot map on its own.
+_ALIASES = {
+    "oxfordpets": "oxford_pets",
+    "oxford_iiit_pet": "oxford_pets",
+    "oxfordflowers": "oxford_flowers",
+    "oxford_flowers102": "oxford_flowers",
+    "flowers102": "oxford_flowers",
+    "fgvcaircraft": "fgvc_aircraft",
+    "stanfordcars": "stanford_cars",
+    "describabletextures": "dtd",
+    "caltech_101": "caltech101",
+    "food_101": "food101",
+    "sun_397": "sun397",
+    "ucf_101": "ucf101",
+    "imagenet_1k": "imagenet",
+    "ilsvrc2012": "imagenet",
+}
+
+
+def normalize_dataset_name(name: str) -> str:
+    """"OxfordPets", "oxford-pets", "user/Oxford_Pets" -> "oxford_pets"."""
+    name = name.strip().rsplit("/", 1)[-1]
+    # CamelCase -> snake_case before lowercasing, so "OxfordPets" keeps its word break.
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    squashed = name.replace("_", "")  # "euro_sat" (from "EuroSAT") -> "eurosat"
+    for candidate in (name, squashed):
+        if candidate in DATASET_TEMPLATES:
+            return candidate
+        if candidate in _ALIASES:
+            return _ALIASES[candidate]
+    return name
+
+
+def get_templates(dataset_name: str | None) -> list[str]:
+    """The templates for `dataset_name` (any common spelling); unknown or None -> ["a photo of a {}."].
+
+    Returns a fresh list, so callers may append their own templates safely.
+    """
+    if dataset_name is None:
+        return list(DEFAULT_TEMPLATES)
+    return list(DATASET_TEMPLATES.get(normalize_dataset_name(dataset_name), DEFAULT_TEMPLATES))

@@ -1,0 +1,6 @@
+"""Data utilities: few-shot splits and augmentation views."""
+
+from .augment import AugmentedViews, random_resized_crop, random_resized_crop_box
+from .few_shot import class_names, sample_few_shot
+
+__all__ = ["AugmentedViews", "random_resized_crop", "random_resized_crop_box", "class_names", "sample_few_shot"]

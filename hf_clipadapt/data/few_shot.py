@@ -1,0 +1,123 @@
+"""K-shot splits of a `datasets.Dataset`, following the CoOp protocol.
+
+Few-shot papers train on K images per class and pick hyper-parameters on a small
+validation set of min(K, 4) images per class drawn from the *training* data, never
+from the test split. `sample_few_shot` draws both, disjoint, reproducibly per seed
+(results are reported as the mean over seeds 1, 2, 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_dataset(dataset, label_column: str) -> None:
+    from datasets import DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        raise TypeError(
+            f"expected a single split, got a DatasetDict with splits {list(dataset)}; "
+            "pass the training split, e.g. sample_few_shot(ds['train'], shots=16)."
+        )
+    columns = list(getattr(dataset, "column_names", None) or [])
+    if label_column not in columns:
+        raise ValueError(
+            f"dataset has no label column {label_column!r} (columns: {columns}); "
+            "pass label_column= with the name of the column that holds class ids."
+        )
+
+
+def _labels(dataset, label_column: str) -> np.ndarray:
+    # Read only the label column (never decodes images), through any select/shuffle indices.
+    labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[label_column])
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"label column {label_column!r} must hold integer class ids, got dtype {labels.dtype}; "
+            f"encode it first, e.g. dataset = dataset.class_encode_column({label_column!r})."
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(
+            f"label column {label_column!r} has negative ids (unlabelled rows, -1); "
+            "drop them first: dataset.filter(lambda y: y >= 0, input_columns=label_column)."
+        )
+    return labels
+
+
+def class_names(dataset, label_column: str = "label") -> list[str]:
+    """Class names, in label-id order, from the dataset's `ClassLabel` feature."""
+    from datasets import ClassLabel, DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        dataset = next(iter(dataset.values()))
+    _check_dataset(dataset, label_column)
+    feature = dataset.features[label_column]
+    if not isinstance(feature, ClassLabel):
+        raise TypeError(
+            f"column {label_column!r} is {feature!r}, not a ClassLabel, so it carries no class names. "
+            f"Cast it, e.g. dataset.cast_column({label_column!r}, ClassLabel(names=[...])), "
+            "or pass your own list of class names."
+        )
+    return list(feature.names)
+
+
+def sample_few_shot(
+    dataset,
+    shots: int,
+    seed: int = 1,
+    label_column: str = "label",
+    val_shots: int | None = None,
+):
+    """Draw `shots` training and `val_shots` validation examples per class, disjoint.
+
+    Args:
+        dataset: a `datasets.Dataset` (the training split) with an integer or ClassLabel label column.
+        shots: K, examples per class for "train".
+        seed: the draw is a function of the seed alone.
+        label_column: column holding class ids.
+        val_shots: examples per class for "validation"; default min(shots, 4); 0 for none.
+
+    Returns:
+        `DatasetDict(train=..., validation=...)`, rows kept in their original order.
+    """
+    from datasets import ClassLabel, DatasetDict
+
+    if not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise ValueError(f"shots must be a positive int (K examples per class), got {shots!r}")
+    val_shots = min(int(shots), 4) if val_shots is None else val_shots
+    if not isinstance(val_shots, (int, np.integer)) or val_shots < 0:
+        raise ValueError(f"val_shots must be an int >= 0 (0 for no validation split), got {val_shots!r}")
+    _check_dataset(dataset, label_column)
+    if len(dataset) == 0:
+        raise ValueError("cannot sample few-shot splits from an empty dataset")
+
+    labels = _labels(dataset, label_column)
+    feature = dataset.features[label_column]
+    # With a ClassLabel every declared class must be sampled, including absent ones
+    # (which then fail loudly below instead of silently shrinking the label space).
+    num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(labels.max()) + 1
+    class_ids = range(num_classes) if isinstance(feature, ClassLabel) else np.unique(labels)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=num_classes)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+
+    need = shots + val_shots
+    short = [(c, int(counts[c])) for c in class_ids if counts[c] < need]
+    if short:
+        name = feature.int2str if isinstance(feature, ClassLabel) else str
+        listed = ", ".join(f"{name(int(c))!r} ({n})" for c, n in short[:10])
+        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+        hint = " or val_shots=0 to skip validation" if val_shots else ""
+        raise ValueError(
+            f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
+            f"examples: {listed}{more}. Use fewer shots{hint}."
+        )
+
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in class_ids:
+        members = rng.permutation(order[starts[c] : starts[c + 1]])
+        train.append(members[:shots])
+        val.append(members[shots:need])
+    train_idx = np.sort(np.concatenate(train))
+    val_idx = np.sort(np.concatenate(val)) if val_shots else np.array([], dtype=np.int64)
+    return DatasetDict(train=dataset.select(train_idx.tolist()), validation=dataset.select(val_idx.tolist()))

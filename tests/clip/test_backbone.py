@@ -1,0 +1,124 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_clipadapt.clip import CLIPBackbone
+from hf_clipadapt.testing_utils import tiny_image_dataset, tiny_image_processor
+
+
+@pytest.fixture
+def backbone(tiny_clip, tiny_tokenizer, tiny_processor):
+    return CLIPBackbone(tiny_clip, tiny_tokenizer, tiny_processor)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return tiny_image_dataset(num_classes=2, per_class=2)["image"][:]
+
+
+def test_attributes(backbone, tiny_clip):
+    assert backbone.embed_dim == 16
+    assert backbone.logit_scale == pytest.approx(tiny_clip.logit_scale.exp().item())
+    assert isinstance(backbone.logit_scale, float)
+    assert backbone.name_or_path  # never empty, even for a model built in memory
+
+
+def test_weights_frozen_and_eval_mode_is_pinned(backbone):
+    assert not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert backbone.training and not backbone.model.training
+
+
+def test_encode_images_is_normalised_projected_pooler_output(backbone, tiny_clip, images):
+    pixel_values = backbone.preprocess(images)
+    assert pixel_values.shape == (4, 3, 30, 30)
+    expected = F.normalize(tiny_clip.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    got = backbone.encode_images(pixel_values)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(4))
+
+
+def test_image_grads_flow_to_unfrozen_parameters(backbone, images):
+    # UEO-style: a method unfreezes the visual LayerNorm affines and trains them.
+    weight = backbone.model.vision_model.post_layernorm.weight
+    weight.requires_grad_(True)
+    backbone.encode_images(backbone.preprocess(images)).sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_encode_texts_does_not_depend_on_batching(backbone):
+    texts = ["a cat.", "a much longer description of a dog.", "x", "a photo of a bird."]
+    full = backbone.encode_texts(texts)
+    torch.testing.assert_close(backbone.encode_texts(texts, batch_size=1), full, atol=1e-6, rtol=0)
+    torch.testing.assert_close(full.norm(dim=-1), torch.ones(4))
+
+
+def test_zero_shot_classifier_matches_independent_derivation(backbone, tiny_clip, tiny_tokenizer):
+    classnames, templates = ["cat", "dog", "red panda"], ["a photo of a {}.", "art of the {}.", "{}"]
+    expected = []
+    for c in classnames:
+        per_template = []
+        for t in templates:  # one text at a time: no padding involved
+            ids = tiny_tokenizer(t.format(c), return_tensors="pt")
+            per_template.append(F.normalize(tiny_clip.get_text_features(**ids).pooler_output[0], dim=-1))
+        expected.append(F.normalize(torch.stack(per_template).mean(0), dim=-1))
+    got = backbone.zero_shot_classifier(classnames, templates)
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-6, rtol=0)
+    # Default template = "a photo of a {}."
+    torch.testing.assert_close(
+        backbone.zero_shot_classifier(classnames), backbone.encode_texts([f"a photo of a {c}." for c in classnames])
+    )
+
+
+@pytest.mark.parametrize(
+    "classnames, templates, match",
+    [
+        ([], None, "empty"),
+        (["cat", "dog", "cat"], None, "duplicate.*cat"),
+        (["cat"], ["a photo of a cat."], "placeholder"),
+        (["cat"], [], "empty template"),
+        ("cat", None, "single string"),
+    ],
+)
+def test_zero_shot_classifier_errors(backbone, classnames, templates, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        backbone.zero_shot_classifier(classnames, templates)
+
+
+def test_missing_tokenizer_or_processor_errors(tiny_clip, images):
+    bare = CLIPBackbone(tiny_clip)
+    with pytest.raises(ValueError, match="no image processor.*image_processor="):
+        bare.preprocess(images)
+    with pytest.raises(ValueError, match="no tokenizer.*tokenizer="):
+        bare.encode_texts(["a cat"])
+
+
+def test_rejects_models_without_clip_feature_methods():
+    with pytest.raises(TypeError, match="get_image_features"):
+        CLIPBackbone(torch.nn.Linear(2, 2))
+
+
+def test_image_transform_is_a_features_transform(backbone, images):
+    transform = backbone.image_transform()
+    torch.testing.assert_close(transform(images, torch.arange(4), 3), backbone.preprocess(images))
+    other = CLIPBackbone(backbone.model, image_processor=tiny_image_processor(size=24)).image_transform()
+    assert transform.cache_id == backbone.image_transform().cache_id
+    assert transform.cache_id != other.cache_id
+
+
+def test_preprocess_converts_grayscale(backbone):
+    from PIL import Image
+
+    assert backbone.preprocess([Image.new("L", (20, 20), 128)]).shape == (1, 3, 30, 30)
+
+
+def test_from_pretrained_round_trip_forwards_kwargs(backbone, tmp_path, images):
+    backbone.model.save_pretrained(tmp_path)
+    backbone.tokenizer.save_pretrained(tmp_path)
+    backbone.image_processor.save_pretrained(tmp_path)
+    loaded = CLIPBackbone.from_pretrained(str(tmp_path), dtype=torch.float64)
+    assert loaded.dtype == torch.float64 and loaded.name_or_path == str(tmp_path)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    pixel_values = backbone.preprocess(images)
+    torch.testing.assert_close(loaded.encode_images(pixel_values).float(), backbone.encode_images(pixel_values))
+    torch.testing.assert_close(loaded.encode_texts(["a cat."]).float(), backbone.encode_texts(["a cat."]))

@@ -1,0 +1,563 @@
+"""LoRA-Pro optimizers: LoraProAdamW (full / efficient) and LoraProSGD.
+
+Both take the model, pair lora_A/lora_B by module (pairs.py), run the closed
+form of functional.py on every pair, and train every other trainable parameter
+(heads, biases, DoRA magnitudes, ...) with the plain base optimizer.
+
+Speed: per step the r×r algebra of all pairs with the same rank is batched
+(one eigh per matrix kind per rank), and the only m×n work in full mode is one
+GEMM that writes g̃, one fused Adam kernel on the moments and two skinny GEMMs
+that map the Adam direction back: no m×m or n×n matrix, no m×n temporaries
+beyond two scratch buffers per distinct layer shape.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.adamw import adamw as _torch_adamw
+
+from . import functional as F
+from .pairs import LoraPair, check_not_deepspeed, find_lora_pairs
+
+__all__ = ["LoraProAdamW", "LoraProSGD", "create_lorapro_optimizer"]
+
+_FORMAT = 1
+
+
+class _LoraProBase(torch.optim.Optimizer):
+    """Pair discovery, non-finite-gradient skip, name-keyed state dicts."""
+
+    _state_keys: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module, defaults: dict[str, Any], damping: float):
+        check_not_deepspeed()
+        if not (isinstance(damping, (int, float)) and damping >= 0):
+            raise ValueError(f"damping must be a number ≥ 0 (the official code uses 1e-8), got {damping!r}.")
+        self.damping = float(damping)
+        pairs, plain = find_lora_pairs(model)
+        self._pairs: list[LoraPair] = pairs
+        self._names: dict[int, str] = {id(p.A): p.a_name for p in pairs}
+        self._names.update({id(p.B): p.b_name for p in pairs})
+        self._names.update({id(p): n for n, p in plain})
+        groups = [
+            {"params": [t for p in pairs for t in (p.A, p.B)], "lorapro": True},
+            # Always present (maybe empty) so group indices are stable across models.
+            {"params": [p for _, p in plain], "lorapro": False},
+        ]
+        super().__init__(groups, defaults)
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def lora_pairs(self) -> list[LoraPair]:
+        """The (A, B) pairs this optimizer found, with their module names."""
+        return list(self._pairs)
+
+    def _all_grads(self) -> list[Tensor]:
+        return [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    def _grads_finite(self) -> bool:
+        grads = self._all_grads()
+        if not grads:
+            return True
+        # ∞-norm propagates NaN and cannot overflow; one foreach pass, one sync.
+        norms = torch._foreach_norm(grads, float("inf"))
+        finite = bool(torch.stack([n.float().cpu() if n.device != norms[0].device else n.float() for n in norms]).isfinite().all())
+        if not finite:
+            warnings.warn(
+                f"{type(self).__name__}: non-finite (NaN/inf) gradients; skipping this optimizer step "
+                "(parameters, moments and step counts unchanged), as torch.amp.GradScaler does.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return finite
+
+    def _lora_group(self) -> dict:
+        return next(g for g in self.param_groups if g["lorapro"])
+
+    def _plain_group(self) -> dict:
+        return next(g for g in self.param_groups if not g["lorapro"])
+
+    def _pair_grads(self, pair: LoraPair) -> tuple[Tensor, Tensor] | None:
+        gA, gB = pair.A.grad, pair.B.grad
+        if gA is None and gB is None:
+            return None  # pair not used in this forward: leave it alone, like torch optimizers
+        if gA is not None and gA.is_sparse or gB is not None and gB.is_sparse:
+            raise RuntimeError(
+                f"sparse gradient on '{pair.module_name}': LoRA-Pro needs dense gradients; "
+                "build the embedding without sparse=True."
+            )
+        gA = torch.zeros_like(pair.A) if gA is None else gA
+        gB = torch.zeros_like(pair.B) if gB is None else gB
+        return gA, gB
+
+    def _batched_coefficients(self, items: list[dict], solve_x: bool, stats: str) -> None:
+        """Compute the closed-form coefficients for every item, batching the r×r
+        algebra over items with the same (rank, dtype, device). `stats` names the
+        item key holding (BtB, AAt, gAAt, BtgB); the result goes to item["coef"]."""
+        buckets: dict[tuple, list[dict]] = defaultdict(list)
+        for it in items:
+            BtB = it[stats][0]
+            buckets[(BtB.shape[-1], BtB.dtype, BtB.device)].append(it)
+        for (_, dt, dev), bucket in buckets.items():
+            mats = [torch.stack([it[stats][k] for it in bucket]) for k in range(4)]
+            s = torch.tensor([it["s"] for it in bucket], dtype=dt, device=dev)
+            coef = F.projection_coefficients(*mats, s, self.damping, solve_x=solve_x)
+            for i, it in enumerate(bucket):
+                it["coef"] = F.ProjectionCoefficients(*(c[i] for c in coef))
+
+    @staticmethod
+    def _factors(pair: LoraPair, grads: tuple[Tensor, Tensor]) -> dict:
+        dt = F.compute_dtype(pair.A.dtype)
+        A, B = pair.A.detach().to(dt), pair.B.detach().to(dt)
+        gA, gB = grads[0].to(dt), grads[1].to(dt)
+        return {"pair": pair, "A": A, "B": B, "gA": gA, "gB": gB, "s": pair.scaling, "dt": dt}
+
+    @staticmethod
+    def _write(param: Tensor, new: Tensor) -> None:
+        if new.data_ptr() != param.data_ptr():
+            param.copy_(new)
+
+    # ------------------------------------------------------------ state dicts
+    def _extra_meta(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State keyed by parameter name (as in model.named_parameters()), so a
+        checkpoint survives any change in parameter order."""
+        state = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st:
+                    state[self._names[id(p)]] = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in st.items()}
+        groups = []
+        for group in self.param_groups:
+            g = {k: v for k, v in group.items() if k != "params"}
+            g["params"] = [self._names[id(p)] for p in group["params"]]
+            groups.append(g)
+        meta = {"format": _FORMAT, "optimizer": type(self).__name__, **self._extra_meta()}
+        return {"state": state, "param_groups": groups, "lorapro": meta}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        meta = state_dict.get("lorapro")
+        if meta is None:
+            raise ValueError(
+                f"this optimizer state was not written by a LoRA-Pro optimizer (no 'lorapro' entry), so it cannot "
+                f"be loaded into {type(self).__name__}. Start the optimizer fresh, or resume from a checkpoint "
+                "saved with the same LoRA-Pro optimizer."
+            )
+        if meta.get("optimizer") != type(self).__name__:
+            raise ValueError(
+                f"checkpoint was saved by {meta.get('optimizer')}, not {type(self).__name__}; "
+                "resume with the optimizer that wrote it."
+            )
+        for key, want in self._extra_meta().items():
+            if meta.get(key) != want:
+                raise ValueError(
+                    f"checkpoint was saved with {key}={meta.get(key)!r} but this optimizer has {key}={want!r}; their "
+                    f"states are not interchangeable. Build the optimizer with {key}={meta.get(key)!r} to resume."
+                )
+        by_name = {self._names[id(p)]: p for g in self.param_groups for p in g["params"]}
+        saved_names = {n for g in state_dict["param_groups"] for n in g["params"]}
+        if saved_names != set(by_name):
+            missing, extra = sorted(set(by_name) - saved_names), sorted(saved_names - set(by_name))
+            raise ValueError(
+                "checkpoint and model have different trainable parameters "
+                f"(missing from checkpoint: {missing[:5]}{'…' if len(missing) > 5 else ''}; "
+                f"unknown to this model: {extra[:5]}{'…' if len(extra) > 5 else ''}). "
+                "Resume with the same model, adapter config and modules_to_save."
+            )
+        new_state: dict[Tensor, dict] = defaultdict(dict)
+        for name, st in state_dict["state"].items():
+            p = by_name[name]
+            new_state[p] = self._load_param_state(p, st, name)
+        for saved in state_dict["param_groups"]:
+            group = next(g for g in self.param_groups if g["lorapro"] == saved["lorapro"])
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = new_state
+
+    def _load_param_state(self, p: Tensor, st: dict, name: str) -> dict:
+        out = {}
+        for k, v in st.items():
+            if isinstance(v, Tensor):
+                ref = self._fresh_state(p).get(k) if k != "step" else None
+                if ref is not None and ref.shape != v.shape:
+                    raise ValueError(
+                        f"state '{k}' of '{name}' has shape {tuple(v.shape)} but this optimizer needs "
+                        f"{tuple(ref.shape)}; the checkpoint comes from a different mode or adapter rank."
+                    )
+                dtype = ref.dtype if ref is not None else torch.float32  # only "step" has no ref
+                v = v.to(device=p.device, dtype=dtype).clone()
+            out[k] = v
+        return out
+
+    def _fresh_state(self, p: Tensor) -> dict:
+        raise NotImplementedError
+
+
+def _check_common(lr: float, eps: float | None = None, betas=None, weight_decay: float = 0.0, momentum=None) -> None:
+    if not (isinstance(lr, (int, float, Tensor)) and float(lr) >= 0):
+        raise ValueError(f"lr must be ≥ 0, got {lr!r}.")
+    if eps is not None and not eps >= 0:
+        raise ValueError(f"eps must be ≥ 0, got {eps!r}.")
+    if betas is not None:
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}.")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay!r}.")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+
+
+def _small_adamw_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """AdamW on parameters whose moments are shaped like them (the plain group,
+    and A/B in efficient mode). Moments are float32 (float64 for float64 params).
+    Same-dtype parameters go through torch's own fused kernel, so plain
+    parameters get exactly torch.optim.AdamW; bf16/fp16 parameters are updated
+    in float32 and rounded once."""
+    fast = [i for i, p in enumerate(params) if p.dtype == states[i]["exp_avg"].dtype]
+    if fast:
+        fused = all(params[i].device.type in ("cpu", "cuda") for i in fast)
+        _torch_adamw(
+            [params[i] for i in fast],
+            [grads[i].to(params[i].dtype) for i in fast],
+            [states[i]["exp_avg"] for i in fast],
+            [states[i]["exp_avg_sq"] for i in fast],
+            [],
+            [states[i]["step"] for i in fast],
+            fused=fused or None,
+            foreach=None if fused else False,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=False,
+        )
+    for i in sorted(set(range(len(params))) - set(fast)):
+        p, st = params[i], states[i]
+        st["step"] += 1
+        step = float(st["step"])
+        g = grads[i].to(st["exp_avg"].dtype)
+        st["exp_avg"].lerp_(g, 1 - beta1)
+        st["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+        p32 = p.detach().to(g.dtype) * (1 - lr * weight_decay)
+        p32.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - beta1**step))
+        p.copy_(p32)
+
+
+class LoraProAdamW(_LoraProBase):
+    """AdamW with LoRA-Pro's gradient adjustment (METHODS.md §1).
+
+    mode="full" (the paper's Algorithm 2): Adam runs on the equivalent full-weight
+    gradient g̃ with m×n moments per adapted matrix (memory: 2·m·n·bytes(moment_dtype)
+    per pair, e.g. 2·4096·11008·4 B ≈ 361 MB for one Llama-2-7B MLP matrix), then
+    the Adam direction is mapped back to A and B through the closed form.
+    mode="efficient": the closed form adjusts the raw gradients, then ordinary
+    AdamW steps A and B (memory as plain LoRA).
+
+    Every other trainable parameter gets plain AdamW (group with "lorapro": False).
+    Weight decay is decoupled and applies to trainable parameters only (A, B and
+    the plain group), never to the frozen base weight.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        mode: str = "full",
+        damping: float = 1e-8,
+        moment_dtype: torch.dtype = torch.float32,
+    ):
+        if mode not in ("full", "efficient"):
+            raise ValueError(f'mode must be "full" (the paper\'s Algorithm 2) or "efficient", got {mode!r}.')
+        if moment_dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise ValueError(f"moment_dtype must be a floating dtype (float32 default, or bfloat16), got {moment_dtype}.")
+        _check_common(lr, eps=eps, betas=betas, weight_decay=weight_decay)
+        self.mode = mode
+        self.moment_dtype = moment_dtype
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(model, defaults, damping)
+        self._scratch: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._pair_of_A = {id(p.A): p for p in self._pairs}
+
+    def _extra_meta(self) -> dict:
+        return {"mode": self.mode}
+
+    def _fresh_state(self, p: Tensor) -> dict:
+        dt = F.compute_dtype(p.dtype)
+        step = torch.zeros((), dtype=torch.float32, device=p.device)
+        lora = self._lora_group()["params"]
+        if self.mode == "full" and any(p is q for q in lora):
+            pair = self._pair_of_A.get(id(p))
+            if pair is None:
+                return {}  # B carries no state: the pair's m×n moments live under lora_A's name
+            mdt = dt if self.moment_dtype == torch.float32 else self.moment_dtype
+            shape = (pair.B.shape[0], pair.A.shape[1])
+            z = lambda: torch.zeros(shape, dtype=mdt, device=p.device)  # noqa: E731
+            return {"step": step, "exp_avg": z(), "exp_avg_sq": z()}
+        return {"step": step, "exp_avg": torch.zeros_like(p, dtype=dt), "exp_avg_sq": torch.zeros_like(p, dtype=dt)}
+
+    def _state(self, p: Tensor) -> dict:
+        st = self.state[p]
+        if not st:
+            st.update(self._fresh_state(p))
+        return st
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self._grads_finite():
+            return loss
+        if self.mode == "full":
+            self._step_full()
+        else:
+            self._step_efficient()
+        self._step_plain()
+        return loss
+
+    # ------------------------------------------------------------------ plain
+    def _step_plain(self) -> None:
+        group = self._plain_group()
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("LoraProAdamW does not support sparse gradients; use dense embeddings.")
+        beta1, beta2 = group["betas"]
+        _small_adamw_(
+            params, [p.grad for p in params], [self._state(p) for p in params],
+            lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+        )
+
+    # -------------------------------------------------------------- efficient
+    def _step_efficient(self) -> None:
+        group = self._lora_group()
+        items = []
+        for pair in self._pairs:
+            grads = self._pair_grads(pair)
+            if grads is None:
+                continue
+            it = self._factors(pair, grads)
+            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
+            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
+            items.append(it)
+        if not items:
+            return
+        self._batched_coefficients(items, solve_x=True, stats="stats")
+        params, grads, states = [], [], []
+        for it in items:
+            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
+            params += [it["pair"].A, it["pair"].B]
+            grads += [gA_hat, gB_hat]
+            states += [self._state(it["pair"].A), self._state(it["pair"].B)]
+        beta1, beta2 = group["betas"]
+        _small_adamw_(
+            params, grads, states,
+            lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+        )
+
+    # ------------------------------------------------------------------- full
+    def _buffers(self, m: int, n: int, dt: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (m, n, dt, device)
+        if key not in self._scratch:
+            self._scratch[key] = (torch.empty(m, n, dtype=dt, device=device), torch.empty(m, n, dtype=dt, device=device))
+        return self._scratch[key]
+
+    def _step_full(self) -> None:
+        group = self._lora_group()
+        lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        items = []
+        for pair in self._pairs:
+            grads = self._pair_grads(pair)
+            if grads is None:
+                continue
+            it = self._factors(pair, grads)
+            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
+            BtB, AAt = B.T @ B, A @ A.T
+            it["stats"] = (BtB, AAt, gA @ A.T, B.T @ gB)
+            items.append(it)
+        if not items:
+            return
+        # Step 1: g̃ from the raw gradients with X = 0 (the equivalent gradient does not depend on X).
+        self._batched_coefficients(items, solve_x=False, stats="stats")
+        for it in items:
+            A, B, s = it["A"], it["B"], it["s"]
+            gA0, gB0 = F.apply_projection(it["coef"], A, B, it["gA"], it["gB"])
+            gt, ghat = self._buffers(B.shape[0], A.shape[1], it["dt"], A.device)
+            # g̃ = s·[B, ĝB]·[ĝA; A], written straight into the scratch buffer.
+            torch.mm(torch.cat([B, gB0], 1), torch.cat([gA0, A], 0), out=gt)
+            gt.mul_(s)
+            st = self._state(it["pair"].A)
+            # Step 2: Adam on g̃ → ĝ = m̂/(√v̂ + ε).
+            self._adam_direction_(gt, ghat, st, beta1, beta2, eps)
+            # Step 3: map back, gA' = s·Bᵀ·ĝ, gB' = s·ĝ·Aᵀ.
+            gA1 = (B.T @ ghat).mul_(s)
+            gB1 = (ghat @ A.T).mul_(s)
+            it["gA"], it["gB"] = gA1, gB1
+            it["stats2"] = (it["stats"][0], it["stats"][1], gA1 @ A.T, B.T @ gB1)
+        # Step 4: closed form with the Sylvester X, batched over pairs of equal rank.
+        self._batched_coefficients(items, solve_x=True, stats="stats2")
+        # Step 5: decoupled weight decay on A and B, then the update.
+        for it in items:
+            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
+            for param, cur, upd in ((it["pair"].A, it["A"], gA_hat), (it["pair"].B, it["B"], gB_hat)):
+                if cur.data_ptr() == param.data_ptr():
+                    if wd:
+                        param.mul_(1 - lr * wd)
+                    param.add_(upd, alpha=-lr)
+                else:  # low-precision parameter: update in float32, round once
+                    param.copy_(cur.mul(1 - lr * wd).add_(upd, alpha=-lr))
+
+    def _adam_direction_(self, gt: Tensor, out: Tensor, st: dict, beta1: float, beta2: float, eps: float) -> None:
+        """out ← m̂/(√v̂ + ε) after folding g̃ into the moments, in place."""
+        st["step"] += 1
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        if m.dtype == gt.dtype and gt.device.type in ("cpu", "cuda"):
+            # torch's fused AdamW kernel does the whole elementwise update in one
+            # pass; on a zeroed "parameter" with lr = -1 it leaves exactly the Adam
+            # direction there. No m×n temporaries.
+            out.zero_()
+            torch._fused_adamw_(
+                [out], [gt], [m], [v], [], [st["step"]],
+                lr=-1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
+            )
+            return
+        # bf16/fp16 moments (memory option): math in gt's dtype, moments rounded once.
+        step = float(st["step"])
+        m32 = m.to(gt.dtype).lerp_(gt, 1 - beta1)
+        v32 = out.copy_(v).mul_(beta2).addcmul_(gt, gt, value=1 - beta2)
+        m.copy_(m32)
+        v.copy_(v32)
+        v32.sqrt_().div_(math.sqrt(1 - beta2**step)).add_(eps)
+        torch.div(m32, v32, out=out).div_(1 - beta1**step)
+
+
+class LoraProSGD(_LoraProBase):
+    """SGD with LoRA-Pro's closed-form gradient adjustment (the paper's Algorithm 1).
+
+    A and B step along (ĝA, ĝB) (with heavy-ball momentum on them if momentum > 0);
+    every other trainable parameter takes a plain SGD step with the same momentum."""
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.0, damping: float = 1e-8):
+        _check_common(lr, momentum=momentum)
+        super().__init__(model, dict(lr=lr, momentum=momentum), damping)
+
+    def _fresh_state(self, p: Tensor) -> dict:
+        return {"momentum_buffer": torch.zeros_like(p, dtype=F.compute_dtype(p.dtype))}
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self._grads_finite():
+            return loss
+        items = []
+        for pair in self._pairs:
+            grads = self._pair_grads(pair)
+            if grads is None:
+                continue
+            it = self._factors(pair, grads)
+            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
+            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
+            items.append(it)
+        if items:
+            self._batched_coefficients(items, solve_x=True, stats="stats")
+        lora, plain = self._lora_group(), self._plain_group()
+        for it in items:
+            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
+            self._sgd_(it["pair"].A, gA_hat, lora)
+            self._sgd_(it["pair"].B, gB_hat, lora)
+        for p in plain["params"]:
+            if p.grad is not None:
+                self._sgd_(p, p.grad, plain)
+        return loss
+
+    def _sgd_(self, p: Tensor, d: Tensor, group: dict) -> None:
+        d = d.to(F.compute_dtype(p.dtype))
+        if group["momentum"]:
+            st = self.state[p]
+            if not st:
+                st.update(self._fresh_state(p))
+            d = st["momentum_buffer"].mul_(group["momentum"]).add_(d)
+        if p.dtype == d.dtype:
+            p.add_(d, alpha=-float(group["lr"]))
+        else:
+            p.copy_(p.to(d.dtype).add_(d, alpha=-float(group["lr"])))
+
+
+def _config_kwargs(model: nn.Module) -> dict:
+    """Optimizer settings from the LoraProConfig(s) of a PeftModel's trainable adapters."""
+    from .config import LoraProConfig
+
+    configs = getattr(model, "peft_config", None) or getattr(getattr(model, "base_model", None), "peft_config", None)
+    if not isinstance(configs, dict):
+        return {}
+    found = {}
+    for name, cfg in configs.items():
+        if isinstance(cfg, LoraProConfig):
+            found[name] = cfg.optimizer_kwargs()
+    settings = {tuple(sorted(v.items())) for v in found.values()}
+    if len(settings) > 1:
+        raise ValueError(
+            f"adapters {sorted(found)} carry different LoRA-Pro settings {found}; one optimizer runs one mode. "
+            "Pass mode=/damping= to create_lorapro_optimizer explicitly."
+        )
+    return dict(next(iter(settings))) if settings else {}
+
+
+def create_lorapro_optimizer(
+    model: nn.Module,
+    optimizer_cls: type[_LoraProBase] = None,
+    *,
+    lr: float,
+    mode: str | None = None,
+    damping: float | None = None,
+    **kwargs: Any,
+) -> _LoraProBase:
+    """Build a LoRA-Pro optimizer for `model`, in the shape of
+    `peft.optimizers.create_loraplus_optimizer`.
+
+    mode and damping default to the model's LoraProConfig, then to "full" and 1e-8.
+    optimizer_cls is LoraProAdamW (default) or LoraProSGD; other kwargs (betas,
+    eps, weight_decay, moment_dtype / momentum) go to it.
+    """
+    optimizer_cls = LoraProAdamW if optimizer_cls is None else optimizer_cls
+    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, _LoraProBase)):
+        raise TypeError(f"optimizer_cls must be LoraProAdamW or LoraProSGD, got {optimizer_cls!r}.")
+    from_config = _config_kwargs(model)
+    damping = from_config.get("damping", 1e-8) if damping is None else damping
+    if optimizer_cls is LoraProSGD:
+        if mode is not None:
+            raise ValueError("LoraProSGD has no mode (it is the paper's Algorithm 1); drop mode=.")
+        return LoraProSGD(model, lr=lr, damping=damping, **kwargs)
+    mode = from_config.get("mode", "full") if mode is None else mode
+    return optimizer_cls(model, lr=lr, mode=mode, damping=damping, **kwargs)

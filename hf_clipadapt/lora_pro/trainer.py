@@ -1,0 +1,88 @@
+"""LoRA-Pro for `transformers.Trainer` users, two ways:
+
+1. One line, any Trainer, through Trainer's optimizer-factory hook:
+
+       Trainer(model=peft_model, args=args, train_dataset=ds,
+               optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 2e-5, "mode": "full"}))
+
+   Trainer calls `LoraProOptimizerFactory()(model, **kwargs)`; the learning rate
+   must be in kwargs (TrainingArguments.learning_rate is not seen by factories),
+   while the schedule (warmup, cosine, ...) still comes from TrainingArguments.
+
+2. The subclass, which reads lr, betas, eps and weight_decay from TrainingArguments:
+
+       LoraProTrainer(model=peft_model, args=args, train_dataset=ds, lorapro_mode="efficient")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from .optimizer import LoraProAdamW, _config_kwargs, create_lorapro_optimizer
+from .pairs import check_not_deepspeed
+
+__all__ = ["LoraProOptimizerFactory", "LoraProTrainer"]
+
+
+class LoraProOptimizerFactory:
+    """Optimizer factory for `Trainer(optimizer_cls_and_kwargs=(LoraProOptimizerFactory, kwargs))`.
+
+    kwargs are those of `create_lorapro_optimizer`: lr (required), mode, damping,
+    betas, eps, weight_decay, moment_dtype, optimizer_cls."""
+
+    def __call__(self, model: torch.nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
+        if "lr" not in kwargs:
+            raise TypeError(
+                'LoraProOptimizerFactory needs the learning rate in its kwargs, e.g. '
+                '(LoraProOptimizerFactory, {"lr": 2e-5}): Trainer does not pass TrainingArguments to factories.'
+            )
+        return create_lorapro_optimizer(model, **kwargs)
+
+
+class LoraProTrainer(Trainer):
+    """`transformers.Trainer` whose default optimizer is LoraProAdamW.
+
+    lr, betas, eps and weight_decay come from TrainingArguments (the usual
+    learning_rate, adam_beta1/2, adam_epsilon, weight_decay); lorapro_mode and
+    lorapro_damping default to the model's LoraProConfig, then to "full", 1e-8.
+    Everything else (accumulation, clipping, schedules, checkpoints with the
+    optimizer moments, bf16 autocast, DDP) is Trainer's own machinery.
+    DeepSpeed ZeRO is refused: it hands optimizers flat partitions.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        lorapro_mode: str | None = None,
+        lorapro_damping: float | None = None,
+        lorapro_moment_dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
+    ):
+        self.lorapro_mode = lorapro_mode
+        self.lorapro_damping = lorapro_damping
+        self.lorapro_moment_dtype = lorapro_moment_dtype
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
+            if getattr(self, "is_deepspeed_enabled", False):
+                check_not_deepspeed()  # raises with the message listing what is supported
+                raise RuntimeError("LoraProTrainer does not support DeepSpeed; train without a deepspeed config.")
+            opt_model = self.model if model is None else model
+            from_config = _config_kwargs(opt_model)
+            args = self.args
+            self.optimizer = LoraProAdamW(
+                opt_model,
+                lr=args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
+                weight_decay=args.weight_decay,
+                mode=self.lorapro_mode or from_config.get("mode", "full"),
+                damping=self.lorapro_damping if self.lorapro_damping is not None else from_config.get("damping", 1e-8),
+                moment_dtype=self.lorapro_moment_dtype,
+            )
+            return self.optimizer
+        return super().create_optimizer(model)

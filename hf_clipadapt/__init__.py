@@ -18,8 +18,17 @@ from .data import AugmentedViews, class_names, sample_few_shot
 # --- gda ---
 # --- end gda ---
 # --- lora_pro ---
+from .lora_pro import (
+    LoraProAdamW,
+    LoraProConfig,
+    LoraProOptimizerFactory,
+    LoraProSGD,
+    LoraProTrainer,
+    create_lorapro_optimizer,
+)
 # --- end lora_pro ---
 # --- tzsl ---
 # --- end tzsl ---
 # --- sfda ---
+from .sfda import SFDAConfig, SFDAModelForImageClassification  # noqa: E402
 # --- end sfda ---

@@ -1,0 +1,123 @@
+"""Configuration of the transductive ZSL model (VAE-GAN feature generator + attribute decoder)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+# Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
+# method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
+# gan_weight = gammaD = gammaG, feedback_train/eval_weight = a1/a2, decoder_weight =
+# recons_weight, syn_num = synthetic features per unseen class. The paper gives no
+# separate weight for the second critic: we use the same weight as for the first.
+PRESETS: dict[str, dict] = {
+    "cub": dict(epochs=300, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
+                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300),
+    "awa2": dict(epochs=120, lr=1e-5, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=10.0,
+                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800),
+    "sun": dict(epochs=400, lr=1e-3, cls_lr=5e-4, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=1.0,
+                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400),
+    "flo": dict(epochs=500, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
+                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200),
+    # Small networks and few steps: minutes on 2 CPU cores for ~15k features of width ~1k.
+    "fast": dict(epochs=4, hidden_dim=512, decoder_hidden_dim=256, lr=2e-4, cls_lr=1e-3, decoder_lr=1e-3,
+                 gan_weight=1.0, decoder_weight=0.1, feedback=False, syn_num=300, steps_per_epoch=200,
+                 decoder_pretrain_epochs=5, cls_epochs=15),
+}  # fmt: skip
+
+
+class TZSLConfig(PreTrainedConfig):
+    r"""Configuration of [`TZSLModel`].
+
+    Args:
+        feature_dim: width of the visual features (2048 for xlsa17 ResNet-101).
+        attribute_dim: width of the class semantic vectors (attributes or text embeddings).
+        num_classes: number of classes (rows of the attribute matrix).
+        latent_dim: noise width; `None` means `attribute_dim`, as in the reference setup.
+        hidden_dim: hidden units of encoder, generator and critics (4096 in the paper).
+        decoder_hidden_dim: hidden units of the attribute decoder (4096 in the paper).
+        mode: "transductive" (critic D2 on unlabelled unseen features) or "inductive" (no D2).
+        conditional_d2: True = D2(x_u, Dec(x_u)), the paper's contribution; False = an
+            unconditional D2(x) as in f-VAEGAN-D2 (ablation).
+        unseen_prior: how unseen-class conditions are drawn when attributes of unseen
+            classes are sampled (unconditional D2 and classifier synthesis): "uniform",
+            or "pseudo" = a label-free estimate from decoded attributes of the unlabelled data.
+        feedback: use the feedback module (decoder hidden -> generator hidden).
+        epochs / steps_per_epoch: fixed training length (never chosen on test data);
+            `steps_per_epoch=None` means one generator step per seen-train batch.
+        critic_iters: critic steps per generator step (5). gp_weight: WGAN-GP lambda (10).
+        gan_weight: weight of the adversarial terms (gammaD = gammaG).
+        decoder_weight: beta, weight of the decoder's reconstruction loss.
+        syn_num: synthetic features per unseen class for the final classifier.
+        seen_classes / unseen_classes: filled in by `fit`.
+    """
+
+    model_type = "tzsl"
+
+    def __init__(
+        self,
+        feature_dim: int = 2048,
+        attribute_dim: int = 85,
+        num_classes: int = 50,
+        latent_dim: int | None = None,
+        hidden_dim: int = 4096,
+        decoder_hidden_dim: int = 4096,
+        mode: str = "transductive",
+        conditional_d2: bool = True,
+        unseen_prior: str = "uniform",
+        feedback: bool = True,
+        feedback_train_weight: float = 1.0,
+        feedback_eval_weight: float = 1.0,
+        normalize_attributes: bool = True,
+        epochs: int = 100,
+        steps_per_epoch: int | None = None,
+        batch_size: int = 64,
+        critic_iters: int = 5,
+        gp_weight: float = 10.0,
+        gan_weight: float = 10.0,
+        decoder_weight: float = 0.01,
+        lr: float = 1e-4,
+        decoder_lr: float = 1e-4,
+        feedback_lr: float = 1e-5,
+        decoder_pretrain_epochs: int = 20,
+        syn_num: int = 300,
+        cls_lr: float = 1e-3,
+        cls_epochs: int = 25,
+        cls_batch_size: int = 128,
+        seen_classes: list[int] | None = None,
+        unseen_classes: list[int] | None = None,
+        class_names: list[str] | None = None,
+        preset: str | None = None,
+        **kwargs,
+    ):
+        if mode not in ("transductive", "inductive"):
+            raise ValueError(f"mode must be 'transductive' or 'inductive', got {mode!r}")
+        if unseen_prior not in ("uniform", "pseudo"):
+            raise ValueError(f"unseen_prior must be 'uniform' or 'pseudo' (label-free), got {unseen_prior!r}")
+        for name, v in dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes,
+                            hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim, critic_iters=critic_iters,
+                            batch_size=batch_size, syn_num=syn_num).items():  # fmt: skip
+            if int(v) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+        self.feature_dim, self.attribute_dim, self.num_classes = feature_dim, attribute_dim, num_classes
+        self.latent_dim = attribute_dim if latent_dim is None else latent_dim
+        self.hidden_dim, self.decoder_hidden_dim = hidden_dim, decoder_hidden_dim
+        self.mode, self.conditional_d2, self.unseen_prior = mode, conditional_d2, unseen_prior
+        self.feedback, self.feedback_train_weight, self.feedback_eval_weight = feedback, feedback_train_weight, feedback_eval_weight
+        self.normalize_attributes = normalize_attributes
+        self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
+        self.critic_iters, self.gp_weight, self.gan_weight, self.decoder_weight = critic_iters, gp_weight, gan_weight, decoder_weight
+        self.lr, self.decoder_lr, self.feedback_lr = lr, decoder_lr, feedback_lr
+        self.decoder_pretrain_epochs = decoder_pretrain_epochs
+        self.syn_num, self.cls_lr, self.cls_epochs, self.cls_batch_size = syn_num, cls_lr, cls_epochs, cls_batch_size
+        self.seen_classes, self.unseen_classes, self.class_names = seen_classes, unseen_classes, class_names
+        self.preset = preset
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TZSLConfig":
+        """A config from a published preset ("cub", "awa2", "sun", "flo") or "fast" (CPU),
+        with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...)."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[key], "preset": key, **overrides})

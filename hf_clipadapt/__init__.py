@@ -28,6 +28,8 @@ from .lora_pro import (
 )
 # --- end lora_pro ---
 # --- tzsl ---
+from . import tzsl
+from .tzsl import TZSLConfig, TZSLModel
 # --- end tzsl ---
 # --- sfda ---
 from .sfda import SFDAConfig, SFDAModelForImageClassification  # noqa: E402

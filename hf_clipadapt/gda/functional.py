@@ -1,0 +1,438 @@
+"""GDA's functional core: closed-form Gaussian discriminant analysis on features.
+
+Everything here is plain tensors in, tensors out, so it runs on CLIP embeddings,
+on any other backbone's features, under Accelerate, or inside a notebook.
+
+The model (Wang et al., ICLR 2024, "A Hard-to-Beat Baseline for Training-free
+CLIP-based Adaptation"): class-conditional Gaussians N(μ_k, Σ) with one shared
+covariance and a uniform prior, which gives the linear classifier
+
+    w_k = Σ⁻¹ μ_k,        b_k = log(1/K) − ½ μ_kᵀ Σ⁻¹ μ_k.
+
+The precision is the Kubokawa–Srivastava estimator Σ⁻¹ = D·((N−1)·S + tr(S)·I)⁻¹,
+with S the sample covariance of the class-centred features pooled over all
+classes. Writing W = (N−1)·S for the within-class scatter Σ_n (x_n − μ_{y_n})(…)ᵀ,
+this is D·(W + tr(W)/(N−1)·I)⁻¹: it needs only W and N, which is what the
+streaming accumulator `GDAStatistics` keeps.
+
+Degenerate case. With one sample per class (1-shot without augmentation views),
+every class-centred feature is zero, W = 0 and the estimator is 0⁻¹: undefined.
+The paper's answer is to encode each shot under several augmentations, which
+gives every class a scatter. When the scatter is still zero we warn
+(`GDADegenerateCovarianceWarning`) and fall back to Σ = I: w_k = μ_k,
+b_k = log(1/K) − ½‖μ_k‖², the Euclidean nearest-class-mean classifier, which is
+what the Gaussian model gives under an isotropic unit covariance. We never return
+NaN.
+
+Numerics: statistics are accumulated in float64 (`dtype=`), the precision is
+applied with a Cholesky solve (the matrix is symmetric positive definite by
+construction), never an explicit inverse, and the outputs come back in the
+features' floating dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "ALPHAS",
+    "GDADegenerateCovarianceWarning",
+    "GDAStatistics",
+    "ensemble_logits",
+    "fit_gda",
+    "fit_gda_em",
+    "gda_logits",
+    "ks_precision_solve",
+    "new_class_classifier",
+    "select_alpha",
+]
+
+#: The paper's grid for the ensemble weight α; `select_alpha` keeps the smaller on ties.
+ALPHAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+
+
+class GDADegenerateCovarianceWarning(UserWarning):
+    """The within-class scatter is zero (one sample per class): GDA falls back to Σ = I."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_features(features: torch.Tensor, name: str = "features") -> None:
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [num_samples, dim], got shape {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {features.dtype}")
+    if features.shape[0] == 0:
+        raise ValueError(f"{name} is empty: GDA needs at least one sample per class")
+    if torch.isfinite(features.sum(0)).all():  # one cheap reduction; NaN/inf anywhere poisons a column sum
+        return
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bad.any():
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} contain NaN or infinite values in {int(bad.sum())} row(s) (first: {rows}); "
+            "check the encoder's output (e.g. fp16 overflow) before fitting"
+        )
+    raise ValueError(f"{name} are too large to sum in {features.dtype}; normalise them (GDA expects L2-normalised features)")
+
+
+def _check_labels(labels: torch.Tensor, num_samples: int, num_classes: int) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.shape[0] != num_samples:
+        raise ValueError(f"labels must be 1-D with one entry per feature row ({num_samples}), got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
+    out = (labels < 0) | (labels >= num_classes)
+    if out.any():
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}; found "
+            f"{sorted(set(labels[out].tolist()))[:10]}. Remap the labels or pass the right num_classes"
+        )
+    return labels.long()
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def _check_nonempty_classes(counts: torch.Tensor) -> None:
+    empty = (counts == 0).nonzero().flatten()
+    if empty.numel():
+        raise ValueError(
+            f"class(es) {empty[:10].tolist()} have no samples: GDA needs at least one sample per class "
+            "to estimate its mean. Drop those classes (and remap the labels) or add samples"
+        )
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def _is_degenerate(scatter: torch.Tensor, num_samples: int, total_energy: float) -> bool:
+    """W is zero up to rounding: tr(W) is tiny next to Σ‖x‖² (`total_energy`)."""
+    trace = float(torch.diagonal(scatter).sum())
+    return num_samples < 2 or trace <= 100 * torch.finfo(scatter.dtype).eps * max(total_energy, 1e-300)
+
+
+def ks_precision_solve(scatter: torch.Tensor, num_samples: int, rhs: torch.Tensor, total_energy: float) -> torch.Tensor:
+    """Σ⁻¹ · rhs for the Kubokawa–Srivastava precision Σ⁻¹ = D·(W + tr(W)/(N−1)·I)⁻¹.
+
+    `scatter` is the within-class scatter W = (N−1)·S [D, D], `rhs` is [D, M],
+    `total_energy` is Σ_n ‖x_n‖², the yardstick for "W is zero up to rounding".
+    Falls back to Σ⁻¹ = I, with a `GDADegenerateCovarianceWarning`, when W is zero
+    (one sample per class) or N = 1.
+    """
+    dim = scatter.shape[0]
+    trace = torch.diagonal(scatter).sum()
+    if _is_degenerate(scatter, num_samples, total_energy):
+        warnings.warn(
+            "GDA: the within-class scatter is zero (every class has a single, unaugmented sample), so the "
+            "shared covariance cannot be estimated. Falling back to Σ = I (Euclidean nearest class mean). "
+            "Encode each shot under several augmentation views (the paper uses 10) to get a real estimate.",
+            GDADegenerateCovarianceWarning,
+            stacklevel=3,
+        )
+        return rhs.clone()
+    shrunk = scatter + (trace / (num_samples - 1)) * torch.eye(dim, dtype=scatter.dtype, device=scatter.device)
+    chol = torch.linalg.cholesky(shrunk)
+    return dim * torch.cholesky_solve(rhs, chol)
+
+
+def _classifier_from_moments(means: torch.Tensor, scatter: torch.Tensor, num_samples: int, total_energy: float):
+    """(weight [K, D], bias [K]) from class means, within-class scatter, N and Σ‖x‖²."""
+    num_classes = means.shape[0]
+    weight = ks_precision_solve(scatter, num_samples, means.T, total_energy).T  # [K, D] = (Σ⁻¹ μ_k)_k
+    bias = math.log(1.0 / num_classes) - 0.5 * (means * weight).sum(dim=1)
+    return weight, bias
+
+
+# --------------------------------------------------------------------------- batch fit
+
+
+def fit_gda(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit GDA in closed form: returns (weight [K, D], bias [K]) with logits = x·Wᵀ + b.
+
+    Features are used exactly as given (for CLIP, pass L2-normalised embeddings,
+    as the paper does). Statistics are computed in `dtype` (float64 by default)
+    and the result is returned in the features' dtype. This is one
+    `GDAStatistics.update` followed by `solve`: a single pass of O(N·D²) for
+    Σ x xᵀ, then a D×D Cholesky factorisation and a solve with K right-hand sides.
+    """
+    _check_num_classes(num_classes)
+    if not isinstance(features, torch.Tensor) or features.ndim != 2:
+        _check_features(features)  # raises the descriptive error
+    stats = GDAStatistics(num_classes, features.shape[1], dtype=dtype, device=features.device)
+    return stats.update(features, labels).solve(out_dtype=features.dtype)
+
+
+def gda_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x·Wᵀ + b."""
+    return torch.addmm(bias.to(features.dtype), features, weight.to(features.dtype).T)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class GDAStatistics:
+    """Streaming, mergeable sufficient statistics for GDA, kept in float64.
+
+    Holds the per-class counts and feature sums and the uncentred second moment
+    Σ x xᵀ. The within-class scatter is recovered at solve time as
+    Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ. Because everything is a plain sum, batches can be
+    added in any order and processes combine with one all-reduce:
+
+        stats = GDAStatistics(num_classes, dim)
+        for batch in loader:
+            stats.update(encode(batch["pixel_values"]), batch["labels"])
+        stats.all_reduce(accelerator)      # no-op on one process
+        weight, bias = stats.solve()
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, dtype: torch.dtype = torch.float64, device=None):
+        _check_num_classes(num_classes)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.num_classes, self.dim, self.dtype = num_classes, dim, dtype
+        self.counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(num_classes, dim, dtype=dtype, device=device)
+        self.second_moment = torch.zeros(dim, dim, dtype=dtype, device=device)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.counts.sum().item())
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> GDAStatistics:
+        _check_features(features)
+        if features.shape[1] != self.dim:
+            raise ValueError(f"features have dim {features.shape[1]}, the statistics were created for dim {self.dim}")
+        labels = _check_labels(labels, features.shape[0], self.num_classes).to(self.sums.device)
+        x = features.to(device=self.sums.device, dtype=self.dtype)
+        self.counts += torch.bincount(labels, minlength=self.num_classes).to(self.counts.dtype)
+        self.sums.index_add_(0, labels, x)
+        self.second_moment.addmm_(x.T, x)
+        return self
+
+    def merge(self, other: GDAStatistics) -> GDAStatistics:
+        """Add another accumulator's statistics into this one (same classes and dim)."""
+        if (other.num_classes, other.dim) != (self.num_classes, self.dim):
+            raise ValueError(
+                f"cannot merge statistics for {other.num_classes} classes × dim {other.dim} into "
+                f"{self.num_classes} classes × dim {self.dim}"
+            )
+        self.counts += other.counts.to(self.counts)
+        self.sums += other.sums.to(self.sums)
+        self.second_moment += other.second_moment.to(self.second_moment)
+        return self
+
+    def all_reduce(self, accelerator=None) -> GDAStatistics:
+        """Sum the statistics over every process (`accelerator.reduce(t, "sum")`, exact for sums)."""
+        if accelerator is None or accelerator.num_processes == 1:
+            return self
+        device = accelerator.device
+        for name in ("counts", "sums", "second_moment"):
+            t = getattr(self, name)
+            setattr(self, name, accelerator.reduce(t.to(device), reduction="sum").to(t.device))
+        return self
+
+    @property
+    def total_energy(self) -> float:
+        """Σ_n ‖x_n‖² = tr(Σ x xᵀ)."""
+        return float(torch.diagonal(self.second_moment).sum())
+
+    def means(self) -> torch.Tensor:
+        _check_nonempty_classes(self.counts)
+        return self.sums / self.counts.unsqueeze(1).to(self.dtype)
+
+    def scatter(self) -> torch.Tensor:
+        """Within-class scatter W = Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ = Σ xxᵀ − Sᵀ diag(1/n) S."""
+        _check_nonempty_classes(self.counts)
+        scaled = self.sums / self.counts.sqrt().unsqueeze(1).to(self.dtype)
+        scatter = self.second_moment - scaled.T @ scaled
+        return 0.5 * (scatter + scatter.T)  # exact symmetry despite rounding
+
+    def solve(self, out_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [K, D], bias [K]) in `out_dtype`, exactly as `fit_gda` on all the updates."""
+        weight, bias = _classifier_from_moments(self.means(), self.scatter(), self.num_samples, self.total_energy)
+        return weight.to(out_dtype), bias.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- ensemble
+
+
+def ensemble_logits(
+    features: torch.Tensor,
+    text_weights: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    alpha: float,
+    logit_scale: float = 100.0,
+) -> torch.Tensor:
+    """logit_scale·x·Tᵀ + α·(x·Wᵀ + b); the GDA logits alone when `text_weights` is None."""
+    gda = gda_logits(features, weight, bias)
+    if text_weights is None:
+        return gda
+    if text_weights.shape != weight.shape:
+        raise ValueError(f"text classifier {tuple(text_weights.shape)} and GDA weight {tuple(weight.shape)} differ in shape")
+    return torch.addmm(alpha * gda, features, text_weights.to(features.dtype).T, alpha=logit_scale)
+
+
+def select_alpha(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    text_weights: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    alphas: Sequence[float] = ALPHAS,
+    logit_scale: float = 100.0,
+) -> tuple[float, dict[float, float]]:
+    """Pick α by accuracy on held-out (validation) features: returns (α, {α: accuracy %}).
+
+    Ties keep the smaller α, i.e. the one closer to zero-shot CLIP. Never pass test
+    features here: the validation split of the few-shot training data is the protocol.
+    """
+    if len(alphas) == 0:
+        raise ValueError("alphas is empty")
+    _check_features(features, "validation features")
+    labels = _check_labels(labels, features.shape[0], weight.shape[0]).to(features.device)
+    zero_shot = None if text_weights is None else logit_scale * features @ text_weights.to(features.dtype).T
+    gda = gda_logits(features, weight, bias)
+    scores = {}
+    for a in sorted(float(a) for a in alphas):
+        logits = gda if zero_shot is None else zero_shot + a * gda
+        scores[a] = 100.0 * (logits.argmax(1) == labels).double().mean().item()
+    best = max(scores.values())
+    return next(a for a, s in scores.items() if s == best), scores
+
+
+# --------------------------------------------------------------------------- base-to-new
+
+
+def new_class_classifier(
+    base_features: torch.Tensor,
+    base_labels: torch.Tensor,
+    new_text_weights: torch.Tensor,
+    k: int = 64,
+    *,
+    num_base_classes: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GDA classifier for classes that have only a text embedding (base-to-new).
+
+    Each new class's mean is the average of the `k` base-training features most
+    similar (cosine) to its text embedding; the shared covariance is the one
+    estimated on the labelled base classes, as GDA assumes one covariance for all
+    classes. Returns (weight [K_new, D], bias [K_new]) with a uniform prior over
+    the new classes; reuse the base α for the ensemble with the text classifier.
+    """
+    _check_features(base_features, "base_features")
+    _check_features(new_text_weights, "new_text_weights")
+    if new_text_weights.shape[1] != base_features.shape[1]:
+        raise ValueError(f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > base_features.shape[0]:
+        raise ValueError(f"k={k} exceeds the {base_features.shape[0]} base features available")
+    num_base = int(base_labels.max()) + 1 if num_base_classes is None else num_base_classes
+    stats = GDAStatistics(num_base, base_features.shape[1], dtype=dtype, device=base_features.device)
+    stats.update(base_features, base_labels)
+    x = base_features.to(dtype)
+    t = torch.nn.functional.normalize(new_text_weights.to(dtype), dim=1)
+    sims = t @ torch.nn.functional.normalize(x, dim=1).T  # [K_new, N]
+    nearest = sims.topk(k, dim=1).indices  # [K_new, k]
+    new_means = x[nearest].mean(dim=1)
+    weight, bias = _classifier_from_moments(new_means, stats.scatter(), stats.num_samples, stats.total_energy)
+    return weight.to(base_features.dtype), bias.to(base_features.dtype)
+
+
+# --------------------------------------------------------------------------- unsupervised EM
+
+
+def _mixture_log_likelihood(x: torch.Tensor, means: torch.Tensor, prec_means: torch.Tensor, scatter, energy) -> float:
+    """Mean per-sample log-likelihood of x under the uniform-prior Gaussian mixture
+    with means μ_k and the KS precision P (up to the constant −D/2·log 2π)."""
+    num_samples, dim = x.shape
+    num_classes = means.shape[0]
+    if _is_degenerate(scatter, num_samples, energy):
+        px, logdet_p = x, 0.0  # the Σ = I fallback
+    else:
+        trace = torch.diagonal(scatter).sum()
+        shrunk = scatter + (trace / (num_samples - 1)) * torch.eye(dim, dtype=x.dtype, device=x.device)
+        chol = torch.linalg.cholesky(shrunk)
+        px = dim * torch.cholesky_solve(x.T, chol).T  # [N, D] = P x
+        logdet_p = dim * math.log(dim) - 2 * torch.log(torch.diagonal(chol)).sum().item()  # log det(D·A⁻¹)
+    quad = (x * px).sum(1, keepdim=True) - 2 * x @ prec_means.T + (means * prec_means).sum(1)  # (x−μ)ᵀP(x−μ)
+    comp = -0.5 * quad + 0.5 * logdet_p + math.log(1.0 / num_classes)
+    return torch.logsumexp(comp, dim=1).mean().item()
+
+
+@torch.no_grad()
+def fit_gda_em(
+    features: torch.Tensor,
+    text_weights: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    logit_scale: float = 100.0,
+    max_iter: int = 20,
+    tol: float = 1e-4,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Unsupervised GDA: EM on a Gaussian mixture with a shared covariance.
+
+    * Initialisation: responsibilities = zero-shot posteriors softmax(logit_scale·x·Tᵀ).
+    * M-step: μ_k = Σ_n r_nk x_n / Σ_n r_nk; the shared covariance averages the
+      per-class weighted covariances, S = (1/K) Σ_k Σ_n r_nk (x_n − μ_k)(…)ᵀ / Σ_n r_nk,
+      turned into the KS precision with N = number of samples.
+    * E-step: responsibilities = softmax of the ensemble logits
+      logit_scale·x·Tᵀ + α·(x·Wᵀ + b).
+    * Stops when the mixture's mean log-likelihood changes by less than
+      `tol`·(1 + |LL|) or after `max_iter` iterations.
+
+    Returns (weight, bias, info) with info = {"iterations", "converged", "log_likelihood": [...]}.
+    """
+    _check_features(features)
+    _check_features(text_weights, "text_weights")
+    if text_weights.shape[1] != features.shape[1]:
+        raise ValueError(f"text_weights have dim {text_weights.shape[1]}, features {features.shape[1]}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    x = features.to(dtype)
+    t = text_weights.to(dtype)
+    num_samples, dim = x.shape
+    num_classes = t.shape[0]
+    energy = float(x.square().sum())
+    zero_shot = logit_scale * x @ t.T
+    resp = zero_shot.softmax(dim=1)
+    history: list[float] = []
+    converged = False
+    for _ in range(max_iter):
+        # M-step
+        mass = resp.sum(0).clamp_min(torch.finfo(dtype).tiny)  # [K]
+        means = (resp.T @ x) / mass.unsqueeze(1)
+        row_weight = (resp / mass).sum(1)  # Σ_k r_nk / N_k
+        per_class_avg = (x * row_weight.unsqueeze(1)).T @ x - means.T @ means  # Σ_k weighted cov_k
+        cov = 0.5 * (per_class_avg + per_class_avg.T) / num_classes
+        scatter = (num_samples - 1) * cov  # the KS estimator takes (N−1)·S
+        weight, bias = _classifier_from_moments(means, scatter, num_samples, energy)
+        ll = _mixture_log_likelihood(x, means, weight, scatter, energy)
+        history.append(ll)
+        # E-step
+        resp = (zero_shot + alpha * (x @ weight.T + bias)).softmax(dim=1)
+        if len(history) > 1 and abs(history[-1] - history[-2]) < tol * (1.0 + abs(history[-2])):
+            converged = True
+            break
+    info = {"iterations": len(history), "converged": converged, "log_likelihood": history}
+    return weight.to(features.dtype), bias.to(features.dtype), info

@@ -280,7 +280,16 @@ class PromptLearner(nn.Module):
         self.n_ctx = ctx.shape[-2]
         self.class_specific = class_specific
         self.suffix = suffix
-        self.tokens = self.text_encoder.tokenize_classnames(self.classnames, self.n_ctx, suffix)
+        tokens = self.text_encoder.tokenize_classnames(self.classnames, self.n_ctx, suffix)
+        # Buffers, so that .to(device) moves the token ids once instead of at every step.
+        self.register_buffer("input_ids", tokens.input_ids.clone(), persistent=False)
+        self.register_buffer("eos_positions", tokens.eos_positions.clone(), persistent=False)
+        self._ctx_start = tokens.ctx_start
+
+    @property
+    def tokens(self) -> PromptTokens:
+        """The prepared prompts "X ... X {classname}{suffix}", on the learner's device."""
+        return PromptTokens(self.input_ids, self.eos_positions, self.n_ctx, self._ctx_start, tuple(self.classnames))
 
     def forward(self, context_shift: torch.Tensor | None = None) -> torch.Tensor:
         """[K, D] normalised class features; with `context_shift` (broadcastable to the context,

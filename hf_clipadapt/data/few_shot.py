@@ -28,8 +28,10 @@ def _check_dataset(dataset, label_column: str) -> None:
 
 
 def _labels(dataset, label_column: str) -> np.ndarray:
-    # Read only the label column (never decodes images), through any select/shuffle indices.
-    labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[label_column])
+    # Read only the label column, as one Arrow array (never decodes images; honours any
+    # select/shuffle indices). Iterating a `Column` instead is ~1000x slower on ImageNet.
+    table = dataset.select_columns([label_column]).with_format("arrow")[:]
+    labels = table.column(label_column).to_numpy()
     if labels.dtype.kind not in "iu":
         raise TypeError(
             f"label column {label_column!r} must hold integer class ids, got dtype {labels.dtype}; "

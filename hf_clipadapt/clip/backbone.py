@@ -105,6 +105,10 @@ class CLIPBackbone(nn.Module):
         out = self.model.get_image_features(pixel_values=pixel_values)
         return F.normalize(_pooled(out), dim=-1)
 
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Same as `encode_images`, so the backbone itself can be passed as `encode`."""
+        return self.encode_images(pixel_values)
+
     def _require_processor(self):
         if self.image_processor is None:
             raise ValueError(

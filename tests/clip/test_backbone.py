@@ -36,6 +36,7 @@ def test_encode_images_is_normalised_projected_pooler_output(backbone, tiny_clip
     got = backbone.encode_images(pixel_values)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got.norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(backbone(pixel_values), got)
 
 
 def test_image_grads_flow_to_unfrozen_parameters(backbone, images):
@@ -122,3 +123,21 @@ def test_from_pretrained_round_trip_forwards_kwargs(backbone, tmp_path, images):
     pixel_values = backbone.preprocess(images)
     torch.testing.assert_close(loaded.encode_images(pixel_values).float(), backbone.encode_images(pixel_values))
     torch.testing.assert_close(loaded.encode_texts(["a cat."]).float(), backbone.encode_texts(["a cat."]))
+
+
+def test_siglip_models_work_for_plain_encoding(tiny_tokenizer, tiny_processor, images):
+    from transformers import SiglipConfig, SiglipModel
+
+    tower = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=99, max_position_embeddings=64, bos_token_id=0, eos_token_id=1, pad_token_id=1, **tower),
+        vision_config=dict(image_size=30, patch_size=2, **tower),
+    )
+    model = SiglipModel(config).eval()
+    backbone = CLIPBackbone(model, tiny_tokenizer, tiny_processor)
+    assert backbone.embed_dim == 32  # SigLIP has no projection_dim: the text width
+    # SigLIP pools the last position, so texts must be padded to 64 as in training.
+    ids = tiny_tokenizer(["a cat."], padding="max_length", max_length=64, return_tensors="pt")
+    expected = F.normalize(model.get_text_features(**ids).pooler_output, dim=-1)
+    torch.testing.assert_close(backbone.encode_texts(["a cat."]), expected)
+    assert backbone.encode_images(backbone.preprocess(images)).shape == (4, 32)

@@ -16,6 +16,8 @@ from .clip import CLIPBackbone, PromptLearner, SoftPromptTextEncoder, get_templa
 from .data import AugmentedViews, class_names, sample_few_shot
 # --- end clip ---
 # --- gda ---
+from . import gda
+from .gda import GDAConfig, GDAForImageClassification
 # --- end gda ---
 # --- lora_pro ---
 from .lora_pro import (

@@ -1,5 +1,6 @@
 """GDA: training-free CLIP adaptation with Gaussian discriminant analysis (ICLR 2024)."""
 
+from .configuration_gda import GDAConfig
 from .functional import (
     ALPHAS,
     GDADegenerateCovarianceWarning,
@@ -11,8 +12,11 @@ from .functional import (
     new_class_classifier,
     select_alpha,
 )
+from .modeling_gda import GDAForImageClassification
 
 __all__ = [
+    "GDAConfig",
+    "GDAForImageClassification",
     "ALPHAS",
     "GDADegenerateCovarianceWarning",
     "GDAStatistics",

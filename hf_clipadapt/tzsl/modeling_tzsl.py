@@ -454,7 +454,7 @@ class TZSLModel(ModelCardMixin, TZSLPreTrainedModel):
             model_name=kwargs.pop("model_name", f"tzsl-{c.preset or 'custom'}-{c.mode}"),
             base_model=kwargs.pop("base_model", None),
             datasets=[dataset_name] if dataset_name else None,
-            eval_results=eval_results or getattr(self, "_eval_results", None),
+            eval_results=eval_results,
             tags=["zero-shot-learning", "feature-generation", c.mode],
             config=c,
             seen_names=[names[i] for i in (c.seen_classes or [])],

@@ -39,7 +39,8 @@ class CLIPBackbone(nn.Module):
             if not hasattr(model, attr):
                 raise TypeError(
                     f"CLIPBackbone needs a CLIP-family dual encoder with `{attr}` (e.g. CLIPModel), "
-                    f"got {type(model).__name__}. Load one with AutoModel.from_pretrained('openai/clip-vit-base-patch16')."
+                    f"got {type(model).__name__}. "
+                    "Load one with AutoModel.from_pretrained('openai/clip-vit-base-patch16')."
                 )
         self.model = model
         self.tokenizer = tokenizer
@@ -154,7 +155,7 @@ class CLIPBackbone(nn.Module):
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Texts -> [T, D] L2-normalised text embeddings (no gradients; see SoftPromptTextEncoder for those)."""
         if isinstance(texts, str):
-            raise TypeError(f"encode_texts takes a list of strings, got the single string {texts!r}; wrap it in a list.")
+            raise TypeError(f"encode_texts takes a list of strings, got the single string {texts!r}; wrap it in a list")
         if len(texts) == 0:
             raise ValueError("encode_texts got no texts")
         chunks = []

@@ -70,7 +70,9 @@ class SoftPromptTextEncoder(nn.Module):
                 "Use a CLIPModel or CLIPTextModelWithProjection."
             )
         if tokenizer is None:
-            raise ValueError("SoftPromptTextEncoder needs the model's tokenizer: pass tokenizer= or a CLIPBackbone with one.")
+            raise ValueError(
+                "SoftPromptTextEncoder needs the model's tokenizer: pass tokenizer= or a CLIPBackbone with one."
+            )
         self.text_model = text_model
         self.text_projection = model.text_projection
         self.tokenizer = tokenizer
@@ -212,7 +214,9 @@ class SoftPromptTextEncoder(nn.Module):
             [token_embeds[..., :start, :], context, token_embeds[..., start + n_ctx :, :]], dim=-2
         ).reshape(-1, input_ids.shape[1], width)
 
-        pooled = self._encode(inputs_embeds, tokens.eos_positions.to(input_ids.device).repeat(inputs_embeds.shape[0] // num_classes))
+        # Rows are (batch, class)-major, so the K EOS positions repeat once per batch item.
+        eos_positions = tokens.eos_positions.to(input_ids.device).repeat(inputs_embeds.shape[0] // num_classes)
+        pooled = self._encode(inputs_embeds, eos_positions)
         features = F.normalize(self.text_projection(pooled), dim=-1)
         return features.view(*batch_shape, num_classes, -1)
 

@@ -93,7 +93,9 @@ class AugmentedViews:
         seed: base seed; view v of sample i always gets the same crop for a given seed.
     """
 
-    def __init__(self, preprocess, size: int = 224, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = 0):
+    def __init__(
+        self, preprocess, size: int = 224, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = 0
+    ):
         if not callable(preprocess):
             raise TypeError(f"preprocess must be a callable images -> pixel_values, got {type(preprocess).__name__}")
         self.preprocess = preprocess

@@ -383,10 +383,16 @@ class LoraProAdamW(_LoraProBase):
         )
 
     # ------------------------------------------------------------------- full
-    def _buffers(self, m: int, n: int, dt: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (m, n, dt, device)
+    # Rows of the m×n work done at once on CPU: small enough that g̃, the Adam
+    # direction and the moment rows stay in cache between the GEMM that writes
+    # g̃, the fused Adam kernel and the two GEMMs that read the direction back, so
+    # only the moments themselves stream through memory. GPUs take it whole.
+    _CPU_CHUNK_ELEMS = 1 << 18
+
+    def _scratch_rows(self, rows: int, n: int, dt: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (rows, n, dt, device)
         if key not in self._scratch:
-            self._scratch[key] = (torch.empty(m, n, dtype=dt, device=device), torch.empty(m, n, dtype=dt, device=device))
+            self._scratch[key] = (torch.empty(rows, n, dtype=dt, device=device), torch.empty(rows, n, dtype=dt, device=device))
         return self._scratch[key]
 
     def _step_full(self) -> None:
@@ -400,26 +406,24 @@ class LoraProAdamW(_LoraProBase):
                 continue
             it = self._factors(pair, grads)
             A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
-            BtB, AAt = B.T @ B, A @ A.T
-            it["stats"] = (BtB, AAt, gA @ A.T, B.T @ gB)
+            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
             items.append(it)
         if not items:
             return
-        # Step 1: g̃ from the raw gradients with X = 0 (the equivalent gradient does not depend on X).
+        # Step 1: the closed form with X = 0 on the raw gradients; g̃ does not depend on X.
         self._batched_coefficients(items, solve_x=False, stats="stats")
         for it in items:
             A, B, s = it["A"], it["B"], it["s"]
             gA0, gB0 = F.apply_projection(it["coef"], A, B, it["gA"], it["gB"])
-            gt, ghat = self._buffers(B.shape[0], A.shape[1], it["dt"], A.device)
-            # g̃ = s·[B, ĝB]·[ĝA; A], written straight into the scratch buffer.
-            torch.mm(torch.cat([B, gB0], 1), torch.cat([gA0, A], 0), out=gt)
-            gt.mul_(s)
             st = self._state(it["pair"].A)
-            # Step 2: Adam on g̃ → ĝ = m̂/(√v̂ + ε).
-            self._adam_direction_(gt, ghat, st, beta1, beta2, eps)
-            # Step 3: map back, gA' = s·Bᵀ·ĝ, gB' = s·ĝ·Aᵀ.
-            gA1 = (B.T @ ghat).mul_(s)
-            gB1 = (ghat @ A.T).mul_(s)
+            st["step"] += 1
+            # Steps 2-3, row block by row block: g̃ = [B, ĝB]·(s·[ĝA; A]), Adam on g̃
+            # giving ĝ = m̂/(√v̂ + ε), then gA' = s·Bᵀ·ĝ and gB' = s·ĝ·Aᵀ.
+            gA1, gB1 = self._adam_and_map_back(
+                torch.cat([B, gB0], 1), torch.cat([gA0, A], 0).mul_(s), A, B, st, beta1, beta2, eps
+            )
+            gA1.mul_(s)
+            gB1.mul_(s)
             it["gA"], it["gB"] = gA1, gB1
             it["stats2"] = (it["stats"][0], it["stats"][1], gA1 @ A.T, B.T @ gB1)
         # Step 4: closed form with the Sylvester X, batched over pairs of equal rank.
@@ -435,28 +439,50 @@ class LoraProAdamW(_LoraProBase):
                 else:  # low-precision parameter: update in float32, round once
                     param.copy_(cur.mul(1 - lr * wd).add_(upd, alpha=-lr))
 
-    def _adam_direction_(self, gt: Tensor, out: Tensor, st: dict, beta1: float, beta2: float, eps: float) -> None:
-        """out ← m̂/(√v̂ + ε) after folding g̃ into the moments, in place."""
-        st["step"] += 1
-        m, v = st["exp_avg"], st["exp_avg_sq"]
+    def _adam_and_map_back(
+        self, left: Tensor, right: Tensor, A: Tensor, B: Tensor, st: dict, beta1: float, beta2: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
+        """Fold g̃ = left·right into the m×n moments and return (Bᵀ·ĝ, ĝ·Aᵀ)."""
+        m, n = left.shape[0], right.shape[1]
+        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        rows = m if A.device.type != "cpu" else max(1, min(m, self._CPU_CHUNK_ELEMS // n))
+        gt_buf, dir_buf = self._scratch_rows(rows, n, left.dtype, A.device)
+        BtD = torch.zeros_like(A)  # r×n, accumulates Bᵀ·ĝ over row blocks
+        DAt = torch.empty_like(B)  # m×r, filled block by block
+        At = A.T
+        for i in range(0, m, rows):
+            j = min(i + rows, m)
+            gt, d = gt_buf[: j - i], dir_buf[: j - i]
+            torch.mm(left[i:j], right, out=gt)
+            self._adam_direction_(gt, d, exp_avg[i:j], exp_avg_sq[i:j], st["step"], beta1, beta2, eps)
+            BtD.addmm_(B[i:j].T, d)
+            torch.mm(d, At, out=DAt[i:j])
+        return BtD, DAt
+
+    @staticmethod
+    def _adam_direction_(
+        gt: Tensor, out: Tensor, m: Tensor, v: Tensor, step: Tensor, beta1: float, beta2: float, eps: float
+    ) -> None:
+        """out ← m̂/(√v̂ + ε) after folding g̃ into the moments m, v, in place
+        (step already counts this step)."""
         if m.dtype == gt.dtype and gt.device.type in ("cpu", "cuda"):
             # torch's fused AdamW kernel does the whole elementwise update in one
             # pass; on a zeroed "parameter" with lr = -1 it leaves exactly the Adam
-            # direction there. No m×n temporaries.
+            # direction there.
             out.zero_()
             torch._fused_adamw_(
-                [out], [gt], [m], [v], [], [st["step"]],
+                [out], [gt], [m], [v], [], [step],
                 lr=-1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
             )
             return
         # bf16/fp16 moments (memory option): math in gt's dtype, moments rounded once.
-        step = float(st["step"])
+        t = float(step)
         m32 = m.to(gt.dtype).lerp_(gt, 1 - beta1)
         v32 = out.copy_(v).mul_(beta2).addcmul_(gt, gt, value=1 - beta2)
         m.copy_(m32)
         v.copy_(v32)
-        v32.sqrt_().div_(math.sqrt(1 - beta2**step)).add_(eps)
-        torch.div(m32, v32, out=out).div_(1 - beta1**step)
+        v32.sqrt_().div_(math.sqrt(1 - beta2**t)).add_(eps)
+        torch.div(m32, v32, out=out).div_(1 - beta1**t)
 
 
 class LoraProSGD(_LoraProBase):

@@ -1,0 +1,166 @@
+"""Pretrain the testbed CLIP: a small `transformers.CLIPModel` on the caption world.
+
+    accelerate launch --cpu --num_processes 1 --mixed_precision no benchmarks/testbed/pretrain_clip.py
+    python benchmarks/testbed/pretrain_clip.py            # the same, without the launcher
+
+Standard CLIP contrastive loss (`CLIPModel(..., return_loss=True)`), AdamW with
+linear warm-up and cosine decay, a fixed budget of `--steps` batches. Each batch is
+rendered on the fly from the real MNIST / Fashion-MNIST *train* images with seed
+`(seed, step, rank)`, so a run is a pure function of its arguments: the committed
+checkpoint is reproduced by the defaults, single process, on CPU.
+
+Pretraining sees only the seen (colour, object) combinations of the known
+objects (see `hf_clipadapt.testbed.world`); the unknown objects and the
+held-out pairs never appear. A fraction `--noisy-fraction` of each batch uses the
+noisy rendering style.
+
+The model, tokenizer and image processor are saved together with
+`save_pretrained` into `--output-dir` (default: the package's checkpoint folder),
+with a `training_log.json` that records the arguments, loss curve and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_clipadapt.testbed import world as W
+from hf_clipadapt.testbed.modeling import build_processor, pixel_values_from_uint8, testbed_clip_config
+from hf_clipadapt.testbed.world import SceneWorld, pretraining_scenes
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "hf_clipadapt" / "testbed" / "checkpoint"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--noisy-fraction", type=float, default=0.125)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--snapshot-every", type=int, default=0, help="also save to --snapshot-dir every N steps")
+    p.add_argument("--snapshot-dir", type=Path, default=None)
+    p.add_argument("--save-dtype", choices=["float32", "float16"], default="float32")
+    return p.parse_args(argv)
+
+
+def make_batch(world, tokenizer, processor, batch_size, noisy_fraction, seed, step, rank):
+    n_noisy = int(round(batch_size * noisy_fraction))
+    parts = [(batch_size - n_noisy, "clean", 0), (n_noisy, "noisy", 1)]
+    images, captions = [], []
+    for n, style, k in parts:
+        if n == 0:
+            continue
+        scenes = pretraining_scenes(world, n, seed=[seed, step, rank, k], style=style)
+        images.append(world.render(scenes))
+        captions += world.captions(scenes)
+    pixel_values = pixel_values_from_uint8(np.concatenate(images), processor.image_mean, processor.image_std)
+    text = tokenizer(captions, padding=True, return_tensors="pt")
+    return {"pixel_values": pixel_values, "input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import CLIPModel, CLIPProcessor
+
+    from hf_clipadapt.testbed.tokenization import build_testbed_tokenizer
+
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    tokenizer = build_testbed_tokenizer()
+    image_processor = build_processor()
+    config = testbed_clip_config(vocab_size=len(tokenizer))
+    model = CLIPModel(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    accelerator.print(f"CLIPModel with {n_params / 1e6:.2f}M parameters")
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
+    )  # fmt: skip
+
+    def lr_lambda(step):
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    t_load = time.time()
+    world = SceneWorld.from_offline("train")
+    accelerator.print(f"world loaded in {time.time() - t_load:.1f}s: {len(W.seen_combinations())} seen combinations")
+
+    log = []
+    model.train()
+    t0 = time.time()
+    for step in range(args.steps):
+        batch = make_batch(world, tokenizer, image_processor, args.batch_size, args.noisy_fraction,
+                           args.seed, step, accelerator.process_index)  # fmt: skip
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        out = model(**batch, return_loss=True)
+        accelerator.backward(out.loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        with torch.no_grad():  # CLIP clamps the temperature at 100
+            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+        if step % args.log_every == 0 or step == args.steps - 1:
+            with torch.no_grad():
+                acc = (out.logits_per_image.argmax(-1) == torch.arange(len(out.logits_per_image))).float().mean()
+            entry = {"step": step, "loss": round(out.loss.item(), 4), "batch_i2t_acc": round(acc.item(), 4),
+                     "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+            log.append(entry)
+            accelerator.print(json.dumps(entry), flush=True)
+        if args.snapshot_every and (step + 1) % args.snapshot_every == 0 and accelerator.is_main_process:
+            snap = args.snapshot_dir / f"step{step + 1}"
+            accelerator.unwrap_model(model).save_pretrained(snap)
+            CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(snap)
+    wall = time.time() - t0
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model).eval()
+        if args.save_dtype == "float16":
+            unwrapped = unwrapped.half()
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        unwrapped.save_pretrained(args.output_dir)
+        CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(args.output_dir)
+        meta = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "output_dir"},
+            "parameters": n_params,
+            "train_wall_time_s": round(wall, 1),
+            "world_load_s": round(t0 - t_load, 1),
+            "samples_seen": args.steps * args.batch_size * accelerator.num_processes,
+            "num_processes": accelerator.num_processes,
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "load_average_at_end": os.getloadavg(),
+            "log": log,
+        }
+        (args.output_dir / "training_log.json").write_text(json.dumps(meta, indent=1))
+        accelerator.print(f"saved to {args.output_dir} after {wall / 60:.1f} min of training")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""An offline vision-language testbed: a small `CLIPModel` pretrained here.
+
+No pretrained CLIP weights install on these machines, so the project ships its
+own: a 1.5M-parameter stock `transformers.CLIPModel` pretrained with the CLIP
+contrastive loss on a procedural caption world built from real MNIST digits and
+Fashion-MNIST items (`hf_clipadapt.testbed.world`), with a word-level
+`CLIPTokenizer` for the world's grammar and a 48×48 `CLIPImageProcessorPil`.
+The checkpoint lives in the package (`testbed_checkpoint_path()`) and loads like
+any Hub CLIP::
+
+    from hf_clipadapt.testbed import load_testbed_clip, load_suite, TESTBED_TEMPLATES
+
+    backbone = load_testbed_clip()                 # a frozen CLIPBackbone
+    suite = load_suite("base_to_new", seed=0)      # a datasets.DatasetDict
+    names = suite["test_new"].features["label"].names
+    weights = backbone.zero_shot_classifier(names, TESTBED_TEMPLATES)
+
+    # or the raw transformers objects:
+    model = CLIPModel.from_pretrained(testbed_checkpoint_path())   # AutoModel works too
+    processor = CLIPProcessor.from_pretrained(testbed_checkpoint_path())
+
+Suites: "few_shot", "base_to_new", "open_set" (unknowns labelled -1), "domain_shift"
+(clean → noisy); see `hf_clipadapt.testbed.suites`. `BlackBoxCLIP` exposes the
+model as a query-only API (scores out, no weights, no gradients, a query budget)
+for black-box prompt tuning. The pretraining script is
+`benchmarks/testbed/pretrain_clip.py`; its numbers are in
+`benchmarks/testbed/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .blackbox import BlackBoxCLIP, QueryBudgetExceeded
+from .suites import SUITES, UNKNOWN_LABEL, base_combinations, combination_name, load_suite
+from .world import (
+    ALL_OBJECTS,
+    BACKGROUNDS,
+    COLOUR_NAMES,
+    KNOWN_OBJECTS,
+    POSITIONS,
+    SIZE_NAMES,
+    TESTBED_TEMPLATES,
+    UNKNOWN_OBJECTS,
+    SceneWorld,
+    held_out_combinations,
+    seen_combinations,
+)
+
+_CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
+
+
+def testbed_checkpoint_path() -> str:
+    """The directory of the committed checkpoint (model, tokenizer, image processor)."""
+    if not (_CHECKPOINT / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the testbed checkpoint is missing from {_CHECKPOINT}; reinstall hf_clipadapt or "
+            "rebuild it with `python benchmarks/testbed/pretrain_clip.py`"
+        )
+    return str(_CHECKPOINT)
+
+
+def load_testbed_clip(*, freeze: bool = True, **kwargs):
+    """The pretrained testbed model as a `hf_clipadapt.clip.CLIPBackbone` (model,
+    tokenizer and image processor, frozen by default), the same object every method
+    gets from `CLIPBackbone.from_pretrained("openai/clip-vit-base-patch16")`.
+
+    `kwargs` go to `AutoModel.from_pretrained`. For the raw transformers objects use
+    `CLIPModel.from_pretrained(testbed_checkpoint_path())` and `CLIPProcessor.from_pretrained(...)`.
+    """
+    from ..clip import CLIPBackbone
+
+    return CLIPBackbone.from_pretrained(testbed_checkpoint_path(), freeze=freeze, **kwargs)
+
+
+__all__ = [
+    "ALL_OBJECTS",
+    "BACKGROUNDS",
+    "BlackBoxCLIP",
+    "COLOUR_NAMES",
+    "KNOWN_OBJECTS",
+    "POSITIONS",
+    "QueryBudgetExceeded",
+    "SIZE_NAMES",
+    "SUITES",
+    "SceneWorld",
+    "TESTBED_TEMPLATES",
+    "UNKNOWN_LABEL",
+    "UNKNOWN_OBJECTS",
+    "base_combinations",
+    "combination_name",
+    "held_out_combinations",
+    "load_suite",
+    "load_testbed_clip",
+    "seen_combinations",
+    "testbed_checkpoint_path",
+]

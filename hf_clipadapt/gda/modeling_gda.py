@@ -296,7 +296,12 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         feature = dataset.features.get(label_column) if hasattr(dataset, "features") else None
         ours = [self.config.id2label[i] for i in range(self.config.num_labels)]
         if isinstance(feature, ClassLabel):
-            if list(feature.names) != ours:
+            generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
+            if generic and feature.num_classes == len(ours) and not self.config.use_text_classifier:
+                # A GDA-only head built from num_labels takes its label names from the data.
+                self.config.id2label = dict(enumerate(feature.names))
+                self.config.label2id = {n: i for i, n in enumerate(feature.names)}
+            elif list(feature.names) != ours:
                 diff = [(i, a, b) for i, (a, b) in enumerate(zip(feature.names, ours)) if a != b][:5]
                 raise ValueError(
                     f"the dataset's class names do not match this model's labels: the dataset has {feature.num_classes} "

@@ -1,0 +1,205 @@
+"""GDAForImageClassification on a tiny offline CLIP: fit, forward, save/load, Auto, pipeline, Hub."""
+
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline
+
+import hf_clipadapt  # noqa: F401  (registers the Auto classes)
+from hf_clipadapt.data import class_names, sample_few_shot
+from hf_clipadapt.gda import GDAConfig, GDAForImageClassification, ensemble_logits, fit_gda
+
+
+def fitted(backbone, dataset, **kw):
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
+    return model.fit(dataset, shots=2, views=2, **kw)
+
+
+def pixels(backbone, dataset, n=5):
+    return backbone.preprocess([dataset[i]["image"] for i in range(n)])
+
+
+def test_fit_matches_the_functional_core(backbone, dataset):
+    """W, b come from fit_gda on the augmented views of the K-shot split; α from its validation split."""
+    from hf_clipadapt.data import AugmentedViews
+    from hf_clipadapt.features import extract_features
+
+    model = fitted(backbone, dataset, seed=3)
+    split = sample_few_shot(dataset, shots=2, seed=3)
+    augment = AugmentedViews(backbone.preprocess, size=30, seed=3)
+    feats, labels = extract_features(backbone.encode_images, split["train"], augment, views=2)
+    w, b = fit_gda(feats.double(), labels, 3)
+    torch.testing.assert_close(model.weight, w.float(), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(model.bias, b.float(), rtol=1e-4, atol=1e-3)
+    assert model.config.alpha in model.config.alphas and len(model.config.alpha_scores) == 7
+    assert (model.config.shots, model.config.views, model.config.seed, model.config.num_train_images) == (2, 2, 3, 6)
+    for t in (model.weight, model.bias, model.text_weights):
+        assert t.dtype == torch.float32
+    assert set(model.state_dict()) >= {"weight", "bias", "text_weights"}
+
+
+def test_forward_is_the_ensemble(backbone, dataset):
+    model = fitted(backbone, dataset)
+    px = pixels(backbone, dataset)
+    x = backbone.encode_images(px)
+    expected = 100.0 * x @ model.text_weights.T + model.config.alpha * (x @ model.weight.T + model.bias)
+    out = model(pixel_values=px, labels=torch.tensor([0, 0, 0, 0, 0]))
+    torch.testing.assert_close(out.logits, expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(model(image_features=x).logits, out.logits)
+    assert out.loss is not None and out.loss.ndim == 0
+    text = model.text_weights
+    torch.testing.assert_close(text, backbone.zero_shot_classifier(["red", "green", "blue"]))
+
+
+def test_gda_only_head_without_text_classifier(backbone, dataset):
+    import warnings
+
+    model = GDAForImageClassification.from_clip(backbone, num_labels=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(sample_few_shot(dataset, shots=2, val_shots=0), views=2)
+    assert not [w for w in caught if "alpha" in str(w.message)], "no text classifier: there is no alpha to choose"
+    x = backbone.encode_images(pixels(backbone, dataset))
+    torch.testing.assert_close(model(image_features=x).logits, ensemble_logits(x, None, model.weight, model.bias, 1.0))
+
+
+def test_dataloader_fit_equals_features_fit(backbone, dataset):
+    """A DataLoader of (already augmented) pixel values streams into the same statistics."""
+    px = backbone.preprocess(list(dataset["image"]))
+    labels = torch.tensor(dataset["label"])
+    loader = torch.utils.data.DataLoader(
+        [{"pixel_values": p, "labels": y} for p, y in zip(px, labels)], batch_size=4
+    )
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
+    with pytest.warns(UserWarning, match="alpha stays"):
+        model.fit(loader, views=1)
+    w, b = fit_gda(backbone.encode_images(px).double(), labels, 3)
+    torch.testing.assert_close(model.weight, w.float(), rtol=1e-4, atol=1e-3)
+    assert model.config.num_train_images == len(dataset)
+
+
+def test_save_load_round_trip_small_head(saved_backbone, dataset, tmp_path):
+    model = fitted(saved_backbone, dataset)
+    model.save_pretrained(tmp_path / "head")
+    saved = load_file(str(tmp_path / "head" / "model.safetensors"))
+    assert set(saved) == {"weight", "bias", "text_weights"}, "the default artifact is the head only"
+    reloaded = AutoModel.from_pretrained(tmp_path / "head")
+    assert isinstance(reloaded, GDAForImageClassification)
+    assert reloaded.config.base_model_name_or_path == saved_backbone.name_or_path
+    px = pixels(saved_backbone, dataset)
+    assert torch.equal(reloaded(pixel_values=px).logits, model(pixel_values=px).logits)
+    assert reloaded.config.alpha == model.config.alpha
+
+
+def test_save_load_round_trip_full_model(backbone, dataset, tmp_path):
+    model = fitted(backbone, dataset)
+    model.config.base_model_name_or_path = str(tmp_path / "does-not-exist")  # prove the CLIP comes from the checkpoint
+    model.save_pretrained(tmp_path / "full", include_backbone=True)
+    assert any(k.startswith("backbone.") for k in load_file(str(tmp_path / "full" / "model.safetensors")))
+    assert model.config.save_backbone is False, "saving must not change the live config"
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "full")
+    px = pixels(backbone, dataset)
+    assert torch.equal(reloaded(pixel_values=px).logits, model(pixel_values=px).logits)
+    head_dir = tmp_path / "head-missing-clip"
+    model.save_pretrained(head_dir)
+    with pytest.raises(OSError, match="load_backbone=False"):
+        AutoModel.from_pretrained(head_dir)
+    head = AutoModel.from_pretrained(head_dir, load_backbone=False)
+    x = backbone.encode_images(px)
+    assert torch.equal(head(image_features=x).logits, model(image_features=x).logits)
+    with pytest.raises(ValueError, match="no CLIP backbone attached"):
+        head(pixel_values=px)
+
+
+def test_auto_classes():
+    config = AutoConfig.for_model("gda", num_labels=4, embed_dim=8)
+    assert isinstance(config, GDAConfig)
+    assert type(AutoModelForImageClassification.from_config(config)) is GDAForImageClassification
+    assert type(AutoModel.from_config(config)) is GDAForImageClassification
+
+
+def test_pipeline(saved_backbone, dataset, tmp_path):
+    model = fitted(saved_backbone, dataset)
+    clf = pipeline("image-classification", model=model, image_processor=saved_backbone.image_processor)
+    out = clf(dataset[0]["image"], top_k=3)
+    assert {o["label"] for o in out} == {"red", "green", "blue"}
+    px = pixels(saved_backbone, dataset, n=1)
+    probs = model(pixel_values=px).logits.softmax(-1)[0]
+    assert out[0]["label"] == model.config.id2label[int(probs.argmax())]
+    assert out[0]["score"] == pytest.approx(float(probs.max()), abs=1e-5)
+    model.save_pretrained(tmp_path / "head")  # processor + tokenizer saved alongside: pipeline(model=path) works
+    assert pipeline("image-classification", model=str(tmp_path / "head"))(dataset[0]["image"], top_k=1)[0]["label"] == out[0]["label"]
+
+
+def test_push_to_hub_uploads_head_then_card(saved_backbone, dataset):
+    model = fitted(saved_backbone, dataset, dataset_name="tiny-colours")
+    model.evaluate(dataset, record_as="tiny-colours")
+    commits = []
+
+    def fake_commit(self, repo_id, operations, **kwargs):
+        commits.append({op.path_in_repo: op.path_or_fileobj for op in operations})
+        return mock.MagicMock(commit_url="https://hub/commit", oid="0" * 40, pr_url=None)
+
+    with (
+        mock.patch("huggingface_hub.HfApi.create_repo", return_value=mock.MagicMock(repo_id="me/gda-tiny")),
+        mock.patch("huggingface_hub.HfApi.create_commit", new=fake_commit),
+        mock.patch("huggingface_hub.HfApi.preupload_lfs_files", return_value=None),
+    ):
+        model.push_to_hub("me/gda-tiny")
+    weights = set().union(*[set(c) for c in commits[:-1]])
+    assert {"config.json", "model.safetensors"} <= weights
+    assert list(commits[-1]) == ["README.md"], "our card goes last so transformers' generic card cannot overwrite it"
+    card = commits[-1]["README.md"]
+    card = card.decode() if isinstance(card, bytes) else card.read().decode()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["library_name"] == "hf_clipadapt"
+    assert header["pipeline_tag"] == "image-classification"
+    assert header["base_model"] == saved_backbone.name_or_path
+    assert header["datasets"] == ["tiny-colours"]
+    assert "gda" in header["tags"]
+    result = header["model-index"][0]["results"][0]
+    assert result["metrics"][0]["type"] == "accuracy"
+    assert result["metrics"][0]["value"] == pytest.approx(model.config.eval_results[0]["metric_value"])
+    assert "Shots per class:** 2" in card and "each encoded under 2 augmented views" in card
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_class_names_that_do_not_match_the_labels(backbone, dataset):
+    model = GDAForImageClassification.from_clip(backbone, ["red", "blue", "green"])
+    with pytest.raises(ValueError, match=r"class names do not match.*\(1, 'green', 'blue'\)"):
+        model.fit(dataset, shots=2, views=1)
+    model = GDAForImageClassification.from_clip(backbone, ["red", "green"])
+    with pytest.raises(ValueError, match="the dataset has 3 classes, the model 2"):
+        model.fit(dataset, shots=2, views=1)
+
+
+def test_more_shots_than_a_class_has_names_the_class(backbone, dataset):
+    small = dataset.select([i for i, y in enumerate(dataset["label"]) if y != 2 or i % 6 < 3])
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
+    with pytest.raises(ValueError, match=r"'blue' \(3\)"):
+        model.fit(small, shots=4, views=1)
+
+
+def test_forward_input_errors(backbone, dataset):
+    model = fitted(backbone, dataset)
+    with pytest.raises(ValueError, match="exactly one of"):
+        model()
+    with pytest.raises(ValueError, match=r"image_features must be \[batch, 16\]"):
+        model(image_features=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="class_names"):
+        GDAForImageClassification.from_clip(backbone)
+    with pytest.raises(TypeError, match="CLIPBackbone"):
+        GDAForImageClassification.from_clip(torch.nn.Linear(2, 2), ["a"])
+
+
+def test_nan_features_from_a_broken_encoder_are_rejected(backbone, dataset):
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
+    with mock.patch.object(type(backbone), "encode_images", lambda self, px: torch.full((len(px), 16), float("nan"))):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            model.fit(dataset, shots=2, views=1)

@@ -105,7 +105,7 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             templates=list(templates) if templates else None,
             **config_kwargs,
         )
-        model = cls(config, backbone=backbone)
+        model = cls(config, backbone=backbone).to(backbone.device)
         if text is not None:
             model.text_weights.copy_(text.float())
         return model

@@ -142,10 +142,11 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
     return pairs, plain
 
 
-def check_not_deepspeed() -> None:
+def check_not_deepspeed(active: bool = False) -> None:
     """DeepSpeed ZeRO hands the optimizer flat fp32 partitions, so LoRA-Pro would
-    never see the 2-D A and B it needs. Refuse early with what does work."""
-    active = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
+    never see the 2-D A and B it needs. Refuse early with what does work.
+    `active=True` refuses unconditionally (callers that already know, e.g. Trainer)."""
+    active = active or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
     try:
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 

@@ -68,9 +68,7 @@ class LoraProTrainer(Trainer):
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
-            if getattr(self, "is_deepspeed_enabled", False):
-                check_not_deepspeed()  # raises with the message listing what is supported
-                raise RuntimeError("LoraProTrainer does not support DeepSpeed; train without a deepspeed config.")
+            check_not_deepspeed(active=getattr(self, "is_deepspeed_enabled", False))
             opt_model = self.model if model is None else model
             from_config = _config_kwargs(opt_model)
             args = self.args

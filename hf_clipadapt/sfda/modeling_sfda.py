@@ -55,13 +55,20 @@ class TorchModuleBackbone(nn.Module):
         if not attr:
             raise ValueError(f"torch_backbone must look like 'package.module:ClassName', got {path!r}")
         factory = getattr(importlib.import_module(module_name), attr)
-        return cls(factory(**kwargs))
+        try:
+            module = factory(**kwargs)
+        except TypeError as e:
+            raise ValueError(
+                f"cannot rebuild the torch backbone {path} from torch_backbone_kwargs={kwargs}: {e}. "
+                "Pass the JSON-serialisable kwargs that construct it (from_backbone(..., torch_backbone_kwargs=...))."
+            ) from e
+        return cls(module)
 
     def forward(self, pixel_values: torch.Tensor, **_) -> BaseModelOutputWithPooling:
         pooled = self.module(pixel_values)
         if not isinstance(pooled, torch.Tensor) or pooled.ndim != 2:
             shape = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
-            raise ValueError(f"a torch backbone must return pooled features [batch, dim]; got {shape}")
+            raise ValueError(f"a torch backbone must return pooled features [batch, dim]; got {shape}. Pool it (e.g. .mean((2, 3)))")
         return BaseModelOutputWithPooling(pooler_output=pooled)
 
 

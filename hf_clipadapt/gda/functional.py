@@ -141,8 +141,9 @@ def ks_precision_solve(scatter: torch.Tensor, num_samples: int, rhs: torch.Tenso
             stacklevel=3,
         )
         return rhs.clone()
-    shrunk = scatter + (trace / (num_samples - 1)) * torch.eye(dim, dtype=scatter.dtype, device=scatter.device)
-    chol = torch.linalg.cholesky(shrunk)
+    shrunk = scatter.clone()
+    shrunk.diagonal().add_(trace / (num_samples - 1))
+    chol = torch.linalg.cholesky(shrunk)  # reads the lower triangle only
     return dim * torch.cholesky_solve(rhs, chol)
 
 
@@ -261,8 +262,7 @@ class GDAStatistics:
         """Within-class scatter W = Σ x xᵀ − Σ_k n_k μ_k μ_kᵀ = Σ xxᵀ − Sᵀ diag(1/n) S."""
         _check_nonempty_classes(self.counts)
         scaled = self.sums / self.counts.sqrt().unsqueeze(1).to(self.dtype)
-        scatter = self.second_moment - scaled.T @ scaled
-        return 0.5 * (scatter + scatter.T)  # exact symmetry despite rounding
+        return torch.addmm(self.second_moment, scaled.T, scaled, alpha=-1.0)
 
     def solve(self, out_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [K, D], bias [K]) in `out_dtype`, exactly as `fit_gda` on all the updates."""
@@ -369,8 +369,8 @@ def _mixture_log_likelihood(x: torch.Tensor, means: torch.Tensor, prec_means: to
     if _is_degenerate(scatter, num_samples, energy):
         px, logdet_p = x, 0.0  # the Σ = I fallback
     else:
-        trace = torch.diagonal(scatter).sum()
-        shrunk = scatter + (trace / (num_samples - 1)) * torch.eye(dim, dtype=x.dtype, device=x.device)
+        shrunk = scatter.clone()
+        shrunk.diagonal().add_(torch.diagonal(scatter).sum() / (num_samples - 1))
         chol = torch.linalg.cholesky(shrunk)
         px = dim * torch.cholesky_solve(x.T, chol).T  # [N, D] = P x
         logdet_p = dim * math.log(dim) - 2 * torch.log(torch.diagonal(chol)).sum().item()  # log det(D·A⁻¹)

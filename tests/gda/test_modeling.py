@@ -63,6 +63,7 @@ def test_gda_only_head_without_text_classifier(backbone, dataset):
         warnings.simplefilter("always")
         model.fit(sample_few_shot(dataset, shots=2, val_shots=0), views=2)
     assert not [w for w in caught if "alpha" in str(w.message)], "no text classifier: there is no alpha to choose"
+    assert model.config.id2label == {0: "red", 1: "green", 2: "blue"}, "a num_labels head takes the data's names"
     x = backbone.encode_images(pixels(backbone, dataset))
     torch.testing.assert_close(model(image_features=x).logits, ensemble_logits(x, None, model.weight, model.bias, 1.0))
 

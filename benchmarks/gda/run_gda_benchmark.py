@@ -22,12 +22,13 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hf_clipadapt.gda import fit_gda, gda_logits
+from hf_clipadapt.gda import GDADegenerateCovarianceWarning, fit_gda, gda_logits
 from hf_clipadapt.gda.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
 from hf_clipadapt.gda.offline_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
@@ -45,10 +46,8 @@ def evaluate_split(feats: FewShotFeatures, seed: int, shots: int) -> dict[str, f
     out = {}
     w, b = fit_gda(s.train_views, s.train_views_labels, k)
     out["GDA (10 views)"] = accuracy(gda_logits(x_test, w, b), y_test)
-    import warnings
-
     with warnings.catch_warnings():  # 1-shot without views: the documented Σ = I fallback, expected here
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", GDADegenerateCovarianceWarning)
         w, b = fit_gda(s.train, s.train_labels, k)
     out["GDA (no views)"] = accuracy(gda_logits(x_test, w, b), y_test)
     probe = logistic_probe(s.train, s.train_labels, s.val, s.val_labels, seed=seed)

@@ -4,7 +4,6 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline

@@ -386,6 +386,7 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             views=c.views,
             seed=c.seed,
             alpha=c.alpha,
+            logit_scale=c.logit_scale,
             alpha_rows=alpha_rows,
             templates=c.templates or ["a photo of a {}."],
             use_text_classifier=c.use_text_classifier,

@@ -314,6 +314,38 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             raise ValueError("fitting needs the CLIP backbone: build the model with from_clip(...) or pass backbone=")
         return self.backbone
 
+    @torch.no_grad()
+    def new_classes_head(
+        self,
+        class_names: Sequence[str],
+        base_features: torch.Tensor,
+        base_labels: torch.Tensor,
+        templates: Sequence[str] | None = None,
+        k: int = 64,
+    ) -> GDAForImageClassification:
+        """Base-to-new: a head for classes that have no images, only names.
+
+        Each new class's mean is the mean of the `k` base-training features (e.g. the
+        augmented views `fit` encoded, from `extract_features`) closest to its text
+        embedding; the shared covariance is the base classes' one and α is reused, as
+        in the paper. Returns a new model on the same backbone.
+        """
+        from .functional import new_class_classifier
+
+        backbone = self._require_backbone()
+        templates = list(templates) if templates else self.config.templates
+        head = type(self).from_clip(
+            backbone, list(class_names), templates, alpha=self.config.alpha, logit_scale=self.config.logit_scale,
+            views=self.config.views, dataset_name=self.config.dataset_name,
+        )  # fmt: skip
+        x = F.normalize(base_features.to(self.weight.device).double(), dim=-1)
+        weight, bias = new_class_classifier(
+            x, base_labels.to(x.device), head.text_weights.double(), k=k, num_base_classes=self.config.num_labels
+        )
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+        return head
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from datasets import ClassLabel
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline
 
 import hf_clipadapt  # noqa: F401  (registers the Auto classes)
@@ -203,3 +204,19 @@ def test_nan_features_from_a_broken_encoder_are_rejected(backbone, dataset):
     with mock.patch.object(type(backbone), "encode_images", lambda self, px: torch.full((len(px), 16), float("nan"))):
         with pytest.raises(ValueError, match="NaN or infinite"):
             model.fit(dataset, shots=2, views=1)
+
+
+def test_new_classes_head_for_base_to_new(backbone, dataset):
+    from hf_clipadapt.gda import new_class_classifier
+
+    base = dataset.filter(lambda y: y < 2, input_columns="label")
+    model = GDAForImageClassification.from_clip(backbone, ["red", "green"])
+    model.fit(base.cast_column("label", ClassLabel(names=["red", "green"])), shots=2, views=2)
+    feats = backbone.encode_images(backbone.preprocess(list(base["image"])))
+    labels = torch.tensor(base["label"])
+    head = model.new_classes_head(["blue", "yellow"], feats, labels, k=4)
+    assert head.config.id2label == {0: "blue", 1: "yellow"} and head.config.alpha == model.config.alpha
+    torch.testing.assert_close(head.text_weights, backbone.zero_shot_classifier(["blue", "yellow"]))
+    w, b = new_class_classifier(feats.double(), labels, head.text_weights.double(), k=4)
+    torch.testing.assert_close(head.weight, w.float(), rtol=1e-4, atol=1e-3)
+    assert head(image_features=feats).logits.shape == (len(labels), 2)

@@ -315,6 +315,46 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         return self.backbone
 
     @torch.no_grad()
+    def fit_unlabeled(
+        self,
+        dataset,
+        *,
+        alpha: float | None = None,
+        max_iter: int = 20,
+        tol: float = 1e-4,
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+    ) -> dict:
+        """Unsupervised GDA: EM on unlabelled images, started from the zero-shot posteriors.
+
+        Needs the text classifier (it provides the initial responsibilities and the
+        ensemble in the E-step). `alpha` defaults to `config.alpha`. Returns the EM info
+        (iterations, converged, log-likelihood per iteration).
+        """
+        from .functional import fit_gda_em
+
+        if not self.config.use_text_classifier:
+            raise ValueError("fit_unlabeled starts from zero-shot CLIP, so the model needs a text classifier (class_names)")
+        backbone = self._require_backbone()
+        alpha = self.config.alpha if alpha is None else float(alpha)
+        feats, _ = extract_features(
+            backbone.encode_images, dataset, backbone.image_transform(), batch_size=batch_size, accelerator=accelerator,
+            image_column=image_column, label_column=None, cache_dir=cache_dir, split="unlabeled",
+            cache_name=f"{backbone.name_or_path}@{_crop_size(backbone)}" if cache_dir else None, desc="GDA unlabeled",
+        )  # fmt: skip
+        x = F.normalize(feats.to(self.weight.device).double(), dim=-1)
+        weight, bias, info = fit_gda_em(
+            x, self.text_weights.double(), alpha=alpha, logit_scale=self.config.logit_scale, max_iter=max_iter, tol=tol
+        )
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
+        self.config.alpha = alpha
+        self.config.num_train_images = len(dataset)
+        return info
+
+    @torch.no_grad()
     def new_classes_head(
         self,
         class_names: Sequence[str],

@@ -220,3 +220,17 @@ def test_new_classes_head_for_base_to_new(backbone, dataset):
     w, b = new_class_classifier(feats.double(), labels, head.text_weights.double(), k=4)
     torch.testing.assert_close(head.weight, w.float(), rtol=1e-4, atol=1e-3)
     assert head(image_features=feats).logits.shape == (len(labels), 2)
+
+
+def test_fit_unlabeled_runs_em_from_zero_shot(backbone, dataset):
+    from hf_clipadapt.gda import fit_gda_em
+
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset), alpha=10.0)
+    info = model.fit_unlabeled(dataset.remove_columns("label"), max_iter=5)
+    x = backbone.encode_images(backbone.preprocess(list(dataset["image"])))
+    w, b, ref = fit_gda_em(x.double(), model.text_weights.double(), alpha=10.0, max_iter=5)
+    assert info["iterations"] == ref["iterations"]
+    torch.testing.assert_close(model.weight, w.float(), rtol=1e-3, atol=1e-2)
+    head_only = GDAForImageClassification.from_clip(backbone, num_labels=3)
+    with pytest.raises(ValueError, match="needs a text classifier"):
+        head_only.fit_unlabeled(dataset)

@@ -13,7 +13,7 @@ Data, either
                    EfficientNet-Lite0, MiniLM embeddings of class descriptions).
 
     accelerate launch --cpu --num_processes 1 examples/tzsl_train.py \
-        --features benchmarks/tzsl/fashion_mnist_effnet112_minilm.safetensors \
+        --features ~/.cache/hf_clipadapt/tzsl/fashion_mnist_effnet112_minilm.safetensors \
         --preset fast --output_dir runs/tzsl-fmnist
 
     accelerate launch examples/tzsl_train.py --xlsa17 data/xlsa17/data/AWA2 --preset awa2 --output_dir runs/awa2

@@ -31,6 +31,8 @@ from hf_clipadapt.offline import (
 from hf_clipadapt.tzsl.data import ZSLData, save_features_file
 
 UNSEEN = ("shirt", "bag", "ankle boot")
+# Outside the repository: the file is ~120 MB.
+DEFAULT_FEATURES = DEFAULT_CACHE_DIR.parent / "tzsl" / "fashion_mnist_effnet112_minilm.safetensors"
 
 # One sentence per class, written for this benchmark from what the garments look
 # like (no image was consulted): these are the "attributes" of the ZSL setting.
@@ -70,7 +72,7 @@ def main():
     p.add_argument("--size", type=int, default=112, help="backbone input size (112 px is ~5x cheaper than 224)")
     p.add_argument("--train-limit", type=int, default=20000)
     p.add_argument("--test-limit", type=int, default=None, help="a fixed random subset (seed 0) of the 10k test images")
-    p.add_argument("--out", default="benchmarks/tzsl/fashion_mnist_effnet112_minilm.safetensors")
+    p.add_argument("--out", default=str(DEFAULT_FEATURES))
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

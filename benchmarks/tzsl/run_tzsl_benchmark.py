@@ -33,11 +33,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.metrics import gzsl_scores, per_class_accuracy
 from hf_clipadapt.tzsl import TZSLModel, load_features_file, pseudo_unseen_split
 from hf_clipadapt.tzsl import functional as Fz
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_FEATURES = DEFAULT_CACHE_DIR.parent / "tzsl" / "fashion_mnist_effnet112_minilm.safetensors"
 METHODS = {
     "tzsl-inductive": dict(mode="inductive"),
     "tzsl-uncond-D2": dict(mode="transductive", conditional_d2=False),
@@ -151,7 +153,7 @@ def plot(summary: dict, path: Path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", default=str(HERE / "fashion_mnist_effnet112_minilm.safetensors"))
+    p.add_argument("--features", default=str(DEFAULT_FEATURES), help="written by make_features.py")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["eszsl", *METHODS])
     p.add_argument("--epochs", type=int, default=None)

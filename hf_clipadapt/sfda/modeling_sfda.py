@@ -291,6 +291,7 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
             strategy=c.strategy,
             unknown_threshold=c.unknown_threshold,
             num_labels=c.num_labels,
+            bottleneck_dim=c.bottleneck_dim,
             model_selection=c.model_selection,
             **kwargs,
         )

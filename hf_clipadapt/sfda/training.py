@@ -88,7 +88,7 @@ def predict_logits(model, dataset, transform, *, accelerator=None, batch_size: i
     has_labels = _labels(dataset, label_column) is not None
 
     def encode(pixel_values):
-        out = model(pixel_values=pixel_values)
+        out = model(pixel_values=pixel_values.to(model.device))
         return torch.cat([out.logits, out.features], dim=1)
 
     try:
@@ -237,6 +237,9 @@ def fit(
     loader = DataLoader(
         _Indexed(train_dataset, image_column, label_column if labels is not None else None),
         batch_size=per_device, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        # its own generator: starting an epoch (or a resumed one) must not draw from the global
+        # RNG, which the model's own randomness (dropout, stochastic depth) uses and save_state saves
+        generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
     steps_per_epoch = len(loader) // accum
     total_steps = epochs * steps_per_epoch
@@ -253,7 +256,8 @@ def fit(
         g["initial_lr"] = g["lr"]
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     model, optimizer = acc.prepare(unwrapped, optimizer)
-    teacher = copy.deepcopy(unwrapped).eval().requires_grad_(False) if source else None
+    # the EMA teacher starts as a copy of the model (on its device) and never gets gradients
+    teacher = copy.deepcopy(acc.unwrap_model(model)).eval().requires_grad_(False) if source else None
 
     state = _TrainState()
     if resume_from is not None:

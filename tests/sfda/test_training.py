@@ -72,14 +72,17 @@ def test_universal_evaluation_reports_h_score(make_model, tiny_dataset, to_pixel
     assert 0.0 <= scores["h_score"] <= 100.0
 
 
-def test_checkpoint_resume_matches_an_uninterrupted_run(make_model, tiny_dataset, to_pixels):
+def test_checkpoint_resume_matches_an_uninterrupted_run(make_model, swin_config, tiny_dataset, to_pixels):
+    # stochastic depth draws from the global RNG: the resumed run must see the same draws
+    swin_config.drop_path_rate = 0.5
+    make = lambda seed: make_model(seed=seed, backbone_config=swin_config)  # noqa: E731
     kwargs = dict(stage="source", transform=to_pixels, epochs=2, seed=1)
     with tempfile.TemporaryDirectory() as ckpt:
-        full = make_model(seed=0)
+        full = make(0)
         fit(full, tiny_dataset, checkpoint_dir=ckpt, checkpoint_every=4, **kwargs)  # 6 steps, saves after 4
         saved = sorted(p.name for p in Path(ckpt).iterdir())
         assert saved == ["step_0000004"]  # atomic: no *.tmp left behind
-        resumed = make_model(seed=123)  # different init: everything must come from the checkpoint
+        resumed = make(123)  # different init: everything must come from the checkpoint
         out = fit(resumed, tiny_dataset, resume_from=Path(ckpt) / "step_0000004", **kwargs)
     assert out["global_step"] == 6
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):

@@ -1,0 +1,210 @@
+"""Two-stage source-free domain adaptation (GeoNet 2023 winning recipe) with Accelerate.
+
+    # stage 1: labelled source domain (GeoNet list file, image folder or Hub dataset)
+    accelerate launch examples/sfda_two_stage.py stage1 \
+        --source data_list/UNIDA/usa_train.txt --backbone microsoft/swin-base-patch4-window7-224 \
+        --output_dir out/source --checkpoint_every 500
+    # resume an interrupted run from its last checkpoint
+    accelerate launch examples/sfda_two_stage.py stage1 ... --resume_from out/source/checkpoints/step_0001500
+    # stage 2: unlabelled target domain, source data no longer needed
+    accelerate launch examples/sfda_two_stage.py stage2 \
+        --model out/source --target data_list/UNIDA/asia_train.txt --strategy universal --output_dir out/target
+    # scoring on a labelled target test list (H-score in universal mode, accuracy otherwise)
+    accelerate launch examples/sfda_two_stage.py evaluate --model out/target --data data_list/UNIDA/asia_test.txt
+
+Offline demo (no Hub): `--backbone offline:efficientnet-lite0`, data `offline:mnist[:N]` and
+`offline:optdigits[:N]` (optdigits framed like MNIST), e.g.
+
+    accelerate launch --cpu --num_processes 1 examples/sfda_two_stage.py stage1 \
+        --source offline:mnist:2000 --backbone offline:efficientnet-lite0 --image_size 64 --output_dir out/src
+    accelerate launch --cpu --num_processes 1 examples/sfda_two_stage.py stage2 \
+        --model out/src --target offline:optdigits --strategy shot --output_dir out/tgt
+
+Model selection never looks at target labels unless asked: `--model_selection last` (default,
+fixed epochs) or `im_loss` (unsupervised); `labelled_target_validation` needs `--validation`.
+Metrics go to the trackers given by `--report_to` (tensorboard, wandb, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from hf_clipadapt.sfda import SFDAModelForImageClassification, evaluate, fit, load_domain
+
+OFFLINE_BACKBONE = "offline:efficientnet-lite0"
+
+
+def load_data(spec: str, split: str):
+    """A domain: `offline:mnist[:N]`, `offline:optdigits[:N]`, a list file, an image folder or a Hub id."""
+    if spec.startswith("offline:"):
+        from hf_clipadapt.offline import load_mnist, load_optdigits
+
+        name, _, limit = spec[len("offline:") :].partition(":")
+        limit = int(limit) if limit else None
+        if name == "mnist":
+            return load_mnist("train" if split == "train" else "test", limit=limit, seed=0)
+        if name == "optdigits":
+            return load_optdigits("test", frame=True, limit=limit, seed=0)
+        raise ValueError(f"unknown offline dataset {name!r}: use mnist or optdigits")
+    return load_domain(spec, split=split)
+
+
+def image_stats(backbone: str | None) -> tuple[list[float], list[float]]:
+    """Normalisation of the backbone: its image processor's mean/std, or 0.5/0.5 (EfficientNet-Lite)."""
+    if backbone is None or backbone.startswith("offline:") or ":" in backbone:
+        return [0.5] * 3, [0.5] * 3
+    from transformers import AutoImageProcessor
+
+    proc = AutoImageProcessor.from_pretrained(backbone)
+    return list(proc.image_mean), list(proc.image_std)
+
+
+class Preprocess:
+    """PIL images → normalised [B, 3, S, S]; with `augment`, a random resized crop and a
+    horizontal flip (`flip`) seeded per (sample index, epoch): reproducible whatever the
+    number of processes."""
+
+    def __init__(self, size: int, mean, std, augment: bool = False, flip: bool = True):
+        self.size, self.augment, self.flip = size, augment, flip
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, images, indices, view):
+        from PIL import Image
+
+        out = []
+        for img, i in zip(images, indices.tolist()):
+            img = img.convert("RGB")
+            if self.augment:
+                rng = np.random.default_rng([int(i), int(view)])
+                w, h = img.size
+                scale = rng.uniform(0.8, 1.0)
+                cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                img = img.crop((x0, y0, x0 + cw, y0 + ch))
+                if self.flip and rng.random() < 0.5:
+                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(np.asarray(img.resize((self.size, self.size), Image.BICUBIC), dtype=np.float32) / 255.0)
+        x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        return ((x - self.mean) / self.std).contiguous()
+
+
+def build_source_model(args, num_labels: int, id2label: dict | None):
+    kwargs = dict(batch_size=args.batch_size, source_epochs=args.epochs, learning_rate=args.learning_rate)
+    labels = dict(id2label=id2label) if id2label else dict(num_labels=num_labels)
+    if args.backbone == OFFLINE_BACKBONE:
+        from hf_clipadapt.offline import EfficientNetLite0Features
+
+        return SFDAModelForImageClassification.from_backbone(
+            EfficientNetLite0Features(pretrained=True), torch_backbone_kwargs={"pretrained": False}, **labels, **kwargs
+        )
+    return SFDAModelForImageClassification.from_backbone(args.backbone, **labels, **kwargs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--image_size", type=int, default=224)
+    common.add_argument("--batch_size", type=int, default=64, help="global batch (split over processes)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--num_workers", type=int, default=2)
+    train = argparse.ArgumentParser(add_help=False)
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--learning_rate", type=float, default=1e-2, help="head lr; the backbone gets 0.1x")
+    train.add_argument("--checkpoint_every", type=int, default=0, help="optimizer steps between save_state checkpoints")
+    train.add_argument("--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every")
+    train.add_argument("--report_to", default=None, help="Accelerate tracker(s), e.g. tensorboard")
+
+    s1 = sub.add_parser("stage1", parents=[common, train], help="train on the labelled source domain")
+    s1.add_argument("--source", required=True)
+    s1.add_argument("--backbone", default="microsoft/swin-base-patch4-window7-224")
+    s1.add_argument("--no_flip", action="store_true", help="no horizontal flips (digits, text)")
+
+    s2 = sub.add_parser("stage2", parents=[common, train], help="adapt to the unlabelled target domain")
+    s2.add_argument("--model", required=True, help="stage-1 output folder")
+    s2.add_argument("--target", required=True)
+    s2.add_argument("--strategy", choices=["universal", "shot", "topk"], default="universal")
+    s2.add_argument("--unknown_threshold", type=float, default=0.5)
+    s2.add_argument("--model_selection", choices=["last", "im_loss", "labelled_target_validation"], default="last")
+    s2.add_argument("--validation", default=None, help="labelled target data, only for labelled_target_validation")
+    s2.add_argument("--evaluate_on", default=None, help="labelled target test data scored after training (not used for selection)")
+
+    ev = sub.add_parser("evaluate", parents=[common], help="score a model on labelled data")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    args = ap.parse_args()
+
+    report_to = getattr(args, "report_to", None)
+    accelerator = Accelerator(log_with=report_to, project_dir=getattr(args, "output_dir", None))
+    set_seed(args.seed)
+    if report_to:
+        accelerator.init_trackers("sfda_two_stage", config={k: v for k, v in vars(args).items() if v is not None})
+
+    if args.command == "evaluate":
+        model = SFDAModelForImageClassification.from_pretrained(args.model).to(accelerator.device)
+        tf = Preprocess(args.image_size, *image_stats(model.config.backbone or model.config.torch_backbone))
+        scores = evaluate(model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size)
+        if accelerator.is_main_process:
+            print(json.dumps(scores, indent=2))
+        return
+
+    if args.command == "stage1":
+        data = load_data(args.source, "train")
+        names = getattr(data.features.get("label"), "names", None)
+        num_labels = len(names) if names else int(max(data["label"])) + 1
+        model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
+        mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
+        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
+        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
+    else:
+        model = SFDAModelForImageClassification.from_pretrained(args.model)
+        model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold,
+                             "model_selection": args.model_selection, "target_epochs": args.epochs,
+                             "target_lr": args.learning_rate, "batch_size": args.batch_size})  # fmt: skip
+        data = load_data(args.target, "train")
+        if "label" in data.column_names:  # stage 2 never reads target labels
+            data = data.remove_columns("label")
+        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
+        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
+        stage = "target"
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch BatchNorm statistics
+
+    validation = load_data(args.validation, "test") if getattr(args, "validation", None) else None
+    result = fit(
+        model, data, stage=stage, transform=train_tf, eval_transform=eval_tf, accelerator=accelerator,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, validation_dataset=validation,
+        seed=args.seed, num_workers=args.num_workers, checkpoint_dir=Path(args.output_dir) / "checkpoints",
+        checkpoint_every=args.checkpoint_every, resume_from=args.resume_from,
+    )  # fmt: skip
+    if stage == "target" and args.evaluate_on:
+        scores = evaluate(model, load_data(args.evaluate_on, "test"), transform=eval_tf, accelerator=accelerator,
+                          batch_size=args.batch_size)  # fmt: skip
+        result["test_scores"] = scores
+        accelerator.log({f"test/{k}": v for k, v in scores.items()}, step=result["global_step"])
+        model.config.eval_results = [
+            {"dataset_name": args.evaluate_on, "metric_type": k, "metric_value": float(v)} for k, v in scores.items()
+        ]
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process)
+    if accelerator.is_main_process:
+        tmp = Path(args.output_dir) / "fit_result.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2, default=float))
+        os.replace(tmp, Path(args.output_dir) / "fit_result.json")
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2, default=float))
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -59,6 +59,10 @@ def load_model_and_tokenizer(model: str, gguf_file: str | None = None, dtype=tor
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(model, **kw)
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **kw)
+    if gguf_file and getattr(lm, "hf_quantizer", None) is not None:
+        # transformers dequantises GGUF tensors on load, so the weights are plain `dtype`
+        # tensors; drop the leftover quantizer flag that makes Trainer refuse to train them.
+        lm.hf_quantizer.remove_quantization_config(lm)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer

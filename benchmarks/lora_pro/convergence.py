@@ -45,9 +45,9 @@ LABELS = {"lora": "LoRA + AdamW", "lorapro-full": "LoRA-Pro (full)", "lorapro-ef
 
 TASKS = {
     "sft": dict(steps=24, batch_size=2, max_length=192, n_train=400, n_val=16, n_test=30, warmup=0.1, max_new_tokens=128,
-                grid={"lora": [2e-4, 1e-3], "lorapro-full": [3e-5, 1.5e-4], "lorapro-efficient": [2e-4, 1e-3], "full": [2e-5, 1e-4]}),
+                grid={"lora": [2e-4, 1e-3], "lorapro-full": [1e-4, 5e-4], "lorapro-efficient": [2e-4, 1e-3], "full": [2e-5, 1e-4]}),
     "cls": dict(steps=40, batch_size=16, max_length=64, n_val=200, warmup=0.1, eval_every=20,
-                grid={"lora": [3e-4, 1e-3], "lorapro-full": [1e-4, 5e-4], "lorapro-efficient": [3e-4, 1e-3], "full": [3e-5, 1e-4]}),
+                grid={"lora": [1e-3, 3e-3, 1e-2], "lorapro-full": [1e-4, 3e-4, 1e-3], "lorapro-efficient": [1e-3, 3e-3], "full": [1e-4, 3e-4]}),
 }
 
 
@@ -156,6 +156,23 @@ def run(task: str, method: str, lr: float, work: Path, seed: int = 0, threads: i
     if out_json.exists():
         print(f"[skip] {name} exists")
         return json.loads(out_json.read_text())
+    lock = work / f"{name}.lock"  # lets several `grid` processes share one work folder
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        print(f"[skip] {name} is running elsewhere ({lock})")
+        return None
+    try:
+        return _run(task, method, lr, work, seed, threads, name, out_json)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run(task, method, lr, work, seed, threads, name, out_json):
+    from transformers import get_cosine_schedule_with_warmup
+
+    torch.set_num_threads(threads)
+    cfg = TASKS[task]
     torch.manual_seed(seed)
     model, tok, splits = load_task(task, seed)
     model = wrap(model, task, method, seed)
@@ -326,6 +343,7 @@ def main(argv=None):
     p.add_argument("--work", default="/tmp/lora_pro_convergence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1 is faster than 2 on a crowded 2-core machine")
+    p.add_argument("--reverse", action="store_true", help="walk the grid backwards (for a second `grid` process)")
     p.add_argument("--steps", type=int, default=None, help="override the task's step count (smoke tests)")
     a = p.parse_args(argv)
     if a.steps:
@@ -341,10 +359,9 @@ def main(argv=None):
             p.error("run needs --task, --method and --lr")
         run(tasks[0], methods[0], a.lr, work, a.seed, a.threads)
     if a.cmd in ("grid", "all"):
-        for task in tasks:
-            for method in methods:
-                for lr in TASKS[task]["grid"][method]:
-                    run(task, method, lr, work, a.seed, a.threads)
+        jobs = [(t, m, lr) for t in tasks for m in methods for lr in TASKS[t]["grid"][m]]
+        for task, method, lr in reversed(jobs) if a.reverse else jobs:
+            run(task, method, lr, work, a.seed, a.threads)
     if a.cmd in ("select", "all"):
         select(work, tasks, a.seed, a.threads)
     if a.cmd in ("report", "all"):

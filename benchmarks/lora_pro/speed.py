@@ -253,7 +253,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="timings are process CPU time; 1 thread keeps them clean on a shared machine")
     p.add_argument("--parts", default="sylvester,smollm2,7b", help="comma list of sylvester, smollm2, 7b; results merge into --out")
     p.add_argument("--out", default=str(HERE / "speed.json"))
+    p.add_argument("--report", action="store_true", help="print the markdown tables of --out and exit")
     a = p.parse_args(argv)
+    if a.report:
+        print(markdown(json.loads(Path(a.out).read_text())))
+        return
     torch.set_num_threads(a.threads)
     parts = set(a.parts.split(","))
     results = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
@@ -270,7 +274,53 @@ def main(argv=None):
         bench_7b(a, results)
     results["env"]["loadavg_end"] = os.getloadavg()
     Path(a.out).write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     print(f"wrote {a.out}")
+
+
+def markdown(results) -> str:
+    """The RESULTS.md tables from speed.json."""
+    out = []
+    if "smollm2" in results:
+        sm = results["smollm2"]
+        r = sm["results"]
+        base = r["LoRA + AdamW (fused)"]
+        out.append(f"**(a) SmolLM2-135M widths**: {sm['layers']} decoder layers, {sm['lora_pairs']} LoRA pairs (r=8, every linear), "
+                   f"{sm['rows']} rows a batch, median of {sm['repeats']} interleaved repeats, process CPU ms, 1 thread.\n")
+        out.append("| optimizer | `step()` ms | vs peer (same mode) | train step ms (fwd+bwd+step) | vs LoRA+AdamW | optimizer state MB |")
+        out.append("|---|---|---|---|---|---|")
+        pf = r.get("peer full", {}).get("step_ms")
+        pe = r.get("peer efficient", {}).get("step_ms")
+        for k, v in r.items():
+            ref = pf if "full" in k else pe if "efficient" in k else None
+            vs_peer = f"{ref / v['step_ms']:.1f}x faster" if ref and not k.startswith("peer") else "-"
+            mb = v["state_bytes"] / 2**20
+            scratch = f" (+{v['scratch_bytes'] / 2**20:.1f} scratch)" if v.get("scratch_bytes") else ""
+            out.append(f"| {k} | {v['step_ms']:.2f} | {vs_peer} | {v['train_ms']:.1f} | {v['train_ms'] / base['train_ms']:.2f}x | {mb:.1f}{scratch} |")
+        out.append("")
+    if "llama7b_mlp" in results:
+        lm = results["llama7b_mlp"]
+        r = lm["results"]
+        pf = r.get("peer full", {}).get("step_ms")
+        pe = r.get("peer efficient", {}).get("step_ms")
+        out.append(f"**(b) Llama-2-7B MLP widths** (4096→11008→4096, r=8, 2 LoRA pairs), median of {lm['repeats']} repeats, process CPU ms, 1 thread.\n")
+        out.append("| optimizer | `step()` ms | vs peer (same mode) | optimizer state MB |")
+        out.append("|---|---|---|---|")
+        for k, v in r.items():
+            ref = pf if "full" in k else pe if "efficient" in k else None
+            vs = f"{ref / v['step_ms']:.1f}x faster" if ref and not k.startswith("peer") else "-"
+            scratch = f" (+{v['scratch_bytes'] / 2**20:.1f} scratch)" if v.get("scratch_bytes") else ""
+            out.append(f"| {k} | {v['step_ms']:.1f} | {vs} | {v['state_bytes'] / 2**20:.1f}{scratch} |")
+        out.append("")
+    if "sylvester" in results:
+        out.append("**(d) Sylvester residual** ||P X + X Q − C|| / ||C|| (median over 20 random r=8 systems, m=1536, n=576, float32):\n")
+        names = list(next(iter(results["sylvester"].values())))
+        out.append("| factors | " + " | ".join(names) + " |")
+        out.append("|---|" + "---|" * len(names))
+        for case, v in results["sylvester"].items():
+            out.append(f"| {case} | " + " | ".join(f"{v[n]['median']:.2g}" for n in names) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def bench_smollm2(a, results):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -28,6 +29,50 @@ from .pairs import LoraPair, check_not_deepspeed, find_lora_pairs
 __all__ = ["LoraProAdamW", "LoraProSGD", "create_lorapro_optimizer"]
 
 _FORMAT = 1
+
+
+@dataclass(eq=False)
+class _ShapeGroup:
+    """Pairs of one shape, stacked: A (G, r, n), B (G, m, r), their gradients,
+    and s (G,), all in the compute dtype (float32, or float64 for float64)."""
+
+    pairs: list[LoraPair]
+    A: Tensor
+    B: Tensor
+    gA: Tensor
+    gB: Tensor
+    s: Tensor
+
+    @classmethod
+    def build(cls, members: list[tuple[LoraPair, tuple[Tensor, Tensor]]]) -> "_ShapeGroup":
+        pairs = [p for p, _ in members]
+        dt = F.compute_dtype(pairs[0].A.dtype)
+
+        def stack(ts):
+            return torch.stack(ts).to(dt)
+
+        A = stack([p.A.detach() for p in pairs])
+        return cls(
+            pairs,
+            A,
+            stack([p.B.detach() for p in pairs]),
+            stack([g[0] for _, g in members]),
+            stack([g[1] for _, g in members]),
+            torch.tensor([p.scaling for p in pairs], dtype=dt, device=A.device),
+        )
+
+    @property
+    def A_params(self) -> list[Tensor]:
+        return [p.A for p in self.pairs]
+
+    @property
+    def B_params(self) -> list[Tensor]:
+        return [p.B for p in self.pairs]
+
+    def stats(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """BᵀB, AAᵀ, gA·Aᵀ, Bᵀ·gB: the r×r inputs of the closed form."""
+        A, B = self.A, self.B
+        return B.mT @ B, A @ A.mT, self.gA @ A.mT, B.mT @ self.gB
 
 
 class _LoraProBase(torch.optim.Optimizer):
@@ -96,32 +141,29 @@ class _LoraProBase(torch.optim.Optimizer):
         gB = torch.zeros_like(pair.B) if gB is None else gB
         return gA, gB
 
-    def _batched_coefficients(self, items: list[dict], solve_x: bool, stats: str) -> None:
-        """Compute the closed-form coefficients for every item, batching the r×r
-        algebra over items with the same (rank, dtype, device). `stats` names the
-        item key holding (BtB, AAt, gAAt, BtgB); the result goes to item["coef"]."""
-        buckets: dict[tuple, list[dict]] = defaultdict(list)
-        for it in items:
-            BtB = it[stats][0]
-            buckets[(BtB.shape[-1], BtB.dtype, BtB.device)].append(it)
-        for (_, dt, dev), bucket in buckets.items():
-            mats = [torch.stack([it[stats][k] for it in bucket]) for k in range(4)]
-            s = torch.tensor([it["s"] for it in bucket], dtype=dt, device=dev)
-            coef = F.projection_coefficients(*mats, s, self.damping, solve_x=solve_x)
-            for i, it in enumerate(bucket):
-                it["coef"] = F.ProjectionCoefficients(*(c[i] for c in coef))
+    def _shape_groups(self) -> list[_ShapeGroup]:
+        """Pairs that received gradients, stacked by (m, n, r, dtype, device), so
+        that every small op of the closed form runs once per group, batched."""
+        buckets: dict[tuple, list] = defaultdict(list)
+        for pair in self._pairs:
+            grads = self._pair_grads(pair)
+            if grads is not None:
+                key = (tuple(pair.A.shape), tuple(pair.B.shape), pair.A.dtype, pair.B.dtype, pair.A.device)
+                buckets[key].append((pair, grads))
+        return [_ShapeGroup.build(members) for members in buckets.values()]
 
     @staticmethod
-    def _factors(pair: LoraPair, grads: tuple[Tensor, Tensor]) -> dict:
-        dt = F.compute_dtype(pair.A.dtype)
-        A, B = pair.A.detach().to(dt), pair.B.detach().to(dt)
-        gA, gB = grads[0].to(dt), grads[1].to(dt)
-        return {"pair": pair, "A": A, "B": B, "gA": gA, "gB": gB, "s": pair.scaling, "dt": dt}
-
-    @staticmethod
-    def _write(param: Tensor, new: Tensor) -> None:
-        if new.data_ptr() != param.data_ptr():
-            param.copy_(new)
+    def _apply_update_(group: _ShapeGroup, gA_hat: Tensor, gB_hat: Tensor, lr: float, wd: float) -> None:
+        """A ← A·(1 − lr·wd) − lr·ĝA, B likewise (decoupled decay, trainable factors only)."""
+        for params, cur, upd in ((group.A_params, group.A, gA_hat), (group.B_params, group.B, gB_hat)):
+            if params[0].dtype == cur.dtype:
+                if wd:
+                    torch._foreach_mul_(params, 1 - lr * wd)
+                torch._foreach_add_(params, list(upd.unbind(0)), alpha=-lr)
+            else:  # low-precision parameters: update in float32, round once
+                new = cur.mul(1 - lr * wd).add_(upd, alpha=-lr)
+                for p, v in zip(params, new.unbind(0)):
+                    p.copy_(v)
 
     # ------------------------------------------------------------ state dicts
     def _extra_meta(self) -> dict:
@@ -358,24 +400,15 @@ class LoraProAdamW(_LoraProBase):
     # -------------------------------------------------------------- efficient
     def _step_efficient(self) -> None:
         group = self._lora_group()
-        items = []
-        for pair in self._pairs:
-            grads = self._pair_grads(pair)
-            if grads is None:
-                continue
-            it = self._factors(pair, grads)
-            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
-            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
-            items.append(it)
-        if not items:
-            return
-        self._batched_coefficients(items, solve_x=True, stats="stats")
         params, grads, states = [], [], []
-        for it in items:
-            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
-            params += [it["pair"].A, it["pair"].B]
-            grads += [gA_hat, gB_hat]
-            states += [self._state(it["pair"].A), self._state(it["pair"].B)]
+        for g in self._shape_groups():
+            coef = F.projection_coefficients(*g.stats(), g.s, self.damping, solve_x=True)
+            gA_hat, gB_hat = F.apply_projection(coef, g.A, g.B, g.gA, g.gB)
+            params += g.A_params + g.B_params
+            grads += list(gA_hat.unbind(0)) + list(gB_hat.unbind(0))
+        if not params:
+            return
+        states = [self._state(p) for p in params]
         beta1, beta2 = group["betas"]
         _small_adamw_(
             params, grads, states,
@@ -399,56 +432,37 @@ class LoraProAdamW(_LoraProBase):
         group = self._lora_group()
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
-        items = []
-        for pair in self._pairs:
-            grads = self._pair_grads(pair)
-            if grads is None:
-                continue
-            it = self._factors(pair, grads)
-            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
-            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
-            items.append(it)
-        if not items:
-            return
-        # Step 1: the closed form with X = 0 on the raw gradients; g̃ does not depend on X.
-        self._batched_coefficients(items, solve_x=False, stats="stats")
-        for it in items:
-            A, B, s = it["A"], it["B"], it["s"]
-            gA0, gB0 = F.apply_projection(it["coef"], A, B, it["gA"], it["gB"])
-            st = self._state(it["pair"].A)
-            st["step"] += 1
-            # Steps 2-3, row block by row block: g̃ = [B, ĝB]·(s·[ĝA; A]), Adam on g̃
-            # giving ĝ = m̂/(√v̂ + ε), then gA' = s·Bᵀ·ĝ and gB' = s·ĝ·Aᵀ.
-            gA1, gB1 = self._adam_and_map_back(
-                torch.cat([B, gB0], 1), torch.cat([gA0, A], 0).mul_(s), A, B, st, beta1, beta2, eps
-            )
-            gA1.mul_(s)
-            gB1.mul_(s)
-            it["gA"], it["gB"] = gA1, gB1
-            it["stats2"] = (it["stats"][0], it["stats"][1], gA1 @ A.T, B.T @ gB1)
-        # Step 4: closed form with the Sylvester X, batched over pairs of equal rank.
-        self._batched_coefficients(items, solve_x=True, stats="stats2")
-        # Step 5: decoupled weight decay on A and B, then the update.
-        for it in items:
-            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
-            for param, cur, upd in ((it["pair"].A, it["A"], gA_hat), (it["pair"].B, it["B"], gB_hat)):
-                if cur.data_ptr() == param.data_ptr():
-                    if wd:
-                        param.mul_(1 - lr * wd)
-                    param.add_(upd, alpha=-lr)
-                else:  # low-precision parameter: update in float32, round once
-                    param.copy_(cur.mul(1 - lr * wd).add_(upd, alpha=-lr))
+        for g in self._shape_groups():
+            A, B, s = g.A, g.B, g.s.view(-1, 1, 1)
+            BtB, AAt = B.mT @ B, A @ A.mT
+            # Step 1: the closed form with X = 0 on the raw gradients; g̃ does not depend on X.
+            coef0 = F.projection_coefficients(BtB, AAt, g.gA @ A.mT, B.mT @ g.gB, g.s, self.damping, solve_x=False)
+            gA0, gB0 = F.apply_projection(coef0, A, B, g.gA, g.gB)
+            # g̃ = [B, ĝB]·(s·[ĝA; A]); steps 2-3 per pair, on its own m×n moments.
+            left, right = torch.cat([B, gB0], -1), torch.cat([gA0, A], -2).mul_(s)
+            gA1, gB1 = torch.empty_like(A), torch.empty_like(B)
+            for i, pair in enumerate(g.pairs):
+                st = self._state(pair.A)
+                st["step"] += 1
+                self._adam_and_map_back(left[i], right[i], A[i], B[i], st, beta1, beta2, eps, gA1[i], gB1[i])
+            gA1.mul_(s)  # gA' = s·Bᵀ·ĝ
+            gB1.mul_(s)  # gB' = s·ĝ·Aᵀ
+            # Step 4: closed form with the Sylvester X.
+            coef = F.projection_coefficients(BtB, AAt, gA1 @ A.mT, B.mT @ gB1, g.s, self.damping, solve_x=True)
+            gA_hat, gB_hat = F.apply_projection(coef, A, B, gA1, gB1)
+            # Step 5: decoupled weight decay on A and B, then the update.
+            self._apply_update_(g, gA_hat, gB_hat, lr, wd)
 
     def _adam_and_map_back(
-        self, left: Tensor, right: Tensor, A: Tensor, B: Tensor, st: dict, beta1: float, beta2: float, eps: float
-    ) -> tuple[Tensor, Tensor]:
-        """Fold g̃ = left·right into the m×n moments and return (Bᵀ·ĝ, ĝ·Aᵀ)."""
+        self, left: Tensor, right: Tensor, A: Tensor, B: Tensor, st: dict, beta1: float, beta2: float, eps: float,
+        BtD: Tensor, DAt: Tensor,
+    ) -> None:
+        """Fold g̃ = left·right into the m×n moments and write BtD = Bᵀ·ĝ, DAt = ĝ·Aᵀ."""
         m, n = left.shape[0], right.shape[1]
         exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
         rows = m if A.device.type != "cpu" else max(1, min(m, self._CPU_CHUNK_ELEMS // n))
         gt_buf, dir_buf = self._scratch_rows(rows, n, left.dtype, A.device)
-        BtD = torch.zeros_like(A)  # r×n, accumulates Bᵀ·ĝ over row blocks
-        DAt = torch.empty_like(B)  # m×r, filled block by block
+        BtD.zero_()  # r×n, accumulates Bᵀ·ĝ over row blocks; DAt (m×r) is filled block by block
         At = A.T
         for i in range(0, m, rows):
             j = min(i + rows, m)
@@ -457,7 +471,6 @@ class LoraProAdamW(_LoraProBase):
             self._adam_direction_(gt, d, exp_avg[i:j], exp_avg_sq[i:j], st["step"], beta1, beta2, eps)
             BtD.addmm_(B[i:j].T, d)
             torch.mm(d, At, out=DAt[i:j])
-        return BtD, DAt
 
     @staticmethod
     def _adam_direction_(
@@ -506,22 +519,13 @@ class LoraProSGD(_LoraProBase):
                 loss = closure()
         if not self._grads_finite():
             return loss
-        items = []
-        for pair in self._pairs:
-            grads = self._pair_grads(pair)
-            if grads is None:
-                continue
-            it = self._factors(pair, grads)
-            A, B, gA, gB = it["A"], it["B"], it["gA"], it["gB"]
-            it["stats"] = (B.T @ B, A @ A.T, gA @ A.T, B.T @ gB)
-            items.append(it)
-        if items:
-            self._batched_coefficients(items, solve_x=True, stats="stats")
         lora, plain = self._lora_group(), self._plain_group()
-        for it in items:
-            gA_hat, gB_hat = F.apply_projection(it["coef"], it["A"], it["B"], it["gA"], it["gB"])
-            self._sgd_(it["pair"].A, gA_hat, lora)
-            self._sgd_(it["pair"].B, gB_hat, lora)
+        for g in self._shape_groups():
+            coef = F.projection_coefficients(*g.stats(), g.s, self.damping, solve_x=True)
+            gA_hat, gB_hat = F.apply_projection(coef, g.A, g.B, g.gA, g.gB)
+            for params, upd in ((g.A_params, gA_hat), (g.B_params, gB_hat)):
+                for p, d in zip(params, upd.unbind(0)):
+                    self._sgd_(p, d, lora)
         for p in plain["params"]:
             if p.grad is not None:
                 self._sgd_(p, p.grad, plain)

@@ -4,11 +4,11 @@ Both take the model, pair lora_A/lora_B by module (pairs.py), run the closed
 form of functional.py on every pair, and train every other trainable parameter
 (heads, biases, DoRA magnitudes, ...) with the plain base optimizer.
 
-Speed: per step the r×r algebra of all pairs with the same rank is batched
-(one eigh per matrix kind per rank), and the only m×n work in full mode is one
-GEMM that writes g̃, one fused Adam kernel on the moments and two skinny GEMMs
-that map the Adam direction back: no m×m or n×n matrix, no m×n temporaries
-beyond two scratch buffers per distinct layer shape.
+Speed: pairs of equal shape are stacked, so the closed form's small ops
+(r×n, m×r, and the batched r×r eigh) run once per shape group. The only m×n
+work, in full mode, is one GEMM that writes g̃, torch's fused Adam kernel on the
+moments and two skinny GEMMs that map the Adam direction back, done on
+cache-sized row blocks: no m×m or n×n matrix, and no m×n temporary at all.
 """
 
 from __future__ import annotations
@@ -78,8 +78,6 @@ class _ShapeGroup:
 class _LoraProBase(torch.optim.Optimizer):
     """Pair discovery, non-finite-gradient skip, name-keyed state dicts."""
 
-    _state_keys: tuple[str, ...] = ()
-
     def __init__(self, model: nn.Module, defaults: dict[str, Any], damping: float):
         check_not_deepspeed()
         if not (isinstance(damping, (int, float)) and damping >= 0):
@@ -112,7 +110,8 @@ class _LoraProBase(torch.optim.Optimizer):
             return True
         # ∞-norm propagates NaN and cannot overflow; one foreach pass, one sync.
         norms = torch._foreach_norm(grads, float("inf"))
-        finite = bool(torch.stack([n.float().cpu() if n.device != norms[0].device else n.float() for n in norms]).isfinite().all())
+        dev = norms[0].device
+        finite = bool(torch.stack([n.to(device=dev, dtype=torch.float32) for n in norms]).isfinite().all())
         if not finite:
             warnings.warn(
                 f"{type(self).__name__}: non-finite (NaN/inf) gradients; skipping this optimizer step "
@@ -225,10 +224,10 @@ class _LoraProBase(torch.optim.Optimizer):
         self.state = new_state
 
     def _load_param_state(self, p: Tensor, st: dict, name: str) -> dict:
-        out = {}
+        out, fresh = {}, self._fresh_state(p)
         for k, v in st.items():
             if isinstance(v, Tensor):
-                ref = self._fresh_state(p).get(k) if k != "step" else None
+                ref = fresh.get(k) if k != "step" else None
                 if ref is not None and ref.shape != v.shape:
                     raise ValueError(
                         f"state '{k}' of '{name}' has shape {tuple(v.shape)} but this optimizer needs "

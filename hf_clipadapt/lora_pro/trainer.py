@@ -1,17 +1,30 @@
-"""LoRA-Pro for `transformers.Trainer` users, two ways:
+"""LoRA-Pro for `transformers.Trainer` users, two ways. A complete example:
 
-1. One line, any Trainer, through Trainer's optimizer-factory hook:
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    from hf_clipadapt import LoraProConfig, LoraProOptimizerFactory, LoraProTrainer
 
-       Trainer(model=peft_model, args=args, train_dataset=ds,
-               optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 2e-5, "mode": "full"}))
+    model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+    model = get_peft_model(model, LoraProConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                lorapro_mode="full"))
+    args = TrainingArguments("out", learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0.03,
+                             bf16=True, max_grad_norm=1.0, gradient_accumulation_steps=4)
 
-   Trainer calls `LoraProOptimizerFactory()(model, **kwargs)`; the learning rate
-   must be in kwargs (TrainingArguments.learning_rate is not seen by factories),
-   while the schedule (warmup, cosine, ...) still comes from TrainingArguments.
+    # 1. One line, any Trainer, through Trainer's optimizer-factory hook. Trainer
+    #    calls LoraProOptimizerFactory()(model, **kwargs); the learning rate must be
+    #    in kwargs (factories do not see TrainingArguments), the schedule still
+    #    comes from TrainingArguments.
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+                      optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 2e-5}))
 
-2. The subclass, which reads lr, betas, eps and weight_decay from TrainingArguments:
+    # 2. Or the subclass, which reads lr, betas, eps and weight_decay from args and
+    #    mode/damping from the LoraProConfig (or lorapro_mode=... here).
+    trainer = LoraProTrainer(model=model, args=args, train_dataset=train_ds)
+    trainer.train()
 
-       LoraProTrainer(model=peft_model, args=args, train_dataset=ds, lorapro_mode="efficient")
+The saved adapter is plain LoRA: `PeftModel.from_pretrained` loads it anywhere.
+Checkpoints (`save_steps`) carry the optimizer moments, keyed by parameter name,
+so `trainer.train(resume_from_checkpoint=...)` continues the exact run.
 """
 
 from __future__ import annotations

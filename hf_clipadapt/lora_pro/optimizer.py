@@ -544,15 +544,19 @@ class LoraProSGD(_LoraProBase):
 
 
 def _config_kwargs(model: nn.Module) -> dict:
-    """Optimizer settings from the LoraProConfig(s) of a PeftModel's trainable adapters."""
+    """Optimizer settings from the LoraProConfig(s) of a PeftModel's active adapters."""
     from .config import LoraProConfig
 
     configs = getattr(model, "peft_config", None) or getattr(getattr(model, "base_model", None), "peft_config", None)
     if not isinstance(configs, dict):
         return {}
+    try:  # only the adapters being trained count; PeftModel knows which are active
+        active = set(model.active_adapters)
+    except (AttributeError, TypeError, ValueError):
+        active = set(configs)
     found = {}
     for name, cfg in configs.items():
-        if isinstance(cfg, LoraProConfig):
+        if isinstance(cfg, LoraProConfig) and name in active:
             found[name] = cfg.optimizer_kwargs()
     settings = {tuple(sorted(v.items())) for v in found.values()}
     if len(settings) > 1:

@@ -91,3 +91,31 @@ def test_dora_magnitudes_and_biases_get_plain_adamw():
         opt.step()
         opt.zero_grad()
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_any_module_carrying_lora_layers_works_without_peftmodel():
+    from peft import inject_adapter_in_model
+
+    torch.manual_seed(0)
+    net = inject_adapter_in_model(LoraConfig(r=2, target_modules=["0"]), nn.Sequential(nn.Linear(6, 6), nn.Tanh()))
+    opt = LoraProAdamW(net, lr=1e-2)
+    assert [p.a_name for p in opt.lora_pairs] == ["0.lora_A.default.weight"]
+
+
+def test_every_trainable_adapter_is_paired_with_its_own_scaling():
+    torch.manual_seed(0)
+    model = get_peft_model(nn.Sequential(nn.Linear(6, 8)), LoraConfig(r=2, lora_alpha=4, target_modules=["0"]))
+    model.add_adapter("other", LoraConfig(r=4, lora_alpha=2, target_modules=["0"]))
+    model.base_model.set_adapter(["default", "other"])  # both active and trainable
+    opt = LoraProAdamW(model, lr=1e-2)
+    assert sorted((p.adapter, p.rank, p.scaling) for p in opt.lora_pairs) == [("default", 2, 2.0), ("other", 4, 0.5)]
+
+
+def test_conflicting_lorapro_configs_need_explicit_settings():
+    torch.manual_seed(0)
+    model = get_peft_model(nn.Sequential(nn.Linear(6, 8)), LoraProConfig(r=2, target_modules=["0"], lorapro_mode="full"))
+    model.add_adapter("other", LoraProConfig(r=2, target_modules=["0"], lorapro_mode="efficient"))
+    assert create_lorapro_optimizer(model, lr=1e-3).mode == "full"  # "other" is not active: ignored
+    model.base_model.set_adapter(["default", "other"])
+    with pytest.raises(ValueError, match="different LoRA-Pro settings"):
+        create_lorapro_optimizer(model, lr=1e-3)

@@ -67,7 +67,8 @@ def _check_pair(A: Tensor, B: Tensor, gA: Tensor, gB: Tensor) -> None:
         )
     if gA.shape != A.shape or gB.shape != B.shape:
         raise ValueError(
-            f"gradient shapes gA{tuple(gA.shape)}, gB{tuple(gB.shape)} do not match A{tuple(A.shape)}, B{tuple(B.shape)}."
+            f"gradient shapes gA{tuple(gA.shape)}, gB{tuple(gB.shape)} do not match "
+            f"A{tuple(A.shape)}, B{tuple(B.shape)}."
         )
 
 
@@ -159,7 +160,9 @@ def projection_coefficients(
     return ProjectionCoefficients(KA, X, KB1, KB2)
 
 
-def apply_projection(coef: ProjectionCoefficients, A: Tensor, B: Tensor, gA: Tensor, gB: Tensor) -> tuple[Tensor, Tensor]:
+def apply_projection(
+    coef: ProjectionCoefficients, A: Tensor, B: Tensor, gA: Tensor, gB: Tensor
+) -> tuple[Tensor, Tensor]:
     """(ĝA, ĝB) = (KA·gA + X·A, gB·KB1 + B·KB2), each one GEMM over concatenated factors."""
     gA_hat = torch.cat([coef.KA, coef.X], dim=-1) @ torch.cat([gA, A], dim=-2)
     gB_hat = torch.cat([gB, B], dim=-1) @ torch.cat([coef.KB1, coef.KB2], dim=-2)

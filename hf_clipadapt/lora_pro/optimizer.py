@@ -334,7 +334,9 @@ class LoraProAdamW(_LoraProBase):
         if mode not in ("full", "efficient"):
             raise ValueError(f'mode must be "full" (the paper\'s Algorithm 2) or "efficient", got {mode!r}.')
         if moment_dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-            raise ValueError(f"moment_dtype must be a floating dtype (float32 default, or bfloat16), got {moment_dtype}.")
+            raise ValueError(
+                f"moment_dtype must be a floating dtype (float32 default, or bfloat16), got {moment_dtype}."
+            )
         _check_common(lr, eps=eps, betas=betas, weight_decay=weight_decay)
         self.mode = mode
         self.moment_dtype = moment_dtype
@@ -424,7 +426,7 @@ class LoraProAdamW(_LoraProBase):
     def _scratch_rows(self, rows: int, n: int, dt: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (rows, n, dt, device)
         if key not in self._scratch:
-            self._scratch[key] = (torch.empty(rows, n, dtype=dt, device=device), torch.empty(rows, n, dtype=dt, device=device))
+            self._scratch[key] = tuple(torch.empty(rows, n, dtype=dt, device=device) for _ in range(2))
         return self._scratch[key]
 
     def _step_full(self) -> None:

@@ -1,7 +1,5 @@
 """LoraProAdamW / LoraProSGD against the float64 reference in _reference.py."""
 
-import copy
-
 import pytest
 import torch
 from lorapro_helpers import clone, make_mlp_peft, mlp_batch, train
@@ -78,8 +76,8 @@ def test_plain_parameters_get_exactly_torch_adamw():
     torch_opt = torch.optim.AdamW(head, lr=3e-3, weight_decay=0.05)
     for i in range(4):
         x, y = mlp_batch(i, torch.float32)
-        # the head's gradients do not depend on the LoRA updates only at step 0, so
-        # feed both optimizers identical gradients for the plain parameters
+        # the head's gradients depend on the LoRA factors, which only `opt` moves,
+        # so feed torch's AdamW the very gradients the plain parameters got here
         nn.functional.mse_loss(ours(x), y).backward()
         for (n, p), q in zip([(n, p) for n, p in ours.named_parameters() if p.requires_grad and "lora" not in n], head):
             q.grad = p.grad.clone()

@@ -94,6 +94,18 @@ class _LoraProBase(torch.optim.Optimizer):
             {"params": [p for _, p in plain], "lorapro": False},
         ]
         super().__init__(groups, defaults)
+        self._groups_fixed = True
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # step() walks the LoRA pairs and the plain group only; a group added
+        # later would silently never be stepped.
+        if getattr(self, "_groups_fixed", False):
+            raise TypeError(
+                f"{type(self).__name__} builds its own two parameter groups from the model (LoRA pairs, "
+                "everything else trainable); it cannot take extra groups. Set the parameters' requires_grad "
+                "before building it, or change param_groups[i]['lr'] etc. to tune a group."
+            )
+        super().add_param_group(param_group)
 
     # ----------------------------------------------------------------- helpers
     @property

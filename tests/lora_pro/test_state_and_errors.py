@@ -165,3 +165,10 @@ def test_unused_pair_is_left_alone_like_torch_optimizers():
     opt.step()
     torch.testing.assert_close(layer0.lora_A["default"].weight, before["base_model.model.0.lora_A.default.weight"])
     assert "base_model.model.0.lora_A.default.weight" not in opt.state_dict()["state"]
+
+
+def test_extra_param_groups_are_refused_instead_of_silently_ignored():
+    model = make_mlp_peft()
+    opt = LoraProAdamW(model)
+    with pytest.raises(TypeError, match="cannot take extra groups"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))]})

@@ -172,3 +172,17 @@ def test_extra_param_groups_are_refused_instead_of_silently_ignored():
     opt = LoraProAdamW(model)
     with pytest.raises(TypeError, match="cannot take extra groups"):
         opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))]})
+
+
+def test_sgd_momentum_state_resumes_exactly():
+    model = make_mlp_peft()
+    opt = LoraProSGD(model, lr=0.05, momentum=0.9)
+    train(model, opt, 2)
+    snapshot, sd = clone(model), copy.deepcopy(opt.state_dict())
+    assert "base_model.model.0.lora_B.default.weight" in sd["state"]
+    train(model, opt, 2, start=2)
+    opt2 = LoraProSGD(snapshot, lr=0.05, momentum=0.9)
+    opt2.load_state_dict(sd)
+    train(snapshot, opt2, 2, start=2)
+    for p, q in zip(model.parameters(), snapshot.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-12, atol=0)

@@ -163,3 +163,13 @@ def test_deepspeed_is_refused_by_the_trainer(tmp_path):
     trainer.is_deepspeed_enabled = True  # what Trainer sets when args.deepspeed is given
     with pytest.raises(RuntimeError, match="does not run under DeepSpeed ZeRO"):
         trainer.create_optimizer()
+
+
+def test_factory_hook_takes_the_sgd_variant(tmp_path):
+    from hf_clipadapt import LoraProSGD
+
+    trainer = Trainer(model=_model(), args=_args(tmp_path, max_steps=2), train_dataset=_data(),
+                      optimizer_cls_and_kwargs=(LoraProOptimizerFactory,
+                                                {"lr": 1e-2, "optimizer_cls": LoraProSGD, "momentum": 0.9}))
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, LoraProSGD) and trainer.state.global_step == 2

@@ -42,11 +42,15 @@ class LoraPair:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    # DDP/accelerate wrappers prefix every name with "module."; state must be
-    # keyed by the names a user sees on the unwrapped model.
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    # DDP/accelerate wrappers prefix every name with "module." and torch.compile
+    # with "_orig_mod."; state must be keyed by the names of the unwrapped model.
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _lora_factors(module: nn.Module, adapter: str) -> tuple[nn.Parameter, nn.Parameter, str, str] | None:

@@ -186,3 +186,10 @@ def test_sgd_momentum_state_resumes_exactly():
     train(snapshot, opt2, 2, start=2)
     for p, q in zip(model.parameters(), snapshot.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-12, atol=0)
+
+
+def test_wrapped_models_keep_the_unwrapped_parameter_names():
+    model = make_mlp_peft()
+    names = set(LoraProAdamW(model).state_dict()["param_groups"][0]["params"])
+    for wrapped in (nn.DataParallel(model), torch.compile(model)):  # compile wraps lazily: no compilation here
+        assert set(LoraProAdamW(wrapped).state_dict()["param_groups"][0]["params"]) == names

@@ -9,7 +9,8 @@
 from . import functional
 from .config import LoraProConfig
 from .functional import equivalent_gradient, lorapro_project, solve_sylvester_spd
-from .optimizer import LoraProAdamW, LoraProSGD, create_lorapro_optimizer
+from .factory import create_lorapro_optimizer
+from .optimizer import LoraProAdamW, LoraProSGD
 from .pairs import LoraPair, find_lora_pairs
 from .trainer import LoraProOptimizerFactory, LoraProTrainer
 

@@ -26,7 +26,7 @@ from torch.optim.adamw import adamw as _torch_adamw
 from . import functional as F
 from .pairs import LoraPair, check_not_deepspeed, find_lora_pairs
 
-__all__ = ["LoraProAdamW", "LoraProSGD", "create_lorapro_optimizer"]
+__all__ = ["LoraProAdamW", "LoraProSGD"]
 
 _FORMAT = 1
 
@@ -555,56 +555,3 @@ class LoraProSGD(_LoraProBase):
             p.add_(d, alpha=-float(group["lr"]))
         else:
             p.copy_(p.to(d.dtype).add_(d, alpha=-float(group["lr"])))
-
-
-def _config_kwargs(model: nn.Module) -> dict:
-    """Optimizer settings from the LoraProConfig(s) of a PeftModel's active adapters."""
-    from .config import LoraProConfig
-
-    configs = getattr(model, "peft_config", None) or getattr(getattr(model, "base_model", None), "peft_config", None)
-    if not isinstance(configs, dict):
-        return {}
-    try:  # only the adapters being trained count; PeftModel knows which are active
-        active = set(model.active_adapters)
-    except (AttributeError, TypeError, ValueError):
-        active = set(configs)
-    found = {}
-    for name, cfg in configs.items():
-        if isinstance(cfg, LoraProConfig) and name in active:
-            found[name] = cfg.optimizer_kwargs()
-    settings = {tuple(sorted(v.items())) for v in found.values()}
-    if len(settings) > 1:
-        raise ValueError(
-            f"adapters {sorted(found)} carry different LoRA-Pro settings {found}; one optimizer runs one mode. "
-            "Pass mode=/damping= to create_lorapro_optimizer explicitly."
-        )
-    return dict(next(iter(settings))) if settings else {}
-
-
-def create_lorapro_optimizer(
-    model: nn.Module,
-    optimizer_cls: type[_LoraProBase] = None,
-    *,
-    lr: float,
-    mode: str | None = None,
-    damping: float | None = None,
-    **kwargs: Any,
-) -> _LoraProBase:
-    """Build a LoRA-Pro optimizer for `model`, in the shape of
-    `peft.optimizers.create_loraplus_optimizer`.
-
-    mode and damping default to the model's LoraProConfig, then to "full" and 1e-8.
-    optimizer_cls is LoraProAdamW (default) or LoraProSGD; other kwargs (betas,
-    eps, weight_decay, moment_dtype / momentum) go to it.
-    """
-    optimizer_cls = LoraProAdamW if optimizer_cls is None else optimizer_cls
-    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, _LoraProBase)):
-        raise TypeError(f"optimizer_cls must be LoraProAdamW or LoraProSGD, got {optimizer_cls!r}.")
-    from_config = _config_kwargs(model)
-    damping = from_config.get("damping", 1e-8) if damping is None else damping
-    if optimizer_cls is LoraProSGD:
-        if mode is not None:
-            raise ValueError("LoraProSGD has no mode (it is the paper's Algorithm 1); drop mode=.")
-        return LoraProSGD(model, lr=lr, damping=damping, **kwargs)
-    mode = from_config.get("mode", "full") if mode is None else mode
-    return optimizer_cls(model, lr=lr, mode=mode, damping=damping, **kwargs)

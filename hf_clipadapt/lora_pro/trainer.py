@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from .optimizer import LoraProAdamW, _config_kwargs, create_lorapro_optimizer
+from .factory import config_kwargs, create_lorapro_optimizer
+from .optimizer import LoraProAdamW
 from .pairs import check_not_deepspeed
 
 __all__ = ["LoraProOptimizerFactory", "LoraProTrainer"]
@@ -83,7 +84,7 @@ class LoraProTrainer(Trainer):
         if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
             check_not_deepspeed(active=getattr(self, "is_deepspeed_enabled", False))
             opt_model = self.model if model is None else model
-            from_config = _config_kwargs(opt_model)
+            from_config = config_kwargs(opt_model)
             args = self.args
             self.optimizer = LoraProAdamW(
                 opt_model,

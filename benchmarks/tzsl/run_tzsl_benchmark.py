@@ -23,6 +23,7 @@ RESULTS.md and tzsl_benchmark.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -45,13 +46,36 @@ METHODS = {
     "tzsl-uncond-D2": dict(mode="transductive", conditional_d2=False),
     "tzsl-full": dict(mode="transductive", conditional_d2=True),
 }
-LABELS = {"eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2", "tzsl-full": "TZSL full (D2 | Dec(x))"}
+LABELS = {"eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2", "tzsl-full": "TZSL full (D2 conditioned on Dec(x))"}
 
 
 def atomic_json(obj, path: Path):
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- compact inputs
+def compact(data, pca_dim: int | None):
+    """Cheaper, label-free re-encodings for a 2-core CPU budget.
+
+    * Attributes -> coordinates in an orthonormal basis of the span of the class
+      vectors (10 classes: 10-d instead of 384-d). Lossless: norms and inner
+      products, hence cosines and the L2-normalised decoder targets, are unchanged.
+    * Image features -> PCA fitted on the seen-train features only (no unseen or
+      test data), keeping `pca_dim` components. Lossy; None keeps the raw features.
+    """
+    Q, _ = torch.linalg.qr(data.attributes.T.double())
+    parts = {"attributes": (data.attributes.double() @ Q).float()}
+    info = {"attribute_dim": Q.shape[1]}
+    if pca_dim:
+        mean = data.train_features.mean(0)
+        _, S, Vh = torch.linalg.svd((data.train_features - mean).double(), full_matrices=False)
+        P = Vh[:pca_dim].T.float()
+        for k in ("train", "test_seen", "test_unseen"):
+            parts[f"{k}_features"] = (getattr(data, f"{k}_features") - mean) @ P
+        info["pca_dim"], info["pca_explained_variance"] = pca_dim, float((S[:pca_dim] ** 2).sum() / (S**2).sum())
+    return dataclasses.replace(data, **parts), info
 
 
 # ----------------------------------------------------------------------------- ESZSL
@@ -127,6 +151,23 @@ def summarise(runs: dict) -> dict:
     return out
 
 
+def results_tables(state: dict) -> str:
+    """Markdown tables of the summary and the timing sweep (pasted into RESULTS.md)."""
+    lines = ["| method | ZSL acc | GZSL u | GZSL s | GZSL H | train time (s) |", "|---|---|---|---|---|---|"]
+    fmt = lambda d: f"{d['median']:.1f} ({d['min']:.1f}–{d['max']:.1f})"  # noqa: E731
+    for m in LABELS:
+        if m in state["summary"]:
+            r = state["summary"][m]
+            lines.append(f"| {LABELS[m]} | {fmt(r['zsl'])} | {fmt(r['gzsl_unseen'])} | {fmt(r['gzsl_seen'])} | {fmt(r['gzsl_H'])} | {r['train_seconds']['median']:.0f} |")
+    if state.get("timing"):
+        lines += ["", "| hidden units (G, E, D1, D2, Dec) | s / step | load avg | minutes for the fast schedule |", "|---|---|---|---|"]
+        steps = state.get("fast_schedule_steps")
+        for h, t in sorted(state["timing"].items(), key=lambda kv: int(kv[0])):
+            total = f"{t['seconds_per_step'] * steps / 60:.1f}" if steps else "-"
+            lines.append(f"| {h} | {t['seconds_per_step']:.2f} | {t['load_average']:.1f} | {total} |")
+    return "\n".join(lines)
+
+
 def plot(summary: dict, path: Path):
     import matplotlib
 
@@ -161,12 +202,15 @@ def main():
     p.add_argument("--hidden_dim", type=int, default=None)
     p.add_argument("--timing_sizes", type=int, nargs="*", default=[256, 512, 1024, 2048, 4096])
     p.add_argument("--timing_steps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    # One thread: on a shared, oversubscribed 2-core machine two OpenMP threads ran
+    # 45x slower per step here (5.4 s vs 0.12 s) than one.
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pca_dim", type=int, default=256, help="PCA width of the image features (0 = raw features)")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_features_file(args.features)
-    print(data, flush=True)
+    data, compact_info = compact(load_features_file(args.features), args.pca_dim or None)
+    print(data, compact_info, flush=True)
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {}
     state.setdefault("runs", {})
@@ -174,7 +218,7 @@ def main():
     state["setup"] = {
         "features": Path(args.features).name, "data": repr(data), "class_names": data.class_names,
         "seen": data.seen_classes, "unseen": data.unseen_classes, "tzsl_overrides": overrides,
-        "threads": args.threads, "machine": platform.processor() or platform.machine(),
+        "threads": args.threads, "compact": compact_info, "machine": platform.processor() or platform.machine(),
     }  # fmt: skip
     for method in args.methods:
         for seed in args.seeds:
@@ -193,7 +237,10 @@ def main():
             atomic_json(state, out)
             print(f"hidden {h}: {timing[str(h)]['seconds_per_step']:.2f} s/step", flush=True)
     state["summary"] = summarise(state["runs"])
+    fast = TZSLModel.from_data(data, "fast", **overrides).config
+    state["fast_schedule_steps"] = fast.epochs * (fast.steps_per_epoch or len(data.train_labels) // fast.batch_size)
     atomic_json(state, out)
+    out.with_name("results_tables.md").write_text(results_tables(state) + "\n")
     plot(state["summary"], out.with_name("tzsl_benchmark.png"))
     print(json.dumps(state["summary"], indent=1))
 

@@ -18,9 +18,11 @@ PRESETS: dict[str, dict] = {
                 decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400),
     "flo": dict(epochs=500, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
                 decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200),
-    # Small networks and few steps: minutes on 2 CPU cores for ~15k features of width ~1k.
-    "fast": dict(epochs=4, hidden_dim=512, decoder_hidden_dim=256, lr=2e-4, cls_lr=1e-3, decoder_lr=1e-3,
-                 gan_weight=1.0, decoder_weight=0.1, feedback=False, syn_num=300, steps_per_epoch=200,
+    # Small networks and few steps: minutes on one CPU core for ~15k features of width 256.
+    # lr and syn_num were chosen on a pseudo-unseen split of Fashion-MNIST's seen classes
+    # (never on test data): lr 1e-3 + 1500 per class gave validation H 10.6 vs 0.0.
+    "fast": dict(epochs=4, hidden_dim=512, decoder_hidden_dim=256, lr=1e-3, cls_lr=1e-3, decoder_lr=1e-3,
+                 gan_weight=1.0, decoder_weight=0.1, feedback=False, syn_num=1500, steps_per_epoch=200,
                  decoder_pretrain_epochs=5, cls_epochs=15),
 }  # fmt: skip
 

@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--noisy-fraction", type=float, default=0.125)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--p-colour", type=float, default=0.8, help="probability that a caption names the colour")
+    p.add_argument("--p-object", type=float, default=0.9, help="probability that a caption names the object")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--snapshot-every", type=int, default=0, help="also save to --snapshot-dir every N steps")
     p.add_argument("--snapshot-dir", type=Path, default=None)
@@ -57,7 +59,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_batch(world, tokenizer, processor, batch_size, noisy_fraction, seed, step, rank):
+def make_batch(world, tokenizer, processor, batch_size, noisy_fraction, seed, step, rank, p_colour=0.8, p_object=0.9):
     n_noisy = int(round(batch_size * noisy_fraction))
     parts = [(batch_size - n_noisy, "clean", 0), (n_noisy, "noisy", 1)]
     images, captions = [], []
@@ -66,7 +68,7 @@ def make_batch(world, tokenizer, processor, batch_size, noisy_fraction, seed, st
             continue
         scenes = pretraining_scenes(world, n, seed=[seed, step, rank, k], style=style)
         images.append(world.render(scenes))
-        captions += world.captions(scenes)
+        captions += world.captions(scenes, p_colour=p_colour, p_object=p_object)
     pixel_values = pixel_values_from_uint8(np.concatenate(images), processor.image_mean, processor.image_std)
     text = tokenizer(captions, padding=True, return_tensors="pt")
     return {"pixel_values": pixel_values, "input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
@@ -115,7 +117,7 @@ def main(argv=None):
     t0 = time.time()
     for step in range(args.steps):
         batch = make_batch(world, tokenizer, image_processor, args.batch_size, args.noisy_fraction,
-                           args.seed, step, accelerator.process_index)  # fmt: skip
+                           args.seed, step, accelerator.process_index, args.p_colour, args.p_object)  # fmt: skip
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         out = model(**batch, return_loss=True)
         accelerator.backward(out.loss)

@@ -60,6 +60,10 @@ def testbed_checkpoint_path() -> str:
     return str(_CHECKPOINT)
 
 
+# Its name starts with "test": keep pytest from collecting it when a test module imports it.
+testbed_checkpoint_path.__test__ = False
+
+
 def load_testbed_clip(*, freeze: bool = True, **kwargs):
     """The pretrained testbed model as a `hf_clipadapt.clip.CLIPBackbone` (model,
     tokenizer and image processor, frozen by default), the same object every method

@@ -2,8 +2,9 @@
 
 Black-box methods (CraFT's derivative-free prompt search, BBT-style CMA-ES) may
 send inputs to a model and read its scores, nothing else. `BlackBoxCLIP` enforces
-that on a local model: it keeps the backbone private, returns detached NumPy
-scores, never builds an autograd graph, and counts queries (one query = one image
+that on a local model by convention (the backbone is a name-mangled private
+attribute: a discipline for honest experiments, not a security boundary): it
+returns detached NumPy scores, never builds an autograd graph, and counts queries (one query = one image
 scored against the class prompts), raising `QueryBudgetExceeded` past `budget`.
 
 Two kinds of prompt are accepted, as in the black-box literature:

@@ -1,0 +1,135 @@
+"""Zero-shot and linear-probe numbers of the testbed CLIP on every suite.
+
+    python benchmarks/testbed/evaluate_testbed.py [--checkpoint DIR] [--seeds 0 1 2]
+
+For each suite seed: encode the suite with `CLIPBackbone` (features cached by
+`hf_clipadapt.features.extract_features`), classify zero-shot with the testbed
+templates (ensemble and the single "a photo of a {}."), and fit a linear probe
+(scikit-learn LogisticRegression, C=10, on L2-normalised image features) on 16 shots per class and on the
+whole pool (32 per class) as the reference a few-shot method can approach.
+Writes a JSON next to this script and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_clipadapt.clip import CLIPBackbone
+from hf_clipadapt.features import extract_features
+from hf_clipadapt.metrics import accuracy, auroc, harmonic_mean
+from hf_clipadapt.testbed import TESTBED_TEMPLATES, UNKNOWN_LABEL, load_suite, testbed_checkpoint_path
+
+HERE = Path(__file__).resolve().parent
+
+
+def probe(train_x, train_y, seed: int, C: float = 10.0):
+    """Multinomial logistic regression on L2-normalised features (as CLIP's probes)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return _Normalised(LogisticRegression(C=C, max_iter=1000, tol=1e-4).fit(_l2(train_x), train_y))
+
+
+def _l2(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+
+class _Normalised:
+    def __init__(self, clf):
+        self.clf = clf
+
+    def score(self, x, y):
+        return self.clf.score(_l2(x), y)
+
+    def predict_proba(self, x):
+        return self.clf.predict_proba(_l2(x))
+
+
+def k_shot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)]))
+
+
+def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
+    suite = load_suite(name, seed=seed)
+    transform = backbone.image_transform()
+    feats = {}
+    for split, ds in suite.items():
+        x, y = extract_features(backbone.encode_images, ds, transform, batch_size=256, cache_dir=cache_dir,
+                                cache_name=f"testbed-{Path(backbone.name_or_path).name}", split=f"{name}/{split}")  # fmt: skip
+        feats[split] = (x.numpy(), y.numpy())
+
+    def zero_shot(split, templates):
+        names = suite[split].features["label"].names
+        w = backbone.zero_shot_classifier(names, templates)
+        return backbone.logit_scale * torch.from_numpy(feats[split][0]) @ w.t()
+
+    out = {}
+    xtr, ytr = feats["train"]
+    few = k_shot_indices(ytr, 16, seed)
+    probe16, probe_all = probe(xtr[few], ytr[few], seed), probe(xtr, ytr, seed)
+    if name in ("few_shot", "domain_shift"):
+        tests = ["test"] + (["target_test"] if name == "domain_shift" else [])
+        for split in tests:
+            xs, ys = feats[split]
+            out[f"zs_{split}"] = accuracy(zero_shot(split, TESTBED_TEMPLATES), ys)
+            out[f"zs1_{split}"] = accuracy(zero_shot(split, TESTBED_TEMPLATES[:1]), ys)
+            out[f"probe16_{split}"] = 100 * probe16.score(xs, ys)
+            out[f"probe_{split}"] = 100 * probe_all.score(xs, ys)
+        if name == "domain_shift":  # oracle: a probe trained on labelled target data
+            xt, yt = feats["target_train"]
+            out["probe_target_oracle"] = 100 * probe(xt, yt, seed).score(*feats["target_test"])
+    elif name == "base_to_new":
+        for split in ("test_base", "test_new"):
+            out[f"zs_{split}"] = accuracy(zero_shot(split, TESTBED_TEMPLATES), feats[split][1])
+            out[f"zs1_{split}"] = accuracy(zero_shot(split, TESTBED_TEMPLATES[:1]), feats[split][1])
+        out["zs_H"] = harmonic_mean(out["zs_test_base"], out["zs_test_new"])
+        out["probe16_test_base"] = 100 * probe16.score(*feats["test_base"])
+        out["probe_test_base"] = 100 * probe_all.score(*feats["test_base"])
+    elif name == "open_set":
+        xs, ys = feats["test"]
+        known = ys != UNKNOWN_LABEL
+        logits = zero_shot("test", TESTBED_TEMPLATES)
+        out["zs_known_acc"] = accuracy(logits[known], ys[known])
+        out["zs_auroc_msp"] = auroc(logits.softmax(-1).max(-1).values, known)
+        out["probe16_known_acc"] = 100 * probe16.score(xs[known], ys[known])
+        out["probe_known_acc"] = 100 * probe_all.score(xs[known], ys[known])
+        out["probe_auroc_msp"] = auroc(probe_all.predict_proba(xs).max(-1), known)
+    out["num_classes"] = len(suite["train"].features["label"].names)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="default: the committed testbed checkpoint")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--suites", nargs="+", default=["few_shot", "base_to_new", "open_set", "domain_shift"])
+    p.add_argument("--output", type=Path, default=HERE / "results.json")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    backbone = CLIPBackbone.from_pretrained(args.checkpoint or testbed_checkpoint_path())
+    t0 = time.time()
+    results = {}
+    for name in args.suites:
+        runs = [evaluate_suite(backbone, name, s, args.cache_dir) for s in args.seeds]
+        results[name] = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))}
+                         for k in runs[0]}  # fmt: skip
+        print(f"## {name} ({runs[0]['num_classes']} classes, seeds {args.seeds})")
+        for k, v in results[name].items():
+            if k != "num_classes":
+                print(f"  {k:24s} {v['mean']:6.1f} ± {v['std']:.1f}")
+    results["_meta"] = {"checkpoint": args.checkpoint or "committed", "seeds": args.seeds,
+                        "eval_wall_time_s": round(time.time() - t0, 1)}  # fmt: skip
+    args.output.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.output} in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

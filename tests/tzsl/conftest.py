@@ -24,6 +24,15 @@ def synthetic_zsl(seed: int = 0, num_seen: int = 8, num_unseen: int = 3, dim: in
     return ZSLData(x_tr, y_tr, x_ts, y_ts, x_tu, y_tu, attributes, seen, unseen, [f"c{i}" for i in range(C)])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The GAN's many small ops slow down badly when two OpenMP threads compete on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     return synthetic_zsl()

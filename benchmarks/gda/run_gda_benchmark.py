@@ -176,10 +176,33 @@ def write_markdown(report: dict, path: Path) -> None:
             f"{r['gda_float32_s']:.3f} | {r['sklearn_lda_s']:.2f} | {r['speedup_float64']:.0f}× | "
             f"{r['agreement_with_lda_%']:.1f}% |"
         )
+    load = report.get("load_average_during_timing")
+    load_text = f"a load average of {load:.1f}" if load is not None else "an unrecorded load"
     lines += [
         "",
-        "The machine is shared (2 cores, other jobs running), so absolute times wobble between runs;",
-        "the speed-up is measured in the same process on the same features.",
+        f"The 2-core machine was shared with other jobs during this run ({load_text}), so absolute times are",
+        "inflated and wobble between runs; the speed-up is measured in the same process on the same features.",
+        "The issue's targets for the synthetic problem are < 0.25 s (float64) and ≥ 15× faster than scikit-learn.",
+        "",
+        "## Reading the numbers",
+        "",
+    ]
+    for dataset, per_method in report["accuracy"].items():
+        k = str(max(cfg["shots"]))
+        gda, lp, ncm = (per_method[m][k]["mean"] for m in ("GDA (10 views)", "Linear probe", "Nearest class mean"))
+        views_gain = gda - per_method["GDA (no views)"][k]["mean"]
+        lines.append(
+            f"- {dataset}, {k}-shot: GDA {gda:.1f} vs linear probe {lp:.1f} ({gda - lp:+.1f}) vs nearest class mean "
+            f"{ncm:.1f} ({gda - ncm:+.1f}); the 10 augmented views change GDA by {views_gain:+.1f}."
+        )
+    k1 = str(min(cfg["shots"]))
+    if all(pm["Linear probe"][k1]["mean"] > pm["GDA (10 views)"][k1]["mean"] for pm in report["accuracy"].values()):
+        lines.append(
+            f"- At {k1} shot(s) the linear probe leads: GDA then estimates a 1280-d covariance from a few crops per class."
+        )
+    lines += [
+        "- Augmented views matter little on these centred grayscale images; they matter most where 1-shot GDA would",
+        "  otherwise have no within-class scatter at all (the \"no views\" 1-shot column is the Σ = I fallback).",
         "",
     ]
     tmp = path.with_suffix(".tmp")
@@ -199,11 +222,20 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9, help="GDA timing repeats (median)")
     parser.add_argument("--sklearn-repeats", type=int, default=3, help="scikit-learn LDA timing repeats (median)")
-    parser.add_argument("--stage", choices=["features", "all"], default="all")
+    parser.add_argument(
+        "--stage", choices=["features", "all", "report"], default="all",
+        help="features: only encode (cached); report: rewrite RESULTS.md and the plot from results.json",
+    )
     parser.add_argument("--output-dir", type=Path, default=HERE)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+
+    if args.stage == "report":
+        report = json.loads((args.output_dir / "results.json").read_text())
+        plot(report["accuracy"], report["config"]["shots"], args.output_dir / "accuracy_vs_shots.png")
+        write_markdown(report, args.output_dir / "RESULTS.md")
+        return
 
     feats = {}
     for name in args.datasets:
@@ -242,12 +274,14 @@ def main(argv=None):
         real[f"{name}, {largest}-shot × {args.views} views"] = (s.train_views, s.train_views_labels, f.num_classes)
     real["synthetic ImageNet-scale"] = synthetic_problem()
     fit_rows = fit_time_table(real, args.repeats, args.sklearn_repeats)
+    load_average = os.getloadavg()[0]
 
     report = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads",
         "accuracy": accuracy_table,
         "fit_time": fit_rows,
+        "load_average_during_timing": load_average,
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
     }
     out = args.output_dir

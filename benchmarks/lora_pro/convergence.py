@@ -47,7 +47,7 @@ TASKS = {
     "sft": dict(steps=24, batch_size=2, max_length=192, n_train=400, n_val=16, n_test=30, warmup=0.1, max_new_tokens=128,
                 grid={"lora": [2e-4, 1e-3], "lorapro-full": [1e-4, 5e-4], "lorapro-efficient": [2e-4, 1e-3], "full": [2e-5, 1e-4]}),
     "cls": dict(steps=40, batch_size=16, max_length=64, n_val=200, warmup=0.1, eval_every=20,
-                grid={"lora": [1e-3, 3e-3, 1e-2], "lorapro-full": [1e-4, 3e-4, 1e-3], "lorapro-efficient": [1e-3, 3e-3], "full": [1e-4, 3e-4]}),
+                grid={"lora": [1e-3, 3e-3, 1e-2], "lorapro-full": [1e-4, 3e-4, 1e-3], "lorapro-efficient": [1e-3, 3e-3, 1e-2], "full": [1e-4, 3e-4, 1e-3]}),
 }
 
 
@@ -224,46 +224,72 @@ def val_key(res):
     return (-v.get("accuracy", 0.0), v["loss"]) if res["task"] == "cls" else (v["loss"],)
 
 
-def select(work: Path, tasks=("sft", "cls"), seed: int = 0, threads: int = 2):
+def _runs(work: Path, task: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*.json"))]
+
+
+def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: int = 0, threads: int = 1, generate: bool = True):
+    """Test-evaluate, per method, the run whose LR is best on validation (and, for sft, the
+    untrained model). Results are cached per (task, method, lr) in the work folder, so several
+    `select --method ...` processes can run side by side; `summarize` gathers them."""
     torch.set_num_threads(threads)
-    summary_path = HERE / "convergence.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for task in tasks:
-        runs = [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*.json"))]
-        if not runs:
-            continue
-        tsum = summary.setdefault(task, {})
-        model0, tok, splits = None, None, None
-        for method in METHODS + ("base",):
+        runs = _runs(work, task)
+        for method in methods:
+            if method == "base" and task != "sft":
+                continue
             mruns = [r for r in runs if r["method"] == method]
             if method != "base" and not mruns:
                 continue
-            if method == "base" and task != "sft":
-                continue
             best = min(mruns, key=val_key) if mruns else None
-            key_lr = None if best is None else best["lr"]
-            prev = tsum.get(method)
-            if prev and prev.get("lr") == key_lr and prev.get("test") is not None and prev.get("grid") == sorted(r["lr"] for r in mruns):
-                continue  # already evaluated
-            print(f"[select] {task} {method} lr={key_lr}", flush=True)
+            lr = None if best is None else best["lr"]
+            out = work / (f"test_{task}_base.json" if best is None else f"test_{run_name(task, method, lr)}.json")
+            prev = json.loads(out.read_text())["test"] if out.exists() else None
+            if prev is not None and (task != "sft" or not generate or "exact_match" in prev):
+                continue
+            print(f"[select] {task} {method} lr={lr}", flush=True)
             model, tok, splits = load_task(task, seed)
-            if method != "base":
+            if best is not None:
                 model = wrap(model, task, method, seed)
-                state = torch.load(work / f"{run_name(task, method, key_lr)}.pt")
+                state = torch.load(work / f"{run_name(task, method, lr)}.pt")
                 missing = set(state) - {n for n, _ in model.named_parameters()}
                 if missing:
                     raise RuntimeError(f"saved weights do not match the model: {sorted(missing)[:3]}")
                 model.load_state_dict(state, strict=False)
             col = collate(task, tok)
-            test = evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64)
-            if task == "sft":
+            t0 = time.perf_counter()
+            test = prev or evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64)
+            if task == "sft" and generate:
                 from lora_pro_causal_lm import exact_match
 
                 tr = splits["test_raw"]
                 test["exact_match"], gens = exact_match(model, tok, tr["question"], tr["answer"], TASKS[task]["max_new_tokens"])
-                test["sample_generation"] = gens[0]
+                test["generations"] = gens
+            test["eval_wall_s"] = time.perf_counter() - t0
+            out.write_text(json.dumps({"task": task, "method": method, "lr": lr, "test": test}))
+            print(f"[select] {task} {method}: test { {k: v for k, v in test.items() if k != 'generations'} }", flush=True)
+            del model
+
+
+def summarize(work: Path, tasks=("sft", "cls")) -> dict:
+    """convergence.json from the run and test files in the work folder (no evaluation)."""
+    summary = {}
+    for task in tasks:
+        runs = _runs(work, task)
+        tsum = {}
+        for method in METHODS + ("base",):
+            mruns = [r for r in runs if r["method"] == method]
+            best = min(mruns, key=val_key) if mruns else None
+            tfile = work / (f"test_{task}_base.json" if method == "base" else f"test_{run_name(task, method, best['lr'])}.json" if best else "")
+            if method == "base" and not tfile.exists():
+                continue
+            if method != "base" and best is None:
+                continue
+            test = json.loads(tfile.read_text())["test"] if tfile.is_file() else None
+            if test and "generations" in test:
+                test = {**{k: v for k, v in test.items() if k != "generations"}, "sample_generation": test["generations"][0]}
             tsum[method] = {
-                "lr": key_lr,
+                "lr": None if best is None else best["lr"],
                 "grid": sorted(r["lr"] for r in mruns),
                 "val_by_lr": {f"{r['lr']:g}": r["val"] for r in sorted(mruns, key=lambda r: r["lr"])},
                 "val": None if best is None else best["val"],
@@ -272,10 +298,11 @@ def select(work: Path, tasks=("sft", "cls"), seed: int = 0, threads: int = 2):
                 "val_curve": None if best is None else best["val_curve"],
                 "median_step_s": None if best is None else best["median_step_s"],
                 "steps": None if best is None else best["steps"],
+                "config": None if best is None else best["config"],
             }
-            summary_path.write_text(json.dumps(summary, indent=1))
-            print(f"[select] {task} {method}: test {test}", flush=True)
-            del model
+        if tsum:
+            summary[task] = tsum
+    (HERE / "convergence.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -308,6 +335,7 @@ def report():
     fig.tight_layout()
     fig.savefig(HERE / "convergence.png", dpi=110)
 
+    gaps = []
     lines.append("| task | method | LR grid (val metric) | chosen LR | val | test loss | test metric | s/step |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for task in tasks:
@@ -327,8 +355,25 @@ def report():
             name = LABELS.get(method, "no training (base)")
             lr = "-" if r["lr"] is None else f"{r['lr']:g}"
             sps = "-" if r.get("median_step_s") is None else f"{r['median_step_s']:.2f}"
-            lines.append(f"| {task} | {name} | {grid} | {lr} | {val} | {r['test']['loss']:.3f} | {r['test'][metric]:.1f}% | {sps} |")
-    table = "\n".join(lines)
+            t = r.get("test") or {}
+            tl = f"{t['loss']:.3f}" if "loss" in t else "pending"
+            tm = f"{t[metric]:.1f}%" if metric in t else "pending"
+            lines.append(f"| {task} | {name} | {grid} | {lr} | {val} | {tl} | {tm} | {sps} |")
+        # How much of the LoRA -> full fine-tuning gap each LoRA-Pro mode closes, on test.
+        lo, fu = summary[task].get("lora", {}).get("test"), summary[task].get("full", {}).get("test")
+        if lo and fu:
+            for m in ("lorapro-full", "lorapro-efficient"):
+                t = summary[task].get(m, {}).get("test")
+                if not t:
+                    continue
+                parts = []
+                for key in ("loss", metric):
+                    if not all(key in x for x in (t, lo, fu)):
+                        continue
+                    gap = fu[key] - lo[key]
+                    parts.append(f"{key} {100 * (t[key] - lo[key]) / gap:+.0f}%" if abs(gap) > 1e-9 else f"{key} n/a (no gap)")
+                gaps.append(f"- {task}, {LABELS[m]}: share of the LoRA→full-FT test gap closed: " + ", ".join(parts))
+    table = "\n".join(lines + [""] + gaps)
     (HERE / "convergence_table.md").write_text(table + "\n")
     print(table)
     return table
@@ -338,11 +383,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("cmd", choices=["run", "grid", "select", "report", "all"])
     p.add_argument("--task", choices=list(TASKS), action="append")
-    p.add_argument("--method", choices=METHODS, action="append")
+    p.add_argument("--method", choices=METHODS + ("base",), action="append")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--work", default="/tmp/lora_pro_convergence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1 is faster than 2 on a crowded 2-core machine")
+    p.add_argument("--no_generate", action="store_true", help="select: test loss only, skip the greedy exact-match pass")
     p.add_argument("--reverse", action="store_true", help="walk the grid backwards (for a second `grid` process)")
     p.add_argument("--steps", type=int, default=None, help="override the task's step count (smoke tests)")
     a = p.parse_args(argv)
@@ -353,7 +399,7 @@ def main(argv=None):
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     tasks = a.task or ["cls", "sft"]
-    methods = a.method or list(METHODS)
+    methods = [m for m in (a.method or METHODS) if m != "base"]
     if a.cmd == "run":
         if a.lr is None or not a.task or not a.method:
             p.error("run needs --task, --method and --lr")
@@ -363,8 +409,9 @@ def main(argv=None):
         for task, method, lr in reversed(jobs) if a.reverse else jobs:
             run(task, method, lr, work, a.seed, a.threads)
     if a.cmd in ("select", "all"):
-        select(work, tasks, a.seed, a.threads)
+        select(work, tasks, tuple(a.method) if a.method else METHODS + ("base",), a.seed, a.threads, generate=not a.no_generate)
     if a.cmd in ("report", "all"):
+        summarize(work, tasks)
         report()
 
 

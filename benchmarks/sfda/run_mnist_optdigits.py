@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--target-epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--phases", default="head_only,closed,universal")
+    ap.add_argument("--phases", default="head_only,closed,ema_ablation,universal")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,7 +85,8 @@ def main():
     target = [{"image": h, "label": int(y)} for h, y in zip(ht, yt)]
 
     out_path = Path(args.out)
-    results = {
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}  # phases run separately merge
+    results |= {
         "setup": {
             "source": f"MNIST train, {len(source)} random images (seed 0)",
             "target": f"optdigits test, {len(target)} images, framed like MNIST (20x20 box centred in 28x28)",
@@ -96,6 +97,7 @@ def main():
             "model_selection": "last epoch (fixed epochs; no target labels)",
             "protocol": "transductive: adapt on the unlabelled target images, score on the same images with labels",
             "torch_threads": args.threads, "trunk_cache_seconds": trunk_seconds,
+            "tail_batchnorm_momentum": 0.1,
         }
     }  # fmt: skip
 
@@ -115,14 +117,22 @@ def main():
         preds = torch.where(reject, torch.full_like(y, c), probs.argmax(-1))
         h = h_score(preds, y, unknown_index=c)
         known = y < c
+        # diagnostic only (uses target labels, never used to pick anything): H at other thresholds
+        sweep = {}
+        for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            p = torch.where(normalized_entropy(probs) > t, torch.full_like(y, c), probs.argmax(-1))
+            sweep[str(t)] = h_score(p, y, unknown_index=c)["H"]
         return {"h_score": h["H"], "known_accuracy": h["known"], "unknown_accuracy": h["unknown"],
-                "closed_accuracy_on_shared": accuracy(logits[known], y[known])}  # fmt: skip
+                "closed_accuracy_on_shared": accuracy(logits[known], y[known]),
+                "median_normalized_entropy": normalized_entropy(probs).median().item(),
+                "diagnostic_h_score_by_threshold": sweep}  # fmt: skip
 
-    def train_source(classes, data):
+    def train_source(classes, data, **config):
         torch.manual_seed(0)
         model = SFDAModelForImageClassification.from_backbone(
             EfficientNetLite0Tail(args.frozen_blocks), id2label={i: str(c) for i, c in enumerate(classes)},
             torch_backbone_kwargs={"start": args.frozen_blocks, "pretrained": False}, batch_size=args.batch_size,
+            **config,
         )  # fmt: skip
         t = time.time()
         info = fit(model, data, stage="source", transform=stack, epochs=args.source_epochs, seed=0)
@@ -157,6 +167,12 @@ def main():
             results["closed"][strategy] = {**scores(adapted, target), **info}
             print(strategy, results["closed"][strategy]["accuracy"], flush=True)
             save()
+
+    if "ema_ablation" in phases:  # stage 1 without the EMA-teacher term, for comparison
+        model, info = train_source(list(range(10)), source, ema_weight=0.0)
+        results["ablation_stage1_without_ema_teacher"] = {**scores(model, target), **info}
+        print("no-EMA source-only", results["ablation_stage1_without_ema_teacher"]["accuracy"], flush=True)
+        save()
 
     if "universal" in phases:
         shared = list(range(6))

@@ -6,6 +6,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 STRATEGIES = ("universal", "shot", "topk")
 SELECTION = ("last", "im_loss", "labelled_target_validation")
+EMA_INIT = ("copy_at_ema_start", "copy_at_start")
 
 
 class SFDAConfig(PretrainedConfig):
@@ -27,7 +28,11 @@ class SFDAConfig(PretrainedConfig):
 
     Stage 1 (source): label_smoothing 0.1; EMA teacher with `ema_decay` 0.95 updated
         once per epoch, its soft CE (weight `ema_weight` 1) switched on from
-        `ema_start` = 40% of training; SGD lr 1e-2 for the head, `backbone_lr_ratio`
+        `ema_start` = 40% of training; `ema_teacher_init` "copy_at_ema_start" (default:
+        the teacher is copied from the student when the term switches on, then averaged
+        per epoch) or "copy_at_start" (copied before training and averaged from epoch 1:
+        a literal reading of METHODS.md, whose teacher is still ~0.95^k the initial model,
+        i.e. a random head, when the term starts); SGD lr 1e-2 for the head, `backbone_lr_ratio`
         0.1 for the backbone, momentum 0.9, Nesterov, weight decay 1e-3, schedule
         lr·(1 + `lr_gamma`·p)^−`lr_power`; `source_epochs` 10, `batch_size` 64.
 
@@ -61,6 +66,7 @@ class SFDAConfig(PretrainedConfig):
         ema_decay: float = 0.95,
         ema_start: float = 0.4,
         ema_weight: float = 1.0,
+        ema_teacher_init: str = "copy_at_ema_start",
         learning_rate: float = 1e-2,
         backbone_lr_ratio: float = 0.1,
         momentum: float = 0.9,
@@ -96,6 +102,8 @@ class SFDAConfig(PretrainedConfig):
             raise ValueError(f"model_selection must be one of {SELECTION}, got {model_selection!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if ema_teacher_init not in EMA_INIT:
+            raise ValueError(f"ema_teacher_init must be one of {EMA_INIT}, got {ema_teacher_init!r}")
         if not 0.0 <= ema_decay <= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay}")
         if unknown_threshold is not None and not 0.0 < unknown_threshold <= 1.0:
@@ -110,6 +118,7 @@ class SFDAConfig(PretrainedConfig):
         self.ema_decay = ema_decay
         self.ema_start = ema_start
         self.ema_weight = ema_weight
+        self.ema_teacher_init = ema_teacher_init
         self.learning_rate = learning_rate
         self.backbone_lr_ratio = backbone_lr_ratio
         self.momentum = momentum

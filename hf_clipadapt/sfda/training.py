@@ -137,6 +137,7 @@ class _TrainState:
         self.pseudo: dict[str, torch.Tensor] = {}
         self.pseudo_epoch = -1
         self.best_score, self.best_epoch, self.best_weights = None, None, None
+        self.teacher_started = False
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -256,10 +257,13 @@ def fit(
         g["initial_lr"] = g["lr"]
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     model, optimizer = acc.prepare(unwrapped, optimizer)
-    # the EMA teacher starts as a copy of the model (on its device) and never gets gradients
+    # the EMA teacher is a copy of the model (on its device) that never gets gradients. When it
+    # starts is `config.ema_teacher_init`: "copy_at_ema_start" copies the student when the
+    # soft-CE term switches on; "copy_at_start" copies it before training and averages every epoch
     teacher = copy.deepcopy(acc.unwrap_model(model)).eval().requires_grad_(False) if source else None
 
     state = _TrainState()
+    state.teacher_started = cfg.ema_teacher_init == "copy_at_start"
     if resume_from is not None:
         acc.load_state(str(resume_from))
         extra = torch.load(Path(resume_from) / "sfda_state.pt", map_location="cpu", weights_only=False)
@@ -308,6 +312,9 @@ def fit(
         bar = tqdm(batches, total=len(loader), initial=skip, disable=not is_main, desc=f"{stage} epoch {epoch + 1}/{epochs}")
         for pixel_values, y, idx in bar:
             progress = state.global_step / max(total_steps, 1)
+            if source and not state.teacher_started and progress >= cfg.ema_start:
+                teacher.load_state_dict(acc.unwrap_model(model).state_dict())
+                state.teacher_started = True
             with acc.accumulate(model):
                 out = model(pixel_values=pixel_values.to(acc.device))
                 if source:
@@ -338,7 +345,7 @@ def fit(
         if stop:
             break
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        if source:  # per-epoch EMA teacher, BatchNorm statistics included
+        if source and state.teacher_started:  # per-epoch EMA teacher, BatchNorm statistics included
             SF.ema_update_(teacher.state_dict().values(), acc.unwrap_model(model).state_dict().values(), cfg.ema_decay)
         state.history.append({"epoch": epoch + 1, "loss": loss.item()})
 

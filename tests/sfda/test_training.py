@@ -65,6 +65,29 @@ def test_source_then_target_stages_run_and_freeze_the_classifier(make_model, tin
     assert scores["top3_accuracy"] == 100.0  # 3 classes
 
 
+def test_ema_teacher_is_copied_when_the_term_switches_on(make_model, tiny_dataset, to_pixels, monkeypatch):
+    from hf_clipadapt.sfda import training
+
+    seen = []
+    original = training._source_loss
+
+    def spy(cfg, logits, labels, teacher, pixel_values, progress):
+        if progress >= cfg.ema_start:
+            student = dict(model.named_parameters())
+            seen.append(all(torch.equal(p, student[k]) for k, p in teacher.named_parameters()))
+        return original(cfg, logits, labels, teacher, pixel_values, progress)
+
+    monkeypatch.setattr(training, "_source_loss", spy)
+    model = make_model()  # default ema_teacher_init="copy_at_ema_start"
+    fit(model, tiny_dataset, stage="source", transform=to_pixels, epochs=2)  # steps at progress 0, 1/6, ..., 5/6
+    # the first step at >= 40% (progress 3/6) sees a fresh copy; later steps a lagging teacher
+    assert seen == [True, False, False]
+    seen.clear()
+    model = make_model(ema_teacher_init="copy_at_start")
+    fit(model, tiny_dataset, stage="source", transform=to_pixels, epochs=2)
+    assert seen and not seen[0]  # the initial-model copy, averaged once
+
+
 def test_universal_evaluation_reports_h_score(make_model, tiny_dataset, to_pixels):
     model = make_model(num_labels=2)  # class 2 of the data is target-private
     scores = evaluate(model, tiny_dataset, transform=to_pixels)
@@ -76,6 +99,7 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(make_model, swin_config,
     # stochastic depth draws from the global RNG: the resumed run must see the same draws
     swin_config.drop_path_rate = 0.5
     make = lambda seed: make_model(seed=seed, backbone_config=swin_config)  # noqa: E731
+    # 6 steps: the EMA teacher is copied from the student at step 3 (40%), checkpoint at step 4
     kwargs = dict(stage="source", transform=to_pixels, epochs=2, seed=1)
     with tempfile.TemporaryDirectory() as ckpt:
         full = make(0)

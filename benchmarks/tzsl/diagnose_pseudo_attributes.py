@@ -30,6 +30,7 @@ def main():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     data, _ = bench.compact(load_features_file(bench.DEFAULT_FEATURES), 256)
+    torch.manual_seed(args.seed)  # as the benchmark does: the initial weights depend on it
     model = TZSLModel.from_data(data, "fast")
     model.fit(data, seed=args.seed, progress=False)
     out = {}

@@ -105,7 +105,6 @@ class TZSLPreTrainedModel(PreTrainedModel):
     config_class = TZSLConfig
     base_model_prefix = "tzsl"
     main_input_name = "features"
-    _keep_in_fp32_modules_strict = []
 
     @torch.no_grad()
     def _init_weights(self, module):

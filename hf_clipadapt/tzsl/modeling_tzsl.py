@@ -9,6 +9,12 @@ distribution of features and semantics on the unseen classes, not only the margi
 A softmax classifier on [x; Dec(x); Dec hidden] is then trained on synthetic
 unseen features (ZSL) and on real seen + synthetic unseen features (GZSL).
 
+D2's condition is only as good as Dec(x_u). With very few seen classes (7 on the
+Fashion-MNIST benchmark) every unseen image decoded to a seen-like attribute, and
+the conditional D2 collapsed in 2 of 3 seeds there; see benchmarks/tzsl/RESULTS.md.
+Seed torch before building the model (`from_data`) as well as in `fit`: both the
+initial weights and training draw from it.
+
 No test label is ever read during `fit`: the number of epochs is fixed by the
 config, unseen conditions are drawn uniformly (or from a label-free estimate), and
 any model selection belongs on `data.pseudo_unseen_split` (seen classes only).

@@ -228,7 +228,7 @@ def _runs(work: Path, task: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*.json"))]
 
 
-def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: int = 0, threads: int = 1, generate: bool = True):
+def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: int = 0, threads: int = 1, generate: bool = True, em_n: int | None = None):
     """Test-evaluate, per method, the run whose LR is best on validation (and, for sft, the
     untrained model). Results are cached per (task, method, lr) in the work folder, so several
     `select --method ...` processes can run side by side; `summarize` gathers them."""
@@ -263,8 +263,9 @@ def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: 
                 from lora_pro_causal_lm import exact_match
 
                 tr = splits["test_raw"]
-                test["exact_match"], gens = exact_match(model, tok, tr["question"], tr["answer"], TASKS[task]["max_new_tokens"])
-                test["generations"] = gens
+                k = min(em_n or len(tr), len(tr))
+                test["exact_match"], gens = exact_match(model, tok, tr["question"][:k], tr["answer"][:k], TASKS[task]["max_new_tokens"])
+                test["generations"], test["answers"] = gens, tr["answer"][:k]
             test["eval_wall_s"] = time.perf_counter() - t0
             out.write_text(json.dumps({"task": task, "method": method, "lr": lr, "test": test}))
             print(f"[select] {task} {method}: test { {k: v for k, v in test.items() if k != 'generations'} }", flush=True)
@@ -273,6 +274,8 @@ def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: 
 
 def summarize(work: Path, tasks=("sft", "cls")) -> dict:
     """convergence.json from the run and test files in the work folder (no evaluation)."""
+    from lora_pro_causal_lm import extract_answer
+
     summary = {}
     for task in tasks:
         runs = _runs(work, task)
@@ -287,7 +290,9 @@ def summarize(work: Path, tasks=("sft", "cls")) -> dict:
                 continue
             test = json.loads(tfile.read_text())["test"] if tfile.is_file() else None
             if test and "generations" in test:
-                test = {**{k: v for k, v in test.items() if k != "generations"}, "sample_generation": test["generations"][0]}
+                gens, answers = test.pop("generations"), test.pop("answers")
+                test["sample_generation"] = gens[0]
+                test["_em_hits"] = [extract_answer(g) == extract_answer(a) for g, a in zip(gens, answers)]
             tsum[method] = {
                 "lr": None if best is None else best["lr"],
                 "grid": sorted(r["lr"] for r in mruns),
@@ -300,6 +305,14 @@ def summarize(work: Path, tasks=("sft", "cls")) -> dict:
                 "steps": None if best is None else best["steps"],
                 "config": None if best is None else best["config"],
             }
+        # Exact match over the problems that every evaluated model answered (the first K).
+        hits = [m["test"]["_em_hits"] for m in tsum.values() if m["test"] and "_em_hits" in m["test"]]
+        if hits:
+            k = min(len(h) for h in hits)
+            for m in tsum.values():
+                if m["test"] and "_em_hits" in m["test"]:
+                    h = m["test"].pop("_em_hits")[:k]
+                    m["test"]["exact_match"], m["test"]["exact_match_n"] = 100.0 * sum(h) / k, k
         if tsum:
             summary[task] = tsum
     (HERE / "convergence.json").write_text(json.dumps(summary, indent=1))
@@ -336,7 +349,7 @@ def report():
     fig.savefig(HERE / "convergence.png", dpi=110)
 
     gaps = []
-    lines.append("| task | method | LR grid (val metric) | chosen LR | val | test loss | test metric | s/step |")
+    lines.append("| task | method | LR grid (val metric) | chosen LR | val | test loss | test metric | wall s/step (busy machine) |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for task in tasks:
         for method in METHODS + ("base",):
@@ -388,6 +401,7 @@ def main(argv=None):
     p.add_argument("--work", default="/tmp/lora_pro_convergence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1 is faster than 2 on a crowded 2-core machine")
+    p.add_argument("--em_n", type=int, default=None, help="select: exact match on the first N test problems only (CPU time)")
     p.add_argument("--no_generate", action="store_true", help="select: test loss only, skip the greedy exact-match pass")
     p.add_argument("--reverse", action="store_true", help="walk the grid backwards (for a second `grid` process)")
     p.add_argument("--steps", type=int, default=None, help="override the task's step count (smoke tests)")
@@ -409,7 +423,7 @@ def main(argv=None):
         for task, method, lr in reversed(jobs) if a.reverse else jobs:
             run(task, method, lr, work, a.seed, a.threads)
     if a.cmd in ("select", "all"):
-        select(work, tasks, tuple(a.method) if a.method else METHODS + ("base",), a.seed, a.threads, generate=not a.no_generate)
+        select(work, tasks, tuple(a.method) if a.method else METHODS + ("base",), a.seed, a.threads, generate=not a.no_generate, em_n=a.em_n)
     if a.cmd in ("report", "all"):
         summarize(work, tasks)
         report()

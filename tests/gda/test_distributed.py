@@ -33,27 +33,12 @@ def _fit_sharded(out_path):
     accelerator.wait_for_everyone()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
-def test_two_processes_equal_one(tmp_path, monkeypatch):
-    import accelerate.launchers
-    from accelerate import debug_launcher
+def test_two_processes_equal_one(tmp_path):
+    from hf_clipadapt.testing_utils import run_distributed
 
-    # debug_launcher pins MASTER_PORT=29500; another suite running on the same host would
-    # then share (or block) the rendezvous. Give this run a free port of its own.
-    original = accelerate.launchers.patch_environment
-    monkeypatch.setattr(
-        accelerate.launchers, "patch_environment", lambda **kw: original(**{**kw, "master_port": str(_free_port())})
-    )
     out = tmp_path / "dist.pt"
-    debug_launcher(_fit_sharded, args=(out,), num_processes=2)
+    run_distributed(_fit_sharded, args=(out,), num_processes=2)
     dist = torch.load(out)
     assert dist["world"] == 2 and dist["local"] < dist["total"] == 45, "each rank held only part of the data"
     feats, labels = _data()

@@ -2,7 +2,9 @@
 global batch: LoRA-Pro's closed form and Adam act on the all-reduced gradients."""
 
 import torch
-from accelerate import Accelerator, debug_launcher
+from accelerate import Accelerator
+
+from hf_clipadapt.testing_utils import run_distributed
 from lorapro_helpers import make_mlp_peft, mlp_batch
 from torch import nn
 
@@ -41,7 +43,7 @@ def _worker(mode, out_path):
 def test_two_process_ddp_equals_one_process_same_global_batch(tmp_path):
     for mode in ("full", "efficient"):
         out = tmp_path / f"ddp_{mode}.pt"
-        debug_launcher(_worker, args=(mode, str(out)), num_processes=2)
+        run_distributed(_worker, args=(mode, str(out)), num_processes=2)
         ddp = torch.load(out, weights_only=True)
         assert ddp["world"] == 2
 

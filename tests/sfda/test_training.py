@@ -4,7 +4,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, debug_launcher
+from accelerate import Accelerator
+
+from hf_clipadapt.testing_utils import run_distributed
 
 from hf_clipadapt.sfda import evaluate, fit
 from hf_clipadapt.testing_utils import tiny_image_dataset
@@ -38,7 +40,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     # out the same global batch, DDP averages the two ranks' gradients as accumulation
     # averages the micro-batches, and BatchNorm sees the same 4-sample groups.
     two, one = str(tmp_path / "two.pt"), str(tmp_path / "one.pt")
-    debug_launcher(_two_process_step, args=(two,), num_processes=2)
+    run_distributed(_two_process_step, args=(two,), num_processes=2)
     _one_step(one, accumulation=2)
     p2, p1 = torch.load(two), torch.load(one)
     model, _, _ = _setup()

@@ -63,9 +63,9 @@ def _two_process_extract(out_dir):
 
 
 def test_two_processes_equal_one(tmp_path):
-    from accelerate import debug_launcher
+    from hf_clipadapt.testing_utils import run_distributed
 
-    debug_launcher(lambda: _two_process_extract(tmp_path), num_processes=2)
+    run_distributed(_two_process_extract, args=(str(tmp_path),), num_processes=2)
     dist_feats, dist_labels = torch.load(tmp_path / "dist.pt")
     ds = tiny_image_dataset(num_classes=3, per_class=5)
     feats, labels = extract_features(lambda x: x * 2, ds, _transform, batch_size=4)

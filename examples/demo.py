@@ -33,7 +33,7 @@ import time
 import torch
 
 from hf_clipadapt.gda import fit_gda, gda_logits
-from hf_clipadapt.gda.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
+from hf_clipadapt.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
 from hf_clipadapt.gda.offline_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.offline import EfficientNetLite0Features, load_mnist, load_optdigits

@@ -1,6 +1,7 @@
-"""The few-shot baselines GDA is compared against, on features.
+"""Few-shot baselines on features, shared by every method's comparisons.
 
-Used by the demo and the benchmark; small enough to read in one sitting:
+GDA's demo and benchmark use them today; the testbed, SHIP (Tip-Adapter-F) and
+UEO comparisons build on the same functions. Small enough to read in one sitting:
 
 * nearest class mean (cosine similarity to the normalised class means);
 * Tip-Adapter, training-free (Zhang et al., ECCV 2022): a key-value cache of the
@@ -20,12 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .metrics import accuracy
+
 TIP_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 PROBE_CS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(1) == labels).double().mean().item()
 
 
 def nearest_class_mean(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -53,8 +52,9 @@ def select_tip_beta(
     val_features, val_labels, cache_keys, cache_labels, num_classes, betas: Sequence[float] = TIP_BETAS
 ) -> float:
     """β with the best validation accuracy (the smaller one on ties)."""
+    betas = sorted(betas)  # argmax keeps the first maximum: the smallest β on ties
     scores = [
-        _accuracy(tip_adapter_logits(val_features, cache_keys, cache_labels, num_classes, b), val_labels) for b in betas
+        accuracy(tip_adapter_logits(val_features, cache_keys, cache_labels, num_classes, b), val_labels) for b in betas
     ]
     return float(betas[int(np.argmax(scores))])
 

@@ -116,6 +116,20 @@ class _LoraProBase(torch.optim.Optimizer):
     def _all_grads(self) -> list[Tensor]:
         return [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
 
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self._grads_finite():
+            return loss
+        self._update()
+        return loss
+
+    def _update(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _grads_finite(self) -> bool:
         grads = self._all_grads()
         if not grads:
@@ -380,20 +394,12 @@ class LoraProAdamW(_LoraProBase):
             st.update(self._fresh_state(p))
         return st
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if not self._grads_finite():
-            return loss
+    def _update(self) -> None:
         if self.mode == "full":
             self._step_full()
         else:
             self._step_efficient()
         self._step_plain()
-        return loss
 
     # ------------------------------------------------------------------ plain
     def _step_plain(self) -> None:
@@ -524,14 +530,7 @@ class LoraProSGD(_LoraProBase):
     def _fresh_state(self, p: Tensor) -> dict:
         return {"momentum_buffer": torch.zeros_like(p, dtype=F.compute_dtype(p.dtype))}
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if not self._grads_finite():
-            return loss
+    def _update(self) -> None:
         lora, plain = self._lora_group(), self._plain_group()
         for g in self._shape_groups():
             coef = F.projection_coefficients(*g.stats(), g.s, self.damping, solve_x=True)
@@ -542,7 +541,6 @@ class LoraProSGD(_LoraProBase):
         for p in plain["params"]:
             if p.grad is not None:
                 self._sgd_(p, p.grad, plain)
-        return loss
 
     def _sgd_(self, p: Tensor, d: Tensor, group: dict) -> None:
         d = d.to(F.compute_dtype(p.dtype))

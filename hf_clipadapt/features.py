@@ -26,8 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
+
+from .io import save_safetensors_atomic
 
 Transform = Callable[[list, torch.Tensor, int], torch.Tensor]
 
@@ -58,14 +60,6 @@ class _Indexed(torch.utils.data.Dataset):
         row = self.dataset[i]
         label = row[self.label_column] if self.label_column else -1
         return i, row[self.image_column], label
-
-
-def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
-    """Write to a temporary file and rename: a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -141,7 +135,7 @@ def extract_features(
 
     if path is not None:
         if is_main:
-            _atomic_save({"features": features, "labels": labels}, path, {"cache_name": cache_name, "split": split})
+            save_safetensors_atomic({"features": features, "labels": labels}, path, {"cache_name": cache_name, "split": split})
         if accelerator is not None:
             accelerator.wait_for_everyone()
     return features, labels

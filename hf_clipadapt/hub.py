@@ -17,6 +17,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .io import write_directory_atomic
+
 LIBRARY_NAME = "hf_clipadapt"
 
 
@@ -104,10 +106,18 @@ class ModelCardMixin:
         raise NotImplementedError(f"{type(self).__name__} does not define a model card")
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            self.create_model_card().save(Path(save_directory) / "README.md")
-        return out
+        """transformers' save_pretrained plus our card, written to a temporary folder
+        first and moved in file by file: a failed save leaves the old checkpoint whole."""
+        if not kwargs.get("is_main_process", True):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        out = []
+
+        def write(tmp_dir):
+            out.append(super(ModelCardMixin, self).save_pretrained(tmp_dir, *args, **kwargs))
+            self.create_model_card().save(Path(tmp_dir) / "README.md")
+
+        write_directory_atomic(save_directory, write)
+        return out[0]
 
     def push_to_hub(self, repo_id: str, *args, model_card: ModelCard | None = None, **kwargs):
         """Upload the weights and config, then our card (after, so it is not overwritten)."""

@@ -171,7 +171,7 @@ def load_xlsa17(root: str | os.PathLike, features_file: str = "res101.mat", spli
 
 def save_features_file(data: ZSLData, path: str | os.PathLike) -> None:
     """Save a `ZSLData` as one safetensors file (atomic: written then renamed)."""
-    from safetensors.torch import save_file
+    from ..io import save_safetensors_atomic
 
     tensors = {f"{p}_{k}": getattr(data, f"{p}_{k}").clone() for p in _PARTS for k in ("features", "labels")}
     tensors["attributes"] = data.attributes.clone()
@@ -180,11 +180,7 @@ def save_features_file(data: ZSLData, path: str | os.PathLike) -> None:
         "unseen_classes": json.dumps(data.unseen_classes),
         "class_names": json.dumps(data.class_names),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_safetensors_atomic(tensors, path, metadata=meta)
 
 
 def load_features_file(path: str | os.PathLike) -> ZSLData:

@@ -25,6 +25,7 @@ from .metrics import accuracy
 
 TIP_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 PROBE_CS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+TIP_ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def nearest_class_mean(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -51,12 +52,29 @@ def tip_adapter_logits(
 def select_tip_beta(
     val_features, val_labels, cache_keys, cache_labels, num_classes, betas: Sequence[float] = TIP_BETAS
 ) -> float:
-    """β with the best validation accuracy (the smaller one on ties)."""
-    betas = sorted(betas)  # argmax keeps the first maximum: the smallest β on ties
-    scores = [
-        accuracy(tip_adapter_logits(val_features, cache_keys, cache_labels, num_classes, b), val_labels) for b in betas
-    ]
-    return float(betas[int(np.argmax(scores))])
+    """β with the best validation accuracy (the smaller one on ties), cache logits alone."""
+    return select_tip_params(val_features, val_labels, cache_keys, cache_labels, num_classes, betas=betas)[1]
+
+
+def select_tip_params(
+    val_features, val_labels, cache_keys, cache_labels, num_classes, zero_shot_logits=None,
+    betas: Sequence[float] = TIP_BETAS, alphas: Sequence[float] = TIP_ALPHAS,
+) -> tuple[float, float]:  # fmt: skip
+    """(α, β) with the best validation accuracy, Tip-Adapter's grid search.
+
+    With `zero_shot_logits` (the validation images' zero-shot logits) the full
+    Tip-Adapter is scored; without them α only scales the cache logits, which
+    cannot change a prediction, so α = 1. Ties go to the smaller β, then smaller α.
+    """
+    alphas = sorted(alphas) if zero_shot_logits is not None else [1.0]
+    best, best_acc = (1.0, float(sorted(betas)[0])), -1.0
+    for b in sorted(betas):
+        for a in alphas:
+            logits = tip_adapter_logits(val_features, cache_keys, cache_labels, num_classes, b, a, zero_shot_logits)
+            acc = accuracy(logits, val_labels)
+            if acc > best_acc:  # strict: keeps the first (smallest) on ties
+                best, best_acc = (float(a), float(b)), acc
+    return best
 
 
 def logistic_probe(train_x, train_y, val_x, val_y, Cs: Sequence[float] = PROBE_CS, seed: int = 0, max_iter: int = 1000):

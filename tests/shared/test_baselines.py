@@ -37,3 +37,20 @@ def test_logistic_probe_separates_separable_classes():
     x = centres[y] + 0.1 * torch.randn(40, 4, generator=g)
     clf = logistic_probe(x, y, x[:8], y[:8])
     assert (torch.from_numpy(clf.predict(x.numpy())) == y).all()
+
+
+def test_tip_params_pick_alpha_that_lets_the_cache_overrule_a_wrong_zero_shot():
+    # Zero-shot says class 0 for every validation image; the cache knows better. Only a
+    # large enough α flips the predictions to the right labels.
+    from hf_clipadapt.baselines import select_tip_params
+
+    x = torch.eye(3)
+    zero_shot = torch.tensor([[3.0, 0.0, 0.0]]).repeat(3, 1)
+    alpha, beta = select_tip_params(x, torch.arange(3), x, torch.arange(3), 3, zero_shot_logits=zero_shot,
+                                    betas=(1.0,), alphas=(0.5, 1.0, 4.0, 8.0))  # fmt: skip
+    # The right class wins when α·(1 − e^{−β}) > 3: α = 4 gives 2.5 and fails, α = 8 gives 5.1.
+    assert (alpha, beta) == (8.0, 1.0)
+    logits = tip_adapter_logits(x, x, torch.arange(3), 3, beta, alpha, zero_shot)
+    assert logits.argmax(1).tolist() == [0, 1, 2]
+    # Without zero-shot logits, α cannot change a prediction and stays 1.
+    assert select_tip_params(x, torch.arange(3), x, torch.arange(3), 3, betas=(2.0, 1.0))[0] == 1.0

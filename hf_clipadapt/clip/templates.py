@@ -28,6 +28,8 @@ DATASET_TEMPLATES: dict[str, list[str]] = {
     "fgvc_aircraft": ["a photo of a {}, a type of aircraft."],
     "dtd": ["{} texture."],
     "eurosat": ["a centered satellite photo of {}."],
+    # The offline testbed world (hf_clipadapt.testbed): captions it was pretrained on.
+    "testbed": ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a rendering of a {}."],
     "stanford_cars": ["a photo of a {}."],
     "food101": ["a photo of {}, a type of food."],
     "sun397": ["a photo of a {}."],
@@ -62,6 +64,8 @@ def normalize_dataset_name(name: str) -> str:
     # CamelCase -> snake_case before lowercasing, so "OxfordPets" keeps its word break.
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
     name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    if name.startswith("testbed"):  # every testbed suite ("testbed:few_shot", "testbed-open_set")
+        return "testbed"
     squashed = name.replace("_", "")  # "euro_sat" (from "EuroSAT") -> "eurosat"
     for candidate in (name, squashed):
         if candidate in DATASET_TEMPLATES:

@@ -39,3 +39,11 @@ def test_every_template_has_one_placeholder_and_result_is_a_copy():
     got = get_templates("imagenet")
     got.append("mutated {}")
     assert len(get_templates("imagenet")) == 7
+
+
+@pytest.mark.parametrize("name", ["testbed", "testbed:few_shot", "testbed:open_set@2", "testbed-base_to_new"])
+def test_testbed_suites_get_the_templates_the_testbed_was_pretrained_with(name):
+    from hf_clipadapt.testbed import TESTBED_TEMPLATES
+
+    assert get_templates(name) == TESTBED_TEMPLATES == DATASET_TEMPLATES["testbed"]
+    assert len(TESTBED_TEMPLATES) == 4

@@ -81,6 +81,24 @@ class CLIPBackbone(nn.Module):
         return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
 
     @property
+    def cache_name(self) -> str:
+        """`name_or_path` plus a fingerprint of the weights, the key for cached features.
+
+        The path alone is not enough: a retrained local checkpoint keeps its path, and
+        its features must not be served from the cache of the old one. The fingerprint
+        hashes every parameter's name, shape and first 64 values: cheap even for big
+        models, and different for any two trainings. Memoised only while frozen."""
+        if getattr(self, "_cache_name", None) is None or not self.frozen:
+            import hashlib
+
+            h = hashlib.sha256()
+            for name, p in self.model.state_dict().items():
+                h.update(f"{name}{tuple(p.shape)}".encode())
+                h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+            self._cache_name = f"{self.name_or_path}#{h.hexdigest()[:12]}"
+        return self._cache_name
+
+    @property
     def embed_dim(self) -> int:
         """Dimension of the joint (projected) embedding space."""
         dim = getattr(self.model.config, "projection_dim", None)

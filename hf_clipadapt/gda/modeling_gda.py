@@ -227,7 +227,7 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             augment = AugmentedViews(backbone.preprocess, size=crop, scale=(0.5, 1.0), flip=True, seed=seed)
             common = dict(
                 batch_size=batch_size, accelerator=accelerator, image_column=image_column, label_column=label_column,
-                cache_dir=cache_dir, cache_name=f"{backbone.name_or_path}@{crop}" if cache_dir else None,
+                cache_dir=cache_dir, cache_name=f"{backbone.cache_name}@{crop}" if cache_dir else None,
             )  # fmt: skip
             feats, labels = extract_features(
                 backbone.encode_images, train, augment, views=views, split="train", desc="GDA train views", **common
@@ -342,7 +342,7 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         feats, _ = extract_features(
             backbone.encode_images, dataset, backbone.image_transform(), batch_size=batch_size, accelerator=accelerator,
             image_column=image_column, label_column=None, cache_dir=cache_dir, split="unlabeled",
-            cache_name=f"{backbone.name_or_path}@{_crop_size(backbone)}" if cache_dir else None, desc="GDA unlabeled",
+            cache_name=f"{backbone.cache_name}@{_crop_size(backbone)}" if cache_dir else None, desc="GDA unlabeled",
         )  # fmt: skip
         x = F.normalize(feats.to(self.weight.device).double(), dim=-1)
         weight, bias, info = fit_gda_em(
@@ -410,7 +410,7 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         feats, labels = extract_features(
             backbone.encode_images, dataset, backbone.image_transform(), batch_size=batch_size, accelerator=accelerator,
             image_column=image_column, label_column=label_column, cache_dir=cache_dir, split=split,
-            cache_name=f"{backbone.name_or_path}@{crop}" if cache_dir else None, desc="GDA eval",
+            cache_name=f"{backbone.cache_name}@{crop}" if cache_dir else None, desc="GDA eval",
         )  # fmt: skip
         logits = self.logits_from_features(F.normalize(feats.to(self.weight.device).float(), dim=-1)).cpu()
         result = {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}

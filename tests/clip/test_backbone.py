@@ -141,3 +141,21 @@ def test_siglip_models_work_for_plain_encoding(tiny_tokenizer, tiny_processor, i
     expected = F.normalize(model.get_text_features(**ids).pooler_output, dim=-1)
     torch.testing.assert_close(backbone.encode_texts(["a cat."]), expected)
     assert backbone.encode_images(backbone.preprocess(images)).shape == (4, 32)
+
+
+def test_cache_name_follows_the_weights_not_just_the_path(tiny_clip, tiny_tokenizer):
+    from hf_clipadapt.testing_utils import tiny_clip_model
+
+    a = CLIPBackbone(tiny_clip, tiny_tokenizer, tiny_image_processor())
+    assert a.cache_name == CLIPBackbone(tiny_clip, tiny_tokenizer, tiny_image_processor()).cache_name
+    assert a.cache_name.startswith(a.name_or_path + "#")
+    other = tiny_clip_model(seed=123)  # a "retrained" model behind the same name
+    other.config._name_or_path = tiny_clip.config._name_or_path
+    b = CLIPBackbone(other, tiny_tokenizer, tiny_image_processor())
+    assert b.name_or_path == a.name_or_path and b.cache_name != a.cache_name
+    # An unfrozen backbone is re-fingerprinted as its weights change.
+    c = CLIPBackbone(other, tiny_tokenizer, tiny_image_processor(), freeze=False)
+    before = c.cache_name
+    with torch.no_grad():
+        next(c.model.parameters()).view(-1)[0] += 1.0
+    assert c.cache_name != before

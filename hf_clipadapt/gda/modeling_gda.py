@@ -84,6 +84,8 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         With `class_names`, the zero-shot text classifier is built from them and the
         templates (default "a photo of a {}."; see `hf_clipadapt.clip.get_templates`).
         `class_names=None` with `num_labels=` in `config_kwargs` gives a GDA-only head.
+        The zero-shot logits use the backbone's own learned temperature (100 for
+        OpenAI CLIP, as in the paper); pass `logit_scale=` to override.
         """
         if isinstance(backbone, str):
             backbone = CLIPBackbone.from_pretrained(backbone)
@@ -99,6 +101,9 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             config_kwargs["use_text_classifier"] = False
             if "num_labels" not in config_kwargs and "id2label" not in config_kwargs:
                 raise ValueError("pass class_names (for the text classifier) or num_labels= (a GDA-only head)")
+        # The ensemble weighs zero-shot logits against GDA's by α; a CLIP trained to
+        # another temperature (the testbed's is 18) would shift the whole α grid.
+        config_kwargs.setdefault("logit_scale", backbone.logit_scale)
         config = GDAConfig(
             base_model_name_or_path=backbone.name_or_path,
             embed_dim=backbone.embed_dim,

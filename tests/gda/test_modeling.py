@@ -46,7 +46,7 @@ def test_forward_is_the_ensemble(backbone, dataset):
     model = fitted(backbone, dataset)
     px = pixels(backbone, dataset)
     x = backbone.encode_images(px)
-    expected = 100.0 * x @ model.text_weights.T + model.config.alpha * (x @ model.weight.T + model.bias)
+    expected = backbone.logit_scale * x @ model.text_weights.T + model.config.alpha * (x @ model.weight.T + model.bias)
     out = model(pixel_values=px, labels=torch.tensor([0, 0, 0, 0, 0]))
     torch.testing.assert_close(out.logits, expected, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(model(image_features=x).logits, out.logits)
@@ -234,3 +234,16 @@ def test_fit_unlabeled_runs_em_from_zero_shot(backbone, dataset):
     head_only = GDAForImageClassification.from_clip(backbone, num_labels=3)
     with pytest.raises(ValueError, match="needs a text classifier"):
         head_only.fit_unlabeled(dataset)
+
+
+def test_zero_shot_logits_use_the_backbones_own_temperature(backbone, dataset):
+    """α weighs zero-shot against GDA logits, so the zero-shot part must be scaled like
+    the CLIP that was trained (100 for OpenAI CLIP, 18 for the testbed), not a constant."""
+    with torch.no_grad():
+        backbone.model.logit_scale.fill_(torch.log(torch.tensor(18.0)))
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
+    assert model.config.logit_scale == pytest.approx(18.0)
+    x = torch.nn.functional.normalize(torch.randn(4, model.config.embed_dim), dim=-1)
+    model.config.alpha = 0.0
+    torch.testing.assert_close(model(image_features=x).logits, 18.0 * x @ model.text_weights.T, rtol=1e-5, atol=1e-5)
+    assert GDAForImageClassification.from_clip(backbone, class_names(dataset), logit_scale=50.0).config.logit_scale == 50.0

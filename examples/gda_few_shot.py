@@ -6,6 +6,9 @@
     # any imagefolder (one sub-folder per class, optional train/ and test/ splits):
     accelerate launch examples/gda_few_shot.py --dataset path/to/images --shots 4
 
+    # offline, on the package's own pretrained testbed CLIP and one of its suites:
+    accelerate launch examples/gda_few_shot.py --model testbed --dataset testbed:few_shot --views 4
+
 Steps: draw the CoOp K-shot train/validation split (seeded), encode each training
 image under 10 random-resized-crop + flip views, fit W and b in closed form, pick α
 on the validation split, and evaluate zero-shot CLIP and GDA on the test split.
@@ -26,15 +29,18 @@ from accelerate.utils import set_seed
 
 import hf_clipadapt  # noqa: F401  (registers GDA with the Auto classes)
 from hf_clipadapt.clip import CLIPBackbone, get_templates
-from hf_clipadapt.data import class_names
+from hf_clipadapt.data import class_names, dataset_display_name, load_image_dataset
 from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.gda import GDAForImageClassification
+from hf_clipadapt.testbed import resolve_model_name
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="openai/clip-vit-base-patch16", help="CLIP checkpoint (Hub id or path)")
-    p.add_argument("--dataset", required=True, help="Hub dataset id or an imagefolder directory")
+    p.add_argument("--model", default="openai/clip-vit-base-patch16",
+                   help="CLIP checkpoint: Hub id, path, or 'testbed' (the offline testbed CLIP)")
+    p.add_argument("--dataset", required=True,
+                   help="Hub dataset id, an imagefolder directory, or 'testbed:<suite>' (offline)")
     p.add_argument("--dataset_config", default=None, help="Hub dataset configuration name")
     p.add_argument("--train_split", default="train")
     p.add_argument("--test_split", default="test")
@@ -55,12 +61,7 @@ def parse_args(argv=None):
 
 
 def load_splits(args):
-    from datasets import load_dataset
-
-    if Path(args.dataset).is_dir():
-        data = load_dataset("imagefolder", data_dir=args.dataset)
-    else:
-        data = load_dataset(args.dataset, args.dataset_config)
+    data = load_image_dataset(args.dataset, args.dataset_config)
     if args.train_split not in data:
         raise ValueError(f"--train_split {args.train_split!r} not in the dataset's splits {list(data)}")
     test_split = args.test_split if args.test_split in data else None
@@ -78,10 +79,10 @@ def main(argv=None) -> dict:
     set_seed(args.seed)
     accelerator.init_trackers("gda_few_shot", config={k: v for k, v in vars(args).items() if v is not None})
     cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
-    dataset_name = Path(args.dataset).name if Path(args.dataset).is_dir() else args.dataset
+    dataset_name = dataset_display_name(args.dataset)
 
     train, test = load_splits(args)
-    backbone = CLIPBackbone.from_pretrained(args.model).to(accelerator.device)
+    backbone = CLIPBackbone.from_pretrained(resolve_model_name(args.model)).to(accelerator.device)
     templates = get_templates(args.templates or dataset_name)
     names = class_names(train, args.label_column)
     model = GDAForImageClassification.from_clip(backbone, [n.replace("_", " ") for n in names], templates)

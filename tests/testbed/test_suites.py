@@ -88,3 +88,31 @@ def test_suite_is_deterministic_per_seed(world):
 def test_bad_suite_name(world):
     with pytest.raises(ValueError, match="unknown suite"):
         load_suite("imagenet", world=world)
+
+
+# --- the 'testbed:<suite>' dataset spec every example accepts ---
+from datasets import DatasetDict  # noqa: E402
+
+from hf_clipadapt.data import load_image_dataset  # noqa: E402
+@pytest.fixture()
+def tiny_suites(monkeypatch, world):
+    """Route "testbed:<suite>" to the synthetic-sprite world (no dataset files)."""
+    import hf_clipadapt.testbed.suites as suites
+
+    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
+    return suites
+
+
+def test_testbed_spec_loads_the_suite_with_its_seed(tiny_suites):
+    data = load_image_dataset("testbed:few_shot@3")
+    expected = tiny_suites.load_suite("few_shot", seed=3)
+    assert isinstance(data, DatasetDict) and set(data) == {"train", "test"}
+    assert data["test"]["object"] == expected["test"]["object"]
+    assert data["test"]["object"] != tiny_suites.load_suite("few_shot", seed=0)["test"]["object"]
+    assert load_image_dataset("testbed:open_set")["test"].features["label"].names == expected["train"].features["label"].names
+
+
+@pytest.mark.parametrize("spec, match", [("testbed:fewshot", "unknown testbed suite"), ("testbed:few_shot@x", "seed")])
+def test_bad_testbed_specs_say_what_is_accepted(spec, match):
+    with pytest.raises(ValueError, match=match):
+        load_image_dataset(spec)

@@ -59,6 +59,14 @@ def results_table(eval_results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _looks_like_repo_id(name: str) -> bool:
+    """"owner/name" or "name" as the Hub spells repo ids, and not a folder on this machine."""
+    import os
+    import re
+
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)) and not os.path.isdir(name) and not name.startswith(".")
+
+
 def build_model_card(
     *,
     template: str,
@@ -71,13 +79,18 @@ def build_model_card(
     license: str | None = None,
     **template_vars,
 ) -> ModelCard:
-    """Render `model_cards/<template>` into a ModelCard with a complete YAML header."""
+    """Render `model_cards/<template>` into a ModelCard with a complete YAML header.
+
+    A `base_model` that is a local folder (the testbed CLIP, your own checkpoint)
+    stays in the card's text but not in its metadata: the Hub reads that field as a
+    repo id, and a path would also publish your file system layout."""
     eval_results = list(eval_results or [])
+    hub_base_model = base_model if base_model and _looks_like_repo_id(base_model) else None
     card_data = ModelCardData(
         model_name=model_name,
         library_name=LIBRARY_NAME,
         pipeline_tag=pipeline_tag,
-        base_model=base_model,
+        base_model=hub_base_model,
         datasets=datasets or None,
         tags=sorted({LIBRARY_NAME, *(tags or [])}),
         license=license,

@@ -159,7 +159,7 @@ def test_push_to_hub_uploads_head_then_card(saved_backbone, dataset):
     header = yaml.safe_load(card.split("---")[1])
     assert header["library_name"] == "hf_clipadapt"
     assert header["pipeline_tag"] == "image-classification"
-    assert header["base_model"] == saved_backbone.name_or_path
+    assert "base_model" not in header and saved_backbone.name_or_path in card  # a local folder, not a repo id
     assert header["datasets"] == ["tiny-colours"]
     assert "gda" in header["tags"]
     result = header["model-index"][0]["results"][0]

@@ -26,3 +26,13 @@ def test_card_has_yaml_header_and_results():
 
 def test_results_table_without_results_says_so():
     assert "No evaluation" in results_table([])
+
+
+def test_a_local_base_model_stays_out_of_the_hub_metadata(tmp_path):
+    for local in (str(tmp_path), "./my-clip"):
+        card = build_model_card(template="default.md", model_name="m", base_model=local)
+        header = yaml.safe_load(str(card).split("---")[1])
+        assert "base_model" not in header  # the Hub reads it as a repo id
+        assert local in str(card)  # the text still says what it was built on
+    header = yaml.safe_load(str(build_model_card(template="default.md", model_name="m", base_model="gpt2")).split("---")[1])
+    assert header["base_model"] == "gpt2"

@@ -85,3 +85,15 @@ def test_examples_can_name_the_testbed_model():
 
     assert resolve_model_name("testbed") == testbed_checkpoint_path()
     assert resolve_model_name("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"
+
+
+def test_the_stock_zero_shot_pipeline_runs_on_the_checkpoint(world):
+    """Nothing custom: transformers' own pipeline loads the folder and names colours."""
+    from transformers import pipeline
+
+    scenes = world.sample(30, seed=7, combinations=seen_combinations())
+    images = [Image.fromarray(im) for im in world.render(scenes)]
+    classify = pipeline("zero-shot-image-classification", model=testbed_checkpoint_path())
+    out = classify(images, candidate_labels=[f"{c} thing" for c in COLOUR_NAMES], hypothesis_template="a photo of a {}.")
+    named = [o[0]["label"].split()[0] for o in out]
+    assert np.mean([n == c for n, c in zip(named, scenes.colour)]) > 0.5  # chance: 0.1

@@ -59,3 +59,4 @@ bench-sfda: assets
 bench-testbed: assets-full
 	$(PYTHON) benchmarks/testbed/pretrain_clip.py
 	$(PYTHON) benchmarks/testbed/evaluate_testbed.py
+	$(PYTHON) benchmarks/testbed/prompt_learning_check.py

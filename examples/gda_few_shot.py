@@ -7,7 +7,7 @@
     accelerate launch examples/gda_few_shot.py --dataset path/to/images --shots 4
 
     # offline, on the package's own pretrained testbed CLIP and one of its suites:
-    accelerate launch examples/gda_few_shot.py --model testbed --dataset testbed:few_shot --views 4
+    accelerate launch examples/gda_few_shot.py --model testbed --dataset testbed:few_shot --views 4 --no_flip
 
 Steps: draw the CoOp K-shot train/validation split (seeded), encode each training
 image under 10 random-resized-crop + flip views, fit W and b in closed form, pick α
@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--views", type=int, default=10, help="augmented views per training image")
+    p.add_argument("--no_flip", action="store_true",
+                   help="no horizontally flipped views (for classes a mirror image changes: digits, text)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="feature cache ('none' to disable)")
     p.add_argument("--output_dir", default="gda-output")
@@ -85,7 +87,9 @@ def main(argv=None) -> dict:
     backbone = CLIPBackbone.from_pretrained(resolve_model_name(args.model)).to(accelerator.device)
     templates = get_templates(args.templates or dataset_name)
     names = class_names(train, args.label_column)
-    model = GDAForImageClassification.from_clip(backbone, [n.replace("_", " ") for n in names], templates)
+    model = GDAForImageClassification.from_clip(
+        backbone, [n.replace("_", " ") for n in names], templates, view_flip=not args.no_flip
+    )
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
 

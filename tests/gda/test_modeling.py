@@ -247,3 +247,25 @@ def test_zero_shot_logits_use_the_backbones_own_temperature(backbone, dataset):
     model.config.alpha = 0.0
     torch.testing.assert_close(model(image_features=x).logits, 18.0 * x @ model.text_weights.T, rtol=1e-5, atol=1e-5)
     assert GDAForImageClassification.from_clip(backbone, class_names(dataset), logit_scale=50.0).config.logit_scale == 50.0
+
+
+def test_view_augmentation_follows_the_config(backbone, dataset):
+    """view_scale / view_flip reach the views fit encodes (flips hurt where a mirror image
+    is another class, e.g. digits), and bad ranges are refused."""
+    from hf_clipadapt.data import AugmentedViews
+    from hf_clipadapt.features import extract_features
+
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset), view_scale=(0.8, 1.0), view_flip=False)
+    model.fit(dataset, shots=2, views=2, seed=3)
+    split = sample_few_shot(dataset, shots=2, seed=3)
+    augment = AugmentedViews(backbone.preprocess, size=30, scale=(0.8, 1.0), flip=False, seed=3)
+    feats, labels = extract_features(backbone.encode_images, split["train"], augment, views=2)
+    w, _ = fit_gda(feats.double(), labels, 3)
+    torch.testing.assert_close(model.weight, w.float(), rtol=1e-4, atol=1e-3)
+    flipped = GDAForImageClassification.from_clip(backbone, class_names(dataset), view_scale=(0.8, 1.0)).fit(
+        dataset, shots=2, views=2, seed=3
+    )
+    assert not torch.allclose(flipped.weight, model.weight)
+    for bad in ((0.0, 1.0), (0.9, 0.5), (0.5, 1.2), (0.5,)):
+        with pytest.raises(ValueError, match="view_scale"):
+            GDAConfig(view_scale=bad)

@@ -43,6 +43,7 @@ test: install-dev
 
 bench-gda: assets-full
 	$(PYTHON) benchmarks/gda/run_gda_benchmark.py
+	$(PYTHON) benchmarks/gda/testbed_gda.py
 
 bench-lora-pro: assets-full
 	$(PYTHON) benchmarks/lora_pro/speed.py

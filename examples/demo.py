@@ -29,7 +29,7 @@ EfficientNet has no text tower, so in part 2 GDA runs on image features alone,
 through `hf_clipadapt.gda.fit_gda`. Features are cached: a second run takes seconds.
 
 Cost, measured from a cold feature cache on the 2-core development machine once it
-was quiet: 41 s of wall time for both parts.
+was quiet: 37 s of wall time for both parts.
 """
 
 from __future__ import annotations

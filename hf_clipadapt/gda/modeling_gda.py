@@ -463,6 +463,8 @@ class GDAForImageClassification(ModelCardMixin, PreTrainedModel):
             num_classes=c.num_labels,
             shots=c.shots,
             views=c.views,
+            view_scale=c.view_scale,
+            view_flip=c.view_flip,
             seed=c.seed,
             alpha=c.alpha,
             logit_scale=c.logit_scale,

@@ -166,6 +166,13 @@ def test_push_to_hub_uploads_head_then_card(saved_backbone, dataset):
     assert result["metrics"][0]["type"] == "accuracy"
     assert result["metrics"][0]["value"] == pytest.approx(model.config.eval_results[0]["metric_value"])
     assert "Shots per class:** 2" in card and "each encoded under 2 augmented views" in card
+    assert "area 0.5–1.0, plus horizontal flip" in card  # the paper's views, as configured
+
+
+def test_card_states_unflipped_views(backbone, dataset):
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset), view_scale=(0.8, 1.0), view_flip=False)
+    card = str(model.fit(dataset, shots=2, views=2).create_model_card())
+    assert "area 0.8–1.0, no flip" in card
 
 
 # ------------------------------------------------------------------ bad input

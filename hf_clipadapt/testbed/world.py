@@ -17,6 +17,9 @@ Held-out structure (fixed; the committed checkpoint was pretrained with it):
   (a Latin-square rule, so every colour is held out for some objects). Those
   (colour, object) pairs never appear in pretraining; each of their words does.
   They are the "new" classes of the base-to-new suite.
+* ``WEB_NAMES``: pretraining captions call four objects by everyday names
+  ("sweater" for pullover, ...) and never by the label names the suites use, so
+  zero-shot has a known gap that labelled shots can close.
 
 `SceneWorld` takes the object images as arrays (``{name: uint8 [n, h, w]}``), so
 tests can pass tiny synthetic sprites; `SceneWorld.from_offline(split)` reads the

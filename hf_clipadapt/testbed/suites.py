@@ -20,9 +20,9 @@ Suites (`load_suite(name)`):
     Colour-object classes ("red sneaker"). Base: 2 seen colours per known object
     (32 classes). New: the 2 held-out colours per known object (32 classes,
     `held_out_combinations()`), pairs never rendered nor captioned in pretraining
-    although each word was. Splits ``train`` and ``test_base`` (base label space)
-    and ``test_new`` (new label space); the class lists are in each split's
-    ``features["label"].names``.
+    although each word was (a `WEB_NAMES` object as its web name). Splits
+    ``train`` and ``test_base`` (base label space) and ``test_new`` (new label
+    space); the class lists are in each split's ``features["label"].names``.
 ``"open_set"``
     Known: the 16 known objects. Unknown: the 4 `UNKNOWN_OBJECTS`, never shown nor
     named in pretraining. Splits ``train`` (known only) and ``test`` (known and

@@ -15,7 +15,8 @@ Held-out structure (fixed; the committed checkpoint was pretrained with it):
   open-set suite.
 * ``held_out_combinations()``: 2 of the 10 colours for every known object
   (a Latin-square rule, so every colour is held out for some objects). Those
-  (colour, object) pairs never appear in pretraining; each of their words does.
+  (colour, object) pairs never appear in pretraining; each of their words does
+  (as its web name for the four `WEB_NAMES` objects).
   They are the "new" classes of the base-to-new suite.
 * ``WEB_NAMES``: pretraining captions call four objects by everyday names
   ("sweater" for pullover, ...) and never by the label names the suites use, so

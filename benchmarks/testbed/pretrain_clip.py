@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from hf_clipadapt.testbed import world as W
 from hf_clipadapt.testbed.modeling import build_processor, pixel_values_from_uint8, testbed_clip_config
@@ -75,6 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--snapshot-every", type=int, default=0, help="also save to --snapshot-dir every N steps")
     p.add_argument("--snapshot-dir", type=Path, default=None)
     p.add_argument("--save-dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--report-to", default=None, help="an Accelerate tracker for the loss curve, e.g. tensorboard, wandb")
     return p.parse_args(argv)
 
 
@@ -102,7 +104,8 @@ def main(argv=None):
 
     from hf_clipadapt.testbed.tokenization import build_testbed_tokenizer
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(log_with=args.report_to, project_dir=str(args.output_dir))
+    accelerator.init_trackers("testbed_clip_pretraining", config={k: str(v) for k, v in vars(args).items()})
     set_seed(args.seed)
     tokenizer = build_testbed_tokenizer()
     image_processor = build_processor()
@@ -135,7 +138,7 @@ def main(argv=None):
     log = []
     model.train()
     t0 = time.time()
-    for step in range(args.steps):
+    for step in tqdm(range(args.steps), desc="pretraining", disable=not accelerator.is_local_main_process):
         batch = make_batch(world, tokenizer, image_processor, args.batch_size, args.noisy_fraction,
                            args.seed, step, accelerator.process_index, caption_probs)  # fmt: skip
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -153,7 +156,9 @@ def main(argv=None):
             entry = {"step": step, "loss": round(out.loss.item(), 4), "batch_i2t_acc": round(acc.item(), 4),
                      "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
             log.append(entry)
-            accelerator.print(json.dumps(entry), flush=True)
+            accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=step)
+            if accelerator.is_local_main_process:
+                tqdm.write(json.dumps(entry))
         if args.snapshot_every and (step + 1) % args.snapshot_every == 0 and accelerator.is_main_process:
             snap = args.snapshot_dir / f"step{step + 1}"
             accelerator.unwrap_model(model).save_pretrained(snap)
@@ -182,6 +187,7 @@ def main(argv=None):
         }
         (args.output_dir / "training_log.json").write_text(json.dumps(meta, indent=1))
         accelerator.print(f"saved to {args.output_dir} after {wall / 60:.1f} min of training")
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

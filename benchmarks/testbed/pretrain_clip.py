@@ -188,6 +188,7 @@ def main(argv=None):
         (args.output_dir / "training_log.json").write_text(json.dumps(meta, indent=1))
         accelerator.print(f"saved to {args.output_dir} after {wall / 60:.1f} min of training")
     accelerator.end_training()
+    return accelerator.unwrap_model(model)
 
 
 if __name__ == "__main__":

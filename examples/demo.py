@@ -60,6 +60,15 @@ METHODS = ("GDA", "Linear probe", "Tip-Adapter", "Nearest class mean")
 CLIP_METHODS = ("Zero-shot CLIP", "GDA", "Tip-Adapter", "Linear probe")
 
 
+def encode_split(backbone, dataset, split: str):
+    """Normalised image features and labels of one split, cached under the weights' fingerprint."""
+    x, y = extract_features(
+        backbone.encode_images, dataset, backbone.image_transform(), split=split,
+        cache_dir=DEFAULT_CACHE_DIR, cache_name=backbone.cache_name,
+    )  # fmt: skip
+    return torch.nn.functional.normalize(x.float(), dim=-1), y
+
+
 def run_testbed(shots, seeds, views):
     """Part 1: the testbed CLIP on its "few_shot" suite, zero-shot vs adapted on K shots.
     Returns ([(shots, {method: accuracy})], number of classes, number of test images)."""
@@ -71,15 +80,10 @@ def run_testbed(shots, seeds, views):
     suite = load_suite("few_shot", seed=0, world=world)
     names = suite["train"].features["label"].names
     k = len(names)
-    common = dict(cache_dir=DEFAULT_CACHE_DIR, cache_name=backbone.cache_name)
-
-    def encode(dataset, split):
-        x, y = extract_features(backbone.encode_images, dataset, backbone.image_transform(), split=split, **common)
-        return torch.nn.functional.normalize(x.float(), dim=-1), y
-
-    test_x, test_y = encode(suite["test"], "few_shot/test")
+    test_x, test_y = encode_split(backbone, suite["test"], "few_shot/test")
     text = backbone.zero_shot_classifier(names, get_templates("testbed"))
-    zero_shot = accuracy(backbone.logit_scale * test_x @ text.T, test_y)
+    test_zs = backbone.logit_scale * test_x @ text.T  # zero-shot logits: the baseline and Tip-Adapter's first term
+    zero_shot = accuracy(test_zs, test_y)
     rows = []
     for shots_k in shots:
         runs = []
@@ -91,15 +95,15 @@ def run_testbed(shots, seeds, views):
             gda_acc = accuracy(gda(image_features=test_x).logits, test_y)
             # The baselines see the same draw (sample_few_shot is a function of the seed).
             few = sample_few_shot(suite["train"], shots=shots_k, seed=seed)
-            tr_x, tr_y = encode(few["train"], f"few_shot/train@{shots_k}-{seed}")
-            va_x, va_y = encode(few["validation"], f"few_shot/val@{shots_k}-{seed}")
-            zs = lambda x: backbone.logit_scale * x @ text.T  # noqa: E731
-            alpha, beta = select_tip_params(va_x, va_y, tr_x, tr_y, k, zero_shot_logits=zs(va_x))
+            tr_x, tr_y = encode_split(backbone, few["train"], f"few_shot/train@{shots_k}-{seed}")
+            va_x, va_y = encode_split(backbone, few["validation"], f"few_shot/val@{shots_k}-{seed}")
+            va_zs = backbone.logit_scale * va_x @ text.T
+            alpha, beta = select_tip_params(va_x, va_y, tr_x, tr_y, k, zero_shot_logits=va_zs)
             probe = logistic_probe(tr_x, tr_y, va_x, va_y, seed=seed)
             runs.append({
                 "Zero-shot CLIP": zero_shot,
                 "GDA": gda_acc,
-                "Tip-Adapter": accuracy(tip_adapter_logits(test_x, tr_x, tr_y, k, beta, alpha, zs(test_x)), test_y),
+                "Tip-Adapter": accuracy(tip_adapter_logits(test_x, tr_x, tr_y, k, beta, alpha, test_zs), test_y),
                 "Linear probe": accuracy(torch.from_numpy(probe.predict(test_x.numpy())), test_y),
             })  # fmt: skip
         rows.append((shots_k, {m: sum(r[m] for r in runs) / len(runs) for m in CLIP_METHODS}))

@@ -22,15 +22,15 @@ import argparse
 import importlib.util
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hf_clipadapt.clip import get_templates
 from hf_clipadapt.data import sample_few_shot
-from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
+from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.gda import GDAForImageClassification
 from hf_clipadapt.metrics import accuracy, harmonic_mean
 from hf_clipadapt.testbed import load_suite, load_testbed_clip
@@ -47,17 +47,12 @@ def demo_module():
     return module
 
 
-def base_to_new(backbone, seed: int, shots: int, views: int) -> dict[str, float]:
+def base_to_new(backbone, seed: int, shots: int, views: int, encode) -> dict[str, float]:
+    """`encode(dataset, split)` -> normalised features and labels (the demo's `encode_split`)."""
     suite = load_suite("base_to_new", seed=0)
     templates = get_templates("testbed")
     base_names = suite["train"].features["label"].names
     new_names = suite["test_new"].features["label"].names
-    cache = dict(cache_dir=DEFAULT_CACHE_DIR, cache_name=backbone.cache_name)
-
-    def encode(dataset, split):
-        x, y = extract_features(backbone.encode_images, dataset, backbone.image_transform(), split=split, **cache)
-        return F.normalize(x.float(), dim=-1), y
-
     base_x, base_y = encode(suite["test_base"], "base_to_new/test_base")
     new_x, new_y = encode(suite["test_new"], "base_to_new/test_new")
     gda = GDAForImageClassification.from_clip(backbone, base_names, templates, view_flip=False)
@@ -92,7 +87,8 @@ def main(argv=None):
     per_seed = [demo.run_testbed(args.shots, [s], args.views)[0] for s in args.seeds]
     few_shot = {k: mean_std([dict(rows)[k] for rows in per_seed]) for k in args.shots}
     backbone = load_testbed_clip()
-    b2n = mean_std([base_to_new(backbone, s, 16, args.views) for s in args.seeds])
+    encode = partial(demo.encode_split, backbone)
+    b2n = mean_std([base_to_new(backbone, s, 16, args.views, encode) for s in args.seeds])
     results = {"few_shot": few_shot, "base_to_new_16_shots": b2n,
                "_meta": {"seeds": args.seeds, "views": args.views, "wall_time_s": round(time.time() - t0, 1)}}  # fmt: skip
     (HERE / "testbed_gda.json").write_text(json.dumps(results, indent=1))

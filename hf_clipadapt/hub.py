@@ -118,6 +118,10 @@ class ModelCardMixin:
     def create_model_card(self, **kwargs) -> ModelCard:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not define a model card")
 
+    def _save_extra_files(self, directory: Path) -> None:
+        """Files that belong in the checkpoint besides config, weights and card (e.g. the
+        image processor and tokenizer a `pipeline` needs); written inside the atomic save."""
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save_pretrained plus our card, written to a temporary folder
         first and moved in file by file: a failed save leaves the old checkpoint whole."""
@@ -127,6 +131,7 @@ class ModelCardMixin:
 
         def write(tmp_dir):
             out.append(super(ModelCardMixin, self).save_pretrained(tmp_dir, *args, **kwargs))
+            self._save_extra_files(Path(tmp_dir))
             self.create_model_card().save(Path(tmp_dir) / "README.md")
 
         write_directory_atomic(save_directory, write)

@@ -58,10 +58,29 @@ class CLIPBackbone(nn.Module):
         """
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(name_or_path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+        from ..checkpoints import check_pretrained_path
+
+        path = check_pretrained_path(name_or_path)  # resolves aliases ("testbed"); clear error for a missing folder
+        model = AutoModel.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path)
         return cls(model, tokenizer, image_processor, freeze=freeze)
+
+    def attach_processors(self, path) -> None:
+        """Load the image processor and tokenizer saved in `path` where this backbone has none
+        (a CLIP rebuilt from a checkpoint that stored its weights)."""
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        if self.image_processor is None:
+            try:
+                self.image_processor = AutoImageProcessor.from_pretrained(path)
+            except (OSError, ValueError):
+                pass
+        if self.tokenizer is None:
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError, TypeError):
+                pass
 
     def train(self, mode: bool = True):
         # Methods call .train() on modules that contain the backbone; a frozen CLIP
@@ -108,6 +127,19 @@ class CLIPBackbone(nn.Module):
     def logit_scale(self) -> float:
         """CLIP's learned temperature, exp(logit_scale) (≈100 for OpenAI CLIP)."""
         return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the square images the vision tower sees (the processor's crop)."""
+        processor = self.image_processor
+        crop = getattr(processor, "crop_size", None)
+        if isinstance(crop, dict) and "height" in crop:
+            return int(crop["height"])
+        size = getattr(processor, "size", None) or {}
+        for key in ("height", "shortest_edge"):
+            if key in size:
+                return int(size[key])
+        return int(self.config.vision_config.image_size)
 
     @property
     def device(self) -> torch.device:

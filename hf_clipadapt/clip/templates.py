@@ -28,8 +28,6 @@ DATASET_TEMPLATES: dict[str, list[str]] = {
     "fgvc_aircraft": ["a photo of a {}, a type of aircraft."],
     "dtd": ["{} texture."],
     "eurosat": ["a centered satellite photo of {}."],
-    # The offline testbed world (hf_clipadapt.testbed): captions it was pretrained on.
-    "testbed": ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a rendering of a {}."],
     "stanford_cars": ["a photo of a {}."],
     "food101": ["a photo of {}, a type of food."],
     "sun397": ["a photo of a {}."],
@@ -58,16 +56,27 @@ _ALIASES = {
 }
 
 
+def register_templates(dataset_name: str, templates: list[str]) -> None:
+    """Make `get_templates(dataset_name)` (and its variants, e.g. "<name>:<suite>" or
+    "<name>-<suite>") return `templates`. Packages that bring their own data (the
+    testbed) register their captions' templates this way."""
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(f"templates must be a non-empty list with a '{{}}' placeholder in each; bad: {bad}")
+    DATASET_TEMPLATES[normalize_dataset_name(dataset_name)] = list(templates)
+
+
 def normalize_dataset_name(name: str) -> str:
-    """"OxfordPets", "oxford-pets", "user/Oxford_Pets" -> "oxford_pets"."""
+    """"OxfordPets", "oxford-pets", "user/Oxford_Pets" -> "oxford_pets"; a variant of a
+    known dataset ("eurosat:rgb", "eurosat-rgb") maps to that dataset."""
     name = name.strip().rsplit("/", 1)[-1]
     # CamelCase -> snake_case before lowercasing, so "OxfordPets" keeps its word break.
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
     name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
-    if name.startswith("testbed"):  # every testbed suite ("testbed:few_shot", "testbed-open_set")
-        return "testbed"
     squashed = name.replace("_", "")  # "euro_sat" (from "EuroSAT") -> "eurosat"
-    for candidate in (name, squashed):
+    parts = name.split("_")
+    prefixes = ["_".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]  # "x_open_set" -> "x_open", "x"
+    for candidate in (name, squashed, *prefixes):
         if candidate in DATASET_TEMPLATES:
             return candidate
         if candidate in _ALIASES:

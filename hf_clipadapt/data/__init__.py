@@ -2,7 +2,7 @@
 
 from .augment import AugmentedViews, random_resized_crop, random_resized_crop_box
 from .few_shot import class_names, sample_few_shot
-from .loading import dataset_display_name, load_image_dataset
+from .loading import dataset_display_name, load_image_dataset, register_dataset_source
 
 __all__ = ["AugmentedViews", "random_resized_crop", "random_resized_crop_box", "class_names", "sample_few_shot",
-           "dataset_display_name", "load_image_dataset"]
+           "dataset_display_name", "load_image_dataset", "register_dataset_source"]

@@ -21,16 +21,17 @@ any Hub CLIP::
 
 Suites: "few_shot", "base_to_new", "open_set" (unknowns labelled -1), "domain_shift"
 (clean → noisy); see `hf_clipadapt.testbed.suites`. Examples take them as
-``--model testbed --dataset testbed:<suite>`` (`resolve_model_name`,
-`hf_clipadapt.data.load_image_dataset`).
+``--model testbed --dataset testbed:<suite>``: importing this package registers
+the name "testbed" for the checkpoint (`hf_clipadapt.checkpoints`), the suites as
+the dataset source "testbed:" (`hf_clipadapt.data.load_image_dataset`) and the
+pretraining templates (`hf_clipadapt.clip.get_templates("testbed")`). The shared
+layer knows nothing else about the testbed.
 
 Pretraining captions call four objects by everyday names ("sweater", "trainer",
 "3", "8"; `world.WEB_NAMES`), never by the label names the suites use. So
 zero-shot CLIP with the label names is weak on exactly those classes, while the
 image features separate them: a known gap that few-shot adaptation can close,
-like real CLIP on a dataset's catalogue names. `BlackBoxCLIP` exposes the
-model as a query-only API (scores out, no weights, no gradients, a query budget)
-for black-box prompt tuning. The pretraining script is
+like real CLIP on a dataset's catalogue names. The pretraining script is
 `benchmarks/testbed/pretrain_clip.py`; its numbers are in
 `benchmarks/testbed/RESULTS.md`.
 """
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .blackbox import BlackBoxCLIP, QueryBudgetExceeded
 from .suites import SUITES, UNKNOWN_LABEL, base_combinations, combination_name, load_suite
 from .world import (
     ALL_OBJECTS,
@@ -74,8 +74,27 @@ testbed_checkpoint_path.__test__ = False
 
 def resolve_model_name(name: str) -> str:
     """"testbed" -> the committed checkpoint's folder; any other name is returned as is.
-    Lets examples take ``--model testbed`` next to Hub ids and local paths."""
+    (`CLIPBackbone.from_pretrained("testbed")` resolves the name itself.)"""
     return testbed_checkpoint_path() if name == "testbed" else name
+
+
+def _load_suite_spec(name: str, seed: int):
+    if name not in SUITES:
+        raise ValueError(f"unknown testbed suite {name!r}; use one of {['testbed:' + s for s in SUITES]}")
+    return load_suite(name, seed=seed)
+
+
+def _register() -> None:
+    from ..checkpoints import register_checkpoint_alias
+    from ..clip.templates import register_templates
+    from ..data.loading import register_dataset_source
+
+    register_checkpoint_alias("testbed", _CHECKPOINT)
+    register_templates("testbed", TESTBED_TEMPLATES)
+    register_dataset_source("testbed", _load_suite_spec)
+
+
+_register()
 
 
 def load_testbed_clip(*, freeze: bool = True, **kwargs):
@@ -94,11 +113,9 @@ def load_testbed_clip(*, freeze: bool = True, **kwargs):
 __all__ = [
     "ALL_OBJECTS",
     "BACKGROUNDS",
-    "BlackBoxCLIP",
     "COLOUR_NAMES",
     "KNOWN_OBJECTS",
     "POSITIONS",
-    "QueryBudgetExceeded",
     "SIZE_NAMES",
     "SUITES",
     "SceneWorld",

@@ -1,4 +1,4 @@
-"""The testbed CLIP behind a query-only interface, for black-box adaptation.
+"""A CLIP behind a query-only interface, for black-box adaptation (CraFT, ICML 2024).
 
 Black-box methods (CraFT's derivative-free prompt search, BBT-style CMA-ES) may
 send inputs to a model and read its scores, nothing else. `BlackBoxCLIP` enforces

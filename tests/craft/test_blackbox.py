@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hf_clipadapt.clip import CLIPBackbone, SoftPromptTextEncoder
-from hf_clipadapt.testbed import BlackBoxCLIP, QueryBudgetExceeded
+from hf_clipadapt.craft import BlackBoxCLIP, QueryBudgetExceeded
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
 
 CLASSES = ["cat", "dog", "car"]

@@ -1,0 +1,126 @@
+"""Checks shared by every `from_pretrained` in the package.
+
+transformers answers a mistyped local folder with "Repo id must be in the form
+'repo_name'...", a corrupt weights file with a `SafetensorError` that names no
+file, and a folder of another model type with a warning and an empty model. The
+helpers here turn each of those into an error that says what went wrong and what
+to do, before any model is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Keyword arguments of `from_pretrained` that locate files on the Hub or in its cache.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+_ALIASES: dict[str, str] = {}
+
+
+def register_checkpoint_alias(name: str, path: str | os.PathLike) -> None:
+    """Let `name` stand for a local checkpoint folder in every `from_pretrained` here.
+
+    Packages that ship weights (the testbed CLIP) register a short name, so saved
+    configs refer to "testbed" instead of this machine's absolute site-packages path."""
+    _ALIASES[name] = str(path)
+
+
+def resolve_alias(name: str | os.PathLike) -> str:
+    return _ALIASES.get(str(name), str(name))
+
+
+def alias_of(path: str | os.PathLike) -> str | None:
+    """The registered name of a local checkpoint folder, if it has one."""
+    try:
+        target = Path(path).resolve()
+    except (OSError, TypeError):
+        return None
+    for name, folder in _ALIASES.items():
+        if Path(folder).resolve() == target:
+            return name
+    return None
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A path the user meant as a folder on this machine (not a Hub id "owner/name")."""
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or os.sep != "/" and os.sep in name
+    )
+
+
+def check_pretrained_path(name_or_path: str | os.PathLike) -> str:
+    """Resolve aliases, and fail clearly on a local folder that does not exist."""
+    name = resolve_alias(name_or_path)
+    if os.path.isdir(name):
+        return name
+    if os.path.exists(name):
+        raise NotADirectoryError(f"{name!r} is a file; from_pretrained takes a checkpoint folder (or a Hub id)")
+    if looks_like_local_path(name):
+        raise FileNotFoundError(
+            f"the checkpoint folder {name!r} does not exist. Check the path (it is read relative to "
+            f"{os.getcwd()!r}), or pass a Hub id such as 'openai/clip-vit-base-patch16'."
+        )
+    return name
+
+
+def read_config_dict(name_or_path: str, **hub_kwargs) -> dict:
+    """config.json of a local folder or Hub repo, as a dict."""
+    from transformers.utils import cached_file
+
+    path = cached_file(name_or_path, "config.json", **hub_kwargs)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise OSError(f"{path} is not a readable JSON config ({e}); re-save the checkpoint") from e
+
+
+def check_model_type(name_or_path: str, expected: str, class_name: str, **hub_kwargs) -> None:
+    """Refuse a checkpoint of another model type, naming both types."""
+    found = read_config_dict(name_or_path, **hub_kwargs).get("model_type")
+    if found != expected:
+        raise ValueError(
+            f"{name_or_path!r} holds a {found!r} model, not a {expected!r} one, so {class_name} cannot load it. "
+            f"Load it with the class of its own type, or with transformers.AutoModel.from_pretrained (after "
+            "`import hf_clipadapt`), which picks the class from config.json."
+        )
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Read the header of a .safetensors file; a truncated or corrupt one raises an
+    OSError that names the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # SafetensorError, or an OSError on a truncated file
+        raise OSError(
+            f"the weights file {path} is corrupt or truncated ({e}). Re-save the model, or re-download the checkpoint "
+            "(a save interrupted outside hf_clipadapt's atomic save_pretrained can leave such a file)."
+        ) from e
+
+
+def load_safetensors(path: str | os.PathLike) -> dict:
+    """`safetensors.torch.load_file` with the file named in any error."""
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    return load_file(str(path))
+
+
+def weights_file(name_or_path: str, **hub_kwargs) -> str:
+    """Path of model.safetensors in a local folder or Hub repo; a clear error if absent."""
+    from transformers.utils import cached_file
+
+    path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if path is None:
+        raise OSError(
+            f"{name_or_path!r} has no model.safetensors. Save models with save_pretrained(); checkpoints in other "
+            "formats (pytorch_model.bin) are not read by hf_clipadapt."
+        )
+    return path

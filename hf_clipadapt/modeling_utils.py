@@ -18,6 +18,7 @@ Two levels, in the manner of transformers' `PreTrainedModel` and peft's adapters
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,17 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
     config_class = AdaptedConfig
     card_template = "default.md"
     card_tags: tuple[str, ...] = ()
+
+    # A fitted head may hold only buffers (GDA without its CLIP): transformers reads
+    # dtype and device from the first parameter, so fall back to the buffers.
+    @property
+    def dtype(self) -> torch.dtype:
+        floats = (t for t in itertools.chain(self.parameters(), self.buffers()) if t.is_floating_point())
+        return next(floats, torch.empty(0)).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -386,8 +398,7 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Logits for precomputed image features, in chunks, on the CPU."""
-        device = next(self.buffers(), next(self.parameters(), torch.empty(0))).device
-        chunks = [self.logits_from_features(F.normalize(features[i : i + batch_size].to(device).float(), dim=-1)).cpu()
+        chunks = [self.logits_from_features(F.normalize(features[i : i + batch_size].to(self.device).float(), dim=-1)).cpu()
                   for i in range(0, features.shape[0], batch_size)]  # fmt: skip
         return torch.cat(chunks) if chunks else torch.empty(0, self.config.num_labels)
 

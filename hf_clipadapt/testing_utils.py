@@ -128,3 +128,145 @@ def run_distributed(function, args=(), num_processes: int = 2, timeout: float = 
             f"distributed run of {function.__name__} failed (exit {proc.returncode}):\n"
             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )
+
+
+def save_tiny_clip(path) -> str:
+    """Save the tiny CLIP (model, tokenizer, image processor) to `path`, as a Hub
+    checkpoint would be, and return the path (a base model `from_pretrained` can follow)."""
+    model = tiny_clip_model()
+    model.save_pretrained(path)
+    tiny_clip_tokenizer().save_pretrained(path)
+    tiny_image_processor().save_pretrained(path)
+    return str(path)
+
+
+class AdaptedModelTesterMixin:
+    """One test battery for every model of the package, in the manner of transformers'
+    `ModelTesterMixin`. A test class sets `model_class` and implements
+
+    * `make_model(self, tmp_path)`: a fitted (or trained) model, on a tiny CLIP saved
+      to disk for CLIP-adapted models (`save_tiny_clip`), so its base reference loads;
+    * `make_inputs(self, model)`: forward kwargs (e.g. {"pixel_values": ...}).
+
+    and may set `is_clip_adapted` (the CLIP-reference checks), `pipeline_task`
+    (None when a pipeline does not apply) and `max_saved_bytes` (the size the saved
+    weights must stay under). Each check is a `test_*` method, so it runs per class.
+    """
+
+    model_class = None
+    is_clip_adapted = True
+    pipeline_task: str | None = "image-classification"
+    max_saved_bytes: int | None = None
+
+    def make_model(self, tmp_path):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def make_inputs(self, model) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def logits(self, model, inputs) -> torch.Tensor:
+        with torch.no_grad():
+            return model.eval()(**inputs).logits
+
+    def test_save_load_gives_identical_logits(self, tmp_path):
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        reloaded = self.model_class.from_pretrained(tmp_path / "saved")
+        inputs = self.make_inputs(model)
+        assert torch.equal(self.logits(reloaded, inputs), self.logits(model, inputs))
+        assert reloaded.config.to_dict() == model.config.to_dict()
+
+    def test_saved_weights_hold_only_what_was_fitted(self, tmp_path):
+        from safetensors.torch import load_file
+
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        saved = load_file(str(tmp_path / "saved" / "model.safetensors"))
+        assert set(saved) == set(model.saved_state_dict())
+        backbone = getattr(model, "backbone", None) if self.is_clip_adapted else None
+        if backbone is not None:
+            frozen = {p.data_ptr() for p in backbone.parameters() if not p.requires_grad}
+            held = [k for k, v in model.saved_state_dict().items() if v.data_ptr() in frozen]
+            assert not held, f"the checkpoint holds frozen CLIP tensors: {held[:5]}"
+        if self.max_saved_bytes is not None:
+            size = (tmp_path / "saved" / "model.safetensors").stat().st_size
+            assert size < self.max_saved_bytes, f"saved weights are {size} bytes, over {self.max_saved_bytes}"
+
+    def test_auto_classes_load_it(self, tmp_path):
+        from transformers import AutoConfig, AutoModel
+
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        assert isinstance(AutoConfig.from_pretrained(tmp_path / "saved"), self.model_class.config_class)
+        assert type(AutoModel.from_pretrained(tmp_path / "saved")) is self.model_class
+
+    def test_pipeline_on_saved_folder(self, tmp_path):
+        if self.pipeline_task is None:
+            return
+        from transformers import pipeline
+
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        classifier = pipeline(self.pipeline_task, model=str(tmp_path / "saved"))
+        image = PIL_image(seed=1)
+        out = classifier(image, top_k=1)
+        probs = self.logits(model, {"pixel_values": model.backbone.preprocess([image])}).softmax(-1)[0]
+        assert out[0]["label"] == model.config.id2label[int(probs.argmax())]
+
+    def test_model_card_lists_recorded_results(self, tmp_path):
+        import yaml
+
+        model = self.make_model(tmp_path)
+        model.record_result("tiny-set", "accuracy", 87.5)
+        model.save_pretrained(tmp_path / "saved")
+        card = (tmp_path / "saved" / "README.md").read_text()
+        header = yaml.safe_load(card.split("---")[1])
+        assert header["library_name"] == "hf_clipadapt"
+        values = [m["value"] for r in header["model-index"][0]["results"] for m in r["metrics"]]
+        assert 87.5 in values and "87.50" in card
+
+    def test_return_dict_false_gives_a_tuple(self, tmp_path):
+        model = self.make_model(tmp_path)
+        out = model.eval()(**self.make_inputs(model), return_dict=False)
+        assert isinstance(out, tuple) and torch.equal(out[0], self.logits(model, self.make_inputs(model)))
+
+    def test_clear_errors_on_bad_checkpoints(self, tmp_path):
+        import pytest
+
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            self.model_class.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+        other = tmp_path / "other-type"
+        tiny_clip_model().save_pretrained(other)
+        with pytest.raises(ValueError, match=f"'clip'.*'{self.model_class.config_class.model_type}'"):
+            self.model_class.from_pretrained(other)
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        weights = tmp_path / "saved" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:40])
+        with pytest.raises(OSError, match="corrupt"):
+            self.model_class.from_pretrained(tmp_path / "saved")
+
+    def test_clear_errors_on_wrong_or_missing_clip(self, tmp_path):
+        if not self.is_clip_adapted:
+            return
+        import pytest
+
+        from .clip import CLIPBackbone
+
+        model = self.make_model(tmp_path)
+        model.save_pretrained(tmp_path / "saved")
+        wide = CLIPBackbone(tiny_clip_model(projection_dim=24), tiny_clip_tokenizer(), tiny_image_processor())
+        with pytest.raises(ValueError, match="width"):
+            self.model_class.from_pretrained(tmp_path / "saved", backbone=wide)
+        model.config.base_model_name_or_path = str(tmp_path / "gone" / "clip")
+        model.save_pretrained(tmp_path / "orphan")
+        with pytest.raises(OSError, match="base CLIP"):
+            self.model_class.from_pretrained(tmp_path / "orphan")
+
+
+def PIL_image(size: int = 16, seed: int = 0):
+    """One random RGB PIL image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8))

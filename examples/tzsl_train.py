@@ -127,20 +127,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     history = model.fit(data, seed=args.seed, accelerator=accelerator, progress=accelerator.is_main_process)
     train_s = time.perf_counter() - t0
-    scores = model.evaluate(data)
+    model.config.dataset_name, model.config.base_model_name_or_path = dataset_name, args.base_model
+    scores = model.evaluate(data, record_as=dataset_name)  # the results go onto the model card
     accelerator.log({f"test/{k}": v for k, v in scores.items()}, step=model.config.epochs)
     accelerator.print({k: round(v, 2) for k, v in scores.items()})
 
     if accelerator.is_main_process:
-        model.save_pretrained(out / "model")
-        results = [
-            dict(dataset_name=dataset_name, dataset_split="test_unseen", metric_type="accuracy", metric_name="ZSL per-class top-1", metric_value=scores["zsl"]),
-            dict(dataset_name=dataset_name, dataset_split="test", metric_type="accuracy", metric_name="GZSL unseen (u)", metric_value=scores["gzsl_unseen"]),
-            dict(dataset_name=dataset_name, dataset_split="test", metric_type="accuracy", metric_name="GZSL seen (s)", metric_value=scores["gzsl_seen"]),
-            dict(dataset_name=dataset_name, dataset_split="test", metric_type="harmonic_mean", metric_name="GZSL H", metric_value=scores["gzsl_H"]),
-        ]  # fmt: skip
-        card = model.create_model_card(eval_results=results, dataset_name=dataset_name, base_model=args.base_model)
-        card.save(out / "model" / "README.md")
+        # The model folder is output_dir itself, so AutoModel.from_pretrained(output_dir) works.
+        model.save_pretrained(out)
         record = {
             "scores": scores, "train_seconds": train_s, "seconds_per_epoch": train_s / max(1, model.config.epochs),
             "config": model.config.to_dict(), "selection": selection, "history": history, "args": vars(args),

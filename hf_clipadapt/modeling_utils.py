@@ -65,6 +65,8 @@ class AdaptedConfig(PreTrainedConfig):
     """What every model of the package records about its run, for the model card.
 
     Args:
+        base_model_name_or_path: the pretrained model it adapts, or whose features it
+            was trained on (a Hub id, a registered alias such as "testbed", or a folder).
         dataset_name: the data it was fitted or trained on.
         seed: the seed of that run.
         eval_results: measured results, dicts with dataset_name, dataset_split,
@@ -72,7 +74,9 @@ class AdaptedConfig(PreTrainedConfig):
         is_fitted: False until `fit` has run; None for checkpoints that predate the flag.
     """
 
-    def __init__(self, dataset_name=None, seed=None, eval_results=None, is_fitted=None, **kwargs):
+    def __init__(self, base_model_name_or_path=None, dataset_name=None, seed=None, eval_results=None, is_fitted=None,
+                 **kwargs):  # fmt: skip
+        self.base_model_name_or_path = base_model_name_or_path
         self.dataset_name = dataset_name
         self.seed = seed
         self.eval_results = list(eval_results or [])
@@ -83,10 +87,10 @@ class AdaptedConfig(PreTrainedConfig):
 class CLIPAdaptedConfig(AdaptedConfig):
     """A head or prompt fitted around a CLIP, plus the reference to that CLIP.
 
+    `base_model_name_or_path` names the CLIP; `from_pretrained` loads it unless the
+    checkpoint carries the CLIP weights itself.
+
     Args:
-        base_model_name_or_path: Hub id, registered alias ("testbed") or folder of the
-            CLIP checkpoint; `from_pretrained` loads it unless the checkpoint carries
-            the CLIP weights itself.
         embed_dim: width D of CLIP's joint embedding space.
         logit_scale: temperature of the zero-shot logits (`from_clip` takes the CLIP's own).
         templates: prompt templates of the zero-shot text classifier.
@@ -96,7 +100,6 @@ class CLIPAdaptedConfig(AdaptedConfig):
 
     def __init__(
         self,
-        base_model_name_or_path: str | None = None,
         embed_dim: int = 512,
         logit_scale: float = 100.0,
         templates: list[str] | None = None,
@@ -108,7 +111,6 @@ class CLIPAdaptedConfig(AdaptedConfig):
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if save_backbone and backbone_config is None:
             raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
-        self.base_model_name_or_path = base_model_name_or_path
         self.embed_dim = embed_dim
         self.logit_scale = float(logit_scale)
         self.templates = list(templates) if templates is not None else None
@@ -128,6 +130,7 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
     config_class = AdaptedConfig
     card_template = "default.md"
     card_tags: tuple[str, ...] = ()
+    card_pipeline_tag: str | None = "image-classification"
 
     # A fitted head may hold only buffers (GDA without its CLIP): transformers reads
     # dtype and device from the first parameter, so fall back to the buffers.
@@ -154,6 +157,17 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         path = cls._check_checkpoint(pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(path, *args, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+    def saved_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds. Here: everything (every part of the model is trained);
+        `CLIPAdaptedModel` leaves the frozen CLIP out."""
+        return self.state_dict()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Atomic save of config, `saved_state_dict()`, extra files and the model card."""
+        kwargs.setdefault("state_dict", self.saved_state_dict())
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     # ------------------------------------------------------------------ results
     def record_result(self, dataset_name: str, metric_type: str, value: float, *, split: str = "test", **extra) -> None:
@@ -202,6 +216,7 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
             datasets=[c.dataset_name] if c.dataset_name else None,
             eval_results=c.eval_results,
             tags=list(self.card_tags),
+            pipeline_tag=self.card_pipeline_tag,
             **{**self.card_vars(), **kwargs},
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
+from ..modeling_utils import AdaptedConfig
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
@@ -27,7 +27,7 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
-class TZSLConfig(PreTrainedConfig):
+class TZSLConfig(AdaptedConfig):
     r"""Configuration of [`TZSLModel`].
 
     Args:

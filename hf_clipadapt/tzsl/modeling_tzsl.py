@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..hub import ModelCardMixin, build_model_card
+from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from ..metrics import gzsl_scores, per_class_accuracy
 from . import functional as Fz
 from .configuration_tzsl import TZSLConfig
@@ -107,10 +106,15 @@ class TZSLOutput(ModelOutput):
     pseudo_attributes: torch.Tensor | None = None
 
 
-class TZSLPreTrainedModel(PreTrainedModel):
+class TZSLPreTrainedModel(AdaptedPreTrainedModel):
     config_class = TZSLConfig
-    base_model_prefix = "tzsl"
+    # No pretrained base: the feature generator is the core part (transformers strips an empty
+    # prefix from every key, so the attribute must exist and be non-empty).
+    base_model_prefix = "generator"
     main_input_name = "features"
+    card_template = "tzsl.md"
+    card_tags = ("zero-shot-learning", "feature-generation")
+    card_pipeline_tag = None  # it classifies features, not images
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -121,7 +125,7 @@ class TZSLPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
 
 
-class TZSLModel(ModelCardMixin, TZSLPreTrainedModel):
+class TZSLModel(TZSLPreTrainedModel):
     """Feature generator, attribute decoder, two critics and the final classifiers.
 
     `fit(data)` trains everything; `forward(features)` gives logits over all classes
@@ -227,8 +231,15 @@ class TZSLModel(ModelCardMixin, TZSLPreTrainedModel):
         return out
 
     @torch.no_grad()
-    def evaluate(self, data: ZSLData) -> dict:
-        """ZSL accuracy (unseen test, unseen classes only) and GZSL u / s / H, per-class mean top-1 in %."""
+    def evaluate(self, data: ZSLData, *, record_as: str | None = None, split: str = "test") -> dict:
+        """ZSL accuracy (unseen test, unseen classes only) and GZSL u / s / H, per-class mean
+        top-1 in %. `record_as="<dataset name>"` stores them for the model card."""
+        result = self._evaluate(data)
+        if record_as:
+            self.record_results(record_as, result, split=split)
+        return result
+
+    def _evaluate(self, data: ZSLData) -> dict:
         if data.test_unseen_labels.lt(0).any():
             raise ValueError("evaluate needs test-unseen labels; they are -1 (unknown) in this data")
         zsl = per_class_accuracy(self.predict_logits(data.test_unseen_features, "zsl"), data.test_unseen_labels, data.unseen_classes)
@@ -451,22 +462,15 @@ class TZSLModel(ModelCardMixin, TZSLPreTrainedModel):
         return float(loss.item())
 
     # ------------------------------------------------------------------ hub
-    def create_model_card(self, eval_results: list[dict] | None = None, dataset_name: str | None = None, **kwargs):
+    def card_vars(self) -> dict:
         c = self.config
         names = c.class_names or [str(i) for i in range(c.num_classes)]
-        return build_model_card(
-            template="tzsl.md",
-            model_name=kwargs.pop("model_name", f"tzsl-{c.preset or 'custom'}-{c.mode}"),
-            base_model=kwargs.pop("base_model", None),
-            datasets=[dataset_name] if dataset_name else None,
-            eval_results=eval_results,
-            tags=["zero-shot-learning", "feature-generation", c.mode],
-            config=c,
-            seen_names=[names[i] for i in (c.seen_classes or [])],
-            unseen_names=[names[i] for i in (c.unseen_classes or [])],
-            **kwargs,
-        )
+        return dict(config=c, seen_names=[names[i] for i in (c.seen_classes or [])],
+                    unseen_names=[names[i] for i in (c.unseen_classes or [])])  # fmt: skip
+
+    def create_model_card(self, **kwargs):
+        kwargs.setdefault("model_name", f"tzsl-{self.config.preset or 'custom'}-{self.config.mode}")
+        return super().create_model_card(**kwargs)
 
 
-AutoConfig.register("tzsl", TZSLConfig)
-AutoModel.register(TZSLConfig, TZSLModel)
+register_auto(TZSLConfig, TZSLModel, image_classification=False)

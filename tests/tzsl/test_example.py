@@ -22,7 +22,7 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
     # Selection saw only seen classes: its pseudo-unseen classes are seen ones.
     assert set(results["selection"]["pseudo_unseen_classes"]) <= set(tiny_data.seen_classes)
     assert results["config"]["epochs"] == results["selection"]["chosen_epochs"]
-    card = (out / "model" / "README.md").read_text()
-    assert "GZSL H" in card and "c10" in card and "library_name: hf_clipadapt" in card
-    assert (out / "model" / "model.safetensors").exists()
+    card = (out / "README.md").read_text()
+    assert "gzsl_H" in card and "c10" in card and "library_name: hf_clipadapt" in card
+    assert (out / "model.safetensors").exists()
     assert any(json.loads(line).get("test/zsl") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())

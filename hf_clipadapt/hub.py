@@ -64,6 +64,10 @@ def _looks_like_repo_id(name: str) -> bool:
     import os
     import re
 
+    from .checkpoints import resolve_alias
+
+    if resolve_alias(name) != name:  # a registered local checkpoint ("testbed"), not a Hub repo
+        return False
     return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)) and not os.path.isdir(name) and not name.startswith(".")
 
 

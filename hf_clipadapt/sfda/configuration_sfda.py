@@ -1,15 +1,18 @@
-"""Configuration of the two-stage source-free domain adaptation model (METHODS.md §7)."""
+"""Configuration of the two-stage source-free domain adaptation model (the GeoNet 2023
+challenge solution: "Two-stage source-free domain adaptation", ICCV 2023 workshop)."""
 
 from __future__ import annotations
 
 from transformers import AutoConfig, PretrainedConfig
+
+from ..modeling_utils import AdaptedConfig
 
 STRATEGIES = ("universal", "shot", "topk")
 SELECTION = ("last", "im_loss", "labelled_target_validation")
 EMA_INIT = ("copy_at_ema_start", "copy_at_start")
 
 
-class SFDAConfig(PretrainedConfig):
+class SFDAConfig(AdaptedConfig):
     r"""Backbone + bottleneck (Linear → BatchNorm1d) + linear classifier, and the
     hyper-parameters of both training stages.
 
@@ -31,7 +34,7 @@ class SFDAConfig(PretrainedConfig):
         `ema_start` = 40% of training; `ema_teacher_init` "copy_at_ema_start" (default:
         the teacher is copied from the student when the term switches on, then averaged
         per epoch) or "copy_at_start" (copied before training and averaged from epoch 1:
-        a literal reading of METHODS.md, whose teacher is still ~0.95^k the initial model,
+        a literal reading of the recipe, whose teacher is still ~0.95^k the initial model,
         i.e. a random head, when the term starts); SGD lr 1e-2 for the head, `backbone_lr_ratio`
         0.1 for the backbone, momentum 0.9, Nesterov, weight decay 1e-3, schedule
         lr·(1 + `lr_gamma`·p)^−`lr_power`; `source_epochs` 10, `batch_size` 64.

@@ -13,17 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
-    PreTrainedModel,
-)
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from ..hub import ModelCardMixin, build_model_card
+from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from . import functional as SF
 from .configuration_sfda import SFDAConfig
 
@@ -120,9 +115,11 @@ class SFDAHead(nn.Module):
         return self.classifier(features), features
 
 
-class SFDAPreTrainedModel(PreTrainedModel):
+class SFDAPreTrainedModel(AdaptedPreTrainedModel):
     config_class = SFDAConfig
-    base_model_prefix = "sfda"
+    base_model_prefix = "backbone"
+    card_template = "sfda.md"
+    card_tags = ("domain-adaptation", "source-free")
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -138,7 +135,7 @@ class SFDAPreTrainedModel(PreTrainedModel):
             init.zeros_(module.norm.bias)
 
 
-class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
+class SFDAModelForImageClassification(SFDAPreTrainedModel):
     """Backbone + bottleneck + classifier for two-stage source-free adaptation.
 
     `forward(pixel_values)` returns logits and bottleneck features; `predict` adds
@@ -153,6 +150,9 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
             raise ValueError(f"SFDA needs at least 2 source classes, got num_labels={config.num_labels}")
         self.backbone = _build_backbone(config)
         self.head = SFDAHead(_feature_dim(self.backbone, config), config.bottleneck_dim, config.num_labels)
+        # The backbone's image processor, saved beside the weights so that
+        # pipeline("image-classification", model=<folder>) works (None for torch backbones).
+        self.image_processor = None
         self.post_init()
 
     # -- construction -------------------------------------------------------------
@@ -181,8 +181,12 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
             config_kwargs["num_labels"] = num_labels
         else:
             raise ValueError("from_backbone needs num_labels or id2label (the source classes)")
+        processor = None
         if isinstance(backbone, str):
-            backbone = AutoModel.from_pretrained(backbone)
+            from ..checkpoints import check_pretrained_path
+
+            processor = _load_image_processor(backbone)
+            backbone = AutoModel.from_pretrained(check_pretrained_path(backbone))
         if isinstance(backbone, PreTrainedModel):
             config = SFDAConfig(
                 backbone=backbone.config.name_or_path or None,
@@ -195,6 +199,7 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
             # keep the pooling choice of the given backbone (e.g. add_pooling_layer=False)
             if getattr(backbone, "pooler", "missing") is None:
                 model.backbone.pooler = None
+            model.image_processor = processor
             return model
         if isinstance(backbone, nn.Module):
             dim = feature_dim or getattr(backbone, "feature_dim", None)
@@ -236,12 +241,14 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
             )
         return pooled.flatten(1) if pooled.ndim > 2 else pooled
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> SFDAOutput:
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool | None = None,
+                **kwargs) -> SFDAOutput:  # fmt: skip
         logits, features = self.head(self.pooled_features(pixel_values))
         loss = None
         if labels is not None:
             loss = SF.label_smoothing_cross_entropy(logits, labels, self.config.label_smoothing)
-        return SFDAOutput(loss=loss, logits=logits, features=features)
+        out = SFDAOutput(loss=loss, logits=logits, features=features)
+        return out if (return_dict if return_dict is not None else self.config.return_dict) else out.to_tuple()
 
     @property
     def is_universal(self) -> bool:
@@ -277,32 +284,42 @@ class SFDAModelForImageClassification(ModelCardMixin, SFDAPreTrainedModel):
 
     # -- Hub ------------------------------------------------------------------------
 
-    def create_model_card(self, **kwargs):
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.image_processor = _load_image_processor(pretrained_model_name_or_path)
+        return model
+
+    def _save_extra_files(self, directory) -> None:
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(directory)
+
+    def card_base_model(self) -> str | None:
+        base = self.config.backbone
+        return base if base and "/" in base and ":" not in base else None
+
+    def card_vars(self) -> dict:
         c = self.config
-        base = c.backbone or c.torch_backbone
-        return build_model_card(
-            template="sfda.md",
-            model_name=kwargs.pop("model_name", getattr(c, "name_or_path", None) or "sfda-model"),
-            base_model=base if base and "/" in base and ":" not in base else None,
-            datasets=kwargs.pop("datasets", None),
-            eval_results=kwargs.pop("eval_results", getattr(c, "eval_results", None)),
-            tags=["domain-adaptation", "source-free"],
-            backbone_name=base or "custom",
-            strategy=c.strategy,
-            unknown_threshold=c.unknown_threshold,
-            num_labels=c.num_labels,
-            bottleneck_dim=c.bottleneck_dim,
-            model_selection=c.model_selection,
-            **kwargs,
-        )
+        return dict(backbone_name=c.backbone or c.torch_backbone or "custom", strategy=c.strategy,
+                    unknown_threshold=c.unknown_threshold, num_labels=c.num_labels, bottleneck_dim=c.bottleneck_dim,
+                    model_selection=c.model_selection)  # fmt: skip
+
+    def create_model_card(self, **kwargs):
+        kwargs.setdefault("model_name", getattr(self.config, "name_or_path", None) or "sfda-model")
+        return super().create_model_card(**kwargs)
 
 
-def _register() -> None:
-    AutoConfig.register(SFDAConfig.model_type, SFDAConfig, exist_ok=True)
-    AutoModel.register(SFDAConfig, SFDAModelForImageClassification, exist_ok=True)
-    AutoModelForImageClassification.register(SFDAConfig, SFDAModelForImageClassification, exist_ok=True)
+def _load_image_processor(path):
+    from transformers import AutoImageProcessor
+
+    from ..checkpoints import resolve_alias
+
+    try:
+        return AutoImageProcessor.from_pretrained(resolve_alias(path))
+    except (OSError, ValueError):
+        return None
 
 
-_register()
+register_auto(SFDAConfig, SFDAModelForImageClassification)
 
 __all__ = ["SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel", "TorchModuleBackbone"]

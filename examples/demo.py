@@ -50,7 +50,7 @@ from hf_clipadapt.clip import get_templates
 from hf_clipadapt.data import sample_few_shot
 from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
 from hf_clipadapt.gda import GDAForImageClassification, fit_gda, gda_logits
-from hf_clipadapt.gda.offline_features import FewShotFeatures
+from hf_clipadapt.offline.few_shot_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.offline import EfficientNetLite0Features, load_mnist, load_optdigits
 from hf_clipadapt.offline.datasets import FASHION_MNIST_DIR

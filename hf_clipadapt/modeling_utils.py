@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from .auto import register_auto  # noqa: F401  (re-exported: every modelling module calls it)
 from .checkpoints import (
     HUB_KWARGS,
     alias_of,
@@ -38,6 +39,7 @@ from .checkpoints import (
     weights_file,
 )
 from .clip.backbone import CLIPBackbone
+from .configuration_utils import AdaptedConfig, CLIPAdaptedConfig
 from .hub import ModelCardMixin, build_model_card
 
 # One default seed for every `fit`, sampler and example in the package.
@@ -50,74 +52,6 @@ _IGNORED_LOAD_KWARGS = (
     "trust_remote_code", "device_map", "use_safetensors", "weights_only", "output_loading_info", "adapter_kwargs",
     "adapter_name", "low_cpu_mem_usage", "code_revision",
 )  # fmt: skip
-
-
-def register_auto(config_class, model_class, *, image_classification: bool = True) -> None:
-    """Register a model with `AutoConfig`, `AutoModel` and (for image classifiers)
-    `AutoModelForImageClassification`, so they load it after `import hf_clipadapt`."""
-    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-    AutoModel.register(config_class, model_class, exist_ok=True)
-    if image_classification:
-        AutoModelForImageClassification.register(config_class, model_class, exist_ok=True)
-
-
-class AdaptedConfig(PreTrainedConfig):
-    """What every model of the package records about its run, for the model card.
-
-    Args:
-        base_model_name_or_path: the pretrained model it adapts, or whose features it
-            was trained on (a Hub id, a registered alias such as "testbed", or a folder).
-        dataset_name: the data it was fitted or trained on.
-        seed: the seed of that run.
-        eval_results: measured results, dicts with dataset_name, dataset_split,
-            metric_type and metric_value (written by `record_result`).
-        is_fitted: False until `fit` has run; None for checkpoints that predate the flag.
-    """
-
-    def __init__(self, base_model_name_or_path=None, dataset_name=None, seed=None, eval_results=None, is_fitted=None,
-                 **kwargs):  # fmt: skip
-        self.base_model_name_or_path = base_model_name_or_path
-        self.dataset_name = dataset_name
-        self.seed = seed
-        self.eval_results = list(eval_results or [])
-        self.is_fitted = is_fitted
-        super().__init__(**kwargs)
-
-
-class CLIPAdaptedConfig(AdaptedConfig):
-    """A head or prompt fitted around a CLIP, plus the reference to that CLIP.
-
-    `base_model_name_or_path` names the CLIP; `from_pretrained` loads it unless the
-    checkpoint carries the CLIP weights itself.
-
-    Args:
-        embed_dim: width D of CLIP's joint embedding space.
-        logit_scale: temperature of the zero-shot logits (`from_clip` takes the CLIP's own).
-        templates: prompt templates of the zero-shot text classifier.
-        save_backbone / backbone_config: the checkpoint holds the CLIP weights too
-            (`save_pretrained(..., include_backbone=True)`), described by this config dict.
-    """
-
-    def __init__(
-        self,
-        embed_dim: int = 512,
-        logit_scale: float = 100.0,
-        templates: list[str] | None = None,
-        save_backbone: bool = False,
-        backbone_config: dict | None = None,
-        **kwargs,
-    ):
-        if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        if save_backbone and backbone_config is None:
-            raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
-        self.embed_dim = embed_dim
-        self.logit_scale = float(logit_scale)
-        self.templates = list(templates) if templates is not None else None
-        self.save_backbone = save_backbone
-        self.backbone_config = backbone_config
-        kwargs.setdefault("problem_type", "single_label_classification")
-        super().__init__(**kwargs)
 
 
 class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):

@@ -30,7 +30,7 @@ import torch
 
 from hf_clipadapt.gda import GDADegenerateCovarianceWarning, fit_gda, gda_logits
 from hf_clipadapt.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
-from hf_clipadapt.gda.offline_features import FewShotFeatures
+from hf_clipadapt.offline.few_shot_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.offline import load_fashion_mnist, load_mnist
 

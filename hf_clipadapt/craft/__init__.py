@@ -5,6 +5,10 @@ exposes any CLIP as a query-only API (scores out, no weights, no gradients, a qu
 budget). The prompt search, the refinement module and `CraFTModel` come next.
 """
 
-from .blackbox import BlackBoxCLIP, QueryBudgetExceeded
+from .._lazy import exports_of, lazy_exports
 
-__all__ = ["BlackBoxCLIP", "QueryBudgetExceeded"]
+_EXPORTS = {
+    **exports_of(".blackbox", "BlackBoxCLIP", "QueryBudgetExceeded"),
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

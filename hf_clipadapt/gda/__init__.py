@@ -1,29 +1,13 @@
 """GDA: training-free CLIP adaptation with Gaussian discriminant analysis (ICLR 2024)."""
 
-from .configuration_gda import GDAConfig
-from .functional import (
-    ALPHAS,
-    GDADegenerateCovarianceWarning,
-    GDAStatistics,
-    ensemble_logits,
-    fit_gda,
-    fit_gda_em,
-    gda_logits,
-    new_class_classifier,
-    select_alpha,
-)
-from .modeling_gda import GDAForImageClassification
+from .._lazy import exports_of, lazy_exports
 
-__all__ = [
-    "GDAConfig",
-    "GDAForImageClassification",
-    "ALPHAS",
-    "GDADegenerateCovarianceWarning",
-    "GDAStatistics",
-    "ensemble_logits",
-    "fit_gda",
-    "fit_gda_em",
-    "gda_logits",
-    "new_class_classifier",
-    "select_alpha",
-]
+_EXPORTS = {
+    **exports_of(".configuration_gda", "GDAConfig"),
+    **exports_of(".modeling_gda", "GDAForImageClassification"),
+    **exports_of(".functional", "ALPHAS", "GDADegenerateCovarianceWarning", "GDAStatistics", "ensemble_logits",
+                 "fit_gda", "fit_gda_em", "gda_logits", "new_class_classifier", "select_alpha"),
+    "functional": ".functional",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..modeling_utils import CLIPAdaptedConfig
+from ..configuration_utils import CLIPAdaptedConfig
 from .functional import ALPHAS
 
 

@@ -1,29 +1,20 @@
-"""Two-stage source-free domain adaptation (the GeoNet 2023 winning recipe, METHODS.md §7).
+"""Two-stage source-free domain adaptation (the GeoNet 2023 winning recipe: Swin backbone, class-balanced source training, pseudo-label target adaptation; ICCV 2023 workshop).
 
 Stage 1 trains backbone + bottleneck + classifier on labelled source data; stage 2
 adapts backbone + bottleneck to unlabelled target data with the classifier frozen
 (strategies "universal", "shot", "topk"). Importing registers the Auto classes.
 """
 
-from . import functional
-from .configuration_sfda import SFDAConfig
-from .data import load_domain, load_image_list
-from .modeling_sfda import SFDAModelForImageClassification, SFDAOutput, SFDAPreTrainedModel, TorchModuleBackbone
-from .sampler import ClassBalancedSampler, ShardedRandomSampler
-from .training import evaluate, fit, predict_logits
+from .._lazy import exports_of, lazy_exports
 
-__all__ = [
-    "ClassBalancedSampler",
-    "SFDAConfig",
-    "SFDAModelForImageClassification",
-    "SFDAOutput",
-    "SFDAPreTrainedModel",
-    "ShardedRandomSampler",
-    "TorchModuleBackbone",
-    "evaluate",
-    "fit",
-    "functional",
-    "load_domain",
-    "load_image_list",
-    "predict_logits",
-]
+_EXPORTS = {
+    **exports_of(".configuration_sfda", "SFDAConfig"),
+    **exports_of(".data", "load_domain", "load_image_list"),
+    **exports_of(".modeling_sfda", "SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel",
+                 "TorchModuleBackbone"),
+    **exports_of(".sampler", "ClassBalancedSampler", "ShardedRandomSampler"),
+    **exports_of(".training", "evaluate", "fit", "predict_logits"),
+    "functional": ".functional",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

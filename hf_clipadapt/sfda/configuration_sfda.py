@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PretrainedConfig
 
-from ..modeling_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig
 
 STRATEGIES = ("universal", "shot", "topk")
 SELECTION = ("last", "im_loss", "labelled_target_validation")

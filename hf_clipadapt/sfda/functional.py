@@ -1,4 +1,4 @@
-"""Pure-tensor core of the two-stage source-free DA recipe (METHODS.md §7).
+"""Pure-tensor core of the two-stage source-free DA recipe (GeoNet 2023 challenge solution, ICCV 2023 workshop).
 
 Everything here is a function of tensors: no models, no data loaders, no
 Accelerate. The HF classes and the training loop in `training.py` only call these.

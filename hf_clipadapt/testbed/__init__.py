@@ -40,20 +40,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .suites import SUITES, UNKNOWN_LABEL, base_combinations, combination_name, load_suite
-from .world import (
-    ALL_OBJECTS,
-    BACKGROUNDS,
-    COLOUR_NAMES,
-    KNOWN_OBJECTS,
-    POSITIONS,
-    SIZE_NAMES,
-    TESTBED_TEMPLATES,
-    UNKNOWN_OBJECTS,
-    SceneWorld,
-    held_out_combinations,
-    seen_combinations,
-)
+from .._lazy import exports_of, lazy_exports
+from .world import TESTBED_TEMPLATES
+
+_EXPORTS = {
+    **exports_of(".suites", "SUITES", "UNKNOWN_LABEL", "base_combinations", "combination_name", "load_suite"),
+    **exports_of(".world", "ALL_OBJECTS", "BACKGROUNDS", "COLOUR_NAMES", "KNOWN_OBJECTS", "POSITIONS", "SIZE_NAMES",
+                 "UNKNOWN_OBJECTS", "SceneWorld", "held_out_combinations", "seen_combinations"),
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 _CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
 
@@ -79,6 +74,8 @@ def resolve_model_name(name: str) -> str:
 
 
 def _load_suite_spec(name: str, seed: int):
+    from .suites import SUITES, load_suite
+
     if name not in SUITES:
         raise ValueError(f"unknown testbed suite {name!r}; use one of {['testbed:' + s for s in SUITES]}")
     return load_suite(name, seed=seed)
@@ -110,24 +107,4 @@ def load_testbed_clip(*, freeze: bool = True, **kwargs):
     return CLIPBackbone.from_pretrained(testbed_checkpoint_path(), freeze=freeze, **kwargs)
 
 
-__all__ = [
-    "ALL_OBJECTS",
-    "BACKGROUNDS",
-    "COLOUR_NAMES",
-    "KNOWN_OBJECTS",
-    "POSITIONS",
-    "SIZE_NAMES",
-    "SUITES",
-    "SceneWorld",
-    "TESTBED_TEMPLATES",
-    "UNKNOWN_LABEL",
-    "UNKNOWN_OBJECTS",
-    "base_combinations",
-    "combination_name",
-    "held_out_combinations",
-    "load_suite",
-    "load_testbed_clip",
-    "resolve_model_name",
-    "seen_combinations",
-    "testbed_checkpoint_path",
-]
+__all__ = sorted(_EXPORTS) + ["TESTBED_TEMPLATES", "load_testbed_clip", "resolve_model_name", "testbed_checkpoint_path"]

@@ -23,20 +23,13 @@ label-free estimate, `unseen_prior="pseudo"`), and `pseudo_unseen_split` carves 
 validation split from seen classes for any model selection.
 """
 
-from . import functional
-from .configuration_tzsl import PRESETS, TZSLConfig
-from .data import ZSLData, load_features_file, load_xlsa17, pseudo_unseen_split, save_features_file
-from .modeling_tzsl import TZSLModel, TZSLOutput
+from .._lazy import exports_of, lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "TZSLConfig",
-    "TZSLModel",
-    "TZSLOutput",
-    "ZSLData",
-    "functional",
-    "load_features_file",
-    "load_xlsa17",
-    "pseudo_unseen_split",
-    "save_features_file",
-]
+_EXPORTS = {
+    **exports_of(".configuration_tzsl", "PRESETS", "TZSLConfig"),
+    **exports_of(".data", "ZSLData", "load_features_file", "load_xlsa17", "pseudo_unseen_split", "save_features_file"),
+    **exports_of(".modeling_tzsl", "TZSLModel", "TZSLOutput"),
+    "functional": ".functional",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..modeling_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).

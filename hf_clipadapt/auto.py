@@ -1,0 +1,60 @@
+"""Registration with the transformers Auto classes.
+
+`import hf_clipadapt` registers every config class with `AutoConfig` and, for
+each model class, a placeholder with `AutoModel` (and `AutoModelForImageClassification`
+for image classifiers) that imports the real class on first use. Importing the
+real modelling module re-registers the real class over its placeholder. So
+`AutoModel.from_pretrained(folder)` works right after `import hf_clipadapt`,
+without the import cost of every method's modelling code.
+
+A new method adds one line to `MODELS` and calls `register_auto` at the end of
+its modelling module.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+# model_type: ("module:ConfigClass", "module:ModelClass", registered for image classification)
+MODELS: dict[str, tuple[str, str, bool]] = {
+    "gda": ("hf_clipadapt.gda.configuration_gda:GDAConfig", "hf_clipadapt.gda.modeling_gda:GDAForImageClassification", True),
+    "tzsl": ("hf_clipadapt.tzsl.configuration_tzsl:TZSLConfig", "hf_clipadapt.tzsl.modeling_tzsl:TZSLModel", False),
+    "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
+             "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
+}  # fmt: skip
+
+
+def register_auto(config_class, model_class, *, image_classification: bool = True) -> None:
+    """Register a model with `AutoConfig`, `AutoModel` and (for image classifiers)
+    `AutoModelForImageClassification`, replacing any earlier registration."""
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    if image_classification:
+        AutoModelForImageClassification.register(config_class, model_class, exist_ok=True)
+
+
+def _import(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _placeholder(config_class, path: str) -> type:
+    """A stand-in model class that imports `path` and delegates to it when an Auto
+    class first constructs or loads a model."""
+    module, _, name = path.partition(":")
+
+    def delegate(method: str):
+        return classmethod(lambda cls, *args, **kwargs: getattr(_import(path), method)(*args, **kwargs))
+
+    attrs = {"config_class": config_class, "__module__": module, "__doc__": f"Placeholder for {path} until first use."}
+    attrs.update({m: delegate(m) for m in ("from_pretrained", "from_config", "_from_config")})
+    return type(name, (), attrs)
+
+
+def register_all() -> None:
+    """Register every model of the package (configs now, model classes on first use)."""
+    for config_path, model_path, image_classification in MODELS.values():
+        config_class = _import(config_path)
+        register_auto(config_class, _placeholder(config_class, model_path), image_classification=image_classification)

@@ -1,0 +1,69 @@
+"""Configuration bases every model config of hf_clipadapt derives from.
+
+Kept apart from `modeling_utils` (and free of heavy imports) so that `import
+hf_clipadapt` can register every config with `AutoConfig` without loading any
+model code.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+
+class AdaptedConfig(PreTrainedConfig):
+    """What every model of the package records about its run, for the model card.
+
+    Args:
+        base_model_name_or_path: the pretrained model it adapts, or whose features it
+            was trained on (a Hub id, a registered alias such as "testbed", or a folder).
+        dataset_name: the data it was fitted or trained on.
+        seed: the seed of that run.
+        eval_results: measured results, dicts with dataset_name, dataset_split,
+            metric_type and metric_value (written by `record_result`).
+        is_fitted: False until `fit` has run; None for checkpoints that predate the flag.
+    """
+
+    def __init__(self, base_model_name_or_path=None, dataset_name=None, seed=None, eval_results=None, is_fitted=None,
+                 **kwargs):  # fmt: skip
+        self.base_model_name_or_path = base_model_name_or_path
+        self.dataset_name = dataset_name
+        self.seed = seed
+        self.eval_results = list(eval_results or [])
+        self.is_fitted = is_fitted
+        super().__init__(**kwargs)
+
+
+class CLIPAdaptedConfig(AdaptedConfig):
+    """A head or prompt fitted around a CLIP, plus the reference to that CLIP.
+
+    `base_model_name_or_path` names the CLIP; `from_pretrained` loads it unless the
+    checkpoint carries the CLIP weights itself.
+
+    Args:
+        embed_dim: width D of CLIP's joint embedding space.
+        logit_scale: temperature of the zero-shot logits (`from_clip` takes the CLIP's own).
+        templates: prompt templates of the zero-shot text classifier.
+        save_backbone / backbone_config: the checkpoint holds the CLIP weights too
+            (`save_pretrained(..., include_backbone=True)`), described by this config dict.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 512,
+        logit_scale: float = 100.0,
+        templates: list[str] | None = None,
+        save_backbone: bool = False,
+        backbone_config: dict | None = None,
+        **kwargs,
+    ):
+        if not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        if save_backbone and backbone_config is None:
+            raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
+        self.embed_dim = embed_dim
+        self.logit_scale = float(logit_scale)
+        self.templates = list(templates) if templates is not None else None
+        self.save_backbone = save_backbone
+        self.backbone_config = backbone_config
+        kwargs.setdefault("problem_type", "single_label_classification")
+        super().__init__(**kwargs)

@@ -344,6 +344,20 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
         check_class_names(dataset, label_column, [self.config.id2label[i] for i in range(self.config.num_labels)])
 
+    def adopt_dataset_labels(self, dataset, label_column: str) -> None:
+        """A model built from `num_labels` alone (generic LABEL_i names, no text classifier)
+        takes its label names from the data's `ClassLabel`; otherwise the data's classes
+        must be the model's."""
+        from datasets import ClassLabel
+
+        feature = getattr(dataset, "features", {}).get(label_column) if hasattr(dataset, "features") else None
+        ours = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
+        if isinstance(feature, ClassLabel) and generic and feature.num_classes == len(ours):
+            self.config.id2label = dict(enumerate(feature.names))
+            self.config.label2id = {n: i for i, n in enumerate(feature.names)}
+        self.check_dataset_labels(dataset, label_column)
+
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Logits for precomputed image features, in chunks, on the CPU."""

@@ -1,8 +1,8 @@
 """Data utilities: few-shot splits and augmentation views."""
 
 from .augment import AugmentedViews, random_resized_crop, random_resized_crop_box
-from .few_shot import class_names, sample_few_shot
+from .few_shot import class_names, sample_few_shot, train_validation_split
 from .loading import dataset_display_name, load_image_dataset, register_dataset_source
 
-__all__ = ["AugmentedViews", "random_resized_crop", "random_resized_crop_box", "class_names", "sample_few_shot",
+__all__ = ["AugmentedViews", "random_resized_crop", "random_resized_crop_box", "class_names", "sample_few_shot", "train_validation_split",
            "dataset_display_name", "load_image_dataset", "register_dataset_source"]

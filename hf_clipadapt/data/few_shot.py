@@ -123,3 +123,27 @@ def sample_few_shot(
     train_idx = np.sort(np.concatenate(train))
     val_idx = np.sort(np.concatenate(val)) if val_shots else np.array([], dtype=np.int64)
     return DatasetDict(train=dataset.select(train_idx.tolist()), validation=dataset.select(val_idx.tolist()))
+
+
+def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = 0,
+                           label_column: str = "label"):  # fmt: skip
+    """The (train, validation) pair every `fit` starts from.
+
+    `train` is a `datasets.Dataset` (with `shots=K`, the CoOp K-shot train and
+    validation splits are drawn from it), a `DatasetDict` with "train" and optionally
+    "validation" (what `sample_few_shot` returns), or anything else (a DataLoader),
+    returned as it is. An explicit `validation` wins over one found in a DatasetDict.
+    """
+    from datasets import Dataset, DatasetDict
+
+    if shots is not None:
+        if not isinstance(train, Dataset):
+            raise TypeError("shots= samples a few-shot split from a datasets.Dataset; got " + type(train).__name__)
+        train = sample_few_shot(train, shots=shots, seed=seed, label_column=label_column)
+    if isinstance(train, DatasetDict):
+        if "train" not in train:
+            raise ValueError(f"a DatasetDict passed to fit needs a 'train' split, got {list(train)}")
+        if validation is None and "validation" in train and len(train["validation"]) > 0:
+            validation = train["validation"]
+        train = train["train"]
+    return train, validation

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as init
 
+from ..data.few_shot import train_validation_split
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
 from .configuration_gda import GDAConfig
 from .functional import GDAStatistics, ensemble_logits, select_alpha
@@ -114,7 +115,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
         """
         self.require_backbone("fitting")
         views = self.config.views if views is None else views
-        train, validation = _split_train(train, validation, shots, seed, label_column)
+        train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
         stats = GDAStatistics(self.config.num_labels, self.config.embed_dim, device=self.weight.device)
         common = dict(batch_size=batch_size, accelerator=accelerator, cache_dir=cache_dir,
                       image_column=image_column, label_column=label_column)  # fmt: skip
@@ -123,10 +124,10 @@ class GDAForImageClassification(CLIPAdaptedModel):
             val_feats = self._loader_features(validation, accelerator) if validation is not None else None
         else:
             num_images, val_feats = len(train), None
-            self._adopt_dataset_labels(train, label_column)
+            self.adopt_dataset_labels(train, label_column)
             stats.update(*self.encode_dataset(train, self._views(seed), views=views, split="train", **common))
             if validation is not None:
-                self._adopt_dataset_labels(validation, label_column)
+                self.adopt_dataset_labels(validation, label_column)
                 val_feats = self.encode_dataset(validation, split="validation", **common)
         weight, bias = stats.solve()
         self.weight.copy_(weight)
@@ -159,19 +160,6 @@ class GDAForImageClassification(CLIPAdaptedModel):
         alpha, scores = select_alpha(x, val_feats[1], self.text_weights, self.weight, self.bias, alphas, self.config.logit_scale)
         self.config.alpha = alpha
         self.config.alpha_scores = {str(a): s for a, s in scores.items()}
-
-    def _adopt_dataset_labels(self, dataset, label_column: str) -> None:
-        """A GDA-only head built from `num_labels` takes its label names from the data;
-        otherwise the data's classes must be the model's."""
-        from datasets import ClassLabel
-
-        feature = getattr(dataset, "features", {}).get(label_column) if hasattr(dataset, "features") else None
-        ours = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
-        if isinstance(feature, ClassLabel) and generic and feature.num_classes == len(ours) and not self.config.use_text_classifier:
-            self.config.id2label = dict(enumerate(feature.names))
-            self.config.label2id = {n: i for i, n in enumerate(feature.names)}
-        self.check_dataset_labels(dataset, label_column)
 
     def _accumulate_loader(self, stats, loader, views, accelerator) -> int:
         seen = 0
@@ -264,25 +252,6 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _split_train(train, validation, shots, seed, label_column):
-    """(train, validation) from a Dataset (+ shots), a DatasetDict, or DataLoaders."""
-    from datasets import Dataset, DatasetDict
-
-    from ..data import sample_few_shot
-
-    if shots is not None:
-        if not isinstance(train, Dataset):
-            raise TypeError("shots= samples a few-shot split from a datasets.Dataset; got " + type(train).__name__)
-        train = sample_few_shot(train, shots=shots, seed=seed, label_column=label_column)
-    if isinstance(train, DatasetDict):
-        if "train" not in train:
-            raise ValueError(f"a DatasetDict passed to fit needs a 'train' split, got {list(train)}")
-        if validation is None and "validation" in train and len(train["validation"]) > 0:
-            validation = train["validation"]
-        train = train["train"]
-    return train, validation
 
 
 def _unpack(batch):

@@ -21,6 +21,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 MODELS: dict[str, tuple[str, str, bool]] = {
     "gda": ("hf_clipadapt.gda.configuration_gda:GDAConfig", "hf_clipadapt.gda.modeling_gda:GDAForImageClassification", True),
     "tzsl": ("hf_clipadapt.tzsl.configuration_tzsl:TZSLConfig", "hf_clipadapt.tzsl.modeling_tzsl:TZSLModel", False),
+    "tip_adapter": ("hf_clipadapt.tip_adapter.configuration_tip_adapter:TipAdapterConfig",
+                    "hf_clipadapt.tip_adapter.modeling_tip_adapter:TipAdapterForImageClassification", True),
     "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
              "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
 }  # fmt: skip

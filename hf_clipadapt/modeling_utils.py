@@ -340,6 +340,14 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
             desc=desc or f"{self.config.model_type} {split}",
         )  # fmt: skip
 
+    def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool = True):
+        """The paper-style training views (random resized crop of area `scale`, optional
+        flip) at the CLIP's input size, seeded per (image, view)."""
+        from .data import AugmentedViews
+
+        backbone = self.require_backbone("augmenting images")
+        return AugmentedViews(backbone.preprocess, size=backbone.crop_size, scale=tuple(scale), flip=flip, seed=seed)
+
     def check_dataset_labels(self, dataset, label_column: str = "label") -> None:
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
         check_class_names(dataset, label_column, [self.config.id2label[i] for i in range(self.config.num_labels)])

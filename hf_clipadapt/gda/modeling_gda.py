@@ -125,7 +125,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
         else:
             num_images, val_feats = len(train), None
             self.adopt_dataset_labels(train, label_column)
-            stats.update(*self.encode_dataset(train, self._views(seed), views=views, split="train", **common))
+            stats.update(*self.encode_dataset(train, self.augmented_views(seed, self.config.view_scale, self.config.view_flip), views=views, split="train", **common))
             if validation is not None:
                 self.adopt_dataset_labels(validation, label_column)
                 val_feats = self.encode_dataset(validation, split="validation", **common)
@@ -138,13 +138,6 @@ class GDAForImageClassification(CLIPAdaptedModel):
         c.shots = shots if shots is not None else c.shots
         c.dataset_name = dataset_name or c.dataset_name or _dataset_name(train)
         return self
-
-    def _views(self, seed: int):
-        from ..data import AugmentedViews
-
-        backbone = self.backbone
-        return AugmentedViews(backbone.preprocess, size=backbone.crop_size, scale=tuple(self.config.view_scale),
-                              flip=self.config.view_flip, seed=seed)  # fmt: skip
 
     def _select_alpha(self, val_feats, alphas) -> None:
         if not self.config.use_text_classifier:

@@ -1,0 +1,91 @@
+"""Tip-Adapter's cache model (Zhang et al., "Tip-Adapter: Training-free Adaption of
+CLIP for Few-shot Classification", ECCV 2022), as functions of tensors.
+
+The cache holds the few-shot training features F [N, D] as keys and their one-hot
+labels L [N, K] as values. For an L2-normalised image feature x,
+
+    logits = logit_scale·x·Tᵀ + α·exp(−β·(1 − x·Fᵀ))·L
+
+where T [K, D] is CLIP's zero-shot text classifier. α weighs the cache against
+zero-shot CLIP and β sharpens the affinities; both are chosen by grid search on
+the few-shot validation split. Tip-Adapter-F makes F learnable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import accuracy
+
+TIP_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
+TIP_ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def cache_logits(features: torch.Tensor, cache_keys: torch.Tensor, cache_labels: torch.Tensor, num_classes: int,
+                 beta: float) -> torch.Tensor:  # fmt: skip
+    """exp(−β(1 − x·Fᵀ))·L: [B, K] votes of the cache entries, weighted by affinity."""
+    affinity = features @ cache_keys.T
+    values = F.one_hot(cache_labels, num_classes).to(affinity.dtype)
+    return torch.exp(-beta * (1.0 - affinity)) @ values
+
+
+def tip_adapter_logits(
+    features: torch.Tensor,
+    cache_keys: torch.Tensor,
+    cache_labels: torch.Tensor,
+    num_classes: int,
+    beta: float,
+    alpha: float = 1.0,
+    zero_shot_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Tip-Adapter logits: α·cache, plus the zero-shot logits when given."""
+    cache = alpha * cache_logits(features, cache_keys, cache_labels, num_classes, beta)
+    return cache if zero_shot_logits is None else zero_shot_logits + cache
+
+
+def select_tip_params(
+    val_features, val_labels, cache_keys, cache_labels, num_classes, zero_shot_logits=None,
+    betas: Sequence[float] = TIP_BETAS, alphas: Sequence[float] = TIP_ALPHAS,
+) -> tuple[float, float]:  # fmt: skip
+    """(α, β) with the best validation accuracy, Tip-Adapter's grid search.
+
+    With `zero_shot_logits` (the validation images' zero-shot logits) the full
+    Tip-Adapter is scored; without them α only scales the cache logits, which
+    cannot change a prediction, so α = 1. Ties go to the smaller β, then smaller α.
+    """
+    return select_tip_params_with_scores(val_features, val_labels, cache_keys, cache_labels, num_classes,
+                                         zero_shot_logits, betas, alphas)[0]  # fmt: skip
+
+
+def select_tip_params_with_scores(val_features, val_labels, cache_keys, cache_labels, num_classes,
+                                  zero_shot_logits=None, betas=TIP_BETAS, alphas=TIP_ALPHAS):  # fmt: skip
+    """`select_tip_params` plus the validation accuracy of every (α, β) tried."""
+    alphas = sorted(alphas) if zero_shot_logits is not None else [1.0]
+    best, best_acc, scores = (1.0, float(sorted(betas)[0])), -1.0, {}
+    for b in sorted(betas):
+        cache = cache_logits(val_features, cache_keys, cache_labels, num_classes, b)
+        for a in alphas:
+            logits = a * cache if zero_shot_logits is None else zero_shot_logits + a * cache
+            acc = accuracy(logits, val_labels)
+            scores[(float(a), float(b))] = acc
+            if acc > best_acc:  # strict: keeps the first (smallest) on ties
+                best, best_acc = (float(a), float(b)), acc
+    return best, scores
+
+
+def select_tip_beta(
+    val_features, val_labels, cache_keys, cache_labels, num_classes, betas: Sequence[float] = TIP_BETAS
+) -> float:
+    """β with the best validation accuracy (the smaller one on ties), cache logits alone."""
+    return select_tip_params(val_features, val_labels, cache_keys, cache_labels, num_classes, betas=betas)[1]
+
+
+def mean_view_keys(features: torch.Tensor, views: int) -> torch.Tensor:
+    """Cache keys from `views` augmented encodings of N images, stacked view-major
+    ([views·N, D], as `extract_features` returns them): the normalised mean per image."""
+    if features.shape[0] % views:
+        raise ValueError(f"{features.shape[0]} feature rows are not a whole number of {views} views")
+    return F.normalize(features.view(views, -1, features.shape[-1]).mean(0), dim=-1)

@@ -1,0 +1,76 @@
+"""Tip-Adapter: the closed form, the grid search, and the shared model battery."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_clipadapt.clip import CLIPBackbone
+from hf_clipadapt.data import class_names, sample_few_shot
+from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, PIL_image, save_tiny_clip, tiny_image_dataset
+from hf_clipadapt.tip_adapter import TipAdapterForImageClassification, mean_view_keys, tip_adapter_logits
+
+NAMES = ["red", "green", "blue"]
+
+
+def fitted(tmp_path, **kw):
+    backbone = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))
+    data = tiny_image_dataset(num_classes=3, per_class=6, class_names=NAMES)
+    model = TipAdapterForImageClassification.from_clip(backbone, class_names(data), **kw)
+    return model.fit(data, shots=2, views=2, seed=1, dataset_name="tiny-colours"), data
+
+
+def test_logits_equal_the_closed_form_in_float64():
+    """logit_scale·x·Tᵀ + α·exp(−β(1 − x·Fᵀ))·L, written out element by element."""
+    g = torch.Generator().manual_seed(0)
+    x, keys, text = (F.normalize(torch.randn(n, 8, generator=g, dtype=torch.float64), dim=-1) for n in (5, 6, 3))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    alpha, beta, scale = 2.0, 3.0, 20.0
+    expected = torch.zeros(5, 3, dtype=torch.float64)
+    for i in range(5):
+        for k in range(3):
+            votes = sum(torch.exp(-beta * (1 - x[i] @ keys[n])) for n in range(6) if labels[n] == k)
+            expected[i, k] = scale * x[i] @ text[k] + alpha * votes
+    got = tip_adapter_logits(x, keys, labels, 3, beta, alpha, zero_shot_logits=scale * x @ text.T)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_keys_are_normalised_means_of_the_views():
+    feats = torch.arange(12, dtype=torch.float64).view(6, 2)  # 2 views x 3 images, view-major
+    keys = mean_view_keys(feats, views=2)
+    torch.testing.assert_close(keys, F.normalize((feats[:3] + feats[3:]) / 2, dim=-1))
+    with pytest.raises(ValueError, match="whole number"):
+        mean_view_keys(feats[:5], views=2)
+
+
+def test_fit_builds_the_cache_and_picks_params_on_validation(tmp_path):
+    model, data = fitted(tmp_path)
+    split = sample_few_shot(data, shots=2, seed=1)
+    assert model.config.cache_size == len(split["train"]) == 6
+    assert model.cache_labels.tolist() == list(split["train"]["label"])
+    torch.testing.assert_close(model.cache_keys.norm(dim=-1), torch.ones(6), rtol=0, atol=1e-5)
+    assert (model.config.alpha, model.config.beta) in {tuple(map(float, k.split(","))) for k in model.config.param_scores}
+    assert not model.cache_keys.requires_grad, "training-free: the keys are buffers"
+    x = model.backbone.encode_images(model.backbone.preprocess([PIL_image(seed=3)]))
+    c = model.config
+    expected = tip_adapter_logits(x, model.cache_keys, model.cache_labels, 3, c.beta, c.alpha, c.logit_scale * x @ model.text_weights.T)
+    torch.testing.assert_close(model(image_features=x).logits, expected, rtol=1e-5, atol=1e-4 * expected.abs().max().item())
+
+
+def test_unfitted_model_is_zero_shot_and_warns(tmp_path):
+    backbone = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "clip"))
+    model = TipAdapterForImageClassification.from_clip(backbone, NAMES)
+    x = F.normalize(torch.randn(2, backbone.embed_dim), dim=-1)
+    with pytest.warns(UserWarning, match="not been fitted"):
+        logits = model(image_features=x).logits
+    torch.testing.assert_close(logits, model.config.logit_scale * x @ model.text_weights.T)
+
+
+class TestTipAdapterContract(AdaptedModelTesterMixin):
+    model_class = TipAdapterForImageClassification
+    max_saved_bytes = 4_000
+
+    def make_model(self, tmp_path):
+        return fitted(tmp_path)[0]
+
+    def make_inputs(self, model):
+        return {"pixel_values": model.backbone.preprocess([PIL_image(seed=s) for s in range(4)])}

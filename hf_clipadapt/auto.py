@@ -23,6 +23,10 @@ MODELS: dict[str, tuple[str, str, bool]] = {
     "tzsl": ("hf_clipadapt.tzsl.configuration_tzsl:TZSLConfig", "hf_clipadapt.tzsl.modeling_tzsl:TZSLModel", False),
     "tip_adapter": ("hf_clipadapt.tip_adapter.configuration_tip_adapter:TipAdapterConfig",
                     "hf_clipadapt.tip_adapter.modeling_tip_adapter:TipAdapterForImageClassification", True),
+    "coop": ("hf_clipadapt.coop.configuration_coop:CoOpConfig", "hf_clipadapt.coop.modeling_coop:CoOpForImageClassification",
+             True),
+    "clip_adapter": ("hf_clipadapt.clip_adapter.configuration_clip_adapter:CLIPAdapterConfig",
+                     "hf_clipadapt.clip_adapter.modeling_clip_adapter:CLIPAdapterForImageClassification", True),
     "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
              "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
 }  # fmt: skip

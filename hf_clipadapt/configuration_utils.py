@@ -45,6 +45,10 @@ class CLIPAdaptedConfig(AdaptedConfig):
         templates: prompt templates of the zero-shot text classifier.
         save_backbone / backbone_config: the checkpoint holds the CLIP weights too
             (`save_pretrained(..., include_backbone=True)`), described by this config dict.
+        views / view_scale / view_flip: augmented encodings per training image that `fit`
+            uses (random resized crop of area `view_scale`, horizontal flip if `view_flip`).
+            Turn the flip off where a mirror image is another class (digits).
+        shots / num_train_images: what `fit` saw, for the model card.
     """
 
     def __init__(
@@ -54,12 +58,24 @@ class CLIPAdaptedConfig(AdaptedConfig):
         templates: list[str] | None = None,
         save_backbone: bool = False,
         backbone_config: dict | None = None,
+        views: int = 1,
+        view_scale: tuple[float, float] | list[float] = (0.5, 1.0),
+        view_flip: bool = True,
+        shots: int | None = None,
+        num_train_images: int | None = None,
         **kwargs,
     ):
         if not isinstance(embed_dim, int) or embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if save_backbone and backbone_config is None:
             raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        view_scale = [float(v) for v in view_scale]
+        if len(view_scale) != 2 or not 0 < view_scale[0] <= view_scale[1] <= 1:
+            raise ValueError(f"view_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {view_scale}")
+        self.views, self.view_scale, self.view_flip = views, view_scale, bool(view_flip)
+        self.shots, self.num_train_images = shots, num_train_images
         self.embed_dim = embed_dim
         self.logit_scale = float(logit_scale)
         self.templates = list(templates) if templates is not None else None

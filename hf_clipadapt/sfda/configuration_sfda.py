@@ -3,7 +3,7 @@ challenge solution: "Two-stage source-free domain adaptation", ICCV 2023 worksho
 
 from __future__ import annotations
 
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 from ..configuration_utils import AdaptedConfig
 
@@ -19,7 +19,7 @@ class SFDAConfig(AdaptedConfig):
     Backbone, one of:
         backbone (`str`): Hub id or path of a transformers image backbone whose
             `AutoModel` output has `pooler_output` (default Swin-B, as in the paper).
-        backbone_config (`dict` or `PretrainedConfig`): its config; filled in from
+        backbone_config (`dict` or `PreTrainedConfig`): its config; filled in from
             `backbone` when the model is built, and what `from_pretrained` rebuilds from.
         torch_backbone (`str`): `"module.path:ClassName"` of a plain `nn.Module` that maps
             `pixel_values` to pooled features `[B, D]` (see `TorchModuleBackbone`);
@@ -60,7 +60,7 @@ class SFDAConfig(AdaptedConfig):
     def __init__(
         self,
         backbone: str | None = "microsoft/swin-base-patch4-window7-224",
-        backbone_config: dict | PretrainedConfig | None = None,
+        backbone_config: dict | PreTrainedConfig | None = None,
         torch_backbone: str | None = None,
         torch_backbone_kwargs: dict | None = None,
         backbone_feature_dim: int | None = None,
@@ -150,6 +150,6 @@ class SFDAConfig(AdaptedConfig):
 
     def to_dict(self):
         out = super().to_dict()
-        if isinstance(self.backbone_config, PretrainedConfig):
+        if isinstance(self.backbone_config, PreTrainedConfig):
             out["backbone_config"] = self.backbone_config.to_dict()
         return out

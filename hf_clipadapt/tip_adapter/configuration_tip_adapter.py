@@ -16,8 +16,6 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         train_keys: Tip-Adapter-F: the keys F are a trained parameter (False: the
             training-free Tip-Adapter, keys are fixed buffers).
         views: augmented encodings averaged into each key (10 in the paper).
-        view_scale / view_flip: the random-resized-crop area range and horizontal flip of those views.
-        shots / num_train_images: what `fit` saw, for the model card.
         param_scores: validation accuracy per "α,β", recorded by `fit`.
     """
 
@@ -32,22 +30,16 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         cache_size: int = 0,
         train_keys: bool = False,
         views: int = 10,
-        view_scale: tuple[float, float] | list[float] = (0.5, 1.0),
-        view_flip: bool = True,
-        shots: int | None = None,
-        num_train_images: int | None = None,
         param_scores: dict | None = None,
         **kwargs,
     ):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
-        if views < 1 or cache_size < 0:
-            raise ValueError(f"views must be >= 1 and cache_size >= 0, got views={views}, cache_size={cache_size}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.alpha, self.beta = float(alpha), float(beta)
         self.alphas = [float(a) for a in (TIP_ALPHAS if alphas is None else alphas)]
         self.betas = [float(b) for b in (TIP_BETAS if betas is None else betas)]
         self.cache_size, self.train_keys = int(cache_size), bool(train_keys)
-        self.views, self.view_scale, self.view_flip = views, [float(v) for v in view_scale], bool(view_flip)
-        self.shots, self.num_train_images = shots, num_train_images
         self.param_scores = {str(k): float(v) for k, v in (param_scores or {}).items()}
-        super().__init__(**kwargs)
+        super().__init__(views=views, **kwargs)

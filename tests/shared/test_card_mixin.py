@@ -4,12 +4,12 @@ from unittest import mock
 
 import torch
 import yaml
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from hf_clipadapt.hub import ModelCardMixin, build_model_card
 
 
-class ToyConfig(PretrainedConfig):
+class ToyConfig(PreTrainedConfig):
     model_type = "hf_clipadapt_toy"
 
     def __init__(self, width=4, **kwargs):

@@ -1,0 +1,11 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable prompt context for a frozen CLIP."""
+
+from .._lazy import exports_of, lazy_exports
+
+_EXPORTS = {
+    **exports_of(".configuration_coop", "CoOpConfig"),
+    **exports_of(".modeling_coop", "CoOpForImageClassification"),
+    "functional": ".functional",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

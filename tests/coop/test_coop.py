@@ -1,0 +1,55 @@
+"""CoOp: zero-shot equivalence at the initial context, what it saves, and the shared battery."""
+
+import torch
+import torch.nn.functional as F
+
+from hf_clipadapt.clip import CLIPBackbone
+from hf_clipadapt.coop import CoOpForImageClassification
+from hf_clipadapt.testing_utils import (
+    AdaptedModelTesterMixin,
+    PIL_image,
+    save_tiny_clip,
+    tiny_clip_model,
+    tiny_clip_tokenizer,
+    tiny_image_processor,
+)
+
+NAMES = ["red", "green", "blue"]
+
+
+def backbone():
+    return CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
+
+
+def test_initial_context_equals_zero_shot_with_that_template():
+    clip = backbone()
+    model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init="a photo of a")
+    x = F.normalize(torch.randn(4, clip.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    zero_shot = clip.logit_scale * x @ clip.zero_shot_classifier(NAMES, ["a photo of a {}."]).T
+    logits = model.logits_from_features(x)
+    torch.testing.assert_close(logits, zero_shot, rtol=0, atol=1e-5 * clip.logit_scale)
+
+
+def test_only_the_context_is_trainable_and_saved(tmp_path):
+    clip = backbone()
+    model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=None, n_ctx=4, class_specific=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["prompt_learner.ctx"]
+    assert set(model.saved_state_dict()) == {"prompt_learner.ctx"}
+    assert model.prompt_learner.ctx.shape == (3, 4, 32)
+
+
+class TestCoOpContract(AdaptedModelTesterMixin):
+    model_class = CoOpForImageClassification
+    max_saved_bytes = 3_000  # 9 tokens x 32 floats + the header: the text tower is never saved
+
+    def make_model(self, tmp_path):
+        clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))
+        model = CoOpForImageClassification.from_clip(clip, NAMES)
+        with torch.no_grad():  # a context that differs from its initialisation, as after training
+            model.prompt_learner.ctx.add_(0.05 * torch.randn_like(model.prompt_learner.ctx))
+        model.config.is_fitted = True
+        return model
+
+    def make_inputs(self, model):
+        return {"pixel_values": model.backbone.preprocess([PIL_image(seed=s) for s in range(4)])}

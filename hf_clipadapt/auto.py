@@ -27,6 +27,7 @@ MODELS: dict[str, tuple[str, str, bool]] = {
              True),
     "clip_adapter": ("hf_clipadapt.clip_adapter.configuration_clip_adapter:CLIPAdapterConfig",
                      "hf_clipadapt.clip_adapter.modeling_clip_adapter:CLIPAdapterForImageClassification", True),
+    "ship": ("hf_clipadapt.ship.configuration_ship:SHIPConfig", "hf_clipadapt.ship.modeling_ship:SHIPGenerator", False),
     "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
              "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
 }  # fmt: skip

@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def timed(code: str, pythonpath: str | None = None) -> float:
     """Seconds the import takes inside a fresh interpreter (interpreter start excluded)."""
     probe = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
     env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    # From a neutral folder: `python -c` puts the working directory first on sys.path,
+    # which would shadow PYTHONPATH with a checkout found there.
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env,
+                         cwd=tempfile.gettempdir())  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
 
 

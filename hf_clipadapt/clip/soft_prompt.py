@@ -137,9 +137,14 @@ class SoftPromptTextEncoder(nn.Module):
         bos = self.tokenizer.bos_token_id
         # Tokenise "{classname}{suffix}" alone (CLIP's BPE splits on words, so this equals
         # the tail of "X X X X {classname}{suffix}") leaving n_ctx positions for the context.
-        encoded = self.tokenizer(
-            [f"{c}{suffix}" for c in classnames], truncation=True, max_length=self.max_length - n_ctx
-        )["input_ids"]
+        encoded = self.tokenizer([f"{c}{suffix}" for c in classnames])["input_ids"]
+        self._check_name_tokens(classnames, n_ctx, suffix)
+        too_long = [(c, len(ids)) for c, ids in zip(classnames, encoded) if len(ids) + n_ctx > self.max_length]
+        if too_long:
+            raise ValueError(
+                f"with n_ctx={n_ctx} context tokens these prompts exceed the text tower's {self.max_length} positions "
+                f"(name, tokens incl. BOS/EOS): {too_long[:5]}. Shorten the class names or use fewer context tokens."
+            )
         ctx_start = 1 if bos is not None and encoded[0][:1] == [bos] else 0
         placeholder = self._placeholder_id(bos)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos_token_id()
@@ -150,6 +155,18 @@ class SoftPromptTextEncoder(nn.Module):
         tokens = PromptTokens(input_ids, self._eos_positions(input_ids), n_ctx, ctx_start, tuple(classnames))
         self._token_cache[key] = tokens
         return tokens
+
+    def _check_name_tokens(self, classnames: list[str], n_ctx: int, suffix: str) -> None:
+        """Every class name must give at least one real token (not empty, not only
+        unknown or special tokens): its prompt would otherwise not name the class."""
+        special = {self.tokenizer.unk_token_id, self._eos_token_id(), self.tokenizer.pad_token_id, self.tokenizer.bos_token_id}
+        empty = [c for c in classnames
+                 if not [t for t in self.tokenizer(c, add_special_tokens=False)["input_ids"] if t not in special]]  # fmt: skip
+        if empty:
+            raise ValueError(
+                f"these class names give no tokens the text tower knows: {empty[:5]}. Give each class a name in words "
+                "(e.g. from a ClassLabel's names), not an empty or unencodable string."
+            )
 
     # ------------------------------------------------------------------ context init
     @torch.no_grad()

@@ -1,0 +1,39 @@
+"""Bad input to the prompt-learning models gets a clear error."""
+
+import pytest
+import torch
+
+from hf_clipadapt.clip import CLIPBackbone
+from hf_clipadapt.coop import CoOpForImageClassification
+from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
+from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
+
+
+@pytest.fixture
+def clip():
+    return CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
+
+
+def test_class_names_that_tokenize_to_nothing(clip):
+    with pytest.raises(ValueError, match="no tokens"):
+        CoOpForImageClassification.from_clip(clip, ["cat", ""])
+
+
+def test_context_too_long_for_the_text_positions(clip):
+    with pytest.raises(ValueError, match="positions"):
+        CoOpForImageClassification.from_clip(clip, ["cat", "dog"], ctx_init=None, n_ctx=80)
+    with pytest.raises(ValueError, match="exceed the text tower's 77 positions"):
+        CoOpForImageClassification.from_clip(clip, ["cat", "d" * 70], ctx_init=None, n_ctx=8)
+
+
+def test_nan_features_are_refused(clip):
+    model = TipAdapterForImageClassification.from_clip(clip, ["cat", "dog"])
+    x = torch.full((2, clip.embed_dim), float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        model(image_features=x)
+
+
+def test_features_of_the_wrong_width_are_refused(clip):
+    model = CoOpForImageClassification.from_clip(clip, ["cat", "dog"])
+    with pytest.raises(ValueError, match=r"\[batch, 16\]"):
+        model(image_features=torch.randn(2, 7))

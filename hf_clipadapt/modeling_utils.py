@@ -207,8 +207,22 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         model._init_from_clip(class_names, list(templates) if templates else None)
         return model
 
+    def register_text_classifier(self) -> None:
+        """A `text_weights` buffer [K, D] for CLIP's zero-shot classifier, which `from_clip`
+        fills from the class names and templates (models that score with it call this)."""
+        self.register_buffer("text_weights", torch.zeros(self.config.num_labels, self.config.embed_dim))
+
+    @torch.no_grad()
     def _init_from_clip(self, class_names: list[str] | None, templates: list[str] | None) -> None:
-        """Set up what needs the CLIP (e.g. a zero-shot text classifier). Default: nothing."""
+        """Set up what needs the CLIP. Default: fill the zero-shot text classifier, if any."""
+        if class_names is not None and "text_weights" in self._buffers:
+            self.text_weights.copy_(self.backbone.zero_shot_classifier(class_names, templates).float())
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # A fresh text classifier is empty until `from_clip` fills it.
+        if module is self and "text_weights" in self._buffers:
+            self.text_weights.zero_()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, backbone: CLIPBackbone | None = None,
@@ -289,6 +303,7 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
 
     # ------------------------------------------------------------------ forward
     def require_backbone(self, what: str = "this") -> CLIPBackbone:
+        """The attached CLIP, or a clear error naming `what` needed it."""
         if self.backbone is None:
             raise ValueError(
                 f"{what} needs the CLIP backbone, and this model has no CLIP backbone attached: build it with from_clip(...), or load "

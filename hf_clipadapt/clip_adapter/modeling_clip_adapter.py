@@ -26,20 +26,15 @@ class CLIPAdapterForImageClassification(FeatureTrainedCLIPModel):
     def __init__(self, config: CLIPAdapterConfig, backbone=None):
         super().__init__(config, backbone)
         self.adapter = adapter_mlp(config.embed_dim, config.reduction)
-        self.register_buffer("text_weights", torch.zeros(config.num_labels, config.embed_dim, dtype=torch.float32))
+        self.register_text_classifier()
         self.post_init()
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if module is self:
-            init.zeros_(self.text_weights)
-        elif isinstance(module, torch.nn.Linear):
+        super()._init_weights(module)
+        if isinstance(module, torch.nn.Linear):
             # PyTorch's default Linear initialisation, as the paper's code uses.
             init.kaiming_uniform_(module.weight, a=5**0.5)
-
-    @torch.no_grad()
-    def _init_from_clip(self, class_names, templates) -> None:
-        self.text_weights.copy_(self.backbone.zero_shot_classifier(class_names, templates).float())
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         c = self.config

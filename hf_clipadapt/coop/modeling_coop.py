@@ -26,11 +26,7 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
 
     def __init__(self, config: CoOpConfig, backbone=None):
         super().__init__(config, backbone)
-        if self.backbone is None:
-            raise ValueError(
-                "CoOp runs its context through the CLIP text tower, so it needs the CLIP: load it with "
-                "from_pretrained(path) (which loads config.base_model_name_or_path) or pass backbone=."
-            )
+        self.require_backbone("CoOp's prompts (they run through the CLIP text tower)")
         names = [config.id2label[i] for i in range(config.num_labels)]
         generator = torch.Generator().manual_seed(config.seed or 0)
         self.prompt_learner = PromptLearner(self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init,

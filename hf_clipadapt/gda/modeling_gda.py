@@ -51,16 +51,16 @@ class GDAForImageClassification(CLIPAdaptedModel):
         k, d = config.num_labels, config.embed_dim
         self.register_buffer("weight", torch.zeros(k, d, dtype=torch.float32))
         self.register_buffer("bias", torch.zeros(k, dtype=torch.float32))
-        self.register_buffer("text_weights", torch.zeros(k, d, dtype=torch.float32))
+        self.register_text_classifier()
         self.post_init()
 
     @torch.no_grad()
     def _init_weights(self, module):
         # An unfitted head predicts nothing in particular: all statistics start at zero.
+        super()._init_weights(module)
         if module is self:
             init.zeros_(self.weight)
             init.zeros_(self.bias)
-            init.zeros_(self.text_weights)
 
     @classmethod
     def from_clip(cls, backbone, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
@@ -71,11 +71,6 @@ class GDAForImageClassification(CLIPAdaptedModel):
         if class_names is None:
             config_kwargs["use_text_classifier"] = False
         return super().from_clip(backbone, class_names, templates, **config_kwargs)
-
-    @torch.no_grad()
-    def _init_from_clip(self, class_names, templates) -> None:
-        if class_names is not None:
-            self.text_weights.copy_(self.backbone.zero_shot_classifier(class_names, templates).float())
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         text = self.text_weights if self.config.use_text_classifier else None

@@ -48,11 +48,7 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
 
     def __init__(self, config: SHIPConfig, backbone=None):
         super().__init__(config, backbone)
-        if self.backbone is None:
-            raise ValueError(
-                "SHIP decodes through the CLIP text tower, so it needs the CLIP: load it with from_pretrained(path) "
-                "(which loads config.base_model_name_or_path) or pass backbone=."
-            )
+        self.require_backbone("SHIP's decoder (the CLIP text tower)")
         self.text_encoder = SoftPromptTextEncoder(self.backbone)
         width, d = self.text_encoder.width, config.embed_dim
         self.encoder = nn.Sequential(nn.Linear(d, config.encoder_hidden_dim), nn.ReLU())

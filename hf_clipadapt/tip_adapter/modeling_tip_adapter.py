@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
 
 from ..data.few_shot import train_validation_split
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
@@ -38,15 +37,10 @@ class TipAdapterForImageClassification(CLIPAdaptedModel):
 
     def __init__(self, config: TipAdapterConfig, backbone=None):
         super().__init__(config, backbone)
-        self.register_buffer("text_weights", torch.zeros(config.num_labels, config.embed_dim, dtype=torch.float32))
+        self.register_text_classifier()
         self.register_buffer("cache_labels", torch.zeros(config.cache_size, dtype=torch.long))
         self._set_cache_keys(torch.zeros(config.cache_size, config.embed_dim))
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        if module is self:
-            init.zeros_(self.text_weights)
 
     def _set_cache_keys(self, keys: torch.Tensor) -> None:
         keys = keys.detach().float().clone()
@@ -56,10 +50,6 @@ class TipAdapterForImageClassification(CLIPAdaptedModel):
             if "cache_keys" in self._parameters:
                 del self._parameters["cache_keys"]
             self.register_buffer("cache_keys", keys)
-
-    @torch.no_grad()
-    def _init_from_clip(self, class_names, templates) -> None:
-        self.text_weights.copy_(self.backbone.zero_shot_classifier(class_names, templates).float())
 
     def zero_shot_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.config.logit_scale * features @ self.text_weights.T

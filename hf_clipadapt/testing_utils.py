@@ -278,3 +278,18 @@ def PIL_image(size: int = 16, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8))
+
+
+def assert_close_scaled(actual, expected, rtol: float = 1e-5, msg: str | None = None):
+    """`actual` ≈ `expected` in float64, to `rtol` of the largest |expected|.
+
+    Float32 results of matrix products carry a rounding error proportional to the
+    magnitude of the whole product, not of each entry: another BLAS kernel (another
+    CPU, thread count or summation order) moves a small entry of a large product by
+    about eps·max|x|. An element-wise relative tolerance passes on one machine and
+    fails on the next; this one holds on any of them.
+    """
+    actual = torch.as_tensor(actual).double()
+    expected = torch.as_tensor(expected).double()
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=0.0, atol=rtol * max(scale, 1e-12), msg=msg)

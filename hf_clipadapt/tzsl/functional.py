@@ -106,4 +106,4 @@ def eszsl_fit(features: torch.Tensor, labels: torch.Tensor, attributes: torch.Te
     Y[torch.arange(X.shape[0]), labels] = 1.0
     left = torch.linalg.solve(X.T @ X + gamma * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y @ S)
     V = torch.linalg.solve(S.T @ S + lam * torch.eye(S.shape[1], dtype=X.dtype), left.T).T
-    return V.float()
+    return V.to(features.dtype)  # solved in float64, returned in the input's precision

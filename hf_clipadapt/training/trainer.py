@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback
 
 from .arguments import AdaptationTrainingArguments
 from .collate import stack_collate
@@ -48,6 +49,10 @@ class AdaptationTrainer(Trainer):
                 "Unfreeze the part to adapt (requires_grad_(True)) before training."
             )
         super().__init__(model=model, args=args, data_collator=data_collator or stack_collate, **kwargs)
+        if self.args.disable_tqdm:
+            # Trainer prints every log dict when bars are off; a fit() in a script or CI log
+            # stays quiet (the logs still reach log_history and the trackers).
+            self.remove_callback(PrinterCallback)
         if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
             self.model_accepts_loss_kwargs = False  # our models' losses are per-batch means
 

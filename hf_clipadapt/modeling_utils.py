@@ -18,6 +18,8 @@ Two levels, in the manner of transformers' `PreTrainedModel` and peft's adapters
 
 from __future__ import annotations
 
+import copy
+
 import itertools
 import warnings
 from collections.abc import Sequence
@@ -38,7 +40,7 @@ from .checkpoints import (
     load_safetensors,
     weights_file,
 )
-from .clip.backbone import CLIPBackbone
+from .clip.backbone import CLIPBackbone, check_classnames
 from .configuration_utils import AdaptedConfig, CLIPAdaptedConfig
 from .hub import ModelCardMixin, build_model_card
 
@@ -215,6 +217,33 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         kwargs.setdefault("synthesized_classes", c.synthesized_classes)
         kwargs.setdefault("synthesized_per_class", c.synthesized_per_class)
         return super().create_model_card(**kwargs)
+
+    # ------------------------------------------------------------------ other classes
+    # Saved tensors (prefixes) that belong to the current classes and do not carry over
+    # to other class names; subclasses add theirs (a cache, class-specific contexts).
+    class_specific_state: tuple[str, ...] = ("text_weights",)
+
+    def for_classes(self, class_names: Sequence[str]):
+        """This model on other class names (e.g. the new classes of base-to-new): what was
+        trained and is class-agnostic (a context, an adapter) carries over, the text
+        classifier is built for `class_names`, and class-specific state is dropped. This is
+        how CoOp-style methods are scored on classes they never saw (Zhou et al., CVPR 2022)."""
+        self.require_backbone("building a classifier for other classes")
+        names = check_classnames(class_names)
+        config = copy.deepcopy(self.config)
+        config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+        config.eval_results, config.synthesized_classes, config.synthesized_per_class = [], None, None
+        self.prepare_config_for_classes(config)
+        model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
+        model._init_from_clip(names, config.templates)
+        state = {k: v for k, v in self.saved_state_dict().items() if not k.startswith(self.class_specific_state)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"{type(self).__name__}.for_classes: tensors {unexpected} have no place in the new model")
+        return model.eval()
+
+    def prepare_config_for_classes(self, config) -> None:
+        """Adjust a copied config for other classes (e.g. empty a cache); default: nothing."""
 
     def register_text_classifier(self) -> None:
         """A `text_weights` buffer [K, D] for CLIP's zero-shot classifier, which `from_clip`

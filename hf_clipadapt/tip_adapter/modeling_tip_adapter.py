@@ -42,6 +42,13 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         self._set_cache_keys(torch.zeros(config.cache_size, config.embed_dim))
         self.post_init()
 
+    # The cache votes for the classes it was built on: on other classes it is empty
+    # (zero-shot), as Tip-Adapter is scored on new classes.
+    class_specific_state = ("text_weights", "cache_keys", "cache_labels")
+
+    def prepare_config_for_classes(self, config) -> None:
+        config.cache_size = 0
+
     def _set_cache_keys(self, keys: torch.Tensor) -> None:
         keys = keys.detach().float().clone()
         if self.config.train_keys:

@@ -43,3 +43,29 @@ def test_evaluate_scores_a_subset_within_its_own_label_space():
     assert got == pytest.approx(accuracy(logits, labels))
     with pytest.raises(ValueError, match="not among this model's"):
         TipAdapterForImageClassification.from_clip(clip, NAMES[:2]).evaluate(new)
+
+
+def test_for_classes_carries_the_trained_class_agnostic_part():
+    from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
+    from hf_clipadapt.coop import CoOpForImageClassification
+
+    clip = CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
+    x = torch.nn.functional.normalize(torch.randn(4, clip.embed_dim), dim=-1)
+    coop = CoOpForImageClassification.from_clip(clip, NAMES[:3])
+    with torch.no_grad():
+        coop.prompt_learner.ctx.add_(0.1)
+    new = coop.for_classes(NAMES[3:])
+    assert torch.equal(new.prompt_learner.ctx, coop.prompt_learner.ctx)
+    both = coop.for_classes(NAMES)  # the same context scores old and new names alike
+    torch.testing.assert_close(both.logits_from_features(x)[:, :3], coop.logits_from_features(x), rtol=1e-5, atol=1e-4)
+    adapter = CLIPAdapterForImageClassification.from_clip(clip, NAMES[:3])
+    moved = adapter.for_classes(NAMES[3:])
+    assert torch.equal(moved.adapter[0].weight, adapter.adapter[0].weight)
+    expected = clip.zero_shot_classifier(NAMES[3:], None).float()
+    torch.testing.assert_close(moved.text_weights, expected)
+    tip = TipAdapterForImageClassification.from_clip(clip, NAMES[:3])
+    tip.fit_features(x, torch.tensor([0, 1, 2, 0]))
+    zero_shot = tip.for_classes(NAMES[3:])
+    assert zero_shot.config.cache_size == 0 and not zero_shot.config.eval_results
+    with pytest.raises(ValueError, match="CSC"):
+        CoOpForImageClassification.from_clip(clip, NAMES[:3], class_specific=True).for_classes(NAMES[3:])

@@ -38,6 +38,10 @@ class FeatureDataset(torch.utils.data.Dataset):
 class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     """A `CLIPAdaptedModel` whose `fit` trains its parts on cached image features."""
 
+    # Whether `fit_features` chooses hyper-parameters on validation features (Tip-Adapter's
+    # α, β); the others never read them, so `fit` does not encode them.
+    uses_validation = False
+
     def default_training_arguments(self) -> dict:
         """The paper's optimiser and schedule. Default: CoOp's (SGD lr 2e-3, momentum
         0.9, weight decay 5e-4, cosine, batch 32, 200 epochs at 16 shots, 100 at 4–8, 50
@@ -116,7 +120,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         remap = self.dataset_label_map(train, label_column)
         features, labels = self.encode_training_views(train, seed=seed, views=views, label_column=label_column, **encode)
         val = None
-        if validation is not None:
+        if validation is not None and self.uses_validation:
             val = self.encode_labelled(validation, label_column=label_column, split="validation", **encode)
         self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
                           seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip

@@ -34,6 +34,7 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     card_template = "tip_adapter.md"
     card_tags = ("tip-adapter", "clip", "few-shot")
     _unfitted_behaviour = "plain zero-shot CLIP (the cache is empty)"
+    uses_validation = True  # α and β are chosen on the validation shots
 
     def __init__(self, config: TipAdapterConfig, backbone=None):
         super().__init__(config, backbone)

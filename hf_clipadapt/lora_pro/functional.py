@@ -1,4 +1,6 @@
-"""Pure-tensor core of LoRA-Pro (Wang et al., ICLR 2025), METHODS.md §1.
+"""Pure-tensor core of LoRA-Pro: Wang et al., "LoRA-Pro: Are Low-Rank Adapters
+Properly Optimized?", ICLR 2025: its closed-form
+equivalent-gradient projection and the Sylvester choice of X.
 
 Layout, for one adapted matrix W = W0 + s·B·A:  A is r×n, B is m×r, the full
 gradient g = dL/dW is m×n and LoRA's own gradients are gA = s·Bᵀg, gB = s·g·Aᵀ.

@@ -332,7 +332,8 @@ def _small_adamw_(
 
 
 class LoraProAdamW(_LoraProBase):
-    """AdamW with LoRA-Pro's gradient adjustment (METHODS.md §1).
+    """AdamW with LoRA-Pro's gradient adjustment (Wang et al., "LoRA-Pro: Are
+    Low-Rank Adapters Properly Optimized?", ICLR 2025, Algorithm 2 and its efficient variant).
 
     mode="full" (the paper's Algorithm 2): Adam runs on the equivalent full-weight
     gradient g̃ with m×n moments per adapted matrix (memory: 2·m·n·bytes(moment_dtype)

@@ -91,9 +91,16 @@ def _read_r_lazyload(rdb_dir: Path, names: list[str]) -> dict:
 def load_fine_foods(val_size: int = 500, seed: int = 0) -> DatasetDict:
     """Amazon fine-food reviews (modeldata's `small_fine_foods`): 4,000 train + 1,000 test,
     label 1 = "great" (5 stars), 0 = "other". The validation split is carved out of train."""
-    rdb = Path("/usr/lib/R/site-library/modeldata/data")
+    # MODELDATA_DIR lets a user without root point at the data folder of an unpacked
+    # .deb (`apt-get download r-cran-modeldata && dpkg -x r-cran-modeldata_*.deb DIR`).
+    rdb = Path(os.environ.get("MODELDATA_DIR", "/usr/lib/R/site-library/modeldata/data"))
     if not (rdb / "Rdata.rdb").exists():
-        raise FileNotFoundError(f"{rdb} not found: `apt-get install -y r-cran-modeldata` (Debian) and `pip install rdata`")
+        raise FileNotFoundError(
+            f"{rdb} not found. fine_foods needs the Debian package r-cran-modeldata: `apt-get install -y "
+            "r-cran-modeldata` (root), or without root `apt-get download r-cran-modeldata && dpkg -x "
+            "r-cran-modeldata_*.deb DIR` and MODELDATA_DIR=DIR/usr/lib/R/site-library/modeldata/data. "
+            "`--dataset bbc_news` needs only `make assets`."
+        )
     import warnings
 
     with warnings.catch_warnings():

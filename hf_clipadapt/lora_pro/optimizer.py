@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.optim.adamw import adamw as _torch_adamw
 
 from . import functional as F
+from .checks import warn_if_classifier_frozen
 from .factored import factored_direction_and_map_back, factored_state
 from .pairs import LoraPair, check_not_deepspeed, find_lora_pairs
 
@@ -85,6 +86,7 @@ class _LoraProBase(torch.optim.Optimizer):
             raise ValueError(f"damping must be a number ≥ 0 (the official code uses 1e-8), got {damping!r}.")
         self.damping = float(damping)
         pairs, plain = find_lora_pairs(model)
+        warn_if_classifier_frozen(model)
         self._pairs: list[LoraPair] = pairs
         self._names: dict[int, str] = {id(p.A): p.a_name for p in pairs}
         self._names.update({id(p.B): p.b_name for p in pairs})

@@ -53,7 +53,7 @@ def make_encoder(backbone, cache_dir=DEFAULT_CACHE_DIR):
     return encode
 
 
-def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_dir=DEFAULT_CACHE_DIR) -> dict:
+def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_dir=DEFAULT_CACHE_DIR, k: int = 64) -> dict:
     """One fit on K shots of `suite["train"]`; every row evaluated on the same test splits.
 
     Only `train` is used to fit and to choose α; `test_base` / `test_new` are read for
@@ -64,7 +64,7 @@ def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_di
     gda = GDAForImageClassification.from_clip(backbone, base_names, templates, view_flip=False)
     gda.fit(suite["train"], shots=shots, seed=seed, views=views, cache_dir=cache_dir)
     shot_x, shot_y = encode(sample_few_shot(suite["train"], shots=shots, seed=seed)["train"], f"b2n/train@{shots}-{seed}")
-    k = min(64, len(shot_y))
+    k = min(k, len(shot_y))
     paper = gda.new_classes_head(new_names, shot_x, shot_y, k=k, alpha_rule="reuse")
     pseudo = gda.new_classes_head(new_names, shot_x, shot_y, k=k, alpha_rule="pseudo_new", seed=seed)
     # Every choice is made; only now are the test splits read.

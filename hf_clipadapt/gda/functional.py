@@ -367,7 +367,8 @@ def pseudo_new_splits(num_classes: int, num_folds: int = 4, *, seed: int = 0) ->
     near-equal groups, so every base class is pseudo-new exactly once. Each group
     needs at least 2 classes (accuracy among one class says nothing) and must leave
     at least one class behind as pseudo-base, so the folds are capped at
-    ⌊num_classes / 2⌋. Returns sorted class-index tensors.
+    ⌊num_classes / 2⌋; with 3 classes the single fold holds out 2 of them.
+    Returns sorted class-index tensors.
     """
     if not isinstance(num_classes, int) or num_classes < 3:
         raise ValueError(
@@ -377,6 +378,8 @@ def pseudo_new_splits(num_classes: int, num_folds: int = 4, *, seed: int = 0) ->
         raise ValueError(f"num_folds must be a positive int, got {num_folds!r}")
     folds = min(num_folds, num_classes // 2)
     order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
+    if folds == 1:  # a single group must leave a pseudo-base class behind
+        return [order[: num_classes - 1].sort().values]
     return [group.sort().values for group in order.tensor_split(folds)]
 
 

@@ -28,6 +28,7 @@ setup(
         "peft>=0.17",
         "accelerate>=1.0",
         "datasets>=3.0",
+        "evaluate>=0.4",  # the metrics ship as local evaluate modules (hf_clipadapt.evaluate_modules)
         "huggingface_hub>=0.30",
         "safetensors>=0.4",
         "scipy>=1.10",

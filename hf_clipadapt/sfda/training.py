@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..features import _Indexed, extract_features
 from ..metrics import accuracy, h_score, per_class_accuracy, topk_accuracy
+from ..progress import progress_bar
 from . import functional as SF
 from .sampler import ClassBalancedSampler, ShardedRandomSampler
 
@@ -309,7 +309,7 @@ def fit(
         model.train()
         skip = state.step_in_epoch * accum
         batches = skip_first_batches(loader, skip) if skip else loader
-        bar = tqdm(batches, total=len(loader), initial=skip, disable=not is_main, desc=f"{stage} epoch {epoch + 1}/{epochs}")
+        bar = progress_bar(batches, total=len(loader), initial=skip, main_process=is_main, desc=f"{stage} epoch {epoch + 1}/{epochs}")
         for pixel_values, y, idx in bar:
             progress = state.global_step / max(total_steps, 1)
             if source and not state.teacher_started and progress >= cfg.ema_start:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from ..metrics import gzsl_scores, per_class_accuracy
+from ..progress import progress_bar
 from . import functional as Fz
 from .configuration_tzsl import TZSLConfig
 from .data import ZSLData, check_split
@@ -337,7 +337,7 @@ class TZSLModel(TZSLPreTrainedModel):
         opt_fb = torch.optim.Adam(self.feedback.parameters(), lr=c.feedback_lr, betas=(0.5, 0.999)) if self.feedback is not None else None
         steps = c.steps_per_epoch or max(1, n // c.batch_size)
         B, fb_w = c.batch_size, c.feedback_train_weight
-        bar = tqdm(total=c.epochs * steps, desc="tzsl", disable=not (progress and is_main))
+        bar = progress_bar(total=c.epochs * steps, desc="tzsl", main_process=is_main, disable=not progress)
         self.train()
         for epoch in range(c.epochs):
             sums = {"critic_seen": 0.0, "critic_unseen": 0.0, "vae": 0.0, "decoder": 0.0, "generator": 0.0}

@@ -24,11 +24,13 @@ Method-specific state (pseudo-labels refreshed each epoch, an EMA teacher) is a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import PrinterCallback
 
 from .arguments import AdaptationTrainingArguments
@@ -113,22 +115,35 @@ class AdaptationTrainer(Trainer):
         return self.optimizer
 
     # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer reloads a checkpoint's weights with a plain `load_state_dict`. transformers 5's
+        # `save_pretrained` writes renamed weights (Swin's q_proj/k_proj...) under their original
+        # checkpoint names, which that reload silently misses; so checkpoints keep the names in memory.
+        self._in_checkpoint_save = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._in_checkpoint_save = False
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save through the model's own `save_pretrained` (which writes `saved_state_dict()`,
-        the trained part); a `state_dict` gathered by FSDP/DeepSpeed is cut down to it."""
+        """Save through the model's own `save_pretrained` (for a `CLIPAdaptedModel`, its
+        `saved_state_dict()`: the trained part); a `state_dict` gathered by FSDP/DeepSpeed is
+        cut down to those keys."""
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if not hasattr(model, "saved_state_dict"):
+        if not isinstance(model, PreTrainedModel):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         kwargs: dict[str, Any] = {"is_main_process": self.args.should_save}
+        if getattr(self, "_in_checkpoint_save", False):
+            kwargs["save_original_format"] = False
         if state_dict is not None:
-            keep = set(model.saved_state_dict())
+            keep = set(model.saved_state_dict()) if hasattr(model, "saved_state_dict") else set(state_dict)
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k in keep}
         if self.args.should_save:
             model.save_pretrained(output_dir, **kwargs)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-            torch.save(self.args, f"{output_dir}/training_args.bin")
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _issue_warnings_after_load(self, load_result) -> None:
         """Resuming loads with strict=False: the frozen tensors the checkpoint leaves out

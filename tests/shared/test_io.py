@@ -199,3 +199,47 @@ def test_save_refuses_a_file_and_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="working folder"):
         write_directory_atomic(".", lambda d: None)
+
+
+def test_example_output_folder_keeps_results_and_checkpoints_across_model_saves(tmp_path):
+    """What the examples do: results.json and an Accelerate checkpoints/ folder in
+    output_dir, the model (with its card) saved there before and after."""
+    import json
+
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    from hf_clipadapt.hub import ModelCardMixin, build_model_card
+    from hf_clipadapt.io import MANIFEST_NAME
+
+    class TinyConfig(PreTrainedConfig):
+        model_type = "hf_clipadapt_io_tiny"
+
+    class Tiny(ModelCardMixin, PreTrainedModel):
+        config_class = TinyConfig
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.linear = torch.nn.Linear(2, 2)
+            self.post_init()
+
+        def create_model_card(self, **kwargs):
+            return build_model_card(template="default.md", model_name="tiny", base_model="none", datasets=[])
+
+    out = tmp_path / "output_dir"
+    (out / "checkpoints" / "step_10").mkdir(parents=True)
+    (out / "checkpoints" / "step_10" / "optimizer.bin").write_bytes(b"state")
+    (out / "results.json").write_text(json.dumps({"accuracy": 1.0}))
+    first = Tiny(TinyConfig())
+    first.save_pretrained(out)
+    (out / "results.json").write_text(json.dumps({"accuracy": 2.0}))  # rewritten after the save
+    second = Tiny(TinyConfig())
+    with torch.no_grad():
+        second.linear.weight.fill_(3.0)
+    second.save_pretrained(out)
+
+    assert json.loads((out / "results.json").read_text()) == {"accuracy": 2.0}
+    assert (out / "checkpoints" / "step_10" / "optimizer.bin").read_bytes() == b"state"
+    written = set(json.loads((out / MANIFEST_NAME).read_text())["files"])
+    assert written == {"config.json", "model.safetensors", "README.md"}, "the manifest lists the save's files only"
+    assert torch.equal(Tiny.from_pretrained(out).linear.weight, torch.full((2, 2), 3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["output_dir"]

@@ -8,11 +8,12 @@ Folder saves (`write_directory_atomic`) switch whole folders with renames. For a
 target `<dir>` they go through these states, each of which `recover_directory`
 turns back into a plain, complete `<dir>`:
 
-1. write everything into the sibling `<dir>.writing` (incomplete: rolled back);
-2. rename it to `<dir>.ready` (complete: rolled forward from here on);
-3. rename the old `<dir>` to `<dir>.old`;
-4. rename `<dir>.ready` to `<dir>`;
-5. delete `<dir>.old`.
+1. write everything into the sibling `<dir>.hf_clipadapt-writing` (incomplete:
+   rolled back);
+2. rename it to `<dir>.hf_clipadapt-ready` (complete: rolled forward from here on);
+3. rename the old `<dir>` to `<dir>.hf_clipadapt-old`;
+4. rename `<dir>.hf_clipadapt-ready` to `<dir>`;
+5. delete `<dir>.hf_clipadapt-old`.
 
 Each rename is atomic on POSIX file systems, so at every instant either the old
 save or the new one is whole on disk, and the names say which one wins.
@@ -39,7 +40,8 @@ import shutil
 from pathlib import Path
 
 MANIFEST_NAME = ".hf_clipadapt_manifest.json"
-_SUFFIXES = (".writing", ".ready", ".old")
+# Distinctive names: a user's own "<dir>.old" backup must never be taken for ours.
+_SUFFIXES = (".hf_clipadapt-writing", ".hf_clipadapt-ready", ".hf_clipadapt-old")
 
 # Called with the number of the state just reached (1 = written, ..., 5 = old
 # deleted). Tests set it to kill the process between two steps of a save.
@@ -105,12 +107,12 @@ def _roll_forward(directory: Path, ready: Path, old: Path) -> None:
 def recover_directory(path: str | os.PathLike, *, remove_incomplete: bool = True) -> bool:
     """Finish or roll back a folder save that was interrupted; True if there was one.
 
-    A complete `<dir>.ready` replaces `<dir>` (roll forward); a `<dir>.old` is
-    deleted once the new save is in place, or put back if nothing else is (roll
-    back). An incomplete `<dir>.writing` is deleted when `remove_incomplete`;
-    loaders pass False, since it may belong to a save still running, and leave it
-    to the next save. Cheap when there is nothing to do (three `stat` calls), so
-    loaders call it on every local path.
+    A complete `<dir>.hf_clipadapt-ready` replaces `<dir>` (roll forward); a
+    `<dir>.hf_clipadapt-old` is deleted once the new save is in place, or put back if
+    nothing else is (roll back). An incomplete `<dir>.hf_clipadapt-writing` is deleted
+    when `remove_incomplete`; loaders pass False, since it may belong to a save still
+    running, and leave it to the next save. Cheap when there is nothing to do (three
+    `stat` calls), so loaders call it on every local path.
     """
     directory = _target(path)
     writing, ready, old = _siblings(directory)

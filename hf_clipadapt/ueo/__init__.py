@@ -1,0 +1,12 @@
+"""UEO (Liang et al., ICML 2024): unsupervised CLIP fine-tuning with universal entropy
+optimisation, which also flags images of none of the known classes (OOD)."""
+
+from .._lazy import exports_of, lazy_exports
+
+_EXPORTS = {
+    **exports_of(".functional", "OOD_SCORES", "energy_score", "information_maximization_loss", "max_softmax_score",
+                 "ood_score", "oracle_weights", "ueo_loss", "zero_shot_weights"),
+    "functional": ".functional",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

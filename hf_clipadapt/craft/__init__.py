@@ -11,6 +11,8 @@ _EXPORTS = {
     **exports_of(".blackbox", "BlackBoxCLIP", "QueryBudgetExceeded"),
     **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError"),
     **exports_of(".local", "LocalBlackBox"),
+    **exports_of(".arguments", "CraFTTrainingArguments"),
+    **exports_of(".loop", "CollaborativeLoop"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

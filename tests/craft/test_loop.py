@@ -97,7 +97,7 @@ def test_budget_below_one_generation_is_refused(clip):
 
 def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path):
     x, y = shots()
-    args = dict(budget=30, population=10, sigma=0.5, batch_size=4)
+    args = {"budget": 30, "population": 10, "sigma": 0.5, "batch_size": 4}
 
     def new(output_dir=None):
         box = LocalBlackBox(clip)
@@ -107,7 +107,7 @@ def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path
     full_model, _, full = new()
     full.run(max_generations=2)
     full.step()
-    model_a, _, first = new(str(tmp_path))
+    _, _, first = new(str(tmp_path))
     first.run(max_generations=2)
     model_b, box_b, resumed = new(str(tmp_path))
     resumed.run(resume_from_checkpoint=str(tmp_path))

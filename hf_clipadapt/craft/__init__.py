@@ -17,6 +17,8 @@ _EXPORTS = {
     **exports_of(".arguments", "CraFTTrainingArguments"),
     **exports_of(".loop", "CollaborativeLoop"),
     **exports_of(".configuration_craft", "CraFTConfig"),
+    **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
+    **exports_of(".serve", "BlackBoxServer", "create_app", "serve"),
     **exports_of(".modeling_craft", "CraFTModel", "connect_black_box"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

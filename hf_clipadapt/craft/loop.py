@@ -15,6 +15,9 @@ checkpoints would not hold the CMA-ES state the resume needs.
 
 from __future__ import annotations
 
+import pickle
+import tempfile
+
 import numpy as np
 import torch
 
@@ -124,22 +127,43 @@ class CollaborativeLoop:
     def run(self, resume_from_checkpoint=None, max_generations: int | None = None):
         """Run the remaining generations (at most `max_generations` now); returns the model.
 
-        A connection or black-box error stops the run with the last checkpoint intact
-        (`args.output_dir`), so `run(resume_from_checkpoint=...)` continues it exactly."""
+        If the black box becomes unreachable mid-run, the state before the failed
+        generation is saved (to `args.output_dir`, or a new temporary folder) and the
+        error says where: `run(resume_from_checkpoint=...)` then continues exactly."""
         if resume_from_checkpoint:
             load_loop_state(self, resume_from_checkpoint)
         todo = self.generations - self.generation
         todo = todo if max_generations is None else min(todo, max_generations)
         bar = progress_bar(total=todo, desc="CraFT generations")
-        for _ in range(todo):
-            record = self.step()
-            if self.args.output_dir:
-                save_loop_state(self, self.args.output_dir)
-            bar.update(1)
-            bar.set_postfix(queries=record["queries"], train_acc=f"{record['train_accuracy']:.1f}")
-        bar.close()
+        try:
+            for _ in range(todo):
+                record = self._guarded_step()
+                if self.args.output_dir:
+                    save_loop_state(self, self.args.output_dir)
+                bar.update(1)
+                bar.set_postfix(queries=record["queries"], train_acc=f"{record['train_accuracy']:.1f}")
+        finally:
+            bar.close()
         self.model.config.is_fitted = True
         return self.model
+
+    def _guarded_step(self) -> dict:
+        from .client import BlackBoxConnectionError
+
+        # CMA-ES's ask() advances its sampler before the queries go out: keep the state from
+        # before the generation, so a run stopped by a dropped connection resumes exactly.
+        snapshot = pickle.dumps(self.strategy) if self.strategy is not None else None
+        try:
+            return self.step()
+        except BlackBoxConnectionError as e:
+            if snapshot is not None:
+                self.strategy = pickle.loads(snapshot)  # our own bytes from a moment ago
+            where = save_loop_state(self, self.args.output_dir or tempfile.mkdtemp(prefix="craft-run-"))
+            raise BlackBoxConnectionError(
+                f"{e}. The run stopped before generation {self.generation + 1} of {self.generations} "
+                f"({self.black_box.queries} queries spent); its state is saved in {where}: resume with "
+                f"run(resume_from_checkpoint={str(where)!r})"
+            ) from e
 
 
 def _plan(available: int | None, args: CraFTTrainingArguments) -> int:

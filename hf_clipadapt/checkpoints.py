@@ -54,8 +54,12 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def check_pretrained_path(name_or_path: str | os.PathLike) -> str:
-    """Resolve aliases, and fail clearly on a local folder that does not exist."""
+    """Resolve aliases, finish a save that was interrupted (`io.recover_directory`), and
+    fail clearly on a local folder that does not exist."""
+    from .io import recover_directory
+
     name = resolve_alias(name_or_path)
+    recover_directory(name, remove_incomplete=False)
     if os.path.isdir(name):
         return name
     if os.path.exists(name):

@@ -6,7 +6,8 @@ starts by encoding a dataset once. This module does that in one place:
 * batches over a `datasets.Dataset` (or any map-style dataset of dicts),
 * shards batches across processes and reassembles them in order with
   `accelerator.gather_for_metrics` (which also drops the padding duplicates),
-* shows a tqdm bar on the main process only,
+* shows a progress bar under the package policy (`hf_clipadapt.progress`: main process,
+  long loops, terminals only),
 * caches the result as safetensors, keyed by the encoder's name, the dataset's
   fingerprint, the split, the number of views and the transform's name, so that a
   second run skips the encoder entirely.
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from .io import save_safetensors_atomic
+from .progress import progress_bar
 
 Transform = Callable[[list, torch.Tensor, int], torch.Tensor]
 
@@ -120,7 +121,7 @@ def extract_features(
         if accelerator is not None:
             loader = accelerator.prepare_data_loader(loader)
         feats, labels = [], []
-        bar = tqdm(loader, desc=f"{desc} (view {view + 1}/{views})", disable=not is_main, leave=False)
+        bar = progress_bar(loader, desc=f"{desc} (view {view + 1}/{views})", main_process=is_main, leave=False)
         for pixel_values, batch_labels in bar:
             if device is not None:
                 pixel_values = pixel_values.to(device)

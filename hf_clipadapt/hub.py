@@ -127,8 +127,8 @@ class ModelCardMixin:
         image processor and tokenizer a `pipeline` needs); written inside the atomic save."""
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """transformers' save_pretrained plus our card, written to a temporary folder
-        first and moved in file by file: a failed save leaves the old checkpoint whole."""
+        """transformers' save_pretrained plus our card, written to a sibling folder
+        that then replaces the old one as a whole (`io.write_directory_atomic`)."""
         if not kwargs.get("is_main_process", True):
             return super().save_pretrained(save_directory, *args, **kwargs)
         out = []

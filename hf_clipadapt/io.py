@@ -1,15 +1,51 @@
-"""Writes that never leave a half-written file behind.
+"""Writes that never leave a half-written file or a mixed checkpoint behind.
 
-A crash or a full disk during a save must leave the previous file (or nothing),
-never a truncated checkpoint that loads as garbage later.
+A crash or a full disk during a save must leave the previous save (or nothing),
+never a truncated file that loads as garbage later, nor a folder that holds the
+new config next to the old weights.
+
+Folder saves (`write_directory_atomic`) switch whole folders with renames. For a
+target `<dir>` they go through these states, each of which `recover_directory`
+turns back into a plain, complete `<dir>`:
+
+1. write everything into the sibling `<dir>.hf_clipadapt-writing` (incomplete:
+   rolled back);
+2. rename it to `<dir>.hf_clipadapt-ready` (complete: rolled forward from here on);
+3. rename the old `<dir>` to `<dir>.hf_clipadapt-old`;
+4. rename `<dir>.hf_clipadapt-ready` to `<dir>`;
+5. delete `<dir>.hf_clipadapt-old`.
+
+Each rename is atomic on POSIX file systems, so at every instant either the old
+save or the new one is whole on disk, and the names say which one wins.
+
+The user's own files in `<dir>` survive a save. Each save records the files it
+wrote in a manifest (`MANIFEST_NAME`); the next save carries every entry of the
+old folder that is neither in the old manifest nor written again (a
+`results.json`, a `checkpoints/` folder, tracker logs) into the new folder, as
+hard links where the file system allows (no copy of large files; a file still
+open for appending keeps growing in the new folder). Files that the previous save
+wrote and this one does not (an old shard, a stale card) are dropped. A folder
+that has no manifest (a first save into an existing output folder) is all user
+files: everything in it that the save does not overwrite is kept.
+
+One writer per folder at a time, as for any checkpoint: two processes saving to the
+same folder at once must be kept apart by the caller (e.g. `is_main_process`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+MANIFEST_NAME = ".hf_clipadapt_manifest.json"
+# Distinctive names: a user's own "<dir>.old" backup must never be taken for ours.
+_SUFFIXES = (".hf_clipadapt-writing", ".hf_clipadapt-ready", ".hf_clipadapt-old")
+
+# Called with the number of the state just reached (1 = written, ..., 5 = old
+# deleted). Tests set it to kill the process between two steps of a save.
+_step_hook = None
 
 
 def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
@@ -26,24 +62,149 @@ def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: di
         tmp.unlink(missing_ok=True)
 
 
-def write_directory_atomic(directory: str | os.PathLike, write) -> None:
-    """Call `write(tmp_dir)` on a fresh sibling folder, then move each file it wrote
-    into `directory` with `os.replace`.
+def _siblings(directory: Path) -> tuple[Path, Path, Path]:
+    return tuple(directory.with_name(directory.name + s) for s in _SUFFIXES)
 
-    If `write` fails, `directory` is untouched. Each file then switches from its old
-    to its new version in one step, so a reader never sees a truncated file.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+
+def _target(path: str | os.PathLike) -> Path:
+    """The absolute folder path (not resolved: a symlink is replaced, not followed)."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def _step(k: int) -> None:
+    if _step_hook is not None:
+        _step_hook(k)
+
+
+def _rename_if_present(src: Path, dst: Path) -> None:
+    # A loader may have taken the same step a moment ago (see `recover_directory`).
     try:
-        write(tmp)
-        directory.mkdir(exist_ok=True)
-        for src in sorted(tmp.rglob("*")):
-            dst = directory / src.relative_to(tmp)
-            if src.is_dir():
-                dst.mkdir(exist_ok=True)
-            else:
-                os.replace(src, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.rename(src, dst)
+    except FileNotFoundError:
+        if not dst.exists():
+            raise
+
+
+def _roll_forward(directory: Path, ready: Path, old: Path) -> None:
+    """States 2 to 5: put the complete new save `ready` in place of `directory`."""
+    if ready.is_dir():
+        if directory.exists() and old.exists():
+            raise OSError(
+                f"an interrupted save left {str(ready)!r} (the new save) and {str(old)!r} (the previous "
+                f"one), and {str(directory)!r} was created since; keep the one you want under "
+                f"{str(directory)!r} and delete the others"
+            )
+        if directory.exists():
+            _rename_if_present(directory, old)
+        _step(3)
+        _rename_if_present(ready, directory)
+        _step(4)
+    if old.exists() and directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    _step(5)
+
+
+def recover_directory(path: str | os.PathLike, *, remove_incomplete: bool = True) -> bool:
+    """Finish or roll back a folder save that was interrupted; True if there was one.
+
+    A complete `<dir>.hf_clipadapt-ready` replaces `<dir>` (roll forward); a
+    `<dir>.hf_clipadapt-old` is deleted once the new save is in place, or put back if
+    nothing else is (roll back). An incomplete `<dir>.hf_clipadapt-writing` is deleted
+    when `remove_incomplete`; loaders pass False, since it may belong to a save still
+    running, and leave it to the next save. Cheap when there is nothing to do (three
+    `stat` calls), so loaders call it on every local path.
+    """
+    directory = _target(path)
+    writing, ready, old = _siblings(directory)
+    found = writing.exists() or ready.exists() or old.exists()
+    if remove_incomplete and writing.exists():
+        shutil.rmtree(writing, ignore_errors=True)
+    if ready.is_dir():
+        _roll_forward(directory, ready, old)
+    elif old.exists():
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # no new save got in place: the previous one is the valid one
+            _rename_if_present(old, directory)
+    return found
+
+
+def _read_manifest(directory: Path) -> set[str]:
+    try:
+        return set(json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported
+        shutil.copy2(src, dst)
+
+
+def _carry_user_files(old: Path, new: Path) -> None:
+    """Bring into `new` every top-level entry of `old` that the previous save did not
+    write and this save does not write either (see the module docstring)."""
+    previous = _read_manifest(old)
+    for entry in sorted(old.iterdir()):
+        name = entry.name
+        if name == MANIFEST_NAME or name in previous or (new / name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / name, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), new / name)
+        else:
+            _link_or_copy(str(entry), str(new / name))
+
+
+def write_directory_atomic(directory: str | os.PathLike, write) -> None:
+    """Call `write(tmp_dir)` on a fresh sibling folder, then switch `directory` to it
+    as a whole with renames (states in the module docstring).
+
+    If `write` fails, `directory` is untouched. A crash at any later instant leaves
+    either the complete old or the complete new save, which `recover_directory`
+    (called by every loader of the package, and before the next save) puts in place.
+    """
+    directory = _target(directory)
+    if Path.cwd() == directory or directory in Path.cwd().parents:
+        raise ValueError(f"cannot save into {str(directory)!r}, the working folder (or one above it): save into a subfolder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"cannot save to {str(directory)!r}: it is a file, not a folder")
+    writing, ready, old = _siblings(directory)
+    writing.mkdir()
+    try:
+        write(writing)
+        written = sorted(p.name for p in writing.iterdir())
+        (writing / MANIFEST_NAME).write_text(json.dumps({"files": written}, indent=1), encoding="utf-8")
+        if directory.is_dir():
+            _carry_user_files(directory, writing)
+        _fsync_tree(writing)
+    except BaseException:
+        shutil.rmtree(writing, ignore_errors=True)
+        raise
+    _step(1)
+    os.rename(writing, ready)
+    _step(2)
+    _roll_forward(directory, ready, old)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush the new files to disk before the renames make them the live save, so a
+    power cut cannot leave a renamed folder of empty files (where fsync is supported)."""
+    for p in [*root.rglob("*"), root]:
+        if p.is_symlink():
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -1,8 +1,11 @@
 """Evaluation metrics shared by every method.
 
-Plain torch (and scikit-learn for AUROC) so nothing needs the Hub: `evaluate.load`
-downloads its metric scripts at run time. Every function accepts tensors or
-array-likes and returns Python floats, in percent where the papers report percent.
+Plain torch (and scikit-learn for AUROC): the single implementation. Every
+function accepts tensors or array-likes and returns Python floats, in percent where
+the papers report percent. The same metrics in the `evaluate` library's form
+(`hf_clipadapt.evaluate_modules`, loaded offline with `load_metric(name)`) are thin
+wrappers over these functions, for `Trainer(compute_metrics=...)` and
+`evaluate.combine`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def accuracy(logits_or_preds, labels) -> float:
     """Top-1 accuracy in percent. Takes [N, K] logits or [N] predicted indices."""
     preds, labels = _preds(logits_or_preds), _as_tensor(labels).long()
     _check_same_length(preds, labels)
-    return 100.0 * (preds == labels).float().mean().item()
+    return 100.0 * (preds == labels).double().mean().item()
 
 
 def topk_accuracy(logits, labels, k: int = 5) -> float:
@@ -42,7 +45,7 @@ def topk_accuracy(logits, labels, k: int = 5) -> float:
     _check_same_length(logits, labels)
     k = min(k, logits.shape[-1])
     topk = logits.topk(k, dim=-1).indices
-    return 100.0 * (topk == labels[:, None]).any(-1).float().mean().item()
+    return 100.0 * (topk == labels[:, None]).any(-1).double().mean().item()
 
 
 def per_class_accuracy(logits_or_preds, labels, classes: Sequence[int] | None = None) -> float:
@@ -61,7 +64,7 @@ def per_class_accuracy(logits_or_preds, labels, classes: Sequence[int] | None = 
     for c in classes:
         mask = labels == int(c)
         if mask.any():
-            recalls.append((preds[mask] == int(c)).float().mean().item())
+            recalls.append((preds[mask] == int(c)).double().mean().item())
     if not recalls:
         raise ValueError(f"none of the classes {list(classes)[:10]} has a sample in `labels`")
     return 100.0 * float(np.mean(recalls))
@@ -110,5 +113,47 @@ def h_score(preds, labels, unknown_index: int, known_classes: Sequence[int] | No
     if known_classes is None:
         known_classes = labels[~unknown].unique().tolist()
     known = per_class_accuracy(preds[~unknown], labels[~unknown], known_classes) if (~unknown).any() else 0.0
-    unk = 100.0 * (preds[unknown] == unknown_index).float().mean().item() if unknown.any() else 0.0
+    unk = 100.0 * (preds[unknown] == unknown_index).double().mean().item() if unknown.any() else 0.0
     return {"known": known, "unknown": unk, "H": harmonic_mean(known, unk)}
+
+
+def open_set_scores(preds, labels, scores, unknown_index: int, known_classes: Sequence[int] | None = None) -> dict:
+    """Open-set recognition: accuracy on the known classes, AUROC of a confidence
+    score for telling known from unknown samples, and their harmonic mean.
+
+    `labels` marks every sample of an unseen (unknown) class with `unknown_index`;
+    `scores` is the per-sample confidence of being known (e.g. the maximum softmax
+    probability, Hendrycks & Gimpel, ICLR 2017). "known" is the mean per-class
+    accuracy over `known_classes` (default: the known labels present), as in UEO
+    (Liang et al., "Realistic Unsupervised CLIP Fine-tuning with Universal Entropy
+    Optimization", ICML 2024); all in percent.
+    """
+    preds, labels, scores = _preds(preds), _as_tensor(labels).long(), _as_tensor(scores)
+    _check_same_length(preds, labels)
+    _check_same_length(scores, labels)
+    unknown = labels == unknown_index
+    if unknown.all():
+        raise ValueError(f"every label is the unknown index {unknown_index}: known accuracy needs known samples")
+    if known_classes is None:
+        known_classes = labels[~unknown].unique().tolist()
+    known = per_class_accuracy(preds[~unknown], labels[~unknown], known_classes)
+    area = auroc(scores, ~unknown)
+    return {"known": known, "auroc": area, "H": harmonic_mean(known, area)}
+
+
+def base_to_new_scores(base_preds, base_labels, new_preds, new_labels) -> dict:
+    """Base-to-new generalization (Zhou et al., "Conditional Prompt Learning for
+    Vision-Language Models", CVPR 2022): top-1 accuracy on the base classes (seen in
+    training) and on the new classes, each evaluated in its own label space, and
+    H = 2·base·new/(base+new), in percent."""
+    base, new = accuracy(base_preds, base_labels), accuracy(new_preds, new_labels)
+    return {"base": base, "new": new, "H": harmonic_mean(base, new)}
+
+
+def load_metric(name: str, **kwargs):
+    """One of the package's `evaluate` modules by name, offline (they ship inside
+    the package): "h_score", "gzsl", "open_set", "per_class_accuracy",
+    "base_to_new". Keyword arguments go to `evaluate.load` (e.g. `experiment_id`)."""
+    from .evaluate_modules import load
+
+    return load(name, **kwargs)

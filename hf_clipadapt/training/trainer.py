@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PrinterCallback, Trainer
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_callback import PrinterCallback
 
 from .arguments import AdaptationTrainingArguments
 from .collate import stack_collate
@@ -53,8 +54,8 @@ class AdaptationTrainer(Trainer):
             )
         super().__init__(model=model, args=args, data_collator=data_collator or stack_collate, **kwargs)
         if self.args.disable_tqdm:
-            # Trainer prints every log to stdout when bars are off; a library `fit` stays quiet
-            # (logs still reach `state.log_history` and the `report_to` trackers)
+            # Trainer prints every log dict when bars are off; a fit() in a script or CI log
+            # stays quiet (the logs still reach log_history and the trackers).
             self.remove_callback(PrinterCallback)
         if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
             self.model_accepts_loss_kwargs = False  # our models' losses are per-batch means

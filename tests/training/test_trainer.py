@@ -1,7 +1,6 @@
 """The shared training path on a tiny model: it learns, resumes exactly, runs the same
 on 2 processes as on 1, stays quiet off a terminal, and checkpoints only what it trains."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,0 +1,48 @@
+"""H-score for universal domain adaptation, as an `evaluate` module.
+
+A thin wrapper over `hf_clipadapt.metrics.h_score`; load it offline with
+`hf_clipadapt.metrics.load_metric("h_score")`.
+"""
+
+import datasets
+import evaluate
+
+from hf_clipadapt.metrics import h_score
+
+_DESCRIPTION = """Universal domain adaptation H-score (Fu et al., "Learning to Detect Open Classes for
+Universal Domain Adaptation", ECCV 2020): the harmonic mean of the mean per-class accuracy on
+the shared (known) classes and the accuracy on target-private samples pooled as one "unknown"
+class, in percent."""
+
+_CITATION = """@inproceedings{fu2020learning,
+  title={Learning to Detect Open Classes for Universal Domain Adaptation},
+  author={Fu, Bo and Cao, Zhangjie and Long, Mingsheng and Wang, Jianmin},
+  booktitle={ECCV}, year={2020}}"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of int): predicted class ids; `unknown_index` for "unknown".
+    references (list of int): true class ids; every target-private sample is `unknown_index`.
+    unknown_index (int): the id that stands for "unknown".
+    known_classes (list of int, optional): the shared classes (default: the known ids present).
+Returns:
+    known (float), unknown (float), H (float), in percent.
+Example:
+    >>> metric = HScore()
+    >>> metric.compute(predictions=[0, 1, 2, 2], references=[0, 1, 2, 1], unknown_index=2)
+    {'known': 75.0, 'unknown': 100.0, 'H': 85.71428571428571}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class HScore(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+        )
+
+    def _compute(self, predictions, references, unknown_index, known_classes=None):
+        return h_score(predictions, references, unknown_index=unknown_index, known_classes=known_classes)

@@ -120,6 +120,29 @@ def training_arguments(args, stage: str) -> SFDATrainingArguments:
     )  # fmt: skip
 
 
+def prepare_stage(args):
+    """(model, data, stage, train transform, eval transform) of stage1 (a new model on the
+    labelled source) or stage2 (the stage-1 model on the unlabelled target)."""
+    if args.command == "stage1":
+        data = load_data(args.source, "train")
+        names = getattr(data.features.get("label"), "names", None)
+        num_labels = len(names) if names else int(max(data["label"])) + 1
+        model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
+        mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
+        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
+        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
+    else:
+        model = SFDAModelForImageClassification.from_pretrained(args.model)
+        model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
+        data = load_data(args.target, "train")
+        if "label" in data.column_names:  # stage 2 never reads target labels
+            data = data.remove_columns("label")
+        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
+        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
+        stage = "target"
+    return model, data, stage, train_tf, eval_tf
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -168,23 +191,7 @@ def main():
             print(json.dumps(scores, indent=2))
         return
 
-    if args.command == "stage1":
-        data = load_data(args.source, "train")
-        names = getattr(data.features.get("label"), "names", None)
-        num_labels = len(names) if names else int(max(data["label"])) + 1
-        model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
-        mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
-        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
-        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
-    else:
-        model = SFDAModelForImageClassification.from_pretrained(args.model)
-        model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
-        data = load_data(args.target, "train")
-        if "label" in data.column_names:  # stage 2 never reads target labels
-            data = data.remove_columns("label")
-        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
-        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
-        stage = "target"
+    model, data, stage, train_tf, eval_tf = prepare_stage(args)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch BatchNorm statistics
 

@@ -13,7 +13,7 @@ from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
     **exports_of(".arguments", "AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"),
-    **exports_of(".collate", "stack_collate"),
+    **exports_of(".collate", "TensorRows", "stack_collate"),
     **exports_of(".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler",
                  "class_balanced_weights"),
     **exports_of(".trainer", "AdaptationTrainer", "train_model"),

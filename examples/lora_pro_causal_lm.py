@@ -230,6 +230,12 @@ def main(argv=None):
     raw = load_gsm(args.dataset, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval, seed=args.seed)
     train = sft_dataset(tokenizer, raw["train"], args.max_length)
     heldout = sft_dataset(tokenizer, raw["test"], args.max_length)
+    # Worked solutions cut at max_length lose their final answer, so they are dropped, not truncated.
+    kept = {"train": (len(train), len(raw["train"])), "held-out": (len(heldout), len(raw["test"]))}
+    for split, (k, n) in kept.items():
+        print(f"{split}: kept {k} of {n} examples ({n - k} longer than --max_length {args.max_length} tokens dropped)", flush=True)
+    if len(train) == 0 or len(heldout) == 0:
+        raise ValueError(f"no example fits in --max_length {args.max_length} tokens ({kept}); raise --max_length.")
 
     targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
     model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=targets))
@@ -260,8 +266,11 @@ def main(argv=None):
         data_collator=SFTCollator(tokenizer.pad_token_id),
         optimizer_cls_and_kwargs=optimizer_hook(args.optimizer, args.lr, args.weight_decay),
     )
+    if trainer.is_world_process_zero():
+        print(f"world size: {trainer.args.world_size} process(es)", flush=True)
     trainer.train()
     metrics = trainer.evaluate()
+    metrics["kept_examples"] = {split: {"kept": k, "of": n} for split, (k, n) in kept.items()}
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         acc, gens = exact_match(unwrapped, tokenizer, raw["test"]["question"], raw["test"]["answer"], args.max_new_tokens)
@@ -269,8 +278,22 @@ def main(argv=None):
         unwrapped.save_pretrained(args.output_dir)  # the adapter only; the GGUF base is never re-saved
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "eval_results.json").write_text(json.dumps({"args": vars(args), **metrics, "generations": gens[:5]}, indent=2))
+        _write_card(args, model_name, kept, metrics, len(raw["test"]))
         print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _write_card(args, model_name: str, kept: dict, metrics: dict, n_em: int) -> None:
+    from lora_pro_card import write_card
+
+    results = [("held-out", "loss", metrics["eval_loss"]), ("held-out", "exact_match", metrics["test_exact_match"])]
+    write_card(
+        args.output_dir, base_model=model_name, task="text-generation", dataset=args.dataset, args=vars(args),
+        data_counts={f"{s} (kept of generated)": f"{k} of {n}" for s, (k, n) in kept.items()}, results=results,
+        notes=[f"Examples longer than {args.max_length} tokens were dropped (not truncated), as counted above.",
+               f"Loss on the answer tokens of the kept held-out examples; exact match (greedy, the number after "
+               f"`####`) on all {n_em} held-out problems."],
+    )
 
 
 if __name__ == "__main__":

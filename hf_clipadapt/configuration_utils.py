@@ -49,6 +49,8 @@ class CLIPAdaptedConfig(AdaptedConfig):
             uses (random resized crop of area `view_scale`, horizontal flip if `view_flip`).
             Turn the flip off where a mirror image is another class (digits).
         shots / num_train_images: what `fit` saw, for the model card.
+        synthesized_classes / synthesized_per_class: the label-only classes trained on
+            synthesized features only (SHIP), for the model card.
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class CLIPAdaptedConfig(AdaptedConfig):
         view_flip: bool = True,
         shots: int | None = None,
         num_train_images: int | None = None,
+        synthesized_classes: list[str] | None = None,
+        synthesized_per_class: int | None = None,
         **kwargs,
     ):
         if not isinstance(embed_dim, int) or embed_dim < 1:
@@ -76,6 +80,7 @@ class CLIPAdaptedConfig(AdaptedConfig):
             raise ValueError(f"view_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {view_scale}")
         self.views, self.view_scale, self.view_flip = views, view_scale, bool(view_flip)
         self.shots, self.num_train_images = shots, num_train_images
+        self.synthesized_classes, self.synthesized_per_class = synthesized_classes, synthesized_per_class
         self.embed_dim = embed_dim
         self.logit_scale = float(logit_scale)
         self.templates = list(templates) if templates is not None else None

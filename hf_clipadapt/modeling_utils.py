@@ -18,6 +18,8 @@ Two levels, in the manner of transformers' `PreTrainedModel` and peft's adapters
 
 from __future__ import annotations
 
+import copy
+
 import itertools
 import warnings
 from collections.abc import Sequence
@@ -38,7 +40,7 @@ from .checkpoints import (
     load_safetensors,
     weights_file,
 )
-from .clip.backbone import CLIPBackbone
+from .clip.backbone import CLIPBackbone, check_classnames
 from .configuration_utils import AdaptedConfig, CLIPAdaptedConfig
 from .hub import ModelCardMixin, build_model_card
 
@@ -65,6 +67,8 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
     card_template = "default.md"
     card_tags: tuple[str, ...] = ()
     card_pipeline_tag: str | None = "image-classification"
+    # forward returns a mean loss: Trainer must not rescale it by the token count
+    accepts_loss_kwargs = False
 
     # A fitted head may hold only buffers (GDA without its CLIP): transformers reads
     # dtype and device from the first parameter, so fall back to the buffers.
@@ -123,7 +127,8 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
         return self.config.eval_results
 
     def _warn_if_unfitted(self) -> None:
-        if self.config.is_fitted is False and not getattr(self, "_warned_unfitted", False):
+        # A model in training mode is being fitted right now: only predictions warn.
+        if self.config.is_fitted is False and not self.training and not getattr(self, "_warned_unfitted", False):
             self._warned_unfitted = True
             warnings.warn(
                 f"this {type(self).__name__} has not been fitted yet (call fit first); its outputs are "
@@ -205,7 +210,40 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         )
         model = cls(config, backbone=backbone).to(backbone.device)
         model._init_from_clip(class_names, list(templates) if templates else None)
-        return model
+        return model.eval()  # as from_pretrained returns it; fit switches to training mode itself
+
+    def create_model_card(self, **kwargs):
+        c = self.config  # the card says which classes never had an image (SHIP's label-only ones)
+        kwargs.setdefault("synthesized_classes", c.synthesized_classes)
+        kwargs.setdefault("synthesized_per_class", c.synthesized_per_class)
+        return super().create_model_card(**kwargs)
+
+    # ------------------------------------------------------------------ other classes
+    # Saved tensors (prefixes) that belong to the current classes and do not carry over
+    # to other class names; subclasses add theirs (a cache, class-specific contexts).
+    class_specific_state: tuple[str, ...] = ("text_weights",)
+
+    def for_classes(self, class_names: Sequence[str]):
+        """This model on other class names (e.g. the new classes of base-to-new): what was
+        trained and is class-agnostic (a context, an adapter) carries over, the text
+        classifier is built for `class_names`, and class-specific state is dropped. This is
+        how CoOp-style methods are scored on classes they never saw (Zhou et al., CVPR 2022)."""
+        self.require_backbone("building a classifier for other classes")
+        names = check_classnames(class_names)
+        config = copy.deepcopy(self.config)
+        config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+        config.eval_results, config.synthesized_classes, config.synthesized_per_class = [], None, None
+        self.prepare_config_for_classes(config)
+        model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
+        model._init_from_clip(names, config.templates)
+        state = {k: v for k, v in self.saved_state_dict().items() if not k.startswith(self.class_specific_state)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"{type(self).__name__}.for_classes: tensors {unexpected} have no place in the new model")
+        return model.eval()
+
+    def prepare_config_for_classes(self, config) -> None:
+        """Adjust a copied config for other classes (e.g. empty a cache); default: nothing."""
 
     def register_text_classifier(self) -> None:
         """A `text_weights` buffer [K, D] for CLIP's zero-shot classifier, which `from_clip`
@@ -365,21 +403,39 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
 
     def check_dataset_labels(self, dataset, label_column: str = "label") -> None:
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
-        check_class_names(dataset, label_column, [self.config.id2label[i] for i in range(self.config.num_labels)])
+        check_class_names(dataset, label_column, self.class_names())
 
-    def adopt_dataset_labels(self, dataset, label_column: str) -> None:
+    def adopt_dataset_labels(self, dataset, label_column: str, *, subset: bool = False) -> None:
         """A model built from `num_labels` alone (generic LABEL_i names, no text classifier)
         takes its label names from the data's `ClassLabel`; otherwise the data's classes
-        must be the model's."""
-        from datasets import ClassLabel
-
-        feature = getattr(dataset, "features", {}).get(label_column) if hasattr(dataset, "features") else None
-        ours = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        must be the model's (with `subset=True`: some of the model's, matched by name)."""
+        feature = _class_label(dataset, label_column)
+        ours = self.class_names()
         generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
-        if isinstance(feature, ClassLabel) and generic and feature.num_classes == len(ours):
+        if feature is not None and generic and feature.num_classes == len(ours):
             self.config.id2label = dict(enumerate(feature.names))
             self.config.label2id = {n: i for i, n in enumerate(feature.names)}
-        self.check_dataset_labels(dataset, label_column)
+        if subset:
+            self.dataset_label_map(dataset, label_column)
+        else:
+            self.check_dataset_labels(dataset, label_column)
+
+    def class_names(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    def dataset_label_map(self, dataset, label_column: str = "label") -> torch.Tensor:
+        """[C_data] tensor: the dataset's label ids → this model's, matched by class name
+        (the identity when the data carry no `ClassLabel`). Refuses names the model lacks."""
+        feature = _class_label(dataset, label_column)
+        if feature is None:
+            return torch.arange(self.config.num_labels)
+        ours = {n: i for i, n in enumerate(self.class_names())}
+        unknown = [n for n in feature.names if n not in ours]
+        if unknown:
+            raise ValueError(f"{len(unknown)} of the dataset's classes are not among this model's "
+                             f"{len(ours)} labels, e.g. {unknown[:5]}; build the model with class names that "
+                             "include every class of the training data.")  # fmt: skip
+        return torch.tensor([ours[n] for n in feature.names], dtype=torch.long)
 
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -391,18 +447,20 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
     @torch.no_grad()
     def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,
                  accelerator=None, cache_dir=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
-        """Top-1 and mean per-class accuracy (%) on a labelled dataset. With
-        `record_as="<dataset name>"` the results go to `config.eval_results`, and so
-        onto the model card."""
+        """Top-1 and mean per-class accuracy (%) on a labelled dataset. A dataset whose
+        classes are some of the model's (matched by name, e.g. the new classes of a
+        base-to-new model) is scored within its own label space, as the base-to-new
+        protocol does (Zhou et al., CVPR 2022). With `record_as="<dataset name>"` the
+        results go to `config.eval_results`, and so onto the model card."""
         from .metrics import accuracy, per_class_accuracy
 
-        self.check_dataset_labels(dataset, label_column)
+        columns = self.dataset_label_map(dataset, label_column)
         was_training = self.training
         self.eval()
         feats, labels = self.encode_dataset(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
                                             cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
         self.train(was_training)
-        logits = self.predict_features(feats)
+        logits = self.predict_features(feats)[:, columns]
         result = {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
         if record_as:
             self.record_results(record_as, result, split=split)
@@ -423,10 +481,8 @@ def as_backbone(backbone) -> CLIPBackbone:
 
 def check_class_names(dataset, label_column: str, expected: list[str]) -> None:
     """Refuse a dataset whose `ClassLabel` names differ from `expected` (same order)."""
-    from datasets import ClassLabel
-
-    feature = getattr(dataset, "features", {}).get(label_column) if hasattr(dataset, "features") else None
-    if not isinstance(feature, ClassLabel) or list(feature.names) == list(expected):
+    feature = _class_label(dataset, label_column)
+    if feature is None or list(feature.names) == list(expected):
         return
     diff = [(i, a, b) for i, (a, b) in enumerate(zip(feature.names, expected)) if a != b][:5]
     raise ValueError(
@@ -434,6 +490,14 @@ def check_class_names(dataset, label_column: str, expected: list[str]) -> None:
         f"classes, the model {len(expected)}; first differences (id, dataset, model): {diff}. Build the model "
         "with class_names=hf_clipadapt.data.class_names(dataset)."
     )
+
+
+def _class_label(dataset, label_column: str):
+    """The dataset's `ClassLabel` feature for `label_column`, or None."""
+    from datasets import ClassLabel
+
+    feature = dataset.features.get(label_column) if hasattr(dataset, "features") else None
+    return feature if isinstance(feature, ClassLabel) else None
 
 
 def _check_backbone_width(backbone: CLIPBackbone, config, class_name: str) -> None:

@@ -1,15 +1,164 @@
 """`FeatureTrainedCLIPModel`: the base of CLIP-adapted models trained by gradient on
-cached CLIP image features (CoOp, CLIP-Adapter, Tip-Adapter-F and their SHIP variants).
+cached CLIP image features (CoOp, CLIP-Adapter, Tip-Adapter-F, SHIP's generator).
 
-The images are encoded once, under `config.views` augmented views, and the model
-trains on those features through the shared training path; the image tower never
-runs again during training.
+`fit` encodes the training images once, under `config.views` augmented views, and
+trains on those features through the shared training path
+(`hf_clipadapt.training.AdaptationTrainer`, a `transformers.Trainer`): the image
+tower never runs again during training; checkpoints, exact resume, trackers and
+DDP come from there. The loss is the model's own: `model(image_features=...,
+labels=...).loss`, as for any transformers model. Each model names its paper's
+optimiser and schedule in `default_training_arguments`; any
+`AdaptationTrainingArguments` field can be overridden through `fit(args=...)`.
 """
 
 from __future__ import annotations
 
-from .modeling_utils import CLIPAdaptedModel
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from .data.few_shot import train_validation_split
+from .modeling_utils import DEFAULT_SEED, CLIPAdaptedModel
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """(image feature, label) pairs as the dicts a `Trainer` collates."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image_features": self.features[i], "labels": self.labels[i]}
 
 
 class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     """A `CLIPAdaptedModel` whose `fit` trains its parts on cached image features."""
+
+    # Whether `fit_features` chooses hyper-parameters on validation features (Tip-Adapter's
+    # α, β); the others never read them, so `fit` does not encode them.
+    uses_validation = False
+
+    def default_training_arguments(self) -> dict:
+        """The paper's optimiser and schedule. Default: CoOp's (SGD lr 2e-3, momentum
+        0.9, weight decay 5e-4, cosine, batch 32, 200 epochs at 16 shots, 100 at 4–8, 50
+        at 1–2), with epochs counted as passes over the cached views (`passes`)."""
+        shots = self.config.shots or 16
+        epochs = 200 if shots > 8 else 100 if shots > 2 else 50
+        return dict(optim="sgd", learning_rate=2e-3, momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine",
+                    per_device_train_batch_size=32, num_train_epochs=self.passes(epochs))  # fmt: skip
+
+    def passes(self, paper_epochs: int) -> int:
+        """Passes over the cached views that match `paper_epochs` epochs of freshly
+        augmented images: each image has `config.views` cached views, so one pass over
+        them sees as many augmented images as `views` epochs."""
+        return max(1, round(paper_epochs / max(1, self.config.views)))
+
+    def training_arguments(self, num_samples: int, seed: int, args=None):
+        """The paper's defaults, then `args` (an `AdaptationTrainingArguments`, used as it
+        is, or a dict of overrides) on top; the batch never exceeds the data."""
+        from .training import AdaptationTrainingArguments
+
+        if isinstance(args, AdaptationTrainingArguments):
+            return args
+        settings = {**self.default_training_arguments(), "seed": seed, **(args or {})}
+        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
+        return AdaptationTrainingArguments(**settings)
+
+    def train_on_features(self, features: torch.Tensor, labels: torch.Tensor, *, seed: int = DEFAULT_SEED, args=None,
+                          resume_from_checkpoint=None, callbacks=None) -> list[dict]:  # fmt: skip
+        """Train on features [N, D] (normalised here) with labels [N]; returns the log history."""
+        from .training import train_model
+
+        if features.shape[0] == 0:
+            raise ValueError("no training features: the training split is empty")
+        if not torch.isfinite(features).all():
+            raise ValueError("the training features contain NaN or inf; check the images and the encoder")
+        data = FeatureDataset(F.normalize(features.float(), dim=-1), labels.long())
+        was_training = self.training
+        history = train_model(self, data, self.training_arguments(len(data), seed, args), callbacks=callbacks,
+                              resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+        self.train(was_training)
+        return history
+
+    def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of `views` augmented views of every training image (cached)."""
+        c = self.config
+        return self.encode_dataset(train, self.augmented_views(seed, c.view_scale, c.view_flip), views=views,
+                                   split="train", **encode)  # fmt: skip
+
+    def encode_labelled(self, dataset, *, label_column: str, **encode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels (as this model's class indices) of a labelled split."""
+        remap = self.dataset_label_map(dataset, label_column)
+        features, labels = self.encode_dataset(dataset, label_column=label_column, **encode)
+        return features, remap[labels]
+
+    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, views: int | None = None,
+            args=None, extra_features=None, resume_from_checkpoint=None, batch_size: int = 64, accelerator=None,
+            cache_dir=None, image_column: str = "image", label_column: str = "label", dataset_name: str | None = None):  # fmt: skip
+        """Encode the training images under augmented views once, then `fit_features`; returns self.
+
+        `train`: a `datasets.Dataset` (with `shots=K` the CoOp K-shot split is drawn from
+        it) or a `DatasetDict` with "train" (and "validation"). Its classes may be a subset
+        of the model's (e.g. the base classes of a base+new model); `extra_features`, a
+        (features [M, D], labels [M] indexing this model's classes) pair, is trained on
+        alongside, e.g. SHIP's synthesized features of the label-only classes. `args`:
+        `AdaptationTrainingArguments`, or a dict of overrides of the paper's defaults.
+        Validation data is only used where the method chooses hyper-parameters on it
+        (Tip-Adapter's α, β), never to pick a checkpoint.
+        """
+        self.require_backbone("fitting")
+        c = self.config
+        views = c.views if views is None else views
+        train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
+        encode = dict(batch_size=batch_size, accelerator=accelerator, cache_dir=cache_dir, image_column=image_column)
+        self.adopt_dataset_labels(train, label_column, subset=True)
+        c.views, c.shots = views, shots if shots is not None else c.shots  # the schedule reads them
+        remap = self.dataset_label_map(train, label_column)
+        features, labels = self.encode_training_views(train, seed=seed, views=views, label_column=label_column, **encode)
+        val = None
+        if validation is not None and self.uses_validation:
+            val = self.encode_labelled(validation, label_column=label_column, split="validation", **encode)
+        self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
+                          seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+        c.seed, c.num_train_images, c.is_fitted = seed, len(train), True
+        c.dataset_name = dataset_name or c.dataset_name
+        return self
+
+    def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
+                     seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
+        """Fit on cached features: `features` [views·N, D] (view-major, as `encode_dataset`
+        returns them) with `labels` (this model's class indices), plus `extra_features`;
+        `validation` is a (features, labels) pair or None. Default: train on all of it
+        with the model's loss."""
+        features, labels = with_extra(features, labels, extra_features, self.config.num_labels)
+        self.warn_uncovered_classes(labels)
+        self.history_ = self.train_on_features(features, labels, seed=seed, args=args,
+                                               resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+        self.config.is_fitted = True
+
+    def warn_uncovered_classes(self, labels: torch.Tensor) -> None:
+        """Warn when some classes have no training sample at all (real or synthesized)."""
+        missing = sorted(set(range(self.config.num_labels)) - set(labels.unique().tolist()))
+        if missing:
+            names = [self.config.id2label[i] for i in missing[:5]]
+            warnings.warn(f"{len(missing)} of {self.config.num_labels} classes have no training sample "
+                          f"(e.g. {names}); they keep their zero-shot text weights only. For label-only classes, "
+                          "pass synthesized features (hf_clipadapt.ship.fit_with_synthesized).", stacklevel=3)  # fmt: skip
+
+
+def with_extra(features, labels, extra, num_labels: int):
+    """Append (features, labels) of synthesized or otherwise extra training samples."""
+    if extra is None:
+        return features, labels
+    x, y = extra
+    if x.ndim != 2 or x.shape[1] != features.shape[1] or x.shape[0] != y.shape[0]:
+        raise ValueError(f"extra_features must be ([M, {features.shape[1]}], [M]); got {tuple(x.shape)}, {tuple(y.shape)}")
+    if y.numel() and (y.min() < 0 or y.max() >= num_labels):
+        raise ValueError(f"extra labels must index this model's {num_labels} classes; got {y.min()}..{y.max()}")
+    if not torch.isfinite(x).all():
+        raise ValueError("extra_features contain NaN or inf")
+    return torch.cat([features, x.to(features)]), torch.cat([labels, y.to(labels)])

@@ -39,6 +39,11 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
         # The context comes from PromptLearner (word embeddings or N(0, 0.02²)); CLIP is pretrained.
         pass
 
+    def prepare_config_for_classes(self, config) -> None:
+        if config.class_specific:
+            raise ValueError("class-specific contexts (CoOp-CSC) belong to their classes and cannot move to other "
+                             "class names; use a shared context (class_specific=False) for base-to-new")  # fmt: skip
+
     def class_text_features(self) -> torch.Tensor:
         """[K, D] normalised text features of the prompted class names."""
         return self.prompt_learner()

@@ -3,10 +3,11 @@
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".configuration_gda", "GDAConfig"),
+    **exports_of(".configuration_gda", "GDAConfig", "NEW_CLASS_ALPHA_RULES"),
     **exports_of(".modeling_gda", "GDAForImageClassification"),
     **exports_of(".functional", "ALPHAS", "GDADegenerateCovarianceWarning", "GDAStatistics", "ensemble_logits",
-                 "fit_gda", "fit_gda_em", "gda_logits", "new_class_classifier", "select_alpha"),
+                 "fit_gda", "fit_gda_em", "gda_logits", "new_class_classifier", "pseudo_new_splits", "select_alpha",
+                 "select_new_class_alpha"),
     "functional": ".functional",
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

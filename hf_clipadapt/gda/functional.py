@@ -48,7 +48,9 @@ __all__ = [
     "gda_logits",
     "ks_precision_solve",
     "new_class_classifier",
+    "pseudo_new_splits",
     "select_alpha",
+    "select_new_class_alpha",
 ]
 
 #: The paper's grid for the ensemble weight α; `select_alpha` keeps the smaller on ties.
@@ -356,6 +358,86 @@ def new_class_classifier(
     new_means = x[nearest].mean(dim=1)
     weight, bias = _classifier_from_moments(new_means, stats.scatter(), stats.num_samples, stats.total_energy)
     return weight.to(base_features.dtype), bias.to(base_features.dtype)
+
+
+def pseudo_new_splits(num_classes: int, num_folds: int = 4, *, seed: int = 0) -> list[torch.Tensor]:
+    """Disjoint groups of base classes to hold out as pseudo-new classes, one group per fold.
+
+    A seeded permutation of the `num_classes` base classes cut into `num_folds`
+    near-equal groups, so every base class is pseudo-new exactly once. Each group
+    needs at least 2 classes (accuracy among one class says nothing) and must leave
+    at least one class behind as pseudo-base, so the folds are capped at
+    ⌊num_classes / 2⌋; with 3 classes the single fold holds out 2 of them.
+    Returns sorted class-index tensors.
+    """
+    if not isinstance(num_classes, int) or num_classes < 3:
+        raise ValueError(
+            f"pseudo-new splits need at least 3 base classes (2 held out, 1 left to build from), got {num_classes!r}"
+        )
+    if not isinstance(num_folds, int) or num_folds < 1:
+        raise ValueError(f"num_folds must be a positive int, got {num_folds!r}")
+    folds = min(num_folds, num_classes // 2)
+    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
+    if folds == 1:  # a single group must leave a pseudo-base class behind
+        return [order[: num_classes - 1].sort().values]
+    return [group.sort().values for group in order.tensor_split(folds)]
+
+
+def select_new_class_alpha(
+    base_features: torch.Tensor,
+    base_labels: torch.Tensor,
+    base_text_weights: torch.Tensor,
+    *,
+    k: int = 64,
+    alphas: Sequence[float] = ALPHAS,
+    num_folds: int = 4,
+    seed: int = 0,
+    logit_scale: float = 100.0,
+) -> tuple[float, dict[float, float]]:
+    """α for new-class heads (base-to-new) chosen on base classes only: (α, {α: pseudo-new accuracy %}).
+
+    The paper (Wang et al., ICLR 2024) reuses the base α for the new classes, whose
+    heads come from k nearest base features instead of their own images; nothing
+    says the same weight suits them. This rule simulates base-to-new inside the
+    labelled base data: for each fold of `pseudo_new_splits`, the held-out classes
+    get heads exactly as new classes do (`new_class_classifier` on the remaining
+    classes' features, their text embeddings, the same `k`), and their own
+    features are classified among themselves by the ensemble
+    logit_scale·x·Tᵀ + α·(x·Wᵀ + b). α maximises the accuracy pooled over folds;
+    ties keep the smaller α (closer to zero-shot). The base heads keep their own α,
+    so for the harmonic mean of base and new accuracy on the pseudo split this is
+    also the H-maximising α. No new-class data enters.
+    """
+    if len(alphas) == 0:
+        raise ValueError("alphas is empty")
+    _check_features(base_features, "base_features")
+    num_classes = base_text_weights.shape[0]
+    labels = _check_labels(base_labels, base_features.shape[0], num_classes).to(base_features.device)
+    _check_nonempty_classes(torch.bincount(labels, minlength=num_classes))
+    grid = sorted(float(a) for a in alphas)
+    correct = torch.zeros(len(grid), dtype=torch.float64)
+    total = 0
+    for held in pseudo_new_splits(num_classes, num_folds, seed=seed):
+        held = held.to(labels.device)
+        is_held = torch.isin(labels, held)
+        kept = torch.ones(num_classes, dtype=torch.bool, device=labels.device)
+        kept[held] = False
+        remap = torch.cumsum(kept, 0) - 1  # base id -> pseudo-base id
+        x_base, y_base = base_features[~is_held], remap[labels[~is_held]]
+        text = base_text_weights[held].to(base_features.dtype)
+        weight, bias = new_class_classifier(
+            x_base, y_base, text, k=min(k, x_base.shape[0]), num_base_classes=int(kept.sum())
+        )
+        x_new = base_features[is_held]
+        y_new = torch.searchsorted(held, labels[is_held])  # base id -> position among the held-out
+        zero_shot = logit_scale * x_new @ text.T
+        gda = gda_logits(x_new, weight, bias)
+        for i, a in enumerate(grid):
+            correct[i] += ((zero_shot + a * gda).argmax(1) == y_new).sum().item()
+        total += x_new.shape[0]
+    scores = {a: 100.0 * c / total for a, c in zip(grid, correct.tolist())}
+    best = max(scores.values())
+    return next(a for a, s in scores.items() if s == best), scores
 
 
 # --------------------------------------------------------------------------- unsupervised EM

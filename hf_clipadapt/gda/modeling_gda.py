@@ -28,7 +28,7 @@ from transformers import initialization as init
 
 from ..data.few_shot import train_validation_split
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
-from .configuration_gda import GDAConfig
+from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
 from .functional import GDAStatistics, ensemble_logits, select_alpha
 
 
@@ -200,27 +200,52 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     @torch.no_grad()
     def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor, base_labels: torch.Tensor,
-                         templates: Sequence[str] | None = None, k: int = 64) -> GDAForImageClassification:  # fmt: skip
+                         templates: Sequence[str] | None = None, k: int = 64, *, alpha_rule: str = "reuse",
+                         alphas: Sequence[float] | None = None, num_folds: int = 4, seed: int = DEFAULT_SEED,
+                         ) -> GDAForImageClassification:  # fmt: skip
         """Base-to-new: a head for classes that have no images, only names.
 
         Each new class's mean is the mean of the `k` base-training features (e.g. the
-        augmented views `fit` encoded, from `encode_dataset`) closest to its text
-        embedding; the shared covariance is the base classes' one and α is reused, as
-        in the paper. Returns a new model on the same backbone.
-        """
-        from .functional import new_class_classifier
+        shots `fit` saw, from `encode_dataset`) closest to its text embedding; the
+        shared covariance is the base classes' one. Returns a new model on the same
+        backbone. The new head's α comes from `alpha_rule`:
 
+        * ``"reuse"`` (the paper): the base α.
+        * ``"pseudo_new"``: chosen on the base data alone by `select_new_class_alpha`:
+          `num_folds` groups of base classes are held out in turn, given heads the way
+          new classes are (k nearest remaining base features), and α from `alphas`
+          (default `config.alphas`) maximises their accuracy. It reads no new-class
+          images or labels; the scores go to the head's `config.alpha_scores`.
+        """
+        from .functional import new_class_classifier, select_new_class_alpha
+
+        if alpha_rule not in NEW_CLASS_ALPHA_RULES:
+            raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")
+        if alpha_rule == "pseudo_new" and not self.config.use_text_classifier:
+            raise ValueError(
+                'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
+                'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
+            )
         templates = list(templates) if templates else self.config.templates
         head = type(self).from_clip(
             self.require_backbone("new_classes_head"), list(class_names), templates, alpha=self.config.alpha,
             logit_scale=self.config.logit_scale, views=self.config.views, dataset_name=self.config.dataset_name,
+            new_class_alpha_rule=alpha_rule,
         )  # fmt: skip
         x = F.normalize(base_features.to(self.weight.device).double(), dim=-1)
+        labels = base_labels.to(x.device)
         weight, bias = new_class_classifier(
-            x, base_labels.to(x.device), head.text_weights.double(), k=k, num_base_classes=self.config.num_labels
+            x, labels, head.text_weights.double(), k=k, num_base_classes=self.config.num_labels
         )
         head.weight.copy_(weight)
         head.bias.copy_(bias)
+        if alpha_rule == "pseudo_new":
+            alpha, scores = select_new_class_alpha(
+                x, labels, self.text_weights.double(), k=k, alphas=self.config.alphas if alphas is None else alphas,
+                num_folds=num_folds, seed=seed, logit_scale=self.config.logit_scale,
+            )  # fmt: skip
+            head.config.alpha = alpha
+            head.config.alpha_scores = {str(a): s for a, s in scores.items()}
         head.config.is_fitted = True
         return head
 

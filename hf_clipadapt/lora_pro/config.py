@@ -16,7 +16,7 @@ from peft import LoraConfig
 __all__ = ["LoraProConfig", "LORAPRO_FIELDS"]
 
 # Fields that exist only on LoraProConfig and never reach the saved adapter.
-LORAPRO_FIELDS = ("lorapro_mode", "lorapro_damping")
+LORAPRO_FIELDS = ("lorapro_mode", "lorapro_damping", "lorapro_b_damping")
 
 
 @dataclass
@@ -30,10 +30,15 @@ class LoraProConfig(LoraConfig):
             "efficient" (closed form on the raw gradients, then AdamW on A and B;
             plain LoRA's memory).
         lorapro_damping: δ added to BᵀB and AAᵀ before inverting them.
+        lorapro_b_damping: scale-aware damping of BᵀB, in units of tr(AAᵀ)/r (None:
+            the optimizer's default, 1.0 in efficient mode and 0.0 in full mode).
     """
 
     lorapro_mode: str = field(default="full", metadata={"help": 'LoRA-Pro optimizer mode: "full" or "efficient".'})
     lorapro_damping: float = field(default=1e-8, metadata={"help": "Damping δ·I on the r×r Gram matrices."})
+    lorapro_b_damping: float | None = field(
+        default=None, metadata={"help": "Damping of BᵀB in units of tr(AAᵀ)/r (None: 1 efficient, 0 full)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -41,6 +46,9 @@ class LoraProConfig(LoraConfig):
             raise ValueError(f'lorapro_mode must be "full" or "efficient", got {self.lorapro_mode!r}.')
         if not (isinstance(self.lorapro_damping, (int, float)) and self.lorapro_damping >= 0):
             raise ValueError(f"lorapro_damping must be a number ≥ 0, got {self.lorapro_damping!r}.")
+        bd = self.lorapro_b_damping
+        if bd is not None and not (isinstance(bd, (int, float)) and bd >= 0):
+            raise ValueError(f"lorapro_b_damping must be None or a number ≥ 0, got {bd!r}.")
 
     def to_dict(self) -> dict:
         # What PEFT writes to adapter_config.json: a plain LoRA config, so that
@@ -52,4 +60,7 @@ class LoraProConfig(LoraConfig):
 
     def optimizer_kwargs(self) -> dict:
         """The LoraProAdamW keyword arguments this config sets."""
-        return {"mode": self.lorapro_mode, "damping": self.lorapro_damping}
+        out = {"mode": self.lorapro_mode, "damping": self.lorapro_damping}
+        if self.lorapro_b_damping is not None:
+            out["b_damping"] = self.lorapro_b_damping
+        return out

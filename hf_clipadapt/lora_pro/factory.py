@@ -63,4 +63,6 @@ def create_lorapro_optimizer(
             raise ValueError("LoraProSGD has no mode (it is the paper's Algorithm 1); drop mode=.")
         return LoraProSGD(model, lr=lr, damping=damping, **kwargs)
     mode = from_config.get("mode", "full") if mode is None else mode
+    if "b_damping" in from_config:
+        kwargs.setdefault("b_damping", from_config["b_damping"])
     return optimizer_cls(model, lr=lr, mode=mode, damping=damping, **kwargs)

@@ -1,4 +1,6 @@
-"""Pure-tensor core of LoRA-Pro (Wang et al., ICLR 2025), METHODS.md §1.
+"""Pure-tensor core of LoRA-Pro: Wang et al., "LoRA-Pro: Are Low-Rank Adapters
+Properly Optimized?", ICLR 2025: its closed-form
+equivalent-gradient projection and the Sylvester choice of X.
 
 Layout, for one adapted matrix W = W0 + s·B·A:  A is r×n, B is m×r, the full
 gradient g = dL/dW is m×n and LoRA's own gradients are gA = s·Bᵀg, gB = s·g·Aᵀ.
@@ -27,6 +29,7 @@ __all__ = [
     "projection_coefficients",
     "apply_projection",
     "solve_sylvester_spd",
+    "b_damping_value",
     "ProjectionCoefficients",
 ]
 
@@ -112,6 +115,19 @@ class ProjectionCoefficients(NamedTuple):
     KB2: Tensor
 
 
+def b_damping_value(AAt: Tensor, b_damping: float | Tensor) -> Tensor:
+    """The absolute damping λ_B = b_damping · tr(AAᵀ)/r added to BᵀB (shape (..., 1, 1)).
+
+    tr(AAᵀ)/r is the mean eigenvalue BᵀB would have if the factorisation were balanced
+    (‖B‖_F = ‖A‖_F; W = s·B·A is unchanged by B → cB, A → A/c). So λ_B is small next to
+    BᵀB once B has grown to A's scale and dominates while B ≪ A, as after PEFT's B = 0
+    start, where the undamped (BᵀB)⁻¹ blows ĝA up by ~1/‖B‖²."""
+    r = AAt.shape[-1]
+    tr = AAt.diagonal(dim1=-2, dim2=-1).sum(-1)
+    lam = torch.as_tensor(b_damping, dtype=AAt.dtype, device=AAt.device) * tr / r
+    return lam.reshape(lam.shape + (1, 1))
+
+
 def projection_coefficients(
     BtB: Tensor,
     AAt: Tensor,
@@ -120,35 +136,46 @@ def projection_coefficients(
     s: float | Tensor,
     damping: float = 1e-8,
     solve_x: bool = True,
+    b_damping: float = 0.0,
 ) -> ProjectionCoefficients:
     """The closed form's r×r coefficients from the four r×r products
     BᵀB, AAᵀ, gA·Aᵀ and Bᵀ·gB (batched over leading dims).
 
-    With K = (BᵀB + δI)⁻¹ and M = (AAᵀ + δI)⁻¹:
+    With K = (BᵀB + (δ + λ_B)·I)⁻¹ and M = (AAᵀ + δI)⁻¹, λ_B = b_damping·tr(AAᵀ)/r:
       ĝA = (1/s²)·K·gA + X·A
       ĝB = (1/s²)·[I − B·K·Bᵀ]·gB·M − B·X
          = gB·(M/s²) − B·((1/s²)·K·(BᵀgB)·M + X)
-    and X solves (BᵀB + δI)·X + X·(AAᵀ + δI) = −(1/s²)·K·gA·Aᵀ (solve_x=False: X = 0).
-    The damped matrices are used throughout so that K, M and X stay consistent.
+    so that s·(B·ĝA + ĝB·A) = P·g + (I − P)·g·P_A with P = B·K·Bᵀ (P = P_B for λ_B = 0;
+    λ_B > 0 shrinks P along the directions B has barely learnt, as ridge regression does).
+    X minimises ‖ĝA − gA‖² + ‖ĝB − gB‖²: it solves
+      (BᵀB + δI)·X + X·(AAᵀ + δI) = −(1/s²)·K·gA·Aᵀ + (λ_B/s²)·K·BᵀgB·M
+    (solve_x=False: X = 0). The last term vanishes for λ_B = 0, leaving the paper's equation.
     """
     if damping < 0:
         raise ValueError(f"damping must be ≥ 0, got {damping}.")
+    if not b_damping >= 0:
+        raise ValueError(f"b_damping must be ≥ 0, got {b_damping}.")
     r = BtB.shape[-1]
     s = _as_batch_scale(s, BtB)
     inv_s2 = 1.0 / (s * s)
     lam, U = _spd_eigh(BtB)
     mu, V = _spd_eigh(AAt)
-    lam, mu = lam + damping, mu + damping
+    lam_x, mu = lam + damping, mu + damping  # the Sylvester operator's spectrum
+    lam_b = b_damping_value(AAt, b_damping).squeeze(-1) if b_damping else 0.0  # (..., 1)
+    lam_k = lam_x + lam_b  # K's spectrum
     if damping == 0 and bool((mu <= 0).any()):
         raise ValueError("AAᵀ is singular (A has rank < r) and damping = 0; use damping > 0, e.g. 1e-8.")
     # B = 0 (PEFT's init) is detected per pair on the trace; see the module docstring.
     b_zero = (BtB.diagonal(dim1=-2, dim2=-1).sum(-1) == 0).reshape(BtB.shape[:-2] + (1, 1))
-    lam_safe = torch.where(lam > 0, lam, torch.ones_like(lam))  # only matters for B = 0 with damping = 0
+    lam_safe = torch.where(lam_k > 0, lam_k, torch.ones_like(lam_k))  # only matters for B = 0 with no damping
     K = (U / lam_safe.unsqueeze(-2)) @ U.mT
     M = (V / mu.unsqueeze(-2)) @ V.mT
     if solve_x:
         C = -inv_s2 * (K @ gAAt)
-        X = _sylvester_from_eigh(lam_safe, U, mu, V, C)
+        if b_damping:  # Bᵀ·ĝB no longer vanishes when K is damped; see the docstring
+            C = C + inv_s2 * lam_b.unsqueeze(-1) * (K @ BtgB @ M)
+        # μ_j > 0 (checked above, or ≥ δ), so λ_i + μ_j > 0 even where BᵀB is singular.
+        X = _sylvester_from_eigh(lam_x, U, mu, V, C)
     else:
         X = torch.zeros_like(BtB)
     eye = torch.eye(r, dtype=BtB.dtype, device=BtB.device).expand_as(BtB)
@@ -177,9 +204,12 @@ def lorapro_project(
     s: float | Tensor,
     damping: float = 1e-8,
     X: Literal["sylvester"] | Tensor | None = "sylvester",
+    b_damping: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """LoRA-Pro's closed form: the (ĝA, ĝB) whose equivalent gradient is closest
     to the full gradient g, i.e. s·(B·ĝA + ĝB·A) = P_B·g + (I − P_B)·g·P_A.
+    b_damping > 0 replaces P_B by B·(BᵀB + λ_B·I)⁻¹·Bᵀ, λ_B = b_damping·tr(AAᵀ)/r
+    (see `projection_coefficients`).
 
     X chooses among the equally good solutions: "sylvester" (default) takes the
     one closest to (gA, gB); None means X = 0; a tensor (r×r) is used as given.
@@ -191,7 +221,7 @@ def lorapro_project(
     if isinstance(s, Tensor):
         s = s.to(dt)
     coef = projection_coefficients(
-        B.mT @ B, A @ A.mT, gA @ A.mT, B.mT @ gB, s, damping, solve_x=isinstance(X, str)
+        B.mT @ B, A @ A.mT, gA @ A.mT, B.mT @ gB, s, damping, solve_x=isinstance(X, str), b_damping=b_damping
     )
     if isinstance(X, str):
         if X != "sylvester":

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.optim.adamw import adamw as _torch_adamw
 
 from . import functional as F
+from .checks import warn_if_classifier_frozen
+from .factored import factored_direction_and_map_back, factored_state
 from .pairs import LoraPair, check_not_deepspeed, find_lora_pairs
 
 __all__ = ["LoraProAdamW", "LoraProSGD"]
@@ -84,6 +86,7 @@ class _LoraProBase(torch.optim.Optimizer):
             raise ValueError(f"damping must be a number ≥ 0 (the official code uses 1e-8), got {damping!r}.")
         self.damping = float(damping)
         pairs, plain = find_lora_pairs(model)
+        warn_if_classifier_frozen(model)
         self._pairs: list[LoraPair] = pairs
         self._names: dict[int, str] = {id(p.A): p.a_name for p in pairs}
         self._names.update({id(p.B): p.b_name for p in pairs})
@@ -225,7 +228,8 @@ class _LoraProBase(torch.optim.Optimizer):
                 "resume with the optimizer that wrote it."
             )
         for key, want in self._extra_meta().items():
-            if meta.get(key) != want:
+            # Checkpoints written before the memory option carry no "factored" entry.
+            if meta.get(key, False if key == "factored" else None) != want:
                 raise ValueError(
                     f"checkpoint was saved with {key}={meta.get(key)!r} but this optimizer has {key}={want!r}; their "
                     f"states are not interchangeable. Build the optimizer with {key}={meta.get(key)!r} to resume."
@@ -331,8 +335,18 @@ def _small_adamw_(
         p.copy_(p32)
 
 
+def _default_b_damping(mode: str) -> float:
+    """Efficient mode runs Adam on ĝA = (BᵀB)⁻¹·gA/s² + X·A, which is ~1/‖B‖ times too large
+    while B is small (PEFT starts it at 0), so Adam's second moment of A is inflated for
+    thousands of steps and A stalls; damping BᵀB at A's scale removes that (see
+    `functional.b_damping_value`). Full mode runs Adam on g̃, which has no such scale, and
+    keeps the paper's undamped projection."""
+    return 1.0 if mode == "efficient" else 0.0
+
+
 class LoraProAdamW(_LoraProBase):
-    """AdamW with LoRA-Pro's gradient adjustment (METHODS.md §1).
+    """AdamW with LoRA-Pro's gradient adjustment (Wang et al., "LoRA-Pro: Are
+    Low-Rank Adapters Properly Optimized?", ICLR 2025, Algorithm 2 and its efficient variant).
 
     mode="full" (the paper's Algorithm 2): Adam runs on the equivalent full-weight
     gradient g̃ with m×n moments per adapted matrix (memory: 2·m·n·bytes(moment_dtype)
@@ -340,6 +354,17 @@ class LoraProAdamW(_LoraProBase):
     the Adam direction is mapped back to A and B through the closed form.
     mode="efficient": the closed form adjusts the raw gradients, then ordinary
     AdamW steps A and B (memory as plain LoRA).
+
+    b_damping: K = (BᵀB + λ_B·I)⁻¹ with λ_B = b_damping·tr(AAᵀ)/r in the closed form
+    (None: 1.0 in efficient mode, 0.0, the paper's exact projection, in full mode).
+    Without it, efficient mode's ĝA is ~1/‖B‖ times too large after PEFT's B = 0 start
+    and Adam's second moment of A stays inflated for thousands of steps
+    (benchmarks/lora_pro/efficient_diagnosis.py measures it).
+
+    factored=True (full mode only): the memory option. The m×n second moment is
+    factored into a row and a column vector as in Adafactor (Shazeer & Stern, ICML
+    2018); the first moment is kept in moment_dtype (e.g. torch.bfloat16: 4× less
+    state than exact float32) or dropped with betas=(0.0, β2) (state O(m + n)).
 
     Every other trainable parameter gets plain AdamW (group with "lorapro": False).
     Weight decay is decoupled and applies to trainable parameters only (A, B and
@@ -356,6 +381,8 @@ class LoraProAdamW(_LoraProBase):
         mode: str = "full",
         damping: float = 1e-8,
         moment_dtype: torch.dtype = torch.float32,
+        b_damping: float | None = None,
+        factored: bool = False,
     ):
         if mode not in ("full", "efficient"):
             raise ValueError(f'mode must be "full" (the paper\'s Algorithm 2) or "efficient", got {mode!r}.')
@@ -364,15 +391,25 @@ class LoraProAdamW(_LoraProBase):
                 f"moment_dtype must be a floating dtype (float32 default, or bfloat16), got {moment_dtype}."
             )
         _check_common(lr, eps=eps, betas=betas, weight_decay=weight_decay)
+        if factored and mode != "full":
+            raise ValueError(
+                'factored=True factors the m×n second moment of mode="full"; efficient mode already keeps '
+                "LoRA-sized moments. Use mode=\"full\" with factored=True, or drop factored."
+            )
+        b_damping = _default_b_damping(mode) if b_damping is None else b_damping
+        if not (isinstance(b_damping, (int, float)) and b_damping >= 0):
+            raise ValueError(f"b_damping must be a number ≥ 0 (1.0 is efficient mode's default), got {b_damping!r}.")
         self.mode = mode
         self.moment_dtype = moment_dtype
+        self.b_damping = float(b_damping)
+        self.factored = bool(factored)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(model, defaults, damping)
         self._scratch: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._pair_of_A = {id(p.A): p for p in self._pairs}
 
     def _extra_meta(self) -> dict:
-        return {"mode": self.mode}
+        return {"mode": self.mode, "factored": self.factored}
 
     def _fresh_state(self, p: Tensor) -> dict:
         dt = F.compute_dtype(p.dtype)
@@ -382,6 +419,9 @@ class LoraProAdamW(_LoraProBase):
             pair = self._pair_of_A.get(id(p))
             if pair is None:
                 return {}  # B carries no state: the pair's m×n moments live under lora_A's name
+            if self.factored:
+                beta1 = self._lora_group()["betas"][0]
+                return factored_state(pair.B.shape[0], pair.A.shape[1], beta1, self.moment_dtype, dt, p.device)
             mdt = dt if self.moment_dtype == torch.float32 else self.moment_dtype
             shape = (pair.B.shape[0], pair.A.shape[1])
             z = lambda: torch.zeros(shape, dtype=mdt, device=p.device)  # noqa: E731
@@ -421,7 +461,7 @@ class LoraProAdamW(_LoraProBase):
         group = self._lora_group()
         params, grads, states = [], [], []
         for g in self._shape_groups():
-            coef = F.projection_coefficients(*g.stats(), g.s, self.damping, solve_x=True)
+            coef = F.projection_coefficients(*g.stats(), g.s, self.damping, solve_x=True, b_damping=self.b_damping)
             gA_hat, gB_hat = F.apply_projection(coef, g.A, g.B, g.gA, g.gB)
             params += g.A_params + g.B_params
             grads += list(gA_hat.unbind(0)) + list(gB_hat.unbind(0))
@@ -455,7 +495,9 @@ class LoraProAdamW(_LoraProBase):
             A, B, s = g.A, g.B, g.s.view(-1, 1, 1)
             BtB, AAt = B.mT @ B, A @ A.mT
             # Step 1: the closed form with X = 0 on the raw gradients; g̃ does not depend on X.
-            coef0 = F.projection_coefficients(BtB, AAt, g.gA @ A.mT, B.mT @ g.gB, g.s, self.damping, solve_x=False)
+            coef0 = F.projection_coefficients(
+                BtB, AAt, g.gA @ A.mT, B.mT @ g.gB, g.s, self.damping, solve_x=False, b_damping=self.b_damping
+            )
             gA0, gB0 = F.apply_projection(coef0, A, B, g.gA, g.gB)
             # g̃ = [B, ĝB]·(s·[ĝA; A]); steps 2-3 per pair, on its own m×n moments.
             left, right = torch.cat([B, gB0], -1), torch.cat([gA0, A], -2).mul_(s)
@@ -467,7 +509,9 @@ class LoraProAdamW(_LoraProBase):
             gA1.mul_(s)  # gA' = s·Bᵀ·ĝ
             gB1.mul_(s)  # gB' = s·ĝ·Aᵀ
             # Step 4: closed form with the Sylvester X.
-            coef = F.projection_coefficients(BtB, AAt, gA1 @ A.mT, B.mT @ gB1, g.s, self.damping, solve_x=True)
+            coef = F.projection_coefficients(
+                BtB, AAt, gA1 @ A.mT, B.mT @ gB1, g.s, self.damping, solve_x=True, b_damping=self.b_damping
+            )
             gA_hat, gB_hat = F.apply_projection(coef, A, B, gA1, gB1)
             # Step 5: decoupled weight decay on A and B, then the update.
             self._apply_update_(g, gA_hat, gB_hat, lr, wd)
@@ -478,9 +522,12 @@ class LoraProAdamW(_LoraProBase):
     ) -> None:
         """Fold g̃ = left·right into the m×n moments and write BtD = Bᵀ·ĝ, DAt = ĝ·Aᵀ."""
         m, n = left.shape[0], right.shape[1]
-        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
         rows = m if A.device.type != "cpu" else max(1, min(m, self._CPU_CHUNK_ELEMS // n))
         gt_buf, dir_buf = self._scratch_rows(rows, n, left.dtype, A.device)
+        if self.factored:
+            factored_direction_and_map_back(left, right, A, B, st, (beta1, beta2), eps, rows, gt_buf, BtD, DAt)
+            return
+        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
         BtD.zero_()  # r×n, accumulates Bᵀ·ĝ over row blocks; DAt (m×r) is filled block by block
         At = A.T
         for i in range(0, m, rows):

@@ -61,7 +61,8 @@ class LoraProTrainer(Trainer):
 
     lr, betas, eps and weight_decay come from TrainingArguments (the usual
     learning_rate, adam_beta1/2, adam_epsilon, weight_decay); lorapro_mode and
-    lorapro_damping default to the model's LoraProConfig, then to "full", 1e-8.
+    lorapro_damping default to the model's LoraProConfig, then to "full", 1e-8;
+    lorapro_factored=True is full mode's memory option (see LoraProAdamW).
     Everything else (accumulation, clipping, schedules, checkpoints with the
     optimizer moments, bf16 autocast, DDP) is Trainer's own machinery.
     DeepSpeed ZeRO is refused: it hands optimizers flat partitions.
@@ -73,11 +74,13 @@ class LoraProTrainer(Trainer):
         lorapro_mode: str | None = None,
         lorapro_damping: float | None = None,
         lorapro_moment_dtype: torch.dtype = torch.float32,
+        lorapro_factored: bool = False,
         **kwargs: Any,
     ):
         self.lorapro_mode = lorapro_mode
         self.lorapro_damping = lorapro_damping
         self.lorapro_moment_dtype = lorapro_moment_dtype
+        self.lorapro_factored = lorapro_factored
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -95,6 +98,8 @@ class LoraProTrainer(Trainer):
                 mode=self.lorapro_mode or from_config.get("mode", "full"),
                 damping=self.lorapro_damping if self.lorapro_damping is not None else from_config.get("damping", 1e-8),
                 moment_dtype=self.lorapro_moment_dtype,
+                b_damping=from_config.get("b_damping"),
+                factored=self.lorapro_factored,
             )
             return self.optimizer
         return super().create_optimizer(model)

@@ -75,7 +75,7 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
         return self.text_encoder.tokenize_classnames(list(class_names), self.config.n_ctx, self.config.suffix)
 
     def base_class_names(self) -> list[str]:
-        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+        return self.class_names()
 
     def decode(self, z: torch.Tensor, tokens: PromptTokens, rows: torch.Tensor) -> torch.Tensor:
         """Normalised text features of "[p+r(z_i)] {class rows[i]}." for each z_i: [B, D].
@@ -115,6 +115,11 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
                   for i in range(0, len(labels), batch_size)]  # fmt: skip
         self.train(was_training)
         return F.normalize(torch.cat(chunks), dim=-1), labels
+
+    def default_training_arguments(self) -> dict:
+        # The paper: AdamW lr 1e-3, batch 256, 50 epochs (here passes over cached views).
+        return dict(optim="adamw_torch", learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant",
+                    per_device_train_batch_size=256, num_train_epochs=self.passes(50))  # fmt: skip
 
     def logits_from_features(self, features):
         raise TypeError("SHIPGenerator generates features; it is not a classifier. Train one with hf_clipadapt.ship.fit_with_synthesized")

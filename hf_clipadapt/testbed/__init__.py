@@ -20,7 +20,8 @@ any Hub CLIP::
     processor = CLIPProcessor.from_pretrained(testbed_checkpoint_path())
 
 Suites: "few_shot", "base_to_new", "open_set" (unknowns labelled -1), "domain_shift"
-(clean → noisy); see `hf_clipadapt.testbed.suites`. Examples take them as
+(clean → noisy), "zsl" (compositional zero-shot: seen and unseen (colour, object)
+classes with a class-attribute table); see `hf_clipadapt.testbed.suites`. Examples take them as
 ``--model testbed --dataset testbed:<suite>``: importing this package registers
 the name "testbed" for the checkpoint (`hf_clipadapt.checkpoints`), the suites as
 the dataset source "testbed:" (`hf_clipadapt.data.load_image_dataset`) and the
@@ -45,6 +46,7 @@ from .world import TESTBED_TEMPLATES
 
 _EXPORTS = {
     **exports_of(".suites", "SUITES", "UNKNOWN_LABEL", "base_combinations", "combination_name", "load_suite"),
+    **exports_of(".zsl", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
     **exports_of(".world", "ALL_OBJECTS", "BACKGROUNDS", "COLOUR_NAMES", "KNOWN_OBJECTS", "POSITIONS", "SIZE_NAMES",
                  "UNKNOWN_OBJECTS", "SceneWorld", "held_out_combinations", "seen_combinations"),
 }  # fmt: skip

@@ -33,6 +33,13 @@ Suites (`load_suite(name)`):
     16 object classes in two rendering styles: ``train`` / ``test`` clean (the
     source domain), ``target_train`` / ``target_test`` noisy (heavy pixel noise;
     the target domain, ``target_train`` meant to be used without its labels).
+``"zsl"``
+    Compositional zero-shot learning: 160 (colour, object) classes, 128 seen (the
+    pairs pretraining used) and 32 unseen (`held_out_combinations()`). Splits
+    ``train`` (seen classes), ``test_seen``, ``test_unseen``, all labelled with the
+    global class id, and ``classes``: one row per class with its ``name``,
+    ``colour``, ``object``, ``seen`` flag and ``attributes`` (one-hot colour ⊕
+    one-hot object, 26-d). See `hf_clipadapt.testbed.zsl`.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from .world import (
     seen_combinations,
 )
 
-SUITES = ("few_shot", "base_to_new", "open_set", "domain_shift")
+SUITES = ("few_shot", "base_to_new", "open_set", "domain_shift", "zsl")
 UNKNOWN_LABEL = -1
 _TRAIN_PART, _TEST_PART = (0.0, 0.5), (0.5, 1.0)
 _ATTRS = ("object", "colour", "size", "position", "background")
@@ -153,6 +160,8 @@ def load_suite(
             test_base=_render(world, b_cls, b_lab, base_names, nte, [seed, sid, 1], "clean", _TEST_PART),
             test_new=_render(world, n_cls, n_lab, new_names, nte, [seed, sid, 2], "clean", _TEST_PART),
         )
+    if name == "zsl":
+        return _zsl_suite(world, known, [seed, sid], ntr, nte)
     if name == "open_set":
         unknown = [o for o in UNKNOWN_OBJECTS if o in world.sprites]
         if not unknown:
@@ -166,4 +175,22 @@ def load_suite(
         test=objects_split(known, nte, 1, "clean", _TEST_PART),
         target_train=objects_split(known, ntr, 2, "noisy", _TRAIN_PART),
         target_test=objects_split(known, nte, 3, "noisy", _TEST_PART),
+    )
+
+
+def _zsl_suite(world, known, seed, ntr, nte) -> DatasetDict:
+    """The "zsl" suite: seen / unseen (colour, object) classes, global labels, a class table."""
+    from .zsl import zsl_class_table, zsl_classes, zsl_split_ids
+
+    classes = zsl_classes(known)
+    names = [combination_name(*c) for c in classes]
+    seen, unseen = zsl_split_ids(known)
+    split = lambda ids, n, split_id, part: _render(  # noqa: E731
+        world, [[classes[i]] for i in ids], ids, names, n, seed + [split_id], "clean", part
+    )
+    return DatasetDict(
+        train=split(seen, ntr, 0, _TRAIN_PART),
+        test_seen=split(seen, nte, 1, _TEST_PART),
+        test_unseen=split(unseen, nte, 2, _TEST_PART),
+        classes=zsl_class_table(known, names),
     )

@@ -11,29 +11,30 @@ evaluation, saving and loading are the shared `CLIPAdaptedModel` contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.few_shot import train_validation_split
-from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
+from ..modeling_utils import register_auto
+from ..training_models import FeatureTrainedCLIPModel, with_extra
 from .configuration_tip_adapter import TipAdapterConfig
 from .functional import cache_logits, mean_view_keys, select_tip_params_with_scores
 
 
-class TipAdapterForImageClassification(CLIPAdaptedModel):
+class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     """Zero-shot CLIP plus a key-value cache of the few-shot training features.
 
     `config.train_keys=False` is the training-free Tip-Adapter (keys are buffers);
-    `True` is Tip-Adapter-F (keys are a parameter, fine-tuned by `fit`).
+    `True` is Tip-Adapter-F (keys are a parameter, fine-tuned by `fit` through the
+    shared training path). `fit` is `FeatureTrainedCLIPModel.fit`: the views are encoded
+    once, then `fit_features` builds the cache.
     """
 
     config_class = TipAdapterConfig
     card_template = "tip_adapter.md"
     card_tags = ("tip-adapter", "clip", "few-shot")
     _unfitted_behaviour = "plain zero-shot CLIP (the cache is empty)"
+    uses_validation = True  # α and β are chosen on the validation shots
 
     def __init__(self, config: TipAdapterConfig, backbone=None):
         super().__init__(config, backbone)
@@ -41,6 +42,13 @@ class TipAdapterForImageClassification(CLIPAdaptedModel):
         self.register_buffer("cache_labels", torch.zeros(config.cache_size, dtype=torch.long))
         self._set_cache_keys(torch.zeros(config.cache_size, config.embed_dim))
         self.post_init()
+
+    # The cache votes for the classes it was built on: on other classes it is empty
+    # (zero-shot), as Tip-Adapter is scored on new classes.
+    class_specific_state = ("text_weights", "cache_keys", "cache_labels")
+
+    def prepare_config_for_classes(self, config) -> None:
+        config.cache_size = 0
 
     def _set_cache_keys(self, keys: torch.Tensor) -> None:
         keys = keys.detach().float().clone()
@@ -62,37 +70,31 @@ class TipAdapterForImageClassification(CLIPAdaptedModel):
         return logits + c.alpha * cache_logits(features, self.cache_keys, self.cache_labels, c.num_labels, c.beta)
 
     # ------------------------------------------------------------------ fitting
-    @torch.no_grad()
-    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, views: int | None = None,
-            batch_size: int = 64, accelerator=None, cache_dir=None, alphas: Sequence[float] | None = None,
-            betas: Sequence[float] | None = None, image_column: str = "image", label_column: str = "label",
-            dataset_name: str | None = None) -> TipAdapterForImageClassification:  # fmt: skip
-        """Build the cache from the training images and pick α, β on validation; returns self.
+    def default_training_arguments(self) -> dict:
+        # Tip-Adapter-F: AdamW lr 1e-3 (eps 1e-4), cosine, batch 256, 20 epochs over
+        # freshly augmented images, i.e. passes(20) over the cached views.
+        return dict(optim="adamw_torch", learning_rate=1e-3, adam_epsilon=1e-4, weight_decay=0.0,
+                    lr_scheduler_type="cosine", per_device_train_batch_size=256, num_train_epochs=self.passes(20))  # fmt: skip
 
-        `train` is a `datasets.Dataset` (with `shots=K`, the CoOp K-shot split is drawn
-        from it) or a `DatasetDict` with "train" and "validation". Each key is the
-        normalised mean of `views` augmented encodings of one training image, as in the
-        paper. Without validation data, α and β keep their configured values.
-        """
-        self.require_backbone("fitting")
-        c = self.config
-        views = c.views if views is None else views
-        train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
-        common = dict(batch_size=batch_size, accelerator=accelerator, cache_dir=cache_dir, image_column=image_column,
-                      label_column=label_column)  # fmt: skip
-        self.adopt_dataset_labels(train, label_column)
-        feats, labels = self.encode_dataset(train, self.augmented_views(seed, c.view_scale, c.view_flip), views=views,
-                                            split="train", **common)  # fmt: skip
-        c.cache_size = len(train)
-        self.cache_labels = labels[: c.cache_size].to(self.text_weights.device)
-        self._set_cache_keys(mean_view_keys(feats, views).to(self.text_weights.device))
+    def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
+                     seed: int = 0, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
+        """Keys: the normalised mean of each image's `views` features (plus `extra_features`,
+        e.g. SHIP's synthesized ones, as keys of their own); Tip-Adapter-F then trains the
+        keys on all views; α and β are chosen on `validation` (features, labels) if given."""
+        device = self.text_weights.device
+        n = features.shape[0] // views
+        keys, key_labels = with_extra(mean_view_keys(features, views), labels[:n], extra_features, self.config.num_labels)
+        self.warn_uncovered_classes(key_labels)
+        self.config.cache_size = keys.shape[0]
+        self.cache_labels = key_labels.to(device)
+        self._set_cache_keys(F.normalize(keys.float(), dim=-1).to(device))
+        if self.config.train_keys:
+            train_x, train_y = with_extra(features, labels, extra_features, self.config.num_labels)
+            self.history_ = self.train_on_features(train_x, train_y, seed=seed, args=args,
+                                                   resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
         if validation is not None:
-            self.adopt_dataset_labels(validation, label_column)
-            self.select_params(*self.encode_dataset(validation, split="validation", **common), alphas=alphas, betas=betas)
-        c.views, c.seed, c.num_train_images, c.is_fitted = views, seed, len(train), True
-        c.shots = shots if shots is not None else c.shots
-        c.dataset_name = dataset_name or c.dataset_name
-        return self
+            self.select_params(*validation)
+        self.config.is_fitted = True
 
     @torch.no_grad()
     def select_params(self, val_features, val_labels, *, alphas=None, betas=None) -> tuple[float, float]:

@@ -22,7 +22,6 @@ any model selection belongs on `data.pseudo_unseen_split` (seen classes only).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

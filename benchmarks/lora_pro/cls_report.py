@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""Report of the classification convergence runs (convergence.py, task cls): per-method LR
+sweeps, the validation-chosen run of each method, the share of the LoRA → full-FT test gap
+that LoRA-Pro closes (with a paired bootstrap over test reviews, and the spread over seeds
+where several seeds ran), and the distance of each method's weight update ΔW to full
+fine-tuning's.
+
+    python benchmarks/lora_pro/cls_report.py --work /tmp/lora_pro_convergence
+
+Writes cls_results.json, cls_table.md, cls_lr_sweep.png and cls_loss_curves.png next to this
+file. Selection reads validation only; test predictions of the chosen runs are recomputed
+from their saved weights (cached in the work folder) for the bootstrap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import convergence as C  # noqa: E402
+
+LORA_METHODS = ("lora", "lorapro-full", "lorapro-efficient", "lorapro-factored")
+
+
+def load_runs(work: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(work.glob("cls_*_s*.json"))]
+
+
+def chosen(runs: list[dict], method: str, seed: int = 0) -> dict | None:
+    cand = [r for r in runs if r["method"] == method and r["seed"] == seed]
+    return min(cand, key=C.val_key) if cand else None
+
+
+def bracketed(runs: list[dict], best: dict) -> str:
+    """'yes' when a worse LR on each side of the chosen one ran (seed 0), else which side is open."""
+    grid = sorted((r for r in runs if r["method"] == best["method"] and r["seed"] == best["seed"]), key=lambda r: r["lr"])
+    lower = [r for r in grid if r["lr"] < best["lr"]]
+    upper = [r for r in grid if r["lr"] > best["lr"]]
+    if lower and upper:
+        return "yes"
+    return "no: chosen LR is the " + ("lowest" if not lower else "highest") + " of the grid"
+
+
+@torch.no_grad()
+def test_predictions(work: Path, run: dict) -> list[int]:
+    """Per-review correctness (0/1) of a run on the test split, from its saved weights."""
+    name = C.run_name("cls", run["method"], run["lr"], run["seed"])
+    cache = work / f"preds_{name}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, tok, splits = C.load_task("cls", run["seed"])
+    model = C.wrap(model, "cls", run["method"], run["seed"])
+    model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False)
+    model.eval()
+    col = C.collate("cls", tok)
+    hits = []
+    for b in C.batches(splits["test"], 64, col):
+        hits += (model(**b).logits.argmax(-1) == b["labels"]).int().tolist()
+    cache.write_text(json.dumps(hits))
+    return hits
+
+
+def gap_share_bootstrap(lo: list[int], pro: list[int], full: list[int], n: int = 2000, seed: int = 0) -> dict:
+    """(pro − lora)/(full − lora) on test accuracy, and its 5–95% range over paired resamples of the test set."""
+    lo_t, pro_t, full_t = (torch.tensor(x, dtype=torch.float64) for x in (lo, pro, full))
+    point = float((pro_t.mean() - lo_t.mean()) / (full_t.mean() - lo_t.mean())) if full_t.mean() != lo_t.mean() else float("nan")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(lo), (n, len(lo)), generator=g)
+    gap = full_t[idx].mean(1) - lo_t[idx].mean(1)
+    share = (pro_t[idx].mean(1) - lo_t[idx].mean(1)) / gap
+    share = share[gap.abs() > 1e-12].sort().values
+    q = lambda p: float(share[int(p * (len(share) - 1))])  # noqa: E731
+    return {"share": point, "p05": q(0.05), "p95": q(0.95), "gap_points": 100 * float(full_t.mean() - lo_t.mean()),
+            "gap_p05": 100 * float(gap.sort().values[int(0.05 * (n - 1))]), "gap_p95": 100 * float(gap.sort().values[int(0.95 * (n - 1))])}
+
+
+def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
+    """ΔW of every adapted weight: s·B·A for LoRA runs, W − W0 for full fine-tuning."""
+    sd = torch.load(work / f"{C.run_name('cls', run['method'], run['lr'], run['seed'])}.pt")
+    out = {}
+    if run["method"] == "full":
+        for n, w in sd.items():
+            if n in base_sd and w.dim() == 2 and "embeddings" not in n and "classifier" not in n:
+                out[n] = w - base_sd[n]
+        return out
+    s = 16 / 8  # lora_alpha / r, as convergence.wrap sets them
+    for n, a in sd.items():
+        if ".lora_A." in n:
+            b = sd[n.replace(".lora_A.", ".lora_B.")]
+            key = n.split("base_model.model.", 1)[1].replace(".lora_A.default", "")
+            out[key] = s * b @ a
+    return out
+
+
+def update_distances(work: Path, best: dict) -> dict:
+    """Relative distance and cosine between each LoRA method's ΔW and full FT's (chosen runs)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lora_pro_text_classification import offline_minilm_dir
+
+    base_sd = AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
+    ref = delta_w(work, best["full"], base_sd)
+    out = {}
+    for m in LORA_METHODS:
+        if m not in best:
+            continue
+        dw = delta_w(work, best[m], base_sd)
+        keys = sorted(set(dw) & set(ref))
+        a = torch.cat([dw[k].flatten() for k in keys])
+        b = torch.cat([ref[k].flatten() for k in keys])
+        out[m] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
+                  "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
+    return out
+
+
+def plots(runs: list[dict], best: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for m in C.METHODS:
+        grid = sorted((r for r in runs if r["method"] == m and r["seed"] == 0), key=lambda r: r["lr"])
+        if not grid:
+            continue
+        lrs = [r["lr"] for r in grid]
+        line, = axes[0].semilogx(lrs, [r["val"]["accuracy"] for r in grid], "o-", label=f"{C.LABELS[m]} (validation)")
+        if all(r.get("test") for r in grid):
+            axes[0].semilogx(lrs, [r["test"]["accuracy"] for r in grid], "x--", color=line.get_color(), alpha=0.6,
+                             label=f"{C.LABELS[m]} (test)")
+    axes[0].set_xlabel("learning rate")
+    axes[0].set_ylabel("accuracy %")
+    axes[0].set_title("LR sweep, seed 0 (all methods on one axis)")
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    for m, r in best.items():
+        y = torch.tensor(r["train_loss"])
+        ys = torch.nn.functional.avg_pool1d(y[None, None], 21, 1, padding=10, count_include_pad=False)[0, 0]
+        axes[1].plot(range(1, len(ys) + 1), ys.tolist(), label=f"{C.LABELS[m]} (lr {r['lr']:g})")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("train loss (moving average, 21 steps)")
+    axes[1].set_title("chosen runs, seed 0")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "cls_lr_sweep.png", dpi=110)
+
+
+def seed_stats(runs: list[dict], best: dict) -> dict:
+    out = {}
+    for m, b in best.items():
+        accs = [r["test"]["accuracy"] for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")]
+        out[m] = {"seeds": len(accs), "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else None}
+    return out
+
+
+def markdown(res: dict) -> str:
+    """cls_table.md: every run of the sweep, the chosen runs, the gap shares and the ΔW distances."""
+    lines = ["| method | LR | seed | val acc % | val loss | test acc % | median s/step (shared CPU) |", "|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(C.METHODS)}
+    for r in sorted(res["runs"], key=lambda r: (order[r["method"]], r["lr"], r["seed"])):
+        t = f"{r['test']['accuracy']:.1f}" if r.get("test") else "-"
+        lines.append(f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['accuracy']:.1f} | "
+                     f"{r['val']['loss']:.3f} | {t} | {r['median_step_s']:.1f} |")
+    lines += ["", "| method | chosen LR (validation) | bracketed | val acc % | test acc % | test loss |", "|---|---|---|---|---|---|"]
+    for m, c in res["chosen"].items():
+        lines.append(f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['accuracy']:.1f} | "
+                     f"{c['test']['accuracy']:.1f} | {c['test']['loss']:.3f} |")
+    if res.get("gap_share"):
+        g0 = next(iter(res["gap_share"].values()))
+        lines += ["", f"LoRA → full-FT test gap: {g0['gap_points']:+.1f} points (5–95% bootstrap {g0['gap_p05']:+.1f} to {g0['gap_p95']:+.1f}).", "",
+                  "| method | share of the gap closed | 5–95% (paired bootstrap over the 1,000 test reviews) |", "|---|---|---|"]
+        for m, g in res["gap_share"].items():
+            lines.append(f"| {C.LABELS[m]} | {100 * g['share']:+.0f}% | {100 * g['p05']:+.0f}% to {100 * g['p95']:+.0f}% |")
+    if res.get("update_distance_to_full_ft"):
+        lines += ["", "| method | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
+        for m, d in res["update_distance_to_full_ft"].items():
+            lines.append(f"| {C.LABELS[m]} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="/tmp/lora_pro_convergence")
+    p.add_argument("--no_distances", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    work = Path(a.work)
+    runs = [r for r in load_runs(work) if r["method"] in C.METHODS]
+    best = {m: b for m in C.METHODS if (b := chosen(runs, m)) is not None}
+    res = {"runs": [{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")} for r in runs],
+           "chosen": {m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)} for m, b in best.items()},
+           "seeds_at_chosen_lr": seed_stats(runs, best), "config": C.TASKS["cls"]}
+    if "lora" in best and "full" in best:
+        preds = {m: test_predictions(work, b) for m, b in best.items()}
+        res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
+                            for m in best if m.startswith("lorapro")}
+        if not a.no_distances:
+            res["update_distance_to_full_ft"] = update_distances(work, best)
+    res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}
+    (HERE / "cls_results.json").write_text(json.dumps(res, indent=1))
+    (HERE / "cls_table.md").write_text(markdown(res))
+    plots(runs, best)
+    print(json.dumps({k: v for k, v in res.items() if k not in ("runs", "train_loss_chosen")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

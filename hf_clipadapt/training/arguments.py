@@ -1,0 +1,129 @@
+"""`AdaptationTrainingArguments`: `transformers.TrainingArguments` with defaults that
+suit adapting a small part of a model, plus the SGD settings CLIP methods use.
+
+What changes against `TrainingArguments`, and why:
+
+* `output_dir` may be left out. A run that saves nothing (`save_strategy="no"`,
+  the default here, and no Hub push) gets a fresh temporary folder that is
+  removed at exit; asking for checkpoints without an `output_dir` is an error.
+* `save_strategy="no"`: adaptation runs are short; checkpoints are asked for.
+* `report_to="none"`, `remove_unused_columns=False` (method losses read columns
+  the model's `forward` does not take, such as sample indices), `seed=0` (the
+  package's one default seed), `ddp_find_unused_parameters=True` (a backbone
+  often carries a head the adapted model never calls; DDP must tolerate it).
+* `disable_tqdm` defaults to True when tqdm's stream (stderr) is not a terminal
+  or `HF_CLIPADAPT_DISABLE_PROGRESS_BARS` is set, so logs stay free of bars.
+* `use_cpu` defaults to True when no GPU/MPS/XPU is present, so that
+  `accelerate launch` with several CPU processes forms one gloo group instead
+  of independent copies of the job.
+* `momentum` and `nesterov` for `optim="sgd"` (CoOp: SGD, lr 2e-3, momentum 0.9,
+  weight decay 5e-4, cosine schedule). transformers reads SGD's momentum from the
+  `optim_args` string; these fields are folded into it, so the optimizer is the
+  one `Trainer` builds for `optim="sgd"`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from ..modeling_utils import DEFAULT_SEED
+
+
+__all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"]
+
+
+def progress_bars_enabled() -> bool:
+    """The package's one bar policy (`hf_clipadapt.progress`): a terminal, the main
+    process, and neither `HF_CLIPADAPT_DISABLE_PROGRESS_BARS` nor transformers'
+    `disable_progress_bar()`. Trainer itself shows bars on the main process only."""
+    from ..progress import progress_enabled
+
+    return progress_enabled(main_process=True)
+
+
+def _has_accelerator() -> bool:
+    if torch.cuda.is_available():
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return bool(xpu is not None and xpu.is_available())
+
+
+def _temporary_output_dir() -> str:
+    path = tempfile.mkdtemp(prefix="hf_clipadapt_run_")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@dataclass
+class AdaptationTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for adaptation methods (see the module docstring for the
+    changed defaults). Method-specific arguments subclass this one."""
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where checkpoints go. Optional when nothing is saved (a temporary folder)."}
+    )
+    save_strategy: str = field(default="no", metadata={"help": "'no' (default), 'steps', 'epoch' or 'best'."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to log to."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Drop columns forward() does not take."})
+    seed: int = field(default=DEFAULT_SEED, metadata={"help": "Random seed (the package default is 0)."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=True, metadata={"help": "DDP tolerates parameters outside the loss (e.g. an unused backbone head)."}
+    )
+    disable_tqdm: bool | None = field(
+        default=None, metadata={"help": "Default: bars only on a terminal and without HF_CLIPADAPT_DISABLE_PROGRESS_BARS."}
+    )
+    use_cpu: bool | None = field(default=None, metadata={"help": "Default: True when no GPU/MPS/XPU is present."})
+    momentum: float | None = field(default=None, metadata={"help": "SGD momentum (optim='sgd' only)."})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (optim='sgd' only)."})
+
+    def __post_init__(self):
+        if self.use_cpu is None:
+            self.use_cpu = not _has_accelerator()
+        if self.disable_tqdm is None:
+            self.disable_tqdm = not progress_bars_enabled()
+        if self.output_dir is None:
+            if str(self.save_strategy) != "no" or self.push_to_hub:
+                raise ValueError(
+                    f"save_strategy={str(self.save_strategy)!r} (or push_to_hub) needs an output_dir for the "
+                    "checkpoints: pass output_dir=..., or save_strategy='no'."
+                )
+            self.output_dir = _temporary_output_dir()
+        self._fold_sgd_arguments()
+        super().__post_init__()
+        if self.use_cpu:
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on CPU
+
+    def _fold_sgd_arguments(self) -> None:
+        """Put `momentum`/`nesterov` into `optim_args`, where transformers' SGD reads them."""
+        if self.momentum is None and not self.nesterov:
+            return
+        if str(self.optim) != "sgd":
+            raise ValueError(
+                f"momentum/nesterov apply to optim='sgd', but optim={str(self.optim)!r}: pass optim='sgd' "
+                "or drop momentum/nesterov."
+            )
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs momentum > 0 (torch.optim.SGD refuses Nesterov without momentum)")
+        given = dict(item.split("=", 1) for item in (self.optim_args or "").replace(" ", "").split(",") if item)
+        ours = {"momentum": str(float(self.momentum or 0.0)), "nesterov": str(bool(self.nesterov))}
+        for key, value in ours.items():
+            if key in given and given[key].lower() != value.lower():
+                raise ValueError(f"{key} is set twice: {key}={ours[key]} and optim_args {key}={given[key]}; keep one")
+        given.update(ours)
+        self.optim_args = ",".join(f"{k}={v}" for k, v in given.items())
+
+
+def sgd_arguments(**kwargs) -> dict:
+    """Keyword arguments for an SGD run the way the CLIP few-shot papers train
+    (CoOp: SGD, momentum 0.9, weight decay 5e-4, cosine schedule); any key can be overridden."""
+    defaults = dict(optim="sgd", momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine")
+    return {**defaults, **kwargs}

@@ -1,0 +1,169 @@
+"""`AdaptationTrainer`: the one training path of hf_clipadapt, a `transformers.Trainer`.
+
+Checkpoints, exact resume (`train(resume_from_checkpoint=...)`), tqdm on the main
+process, trackers (`report_to`), gradient accumulation, mixed precision and
+DDP/FSDP/DeepSpeed all come from `Trainer`. What this subclass adds:
+
+* a default loss, `model(**inputs).loss` (models return `.loss` when given
+  `labels`, the transformers convention), and datasets of dicts or of tuples
+  (`stack_collate`); a tuple batch is passed positionally;
+* the optimizer sees only parameters that require grad, in the groups that
+  `parameter_groups(model)` returns (override it; a group may carry `lr_scale`,
+  a multiple of `args.learning_rate`) or else Trainer's decay/no-decay split;
+* checkpoints hold what the model saves (`saved_state_dict()` of a
+  `CLIPAdaptedModel`: the trained part, never the frozen CLIP), and resuming
+  loads them without warning about the frozen tensors left out;
+* the loss is taken as a per-batch mean, whatever the model's `forward`
+  signature (Trainer would otherwise skip its gradient-accumulation scaling for
+  models whose `forward` takes `**kwargs`).
+
+Method-specific state (pseudo-labels refreshed each epoch, an EMA teacher) is a
+`TrainerCallback` or an override of `compute_loss`/`training_step`; see
+`hf_clipadapt.sfda` and `hf_clipadapt.tzsl` for both kinds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_callback import PrinterCallback
+
+from .arguments import AdaptationTrainingArguments
+from .collate import stack_collate
+
+__all__ = ["AdaptationTrainer", "train_model"]
+
+
+class AdaptationTrainer(Trainer):
+    """`transformers.Trainer` for adaptation methods (see the module docstring)."""
+
+    def __init__(self, model=None, args: AdaptationTrainingArguments | None = None, data_collator=None, **kwargs):
+        if args is None:
+            args = AdaptationTrainingArguments()
+        if model is not None and not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                f"{type(model).__name__} has no parameter that requires grad: there is nothing to train. "
+                "Unfreeze the part to adapt (requires_grad_(True)) before training."
+            )
+        super().__init__(model=model, args=args, data_collator=data_collator or stack_collate, **kwargs)
+        if self.args.disable_tqdm:
+            # Trainer prints every log dict when bars are off; a fit() in a script or CI log
+            # stays quiet (the logs still reach log_history and the trackers).
+            self.remove_callback(PrinterCallback)
+        if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
+            self.model_accepts_loss_kwargs = False  # our models' losses are per-batch means
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        if self.compute_loss_func is not None or self.label_smoother is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+        if loss is None:
+            fields = list(inputs) if isinstance(inputs, Mapping) else f"{len(inputs)} positional inputs"
+            raise ValueError(
+                f"{type(self.accelerator.unwrap_model(model)).__name__} returned no loss for a batch with {fields}: "
+                "give the batches a 'labels' field, or subclass AdaptationTrainer and override compute_loss."
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            return None  # per-batch means: Trainer divides by the accumulation steps itself
+        return super()._get_num_items_in_batch(batch_samples, device)
+
+    def floating_point_ops(self, inputs) -> int:
+        model = self.accelerator.unwrap_model(self.model)
+        name = getattr(model, "main_input_name", None)
+        if isinstance(inputs, Mapping) and name in inputs and hasattr(model, "floating_point_ops"):
+            return model.floating_point_ops(inputs)
+        return 0  # unknown for tuple batches or feature inputs; only used for the flos statistic
+
+    # ------------------------------------------------------------------ optimiser
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict] | None:
+        """Override to give the optimizer its parameter groups (e.g. a backbone at 0.1× the
+        head's learning rate): dicts with "params" and optionally "lr_scale", "weight_decay".
+        None (the default) keeps Trainer's grouping (no weight decay on biases and norms)."""
+        return None
+
+    def create_optimizer(self, model=None):
+        opt_model = self.model if model is None else model
+        groups = self.parameter_groups(opt_model) if self.optimizer is None else None
+        if groups is None:
+            return super().create_optimizer(model)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        kwargs = dict(kwargs)
+        base_lr = kwargs.get("lr", self.args.learning_rate)
+        built = []
+        for group in groups:
+            group = dict(group)
+            params = [p for p in group.pop("params") if p.requires_grad]
+            if params:
+                scale = group.pop("lr_scale", 1.0)
+                built.append({"weight_decay": self.args.weight_decay, **group, "params": params, "lr": base_lr * scale})
+        if not built:
+            raise ValueError("parameter_groups() returned no parameter that requires grad: nothing to train")
+        self.optimizer = optimizer_cls(built, **kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer reloads a checkpoint's weights with a plain `load_state_dict`. transformers 5's
+        # `save_pretrained` writes renamed weights (Swin's q_proj/k_proj...) under their original
+        # checkpoint names, which that reload silently misses; so checkpoints keep the names in memory.
+        self._in_checkpoint_save = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._in_checkpoint_save = False
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save through the model's own `save_pretrained` (for a `CLIPAdaptedModel`, its
+        `saved_state_dict()`: the trained part); a `state_dict` gathered by FSDP/DeepSpeed is
+        cut down to those keys."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not isinstance(model, PreTrainedModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        kwargs: dict[str, Any] = {"is_main_process": self.args.should_save}
+        if getattr(self, "_in_checkpoint_save", False):
+            kwargs["save_original_format"] = False
+        if state_dict is not None:
+            keep = set(model.saved_state_dict()) if hasattr(model, "saved_state_dict") else set(state_dict)
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k in keep}
+        if self.args.should_save:
+            model.save_pretrained(output_dir, **kwargs)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming loads with strict=False: the frozen tensors the checkpoint leaves out
+        are expected missing; any other missing key is still reported."""
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "saved_state_dict"):
+            saved = set(model.saved_state_dict())
+            missing = [k for k in load_result.missing_keys if k in saved]
+            load_result = type(load_result)(missing, load_result.unexpected_keys)
+        super()._issue_warnings_after_load(load_result)
+
+
+def train_model(model, train_dataset, args: AdaptationTrainingArguments | None = None, *,
+                trainer_class: type[Trainer] = AdaptationTrainer, callbacks=None,
+                resume_from_checkpoint: str | bool | None = None, **trainer_kwargs) -> list[dict]:  # fmt: skip
+    """Train `model` in place on `train_dataset` with `trainer_class` and return the
+    log history (`trainer.state.log_history`). The helper every `fit` calls;
+    `trainer_kwargs` go to the trainer (e.g. `eval_dataset`, `data_collator`)."""
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks, **trainer_kwargs)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    history = trainer.state.log_history
+    trainer.accelerator.free_memory()
+    return history

@@ -1,0 +1,140 @@
+"""`UEOForImageClassification`: UEO (Liang et al., "Realistic Unsupervised CLIP Fine-tuning
+with Universal Entropy Optimization", ICML 2024) as a transformers model.
+
+Trained, and saved: the soft context of "[v1 … v4] {class}." (initialised from "a photo
+of a", the shared `hf_clipadapt.clip.PromptLearner`) and the weight and bias of every
+LayerNorm in CLIP's vision tower. Everything else is the frozen base CLIP, referenced
+by name. `forward` returns logits over the K known classes and an OOD score (higher =
+more likely known); `fit` trains on unlabelled images (see `hf_clipadapt.ueo.training`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ..clip import PromptLearner
+from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
+from .configuration_ueo import UEOConfig
+from .functional import ood_score
+from .vision_norms import vision_layernorm_parameter_names, with_private_vision_layernorms
+
+
+@dataclass
+class UEOOutput(ImageClassifierOutput):
+    """`ImageClassifierOutput` plus `ood_score` [B]: confidence that the image shows one of
+    the known classes (max softmax probability, or energy; see `UEOConfig.ood_score`)."""
+
+    ood_score: torch.FloatTensor | None = None
+
+
+class UEOForImageClassification(CLIPAdaptedModel):
+    """logits = logit_scale·x·Tᵀ, x from the CLIP image encoder with adapted LayerNorms,
+    T the text features of the prompted known-class names."""
+
+    config_class = UEOConfig
+    card_template = "ueo.md"
+    card_tags = ("ueo", "unsupervised", "open-set", "ood-detection", "prompt-learning", "clip")
+    _unfitted_behaviour = "zero-shot CLIP prompted with \"a photo of a {class}.\""
+
+    def __init__(self, config: UEOConfig, backbone=None):
+        super().__init__(config, backbone)
+        self.require_backbone("UEO (it adapts the CLIP image encoder and prompts its text tower)")
+        # A private copy of the vision LayerNorms: training them must not change a CLIP shared with other models.
+        self.backbone = with_private_vision_layernorms(self.backbone)
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        self.prompt_learner = PromptLearner(self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
+                                            suffix=config.suffix)  # fmt: skip
+        config.n_ctx = self.prompt_learner.n_ctx
+        self.post_init()
+
+    def _init_weights(self, module):
+        # The context comes from the words of ctx_init; the LayerNorms from the pretrained CLIP.
+        pass
+
+    def trainable_parameter_names(self) -> list[str]:
+        """By name: the context, then the vision LayerNorm weights and biases."""
+        return ["prompt_learner.ctx", *vision_layernorm_parameter_names("backbone.model.vision_model", self.backbone.model)]
+
+    def layernorm_parameters(self) -> list[torch.nn.Parameter]:
+        params = dict(self.named_parameters())
+        return [params[n] for n in self.trainable_parameter_names()[1:]]
+
+    def class_text_features(self) -> torch.Tensor:
+        """[K, D] normalised text features of the prompted class names."""
+        return self.prompt_learner()
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.config.logit_scale * features @ self.class_text_features().float().T
+
+    def forward(self, pixel_values=None, image_features=None, labels=None, return_dict: bool | None = None, **kwargs):
+        """`pixel_values` [B, 3, H, W] (through the adapted image encoder) or `image_features`
+        [B, D] already encoded by it -> `UEOOutput` (logits [B, K], ood_score [B]; a
+        cross-entropy loss when `labels` are given)."""
+        self._warn_if_unfitted()
+        logits = self.logits_from_features(self.get_image_features(pixel_values, image_features))
+        loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
+        out = UEOOutput(loss=loss, logits=logits, ood_score=ood_score(logits.detach(), self.config.ood_score))
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return out if return_dict else out.to_tuple()
+
+    # ------------------------------------------------------------------ loading
+    def _load_saved_state(self, state: dict, path) -> None:
+        super()._load_saved_state(state, path)
+        self.forget_feature_cache()
+
+    def forget_feature_cache(self) -> None:
+        """The cached-feature key fingerprints the CLIP's weights once; ours change in training."""
+        self.backbone._cache_name = None
+
+    # ------------------------------------------------------------------ fit / evaluate
+    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, trade: float = 1.0,
+            no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
+            accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
+            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+        """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
+
+        The weights w are the initial model's max softmax probabilities, computed in one
+        pass before training and kept fixed (saved beside each checkpoint, so a resumed run
+        uses the same ones). `no_weight=True`: information maximisation (uniform w).
+        `oracle=True`: the official code's ablation, w = 1[known] + 1e-3 from the label
+        column (the only switch that reads labels; otherwise a label column is ignored with a
+        warning). `args`: `AdaptationTrainingArguments` or a dict of overrides of the
+        defaults (SGD lr 1e-4 for both groups, cosine, batch 64, 50 epochs). `validation` is
+        not used: UEO selects no model. `batch_size` is for the weight pass.
+        """
+        from .training import fit_ueo
+
+        return fit_ueo(self, train, validation, seed=seed, args=args, trade=trade, no_weight=no_weight, oracle=oracle,
+                       augment=augment, batch_size=batch_size, accelerator=accelerator, image_column=image_column,
+                       label_column=label_column, callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
+                       dataset_name=dataset_name, trainer_class=trainer_class)  # fmt: skip
+
+    @torch.no_grad()
+    def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,
+                 accelerator=None, cache_dir=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+        """Open-set scores (%) on a labelled dataset whose unknown images are labelled -1 (or
+        carry a class name this model does not know): top-1 and mean per-class accuracy on
+        the known images, AUROC of the OOD score (known = positive) and H, the harmonic mean
+        of per-class accuracy and AUROC, as UEO reports them. Without unknown images, the
+        accuracies only. `record_as` writes them to `config.eval_results`."""
+        from .evaluation import open_set_evaluation
+
+        self.forget_feature_cache()
+        result = open_set_evaluation(self, dataset, split=split, batch_size=batch_size, accelerator=accelerator,
+                                     cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
+        if record_as:
+            self.record_results(record_as, result, split=split)
+        return result
+
+    def card_vars(self) -> dict:
+        c = self.config
+        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, objective=c.objective or "not trained",
+                    trade=c.trade, seed=c.seed, ood_score=c.ood_score, logit_scale=c.logit_scale,
+                    num_train_images=c.num_train_images, num_layernorm_parameters=len(self.layernorm_parameters()))  # fmt: skip
+
+
+register_auto(UEOConfig, UEOForImageClassification)

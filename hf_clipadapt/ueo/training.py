@@ -1,0 +1,261 @@
+"""Training UEO on unlabelled images through the shared training path (`AdaptationTrainer`).
+
+1. One pass of the initial (zero-shot) model over the unlabelled images gives each image
+   its fixed weight w_i (max softmax probability; `functional.zero_shot_weights`).
+2. `UEOTrainer` (an `AdaptationTrainer`) minimises `functional.ueo_loss` on batches of
+   augmented images; each row carries its `sample_index`, which looks up its weight.
+   The weights are written beside every checkpoint (`ueo_weights.pt`), so a resumed
+   run uses the weights of the initial model, not of the checkpoint.
+
+The loss of a batch is not a sum over images (a ratio of sums, and the entropy of the
+batch's mean prediction), so under several processes each one gathers the logits and
+weights of the global batch and computes the loss of the whole batch; its own rows keep
+their gradient. DDP averages the processes' gradients, so the loss is multiplied by the
+number of processes: the step equals one process on the same global batch.
+
+Bad input: no image column or no rows raise; a label column is ignored with a warning
+(oracle=True is the only switch that reads it); an image that fails to decode raises an
+error naming its row index (we do not skip: a silently shrunken dataset changes w).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from ..features import extract_features
+from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
+from .evaluation import known_label_map, to_model_labels
+from .functional import information_maximization_loss, oracle_weights, ueo_loss, zero_shot_weights
+
+WEIGHTS_FILE = "ueo_weights.pt"
+
+
+def default_training_arguments() -> dict:
+    """The official code's settings: SGD (no momentum, no weight decay), lr 1e-4 for the
+    context and the LayerNorms alike, cosine schedule, batch 64, 50 epochs."""
+    return dict(optim="sgd", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine",
+                per_device_train_batch_size=64, num_train_epochs=50)  # fmt: skip
+
+
+class CheckedImages(torch.utils.data.Dataset):
+    """Rows of a dataset with an image column; an image that fails to decode raises with its index."""
+
+    def __init__(self, dataset, image_column: str = "image"):
+        self.dataset, self.image_column = dataset, image_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            image = self.dataset[int(i)][self.image_column]
+            if image is None:
+                raise ValueError("the image is missing (None)")
+            if hasattr(image, "load"):
+                image.load()
+        except Exception as e:  # PIL raises many types for broken files
+            raise ValueError(f"image at row {i} of the unlabelled dataset could not be decoded ({e}); "
+                             "remove or repair it (e.g. dataset.select(...) without that row).") from e  # fmt: skip
+        return {self.image_column: image}
+
+
+class UnlabelledViews(torch.utils.data.Dataset):
+    """{"pixel_values", "sample_index"} rows; augmentation view = the epoch (set by `EpochView`)."""
+
+    def __init__(self, images: CheckedImages, transform):
+        self.images, self.transform, self.view = images, transform, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.images[i][self.images.image_column]
+        pixel_values = self.transform([image], torch.tensor([i]), self.view)[0]
+        return {"pixel_values": pixel_values, "sample_index": i}
+
+
+class EpochView(TrainerCallback):
+    """Each epoch sees fresh augmentations (view = epoch), also after a resume."""
+
+    def __init__(self, data: UnlabelledViews):
+        self.data = data
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.data.view = int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class SaveWeights(TrainerCallback):
+    """Writes the fixed weights into every checkpoint folder."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                torch.save(self.weights.cpu(), folder / WEIGHTS_FILE)
+
+
+def _global_batch(logits: torch.Tensor, weights: torch.Tensor):
+    """(logits, weights, processes) of the global batch; this process's rows keep their gradient."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return logits, weights, 1
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=logits.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([logits.shape[0]], device=logits.device))
+    if len({int(s) for s in sizes}) > 1:
+        raise RuntimeError(f"UEO's batch loss needs equal per-process batches, got {[int(s) for s in sizes]}; "
+                           "keep Accelerate's even_batches (the default) or drop the last batch")  # fmt: skip
+    parts = [torch.empty_like(logits) for _ in range(world)]
+    dist.all_gather(parts, logits.detach().contiguous())
+    parts[rank] = logits
+    w_parts = [torch.empty_like(weights) for _ in range(world)]
+    dist.all_gather(w_parts, weights.contiguous())
+    return torch.cat(parts), torch.cat(w_parts), world
+
+
+class UEOTrainer(AdaptationTrainer):
+    """`AdaptationTrainer` whose loss is UEO's, with fixed per-sample weights looked up by
+    `sample_index` (uniform weights with `no_weight`: information maximisation)."""
+
+    def __init__(self, *args, sample_weights: torch.Tensor | None = None, trade: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_weights, self.trade = sample_weights, float(trade)
+
+    def parameter_groups(self, model):
+        # Two groups, as in the paper (context, vision LayerNorms), each at args.learning_rate.
+        return [{"params": [model.prompt_learner.ctx]}, {"params": model.layernorm_parameters()}]
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        index = inputs.pop("sample_index")
+        outputs = model(pixel_values=inputs["pixel_values"])
+        logits = outputs.logits
+        if self.sample_weights is None:
+            weights = torch.ones(logits.shape[0], device=logits.device, dtype=logits.dtype)
+        else:
+            weights = self.sample_weights.to(logits.device)[index.to(logits.device)].to(logits.dtype)
+        logits_all, weights_all, processes = _global_batch(logits, weights)
+        if self.sample_weights is None:
+            loss = information_maximization_loss(logits_all, self.trade)
+        else:
+            loss = ueo_loss(logits_all, weights_all, self.trade)
+        # DDP averages the processes' gradients; each process holds only its rows' share of the batch loss.
+        loss = loss * processes
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, *args, **kwargs):
+        processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return super().training_step(*args, **kwargs) / processes  # log the batch loss itself
+
+
+# ---------------------------------------------------------------------- fit
+
+
+def check_unlabelled(train, image_column: str, label_column: str, oracle: bool) -> None:
+    """Refuse data without images; warn that labels are ignored (unless the oracle reads them)."""
+    names = getattr(train, "column_names", None)
+    if names is None:
+        raise TypeError(f"UEO trains on a datasets.Dataset of images, got {type(train).__name__}")
+    if image_column not in names:
+        raise ValueError(f"the unlabelled dataset has no image column {image_column!r} (columns: {names}); "
+                         "pass image_column= naming the column that holds the images")  # fmt: skip
+    if len(train) == 0:
+        raise ValueError("the unlabelled dataset has no images (0 rows): UEO needs target images to adapt to")
+    if oracle and label_column not in names:
+        raise ValueError(f"oracle=True reads ground-truth labels from {label_column!r}, which the dataset lacks")
+    if label_column in names and not oracle:
+        warnings.warn(f"the unlabelled dataset has a {label_column!r} column: UEO is unsupervised and ignores it "
+                      "(it is never read; drop it to silence this warning)", stacklevel=4)  # fmt: skip
+
+
+@torch.no_grad()
+def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accelerator=None) -> torch.Tensor:
+    """[N] weights w_i = max softmax of the model's current (initial) scaled logits."""
+    was_training = model.training
+    model.eval()
+
+    def logits(pixel_values):
+        return model.logits_from_features(model.get_image_features(pixel_values=pixel_values))
+
+    try:
+        out, _ = extract_features(logits, images, model.backbone.image_transform(), batch_size=batch_size,
+                                  accelerator=accelerator, image_column=images.image_column, label_column=None,
+                                  desc="ueo zero-shot weights")  # fmt: skip
+    finally:
+        model.train(was_training)
+    return zero_shot_weights(out)
+
+
+def oracle_pass(model, train, label_column: str) -> torch.Tensor:
+    """[N] the oracle ablation's weights from ground-truth known/unknown membership."""
+    labels = torch.as_tensor(list(train[label_column]), dtype=torch.long)
+    known = to_model_labels(labels, known_label_map(model, train, label_column), model.config.num_labels) >= 0
+    return oracle_weights(known)
+
+
+def _checkpoint_folder(resume, args: AdaptationTrainingArguments) -> Path | None:
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(args.output_dir)
+        return Path(last) if last else None
+    return Path(resume)
+
+
+def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrainingArguments:
+    """The defaults, then `args` (used as is when an `AdaptationTrainingArguments`, else overrides)."""
+    if isinstance(args, AdaptationTrainingArguments):
+        return args
+    settings = {**default_training_arguments(), "seed": seed, **(args or {})}
+    settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
+    return AdaptationTrainingArguments(**settings)
+
+
+def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,
+            image_column, label_column, callbacks, resume_from_checkpoint, dataset_name, trainer_class):  # fmt: skip
+    """`UEOForImageClassification.fit` (see there)."""
+    if no_weight and oracle:
+        raise ValueError("no_weight=True and oracle=True are two different ablations; choose one")
+    check_unlabelled(train, image_column, label_column, oracle)
+    if validation is not None:
+        warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
+    model.require_backbone("fitting UEO")
+    images = CheckedImages(train, image_column)
+    training_args = training_arguments(len(images), seed, args)
+    folder = _checkpoint_folder(resume_from_checkpoint, training_args)
+    weights = None
+    if no_weight:
+        objective = "information_maximization"
+    elif folder is not None and (folder / WEIGHTS_FILE).is_file():
+        objective = "oracle" if oracle else "ueo"
+        weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu")  # the initial model's, not the checkpoint's
+    elif oracle:
+        objective, weights = "oracle", oracle_pass(model, train, label_column)
+    else:
+        objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator)
+    transform = model.augmented_views(seed, model.config.view_scale, model.config.view_flip) if augment else \
+        model.backbone.image_transform()  # fmt: skip
+    data = UnlabelledViews(images, transform)
+    extra = [EpochView(data)] + ([SaveWeights(weights)] if weights is not None else [])
+    trainer_kwargs = dict(sample_weights=weights, trade=trade)
+    was_training = model.training
+    model.history_ = train_model(model, data, training_args, trainer_class=trainer_class or UEOTrainer,
+                                 callbacks=extra + list(callbacks or []), resume_from_checkpoint=resume_from_checkpoint,
+                                 **trainer_kwargs)  # fmt: skip
+    model.train(was_training)
+    model.sample_weights_ = weights
+    model.forget_feature_cache()
+    c = model.config
+    c.objective, c.trade, c.seed, c.num_train_images, c.is_fitted = objective, float(trade), seed, len(images), True
+    c.dataset_name = dataset_name or c.dataset_name
+    return model

@@ -1,0 +1,45 @@
+"""Open-set evaluation: unknown images (label -1, or a class name the model lacks) and the metrics."""
+
+import pytest
+import torch
+
+from hf_clipadapt.metrics import open_set_scores, per_class_accuracy
+from hf_clipadapt.testing_utils import tiny_image_dataset
+from hf_clipadapt.ueo import UEOForImageClassification
+from hf_clipadapt.ueo.evaluation import open_set_metrics
+
+from .helpers import NAMES, backbone
+
+
+def test_metrics_on_a_constructed_case():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0.1, 0, 0], [0, 0, 0.2]])
+    labels = torch.tensor([0, 1, 1, -1, -1])
+    m = open_set_metrics(logits, labels)
+    assert m["accuracy"] == pytest.approx(200 / 3) and m["per_class_accuracy"] == pytest.approx(75.0)
+    assert m["auroc"] == pytest.approx(100.0) and m["H"] == pytest.approx(2 * 75 * 100 / 175)
+    assert (m["num_known"], m["num_unknown"]) == (3, 2)
+    closed = open_set_metrics(logits[:3], labels[:3])
+    assert "auroc" not in closed
+    with pytest.raises(ValueError, match="no image of a known class"):
+        open_set_metrics(logits[3:], labels[3:])
+
+
+def test_evaluate_maps_unknown_class_names_to_unknown():
+    data = tiny_image_dataset(4, 3, class_names=["green", "black", "red", "blue"])  # "black": unknown, ids reordered
+    model = UEOForImageClassification.from_clip(backbone(), NAMES)
+    model.config.is_fitted = True
+    result = model.evaluate(data, record_as="tiny")
+    feats, labels = model.encode_dataset(data)
+    logits = model.predict_features(feats)
+    ours = torch.tensor([1, -1, 0, 2])[labels]
+    expected = open_set_scores(logits, ours, logits.softmax(-1).amax(-1), unknown_index=-1)
+    assert result["per_class_accuracy"] == pytest.approx(expected["known"])
+    assert result["auroc"] == pytest.approx(expected["auroc"]) and result["H"] == pytest.approx(expected["H"])
+    assert result["per_class_accuracy"] == pytest.approx(per_class_accuracy(logits[ours >= 0], ours[ours >= 0]))
+    assert {r["metric_type"] for r in model.config.eval_results} >= {"auroc", "H", "per_class_accuracy"}
+
+
+def test_evaluate_needs_labels():
+    model = UEOForImageClassification.from_clip(backbone(), NAMES)
+    with pytest.raises(ValueError, match="needs labels"):
+        model.evaluate(tiny_image_dataset(3, 2).remove_columns("label"))

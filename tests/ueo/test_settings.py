@@ -1,0 +1,48 @@
+"""The four settings from a labelled dataset: which classes train, labels dropped, unknown = -1."""
+
+import pytest
+
+from hf_clipadapt.testing_utils import tiny_image_dataset
+from hf_clipadapt.ueo.settings import SETTINGS, make_setting, setting_classes, split_classes
+
+NAMES = ["a", "b", "c", "d", "e", "f"]
+
+
+def data(seed):
+    return tiny_image_dataset(6, 2, size=4, seed=seed, class_names=NAMES)
+
+
+def test_setting_classes_follow_the_official_protocol():
+    known, unknown = split_classes(NAMES, num_known=4)
+    assert (known, unknown) == (["a", "b", "c", "d"], ["e", "f"])
+    assert setting_classes("closed", known, unknown) == known
+    assert setting_classes("partial", known, unknown) == ["a", "b", "c"]
+    assert setting_classes("open", known, unknown) == ["a", "b", "c", "d", "e"]
+    assert setting_classes("open_partial", known, unknown) == ["a", "b", "c", "e"]
+    k2, u2 = split_classes(NAMES, num_known=4, seed=1)
+    assert len(k2) == 4 and set(k2) | set(u2) == set(NAMES) and split_classes(NAMES, num_known=4, seed=1)[0] == k2
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_make_setting(setting):
+    out = make_setting(data(0), data(1), setting, num_known=4)
+    train, test = out["train"], out["test"]
+    assert train.column_names == ["image"]  # labels (and everything else) dropped
+    expected = {"closed": 8, "partial": 6, "open": 10, "open_partial": 8}[setting]
+    assert len(train) == expected
+    assert test.features["label"].names == ["a", "b", "c", "d"]
+    assert len(test) == 12 and sorted(set(test["label"])) == [-1, 0, 1, 2, 3]  # every class, in every setting
+    assert test["is_unknown"] == [y == -1 for y in test["label"]]
+    original = data(1)["label"]
+    assert [NAMES[y] if y < 4 else None for y in original] == [NAMES[y] if y >= 0 else None for y in test["label"]]
+
+
+def test_bad_splits():
+    with pytest.raises(ValueError, match="num_known"):
+        split_classes(NAMES, num_known=6)
+    with pytest.raises(ValueError, match="not found"):
+        split_classes(NAMES, known=["a", "zebra"])
+    with pytest.raises(ValueError, match="setting must be one of"):
+        make_setting(data(0), data(1), "universal", num_known=4)
+    with pytest.raises(ValueError, match="ClassLabel"):
+        make_setting(data(0).remove_columns("label"), data(1), "open", num_known=4)

@@ -76,6 +76,13 @@ def _step(k: int) -> None:
         _step_hook(k)
 
 
+def _remove(path: Path) -> None:
+    if path.is_symlink():  # a symlinked target folder was renamed: drop the link, not its target's files
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _rename_if_present(src: Path, dst: Path) -> None:
     # A loader may have taken the same step a moment ago (see `recover_directory`).
     try:
@@ -100,7 +107,7 @@ def _roll_forward(directory: Path, ready: Path, old: Path) -> None:
         _rename_if_present(ready, directory)
         _step(4)
     if old.exists() and directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     _step(5)
 
 
@@ -118,12 +125,12 @@ def recover_directory(path: str | os.PathLike, *, remove_incomplete: bool = True
     writing, ready, old = _siblings(directory)
     found = writing.exists() or ready.exists() or old.exists()
     if remove_incomplete and writing.exists():
-        shutil.rmtree(writing, ignore_errors=True)
+        _remove(writing)
     if ready.is_dir():
         _roll_forward(directory, ready, old)
     elif old.exists():
         if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:  # no new save got in place: the previous one is the valid one
             _rename_if_present(old, directory)
     return found

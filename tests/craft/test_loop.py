@@ -11,6 +11,7 @@ from hf_clipadapt.craft import CollaborativeLoop, CraFTTrainingArguments, LocalB
 from hf_clipadapt.craft.prompt import PromptModule, random_projection
 from hf_clipadapt.craft.refine import RefinementModule, kl_divergence, prompt_fitness, refinement_loss
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
+from hf_clipadapt.testing_utils import assert_close_scaled
 
 CLASSES = ["cat", "dog", "car"]
 
@@ -44,7 +45,7 @@ def test_projection_is_regenerated_from_its_seed_and_not_stored(clip):
     prompt.attach(box, "a photo of a")
     np.testing.assert_array_equal(prompt.context(), prompt.p0)  # z = 0: the initial phrase itself
     z = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-    np.testing.assert_allclose(prompt.contexts(z)[1], prompt.p0 + (a @ z[1]).reshape(9, 32), rtol=1e-5, atol=1e-7)
+    assert_close_scaled(prompt.contexts(z)[1], prompt.p0 + (a @ z[1]).reshape(9, 32), rtol=1e-5)  # batched vs one z: other kernels
     with pytest.raises(ValueError, match="belongs to another model"):
         PromptModule(n_ctx=4, width=32).attach(box, "a photo of a")
 

@@ -257,3 +257,16 @@ def test_a_users_own_backup_folders_are_not_taken_for_an_interrupted_save(tmp_pa
     write_directory_atomic(target, lambda d: (d / "w.txt").write_text("new"))
     for name in ("model.old", "model.ready", "model.writing", "model.bak"):
         assert (tmp_path / name / "w.txt").read_text() == name
+
+
+def test_symlinked_target_becomes_a_folder_and_leaves_the_link_target_alone(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "results.json").write_text("user")
+    link = tmp_path / "out"
+    link.symlink_to(real, target_is_directory=True)
+    write_directory_atomic(link, lambda d: (d / "config.json").write_text("new"))
+    assert link.is_dir() and not link.is_symlink()
+    assert (link / "config.json").read_text() == "new" and (link / "results.json").read_text() == "user"
+    assert (real / "results.json").read_text() == "user", "the link's target keeps its files"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"]

@@ -4,9 +4,9 @@ A thin wrapper over `hf_clipadapt.metrics.gzsl_scores`; load it offline with
 `hf_clipadapt.metrics.load_metric("gzsl")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import classification_info
 from hf_clipadapt.metrics import gzsl_scores
 
 _DESCRIPTION = """Generalized zero-shot learning scores (Xian et al., "Zero-Shot Learning - A Comprehensive
@@ -37,12 +37,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GZSL(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, seen_classes, unseen_classes):
         return gzsl_scores(predictions, references, seen_classes=seen_classes, unseen_classes=unseen_classes)

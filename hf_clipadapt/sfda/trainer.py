@@ -27,30 +27,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from ..features import IndexedRows
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
 from ..training.trainer import AdaptationTrainer
 from . import functional as SF
 from .evaluation import evaluate, predict_logits
 
 METHOD_STATE_FILE = "sfda_state.pt"
-
-
-class _IndexedRows(Dataset):
-    """(index, image, label) rows of a dataset; label −1 when there is no label column."""
-
-    def __init__(self, dataset, image_column: str, label_column: str | None):
-        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        row = self.dataset[i]
-        return i, row[self.image_column], row[self.label_column] if self.label_column else -1
 
 
 class _Collate:
@@ -143,7 +130,7 @@ class SFDATrainer(AdaptationTrainer):
             sampler = ShardedRandomSampler(len(self.train_dataset), **shard)
         has_labels = self.labels is not None
         loader = _EpochLoader(
-            _IndexedRows(self.train_dataset, self.image_column, self.label_column if has_labels else None),
+            IndexedRows(self.train_dataset, self.image_column, self.label_column if has_labels else None),
             batch_size=a.per_device_train_batch_size, sampler=sampler, collate_fn=_Collate(self.transform),
             num_workers=a.dataloader_num_workers,
             # its own generator: starting an epoch (or a resumed one) must not draw from the global

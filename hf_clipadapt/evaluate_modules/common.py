@@ -8,6 +8,13 @@ import datasets
 import evaluate
 
 
+# The zero-shot evaluation protocol (per-class mean accuracy, GZSL u/s/H) both modules follow.
+XIAN2018_CITATION = """@article{xian2018zero,
+  title={Zero-Shot Learning - A Comprehensive Evaluation of the Good, the Bad and the Ugly},
+  author={Xian, Yongqin and Lampert, Christoph H. and Schiele, Bernt and Akata, Zeynep},
+  journal={IEEE TPAMI}, year={2018}}"""
+
+
 def classification_info(description: str, citation: str, inputs_description: str, **extra: str) -> evaluate.MetricInfo:
     """`MetricInfo` with int64 `predictions` and `references` and `extra` columns
     (name → datasets value type, e.g. scores="float64")."""

@@ -6,17 +6,14 @@ A thin wrapper over `hf_clipadapt.metrics.per_class_accuracy`; load it offline w
 
 import evaluate
 
-from hf_clipadapt.evaluate_modules.common import classification_info
+from hf_clipadapt.evaluate_modules.common import XIAN2018_CITATION, classification_info
 from hf_clipadapt.metrics import per_class_accuracy
 
 _DESCRIPTION = """Mean over classes of the per-class recall (top-1 accuracy within each class), in percent:
 the zero-shot learning protocol of Xian et al. (TPAMI 2018), which keeps frequent classes from
 dominating the score. Classes with no sample in `references` are skipped."""
 
-_CITATION = """@article{xian2018zero,
-  title={Zero-Shot Learning - A Comprehensive Evaluation of the Good, the Bad and the Ugly},
-  author={Xian, Yongqin and Lampert, Christoph H. and Schiele, Bernt and Akata, Zeynep},
-  journal={IEEE TPAMI}, year={2018}}"""
+_CITATION = XIAN2018_CITATION
 
 _KWARGS_DESCRIPTION = """
 Args:

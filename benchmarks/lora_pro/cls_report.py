@@ -99,8 +99,9 @@ def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def update_distances(work: Path, best: dict) -> dict:
-    """Relative distance and cosine between each LoRA method's ΔW and full FT's (chosen runs)."""
+def update_distances(work: Path, best: dict, runs: list[dict] = ()) -> dict:
+    """Relative distance and cosine between the ΔW of every LoRA run (seed 0) and the chosen
+    full-FT run's ΔW; keyed "method@lr"."""
     from transformers import AutoModelForSequenceClassification
 
     from lora_pro_text_classification import offline_minilm_dir
@@ -108,14 +109,12 @@ def update_distances(work: Path, best: dict) -> dict:
     base_sd = AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
     ref = delta_w(work, best["full"], base_sd)
     out = {}
-    for m in LORA_METHODS:
-        if m not in best:
-            continue
-        dw = delta_w(work, best[m], base_sd)
+    for run in sorted((r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"])):
+        dw = delta_w(work, run, base_sd)
         keys = sorted(set(dw) & set(ref))
         a = torch.cat([dw[k].flatten() for k in keys])
         b = torch.cat([ref[k].flatten() for k in keys])
-        out[m] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
+        out[f"{run['method']}@{run['lr']:g}"] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
                   "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
     return out
 
@@ -181,9 +180,10 @@ def markdown(res: dict) -> str:
         for m, g in res["gap_share"].items():
             lines.append(f"| {C.LABELS[m]} | {100 * g['share']:+.0f}% | {100 * g['p05']:+.0f}% to {100 * g['p95']:+.0f}% |")
     if res.get("update_distance_to_full_ft"):
-        lines += ["", "| method | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
-        for m, d in res["update_distance_to_full_ft"].items():
-            lines.append(f"| {C.LABELS[m]} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |")
+        lines += ["", "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
+        for key, d in res["update_distance_to_full_ft"].items():
+            m, lr = key.split("@")
+            lines.append(f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +204,7 @@ def main(argv=None):
         res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
                             for m in best if m.startswith("lorapro")}
         if not a.no_distances:
-            res["update_distance_to_full_ft"] = update_distances(work, best)
+            res["update_distance_to_full_ft"] = update_distances(work, best, runs)
     res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}
     (HERE / "cls_results.json").write_text(json.dumps(res, indent=1))
     (HERE / "cls_table.md").write_text(markdown(res))

@@ -201,13 +201,14 @@ def oracle_pass(model, train, label_column: str) -> torch.Tensor:
     return oracle_weights(known)
 
 
-def _checkpoint_folder(resume, args: AdaptationTrainingArguments) -> Path | None:
+def _checkpoint_folder(resume, args) -> Path | None:
     if resume is None or resume is False:
         return None
     if resume is True:
         from transformers.trainer_utils import get_last_checkpoint
 
-        last = get_last_checkpoint(args.output_dir)
+        output_dir = args.output_dir if isinstance(args, AdaptationTrainingArguments) else (args or {}).get("output_dir")
+        last = get_last_checkpoint(output_dir) if output_dir else None
         return Path(last) if last else None
     return Path(resume)
 
@@ -231,8 +232,7 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
     model.require_backbone("fitting UEO")
     images = CheckedImages(train, image_column)
-    training_args = training_arguments(len(images), seed, args)
-    folder = _checkpoint_folder(resume_from_checkpoint, training_args)
+    folder = _checkpoint_folder(resume_from_checkpoint, args)
     weights = None
     if no_weight:
         objective = "information_maximization"
@@ -243,6 +243,8 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         objective, weights = "oracle", oracle_pass(model, train, label_column)
     else:
         objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator)
+    # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
+    training_args = training_arguments(len(images), seed, args)
     transform = model.augmented_views(seed, model.config.view_scale, model.config.view_flip) if augment else \
         model.backbone.image_transform()  # fmt: skip
     data = UnlabelledViews(images, transform)

@@ -94,7 +94,8 @@ class UEOForImageClassification(CLIPAdaptedModel):
     def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, trade: float = 1.0,
             no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
             accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
-            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None,
+            weights_from: str = "logits"):  # fmt: skip
         """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
 
         The weights w are the initial model's max softmax probabilities, computed in one
@@ -104,14 +105,16 @@ class UEOForImageClassification(CLIPAdaptedModel):
         column (the only switch that reads labels; otherwise a label column is ignored with a
         warning). `args`: `AdaptationTrainingArguments` or a dict of overrides of the
         defaults (SGD lr 1e-4 for both groups, cosine, batch 64, 50 epochs). `validation` is
-        not used: UEO selects no model. `batch_size` is for the weight pass.
+        not used: UEO selects no model. `batch_size` is for the weight pass. `weights_from`:
+        "logits" (default: softmax of the scaled logits the model predicts with) or "cosine"
+        (unscaled cosine similarities, as the official code; nearly uniform weights).
         """
         from .training import fit_ueo
 
         return fit_ueo(self, train, validation, seed=seed, args=args, trade=trade, no_weight=no_weight, oracle=oracle,
                        augment=augment, batch_size=batch_size, accelerator=accelerator, image_column=image_column,
                        label_column=label_column, callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
-                       dataset_name=dataset_name, trainer_class=trainer_class)  # fmt: skip
+                       dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from)  # fmt: skip
 
     @torch.no_grad()
     def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,

@@ -92,7 +92,8 @@ def main(argv=None) -> dict:
                  "per_device_train_batch_size": args.train_batch_size, "report_to": args.report_to or "none"}  # fmt: skip
     model.fit(data["train"], seed=args.seed, args=overrides, trade=args.trade, no_weight=args.no_weight,
               oracle=args.oracle, batch_size=args.batch_size, accelerator=accelerator,
-              image_column=args.image_column, label_column=args.label_column, dataset_name=f"{dataset_name}-{args.setting}")  # fmt: skip
+              image_column=args.image_column, label_column=args.label_column,
+              dataset_name=f"{dataset_name}-{args.setting}")  # fmt: skip
     ueo = model.evaluate(data["test"], record_as=f"{dataset_name}-{args.setting}", **encode)
     results = {
         "model": args.model, "dataset": dataset_name, "setting": args.setting, "seed": args.seed,

@@ -20,7 +20,7 @@ from ..clip import PromptLearner
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
 from .configuration_ueo import UEOConfig
 from .functional import ood_score
-from .vision_norms import vision_layernorm_parameter_names, with_private_vision_layernorms
+from .vision_norms import vision_layernorm_parameter_names, vision_layernorms, with_private_vision_layernorms
 
 
 @dataclass
@@ -57,7 +57,8 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
     def trainable_parameter_names(self) -> list[str]:
         """By name: the context, then the vision LayerNorm weights and biases."""
-        return ["prompt_learner.ctx", *vision_layernorm_parameter_names("backbone.model.vision_model", self.backbone.model)]
+        norms = vision_layernorm_parameter_names("backbone.model.vision_model", self.backbone.model)
+        return ["prompt_learner.ctx", *norms]
 
     def layernorm_parameters(self) -> list[torch.nn.Parameter]:
         params = dict(self.named_parameters())
@@ -135,9 +136,10 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, objective=c.objective or "not trained",
-                    trade=c.trade, seed=c.seed, ood_score=c.ood_score, logit_scale=c.logit_scale,
-                    num_train_images=c.num_train_images, num_layernorm_parameters=len(self.layernorm_parameters()))  # fmt: skip
+        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, trade=c.trade, seed=c.seed,
+                    objective=c.objective or "not trained", ood_score=c.ood_score, logit_scale=c.logit_scale,
+                    num_train_images=c.num_train_images,
+                    num_layernorms=len(vision_layernorms(self.backbone.model)))  # fmt: skip
 
 
 register_auto(UEOConfig, UEOForImageClassification)

@@ -211,7 +211,8 @@ def _checkpoint_folder(resume, args) -> Path | None:
     if resume is True:
         from transformers.trainer_utils import get_last_checkpoint
 
-        output_dir = args.output_dir if isinstance(args, AdaptationTrainingArguments) else (args or {}).get("output_dir")
+        given = args if isinstance(args, AdaptationTrainingArguments) else None
+        output_dir = given.output_dir if given is not None else (args or {}).get("output_dir")
         last = get_last_checkpoint(output_dir) if output_dir else None
         return Path(last) if last else None
     return Path(resume)

@@ -130,6 +130,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--learning_rate", type=float, default=1e-4)
     p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--skip_speed", action="store_true")
     args = p.parse_args(argv)
     from hf_clipadapt.testbed import load_testbed_clip
@@ -147,7 +148,7 @@ def main(argv=None):
         results.setdefault("weights", {}).setdefault(str(seed), weight_check(backbone, seed))
         for setting in args.settings:
             data = load_data(seed, setting)
-            for method in METHODS:
+            for method in args.methods:
                 if (seed, setting, method) in done:
                     continue
                 row = {"seed": seed, "setting": setting, "method": method, "train_images": len(data["train"]),

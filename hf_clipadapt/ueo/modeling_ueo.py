@@ -20,7 +20,7 @@ from ..clip import PromptLearner
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
 from .configuration_ueo import UEOConfig
 from .functional import ood_score
-from .vision_norms import vision_layernorm_parameter_names, with_private_vision_layernorms
+from .vision_norms import vision_layernorm_parameter_names, vision_layernorms, with_private_vision_layernorms
 
 
 @dataclass
@@ -57,7 +57,8 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
     def trainable_parameter_names(self) -> list[str]:
         """By name: the context, then the vision LayerNorm weights and biases."""
-        return ["prompt_learner.ctx", *vision_layernorm_parameter_names("backbone.model.vision_model", self.backbone.model)]
+        norms = vision_layernorm_parameter_names("backbone.model.vision_model", self.backbone.model)
+        return ["prompt_learner.ctx", *norms]
 
     def layernorm_parameters(self) -> list[torch.nn.Parameter]:
         params = dict(self.named_parameters())
@@ -94,7 +95,8 @@ class UEOForImageClassification(CLIPAdaptedModel):
     def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, trade: float = 1.0,
             no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
             accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
-            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None,
+            weights_from: str = "logits"):  # fmt: skip
         """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
 
         The weights w are the initial model's max softmax probabilities, computed in one
@@ -104,14 +106,16 @@ class UEOForImageClassification(CLIPAdaptedModel):
         column (the only switch that reads labels; otherwise a label column is ignored with a
         warning). `args`: `AdaptationTrainingArguments` or a dict of overrides of the
         defaults (SGD lr 1e-4 for both groups, cosine, batch 64, 50 epochs). `validation` is
-        not used: UEO selects no model. `batch_size` is for the weight pass.
+        not used: UEO selects no model. `batch_size` is for the weight pass. `weights_from`:
+        "logits" (default: softmax of the scaled logits the model predicts with) or "cosine"
+        (unscaled cosine similarities, as the official code; nearly uniform weights).
         """
         from .training import fit_ueo
 
         return fit_ueo(self, train, validation, seed=seed, args=args, trade=trade, no_weight=no_weight, oracle=oracle,
                        augment=augment, batch_size=batch_size, accelerator=accelerator, image_column=image_column,
                        label_column=label_column, callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
-                       dataset_name=dataset_name, trainer_class=trainer_class)  # fmt: skip
+                       dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from)  # fmt: skip
 
     @torch.no_grad()
     def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,
@@ -132,9 +136,10 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, objective=c.objective or "not trained",
-                    trade=c.trade, seed=c.seed, ood_score=c.ood_score, logit_scale=c.logit_scale,
-                    num_train_images=c.num_train_images, num_layernorm_parameters=len(self.layernorm_parameters()))  # fmt: skip
+        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, trade=c.trade, seed=c.seed,
+                    objective=c.objective or "not trained", ood_score=c.ood_score, logit_scale=c.logit_scale,
+                    num_train_images=c.num_train_images,
+                    num_layernorms=len(vision_layernorms(self.backbone.model)))  # fmt: skip
 
 
 register_auto(UEOConfig, UEOForImageClassification)

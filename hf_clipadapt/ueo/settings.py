@@ -69,11 +69,13 @@ def setting_classes(setting: str, known: list[str], unknown: list[str], partial_
 
 def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence[str] | None = None,
                  num_known: int | None = None, seed: int | None = None, partial_fraction: float = 0.75,
-                 open_unknown_fraction: float = 0.5, image_column: str = "image",
-                 label_column: str = "label") -> DatasetDict:  # fmt: skip
+                 open_unknown_fraction: float = 0.5, image_column: str = "image", label_column: str = "label",
+                 keep_labels: bool = False) -> DatasetDict:  # fmt: skip
     """{"train": unlabelled images of the setting's classes, "test": every class, labelled
     over the known classes (-1 = unknown)} from labelled `train` / `test` splits that share
-    one `ClassLabel`. The known class names are `result["test"].features[label_column].names`."""
+    one `ClassLabel`. The known class names are `result["test"].features[label_column].names`.
+    `keep_labels=True` keeps the training labels, relabelled as the test's, for the oracle
+    ablation only (`UEOForImageClassification.fit(..., oracle=True)`)."""
     names = _class_names(train, label_column)
     if _class_names(test, label_column) != names:
         raise ValueError("train and test must share one ClassLabel (the same class names in the same order)")
@@ -81,7 +83,7 @@ def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence
     present = setting_classes(setting, known_names, unknown_names, partial_fraction, open_unknown_fraction)
     keep = {names.index(n) for n in present}
     unlabelled = train.filter(lambda labels: [y in keep for y in labels], input_columns=label_column, batched=True)
-    unlabelled = unlabelled.select_columns([image_column])
+    unlabelled = unlabelled.select_columns([image_column, label_column] if keep_labels else [image_column])
     if len(unlabelled) == 0:
         raise ValueError(f"setting {setting!r} leaves no training image (classes {present[:5]}...)")
     new_id = {names.index(n): i for i, n in enumerate(known_names)}
@@ -93,4 +95,40 @@ def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence
     features = test.features.copy()
     features[label_column], features["is_unknown"] = ClassLabel(names=known_names), Value("bool")
     evaluation = test.map(relabel, input_columns=label_column, batched=True, features=features)
+    if keep_labels:
+        kept = unlabelled.features.copy()
+        kept[label_column] = features[label_column]
+        unlabelled = unlabelled.map(lambda ys: {label_column: relabel(ys)[label_column]}, input_columns=label_column,
+                                    batched=True, features=kept)  # fmt: skip
     return DatasetDict(train=unlabelled, test=evaluation)
+
+
+def name_unknown_classes(dataset: Dataset, name_column: str, label_column: str = "label") -> Dataset:
+    """An open-set split whose unknown rows are labelled -1 (their class named in `name_column`)
+    as a dataset labelled over every class: the known names, then the unknown ones (sorted),
+    so that known ids are unchanged and `make_setting` can split the classes again."""
+    known = _class_names(dataset, label_column)
+    if name_column not in dataset.column_names:
+        raise ValueError(f"no column {name_column!r} names the unknown classes; columns: {dataset.column_names}")
+    labels, names = dataset[label_column], dataset[name_column]
+    extra = sorted({n for y, n in zip(labels, names) if y < 0} - set(known))
+    ids = {n: len(known) + i for i, n in enumerate(extra)}
+    features = dataset.features.copy()
+    features[label_column] = ClassLabel(names=known + extra)
+
+    def relabel(batch):
+        return {label_column: [y if y >= 0 else ids[n] for y, n in zip(batch[label_column], batch[name_column])]}
+
+    return dataset.map(relabel, batched=True, features=features)
+
+
+def split_rows(dataset: Dataset, fraction: float = 0.5, *, seed: int = 0, label_column: str = "label"):
+    """(first, second): each class's rows divided `fraction` / rest at random (seeded), stratified."""
+    labels = np.asarray(dataset[label_column])
+    rng = np.random.default_rng(seed)
+    first = []
+    for y in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == y))
+        first += rows[: int(round(fraction * len(rows)))].tolist()
+    chosen = set(first)
+    return dataset.select(sorted(first)), dataset.select([i for i in range(len(dataset)) if i not in chosen])

@@ -177,8 +177,12 @@ def check_unlabelled(train, image_column: str, label_column: str, oracle: bool) 
 
 
 @torch.no_grad()
-def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accelerator=None) -> torch.Tensor:
-    """[N] weights w_i = max softmax of the model's current (initial) scaled logits."""
+def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accelerator=None,
+                   weights_from: str = "logits") -> torch.Tensor:  # fmt: skip
+    """[N] weights w_i = max softmax of the model's current (initial) scaled logits, or with
+    `weights_from="cosine"` of the unscaled cosine similarities (the official code's choice)."""
+    if weights_from not in ("logits", "cosine"):
+        raise ValueError(f"weights_from must be 'logits' or 'cosine', got {weights_from!r}")
     was_training = model.training
     model.eval()
 
@@ -191,7 +195,7 @@ def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accele
                                   desc="ueo zero-shot weights")  # fmt: skip
     finally:
         model.train(was_training)
-    return zero_shot_weights(out)
+    return zero_shot_weights(out, scale=1.0 / model.config.logit_scale if weights_from == "cosine" else 1.0)
 
 
 def oracle_pass(model, train, label_column: str) -> torch.Tensor:
@@ -201,13 +205,15 @@ def oracle_pass(model, train, label_column: str) -> torch.Tensor:
     return oracle_weights(known)
 
 
-def _checkpoint_folder(resume, args: AdaptationTrainingArguments) -> Path | None:
+def _checkpoint_folder(resume, args) -> Path | None:
     if resume is None or resume is False:
         return None
     if resume is True:
         from transformers.trainer_utils import get_last_checkpoint
 
-        last = get_last_checkpoint(args.output_dir)
+        given = args if isinstance(args, AdaptationTrainingArguments) else None
+        output_dir = given.output_dir if given is not None else (args or {}).get("output_dir")
+        last = get_last_checkpoint(output_dir) if output_dir else None
         return Path(last) if last else None
     return Path(resume)
 
@@ -222,7 +228,8 @@ def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrai
 
 
 def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,
-            image_column, label_column, callbacks, resume_from_checkpoint, dataset_name, trainer_class):  # fmt: skip
+            image_column, label_column, callbacks, resume_from_checkpoint, dataset_name, trainer_class,
+            weights_from="logits"):  # fmt: skip
     """`UEOForImageClassification.fit` (see there)."""
     if no_weight and oracle:
         raise ValueError("no_weight=True and oracle=True are two different ablations; choose one")
@@ -231,8 +238,7 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
     model.require_backbone("fitting UEO")
     images = CheckedImages(train, image_column)
-    training_args = training_arguments(len(images), seed, args)
-    folder = _checkpoint_folder(resume_from_checkpoint, training_args)
+    folder = _checkpoint_folder(resume_from_checkpoint, args)
     weights = None
     if no_weight:
         objective = "information_maximization"
@@ -242,7 +248,10 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
     elif oracle:
         objective, weights = "oracle", oracle_pass(model, train, label_column)
     else:
-        objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator)
+        objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator,
+                                                    weights_from=weights_from)  # fmt: skip
+    # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
+    training_args = training_arguments(len(images), seed, args)
     transform = model.augmented_views(seed, model.config.view_scale, model.config.view_flip) if augment else \
         model.backbone.image_transform()  # fmt: skip
     data = UnlabelledViews(images, transform)

@@ -46,3 +46,26 @@ def test_bad_splits():
         make_setting(data(0), data(1), "universal", num_known=4)
     with pytest.raises(ValueError, match="ClassLabel"):
         make_setting(data(0).remove_columns("label"), data(1), "open", num_known=4)
+
+
+def test_naming_unknown_classes_and_splitting_rows():
+    from datasets import Value
+
+    from hf_clipadapt.ueo.settings import name_unknown_classes, split_rows
+
+    base = tiny_image_dataset(3, 2, size=4, class_names=["a", "b", "x"])
+    objects = [["a", "b", "cat"][y] for y in base["label"]]
+    open_set = base.map(lambda row: {"label": -1 if row["label"] == 2 else row["label"]})
+    open_set = open_set.add_column("object", objects).cast_column("object", Value("string"))
+    named = name_unknown_classes(open_set, "object")
+    assert named.features["label"].names == ["a", "b", "x", "cat"]  # known ids unchanged, the unknown appended
+    assert [named.features["label"].names[y] for y in named["label"]] == objects
+    first, second = split_rows(named, 0.5, seed=0)
+    assert len(first) + len(second) == len(named) and sorted(first["label"]) == sorted(second["label"])
+
+
+def test_keep_labels_for_the_oracle_only():
+    out = make_setting(data(0), data(1), "open", num_known=4, keep_labels=True)
+    assert out["train"].column_names == ["image", "label"]
+    assert out["train"].features["label"].names == ["a", "b", "c", "d"]
+    assert sorted(set(out["train"]["label"])) == [-1, 0, 1, 2, 3]

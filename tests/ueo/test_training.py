@@ -123,3 +123,15 @@ def test_an_image_that_fails_to_decode_is_named_by_its_row():
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
     with pytest.raises(ValueError, match="row 2 .* could not be decoded"):
         model.fit(data, args=ARGS)
+
+
+def test_cosine_weights_are_the_official_codes_unscaled_softmax():
+    model = UEOForImageClassification.from_clip(backbone(), NAMES)
+    images = CheckedImages(unlabelled())
+    cosine = zero_shot_pass(model, images, weights_from="cosine")
+    pv = model.backbone.preprocess([images[i]["image"] for i in range(len(images))])
+    with torch.no_grad():
+        logits = model.logits_from_features(model.get_image_features(pixel_values=pv))
+    torch.testing.assert_close(cosine, (logits / model.config.logit_scale).softmax(-1).amax(-1))
+    with pytest.raises(ValueError, match="weights_from"):
+        zero_shot_pass(model, images, weights_from="probs")

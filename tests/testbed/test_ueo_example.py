@@ -1,0 +1,46 @@
+"""examples/ueo_unsupervised.py fully offline on the testbed CLIP's open-set suite, shrunk."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys):
+    import hf_clipadapt.testbed.suites as suites
+    from hf_clipadapt.ueo import UEOForImageClassification
+
+    import hf_clipadapt.hub as hub
+
+    installed = hub.template_path  # this checkout's card template, even if the package is installed from another
+    local = EXAMPLES.parent / "model_cards"
+    monkeypatch.setattr(hub, "template_path", lambda n: str(local / n) if (local / n).is_file() else installed(n))
+    full = suites.load_suite
+    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
+    monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=2,
+                                                                              n_test_per_class=4, **kw))  # fmt: skip
+    out = tmp_path / "ueo"
+    results = load_example("ueo_unsupervised").main([
+        "--model", "testbed", "--dataset", "testbed:open_set", "--setting", "open_partial", "--epochs", "1",
+        "--train_batch_size", "16", "--learning_rate", "1e-3", "--no_flip", "--cache_dir", "none",
+        "--output_dir", str(out),
+    ])  # fmt: skip
+    assert "world size: 1" in capsys.readouterr().out and results["world_size"] == 1
+    assert results["known_classes"] == 16 and results["objective"] == "ueo"
+    # open_partial: 12 of 16 known classes x 2 images + 2 of 4 unknown classes x 2 of their 4 test images
+    assert results["train_images"] == 12 * 2 + 2 * 2
+    assert results["test_images"] == 16 * 4 + 4 * 2  # every known test image + the held-out unknown half
+    for row in ("zero_shot", "ueo"):
+        assert 0 <= results[row]["per_class_accuracy"] <= 100 and 0 <= results[row]["auroc"] <= 100
+    assert json.loads((out / "results.json").read_text())["ueo"] == results["ueo"]
+    model = UEOForImageClassification.from_pretrained(out)
+    assert model.config.is_fitted and model.config.dataset_name == "testbed-open_set-open_partial"
+    assert "auroc" in (out / "README.md").read_text()

@@ -4,7 +4,7 @@
     python examples/craft_black_box.py --model openai/clip-vit-base-patch16 --dataset tanganke/eurosat \
         --shots 16 --budget 8000 --output_dir craft-eurosat-16shot
 
-    # a CLIP served elsewhere (python -c "from hf_clipadapt.craft import LocalBlackBox, serve; serve(LocalBlackBox('...'), token='...')"):
+    # a CLIP served elsewhere (python -c "from hf_clipadapt.craft import LocalBlackBox, serve_black_box; serve_black_box(LocalBlackBox('...'), token='...')"):
     HF_CLIPADAPT_BLACK_BOX_TOKEN=... python examples/craft_black_box.py --url http://127.0.0.1:8000 \
         --model openai/clip-vit-base-patch16 --dataset tanganke/eurosat --output_dir craft-eurosat
 

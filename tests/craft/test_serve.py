@@ -78,6 +78,10 @@ def test_missing_or_wrong_token_and_oversized_requests_are_refused(server):
 
 
 def test_wire_format_is_safetensors_with_json_metadata():
+    import hf_clipadapt.craft as craft
+    import hf_clipadapt.craft.serve  # noqa: F401  (importing the module must not shadow the function)
+
+    assert callable(craft.serve_black_box) and craft.serve_black_box.__name__ == "serve_black_box"
     data = pack({"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"class_names": ["x", "y"]})
     arrays, meta = unpack(data)
     np.testing.assert_array_equal(arrays["a"], np.arange(6).reshape(2, 3))

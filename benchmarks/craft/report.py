@@ -75,6 +75,8 @@ def plot(results, path) -> None:
     if coop:
         ax.axhline(np.mean(coop), color="black", linestyle=":", label="CoOp (white-box)")
     ax.set_xscale("log", base=2)
+    ticks = sorted({b for points in c.values() for b in points})
+    ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set_xlabel("training queries (one = one prompt set scored on the shots)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"CraFT on the testbed CLIP, {results['shots']} shots")

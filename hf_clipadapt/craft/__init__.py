@@ -1,7 +1,7 @@
 """CraFT: collaborative fine-tuning of black-box vision-language models (Wang et al., ICML 2024).
 
 * the black-box protocol: `BlackBoxVLM` (exact query budget, checked answers),
-  `LocalBlackBox` (a CLIP on this machine), `RemoteBlackBox` + `serve` (over HTTP);
+  `LocalBlackBox` (a CLIP on this machine), `RemoteBlackBox` + `BlackBoxServer`, `serve_black_box` (over HTTP);
 * the method: `CraFTModel` (prompt z found by CMA-ES, refinement module R),
   trained by `CollaborativeLoop` with `CraFTTrainingArguments`.
 
@@ -18,7 +18,7 @@ _EXPORTS = {
     **exports_of(".loop", "CollaborativeLoop"),
     **exports_of(".configuration_craft", "CraFTConfig"),
     **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
-    **exports_of(".serve", "BlackBoxServer", "create_app", "serve"),
+    **exports_of(".serve", "BlackBoxServer", "create_app", "serve_black_box"),
     **exports_of(".modeling_craft", "CraFTModel", "connect_black_box"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -140,6 +140,35 @@ class CraFTModel(AdaptedPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return out if return_dict else out.to_tuple()
 
+    @torch.no_grad()
+    def predict(self, pixel_values, batch_size: int = 1024) -> torch.Tensor:
+        """Logits [N, K] in batches of `batch_size` images (one query per batch)."""
+        chunks = [self(pixel_values=pixel_values[i : i + batch_size]).logits for i in range(0, len(pixel_values), batch_size)]
+        return torch.cat(chunks)
+
+    def pixel_values(self, dataset, image_processor=None, image_column: str = "image") -> torch.Tensor:
+        """The images of a `datasets.Dataset` prepared with the black box's image processor."""
+        processor = image_processor or self.image_processor
+        if processor is None:
+            raise ValueError("this black box exposes no image processor: pass image_processor= (the owner's, e.g. "
+                             "AutoImageProcessor.from_pretrained(<its CLIP name>))")  # fmt: skip
+        images = [im.convert("RGB") for im in dataset[image_column]]
+        return processor(images=images, return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 1024,
+                 image_processor=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+        """Top-1 and mean per-class accuracy (%) on a labelled dataset (one query per batch);
+        with `record_as` the results go to the model card."""
+        from ..metrics import accuracy, per_class_accuracy
+
+        logits = self.predict(self.pixel_values(dataset, image_processor, image_column), batch_size)
+        labels = torch.as_tensor(dataset[label_column])
+        result = {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
+        if record_as:
+            self.record_results(record_as, result, split=split)
+        return result
+
     # ------------------------------------------------------------------ saving / card
     def _save_extra_files(self, directory) -> None:
         if self.image_processor is not None:  # so pipeline(model=folder) prepares images as the black box does

@@ -157,7 +157,7 @@ class BlackBoxServer:
         self.stop()
 
 
-def serve(black_box, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+def serve_black_box(black_box, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:  # fmt: skip
     """Serve `black_box` in the foreground until interrupted."""
     import uvicorn

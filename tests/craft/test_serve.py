@@ -78,6 +78,10 @@ def test_missing_or_wrong_token_and_oversized_requests_are_refused(server):
 
 
 def test_wire_format_is_safetensors_with_json_metadata():
+    import hf_clipadapt.craft as craft
+    import hf_clipadapt.craft.serve  # noqa: F401  (importing the module must not shadow the function)
+
+    assert callable(craft.serve_black_box) and craft.serve_black_box.__name__ == "serve_black_box"
     data = pack({"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"class_names": ["x", "y"]})
     arrays, meta = unpack(data)
     np.testing.assert_array_equal(arrays["a"], np.arange(6).reshape(2, 3))
@@ -118,3 +122,19 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
                                     box, x, y, args)  # fmt: skip
         resumed.run(resume_from_checkpoint=str(tmp_path))
         assert box.queries == 30 and resumed.generation == 3
+
+
+def test_a_model_trained_over_http_reloads_from_its_url(local, tmp_path, monkeypatch):
+    with BlackBoxServer(local, token="t") as server:
+        remote = RemoteBlackBox(server.url, token="t")
+        model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+        with torch.no_grad():
+            model.prompt.z.normal_(generator=torch.Generator().manual_seed(0))
+        model.save_pretrained(tmp_path / "saved")
+        assert model.config.black_box == server.url and model.config.base_model_name_or_path is None
+        assert server.url not in (tmp_path / "saved" / "README.md").read_text()  # the card does not publish it
+        monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_TOKEN", "t")
+        reloaded = CraFTModel.from_pretrained(tmp_path / "saved")
+        assert isinstance(reloaded.black_box, RemoteBlackBox)
+        x = torch.randn(3, 3, 30, 30)
+        assert torch.equal(reloaded(pixel_values=x).logits, model(pixel_values=x).logits)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from hf_clipadapt.script_utils import add_clip_data_arguments, finish, load_trai
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_clip_data_arguments(p)
-    p.add_argument("--url", default=None, help="a served black box (hf_clipadapt.craft.serve); default: --model locally")
+    p.add_argument("--url", default=None, help="a served black box (hf_clipadapt.craft.serve); default: --model here")
     p.add_argument("--token", default=None, help=f"its bearer token (default: ${TOKEN_ENV})")
     p.add_argument("--budget", type=int, default=8000, help="training queries (one = one prompt set scored)")
     p.add_argument("--population", type=int, default=40, help="CMA-ES population")
@@ -77,7 +78,9 @@ def main(argv=None) -> dict:
                                       intrinsic_dim=args.intrinsic_dim, dataset_name=dataset_name)  # fmt: skip
     processor = image_processor(args, box)
     evaluate = dict(image_processor=processor, image_column=args.image_column, label_column=args.label_column)
-    zero_shot = model.evaluate(test, **evaluate)  # z = 0, R = 0: the black box with "a photo of a {class}."
+    with warnings.catch_warnings():  # scoring the untrained model is the point here: no "not fitted" warning
+        warnings.simplefilter("ignore", UserWarning)
+        zero_shot = model.evaluate(test, **evaluate)  # z = 0, R = 0: the black box with "a photo of a {class}."
     eval_queries = box.queries
     training = CraFTTrainingArguments(budget=args.budget, population=args.population, seed=args.seed,
                                       output_dir=str(Path(args.output_dir) / "run"),

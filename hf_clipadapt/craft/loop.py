@@ -98,7 +98,8 @@ class CollaborativeLoop:
     def _refine_epoch(self, y_i: torch.Tensor) -> float:
         """One epoch of AdamW on L_O over the shots, shuffled by (seed, generation)."""
         refiner = self.model.refiner.train()
-        order = torch.randperm(len(y_i), generator=torch.Generator().manual_seed(self.args.seed * 100_003 + self.generation))
+        shuffle = torch.Generator().manual_seed(self.args.seed * 100_003 + self.generation)
+        order = torch.randperm(len(y_i), generator=shuffle)
         total = 0.0
         for start in range(0, len(order), self.args.batch_size):
             idx = order[start : start + self.args.batch_size]

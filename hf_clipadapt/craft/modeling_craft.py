@@ -143,7 +143,8 @@ class CraFTModel(AdaptedPreTrainedModel):
     @torch.no_grad()
     def predict(self, pixel_values, batch_size: int = 1024) -> torch.Tensor:
         """Logits [N, K] in batches of `batch_size` images (one query per batch)."""
-        chunks = [self(pixel_values=pixel_values[i : i + batch_size]).logits for i in range(0, len(pixel_values), batch_size)]
+        starts = range(0, len(pixel_values), batch_size)
+        chunks = [self(pixel_values=pixel_values[i : i + batch_size]).logits for i in starts]
         return torch.cat(chunks)
 
     def pixel_values(self, dataset, image_processor=None, image_column: str = "image") -> torch.Tensor:

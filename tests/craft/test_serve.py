@@ -130,6 +130,7 @@ def test_a_model_trained_over_http_reloads_from_its_url(local, tmp_path, monkeyp
         model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
         with torch.no_grad():
             model.prompt.z.normal_(generator=torch.Generator().manual_seed(0))
+        model.config.is_fitted = True
         model.save_pretrained(tmp_path / "saved")
         assert model.config.black_box == server.url and model.config.base_model_name_or_path is None
         assert server.url not in (tmp_path / "saved" / "README.md").read_text()  # the card does not publish it

@@ -29,12 +29,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from hf_clipadapt.craft import CraFTModel, CraFTTrainingArguments, LocalBlackBox, RemoteBlackBox
 from hf_clipadapt.craft.modeling_craft import TOKEN_ENV
 from hf_clipadapt.data import class_names, dataset_display_name, sample_few_shot
-from hf_clipadapt.script_utils import add_clip_data_arguments, finish, load_train_test
+from hf_clipadapt.script_utils import add_clip_data_arguments, finish, load_train_test, make_accelerator
 
 
 def parse_args(argv=None):
@@ -68,8 +67,7 @@ def image_processor(args, box):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(log_with=args.report_to, project_dir=args.output_dir)
-    accelerator.print(f"world size: {accelerator.num_processes}")
+    accelerator = make_accelerator(args)
     dataset_name = dataset_display_name(args.dataset)
     train, test = load_train_test(args)
     shots = sample_few_shot(train, args.shots, seed=args.seed, label_column=args.label_column, val_shots=0)["train"]
@@ -88,7 +86,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     x = model.pixel_values(shots, processor, args.image_column)
     y = torch.as_tensor(shots[args.label_column])
-    history = model.fit(x, y, training, shots=args.shots,
+    history = model.fit_pixels(x, y, training, shots=args.shots,
                         resume_from_checkpoint=training.output_dir if args.resume else None)  # fmt: skip
     seconds = time.perf_counter() - start
     model.config.queries_spent = box.queries - eval_queries

@@ -46,7 +46,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import (

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..modeling_utils import AdaptedPreTrainedModel, register_auto
+from ..modeling_utils import DEFAULT_SEED, AdaptedPreTrainedModel, check_class_names, register_auto
 from .configuration_craft import CraFTConfig, _is_url
 from .prompt import PromptModule
 from .refine import RefinementModule
@@ -110,8 +110,29 @@ class CraFTModel(AdaptedPreTrainedModel):
         return [self.config.id2label[i] for i in range(self.config.num_labels)]
 
     # ------------------------------------------------------------------ training
-    def fit(self, pixel_values, labels, args=None, *, resume_from_checkpoint=None, shots: int | None = None):
-        """Run CraFT's collaborative loop on labelled shots; returns the history of the run."""
+    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, args=None,
+            resume_from_checkpoint=None, image_processor=None, image_column: str = "image", label_column: str = "label",
+            dataset_name: str | None = None):  # fmt: skip
+        """Run CraFT's collaborative loop on the labelled shots of `train` (a `datasets.Dataset`;
+        with `shots=K` the CoOp K-shot draw is taken from it); returns self, the run's
+        history in `history_`. `args`: `CraFTTrainingArguments` or a dict of overrides
+        (budget, population, sigma, ...). CraFT chooses nothing on `validation`: it is
+        accepted for the shared signature and left unread."""
+        from ..data.few_shot import train_validation_split
+        from .arguments import CraFTTrainingArguments
+
+        train, _ = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
+        check_class_names(train, label_column, self.class_names())
+        if not isinstance(args, CraFTTrainingArguments):
+            args = CraFTTrainingArguments(**{"seed": seed, **(args or {})})
+        x = self.pixel_values(train, image_processor, image_column)
+        self.fit_pixels(x, torch.as_tensor(train[label_column]), args, resume_from_checkpoint=resume_from_checkpoint,
+                        shots=shots)  # fmt: skip
+        self.config.dataset_name = dataset_name or self.config.dataset_name
+        return self
+
+    def fit_pixels(self, pixel_values, labels, args=None, *, resume_from_checkpoint=None, shots: int | None = None):
+        """The loop on prepared images [N, 3, H, W] and labels [N]; returns the run's history."""
         from .loop import CollaborativeLoop
 
         loop = CollaborativeLoop(self, self.require_black_box(), pixel_values, labels, args)
@@ -119,6 +140,7 @@ class CraFTModel(AdaptedPreTrainedModel):
         self.config.shots, self.config.num_train_images = shots, int(len(labels))
         self.config.queries_spent = int(self.black_box.queries)
         self.config.seed = loop.args.seed
+        self.history_ = loop.history
         return loop.history
 
     # ------------------------------------------------------------------ forward

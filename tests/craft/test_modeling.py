@@ -33,7 +33,7 @@ def trained(clip_dir):
     box = LocalBlackBox(str(clip_dir))
     model = CraFTModel.from_black_box(box, NAMES, intrinsic_dim=16, refine_hidden=8)
     x = pixels(box, 6)
-    model.fit(x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=20, population=10, sigma=1.0, batch_size=2))
+    model.fit_pixels(x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=20, population=10, sigma=1.0, batch_size=2))
     return model, box
 
 
@@ -109,3 +109,19 @@ class TestCraFTContract(AdaptedModelTesterMixin):
 
     def make_inputs(self, model):
         return {"pixel_values": pixels(model.black_box)}
+
+
+def test_fit_takes_a_dataset_like_every_model(tmp_path):
+    """The shared signature: fit(dataset, shots=, seed=, args=) returns the model."""
+    from hf_clipadapt.craft import CraFTModel, LocalBlackBox
+    from hf_clipadapt.testing_utils import save_tiny_clip, tiny_image_dataset
+
+    box = LocalBlackBox(save_tiny_clip(tmp_path / "clip"))
+    names = ["red", "green", "blue"]
+    model = CraFTModel.from_black_box(box, names)
+    data = tiny_image_dataset(3, 4, class_names=names)  # 2 shots + 2 validation per class
+    fitted = model.fit(data, shots=2, seed=3, args={"budget": 20, "population": 10, "batch_size": 2})
+    assert fitted is model and len(model.history_) == 2 and model.config.seed == 3
+    assert model.config.shots == 2 and model.config.num_train_images == 6
+    with pytest.raises(ValueError, match="class names"):
+        CraFTModel.from_black_box(box, ["a", "b", "c"]).fit(data, args={"budget": 20, "population": 10})

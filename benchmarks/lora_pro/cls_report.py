@@ -45,6 +45,8 @@ def bracketed(runs: list[dict], best: dict) -> str:
     upper = [r for r in grid if r["lr"] > best["lr"]]
     if lower and upper:
         return "yes"
+    if not lower and not upper:
+        return "no: only this LR ran"
     return "no: chosen LR is the " + ("lowest" if not lower else "highest") + " of the grid"
 
 
@@ -79,6 +81,15 @@ def gap_share_bootstrap(lo: list[int], pro: list[int], full: list[int], n: int =
     q = lambda p: float(share[int(p * (len(share) - 1))])  # noqa: E731
     return {"share": point, "p05": q(0.05), "p95": q(0.95), "gap_points": 100 * float(full_t.mean() - lo_t.mean()),
             "gap_p05": 100 * float(gap.sort().values[int(0.05 * (n - 1))]), "gap_p95": 100 * float(gap.sort().values[int(0.95 * (n - 1))])}
+
+
+def paired_difference(lo: list[int], other: list[int], n: int = 4000, seed: int = 0) -> dict:
+    """Test-accuracy difference (points) of a run against LoRA's, and its 2.5/97.5% bootstrap
+    range over paired resamples of the test set: stable where the gap share is not."""
+    lo_t, ot = torch.tensor(lo, dtype=torch.float64), torch.tensor(other, dtype=torch.float64)
+    idx = torch.randint(0, len(lo), (n, len(lo)), generator=torch.Generator().manual_seed(seed))
+    d = (100 * (ot[idx].mean(1) - lo_t[idx].mean(1))).sort().values
+    return {"diff": float(100 * (ot.mean() - lo_t.mean())), "p025": float(d[int(0.025 * (n - 1))]), "p975": float(d[int(0.975 * (n - 1))])}
 
 
 def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
@@ -179,6 +190,10 @@ def markdown(res: dict) -> str:
                   "| method | share of the gap closed | 5–95% (paired bootstrap over the 1,000 test reviews) |", "|---|---|---|"]
         for m, g in res["gap_share"].items():
             lines.append(f"| {C.LABELS[m]} | {100 * g['share']:+.0f}% | {100 * g['p05']:+.0f}% to {100 * g['p95']:+.0f}% |")
+    if res.get("diff_vs_lora"):
+        lines += ["", "| method (chosen run) | test accuracy − LoRA's, points | 95% paired bootstrap |", "|---|---|---|"]
+        for m, d in res["diff_vs_lora"].items():
+            lines.append(f"| {C.LABELS[m]} | {d['diff']:+.1f} | {d['p025']:+.1f} to {d['p975']:+.1f} |")
     if res.get("update_distance_to_full_ft"):
         lines += ["", "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
         for key, d in res["update_distance_to_full_ft"].items():
@@ -203,6 +218,7 @@ def main(argv=None):
         preds = {m: test_predictions(work, b) for m, b in best.items()}
         res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
                             for m in best if m.startswith("lorapro")}
+        res["diff_vs_lora"] = {m: paired_difference(preds["lora"], preds[m]) for m in best if m != "lora"}
         if not a.no_distances:
             res["update_distance_to_full_ft"] = update_distances(work, best, runs)
     res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}

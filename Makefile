@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install install-dev assets assets-full fashion-mnist demo test bench-gda bench-lora-pro bench-tzsl bench-sfda bench-testbed
+.PHONY: install install-dev assets assets-full fashion-mnist demo test test-blas-variant bench-gda bench-lora-pro bench-tzsl bench-sfda bench-testbed
 
 install:
 	$(PIP) $(TORCH) -e .
@@ -40,6 +40,16 @@ demo: assets fashion-mnist
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests
+
+# The numeric tests (those that compare floats; see tests/conftest.py) once more on
+# other floating-point kernels than `make test` picked for this CPU: ATen's generic
+# (non-SIMD) kernels, oneDNN capped at SSE4.1, MKL's "COMPATIBLE" reproducibility
+# path, OpenBLAS's Nehalem kernels (numpy/scipy), one thread instead of all cores.
+# A tolerance that holds only for one machine's rounding fails here first.
+BLAS_VARIANT := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE \
+	OPENBLAS_CORETYPE=NEHALEM OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+test-blas-variant: install-dev
+	$(BLAS_VARIANT) $(PYTHON) -m pytest -q -m numeric tests
 
 bench-gda: assets-full
 	$(PYTHON) benchmarks/gda/run_gda_benchmark.py

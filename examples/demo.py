@@ -54,6 +54,7 @@ from hf_clipadapt.offline.few_shot_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.offline import EfficientNetLite0Features, load_mnist, load_optdigits
 from hf_clipadapt.offline.datasets import FASHION_MNIST_DIR
+from hf_clipadapt.progress import progress_enabled
 from hf_clipadapt.testbed import SceneWorld, load_suite, load_testbed_clip
 
 METHODS = ("GDA", "Linear probe", "Tip-Adapter", "Nearest class mean")
@@ -153,6 +154,10 @@ def main(argv=None):
     parser.add_argument("--skip-testbed", action="store_true", help="skip part 1")
     parser.add_argument("--testbed-seeds", nargs="+", type=int, default=[1, 2, 3], help="part 1 is cheap: average seeds")
     args = parser.parse_args(argv)
+    if not progress_enabled():  # written to a log, not a terminal: no bar from transformers' loading either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()

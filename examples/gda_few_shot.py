@@ -20,11 +20,7 @@ seed or shot count only encodes what it has not seen.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 import hf_clipadapt  # noqa: F401  (registers GDA with the Auto classes)
@@ -32,6 +28,7 @@ from hf_clipadapt.clip import CLIPBackbone, get_templates
 from hf_clipadapt.data import class_names, dataset_display_name, load_image_dataset
 from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.gda import GDAForImageClassification
+from hf_clipadapt.script_utils import finish, make_accelerator
 from hf_clipadapt.testbed import resolve_model_name
 
 
@@ -77,7 +74,7 @@ def load_splits(args):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(log_with=args.report_to, project_dir=args.output_dir)
+    accelerator = make_accelerator(args)
     set_seed(args.seed)
     accelerator.init_trackers("gda_few_shot", config={k: v for k, v in vars(args).items() if v is not None})
     cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
@@ -114,23 +111,9 @@ def main(argv=None) -> dict:
         "gda_accuracy": gda["accuracy"],
         "gda_per_class_accuracy": gda["per_class_accuracy"],
         "test_images": len(test),
+        "world_size": accelerator.num_processes,
     }
-    accelerator.log({k: v for k, v in results.items() if isinstance(v, (int, float))})
-    if accelerator.is_main_process:
-        print(json.dumps(results, indent=2))
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, out / "results.json")
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(args.output_dir, include_backbone=args.include_backbone, is_main_process=accelerator.is_main_process)
-    if args.push_to_hub and accelerator.is_main_process:
-        repo_id = args.hub_model_id or Path(args.output_dir).name
-        unwrapped.push_to_hub(repo_id)
-        print(f"pushed to https://huggingface.co/{repo_id}")
-    accelerator.end_training()
+    finish(model, args, accelerator, results, include_backbone=args.include_backbone)
     return results
 
 

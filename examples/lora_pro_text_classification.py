@@ -148,6 +148,12 @@ def load_text_classification(name: str, seed: int = 0) -> DatasetDict:
         return load_bbc_news(seed=seed)
     if name.endswith((".csv", ".json", ".jsonl")):  # a local file with `text` and `label` columns
         raw = load_dataset("csv" if name.endswith(".csv") else "json", data_files=name)["train"]
+        missing = [c for c in ("text", "label") if c not in raw.column_names]
+        if missing:
+            raise ValueError(
+                f"{name} has no {' or '.join(repr(c) for c in missing)} column (its columns: {raw.column_names}). "
+                "This example reads a 'text' and a 'label' column: rename yours in the file's header."
+            )
         if "label" in raw.features and not isinstance(raw.features["label"], ClassLabel):
             raw = raw.class_encode_column("label")
         a = raw.train_test_split(test_size=0.2, seed=seed)

@@ -1,11 +1,12 @@
-"""Two-stage source-free domain adaptation (GeoNet 2023 winning recipe) with Accelerate.
+"""Two-stage source-free domain adaptation (GeoNet 2023 winning recipe) on the shared
+training path (a `transformers.Trainer`; DDP under `accelerate launch`).
 
     # stage 1: labelled source domain (GeoNet list file, image folder or Hub dataset)
     accelerate launch examples/sfda_two_stage.py stage1 \
         --source data_list/UNIDA/usa_train.txt --backbone microsoft/swin-base-patch4-window7-224 \
         --output_dir out/source --checkpoint_every 500
-    # resume an interrupted run from its last checkpoint
-    accelerate launch examples/sfda_two_stage.py stage1 ... --resume_from out/source/checkpoints/step_0001500
+    # resume an interrupted run from a checkpoint (or --resume_from last)
+    accelerate launch examples/sfda_two_stage.py stage1 ... --resume_from out/source/checkpoints/checkpoint-1500
     # stage 2: unlabelled target domain, source data no longer needed
     accelerate launch examples/sfda_two_stage.py stage2 \
         --model out/source --target data_list/UNIDA/asia_train.txt --strategy universal --output_dir out/target
@@ -22,7 +23,7 @@ Offline demo (no Hub): `--backbone offline:efficientnet-lite0`, data `offline:mn
 
 Model selection never looks at target labels unless asked: `--model_selection last` (default,
 fixed epochs) or `im_loss` (unsupervised); `labelled_target_validation` needs `--validation`.
-Metrics go to the trackers given by `--report_to` (tensorboard, wandb, ...).
+Metrics go to the trackers given by `--report_to` (tensorboard, wandb, ...), through the Trainer.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hf_clipadapt.sfda import SFDAModelForImageClassification, evaluate, fit, load_domain
+from hf_clipadapt.sfda import SFDAModelForImageClassification, SFDATrainingArguments, evaluate, fit, load_domain
 
 OFFLINE_BACKBONE = "offline:efficientnet-lite0"
 
@@ -98,15 +99,48 @@ class Preprocess:
 
 
 def build_source_model(args, num_labels: int, id2label: dict | None):
-    kwargs = dict(batch_size=args.batch_size, source_epochs=args.epochs, learning_rate=args.learning_rate)
     labels = dict(id2label=id2label) if id2label else dict(num_labels=num_labels)
     if args.backbone == OFFLINE_BACKBONE:
         from hf_clipadapt.offline import EfficientNetLite0Features
 
         return SFDAModelForImageClassification.from_backbone(
-            EfficientNetLite0Features(pretrained=True), torch_backbone_kwargs={"pretrained": False}, **labels, **kwargs
+            EfficientNetLite0Features(pretrained=True), torch_backbone_kwargs={"pretrained": False}, **labels
         )
-    return SFDAModelForImageClassification.from_backbone(args.backbone, **labels, **kwargs)
+    return SFDAModelForImageClassification.from_backbone(args.backbone, **labels)
+
+
+def training_arguments(args, stage: str) -> SFDATrainingArguments:
+    """The stage's SFDATrainingArguments from the command line (checkpoints under output_dir/checkpoints)."""
+    return SFDATrainingArguments(
+        stage=stage, output_dir=str(Path(args.output_dir) / "checkpoints"), num_train_epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+        dataloader_num_workers=args.num_workers, report_to=args.report_to or "none",
+        save_strategy="steps" if args.checkpoint_every else "no", save_steps=args.checkpoint_every or 500,
+        model_selection=getattr(args, "model_selection", "last"),
+    )  # fmt: skip
+
+
+def prepare_stage(args):
+    """(model, data, stage, train transform, eval transform) of stage1 (a new model on the
+    labelled source) or stage2 (the stage-1 model on the unlabelled target)."""
+    if args.command == "stage1":
+        data = load_data(args.source, "train")
+        names = getattr(data.features.get("label"), "names", None)
+        num_labels = len(names) if names else int(max(data["label"])) + 1
+        model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
+        mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
+        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
+        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
+    else:
+        model = SFDAModelForImageClassification.from_pretrained(args.model)
+        model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
+        data = load_data(args.target, "train")
+        if "label" in data.column_names:  # stage 2 never reads target labels
+            data = data.remove_columns("label")
+        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
+        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
+        stage = "target"
+    return model, data, stage, train_tf, eval_tf
 
 
 def main():
@@ -121,9 +155,9 @@ def main():
     train.add_argument("--output_dir", required=True)
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--learning_rate", type=float, default=1e-2, help="head lr; the backbone gets 0.1x")
-    train.add_argument("--checkpoint_every", type=int, default=0, help="optimizer steps between save_state checkpoints")
-    train.add_argument("--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every")
-    train.add_argument("--report_to", default=None, help="Accelerate tracker(s), e.g. tensorboard")
+    train.add_argument("--checkpoint_every", type=int, default=0, help="optimizer steps between Trainer checkpoints")
+    train.add_argument("--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every, or 'last'")
+    train.add_argument("--report_to", default=None, help="Trainer tracker(s), e.g. tensorboard")
 
     s1 = sub.add_parser("stage1", parents=[common, train], help="train on the labelled source domain")
     s1.add_argument("--source", required=True)
@@ -144,11 +178,10 @@ def main():
     ev.add_argument("--data", required=True)
     args = ap.parse_args()
 
-    report_to = getattr(args, "report_to", None)
-    accelerator = Accelerator(log_with=report_to, project_dir=getattr(args, "output_dir", None))
-    set_seed(args.seed)
-    if report_to:
-        accelerator.init_trackers("sfda_two_stage", config={k: v for k, v in vars(args).items() if v is not None})
+    # the prediction passes shard over the processes of `accelerate launch` (cpu=True without a GPU,
+    # or each CPU process would think it is alone); training goes through the Trainer
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(args.seed)  # the new head's initialisation
 
     if args.command == "evaluate":
         model = SFDAModelForImageClassification.from_pretrained(args.model).to(accelerator.device)
@@ -158,43 +191,20 @@ def main():
             print(json.dumps(scores, indent=2))
         return
 
-    if args.command == "stage1":
-        data = load_data(args.source, "train")
-        names = getattr(data.features.get("label"), "names", None)
-        num_labels = len(names) if names else int(max(data["label"])) + 1
-        model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
-        mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
-        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
-        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
-    else:
-        model = SFDAModelForImageClassification.from_pretrained(args.model)
-        model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold,
-                             "model_selection": args.model_selection, "target_epochs": args.epochs,
-                             "target_lr": args.learning_rate, "batch_size": args.batch_size})  # fmt: skip
-        data = load_data(args.target, "train")
-        if "label" in data.column_names:  # stage 2 never reads target labels
-            data = data.remove_columns("label")
-        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
-        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
-        stage = "target"
+    model, data, stage, train_tf, eval_tf = prepare_stage(args)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch BatchNorm statistics
 
     validation = load_data(args.validation, "test") if getattr(args, "validation", None) else None
-    result = fit(
-        model, data, stage=stage, transform=train_tf, eval_transform=eval_tf, accelerator=accelerator,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, validation_dataset=validation,
-        seed=args.seed, num_workers=args.num_workers, checkpoint_dir=Path(args.output_dir) / "checkpoints",
-        checkpoint_every=args.checkpoint_every, resume_from=args.resume_from,
-    )  # fmt: skip
+    resume = True if args.resume_from == "last" else args.resume_from
+    result = fit(model, data, stage=stage, transform=train_tf, eval_transform=eval_tf, args=training_arguments(args, stage),
+                 validation_dataset=validation, resume_from=resume)  # fmt: skip
+    result.pop("log_history")  # the trackers and checkpoints/trainer_state.json hold it
     if stage == "target" and args.evaluate_on:
         scores = evaluate(model, load_data(args.evaluate_on, "test"), transform=eval_tf, accelerator=accelerator,
                           batch_size=args.batch_size)  # fmt: skip
         result["test_scores"] = scores
-        accelerator.log({f"test/{k}": v for k, v in scores.items()}, step=result["global_step"])
-        model.config.eval_results = [
-            {"dataset_name": args.evaluate_on, "metric_type": k, "metric_value": float(v)} for k, v in scores.items()
-        ]
+        model.record_results(args.evaluate_on, scores)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process)
@@ -203,7 +213,6 @@ def main():
         tmp.write_text(json.dumps(result, indent=2, default=float))
         os.replace(tmp, Path(args.output_dir) / "fit_result.json")
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2, default=float))
-    accelerator.end_training()
 
 
 if __name__ == "__main__":

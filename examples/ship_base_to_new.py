@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hf_clipadapt.clip import get_templates
@@ -31,7 +30,7 @@ from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import base_new_class_split, class_names, dataset_display_name, load_image_dataset, select_classes
 from hf_clipadapt.metrics import harmonic_mean
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish
+from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, make_accelerator
 from hf_clipadapt.ship import SHIPGenerator, fit_with_synthesized
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
@@ -75,8 +74,7 @@ def scores(model, test_base, test_new, new, encode, record_as=None) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(log_with=args.report_to, project_dir=args.output_dir)
-    accelerator.print(f"world size: {accelerator.num_processes}")
+    accelerator = make_accelerator(args)
     set_seed(args.seed)
     name = dataset_display_name(args.dataset)
     train, test_base, test_new, base, new = base_new_data(args)

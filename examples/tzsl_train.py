@@ -22,7 +22,9 @@ No peeking: the number of epochs comes from the preset (or --epochs). With
 --select_epochs a,b,c the epoch count is chosen on a validation split carved
 from the *seen* classes (some held out as pseudo-unseen), then the model is
 retrained on the full data; test labels are read only by the final evaluation.
-Training runs on one process (the GAN is small); extra processes would idle.
+Training runs on the shared training path (a `transformers.Trainer`): under
+`accelerate launch --num_processes N` every phase runs data-parallel (DDP), each
+process drawing batch_size / N samples per step.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.output_dir)
-    accelerator = Accelerator(log_with=[JSONLinesTracker("tzsl", out / "logs")], project_dir=str(out))
+    # cpu=True without a GPU: otherwise each process of a CPU `accelerate launch` thinks it is alone
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=[JSONLinesTracker("tzsl", out / "logs")],
+                              project_dir=str(out))
     set_seed(args.seed)
     data = load_xlsa17(args.xlsa17) if args.xlsa17 else load_features_file(args.features)
     dataset_name = args.dataset_name or Path(args.xlsa17 or args.features).stem

@@ -31,6 +31,7 @@ MODELS: dict[str, tuple[str, str, bool]] = {
     "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
              "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
     "ueo": ("hf_clipadapt.ueo.configuration_ueo:UEOConfig", "hf_clipadapt.ueo.modeling_ueo:UEOForImageClassification", True),
+    "craft": ("hf_clipadapt.craft.configuration_craft:CraFTConfig", "hf_clipadapt.craft.modeling_craft:CraFTModel", True),
 }  # fmt: skip
 
 

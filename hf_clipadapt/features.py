@@ -50,7 +50,9 @@ def dataset_fingerprint(dataset) -> str:
     return fp
 
 
-class _Indexed(torch.utils.data.Dataset):
+class IndexedRows(torch.utils.data.Dataset):
+    """(index, image, label) rows of a dataset; label −1 when there is no label column."""
+
     def __init__(self, dataset, image_column: str, label_column: str | None):
         self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
 
@@ -112,7 +114,7 @@ def extract_features(
     all_feats, all_labels = [], []
     for view in range(views):
         loader = torch.utils.data.DataLoader(
-            _Indexed(dataset, image_column, label_column),
+            IndexedRows(dataset, image_column, label_column),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,

@@ -8,11 +8,12 @@ Folder saves (`write_directory_atomic`) switch whole folders with renames. For a
 target `<dir>` they go through these states, each of which `recover_directory`
 turns back into a plain, complete `<dir>`:
 
-1. write everything into the sibling `<dir>.writing` (incomplete: rolled back);
-2. rename it to `<dir>.ready` (complete: rolled forward from here on);
-3. rename the old `<dir>` to `<dir>.old`;
-4. rename `<dir>.ready` to `<dir>`;
-5. delete `<dir>.old`.
+1. write everything into the sibling `<dir>.hf_clipadapt-writing` (incomplete:
+   rolled back);
+2. rename it to `<dir>.hf_clipadapt-ready` (complete: rolled forward from here on);
+3. rename the old `<dir>` to `<dir>.hf_clipadapt-old`;
+4. rename `<dir>.hf_clipadapt-ready` to `<dir>`;
+5. delete `<dir>.hf_clipadapt-old`.
 
 Each rename is atomic on POSIX file systems, so at every instant either the old
 save or the new one is whole on disk, and the names say which one wins.
@@ -39,7 +40,8 @@ import shutil
 from pathlib import Path
 
 MANIFEST_NAME = ".hf_clipadapt_manifest.json"
-_SUFFIXES = (".writing", ".ready", ".old")
+# Distinctive names: a user's own "<dir>.old" backup must never be taken for ours.
+_SUFFIXES = (".hf_clipadapt-writing", ".hf_clipadapt-ready", ".hf_clipadapt-old")
 
 # Called with the number of the state just reached (1 = written, ..., 5 = old
 # deleted). Tests set it to kill the process between two steps of a save.
@@ -74,6 +76,13 @@ def _step(k: int) -> None:
         _step_hook(k)
 
 
+def _remove(path: Path) -> None:
+    if path.is_symlink():  # a symlinked target folder was renamed: drop the link, not its target's files
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _rename_if_present(src: Path, dst: Path) -> None:
     # A loader may have taken the same step a moment ago (see `recover_directory`).
     try:
@@ -98,30 +107,30 @@ def _roll_forward(directory: Path, ready: Path, old: Path) -> None:
         _rename_if_present(ready, directory)
         _step(4)
     if old.exists() and directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     _step(5)
 
 
 def recover_directory(path: str | os.PathLike, *, remove_incomplete: bool = True) -> bool:
     """Finish or roll back a folder save that was interrupted; True if there was one.
 
-    A complete `<dir>.ready` replaces `<dir>` (roll forward); a `<dir>.old` is
-    deleted once the new save is in place, or put back if nothing else is (roll
-    back). An incomplete `<dir>.writing` is deleted when `remove_incomplete`;
-    loaders pass False, since it may belong to a save still running, and leave it
-    to the next save. Cheap when there is nothing to do (three `stat` calls), so
-    loaders call it on every local path.
+    A complete `<dir>.hf_clipadapt-ready` replaces `<dir>` (roll forward); a
+    `<dir>.hf_clipadapt-old` is deleted once the new save is in place, or put back if
+    nothing else is (roll back). An incomplete `<dir>.hf_clipadapt-writing` is deleted
+    when `remove_incomplete`; loaders pass False, since it may belong to a save still
+    running, and leave it to the next save. Cheap when there is nothing to do (three
+    `stat` calls), so loaders call it on every local path.
     """
     directory = _target(path)
     writing, ready, old = _siblings(directory)
     found = writing.exists() or ready.exists() or old.exists()
     if remove_incomplete and writing.exists():
-        shutil.rmtree(writing, ignore_errors=True)
+        _remove(writing)
     if ready.is_dir():
         _roll_forward(directory, ready, old)
     elif old.exists():
         if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:  # no new save got in place: the previous one is the valid one
             _rename_if_present(old, directory)
     return found

@@ -100,6 +100,28 @@ def gzsl_scores(logits_or_preds, labels, seen_classes: Sequence[int], unseen_cla
     return {"seen": s, "unseen": u, "H": harmonic_mean(u, s)}
 
 
+def _warn_one_sided(unknown: torch.Tensor, unknown_index: int) -> None:
+    """H is 0 by construction when one side is empty: say why, as the number alone
+    reads like a failed model (often the labels use other ids than the model)."""
+    import warnings
+
+    if unknown.all():
+        warnings.warn(
+            f"every label is unknown (= {unknown_index}): no sample has one of the model's known classes, so "
+            "the known accuracy is 0 and H = 0 by construction. Check that the labels use the model's class "
+            "ids (config.label2id).",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif not unknown.any():
+        warnings.warn(
+            f"no label is unknown (= {unknown_index}): the unknown accuracy is 0 and H = 0 by construction; "
+            "on closed-set data report the accuracy instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def h_score(preds, labels, unknown_index: int, known_classes: Sequence[int] | None = None) -> dict:
     """Universal domain adaptation H-score.
 
@@ -110,6 +132,7 @@ def h_score(preds, labels, unknown_index: int, known_classes: Sequence[int] | No
     preds, labels = _preds(preds), _as_tensor(labels).long()
     _check_same_length(preds, labels)
     unknown = labels == unknown_index
+    _warn_one_sided(unknown, unknown_index)
     if known_classes is None:
         known_classes = labels[~unknown].unique().tolist()
     known = per_class_accuracy(preds[~unknown], labels[~unknown], known_classes) if (~unknown).any() else 0.0

@@ -62,9 +62,8 @@ def _switched_off() -> bool:
 
 def progress_enabled(total: int | None = None, main_process: bool | None = None, min_steps: int = MIN_STEPS) -> bool:
     """Whether a loop of `total` steps gets a bar under the policy above."""
-    if main_process is None:
-        main_process = _rank_is_zero()
-    if not main_process:
+    # Both must agree: a caller without an Accelerator says True on every rank of a launch.
+    if main_process is False or not _rank_is_zero():
         return False
     switch = os.environ.get(ENV_SWITCH, "").strip().lower()
     if switch in ("1", "true", "yes", "on") or _switched_off():
@@ -79,9 +78,9 @@ def progress_bar(iterable=None, *, total: int | None = None, main_process: bool 
                  min_steps: int = MIN_STEPS, disable: bool = False, **kwargs) -> tqdm:
     """`tqdm(iterable, total=..., **kwargs)`, disabled unless `progress_enabled`.
 
-    `main_process` is the caller's `accelerator.is_main_process` (default: from the
-    RANK/LOCAL_RANK environment variables); `disable=True` switches the bar off for
-    this call whatever the policy says. A disabled bar still iterates and accepts
+    `main_process` is the caller's `accelerator.is_main_process`; the RANK/LOCAL_RANK
+    variables of a launcher are checked as well. `disable=True` switches the bar off
+    for this call whatever the policy says. A disabled bar still iterates and accepts
     `update`, `set_postfix` and `close`, so callers need no branches.
     """
     if total is None and iterable is not None:

@@ -13,6 +13,27 @@ import json
 from pathlib import Path
 
 
+def make_accelerator(args=None, **kwargs):
+    """The examples' `Accelerator`, and the world size it runs with, printed once.
+
+    On a machine with no GPU (or MPS/XPU) it is created with `cpu=True`: then
+    `accelerate launch --multi_gpu --num_processes N script.py` forms one gloo group of
+    N CPU processes. Without it each process sees world size 1 and runs the whole job
+    alone; and accelerate's own `--cpu --num_processes N` runs a single process.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    devices = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    devices = devices or (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
+    if args is not None:
+        kwargs.setdefault("log_with", getattr(args, "report_to", None))
+        kwargs.setdefault("project_dir", getattr(args, "output_dir", None))
+    accelerator = Accelerator(cpu=not devices, **kwargs)
+    accelerator.print(f"world size: {accelerator.num_processes} ({accelerator.distributed_type.value})")
+    return accelerator
+
+
 def add_clip_data_arguments(parser: argparse.ArgumentParser, *, shots: int = 16, seed: int = 1) -> None:
     """--model, --dataset and the few-shot protocol, as every CLIP example takes them."""
     from .features import DEFAULT_CACHE_DIR

@@ -11,8 +11,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import inspect  # noqa: E402
+import re  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# A test that compares floats (directly or through assert_close_scaled) is `numeric`:
+# `make test-blas-variant` runs these again on other BLAS/SIMD kernels. Marked from the
+# source, so a new test is covered without anyone remembering a decorator.
+_FLOAT_COMPARISON = re.compile(r"assert_close|allclose|isclose|approx\(")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            source = inspect.getsource(item.function)
+        except (AttributeError, OSError, TypeError):
+            continue
+        if _FLOAT_COMPARISON.search(source):
+            item.add_marker(pytest.mark.numeric)
 
 
 @pytest.fixture(autouse=True)

@@ -99,8 +99,9 @@ def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def update_distances(work: Path, best: dict) -> dict:
-    """Relative distance and cosine between each LoRA method's ΔW and full FT's (chosen runs)."""
+def update_distances(work: Path, best: dict, runs: list[dict] = ()) -> dict:
+    """Relative distance and cosine between the ΔW of every LoRA run (seed 0) and the chosen
+    full-FT run's ΔW; keyed "method@lr"."""
     from transformers import AutoModelForSequenceClassification
 
     from lora_pro_text_classification import offline_minilm_dir
@@ -108,14 +109,12 @@ def update_distances(work: Path, best: dict) -> dict:
     base_sd = AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
     ref = delta_w(work, best["full"], base_sd)
     out = {}
-    for m in LORA_METHODS:
-        if m not in best:
-            continue
-        dw = delta_w(work, best[m], base_sd)
+    for run in sorted((r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"])):
+        dw = delta_w(work, run, base_sd)
         keys = sorted(set(dw) & set(ref))
         a = torch.cat([dw[k].flatten() for k in keys])
         b = torch.cat([ref[k].flatten() for k in keys])
-        out[m] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
+        out[f"{run['method']}@{run['lr']:g}"] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
                   "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
     return out
 
@@ -162,6 +161,32 @@ def seed_stats(runs: list[dict], best: dict) -> dict:
     return out
 
 
+def markdown(res: dict) -> str:
+    """cls_table.md: every run of the sweep, the chosen runs, the gap shares and the ΔW distances."""
+    lines = ["| method | LR | seed | val acc % | val loss | test acc % | median s/step (shared CPU) |", "|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(C.METHODS)}
+    for r in sorted(res["runs"], key=lambda r: (order[r["method"]], r["lr"], r["seed"])):
+        t = f"{r['test']['accuracy']:.1f}" if r.get("test") else "-"
+        lines.append(f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['accuracy']:.1f} | "
+                     f"{r['val']['loss']:.3f} | {t} | {r['median_step_s']:.1f} |")
+    lines += ["", "| method | chosen LR (validation) | bracketed | val acc % | test acc % | test loss |", "|---|---|---|---|---|---|"]
+    for m, c in res["chosen"].items():
+        lines.append(f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['accuracy']:.1f} | "
+                     f"{c['test']['accuracy']:.1f} | {c['test']['loss']:.3f} |")
+    if res.get("gap_share"):
+        g0 = next(iter(res["gap_share"].values()))
+        lines += ["", f"LoRA → full-FT test gap: {g0['gap_points']:+.1f} points (5–95% bootstrap {g0['gap_p05']:+.1f} to {g0['gap_p95']:+.1f}).", "",
+                  "| method | share of the gap closed | 5–95% (paired bootstrap over the 1,000 test reviews) |", "|---|---|---|"]
+        for m, g in res["gap_share"].items():
+            lines.append(f"| {C.LABELS[m]} | {100 * g['share']:+.0f}% | {100 * g['p05']:+.0f}% to {100 * g['p95']:+.0f}% |")
+    if res.get("update_distance_to_full_ft"):
+        lines += ["", "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
+        for key, d in res["update_distance_to_full_ft"].items():
+            m, lr = key.split("@")
+            lines.append(f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="/tmp/lora_pro_convergence")
@@ -179,9 +204,10 @@ def main(argv=None):
         res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
                             for m in best if m.startswith("lorapro")}
         if not a.no_distances:
-            res["update_distance_to_full_ft"] = update_distances(work, best)
+            res["update_distance_to_full_ft"] = update_distances(work, best, runs)
     res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}
     (HERE / "cls_results.json").write_text(json.dumps(res, indent=1))
+    (HERE / "cls_table.md").write_text(markdown(res))
     plots(runs, best)
     print(json.dumps({k: v for k, v in res.items() if k not in ("runs", "train_loss_chosen")}, indent=1))
 

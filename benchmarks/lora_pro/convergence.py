@@ -50,7 +50,7 @@ TASKS = {
     # 400 steps x batch 16 = 1.8 epochs of the 3,500 training reviews; 32 tokens (the first
     # sentence or two of a review) halve the CPU time of 64, which the shared 2-core machine needed.
     "cls": dict(steps=400, batch_size=16, max_length=32, n_val=500, warmup=0.1, eval_every=200,
-                grid={"lora": [3e-4, 1e-3, 3e-3], "lorapro-full": [1e-4, 3e-4, 1e-3], "lorapro-efficient": [3e-4, 1e-3, 3e-3],
+                grid={"lora": [3e-4, 1e-3, 3e-3], "lorapro-full": [3e-5, 1e-4, 3e-4, 1e-3], "lorapro-efficient": [3e-4, 1e-3, 3e-3],
                       "lorapro-factored": [1e-4, 3e-4, 1e-3], "full": [1e-5, 3e-5, 1e-4]}),
 }
 

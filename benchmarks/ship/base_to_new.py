@@ -89,8 +89,10 @@ def build(cls, kw, clip, names, args):
     return model
 
 
-def fit(model, feats, labels, val, extra, args, seed):
+def fit(model, feats, labels, val, extra, args, seed, lr=None):
     overrides = {"num_train_epochs": model.passes(args.coop_epochs)} if isinstance(model, CoOpForImageClassification) else {}
+    if lr is not None:
+        overrides["learning_rate"] = lr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # label-only classes of the plain baselines warn by design
         start = time.perf_counter()
@@ -99,20 +101,38 @@ def fit(model, feats, labels, val, extra, args, seed):
     return time.perf_counter() - start
 
 
+def choose_lr(cls, kw, clip, data, base, args, seed):
+    """The learning rate of --lr-grid whose plain model scores best on the base
+    validation shots (never test data); returns (lr, the fitted model, scores, seconds)."""
+    (x, y), val = data["train"], data["val"]
+    best, scores = None, {}
+    for lr in args.lr_grid:
+        model = build(cls, kw, clip, base, args)
+        seconds = fit(model, x, y, val, None, args, seed, lr)
+        scores[lr] = score(model, *val)
+        if best is None or scores[lr] > scores[best[0]]:
+            best = (lr, model, seconds)
+    return best[0], best[1], scores, best[2]
+
+
 def run_method(name, clip, data, base, new, synth, args, seed) -> dict:
     cls, kw = METHODS[name]
     (x, y), val = data["train"], data["val"]
     out = {}
-    plain = build(cls, kw, clip, base, args)
-    t_plain = fit(plain, x, y, val, None, args, seed)
+    if args.lr_grid:
+        lr, plain, val_scores, t_plain = choose_lr(cls, kw, clip, data, base, args, seed)
+    else:
+        lr, val_scores = None, None
+        plain = build(cls, kw, clip, base, args)
+        t_plain = fit(plain, x, y, val, None, args, seed)
     out[name] = dict(base=score(plain, *data["test_base"]), new=score(plain.for_classes(new), *data["test_new"]),
-                     train_s=t_plain)  # fmt: skip
+                     train_s=t_plain, lr=lr, validation_by_lr=val_scores)  # fmt: skip
     both = build(cls, kw, clip, base + new, args)
     syn_x, syn_y = synth
-    t_ship = fit(both, x, y, val, (syn_x, syn_y + len(base)), args, seed)
+    t_ship = fit(both, x, y, val, (syn_x, syn_y + len(base)), args, seed, lr)
     cols_b, cols_n = list(range(len(base))), list(range(len(base), len(base) + len(new)))
     out[name + "+SHIP"] = dict(base=score(both, *data["test_base"], cols_b), new=score(both, *data["test_new"], cols_n),
-                               train_s=t_ship)  # fmt: skip
+                               train_s=t_ship, lr=lr)  # fmt: skip
     return out
 
 
@@ -128,7 +148,7 @@ def run_seed(clip, suite, args, seed) -> dict:
     generator.fit_features(*data["train"], views=args.views, seed=seed)
     gen_s = time.perf_counter() - start
     synth = generator.generate(new, n_per_class=args.shots * args.views, seed=seed)
-    for name in METHODS:
+    for name in args.methods:
         rows.update(run_method(name, clip, data, base, new, synth, args, seed))
     for row in rows.values():
         row["H"] = harmonic_mean(row["base"], row["new"])
@@ -152,6 +172,9 @@ def main(argv=None):
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--coop-epochs", type=int, default=50)
     p.add_argument("--suites", nargs="+", default=["base_to_new", "few_shot"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--lr-grid", type=float, nargs="*", default=[],
+                   help="learning rates to choose from on the base validation shots (default: each paper's own)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)

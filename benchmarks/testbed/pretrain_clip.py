@@ -4,7 +4,8 @@
     python benchmarks/testbed/pretrain_clip.py            # the same, without the launcher
 
 Standard CLIP contrastive loss (`CLIPModel(..., return_loss=True)`), AdamW with
-linear warm-up and cosine decay, a fixed budget of `--steps` batches. Each batch is
+linear warm-up and cosine decay, a fixed budget of `--steps` batches, on the
+package's shared training path (`hf_clipadapt.training.AdaptationTrainer`). Each batch is
 rendered on the fly from the real MNIST / Fashion-MNIST *train* images with seed
 `(seed, step, rank)`, so a run is a pure function of its arguments: the committed
 checkpoint is reproduced by the defaults, single process, on CPU, with 2 threads
@@ -38,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from hf_clipadapt.testbed import world as W
 from hf_clipadapt.testbed.modeling import build_processor, pixel_values_from_uint8, testbed_clip_config
@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--snapshot-every", type=int, default=0, help="also save to --snapshot-dir every N steps")
     p.add_argument("--snapshot-dir", type=Path, default=None)
     p.add_argument("--save-dtype", choices=["float32", "float16"], default="float32")
-    p.add_argument("--report-to", default=None, help="an Accelerate tracker for the loss curve, e.g. tensorboard, wandb")
+    p.add_argument("--report-to", default=None, help="a Trainer tracker (report_to) for the loss curve, e.g. tensorboard, wandb")
     return p.parse_args(argv)
 
 
@@ -95,31 +95,57 @@ def make_batch(world, tokenizer, processor, batch_size, noisy_fraction, seed, st
     return {"pixel_values": pixel_values, "input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import CLIPModel, CLIPProcessor
+class _Batches(torch.utils.data.Dataset):
+    """Item `step * world_size + rank` is the batch of that step for that rank, rendered on
+    demand: with Trainer's sequential, sharded loader each rank renders only its own."""
 
-    from hf_clipadapt.testbed.tokenization import build_testbed_tokenizer
+    def __init__(self, args, world, tokenizer, processor, world_size: int):
+        self.args, self.world, self.tokenizer, self.processor, self.world_size = args, world, tokenizer, processor, world_size
+        self.caption_probs = {k: getattr(args, k) for k in ("p_object", "p_colour", "p_size", "p_position", "p_background",
+                                                            "p_label_name")}  # fmt: skip
 
-    accelerator = Accelerator(log_with=args.report_to, project_dir=str(args.output_dir))
-    accelerator.init_trackers("testbed_clip_pretraining", config={k: str(v) for k, v in vars(args).items()})
-    set_seed(args.seed)
-    tokenizer = build_testbed_tokenizer()
-    image_processor = build_processor()
-    config = testbed_clip_config(vocab_size=len(tokenizer), patch_size=args.patch_size, vision_layers=args.vision_layers)
-    model = CLIPModel(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    accelerator.print(f"CLIPModel with {n_params / 1e6:.2f}M parameters")
+    def __len__(self):
+        return self.args.steps * self.world_size
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
-    )  # fmt: skip
+    def __getitem__(self, i):
+        a = self.args
+        step, rank = divmod(i, self.world_size)
+        batch = make_batch(self.world, self.tokenizer, self.processor, a.batch_size, a.noisy_fraction, a.seed, step, rank,
+                           self.caption_probs)  # fmt: skip
+        return {**batch, "return_loss": True}
+
+
+def _one_batch(rows):
+    return rows[0]
+
+
+def make_trainer(args, model, dataset, log: list):
+    """An `AdaptationTrainer` with the script's recipe: AdamW (β 0.9, 0.98, ε 1e-6), weight decay on
+    matrices other than embeddings, linear warm-up then cosine decay, clipping at 1, the logit
+    scale clamped at log(100) after every step, a log entry every `--log-every` steps."""
+    from transformers import CLIPProcessor, TrainerCallback
+
+    from hf_clipadapt.training import AdaptationTrainer, AdaptationTrainingArguments
+
+    class PretrainTrainer(AdaptationTrainer):
+        def parameter_groups(self, model):
+            decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+            no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+            return [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, lr_lambda)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+        def _get_train_sampler(self, train_dataset=None):
+            return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(**inputs)
+            self.last_output = out
+            return (out.loss, out) if return_outputs else out.loss
 
     def lr_lambda(step):
         if step < args.warmup:
@@ -127,47 +153,65 @@ def main(argv=None):
         progress = (step - args.warmup) / max(1, args.steps - args.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    class StepEnd(TrainerCallback):
+        def on_step_end(self, targs, state, control, model=None, **kwargs):
+            step = state.global_step - 1
+            with torch.no_grad():  # CLIP clamps the temperature at 100
+                model.logit_scale.clamp_(0, math.log(100))
+            if step % args.log_every == 0 or step == args.steps - 1:
+                out = trainer.last_output
+                with torch.no_grad():
+                    acc = (out.logits_per_image.argmax(-1) == torch.arange(len(out.logits_per_image))).float().mean()
+                entry = {"step": step, "loss": round(out.loss.item(), 4), "batch_i2t_acc": round(acc.item(), 4),
+                         "lr": trainer.lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+                log.append(entry)
+                if state.is_world_process_zero:
+                    print(json.dumps(entry), flush=True)
+            if args.snapshot_every and (step + 1) % args.snapshot_every == 0 and state.is_world_process_zero:
+                snap = args.snapshot_dir / f"step{step + 1}"
+                model.save_pretrained(snap)
+                CLIPProcessor(image_processor=dataset.processor, tokenizer=dataset.tokenizer).save_pretrained(snap)
 
+    targs = AdaptationTrainingArguments(
+        max_steps=args.steps, per_device_train_batch_size=1, learning_rate=args.lr, optim="adamw_torch",
+        adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, weight_decay=args.weight_decay, max_grad_norm=1.0,
+        seed=args.seed, logging_steps=args.log_every, report_to=args.report_to or "none",
+    )  # fmt: skip
+    trainer = PretrainTrainer(model=model, args=targs, train_dataset=dataset, data_collator=_one_batch, callbacks=[StepEnd()])
+    t0 = time.time()
+    return trainer
+
+
+def main(argv=None):
+    """Pretrain on the shared training path (`hf_clipadapt.training.AdaptationTrainer`);
+    under `accelerate launch` every process renders and trains on its own batches."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers import CLIPModel, CLIPProcessor, set_seed
+
+    from hf_clipadapt.testbed.tokenization import build_testbed_tokenizer
+    from hf_clipadapt.training import AdaptationTrainingArguments
+
+    where = AdaptationTrainingArguments()
+    world_size, say = where.world_size, (print if where.process_index == 0 else (lambda *a, **k: None))
+    set_seed(args.seed)
+    tokenizer = build_testbed_tokenizer()
+    image_processor = build_processor()
+    config = testbed_clip_config(vocab_size=len(tokenizer), patch_size=args.patch_size, vision_layers=args.vision_layers)
+    model = CLIPModel(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"CLIPModel with {n_params / 1e6:.2f}M parameters")
     t_load = time.time()
     world = SceneWorld.from_offline("train")
-    accelerator.print(f"world loaded in {time.time() - t_load:.1f}s: {len(W.seen_combinations())} seen combinations")
+    say(f"world loaded in {time.time() - t_load:.1f}s: {len(W.seen_combinations())} seen combinations")
 
-    caption_probs = {k: getattr(args, k) for k in ("p_object", "p_colour", "p_size", "p_position", "p_background", "p_label_name")}
-    log = []
-    model.train()
+    log: list[dict] = []
+    trainer = make_trainer(args, model, _Batches(args, world, tokenizer, image_processor, world_size), log)
     t0 = time.time()
-    for step in tqdm(range(args.steps), desc="pretraining", disable=not accelerator.is_local_main_process):
-        batch = make_batch(world, tokenizer, image_processor, args.batch_size, args.noisy_fraction,
-                           args.seed, step, accelerator.process_index, caption_probs)  # fmt: skip
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        out = model(**batch, return_loss=True)
-        accelerator.backward(out.loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        with torch.no_grad():  # CLIP clamps the temperature at 100
-            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-        if step % args.log_every == 0 or step == args.steps - 1:
-            with torch.no_grad():
-                acc = (out.logits_per_image.argmax(-1) == torch.arange(len(out.logits_per_image))).float().mean()
-            entry = {"step": step, "loss": round(out.loss.item(), 4), "batch_i2t_acc": round(acc.item(), 4),
-                     "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
-            log.append(entry)
-            accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=step)
-            if accelerator.is_local_main_process:
-                tqdm.write(json.dumps(entry))
-        if args.snapshot_every and (step + 1) % args.snapshot_every == 0 and accelerator.is_main_process:
-            snap = args.snapshot_dir / f"step{step + 1}"
-            accelerator.unwrap_model(model).save_pretrained(snap)
-            CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(snap)
+    trainer.train()
     wall = time.time() - t0
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model).eval()
+    if trainer.is_world_process_zero():
+        unwrapped = model.eval()
         if args.save_dtype == "float16":
             unwrapped = unwrapped.half()
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -178,17 +222,16 @@ def main(argv=None):
             "parameters": n_params,
             "train_wall_time_s": round(wall, 1),
             "world_load_s": round(t0 - t_load, 1),
-            "samples_seen": args.steps * args.batch_size * accelerator.num_processes,
-            "num_processes": accelerator.num_processes,
+            "samples_seen": args.steps * args.batch_size * trainer.args.world_size,
+            "num_processes": trainer.args.world_size,
             "torch_threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "load_average_at_end": os.getloadavg(),
             "log": log,
         }
         (args.output_dir / "training_log.json").write_text(json.dumps(meta, indent=1))
-        accelerator.print(f"saved to {args.output_dir} after {wall / 60:.1f} min of training")
-    accelerator.end_training()
-    return accelerator.unwrap_model(model)
+        print(f"saved to {args.output_dir} after {wall / 60:.1f} min of training")
+    return model
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 The shared soft-prompt layer (`hf_clipadapt.clip.PromptLearner`) learns the context
 of "a photo of a {class}." on 16 shots per class with cross-entropy, the CLIP towers
-frozen, as CoOp does. The image tower is frozen, so the shots' features are encoded
+frozen, as CoOp does, on the shared training path (`hf_clipadapt.training`). The image tower is frozen, so the shots' features are encoded
 once and every step runs only the text tower over the 16 class prompts. Shared
 ("CoOp") and class-specific ("CoOp-CSC") contexts, initialised from "a photo of a".
 
@@ -29,21 +29,32 @@ from hf_clipadapt.data import sample_few_shot
 from hf_clipadapt.features import extract_features
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.testbed import load_suite, load_testbed_clip
+from hf_clipadapt.training import AdaptationTrainingArguments, TensorRows, sgd_arguments, train_model
 
 HERE = Path(__file__).resolve().parent
 
 
+class ContextObjective(torch.nn.Module):
+    """CoOp's loss on cached image features: cross-entropy of the scaled cosine logits
+    against the prompt learner's class embeddings (only `learner.ctx` requires grad)."""
+
+    def __init__(self, learner: PromptLearner, logit_scale: float):
+        super().__init__()
+        self.learner, self.logit_scale = learner, logit_scale
+
+    def forward(self, features, labels):
+        return {"loss": F.cross_entropy(self.logit_scale * features @ self.learner().T, labels)}
+
+
 def train_context(backbone, names, x, y, class_specific: bool, steps: int, lr: float, seed: int) -> PromptLearner:
+    """Full-batch steps on the shared training path: CoOp's SGD (momentum 0.9), cosine schedule."""
     torch.manual_seed(seed)
     learner = PromptLearner(backbone, names, ctx_init="a photo of a", class_specific=class_specific)
-    optimizer = torch.optim.SGD([learner.ctx], lr=lr, momentum=0.9)  # CoOp's optimiser
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    for _ in range(steps):
-        loss = F.cross_entropy(backbone.logit_scale * x @ learner().T, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    args = AdaptationTrainingArguments(
+        max_steps=steps, per_device_train_batch_size=len(x), learning_rate=lr, max_grad_norm=0.0,
+        seed=seed, **sgd_arguments(weight_decay=0.0), logging_strategy="no",
+    )  # fmt: skip
+    train_model(ContextObjective(learner, backbone.logit_scale), TensorRows(x, y), args)
     return learner
 
 

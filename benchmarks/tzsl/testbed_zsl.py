@@ -9,6 +9,9 @@ two variants: binary attributes (one-hot colour ⊕ one-hot object, 26-d) and th
 testbed text tower's embeddings of the class names (templates averaged, 128-d).
 
 Rows, each over the seeds, with settings fixed before the first run:
+* (text variant only) the testbed CLIP itself, zero-shot: image embeddings against the
+  class-name embeddings, nothing trained (the same for every seed; added after the
+  first run as a reference point);
 * ESZSL, (γ, λ) ∈ {1e-2 … 1e3}² chosen by ZSL accuracy on a pseudo-unseen split of the
   seen classes (32 of the 128 held out, a different draw per seed), never on test data;
 * TZSL inductive, TZSL transductive with an unconditional D2, and the paper's D2
@@ -45,7 +48,7 @@ TZSL_METHODS = {
     "tzsl-uncond-D2": dict(mode="transductive", conditional_d2=False),
     "tzsl-full": dict(mode="transductive", conditional_d2=True),
 }
-LABELS = {"eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2",
+LABELS = {"clip-zero-shot": "testbed CLIP zero-shot (class names, no training)", "eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2",
           "tzsl-full": "TZSL full (D2 conditioned on Dec(x))"}  # fmt: skip
 METRICS = ("zsl", "gzsl_unseen", "gzsl_seen", "gzsl_H")
 
@@ -93,6 +96,19 @@ def run_eszsl(bench, data: ZSLData, seed: int, num_holdout: int) -> dict:
     return {**scores, "gamma": best[0], "lambda": best[1], "train_seconds": time.perf_counter() - t0}
 
 
+def run_clip_zero_shot(data: ZSLData) -> dict:
+    """The text variant's semantics are the CLIP's own class-name embeddings: score images against them."""
+    from hf_clipadapt.metrics import gzsl_scores, per_class_accuracy
+
+    unseen = torch.tensor(data.unseen_classes)
+    zsl_logits = data.test_unseen_features @ data.attributes[unseen].T
+    zsl = per_class_accuracy(unseen[zsl_logits.argmax(-1)], data.test_unseen_labels, data.unseen_classes)
+    x = torch.cat([data.test_seen_features, data.test_unseen_features])
+    y = torch.cat([data.test_seen_labels, data.test_unseen_labels])
+    g = gzsl_scores(x @ data.attributes.T, y, data.seen_classes, data.unseen_classes)
+    return {"zsl": zsl, "gzsl_unseen": g["unseen"], "gzsl_seen": g["seen"], "gzsl_H": g["H"], "train_seconds": 0.0}
+
+
 @torch.no_grad()
 def decoder_diagnostic(model: TZSLModel, data: ZSLData) -> dict:
     """Where Dec(x) of test-unseen images lands among the class semantic vectors (reads test labels)."""
@@ -133,23 +149,25 @@ def plot(summary: dict, variants: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.5 * len(variants), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(6.5 * len(variants), 4.6), squeeze=False)
     names = (("zsl", "ZSL acc"), ("gzsl_unseen", "GZSL u"), ("gzsl_seen", "GZSL s"), ("gzsl_H", "GZSL H"))
+    colours = {m: f"C{i}" for i, m in enumerate(LABELS)}  # one colour per method in every panel
     for ax, variant in zip(axes[0], variants):
         methods = [m for m in LABELS if f"{variant}/{m}" in summary]
         w = 0.8 / max(len(methods), 1)
         for i, m in enumerate(methods):
             s = summary[f"{variant}/{m}"]
             ax.bar([j + (i - (len(methods) - 1) / 2) * w for j in range(4)], [s[k]["mean"] for k, _ in names], w,
-                   yerr=[s[k]["std"] for k, _ in names], capsize=3, label=LABELS[m])  # fmt: skip
-        ax.axhline(100 / 32, color="grey", ls=":", lw=1, label="ZSL chance (32 unseen)")
+                   yerr=[s[k]["std"] for k, _ in names], capsize=3, label=LABELS[m], color=colours[m])  # fmt: skip
+        ax.axhline(100 / 32, color="grey", ls=":", lw=1)
         ax.set_xticks(range(4), [t for _, t in names])
         ax.set_ylim(0, 100)
         ax.set_ylabel("per-class top-1 (%)")
         ax.set_title(f"semantics: {variant}")
-        ax.legend(fontsize=7, loc="upper left")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("Testbed compositional GZSL, 128 seen / 32 unseen (colour, object) classes (mean ± std over seeds)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
 
 
@@ -157,7 +175,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["attributes", "text"])
-    p.add_argument("--methods", nargs="+", default=["eszsl", *TZSL_METHODS])
+    p.add_argument("--methods", nargs="+", default=["clip-zero-shot", "eszsl", *TZSL_METHODS])
     p.add_argument("--eszsl_holdout", type=int, default=32, help="seen classes held out as pseudo-unseen for ESZSL's grid")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "testbed_zsl.json"))
@@ -174,10 +192,13 @@ def main():
         for method in args.methods:
             for seed in args.seeds:
                 key = f"{variant}/{method}"
-                if str(seed) in runs.get(key, {}):
+                if str(seed) in runs.get(key, {}) or (method == "clip-zero-shot" and variant != "text"):
                     continue
                 t0 = time.perf_counter()
-                r = run_eszsl(bench, data, seed, args.eszsl_holdout) if method == "eszsl" else run_tzsl(data, method, seed)
+                if method == "clip-zero-shot":
+                    r = run_clip_zero_shot(data)
+                else:
+                    r = run_eszsl(bench, data, seed, args.eszsl_holdout) if method == "eszsl" else run_tzsl(data, method, seed)
                 r["wall_seconds"], r["load_average"] = time.perf_counter() - t0, os.getloadavg()[0]
                 runs.setdefault(key, {})[str(seed)] = r
                 bench.atomic_json(state, out)

@@ -1,14 +1,25 @@
-"""CraFT: collaborative fine-tuning of black-box vision-language models (ICML 2024).
+"""CraFT: collaborative fine-tuning of black-box vision-language models (Wang et al., ICML 2024).
 
-So far this package holds the black-box protocol CraFT is built on: `BlackBoxCLIP`
-exposes any CLIP as a query-only API (scores out, no weights, no gradients, a query
-budget). The prompt search, the refinement module and `CraFTModel` come next.
+* the black-box protocol: `BlackBoxVLM` (exact query budget, checked answers),
+  `LocalBlackBox` (a CLIP on this machine), `RemoteBlackBox` + `BlackBoxServer`, `serve_black_box` (over HTTP);
+* the method: `CraFTModel` (prompt z found by CMA-ES, refinement module R),
+  trained by `CollaborativeLoop` with `CraFTTrainingArguments`.
+
+`BlackBoxCLIP` is the older per-image-counted wrapper, kept for its users.
 """
 
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
     **exports_of(".blackbox", "BlackBoxCLIP", "QueryBudgetExceeded"),
+    **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError"),
+    **exports_of(".local", "LocalBlackBox"),
+    **exports_of(".arguments", "CraFTTrainingArguments"),
+    **exports_of(".loop", "CollaborativeLoop"),
+    **exports_of(".configuration_craft", "CraFTConfig"),
+    **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
+    **exports_of(".serve", "BlackBoxServer", "create_app", "serve_black_box"),
+    **exports_of(".modeling_craft", "CraFTModel", "connect_black_box"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

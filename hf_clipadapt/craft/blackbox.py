@@ -25,7 +25,8 @@ import torch
 
 
 class QueryBudgetExceeded(RuntimeError):
-    """Raised when a `BlackBoxCLIP` would score more images than its budget allows."""
+    """Raised before a black box would be queried past its budget (`BlackBoxVLM`: prompt sets
+    scored; `BlackBoxCLIP`: images scored); the refused call is not charged."""
 
 
 class BlackBoxCLIP:

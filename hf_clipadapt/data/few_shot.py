@@ -85,6 +85,7 @@ def sample_few_shot(
 
     if not isinstance(shots, (int, np.integer)) or shots < 1:
         raise ValueError(f"shots must be a positive int (K examples per class), got {shots!r}")
+    val_rule = (lambda k: min(k, 4)) if val_shots is None else (lambda k: val_shots)  # for the error below
     val_shots = min(int(shots), 4) if val_shots is None else val_shots
     if not isinstance(val_shots, (int, np.integer)) or val_shots < 0:
         raise ValueError(f"val_shots must be an int >= 0 (0 for no validation split), got {val_shots!r}")
@@ -108,10 +109,20 @@ def sample_few_shot(
         name = feature.int2str if isinstance(feature, ClassLabel) else str
         listed = ", ".join(f"{name(int(c))!r} ({n})" for c, n in short[:10])
         more = f" and {len(short) - 10} more" if len(short) > 10 else ""
-        hint = " or val_shots=0 to skip validation" if val_shots else ""
+        fewest = min(n for _, n in short)
+        # `fit(shots=K)` and the examples' --shots draw val_shots = min(K, 4) for choosing
+        # hyperparameters; say which K fits, and how to skip validation from Python.
+        fits = [k for k in range(1, fewest + 1) if k + val_rule(k) <= fewest]
+        hint = (
+            f" (at most {max(fits)} with a validation split, e.g. --shots {max(fits)} in the examples)" if fits else ""
+        )
+        skip = (
+            f", or draw the split without validation, sample_few_shot(dataset, shots={min(shots, fewest)}, "
+            f"val_shots=0), and pass it to fit" if val_shots and fewest >= 1 else ""
+        )
         raise ValueError(
             f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
-            f"examples: {listed}{more}. Use fewer shots{hint}."
+            f"examples: {listed}{more}. Use fewer shots{hint}{skip}."
         )
 
     rng = np.random.default_rng(seed)

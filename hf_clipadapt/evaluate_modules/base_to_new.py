@@ -4,9 +4,9 @@ A thin wrapper over `hf_clipadapt.metrics.base_to_new_scores`; load it offline w
 `hf_clipadapt.metrics.load_metric("base_to_new")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import classification_info
 from hf_clipadapt.metrics import base_to_new_scores
 
 _DESCRIPTION = """Base-to-new generalization (Zhou et al., "Conditional Prompt Learning for Vision-Language
@@ -36,14 +36,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class BaseToNew(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64"), "is_new": datasets.Value("bool")}
-            ),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, is_new="bool")
 
     def _compute(self, predictions, references, is_new):
         new = [bool(n) for n in is_new]

@@ -4,9 +4,9 @@ A thin wrapper over `hf_clipadapt.metrics.gzsl_scores`; load it offline with
 `hf_clipadapt.metrics.load_metric("gzsl")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import XIAN2018_CITATION, classification_info
 from hf_clipadapt.metrics import gzsl_scores
 
 _DESCRIPTION = """Generalized zero-shot learning scores (Xian et al., "Zero-Shot Learning - A Comprehensive
@@ -14,10 +14,7 @@ Evaluation of the Good, the Bad and the Ugly", TPAMI 2018): mean per-class accur
 test samples of seen classes (s) and of unseen classes (u), both predicted over the full label
 space, and their harmonic mean H = 2us/(u+s), in percent."""
 
-_CITATION = """@article{xian2018zero,
-  title={Zero-Shot Learning - A Comprehensive Evaluation of the Good, the Bad and the Ugly},
-  author={Xian, Yongqin and Lampert, Christoph H. and Schiele, Bernt and Akata, Zeynep},
-  journal={IEEE TPAMI}, year={2018}}"""
+_CITATION = XIAN2018_CITATION
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -37,12 +34,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GZSL(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, seen_classes, unseen_classes):
         return gzsl_scores(predictions, references, seen_classes=seen_classes, unseen_classes=unseen_classes)

@@ -4,9 +4,9 @@ A thin wrapper over `hf_clipadapt.metrics.h_score`; load it offline with
 `hf_clipadapt.metrics.load_metric("h_score")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import classification_info
 from hf_clipadapt.metrics import h_score
 
 _DESCRIPTION = """Universal domain adaptation H-score (Fu et al., "Learning to Detect Open Classes for
@@ -37,12 +37,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class HScore(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, unknown_index, known_classes=None):
         return h_score(predictions, references, unknown_index=unknown_index, known_classes=known_classes)

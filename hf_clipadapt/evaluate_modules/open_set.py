@@ -4,9 +4,9 @@ A thin wrapper over `hf_clipadapt.metrics.open_set_scores`; load it offline with
 `hf_clipadapt.metrics.load_metric("open_set")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import classification_info
 from hf_clipadapt.metrics import open_set_scores
 
 _DESCRIPTION = """Open-set recognition scores as reported by UEO (Liang et al., "Realistic Unsupervised CLIP
@@ -38,14 +38,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class OpenSet(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64"), "scores": datasets.Value("float64")}
-            ),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, scores="float64")
 
     def _compute(self, predictions, references, scores, unknown_index, known_classes=None):
         return open_set_scores(predictions, references, scores, unknown_index=unknown_index, known_classes=known_classes)

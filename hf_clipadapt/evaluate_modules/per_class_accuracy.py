@@ -4,19 +4,16 @@ A thin wrapper over `hf_clipadapt.metrics.per_class_accuracy`; load it offline w
 `hf_clipadapt.metrics.load_metric("per_class_accuracy")`.
 """
 
-import datasets
 import evaluate
 
+from hf_clipadapt.evaluate_modules.common import XIAN2018_CITATION, classification_info
 from hf_clipadapt.metrics import per_class_accuracy
 
 _DESCRIPTION = """Mean over classes of the per-class recall (top-1 accuracy within each class), in percent:
 the zero-shot learning protocol of Xian et al. (TPAMI 2018), which keeps frequent classes from
 dominating the score. Classes with no sample in `references` are skipped."""
 
-_CITATION = """@article{xian2018zero,
-  title={Zero-Shot Learning - A Comprehensive Evaluation of the Good, the Bad and the Ugly},
-  author={Xian, Yongqin and Lampert, Christoph H. and Schiele, Bernt and Akata, Zeynep},
-  journal={IEEE TPAMI}, year={2018}}"""
+_CITATION = XIAN2018_CITATION
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -35,12 +32,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PerClassAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+        return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, classes=None):
         return {"per_class_accuracy": per_class_accuracy(predictions, references, classes)}

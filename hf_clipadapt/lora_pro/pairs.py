@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 __all__ = ["LoraPair", "find_lora_pairs", "check_not_deepspeed"]

@@ -12,8 +12,11 @@ _EXPORTS = {
     **exports_of(".data", "load_domain", "load_image_list"),
     **exports_of(".modeling_sfda", "SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel",
                  "TorchModuleBackbone"),
-    **exports_of(".sampler", "ClassBalancedSampler", "ShardedRandomSampler"),
-    **exports_of(".training", "evaluate", "fit", "predict_logits"),
+    **exports_of("..training.samplers", "ClassBalancedSampler", "ShardedRandomSampler"),
+    **exports_of(".arguments", "SFDATrainingArguments"),
+    **exports_of(".evaluation", "evaluate", "predict_logits"),
+    **exports_of(".trainer", "SFDATrainer"),
+    **exports_of(".training", "fit"),
     "functional": ".functional",
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

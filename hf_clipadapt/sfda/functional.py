@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from ..training.samplers import class_balanced_weights  # noqa: F401  (re-exported; used by the sampler)
+
 # ---------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------
@@ -176,12 +178,3 @@ def ema_update_(teacher: Iterable[torch.Tensor], student: Iterable[torch.Tensor]
             t.mul_(decay).add_(s.detach().to(t.dtype), alpha=1.0 - decay)
         else:
             t.copy_(s)
-
-
-def class_balanced_weights(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
-    """Per-sample weight N/count[class]: each class then has the same total mass."""
-    labels = torch.as_tensor(labels).long()
-    if labels.numel() == 0:
-        raise ValueError("cannot weight an empty label set")
-    counts = torch.bincount(labels, minlength=num_classes or 0).double()
-    return labels.numel() / counts[labels]

@@ -50,11 +50,11 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from .world import (
-    ALL_OBJECTS,
     COLOUR_NAMES,
     KNOWN_OBJECTS,
     UNKNOWN_OBJECTS,
     SceneWorld,
+    colour_offsets,
     held_out_combinations,
     seen_combinations,
 )
@@ -73,12 +73,7 @@ def _offline_test_world() -> SceneWorld:
 def base_combinations(objects=KNOWN_OBJECTS) -> list[tuple[str, str]]:
     """The base classes of "base_to_new": colours (3i+2) and (3i+5) mod 10 of object i
     (seen in pretraining; the held-out ones are 3i and 3i+1)."""
-    out = []
-    for obj in objects:
-        i = ALL_OBJECTS.index(obj)
-        for k in (2, 5):
-            out.append((COLOUR_NAMES[(3 * i + k) % len(COLOUR_NAMES)], obj))
-    return out
+    return colour_offsets(objects, (2, 5))
 
 
 def combination_name(colour: str, obj: str) -> str:

@@ -91,12 +91,13 @@ def held_out_combinations(objects=KNOWN_OBJECTS) -> list[tuple[str, str]]:
     Object i (in `ALL_OBJECTS` order) loses colours (3i) mod 10 and (3i + 1) mod 10:
     20% of the known combinations, every object and every colour represented.
     """
-    out = []
-    for obj in objects:
-        i = ALL_OBJECTS.index(obj)
-        for k in (0, 1):
-            out.append((COLOUR_NAMES[(3 * i + k) % len(COLOUR_NAMES)], obj))
-    return out
+    return colour_offsets(objects, (0, 1))
+
+
+def colour_offsets(objects, offsets) -> list[tuple[str, str]]:
+    """(colour (3i + k) mod 10, object i) for each object i (in `ALL_OBJECTS` order) and k in `offsets`."""
+    n = len(COLOUR_NAMES)
+    return [(COLOUR_NAMES[(3 * ALL_OBJECTS.index(obj) + k) % n], obj) for obj in objects for k in offsets]
 
 
 def seen_combinations(objects=KNOWN_OBJECTS) -> list[tuple[str, str]]:

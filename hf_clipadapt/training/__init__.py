@@ -5,17 +5,18 @@
     args = AdaptationTrainingArguments(num_train_epochs=10, learning_rate=2e-3, per_device_train_batch_size=32,
                                        optim="sgd", momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine")
     history = train_model(model, train_dataset, args)   # rows with "labels": loss = model(**batch).loss
+
+Names load on first use (the trainer imports `transformers.Trainer`).
 """
 
-from .arguments import AdaptationTrainingArguments, progress_bars_enabled, sgd_arguments
-from .collate import stack_collate
-from .trainer import AdaptationTrainer, train_model
+from .._lazy import exports_of, lazy_exports
 
-__all__ = [
-    "AdaptationTrainer",
-    "AdaptationTrainingArguments",
-    "progress_bars_enabled",
-    "sgd_arguments",
-    "stack_collate",
-    "train_model",
-]
+_EXPORTS = {
+    **exports_of(".arguments", "AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"),
+    **exports_of(".collate", "TensorRows", "stack_collate"),
+    **exports_of(".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler",
+                 "class_balanced_weights"),
+    **exports_of(".trainer", "AdaptationTrainer", "train_model"),
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

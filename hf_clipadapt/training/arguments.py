@@ -25,9 +25,7 @@ What changes against `TrainingArguments`, and why:
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -36,18 +34,17 @@ from transformers import TrainingArguments
 
 from ..modeling_utils import DEFAULT_SEED
 
-DISABLE_BARS_ENV = "HF_CLIPADAPT_DISABLE_PROGRESS_BARS"
 
 __all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"]
 
 
 def progress_bars_enabled() -> bool:
-    """Bars only on a terminal (tqdm writes to stderr) and unless the environment
-    variable `HF_CLIPADAPT_DISABLE_PROGRESS_BARS` is set to a non-empty, non-"0" value."""
-    if os.environ.get(DISABLE_BARS_ENV, "") not in ("", "0"):
-        return False
-    stream = sys.stderr
-    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+    """The package's one bar policy (`hf_clipadapt.progress`): a terminal, the main
+    process, and neither `HF_CLIPADAPT_DISABLE_PROGRESS_BARS` nor transformers'
+    `disable_progress_bar()`. Trainer itself shows bars on the main process only."""
+    from ..progress import progress_enabled
+
+    return progress_enabled(main_process=True)
 
 
 def _has_accelerator() -> bool:

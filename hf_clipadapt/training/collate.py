@@ -13,7 +13,33 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["stack_collate"]
+__all__ = ["TensorRows", "stack_collate"]
+
+
+class _Stacked(tuple):
+    """A batch already stacked by `TensorRows.__getitems__`; `stack_collate` passes it through."""
+
+
+class TensorRows(torch.utils.data.Dataset):
+    """Rows of equal-length tensors (features, labels, ...), like `TensorDataset`, but a batch
+    is one index per tensor instead of one `__getitem__` and a stack per sample: DataLoader
+    fetches through `__getitems__`. For training on cached features, where the per-sample
+    path costs more than the model's step."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
+            raise ValueError(f"TensorRows needs tensors with the same first dimension, got {[tuple(t.shape) for t in tensors]}")
+        self.tensors = tensors
+
+    def __len__(self):
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, i):
+        return tuple(t[i] for t in self.tensors)
+
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return _Stacked(t[idx] for t in self.tensors)
 
 
 def _stack(values: list, field: str):
@@ -40,6 +66,8 @@ def _stack(values: list, field: str):
 def stack_collate(rows: Sequence):
     """Rows of dicts → a dict of stacked fields; rows of tuples → a tuple of stacked
     fields. Python ints become int64 (class ids), floats float32, tensors are stacked."""
+    if isinstance(rows, _Stacked):
+        return tuple(rows)
     if len(rows) == 0:
         raise ValueError("stack_collate got an empty batch")
     first = rows[0]

@@ -19,16 +19,20 @@ DDP/FSDP/DeepSpeed all come from `Trainer`. What this subclass adds:
 
 Method-specific state (pseudo-labels refreshed each epoch, an EMA teacher) is a
 `TrainerCallback` or an override of `compute_loss`/`training_step`; see
-`hf_clipadapt.sfda` and `hf_clipadapt.tzsl` for both kinds.
+`hf_clipadapt.sfda` and `hf_clipadapt.tzsl` for both kinds. A part trained by its own
+optimizer inside `training_step` (a GAN's critic) averages its gradients over the
+processes with `average_gradients`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import PrinterCallback
 
 from .arguments import AdaptationTrainingArguments
@@ -55,6 +59,8 @@ class AdaptationTrainer(Trainer):
             self.remove_callback(PrinterCallback)
         if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
             self.model_accepts_loss_kwargs = False  # our models' losses are per-batch means
+        if self.args.device.type == "cpu":
+            self.accelerator.free_memory = _free_references(self.accelerator)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -112,23 +118,60 @@ class AdaptationTrainer(Trainer):
         self.optimizer = optimizer_cls(built, **kwargs)
         return self.optimizer
 
+    # ------------------------------------------------------------------ parts outside the wrapped model
+    def average_gradients(self, parameters) -> None:
+        """Average the gradients of `parameters` over the processes. For a part trained with
+        its own optimizer outside the model Trainer wraps in DDP (a GAN's critic), whose
+        gradients DDP does not reduce. Every process must call it with the same parameters;
+        a missing gradient counts as zero. A no-op on one process."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad.div_(world)
+
+    def broadcast_from_main(self, module: torch.nn.Module) -> None:
+        """Copy the main process's parameters and buffers of `module` to every process (DDP
+        does this for the wrapped model only). A no-op on one process."""
+        if self.accelerator.num_processes == 1:
+            return
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
+
     # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer reloads a checkpoint's weights with a plain `load_state_dict`. transformers 5's
+        # `save_pretrained` writes renamed weights (Swin's q_proj/k_proj...) under their original
+        # checkpoint names, which that reload silently misses; so checkpoints keep the names in memory.
+        self._in_checkpoint_save = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._in_checkpoint_save = False
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save through the model's own `save_pretrained` (which writes `saved_state_dict()`,
-        the trained part); a `state_dict` gathered by FSDP/DeepSpeed is cut down to it."""
+        """Save through the model's own `save_pretrained` (for a `CLIPAdaptedModel`, its
+        `saved_state_dict()`: the trained part); a `state_dict` gathered by FSDP/DeepSpeed is
+        cut down to those keys."""
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if not hasattr(model, "saved_state_dict"):
+        if not isinstance(model, PreTrainedModel):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         kwargs: dict[str, Any] = {"is_main_process": self.args.should_save}
+        if getattr(self, "_in_checkpoint_save", False):
+            kwargs["save_original_format"] = False
         if state_dict is not None:
-            keep = set(model.saved_state_dict())
+            keep = set(model.saved_state_dict()) if hasattr(model, "saved_state_dict") else set(state_dict)
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k in keep}
         if self.args.should_save:
             model.save_pretrained(output_dir, **kwargs)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-            torch.save(self.args, f"{output_dir}/training_args.bin")
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _issue_warnings_after_load(self, load_result) -> None:
         """Resuming loads with strict=False: the frozen tensors the checkpoint leaves out
@@ -141,6 +184,19 @@ class AdaptationTrainer(Trainer):
         super()._issue_warnings_after_load(load_result)
 
 
+def _free_references(accelerator):
+    """`Accelerator.free_memory` without its `gc.collect()`. Trainer calls it at the start of
+    every `train()`; on CPU there is no device cache to clear, and a full collection costs about
+    a second in a large process: more than a small method's whole training phase."""
+
+    def free_memory(*objects):
+        accelerator._schedulers, accelerator._optimizers, accelerator._models, accelerator._dataloaders = [], [], [], []
+        accelerator.step = 0
+        return objects[0] if len(objects) == 1 else objects
+
+    return free_memory
+
+
 def train_model(model, train_dataset, args: AdaptationTrainingArguments | None = None, *,
                 trainer_class: type[Trainer] = AdaptationTrainer, callbacks=None,
                 resume_from_checkpoint: str | bool | None = None, **trainer_kwargs) -> list[dict]:  # fmt: skip
@@ -149,6 +205,4 @@ def train_model(model, train_dataset, args: AdaptationTrainingArguments | None =
     `trainer_kwargs` go to the trainer (e.g. `eval_dataset`, `data_collator`)."""
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks, **trainer_kwargs)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    history = trainer.state.log_history
-    trainer.accelerator.free_memory()
-    return history
+    return trainer.state.log_history

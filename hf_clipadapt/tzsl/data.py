@@ -30,6 +30,16 @@ import torch
 _PARTS = ("train", "test_seen", "test_unseen")
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    # NaN would otherwise surface deep in training as "all elements of input should be between 0 and 1".
+    bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten() if x.numel() else x.new_zeros(0)
+    if len(bad):
+        raise ValueError(
+            f"{name} holds NaN or inf in {len(bad)} row(s) (first: {bad[:5].tolist()}); drop or impute those rows "
+            "(e.g. features of unreadable images) before building ZSLData"
+        )
+
+
 @dataclass
 class ZSLData:
     """Features, labels and class semantics of a zero-shot split.
@@ -56,9 +66,11 @@ class ZSLData:
             y = torch.as_tensor(getattr(self, f"{part}_labels")).long().reshape(-1)
             if x.ndim != 2 or x.shape[0] != y.shape[0]:
                 raise ValueError(f"{part}: features must be [N, D] with one label per row, got {tuple(x.shape)} and {tuple(y.shape)}")
+            _check_finite(x, f"{part}_features")
             setattr(self, f"{part}_features", x)
             setattr(self, f"{part}_labels", y)
         self.attributes = torch.as_tensor(self.attributes).float()
+        _check_finite(self.attributes, "attributes")
         self.seen_classes = [int(c) for c in self.seen_classes]
         self.unseen_classes = [int(c) for c in self.unseen_classes]
         check_split(self.attributes, self.seen_classes, self.unseen_classes, class_names=self.class_names)

@@ -22,7 +22,6 @@ any model selection belongs on `data.pseudo_unseen_split` (seen classes only).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +32,10 @@ from transformers.utils import ModelOutput
 
 from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from ..metrics import gzsl_scores, per_class_accuracy
-from ..progress import progress_bar
 from . import functional as Fz
 from .configuration_tzsl import TZSLConfig
 from .data import ZSLData, check_split
+from .training import TZSLGANTrainer, adam_arguments, pretrain_decoder, train_head, training_device
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -272,144 +271,66 @@ class TZSLModel(TZSLPreTrainedModel):
         accelerator=None,
         progress: bool = True,
     ) -> dict:
-        """Train the generator, decoder and critics, then both classifiers. Returns a history.
+        """Train the decoder, the generator and critics, then both classifiers. Returns a history.
 
         Uses `data.train_*` (labelled seen) and, in transductive mode, the unlabelled
         pool `unlabelled_features` (default: `data.test_unseen_features`, whose labels
         are never read, the standard transductive protocol). Pass the whole test set
         (seen + unseen, unlabelled) for the stricter setting.
+
+        Every phase runs on the shared training path (see `hf_clipadapt.tzsl.training`),
+        under DDP when the script is started with `accelerate launch`; `accelerator`, if
+        given, receives the per-epoch losses through `accelerator.log`.
         """
         self._check_data(data)
-        c = self.config
-        device = accelerator.device if accelerator is not None else self.feature_min.device
-        is_main = accelerator is None or accelerator.is_main_process
-        log = (lambda d, step: accelerator.log(d, step=step)) if accelerator is not None else (lambda d, step: None)
+        device = training_device()
         self.to(device)
         torch.manual_seed(seed)
+        x_s, y_s, x_u, unseen_idx = self._prepare_training(data, unlabelled_features, device)
+        history = {}
+        history["decoder_pretrain"], opt_dec = pretrain_decoder(self, x_s, self.class_attributes[y_s], seed=seed,
+                                                                progress=progress)  # fmt: skip
+        self._fit_unseen_prior(x_u, unseen_idx)
+        args = adam_arguments(epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr,
+                              seed=seed, progress=progress)  # fmt: skip
+        gan = TZSLGANTrainer(self, args, x_s=x_s, y_s=y_s, x_u=x_u, unseen_idx=unseen_idx, decoder_optimizer=opt_dec,
+                             accelerator=accelerator)  # fmt: skip
+        self.train()
+        gan.train()
+        history["epochs"] = gan.history
+        self.eval()
+        history["classifier"] = self._fit_classifiers(x_s, y_s, unseen_idx, seed, progress)
+        self.eval()
+        return history
+
+    def _prepare_training(self, data: ZSLData, unlabelled_features, device):
+        """Fit the scaling (seen-train only) and the class attributes; return the scaled
+        seen features and labels, the scaled unlabelled pool (None if inductive), the unseen ids."""
+        c = self.config
         c.seen_classes, c.unseen_classes = list(data.seen_classes), list(data.unseen_classes)
         if data.class_names is not None:
             c.class_names = list(data.class_names)
-
-        # Preprocessing fitted on seen-train only.
         lo, hi = Fz.minmax_fit(data.train_features)
         self.feature_min.copy_(lo.to(device))
         self.feature_max.copy_(hi.to(device))
         att = data.attributes.float().to(device)
         self.class_attributes.copy_(F.normalize(att, dim=-1) if c.normalize_attributes else att)
-        x_s = self.scale(data.train_features.to(device))
-        y_s = data.train_labels.to(device)
-        a_all = self.class_attributes
-        unseen_idx = torch.tensor(c.unseen_classes, device=device)
-        transductive = c.mode == "transductive"
-        if transductive:
+        x_s, y_s = self.scale(data.train_features.to(device)), data.train_labels.to(device)
+        x_u = None
+        if c.mode == "transductive":
             pool = data.test_unseen_features if unlabelled_features is None else unlabelled_features
             self._check_features(pool)
             x_u = self.scale(pool.to(device))
-        history = {"decoder_pretrain": [], "epochs": []}
+        return x_s, y_s, x_u, torch.tensor(c.unseen_classes, device=device)
 
-        # 1) Pre-train the attribute decoder on seen pairs.
-        opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=c.decoder_lr, betas=(0.5, 0.999))
-        n = x_s.shape[0]
-        for ep in range(c.decoder_pretrain_epochs):
-            perm, total = torch.randperm(n, device=device), 0.0
-            for i in range(0, n, c.batch_size):
-                b = perm[i : i + c.batch_size]
-                loss = Fz.weighted_l1(self.decoder(x_s[b])[0], a_all[y_s[b]])
-                opt_dec.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_dec.step()
-                total += loss.item() * b.numel()
-            history["decoder_pretrain"].append(total / n)
-
-        # 2) The label-free unseen prior (uniform unless asked otherwise).
-        if transductive and c.unseen_prior == "pseudo":
-            with torch.no_grad():
-                pseudo = torch.cat([self.decoder(x_u[i : i + 4096])[0] for i in range(0, x_u.shape[0], 4096)])
-            self.unseen_prior.copy_(Fz.pseudo_class_prior(pseudo, a_all[unseen_idx]))
+    @torch.no_grad()
+    def _fit_unseen_prior(self, x_u, unseen_idx) -> None:
+        """The label-free unseen prior: uniform unless asked for the decoder's estimate."""
+        if x_u is not None and self.config.unseen_prior == "pseudo":
+            pseudo = torch.cat([self.decoder(x_u[i : i + 4096])[0] for i in range(0, x_u.shape[0], 4096)])
+            self.unseen_prior.copy_(Fz.pseudo_class_prior(pseudo, self.class_attributes[unseen_idx]))
         else:
-            self.unseen_prior.fill_(1.0 / len(c.unseen_classes))
-
-        # 3) Adversarial training with a fixed number of epochs.
-        gen_params = list(self.encoder.parameters()) + list(self.generator.parameters())
-        opt_g = torch.optim.Adam(gen_params, lr=c.lr, betas=(0.5, 0.999))
-        critics = [self.critic_seen] + ([self.critic_unseen] if transductive else [])
-        opt_d = torch.optim.Adam([p for m in critics for p in m.parameters()], lr=c.lr, betas=(0.5, 0.999))
-        opt_fb = torch.optim.Adam(self.feedback.parameters(), lr=c.feedback_lr, betas=(0.5, 0.999)) if self.feedback is not None else None
-        steps = c.steps_per_epoch or max(1, n // c.batch_size)
-        B, fb_w = c.batch_size, c.feedback_train_weight
-        bar = progress_bar(total=c.epochs * steps, desc="tzsl", main_process=is_main, disable=not progress)
-        self.train()
-        for epoch in range(c.epochs):
-            sums = {"critic_seen": 0.0, "critic_unseen": 0.0, "vae": 0.0, "decoder": 0.0, "generator": 0.0}
-            for _ in range(steps):
-                # -- critics (and the decoder on real seen pairs), critic_iters times
-                for _ in range(c.critic_iters):
-                    b = torch.randint(0, n, (B,), device=device)
-                    xs, as_ = x_s[b], a_all[y_s[b]]
-                    with torch.no_grad():
-                        fake_s = self.generator(torch.randn(B, c.latent_dim, device=device), as_)
-                    d1 = lambda x, a=as_: self.critic_seen(x, a)  # noqa: E731
-                    loss_d = Fz.wgan_critic_loss(d1(xs), d1(fake_s)) + Fz.gradient_penalty(d1, xs, fake_s, c.gp_weight)
-                    sums["critic_seen"] += loss_d.item() / c.critic_iters
-                    if transductive:
-                        xu, cond, fake_u = self._unseen_batch(x_u, unseen_idx, B, device)
-                        d2 = (lambda x, a=cond: self.critic_unseen(x, a)) if c.conditional_d2 else self.critic_unseen
-                        loss_d2 = Fz.wgan_critic_loss(d2(xu), d2(fake_u.detach())) + Fz.gradient_penalty(d2, xu, fake_u, c.gp_weight)
-                        loss_d = loss_d + loss_d2
-                        sums["critic_unseen"] += loss_d2.item() / c.critic_iters
-                    opt_d.zero_grad(set_to_none=True)
-                    (c.gan_weight * loss_d).backward()
-                    opt_d.step()
-                    # The decoder keeps learning from real seen pairs.
-                    loss_dec = c.decoder_weight * Fz.weighted_l1(self.decoder(xs)[0], as_)
-                    opt_dec.zero_grad(set_to_none=True)
-                    loss_dec.backward()
-                    opt_dec.step()
-                    sums["decoder"] += loss_dec.item() / c.critic_iters
-
-                # -- generator (+ encoder, + feedback) step
-                for m in critics:
-                    m.requires_grad_(False)
-                b = torch.randint(0, n, (B,), device=device)
-                xs, as_ = x_s[b], a_all[y_s[b]]
-                mu, logvar = self.encoder(xs, as_)
-                z = Fz.reparameterize(mu, logvar)
-                recon = self._generate(z, as_, fb_w)
-                loss_vae = Fz.vae_loss(recon, xs, mu, logvar)
-                # Adversarial term on features generated from the encoded noise.
-                loss_g = -self.critic_seen(recon, as_).mean()
-                loss_rec = Fz.weighted_l1(self.decoder(recon)[0], as_)
-                if transductive:
-                    _, cond, fake_u = self._unseen_batch(x_u, unseen_idx, B, device, feedback_weight=fb_w)
-                    score_u = self.critic_unseen(fake_u, cond) if c.conditional_d2 else self.critic_unseen(fake_u)
-                    loss_g = loss_g - score_u.mean()
-                    if c.conditional_d2:
-                        loss_rec = loss_rec + Fz.weighted_l1(self.decoder(fake_u)[0], cond)
-                loss = loss_vae + c.gan_weight * loss_g + c.decoder_weight * loss_rec
-                opt_g.zero_grad(set_to_none=True)
-                opt_dec.zero_grad(set_to_none=True)  # the decoder only judges here
-                if opt_fb is not None:
-                    opt_fb.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                if opt_fb is not None:
-                    opt_fb.step()
-                for m in critics:
-                    m.requires_grad_(True)
-                sums["vae"] += loss_vae.item()
-                sums["generator"] += loss_g.item()
-                bar.update(1)
-            record = {k: v / steps for k, v in sums.items()}
-            history["epochs"].append(record)
-            log({f"train/{k}": v for k, v in record.items()}, epoch)
-            bar.set_postfix(vae=f"{record['vae']:.1f}", d1=f"{record['critic_seen']:.2f}")
-        bar.close()
-
-        # 4) Final classifiers on synthetic unseen (+ real seen) features.
-        self.eval()
-        history["classifier"] = self._fit_classifiers(x_s, y_s, unseen_idx, device, seed)
-        self.train(False)
-        return history
+            self.unseen_prior.fill_(1.0 / len(self.config.unseen_classes))
 
     def _unseen_batch(self, x_u, unseen_idx, B, device, feedback_weight: float = 0.0):
         """A batch of unlabelled unseen features, the condition for D2 and fake features.
@@ -428,38 +349,31 @@ class TZSLModel(TZSLPreTrainedModel):
         z = torch.randn(B, self.config.latent_dim, device=device)
         return xu, cond, self._generate(z, cond, feedback_weight)
 
-    def _fit_classifiers(self, x_s, y_s, unseen_idx, device, seed) -> dict:
-        c = self.config
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        counts = torch.distributions.Multinomial(c.syn_num * len(unseen_idx), probs=self.unseen_prior.cpu()).sample() if c.unseen_prior == "pseudo" else None
+    def _fit_classifiers(self, x_s, y_s, unseen_idx, seed: int, progress: bool) -> dict:
+        """ZSL head on synthetic unseen features, GZSL head on real seen + synthetic unseen ones.
+        The synthetic set is drawn from its own generator, so every process builds the same one."""
+        c, device = self.config, x_s.device
+        g = torch.Generator().manual_seed(seed)
+        per_class = [c.syn_num] * len(unseen_idx)
+        if c.unseen_prior == "pseudo":
+            draws = torch.multinomial(self.unseen_prior.cpu(), c.syn_num * len(unseen_idx), True, generator=g)
+            per_class = torch.bincount(draws, minlength=len(unseen_idx)).clamp_min(1).tolist()
         with torch.no_grad():
-            per_class = counts.long().clamp_min(1).tolist() if counts is not None else [c.syn_num] * len(unseen_idx)
             y_syn = torch.cat([torch.full((k,), int(u), device=device) for k, u in zip(per_class, unseen_idx.tolist())])
-            x_syn = self.generate(self.class_attributes[y_syn])
+            z = torch.randn(len(y_syn), c.latent_dim, generator=g).to(device)
+            x_syn = self._generate(z, self.class_attributes[y_syn], c.feedback_eval_weight)
             enc = lambda x: torch.cat([self.classifier_input(x[i : i + 4096])[0] for i in range(0, x.shape[0], 4096)])  # noqa: E731
             f_syn, f_seen = enc(x_syn), enc(x_s)
         to_local = torch.full((c.num_classes,), -1, dtype=torch.long, device=device)
         to_local[unseen_idx] = torch.arange(len(unseen_idx), device=device)
-        zsl_loss = self._train_head(self.zsl_head, f_syn, to_local[y_syn], g)
-        gzsl_loss = self._train_head(self.gzsl_head, torch.cat([f_seen, f_syn]), torch.cat([y_s, y_syn]), g)
-        return {"zsl_loss": zsl_loss, "gzsl_loss": gzsl_loss, "synthetic_per_class": per_class}
-
-    def _train_head(self, head: nn.Linear, feats, labels, g) -> float:
-        c = self.config
-        with torch.no_grad():
-            init.normal_(head.weight, std=0.02)
-            init.zeros_(head.bias)
-        opt = torch.optim.Adam(head.parameters(), lr=c.cls_lr, betas=(0.5, 0.999))
-        n, loss = feats.shape[0], torch.tensor(float("nan"))
-        for _ in range(c.cls_epochs):
-            perm = torch.randperm(n, generator=g).to(feats.device)
-            for i in range(0, n, c.cls_batch_size):
-                b = perm[i : i + c.cls_batch_size]
-                loss = F.cross_entropy(head(feats[b]), labels[b])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        return float(loss.item())
+        losses = {}
+        for name, head, feats, labels in (("zsl_loss", self.zsl_head, f_syn, to_local[y_syn]),
+                                          ("gzsl_loss", self.gzsl_head, torch.cat([f_seen, f_syn]), torch.cat([y_s, y_syn]))):  # fmt: skip
+            with torch.no_grad():
+                head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.02)
+                head.bias.zero_()
+            losses[name] = train_head(head, feats, labels, config=c, seed=seed, progress=progress)
+        return {**losses, "synthetic_per_class": per_class}
 
     # ------------------------------------------------------------------ hub
     def card_vars(self) -> dict:

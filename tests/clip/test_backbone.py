@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.testing_utils import tiny_image_dataset, tiny_image_processor
+from hf_clipadapt.testing_utils import assert_close_scaled
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ def test_image_grads_flow_to_unfrozen_parameters(backbone, images):
 def test_encode_texts_does_not_depend_on_batching(backbone):
     texts = ["a cat.", "a much longer description of a dog.", "x", "a photo of a bird."]
     full = backbone.encode_texts(texts)
-    torch.testing.assert_close(backbone.encode_texts(texts, batch_size=1), full, atol=1e-6, rtol=0)
+    # batch 1 and batch 4 run different GEMM shapes, so different kernels: ~100 float32 ulps of the largest entry
+    assert_close_scaled(backbone.encode_texts(texts, batch_size=1), full, rtol=1e-5)
     torch.testing.assert_close(full.norm(dim=-1), torch.ones(4))
 
 
@@ -64,7 +66,7 @@ def test_zero_shot_classifier_matches_independent_derivation(backbone, tiny_clip
             per_template.append(F.normalize(tiny_clip.get_text_features(**ids).pooler_output[0], dim=-1))
         expected.append(F.normalize(torch.stack(per_template).mean(0), dim=-1))
     got = backbone.zero_shot_classifier(classnames, templates)
-    torch.testing.assert_close(got, torch.stack(expected), atol=1e-6, rtol=0)
+    assert_close_scaled(got, torch.stack(expected), rtol=1e-5)  # one text at a time vs batched: other kernels
     # Default template = "a photo of a {}."
     torch.testing.assert_close(
         backbone.zero_shot_classifier(classnames), backbone.encode_texts([f"a photo of a {c}." for c in classnames])

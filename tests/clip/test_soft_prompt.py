@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone, PromptLearner, SoftPromptTextEncoder
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer
+from hf_clipadapt.testing_utils import assert_close_scaled
 
 CLASSNAMES = ["cat", "golden retriever", "x", "a very long class name with many words"]
 
@@ -52,7 +53,7 @@ def test_padding_in_a_batch_changes_nothing(encoder):
     context = torch.randn(4, encoder.width) * 0.02
     batched = encoder(context, CLASSNAMES)
     alone = torch.cat([encoder(context, [c]) for c in CLASSNAMES])
-    torch.testing.assert_close(batched, alone, atol=1e-6, rtol=0)
+    assert_close_scaled(batched, alone, rtol=1e-5)  # other batch shapes run other GEMM kernels
     tokens = encoder.tokenize_classnames(CLASSNAMES, 4)
     lengths = (tokens.input_ids != encoder.tokenizer.pad_token_id).sum(1)
     assert len(set(tokens.eos_positions.tolist())) == len(CLASSNAMES)  # different lengths really were padded
@@ -63,13 +64,13 @@ def test_class_specific_context_equal_to_shared_when_broadcast(encoder):
     context = torch.randn(4, encoder.width) * 0.02
     shared = encoder(context, CLASSNAMES)
     per_class = context.expand(len(CLASSNAMES), -1, -1).clone()
-    torch.testing.assert_close(encoder(per_class, CLASSNAMES), shared, atol=1e-6, rtol=0)
+    assert_close_scaled(encoder(per_class, CLASSNAMES), shared, rtol=1e-5)
     # Changing one class's context changes only that class. (A random change: a constant
     # offset would vanish, since every LayerNorm removes the per-token mean.)
     per_class[1] += 0.5 * torch.randn(4, encoder.width)
     changed = encoder(per_class, CLASSNAMES)
     assert not torch.allclose(changed[1], shared[1], atol=1e-4)
-    torch.testing.assert_close(changed[[0, 2, 3]], shared[[0, 2, 3]], atol=1e-6, rtol=0)
+    assert_close_scaled(changed[[0, 2, 3]], shared[[0, 2, 3]], rtol=1e-5)
 
 
 def test_per_sample_context_gives_one_classifier_per_sample(encoder):
@@ -77,7 +78,7 @@ def test_per_sample_context_gives_one_classifier_per_sample(encoder):
     got = encoder(contexts, CLASSNAMES)
     assert got.shape == (3, len(CLASSNAMES), 16)
     for b in range(3):
-        torch.testing.assert_close(got[b], encoder(contexts[b, 0], CLASSNAMES), atol=1e-6, rtol=0)
+        assert_close_scaled(got[b], encoder(contexts[b, 0], CLASSNAMES), rtol=1e-5)
 
 
 def test_gradients_reach_context_and_not_clip(encoder):
@@ -145,7 +146,7 @@ def test_prompt_learner_random_class_specific_and_shift(encoder):
     learner = PromptLearner(encoder, CLASSNAMES, n_ctx=16, ctx_init=None, class_specific=True)
     assert learner.ctx.shape == (4, 16, encoder.width)
     shift = torch.randn(2, 1, 16, encoder.width) * 0.02  # e.g. SHIP's per-sample bias
-    torch.testing.assert_close(learner(shift)[1], encoder(learner.ctx + shift[1], CLASSNAMES), atol=1e-6, rtol=0)
+    assert_close_scaled(learner(shift)[1], encoder(learner.ctx + shift[1], CLASSNAMES), rtol=1e-5)
     with pytest.raises(ValueError, match="n_ctx=4.*ctx_init=None|pass n_ctx="):
         PromptLearner(encoder, CLASSNAMES, n_ctx=4, ctx_init="a photo of a")
 

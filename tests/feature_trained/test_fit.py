@@ -128,3 +128,20 @@ def test_ship_generator_fits_on_features_and_its_loss_falls():
     with torch.no_grad():
         after = generator(image_features=x, labels=y).reconstruction_loss.item()
     assert after < before
+
+
+def test_more_shots_than_a_class_has_is_refused_before_any_encoding():
+    model = CoOpForImageClassification.from_clip(clip(), NAMES)
+    with pytest.raises(ValueError, match="shots"):
+        model.fit(tiny_image_dataset(3, 4, class_names=NAMES), shots=8)
+    assert not model.config.is_fitted
+
+
+def test_nan_features_are_refused():
+    model = CLIPAdapterForImageClassification.from_clip(clip(), NAMES)
+    x, y = features()
+    x[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit_features(x, y)
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit_features(features()[0], y, extra_features=(x[2:4], y[2:4]))

@@ -5,6 +5,7 @@ import scipy.linalg
 import torch
 
 from hf_clipadapt.lora_pro import functional as F
+from hf_clipadapt.testing_utils import assert_close_scaled
 
 D = torch.float64
 
@@ -119,7 +120,8 @@ def test_zero_B_step_follows_official_special_case():
     gA, gB = s * B.T @ G, s * G @ A.T  # gA is exactly 0 when B = 0
     got_A, got_B = F.lorapro_project(A, B, gA, gB, s)
     torch.testing.assert_close(got_A, gA)
-    torch.testing.assert_close(got_B, gB @ torch.linalg.inv(A @ A.T) / s**2)
+    # solve vs. inverse of a random r×r Gram matrix: the error grows with its condition number
+    assert_close_scaled(got_B, gB @ torch.linalg.inv(A @ A.T) / s**2, rtol=1e-6)
     assert torch.isfinite(got_B).all()
 
 

@@ -108,6 +108,15 @@ def test_text_classification_example(tmp_path, optimizer):
     _assert_stock_peft_adapter(out, lambda: AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2))
 
 
+def test_csv_without_a_label_column_says_so(tmp_path):
+    from lora_pro_text_classification import load_text_classification
+
+    f = tmp_path / "reviews.csv"
+    f.write_text("review,stars\nnice,1\nbad,0\n")
+    with pytest.raises(ValueError, match=r"no 'text' or 'label' column \(its columns: \['review', 'stars'\]\).*rename"):
+        load_text_classification(str(f))
+
+
 def test_text_classification_example_uses_lorapro(tmp_path, monkeypatch):
     """The --optimizer flag really swaps Trainer's optimizer for LoraProAdamW in the right mode."""
     import lora_pro_text_classification as ex

@@ -20,9 +20,31 @@ def tiny_sfda_model(num_labels=3, seed=0, **overrides):
     from hf_clipadapt.sfda import SFDAConfig, SFDAModelForImageClassification
 
     torch.manual_seed(seed)
-    kwargs = dict(backbone=None, backbone_config=tiny_swin_config(), num_labels=num_labels, bottleneck_dim=8, batch_size=4)
+    kwargs = dict(backbone=None, backbone_config=tiny_swin_config(), num_labels=num_labels, bottleneck_dim=8)
     kwargs.update(overrides)
     return SFDAModelForImageClassification(SFDAConfig(**kwargs))
+
+
+class TinyNetWithUnusedHead(torch.nn.Module):
+    """A plain torch backbone (pixel_values → [B, 6]) that, like EfficientNet, carries an
+    ImageNet-style classifier `_fc` the SFDA model never calls."""
+
+    feature_dim = 6
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self._fc = torch.nn.Linear(6, 10)
+
+    def forward(self, pixel_values):
+        return self.conv(pixel_values).mean((2, 3))
+
+
+def tiny_torch_sfda_model(seed=0):
+    from hf_clipadapt.sfda import SFDAModelForImageClassification
+
+    torch.manual_seed(seed)
+    return SFDAModelForImageClassification.from_backbone(TinyNetWithUnusedHead(), num_labels=3, bottleneck_dim=8)
 
 
 def pixels(images, indices=None, view=0):

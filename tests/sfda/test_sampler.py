@@ -54,3 +54,14 @@ def test_sampler_bad_input():
         ClassBalancedSampler(torch.tensor([], dtype=torch.long), batch_size=2)
     with pytest.raises(ValueError, match="rank"):
         ShardedRandomSampler(4, batch_size=2, num_replicas=2, rank=2)
+
+
+def test_an_epoch_is_whole_optimizer_steps_whatever_the_split():
+    # 12 samples, global batch 8: 2 ranks × 4, or 1 rank × 4 × 2 accumulation steps
+    labels = torch.tensor([0, 1, 2] * 4)
+    two = [ClassBalancedSampler(labels, batch_size=4, num_replicas=2, rank=r, seed=1) for r in (0, 1)]
+    one = ClassBalancedSampler(labels, batch_size=4, accumulation_steps=2, seed=1)
+    assert len(one) == 16 and len(two[0]) == 8  # 2 whole steps of 8, not 1.5
+    steps_two = [sorted(list(two[0])[4 * t : 4 * t + 4] + list(two[1])[4 * t : 4 * t + 4]) for t in range(2)]
+    steps_one = [sorted(list(one)[8 * t : 8 * t + 8]) for t in range(2)]
+    assert steps_two == steps_one

@@ -1,32 +1,37 @@
-"""Both stages end to end on a tiny Swin; distributed == single process; checkpoint resume."""
+"""Both stages end to end on a tiny Swin, on the shared training path (SFDATrainer):
+distributed == single process; checkpoint resume; the EMA teacher; old configs."""
 
-import tempfile
+import sys
+import warnings
 from pathlib import Path
 
+import pytest
 import torch
 from accelerate import Accelerator
 
-from hf_clipadapt.testing_utils import run_distributed
-
-from hf_clipadapt.sfda import evaluate, fit
-from hf_clipadapt.testing_utils import tiny_image_dataset
+from hf_clipadapt.sfda import SFDAConfig, SFDATrainer, SFDATrainingArguments, evaluate, fit
+from hf_clipadapt.testing_utils import run_distributed, tiny_image_dataset
 
 
 def _setup():
     # built inside each process (debug_launcher forks), the same way everywhere
-    import sys
-
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import pixels, tiny_sfda_model
+    from conftest import pixels, tiny_torch_sfda_model
 
-    return tiny_sfda_model(seed=0), tiny_image_dataset(num_classes=3, per_class=4, size=16), pixels
+    return tiny_torch_sfda_model(seed=0), tiny_image_dataset(num_classes=3, per_class=4, size=16), pixels
 
 
 def _one_step(out_file: str, accumulation: int):
+    torch.set_num_threads(1)
     model, data, pixels = _setup()
     acc = Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
     assert acc.num_processes == (2 if accumulation == 1 else 1)
-    fit(model, data, stage="source", transform=pixels, accelerator=acc, batch_size=8, max_steps=1, seed=5)
+    # 2 steps: DDP without find_unused_parameters fails at the second one ("Expected to have
+    # finished reduction in the prior iteration"), as EfficientNet's unused `_fc` head did. No EMA
+    # teacher: it would start at step 2 (of 2) from BatchNorm running statistics, which DDP takes
+    # from rank 0 alone, so they legitimately differ from one process's
+    fit(model, data, stage="source", transform=pixels, accelerator=acc, batch_size=8, max_steps=2, seed=5,
+        ema_weight=0.0)
     if acc.is_main_process:
         torch.save({k: v.detach().clone() for k, v in model.named_parameters()}, out_file)
 
@@ -38,27 +43,31 @@ def _two_process_step(out_file):
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     # 2 ranks × 4 samples vs 1 rank × 2 accumulated micro-batches of 4: the samplers hand
     # out the same global batch, DDP averages the two ranks' gradients as accumulation
-    # averages the micro-batches, and BatchNorm sees the same 4-sample groups.
+    # averages the micro-batches, and BatchNorm sees the same 4-sample groups. The backbone
+    # carries a trainable head outside the loss, which DDP must tolerate.
     two, one = str(tmp_path / "two.pt"), str(tmp_path / "one.pt")
     run_distributed(_two_process_step, args=(two,), num_processes=2)
     _one_step(one, accumulation=2)
     p2, p1 = torch.load(two), torch.load(one)
     model, _, _ = _setup()
     start = dict(model.named_parameters())
-    assert any(not torch.allclose(p1[k], start[k]) for k in p1)  # the step changed the weights
+    assert any(not torch.allclose(p1[k], start[k]) for k in p1)  # the steps changed the weights
+    assert torch.equal(p2["backbone.module._fc.weight"], start["backbone.module._fc.weight"])
     for k in p1:
         torch.testing.assert_close(p2[k], p1[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
 def test_source_then_target_stages_run_and_freeze_the_classifier(make_model, tiny_dataset, to_pixels):
-    model = make_model(source_epochs=2, target_epochs=2, strategy="shot", model_selection="im_loss")
-    out = fit(model, tiny_dataset, stage="source", transform=to_pixels)
+    model = make_model(strategy="shot")
+    out = fit(model, tiny_dataset, stage="source", transform=to_pixels, epochs=2, batch_size=4)
     assert out["global_step"] == 2 * 3 and [h["epoch"] for h in out["history"]] == [1, 2]
     classifier = model.head.classifier.weight.detach().clone()
     bottleneck = model.head.bottleneck.weight.detach().clone()
-    out = fit(model, tiny_dataset.remove_columns("label"), stage="target", transform=to_pixels)
+    args = SFDATrainingArguments(stage="target", num_train_epochs=2, batch_size=4, model_selection="im_loss")
+    out = fit(model, tiny_dataset.remove_columns("label"), stage="target", transform=to_pixels, args=args)
     torch.testing.assert_close(model.head.classifier.weight, classifier)  # frozen in stage 2
-    assert out["selected_epoch"] in (0, 1, 2)
+    assert model.head.classifier.weight.requires_grad  # and trainable again afterwards
+    assert out["selected_epoch"] in (0, 1, 2) and model.config.model_selection == "im_loss"
     assert [h["epoch"] for h in out["history"] if "selection_score" in h] == [0, 1, 2]
     if out["selected_epoch"] > 0:
         assert not torch.allclose(model.head.bottleneck.weight, bottleneck)
@@ -68,25 +77,22 @@ def test_source_then_target_stages_run_and_freeze_the_classifier(make_model, tin
 
 
 def test_ema_teacher_is_copied_when_the_term_switches_on(make_model, tiny_dataset, to_pixels, monkeypatch):
-    from hf_clipadapt.sfda import training
-
     seen = []
-    original = training._source_loss
+    original = SFDATrainer._source_loss
 
-    def spy(cfg, logits, labels, teacher, pixel_values, progress):
-        if progress >= cfg.ema_start:
-            student = dict(model.named_parameters())
-            seen.append(all(torch.equal(p, student[k]) for k, p in teacher.named_parameters()))
-        return original(cfg, logits, labels, teacher, pixel_values, progress)
+    def spy(self, logits, labels, pixel_values):
+        if self.progress >= self.args.ema_start:
+            student = dict(self.model.named_parameters())
+            seen.append(all(torch.equal(p, student[k]) for k, p in self.teacher.named_parameters()))
+        return original(self, logits, labels, pixel_values)
 
-    monkeypatch.setattr(training, "_source_loss", spy)
-    model = make_model()  # default ema_teacher_init="copy_at_ema_start"
-    fit(model, tiny_dataset, stage="source", transform=to_pixels, epochs=2)  # steps at progress 0, 1/6, ..., 5/6
+    monkeypatch.setattr(SFDATrainer, "_source_loss", spy)
+    kwargs = dict(stage="source", transform=to_pixels, epochs=2, batch_size=4)  # progress 0, 1/6, ..., 5/6
+    fit(make_model(), tiny_dataset, **kwargs)  # default ema_teacher_init="copy_at_ema_start"
     # the first step at >= 40% (progress 3/6) sees a fresh copy; later steps a lagging teacher
     assert seen == [True, False, False]
     seen.clear()
-    model = make_model(ema_teacher_init="copy_at_start")
-    fit(model, tiny_dataset, stage="source", transform=to_pixels, epochs=2)
+    fit(make_model(), tiny_dataset, ema_teacher_init="copy_at_start", **kwargs)
     assert seen and not seen[0]  # the initial-model copy, averaged once
 
 
@@ -97,19 +103,39 @@ def test_universal_evaluation_reports_h_score(make_model, tiny_dataset, to_pixel
     assert 0.0 <= scores["h_score"] <= 100.0
 
 
-def test_checkpoint_resume_matches_an_uninterrupted_run(make_model, swin_config, tiny_dataset, to_pixels):
+@pytest.mark.parametrize("stage", ["source", "target"])
+def test_checkpoint_resume_matches_an_uninterrupted_run(stage, make_model, swin_config, tiny_dataset, to_pixels,
+                                                        tmp_path):  # fmt: skip
     # stochastic depth draws from the global RNG: the resumed run must see the same draws
     swin_config.drop_path_rate = 0.5
-    make = lambda seed: make_model(seed=seed, backbone_config=swin_config)  # noqa: E731
-    # 6 steps: the EMA teacher is copied from the student at step 3 (40%), checkpoint at step 4
-    kwargs = dict(stage="source", transform=to_pixels, epochs=2, seed=1)
-    with tempfile.TemporaryDirectory() as ckpt:
-        full = make(0)
-        fit(full, tiny_dataset, checkpoint_dir=ckpt, checkpoint_every=4, **kwargs)  # 6 steps, saves after 4
-        saved = sorted(p.name for p in Path(ckpt).iterdir())
-        assert saved == ["step_0000004"]  # atomic: no *.tmp left behind
-        resumed = make(123)  # different init: everything must come from the checkpoint
-        out = fit(resumed, tiny_dataset, resume_from=Path(ckpt) / "step_0000004", **kwargs)
+    make = lambda seed: make_model(seed=seed, backbone_config=swin_config, strategy="shot")  # noqa: E731
+    # 6 steps: the EMA teacher is copied from the student at step 3 (40%), checkpoint at step 4 (mid-epoch);
+    # the target stage's pseudo-labels of epoch 2 come from the checkpoint, not from a new pass
+    data = tiny_dataset if stage == "source" else tiny_dataset.remove_columns("label")
+    kwargs = dict(stage=stage, transform=to_pixels, epochs=2, seed=1, batch_size=4)
+    full = make(0)
+    fit(full, data, checkpoint_dir=tmp_path, checkpoint_every=4, **kwargs)  # 6 steps, saves after 4 and at the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert (tmp_path / "checkpoint-4" / "sfda_state.pt").is_file()
+    resumed = make(123)  # different init: everything must come from the checkpoint
+    out = fit(resumed, data, resume_from=tmp_path / "checkpoint-4", **kwargs)
     assert out["global_step"] == 6
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_config_with_the_old_training_settings_loads_and_sets_fit_defaults(make_model, tiny_dataset, to_pixels,
+                                                                              tmp_path):  # fmt: skip
+    import hf_clipadapt.sfda.configuration_sfda as C
+
+    C._warned_legacy = False
+    with pytest.warns(FutureWarning, match="no longer holds training settings"):
+        model = make_model(source_epochs=1, target_epochs=3, batch_size=4, ema_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process
+        SFDAConfig(backbone=None, source_epochs=2)
+    out = fit(model, tiny_dataset, stage="source", transform=to_pixels)
+    assert out["global_step"] == 3  # 1 epoch of 12 samples in batches of 4: the old keys are fit's defaults
+    model.save_pretrained(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
+    assert "source_epochs" not in saved and "ema_weight" not in saved  # not written again

@@ -93,7 +93,7 @@ def test_killed_save_leaves_the_whole_old_or_the_whole_new_folder(tmp_path, kill
     left.pop(MANIFEST_NAME)
     old.pop(MANIFEST_NAME)
     new = {"config.json": "new", "model.safetensors": "new", "results.json": "user"}
-    # before the rename to `.ready` the new save is incomplete (rolled back); after it, complete (rolled forward)
+    # before the rename to `.hf_clipadapt-ready` the new save is incomplete (rolled back); after it, complete (rolled forward)
     assert left == (old if kill_at == 1 else new)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"], "recovery leaves no sibling behind"
 
@@ -149,9 +149,9 @@ def test_loader_finishes_an_interrupted_swap(tmp_path):
             write_directory_atomic(target, lambda d: (d / "w.txt").write_text("new"))
     finally:
         io._step_hook = None
-    assert not target.exists() and (tmp_path / "ckpt.ready").is_dir()
+    assert not target.exists() and (tmp_path / "ckpt.hf_clipadapt-ready").is_dir()
     assert check_pretrained_path(str(target)) == str(target)
-    assert (target / "w.txt").read_text() == "new" and not (tmp_path / "ckpt.old").exists()
+    assert (target / "w.txt").read_text() == "new" and not (tmp_path / "ckpt.hf_clipadapt-old").exists()
 
 
 def test_loader_leaves_a_save_in_progress_alone(tmp_path):
@@ -159,9 +159,9 @@ def test_loader_leaves_a_save_in_progress_alone(tmp_path):
 
     target = tmp_path / "ckpt"
     write_directory_atomic(target, lambda d: (d / "w.txt").write_text("old"))
-    (tmp_path / "ckpt.writing").mkdir()  # another process may be writing it right now
+    (tmp_path / "ckpt.hf_clipadapt-writing").mkdir()  # another process may be writing it right now
     check_pretrained_path(str(target))
-    assert (tmp_path / "ckpt.writing").is_dir() and (target / "w.txt").read_text() == "old"
+    assert (tmp_path / "ckpt.hf_clipadapt-writing").is_dir() and (target / "w.txt").read_text() == "old"
     write_directory_atomic(target, lambda d: (d / "w.txt").write_text("new"))  # the next save clears it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
@@ -199,3 +199,74 @@ def test_save_refuses_a_file_and_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="working folder"):
         write_directory_atomic(".", lambda d: None)
+
+
+def test_example_output_folder_keeps_results_and_checkpoints_across_model_saves(tmp_path):
+    """What the examples do: results.json and an Accelerate checkpoints/ folder in
+    output_dir, the model (with its card) saved there before and after."""
+    import json
+
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    from hf_clipadapt.hub import ModelCardMixin, build_model_card
+    from hf_clipadapt.io import MANIFEST_NAME
+
+    class TinyConfig(PreTrainedConfig):
+        model_type = "hf_clipadapt_io_tiny"
+
+    class Tiny(ModelCardMixin, PreTrainedModel):
+        config_class = TinyConfig
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.linear = torch.nn.Linear(2, 2)
+            self.post_init()
+
+        def create_model_card(self, **kwargs):
+            return build_model_card(template="default.md", model_name="tiny", base_model="none", datasets=[])
+
+    out = tmp_path / "output_dir"
+    (out / "checkpoints" / "step_10").mkdir(parents=True)
+    (out / "checkpoints" / "step_10" / "optimizer.bin").write_bytes(b"state")
+    (out / "results.json").write_text(json.dumps({"accuracy": 1.0}))
+    first = Tiny(TinyConfig())
+    first.save_pretrained(out)
+    (out / "results.json").write_text(json.dumps({"accuracy": 2.0}))  # rewritten after the save
+    second = Tiny(TinyConfig())
+    with torch.no_grad():
+        second.linear.weight.fill_(3.0)
+    second.save_pretrained(out)
+
+    assert json.loads((out / "results.json").read_text()) == {"accuracy": 2.0}
+    assert (out / "checkpoints" / "step_10" / "optimizer.bin").read_bytes() == b"state"
+    written = set(json.loads((out / MANIFEST_NAME).read_text())["files"])
+    assert written == {"config.json", "model.safetensors", "README.md"}, "the manifest lists the save's files only"
+    assert torch.equal(Tiny.from_pretrained(out).linear.weight, torch.full((2, 2), 3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["output_dir"]
+
+
+def test_a_users_own_backup_folders_are_not_taken_for_an_interrupted_save(tmp_path):
+    from hf_clipadapt.checkpoints import check_pretrained_path
+
+    target = tmp_path / "model"
+    write_directory_atomic(target, lambda d: (d / "w.txt").write_text("mine"))
+    for name in ("model.old", "model.ready", "model.writing", "model.bak"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "w.txt").write_text(name)
+    check_pretrained_path(str(target))
+    write_directory_atomic(target, lambda d: (d / "w.txt").write_text("new"))
+    for name in ("model.old", "model.ready", "model.writing", "model.bak"):
+        assert (tmp_path / name / "w.txt").read_text() == name
+
+
+def test_symlinked_target_becomes_a_folder_and_leaves_the_link_target_alone(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "results.json").write_text("user")
+    link = tmp_path / "out"
+    link.symlink_to(real, target_is_directory=True)
+    write_directory_atomic(link, lambda d: (d / "config.json").write_text("new"))
+    assert link.is_dir() and not link.is_symlink()
+    assert (link / "config.json").read_text() == "new" and (link / "results.json").read_text() == "user"
+    assert (real / "results.json").read_text() == "user", "the link's target keeps its files"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"]

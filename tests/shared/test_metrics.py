@@ -65,3 +65,11 @@ def test_length_mismatch_and_empty_inputs_raise():
         metrics.accuracy(torch.tensor([0, 1]), torch.tensor([0]))
     with pytest.raises(ValueError, match="zero samples"):
         metrics.accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
+
+
+def test_h_score_warns_when_one_side_is_empty():
+    with pytest.warns(UserWarning, match="every label is unknown.*label2id"):
+        out = metrics.h_score([0, 1, 5], [5, 5, 5], unknown_index=5)
+    assert out == {"known": 0.0, "unknown": pytest.approx(100 / 3), "H": 0.0}
+    with pytest.warns(UserWarning, match="no label is unknown"):
+        assert metrics.h_score([0, 1], [0, 1], unknown_index=5)["H"] == 0.0

@@ -1,7 +1,6 @@
 """The shared training path on a tiny model: it learns, resumes exactly, runs the same
 on 2 processes as on 1, stays quiet off a terminal, and checkpoints only what it trains."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +131,20 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     assert torch.equal(p1["unused.weight"], start["unused.weight"])  # no gradient, no step
     for name in p1:
         assert_close_scaled(p2[name], p1[name], rtol=1e-5, msg=name)
+
+
+def test_tensor_rows_fetch_whole_batches_equal_to_per_sample_rows():
+    from hf_clipadapt.training import TensorRows
+
+    x, y = torch.randn(10, 3), torch.arange(10)
+    rows = TensorRows(x, y)
+    batch = stack_collate(rows.__getitems__([4, 1, 7]))
+    per_sample = stack_collate([rows[i] for i in (4, 1, 7)])
+    assert all(torch.equal(a, b) for a, b in zip(batch, per_sample)) and len(rows) == 10
+    with pytest.raises(ValueError, match="same first dimension"):
+        TensorRows(x, y[:5])
+
+
+def test_training_prints_nothing_to_stdout_without_bars(capsys):
+    train_model(tiny_model(), RowsDataset(16), _args(disable_tqdm=True))
+    assert capsys.readouterr().out == ""  # Trainer's PrinterCallback is off; logs stay in log_history

@@ -1,0 +1,47 @@
+"""Configuration of [`CraFTModel`]."""
+
+from __future__ import annotations
+
+from ..configuration_utils import AdaptedConfig
+
+
+class CraFTConfig(AdaptedConfig):
+    r"""A CraFT model (Wang et al., ICML 2024): a prompt z for a black-box VLM and a refinement module.
+
+    It derives from `AdaptedConfig`, not `CLIPAdaptedConfig`: the user side holds no CLIP,
+    only the address of the black box it queries.
+
+    Args:
+        black_box: where the black box lives: a CLIP name, alias or folder (served by a
+            `LocalBlackBox` in this process) or an http(s) URL of `hf_clipadapt.craft.serve`.
+        ctx_init: the initial phrase whose owner-side embedding is p0 ("a photo of a").
+        n_ctx / text_width: the shape [n, W] of p0 (filled from the black box).
+        intrinsic_dim: d0, the dimension of z (512).
+        projection_seed / projection_std: regenerate the projection A (std 0.02).
+        refine_hidden: hidden width of the refinement MLP (256; 512 on ImageNet).
+        shots / num_train_images / queries_spent: what training used, for the card.
+    """
+
+    model_type = "craft"
+
+    def __init__(self, black_box: str | None = None, ctx_init: str = "a photo of a", n_ctx: int = 4,
+                 text_width: int = 512, intrinsic_dim: int = 512, projection_seed: int = 0,
+                 projection_std: float = 0.02, refine_hidden: int = 256, shots: int | None = None,
+                 num_train_images: int | None = None, queries_spent: int | None = None, **kwargs):  # fmt: skip
+        for name, value in (("n_ctx", n_ctx), ("text_width", text_width), ("intrinsic_dim", intrinsic_dim),
+                            ("refine_hidden", refine_hidden)):  # fmt: skip
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if projection_std <= 0:
+            raise ValueError(f"projection_std must be > 0, got {projection_std}")
+        self.black_box, self.ctx_init, self.n_ctx, self.text_width = black_box, ctx_init, n_ctx, text_width
+        self.intrinsic_dim, self.projection_seed, self.projection_std = intrinsic_dim, projection_seed, projection_std
+        self.refine_hidden, self.shots, self.num_train_images = refine_hidden, shots, num_train_images
+        self.queries_spent = queries_spent
+        kwargs.setdefault("problem_type", "single_label_classification")
+        kwargs.setdefault("base_model_name_or_path", None if _is_url(black_box) else black_box)
+        super().__init__(**kwargs)
+
+
+def _is_url(ref) -> bool:
+    return isinstance(ref, str) and ref.startswith(("http://", "https://"))

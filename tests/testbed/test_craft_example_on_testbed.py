@@ -1,0 +1,48 @@
+"""examples/craft_black_box.py offline on the testbed CLIP, locally and through a loopback server,
+with a tiny budget: it runs, spends what it says, and saves a loadable few-kilobyte model."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from hf_clipadapt.craft import BlackBoxServer, CraFTModel, LocalBlackBox
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "craft_black_box.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("craft_black_box", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_suites(monkeypatch, world):
+    import hf_clipadapt.testbed.suites as suites
+
+    full = suites.load_suite
+    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
+    monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=3,
+                                                                              n_test_per_class=3, **kw))  # fmt: skip
+
+
+def test_craft_example_local_and_served(world, monkeypatch, tmp_path):
+    small_suites(monkeypatch, world)
+    example = load_example()
+    common = ["--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "2", "--budget", "25",
+              "--population", "10", "--intrinsic_dim", "32", "--cache_dir", "none"]  # fmt: skip
+    results = example.main([*common, "--output_dir", str(tmp_path / "local")])
+    assert results["world_size"] == 1 and results["generations"] == 2 and results["training_queries"] == 20
+    assert 0 <= results["zero_shot_accuracy"] <= 100 and 0 <= results["craft_accuracy"] <= 100
+    saved = json.loads((tmp_path / "local" / "results.json").read_text())
+    assert saved["craft_accuracy"] == results["craft_accuracy"]
+    model = CraFTModel.from_pretrained(tmp_path / "local")
+    assert model.config.is_fitted and model.config.shots == 2 and model.config.black_box == "testbed"
+    floats = 32 + (16 * 256 + 256) + (256 * 16 + 16)  # z, then R = 16→256→16: nothing else is saved
+    assert (tmp_path / "local" / "model.safetensors").stat().st_size < 4 * floats + 1_000
+    assert "CraFT" in (tmp_path / "local" / "README.md").read_text()
+
+    with BlackBoxServer(LocalBlackBox("testbed"), token="tok") as server:
+        served = example.main([*common, "--url", server.url, "--token", "tok", "--output_dir", str(tmp_path / "url")])
+    # the same seed, shots and budget through HTTP give the same model, hence the same accuracy
+    assert served["craft_accuracy"] == results["craft_accuracy"] and served["training_queries"] == 20

@@ -92,6 +92,13 @@ class UEOForImageClassification(CLIPAdaptedModel):
         self.backbone._cache_name = None
 
     # ------------------------------------------------------------------ fit / evaluate
+    def default_training_arguments(self) -> dict:
+        """The official code's settings (SGD lr 1e-4 for the context and the LayerNorms, cosine,
+        batch 64, 50 epochs); `fit(args={...})` overrides any of them."""
+        from .training import default_training_arguments
+
+        return default_training_arguments()
+
     def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, trade: float = 1.0,
             no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
             accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,

@@ -14,11 +14,10 @@ def load_example(name):
     return module
 
 
-def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys):
-    import hf_clipadapt.testbed.suites as suites
-    from hf_clipadapt.ueo import UEOForImageClassification
-
+def shrink(monkeypatch, world):
+    """The session's sprite world, tiny suites, and this checkout's card template."""
     import hf_clipadapt.hub as hub
+    import hf_clipadapt.testbed.suites as suites
 
     installed = hub.template_path  # this checkout's card template, even if the package is installed from another
     local = EXAMPLES.parent / "model_cards"
@@ -27,6 +26,12 @@ def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
     monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=2,
                                                                               n_test_per_class=4, **kw))  # fmt: skip
+
+
+def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys):
+    from hf_clipadapt.ueo import UEOForImageClassification
+
+    shrink(monkeypatch, world)
     out = tmp_path / "ueo"
     results = load_example("ueo_unsupervised").main([
         "--model", "testbed", "--dataset", "testbed:open_set", "--setting", "open_partial", "--epochs", "1",
@@ -44,3 +49,12 @@ def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys)
     model = UEOForImageClassification.from_pretrained(out)
     assert model.config.is_fitted and model.config.dataset_name == "testbed-open_set-open_partial"
     assert "auroc" in (out / "README.md").read_text()
+
+
+def test_ueo_example_oracle_ablation(world, monkeypatch, tmp_path):
+    shrink(monkeypatch, world)
+    results = load_example("ueo_unsupervised").main([
+        "--model", "testbed", "--dataset", "testbed:open_set", "--setting", "open", "--epochs", "1", "--oracle",
+        "--train_batch_size", "32", "--cache_dir", "none", "--output_dir", str(tmp_path / "oracle"),
+    ])  # fmt: skip
+    assert results["objective"] == "oracle" and results["train_images"] == 16 * 2 + 2 * 2

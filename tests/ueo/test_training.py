@@ -103,6 +103,18 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     assert loss(p2["history"]) == pytest.approx(loss(p1["history"]), rel=1e-4)
 
 
+def test_defaults_are_the_official_settings_and_overridable():
+    from hf_clipadapt.ueo.training import training_arguments
+
+    model = UEOForImageClassification.from_clip(backbone(), NAMES)
+    d = model.default_training_arguments()
+    assert (d["optim"], d["learning_rate"], d["lr_scheduler_type"], d["per_device_train_batch_size"]) == \
+        ("sgd", 1e-4, "cosine", 64)  # fmt: skip
+    args = training_arguments(1000, 0, {"learning_rate": 0.5})
+    assert args.learning_rate == 0.5 and args.per_device_train_batch_size == 64 and args.weight_decay == 0.0
+    assert training_arguments(10, 0).per_device_train_batch_size == 10  # never more than the data
+
+
 def test_bad_unlabelled_sets():
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
     with pytest.raises(ValueError, match="no image column 'image'"):

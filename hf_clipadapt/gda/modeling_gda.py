@@ -257,6 +257,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
             seed=c.seed, alpha=c.alpha, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
             alpha_rows="\n".join(f"| {a} | {s:.2f} |" for a, s in c.alpha_scores.items()) or "| - | - |",
             use_text_classifier=c.use_text_classifier, save_backbone=c.save_backbone,
+            new_class_alpha_rule=c.new_class_alpha_rule,
         )  # fmt: skip
 
     def create_model_card(self, **kwargs):

@@ -45,13 +45,13 @@ def main(argv=None) -> dict:
     ctx_init = None if str(args.ctx_init).lower() == "none" else args.ctx_init
     model = CoOpForImageClassification.from_clip(
         args.model, class_names(train, args.label_column), n_ctx=args.n_ctx, ctx_init=ctx_init,
-        class_specific=args.class_specific, view_flip=not args.no_flip,
+        class_specific=args.class_specific, view_flip=not args.no_flip, views=args.views,
     ).to(accelerator.device)  # fmt: skip
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(test, **encode)  # the initial context is the "a photo of a" prompt
     overrides = {"report_to": args.report_to or "none"}
     if args.epochs is not None:
-        overrides["num_train_epochs"] = model.passes(args.epochs) if args.views else args.epochs
+        overrides["num_train_epochs"] = model.passes(args.epochs)  # epochs of images = passes over the cached views
     if args.learning_rate is not None:
         overrides["learning_rate"] = args.learning_rate
     model.fit(train, shots=args.shots, seed=args.seed, views=args.views, args=overrides, dataset_name=dataset_name,

@@ -79,16 +79,17 @@ def main(argv=None) -> dict:
     name = dataset_display_name(args.dataset)
     train, test_base, test_new, base, new = base_new_data(args)
     encode = encode_kwargs(args, accelerator)
-    common = dict(templates=get_templates(args.templates or name), view_flip=not args.no_flip)
+    common = dict(templates=get_templates(args.templates or name), view_flip=not args.no_flip, views=args.views)
     fit = dict(shots=args.shots, seed=args.seed, views=args.views, dataset_name=name, **encode)
-    method_args = {} if args.epochs is None else {"num_train_epochs": max(1, round(args.epochs / args.views))}
     cls, kw = METHODS[args.method]
     zero_shot = scores(TipAdapterForImageClassification.from_clip(args.model, base + new, **common), test_base,
                        test_new, new, encode)  # fmt: skip
-    plain = cls.from_clip(args.model, base, **common, **kw).fit(train, args=method_args, **fit)
-    without = scores(plain, test_base, test_new, new, encode)
+    plain = cls.from_clip(args.model, base, **common, **kw)
+    # --epochs counts epochs of augmented images, as the papers do: passes over the cached views
+    method_args = {} if args.epochs is None else {"num_train_epochs": plain.passes(args.epochs)}
+    without = scores(plain.fit(train, args=method_args, **fit), test_base, test_new, new, encode)
     generator = SHIPGenerator.from_clip(args.model, base, **common)
-    generator.fit(train, args={"num_train_epochs": max(1, round(args.generator_epochs / args.views))}, **fit)
+    generator.fit(train, args={"num_train_epochs": generator.passes(args.generator_epochs)}, **fit)
     model = cls.from_clip(args.model, base + new, **common, **kw)
     fit_with_synthesized(model, train, generator, args=method_args, **fit)
     with_ship = scores(model, test_base, test_new, new, encode, record_as=name)

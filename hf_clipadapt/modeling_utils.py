@@ -405,20 +405,20 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
         check_class_names(dataset, label_column, self.class_names())
 
-    def adopt_dataset_labels(self, dataset, label_column: str, *, subset: bool = False) -> None:
+    def adopt_dataset_labels(self, dataset, label_column: str, *, subset: bool = False) -> torch.Tensor:
         """A model built from `num_labels` alone (generic LABEL_i names, no text classifier)
         takes its label names from the data's `ClassLabel`; otherwise the data's classes
-        must be the model's (with `subset=True`: some of the model's, matched by name)."""
+        must be the model's (with `subset=True`: some of the model's, matched by name).
+        Returns `dataset_label_map`: the data's label ids as this model's."""
         feature = _class_label(dataset, label_column)
         ours = self.class_names()
         generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
         if feature is not None and generic and feature.num_classes == len(ours):
             self.config.id2label = dict(enumerate(feature.names))
             self.config.label2id = {n: i for i, n in enumerate(feature.names)}
-        if subset:
-            self.dataset_label_map(dataset, label_column)
-        else:
+        if not subset:
             self.check_dataset_labels(dataset, label_column)
+        return self.dataset_label_map(dataset, label_column)
 
     def class_names(self) -> list[str]:
         return [self.config.id2label[i] for i in range(self.config.num_labels)]

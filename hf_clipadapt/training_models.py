@@ -115,9 +115,8 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         views = c.views if views is None else views
         train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
         encode = dict(batch_size=batch_size, accelerator=accelerator, cache_dir=cache_dir, image_column=image_column)
-        self.adopt_dataset_labels(train, label_column, subset=True)
+        remap = self.adopt_dataset_labels(train, label_column, subset=True)
         c.views, c.shots = views, shots if shots is not None else c.shots  # the schedule reads them
-        remap = self.dataset_label_map(train, label_column)
         features, labels = self.encode_training_views(train, seed=seed, views=views, label_column=label_column, **encode)
         val = None
         if validation is not None and self.uses_validation:

@@ -85,8 +85,7 @@ def score(model, feats, labels, columns=None) -> float:
 
 
 def build(cls, kw, clip, names, args):
-    model = cls.from_clip(clip, names, get_templates("testbed"), view_flip=False, views=args.views, shots=args.shots, **kw)
-    return model
+    return cls.from_clip(clip, names, get_templates("testbed"), view_flip=False, views=args.views, shots=args.shots, **kw)
 
 
 def fit(model, feats, labels, val, extra, args, seed, lr=None):

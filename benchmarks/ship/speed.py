@@ -65,37 +65,37 @@ def bare_text_step(clip: CLIPBackbone, input_ids: torch.Tensor):
     return step
 
 
-def coop_step(clip: CLIPBackbone, names: list[str], batch: int):
-    model = CoOpForImageClassification.from_clip(clip, names).train()
-    optimizer = torch.optim.SGD([model.prompt_learner.ctx], lr=2e-3, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    x = F.normalize(torch.randn(batch, clip.embed_dim, generator=g), dim=-1)
-    y = torch.randint(0, len(names), (batch,), generator=g)
+def optimizer_step(model, optimizer, x, y):
+    """A closure: one training step of `model` (its loss on features `x`, labels `y`)."""
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         model(image_features=x, labels=y).loss.backward()
         optimizer.step()
 
+    return step
+
+
+def feature_batch(clip: CLIPBackbone, num_classes: int, batch: int):
+    """Seeded unit-norm stand-ins for cached image features, and labels."""
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(batch, clip.embed_dim, generator=g), dim=-1)
+    return x, torch.randint(0, num_classes, (batch,), generator=g)
+
+
+def coop_step(clip: CLIPBackbone, names: list[str], batch: int):
+    model = CoOpForImageClassification.from_clip(clip, names).train()
+    optimizer = torch.optim.SGD([model.prompt_learner.ctx], lr=2e-3, momentum=0.9)
     # the same prompts, "X X X X {class}.", for the bare reference
     ids = model.prompt_learner.text_encoder.tokenize_classnames(names, model.config.n_ctx, ".").input_ids
-    return step, ids
+    return optimizer_step(model, optimizer, *feature_batch(clip, len(names), batch)), ids
 
 
 def ship_step(clip: CLIPBackbone, names: list[str], batch: int):
     generator = SHIPGenerator.from_clip(clip, names).train()
     optimizer = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    x = F.normalize(torch.randn(batch, clip.embed_dim, generator=g), dim=-1)
-    y = torch.randint(0, len(names), (batch,), generator=g)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        generator(image_features=x, labels=y).loss.backward()
-        optimizer.step()
-
-    ids = generator.class_tokens(names).input_ids[y]
-    return step, ids
+    x, y = feature_batch(clip, len(names), batch)
+    return optimizer_step(generator, optimizer, x, y), generator.class_tokens(names).input_ids[y]
 
 
 def median_seconds(steps: dict, rounds: int) -> dict:

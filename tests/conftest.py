@@ -39,6 +39,18 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons (and building TrainingArguments resets
+    them): reset them after each test, so no test sees another's distributed state."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
 @pytest.fixture
 def tiny_clip():
     from hf_clipadapt.testing_utils import tiny_clip_model

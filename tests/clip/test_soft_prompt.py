@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone, PromptLearner, SoftPromptTextEncoder
-from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer
+from hf_clipadapt.testing_utils import tiny_clip_model
 from hf_clipadapt.testing_utils import assert_close_scaled
 
 CLASSNAMES = ["cat", "golden retriever", "x", "a very long class name with many words"]

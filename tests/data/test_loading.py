@@ -1,4 +1,3 @@
-import pytest
 from datasets import Dataset
 
 from hf_clipadapt.data import dataset_display_name, load_image_dataset

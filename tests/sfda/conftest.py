@@ -80,14 +80,3 @@ def tiny_dataset():
 def _quiet_threads():
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; reset them around each test."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()

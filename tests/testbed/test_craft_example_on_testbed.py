@@ -1,34 +1,14 @@
 """examples/craft_black_box.py offline on the testbed CLIP, locally and through a loopback server,
 with a tiny budget: it runs, spends what it says, and saves a loadable few-kilobyte model."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 from hf_clipadapt.craft import BlackBoxServer, CraFTModel, LocalBlackBox
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "craft_black_box.py"
 
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("craft_black_box", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def small_suites(monkeypatch, world):
-    import hf_clipadapt.testbed.suites as suites
-
-    full = suites.load_suite
-    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
-    monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=3,
-                                                                              n_test_per_class=3, **kw))  # fmt: skip
-
-
-def test_craft_example_local_and_served(world, monkeypatch, tmp_path):
-    small_suites(monkeypatch, world)
-    example = load_example()
+def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
+    small_suites(3, 3)
+    example = load_example("craft_black_box")
     common = ["--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "2", "--budget", "25",
               "--population", "10", "--intrinsic_dim", "32", "--cache_dir", "none"]  # fmt: skip
     results = example.main([*common, "--output_dir", str(tmp_path / "local")])

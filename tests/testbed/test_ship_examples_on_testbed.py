@@ -1,36 +1,15 @@
 """examples/coop.py and examples/ship_base_to_new.py fully offline on the testbed CLIP,
 with tiny budgets: they run end to end, report what they say, and save loadable models."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import yaml
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def use_world(monkeypatch, world):
-    """The session's sprite world, and small suites (4 train, 5 test images per class)."""
-    import hf_clipadapt.testbed.suites as suites
-
-    full = suites.load_suite
-    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
-    monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=4,
-                                                                              n_test_per_class=5, **kw))  # fmt: skip
-
-
-def test_coop_example(world, monkeypatch, tmp_path):
+def test_coop_example(small_suites, load_example, tmp_path):
     from hf_clipadapt.coop import CoOpForImageClassification
 
-    use_world(monkeypatch, world)
+    small_suites(4, 5)
     out = tmp_path / "coop"
     results = load_example("coop").main([
         "--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "1", "--views", "1", "--no_flip",
@@ -43,11 +22,11 @@ def test_coop_example(world, monkeypatch, tmp_path):
     assert (out / "model.safetensors").stat().st_size < 10_000  # the context only
 
 
-def test_ship_base_to_new_example(world, monkeypatch, tmp_path):
+def test_ship_base_to_new_example(small_suites, load_example, tmp_path):
     from hf_clipadapt.ship import SHIPGenerator
     from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
-    use_world(monkeypatch, world)
+    small_suites(4, 5)
     out = tmp_path / "ship"
     results = load_example("ship_base_to_new").main([
         "--model", "testbed", "--dataset", "testbed:base_to_new", "--shots", "1", "--views", "1", "--no_flip",

@@ -1,37 +1,12 @@
 """examples/ueo_unsupervised.py fully offline on the testbed CLIP's open-set suite, shrunk."""
 
-import importlib.util
 import json
-from pathlib import Path
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def shrink(monkeypatch, world):
-    """The session's sprite world, tiny suites, and this checkout's card template."""
-    import hf_clipadapt.hub as hub
-    import hf_clipadapt.testbed.suites as suites
-
-    installed = hub.template_path  # this checkout's card template, even if the package is installed from another
-    local = EXAMPLES.parent / "model_cards"
-    monkeypatch.setattr(hub, "template_path", lambda n: str(local / n) if (local / n).is_file() else installed(n))
-    full = suites.load_suite
-    monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
-    monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(name, seed, n_train_per_class=2,
-                                                                              n_test_per_class=4, **kw))  # fmt: skip
-
-
-def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys):
+def test_ueo_example_on_the_open_set_suite(small_suites, load_example, tmp_path, capsys):
     from hf_clipadapt.ueo import UEOForImageClassification
 
-    shrink(monkeypatch, world)
+    small_suites(2, 4)
     out = tmp_path / "ueo"
     results = load_example("ueo_unsupervised").main([
         "--model", "testbed", "--dataset", "testbed:open_set", "--setting", "open_partial", "--epochs", "1",
@@ -51,8 +26,8 @@ def test_ueo_example_on_the_open_set_suite(world, monkeypatch, tmp_path, capsys)
     assert "auroc" in (out / "README.md").read_text()
 
 
-def test_ueo_example_oracle_ablation(world, monkeypatch, tmp_path):
-    shrink(monkeypatch, world)
+def test_ueo_example_oracle_ablation(small_suites, load_example, tmp_path):
+    small_suites(2, 4)
     results = load_example("ueo_unsupervised").main([
         "--model", "testbed", "--dataset", "testbed:open_set", "--setting", "open", "--epochs", "1", "--oracle",
         "--train_batch_size", "32", "--cache_dir", "none", "--output_dir", str(tmp_path / "oracle"),

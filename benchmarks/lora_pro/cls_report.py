@@ -92,11 +92,10 @@ def paired_difference(lo: list[int], other: list[int], n: int = 4000, seed: int 
     return {"diff": float(100 * (ot.mean() - lo_t.mean())), "p025": float(d[int(0.025 * (n - 1))]), "p975": float(d[int(0.975 * (n - 1))])}
 
 
-def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
-    """ΔW of every adapted weight: s·B·A for LoRA runs, W − W0 for full fine-tuning."""
-    sd = torch.load(work / f"{C.run_name('cls', run['method'], run['lr'], run['seed'])}.pt")
+def delta_w_of(sd: dict, method: str, base_sd: dict) -> dict[str, torch.Tensor]:
+    """ΔW of every adapted weight from a saved state: s·B·A for LoRA runs, W − W0 for full fine-tuning."""
     out = {}
-    if run["method"] == "full":
+    if method == "full":
         for n, w in sd.items():
             if n in base_sd and w.dim() == 2 and "embeddings" not in n and "classifier" not in n:
                 out[n] = w - base_sd[n]
@@ -110,24 +109,75 @@ def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def update_distances(work: Path, best: dict, runs: list[dict] = ()) -> dict:
-    """Relative distance and cosine between the ΔW of every LoRA run (seed 0) and the chosen
-    full-FT run's ΔW; keyed "method@lr"."""
+def delta_w(work: Path, run: dict, base_sd: dict) -> dict[str, torch.Tensor]:
+    sd = torch.load(work / f"{C.run_name('cls', run['method'], run['lr'], run['seed'])}.pt")
+    return delta_w_of(sd, run["method"], base_sd)
+
+
+def compare(dw: dict, ref: dict) -> dict:
+    """Relative distance, cosine and norm ratio of ΔW to a reference ΔW over their shared matrices."""
+    keys = sorted(set(dw) & set(ref))
+    a = torch.cat([dw[k].flatten() for k in keys]).double()
+    b = torch.cat([ref[k].flatten() for k in keys]).double()
+    return {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
+            "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
+
+
+def base_state() -> dict:
     from transformers import AutoModelForSequenceClassification
 
     from lora_pro_text_classification import offline_minilm_dir
 
-    base_sd = AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
+    return AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
+
+
+def update_distances(work: Path, best: dict, runs: list[dict], base_sd: dict) -> dict:
+    """Final ΔW of every LoRA run (seed 0) against the chosen full-FT run's; keyed "method@lr"."""
     ref = delta_w(work, best["full"], base_sd)
+    return {f"{r['method']}@{r['lr']:g}": compare(delta_w(work, r, base_sd), ref)
+            for r in sorted((r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"]))}
+
+
+def update_distance_curves(work: Path, runs: list[dict], base_sd: dict) -> dict:
+    """ΔW over training at the same LR and data order: at every snapshot step, each LoRA method's
+    ΔW_t against full fine-tuning's ΔW_t (seed 0). Keyed by LR, then method, then step."""
+    def snap(r: dict) -> Path:
+        return work / f"{C.run_name('cls', r['method'], r['lr'], r['seed'])}.snaps.pt"
+
     out = {}
-    for run in sorted((r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"])):
-        dw = delta_w(work, run, base_sd)
-        keys = sorted(set(dw) & set(ref))
-        a = torch.cat([dw[k].flatten() for k in keys])
-        b = torch.cat([ref[k].flatten() for k in keys])
-        out[f"{run['method']}@{run['lr']:g}"] = {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
-                  "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
+    for full in (r for r in runs if r["method"] == "full" and r["seed"] == 0):
+        peers = [r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0 and r["lr"] == full["lr"] and snap(r).exists()]
+        if not snap(full).exists() or not peers:
+            continue
+        ref = {t: delta_w_of(sd, "full", base_sd) for t, sd in torch.load(snap(full)).items()}
+        out[f"{full['lr']:g}"] = {r["method"]: {str(t): compare(delta_w_of(sd, r["method"], base_sd), ref[t])
+                                                for t, sd in torch.load(snap(r)).items() if t in ref} for r in peers}
     return out
+
+
+def plot_curves(curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 3.6 * len(curves)), squeeze=False)
+    for row, (lr, per_method) in zip(axes, sorted(curves.items(), key=lambda kv: float(kv[0]))):
+        for m, c in per_method.items():
+            steps = sorted(int(t) for t in c)
+            row[0].plot(steps, [c[str(t)]["cosine"] for t in steps], "o-", label=C.LABELS[m])
+            row[1].plot(steps, [c[str(t)]["norm_ratio"] for t in steps], "o-", label=C.LABELS[m])
+        row[0].set_title(f"cosine(ΔW, ΔW of full FT), lr {lr}, same data order")
+        row[1].set_title(f"‖ΔW‖ / ‖ΔW of full FT‖, lr {lr}")
+        row[1].set_yscale("log")
+        for ax in row:
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "cls_delta_w.png", dpi=110)
 
 
 def plots(runs: list[dict], best: dict) -> None:
@@ -164,12 +214,49 @@ def plots(runs: list[dict], best: dict) -> None:
     fig.savefig(HERE / "cls_lr_sweep.png", dpi=110)
 
 
+def train_loss_end(run: dict, k: int = 40) -> float:
+    """Mean training loss of the last k steps: where each optimiser got to on the data it fits."""
+    return statistics.mean(run["train_loss"][-k:])
+
+
+def mean_std(xs: list[float]) -> dict:
+    return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+
+
 def seed_stats(runs: list[dict], best: dict) -> dict:
+    """Per method at its (seed-0) chosen LR: per-seed test accuracy (cls), test loss and end-of-training loss."""
     out = {}
     for m, b in best.items():
-        accs = [r["test"]["accuracy"] for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")]
-        out[m] = {"seeds": len(accs), "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else None}
+        rs = sorted((r for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")), key=lambda r: r["seed"])
+        per = {r["seed"]: {"test_loss": r["test"]["loss"], "train_loss_end": train_loss_end(r),
+                           **({"test_accuracy": r["test"]["accuracy"]} if "accuracy" in r["test"] else {})} for r in rs}
+        out[m] = {"lr": b["lr"], "per_seed": per, **{k: mean_std([v[k] for v in per.values()]) for k in next(iter(per.values()), {})}}
     return out
+
+
+def gap_over_seeds(stats: dict, keys=("test_accuracy", "train_loss_end")) -> dict:
+    """Seed by seed, the LoRA → full-FT gap and the share of it each LoRA-Pro variant closes,
+    on a test metric and on end-of-training loss (the optimisation view)."""
+    if "lora" not in stats or "full" not in stats:
+        return {}
+    lo, fu = stats["lora"]["per_seed"], stats["full"]["per_seed"]
+    out = {}
+    for m in (m for m in stats if m.startswith("lorapro")):
+        pro = stats[m]["per_seed"]
+        seeds = sorted(set(lo) & set(fu) & set(pro))
+        if not seeds:
+            continue
+        out[m] = {"seeds": seeds}
+        for key in keys:
+            gap = [fu[s][key] - lo[s][key] for s in seeds]
+            diff = [pro[s][key] - lo[s][key] for s in seeds]
+            share = [d / g for d, g in zip(diff, gap) if abs(g) > 1e-9]
+            out[m][key] = {"gap": mean_std(gap), "diff_vs_lora": mean_std(diff), "share": mean_std(share) if share else None}
+    return out
+
+
+def fmt(x, d: int) -> str:
+    return "-" if x is None else f"{x:.{d}f}"
 
 
 def markdown(res: dict) -> str:
@@ -194,6 +281,28 @@ def markdown(res: dict) -> str:
         lines += ["", "| method (chosen run) | test accuracy − LoRA's, points | 95% paired bootstrap |", "|---|---|---|"]
         for m, d in res["diff_vs_lora"].items():
             lines.append(f"| {C.LABELS[m]} | {d['diff']:+.1f} | {d['p025']:+.1f} to {d['p975']:+.1f} |")
+    if res.get("seeds_at_chosen_lr"):
+        lines += ["", "| method | LR (chosen on seed 0) | seeds | test acc % mean ± std | per seed | train loss, last 40 steps |", "|---|---|---|---|---|---|"]
+        for m, st in res["seeds_at_chosen_lr"].items():
+            a, t = st["test_accuracy"], st["train_loss_end"]
+            per = ", ".join(f"{v['test_accuracy']:.1f}" for v in st["per_seed"].values())
+            lines.append(f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.1f} ± {fmt(a['std'], 1)} | {per} | "
+                         f"{t['mean']:.3f} ± {fmt(t['std'], 3)} |")
+    if res.get("gap_over_seeds"):
+        lines += ["", "| method | metric | LoRA → full-FT gap, mean ± std | method − LoRA, mean ± std | share of the gap closed, mean ± std |",
+                  "|---|---|---|---|---|"]
+        for m, g in res["gap_over_seeds"].items():
+            for key, label, d in (("test_accuracy", "test accuracy (points)", 1), ("train_loss_end", "train loss, last 40 steps", 3)):
+                x = g[key]
+                sh = "n/a" if x["share"] is None else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
+                lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
+                             f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |")
+    if res.get("update_distance_curves"):
+        lines += ["", "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps " + ", ".join(
+            sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int)) + " |", "|---|---|---|"]
+        for lr, per in res["update_distance_curves"].items():
+            for m, c in per.items():
+                lines.append(f"| {lr} | {C.LABELS[m]} | " + ", ".join(f"{c[t]['cosine']:.2f}" for t in sorted(c, key=int)) + " |")
     if res.get("update_distance_to_full_ft"):
         lines += ["", "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
         for key, d in res["update_distance_to_full_ft"].items():
@@ -214,13 +323,17 @@ def main(argv=None):
     res = {"runs": [{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")} for r in runs],
            "chosen": {m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)} for m, b in best.items()},
            "seeds_at_chosen_lr": seed_stats(runs, best), "config": C.TASKS["cls"]}
+    res["gap_over_seeds"] = gap_over_seeds(res["seeds_at_chosen_lr"])
     if "lora" in best and "full" in best:
         preds = {m: test_predictions(work, b) for m, b in best.items()}
         res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
                             for m in best if m.startswith("lorapro")}
         res["diff_vs_lora"] = {m: paired_difference(preds["lora"], preds[m]) for m in best if m != "lora"}
         if not a.no_distances:
-            res["update_distance_to_full_ft"] = update_distances(work, best, runs)
+            base_sd = base_state()
+            res["update_distance_to_full_ft"] = update_distances(work, best, runs, base_sd)
+            res["update_distance_curves"] = update_distance_curves(work, runs, base_sd)
+            plot_curves(res["update_distance_curves"])
     res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}
     (HERE / "cls_results.json").write_text(json.dumps(res, indent=1))
     (HERE / "cls_table.md").write_text(markdown(res))

@@ -108,6 +108,17 @@ def test_text_classification_example(tmp_path, optimizer):
     _assert_stock_peft_adapter(out, lambda: AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2))
 
 
+def test_text_classification_default_lr_is_the_optimizers_own():
+    """LoRA-Pro full wants a full-FT-sized LR, ~10x below LoRA's: one shared default would
+    compare effective LRs, not optimisers. An explicit --lr still wins."""
+    import lora_pro_text_classification as ex
+
+    lrs = {o: ex.parse_args(["--optimizer", o]).lr for o in ex.OPTIMIZERS}
+    assert lrs == ex.DEFAULT_LR
+    assert lrs["lorapro-full"] < lrs["lorapro-efficient"] < lrs["adamw"]
+    assert ex.parse_args(["--optimizer", "adamw", "--lr", "5e-5"]).lr == 5e-5
+
+
 def test_csv_without_a_label_column_says_so(tmp_path):
     from lora_pro_text_classification import load_text_classification
 

@@ -200,7 +200,7 @@ def plots(runs: list[dict], best: dict) -> None:
     axes[0].set_ylabel("accuracy %")
     axes[0].set_title("LR sweep, seed 0 (all methods on one axis)")
     axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6, loc="lower left")
     for m, r in best.items():
         y = torch.tensor(r["train_loss"])
         ys = torch.nn.functional.avg_pool1d(y[None, None], 21, 1, padding=10, count_include_pad=False)[0, 0]

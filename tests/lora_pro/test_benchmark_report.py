@@ -1,0 +1,73 @@
+"""The LoRA-Pro benchmark's ΔW and gap arithmetic (benchmarks/lora_pro/cls_report.py).
+
+The ΔW-over-training curves compare a LoRA run's s·B·A with full fine-tuning's W − W0
+matrix by matrix; if the two runs' weight names did not line up, the comparison would
+quietly cover fewer matrices. These tests pin the naming and the arithmetic."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "lora_pro"))
+import cls_report as R
+import convergence as C
+
+
+def _tiny_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16, num_labels=2)
+    return BertForSequenceClassification(cfg)
+
+
+def test_lora_and_full_snapshots_cover_the_same_matrices():
+    base = _tiny_bert()
+    base_sd = {k: v.clone() for k, v in base.state_dict().items()}
+    lora = C.wrap(_tiny_bert(), "cls", "lora", seed=0)
+    for n, p in lora.named_parameters():  # PEFT starts B at 0: give it values so ΔW is not trivially 0
+        if ".lora_B." in n:
+            p.data.normal_()
+    full = C.wrap(_tiny_bert(), "cls", "full", seed=0)
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(0.1)
+    dw_lora = R.delta_w_of(C.adapted_weights(lora, "lora"), "lora", base_sd)
+    dw_full = R.delta_w_of(C.adapted_weights(full, "full"), "full", base_sd)
+    assert set(dw_lora) == set(dw_full)
+    # q, k, v, attention output, intermediate, output, pooler: 7 matrices in one layer
+    assert len(dw_lora) == 7 and all("embeddings" not in k and "classifier" not in k for k in dw_lora)
+    for d in dw_full.values():
+        torch.testing.assert_close(d, torch.full_like(d, 0.1), rtol=0, atol=1e-6)
+    sd = C.adapted_weights(lora, "lora")
+    a = next(n for n in sd if ".query.lora_A." in n)
+    torch.testing.assert_close(dw_lora["bert.encoder.layer.0.attention.self.query.weight"],
+                               (16 / 8) * sd[a.replace("lora_A", "lora_B")] @ sd[a])
+
+
+def test_compare_against_hand_values():
+    ref = {"w": torch.tensor([[3.0, 0.0], [0.0, 4.0]])}
+    same = R.compare(ref, ref)
+    assert same["cosine"] == pytest.approx(1.0) and same["rel_distance"] == pytest.approx(0.0) and same["norm_ratio"] == pytest.approx(1.0)
+    doubled = R.compare({"w": 2 * ref["w"]}, ref)
+    assert doubled["cosine"] == pytest.approx(1.0) and doubled["norm_ratio"] == pytest.approx(2.0) and doubled["rel_distance"] == pytest.approx(1.0)
+    ortho = R.compare({"w": torch.tensor([[0.0, 5.0], [0.0, 0.0]])}, ref)
+    assert ortho["cosine"] == pytest.approx(0.0) and ortho["rel_distance"] == pytest.approx(2 ** 0.5)
+
+
+def test_gap_shares_are_paired_by_seed():
+    def stats(accs):
+        return {"per_seed": {s: {"test_accuracy": a, "train_loss_end": 1.0 - a / 100} for s, a in accs.items()}}
+
+    res = R.gap_over_seeds({"lora": stats({0: 80.0, 1: 70.0}), "full": stats({0: 84.0, 1: 72.0}),
+                            "lorapro-full": stats({0: 82.0, 1: 71.5, 2: 99.0})})  # seed 2 has no LoRA/full pair
+    g = res["lorapro-full"]
+    assert g["seeds"] == [0, 1]
+    assert g["test_accuracy"]["gap"]["mean"] == pytest.approx(3.0)
+    assert g["test_accuracy"]["share"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
+    assert g["train_loss_end"]["share"]["mean"] == pytest.approx((0.5 + 0.75) / 2)

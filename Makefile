@@ -57,7 +57,11 @@ bench-gda: assets-full
 
 bench-lora-pro: assets-full
 	$(PYTHON) benchmarks/lora_pro/speed.py
-	$(PYTHON) benchmarks/lora_pro/convergence.py all
+	mkdir -p /tmp/lora_pro_convergence
+	cat benchmarks/lora_pro/cls_queue.txt benchmarks/lora_pro/sft_queue.txt > /tmp/lora_pro_convergence/queue.txt
+	$(PYTHON) benchmarks/lora_pro/convergence.py queue --work /tmp/lora_pro_convergence
+	$(PYTHON) benchmarks/lora_pro/cls_report.py --work /tmp/lora_pro_convergence
+	$(PYTHON) benchmarks/lora_pro/sft_report.py --work /tmp/lora_pro_convergence
 
 bench-tzsl: assets-full
 	$(PYTHON) benchmarks/tzsl/make_features.py

@@ -8,16 +8,18 @@ Tasks
        Amazon fine-food reviews (modeldata `small_fine_foods`, "great" vs "other").
 
 Protocol: equal steps, equal batches in the same order, warmup + cosine, grad-norm clip 1.0,
-weight decay 0, LoRA r=8 alpha=16 on every linear layer. Each method gets a small LR grid; the
-LR is chosen on the validation split only, and only the chosen run is evaluated on test.
+weight decay 0, LoRA r=8 alpha=16 on every linear layer. Each method gets an LR grid; the LR is
+chosen on the validation split only. Every run also records its test metric, for the equal-LR
+view; the reports never select on it.
 
-    python benchmarks/lora_pro/convergence.py all            # grid, selection, report
-    python benchmarks/lora_pro/convergence.py run --task cls --method lora --lr 1e-3
-    python benchmarks/lora_pro/convergence.py select         # test eval of val-best runs
-    python benchmarks/lora_pro/convergence.py report         # table + PNG
+    python benchmarks/lora_pro/convergence.py run --task cls --method lora --lr 1e-3 --seed 0
+    python benchmarks/lora_pro/convergence.py grid --task sft          # the task's seed-0 grid
+    python benchmarks/lora_pro/convergence.py queue --work DIR         # jobs from DIR/queue.txt
+    python benchmarks/lora_pro/cls_report.py --work DIR                # tables, plots, JSON
+    python benchmarks/lora_pro/sft_report.py --work DIR
 
-Raw runs go to --work (default /tmp/lora_pro_convergence); the summary JSON and PNG go next to
-this file. Sized for a shared 2-core CPU: about 25 CPU-minutes in all.
+Raw runs (JSON, final trainable weights, cls ΔW snapshots) go to --work (default
+/tmp/lora_pro_convergence); cls_queue.txt and sft_queue.txt hold the protocols as run.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ TASKS = {
     # validation and test of >= 100 problems each for the held-out token loss (140 drawn, the
     # few over 256 tokens dropped: truncation would cut their answers). At ~8 CPU-s per
     # step a run costs ~20 CPU-minutes, which bounds how many grid points a 2-core session affords.
-    "sft": dict(steps=150, batch_size=4, max_length=256, n_train=1250, n_val=140, n_test=140, warmup=0.1, max_new_tokens=160,
+    "sft": dict(steps=150, batch_size=4, max_length=256, n_train=1250, n_val=140, n_test=140, warmup=0.1,
                 grid={"lora": [2e-4, 6e-4, 2e-3], "lorapro-full": [2e-5, 6e-5, 2e-4], "lorapro-efficient": [2e-4, 6e-4, 2e-3],
                       "lorapro-factored": [2e-5, 6e-5, 2e-4], "full": [2e-5, 6e-5, 2e-4]}),
     # 400 steps x batch 16 = 1.8 epochs of the 3,500 training reviews; 32 tokens (the first
@@ -70,7 +72,6 @@ def load_task(task: str, seed: int = 0):
         model, tok = load_model_and_tokenizer(*offline_smollm2())
         raw = load_gsm("gsm_symbolic", n_train=cfg["n_train"], n_val=cfg["n_val"], n_test=cfg["n_test"], seed=seed)
         splits = {k: sft_dataset(tok, raw[k], cfg["max_length"]) for k in ("train", "validation", "test")}
-        splits["test_raw"] = raw["test"]
         return model, tok, splits
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -258,191 +259,22 @@ def run_queue(work: Path, threads: int = 1, queue: str = "queue.txt"):
         run(*todo[0][:3], work, todo[0][3], threads)
 
 
-# ----------------------------------------------------------------------------- selection + test
+# ----------------------------------------------------------------------------- selection
 def val_key(res):
+    """What selection sorts by: validation accuracy then loss (cls), validation loss (sft)."""
     v = res["val"]
     return (-v.get("accuracy", 0.0), v["loss"]) if res["task"] == "cls" else (v["loss"],)
 
 
-def _runs(work: Path, task: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*.json"))]
-
-
-def select(work: Path, tasks=("sft", "cls"), methods=METHODS + ("base",), seed: int = 0, threads: int = 1, generate: bool = True, em_n: int | None = None):
-    """Test-evaluate, per method, the run whose LR is best on validation (and, for sft, the
-    untrained model). Results are cached per (task, method, lr) in the work folder, so several
-    `select --method ...` processes can run side by side; `summarize` gathers them."""
-    torch.set_num_threads(threads)
-    for task in tasks:
-        runs = _runs(work, task)
-        for method in methods:
-            if method == "base" and task != "sft":
-                continue
-            mruns = [r for r in runs if r["method"] == method]
-            if method != "base" and not mruns:
-                continue
-            best = min(mruns, key=val_key) if mruns else None
-            lr = None if best is None else best["lr"]
-            out = work / (f"test_{task}_base.json" if best is None else f"test_{run_name(task, method, lr)}.json")
-            prev = json.loads(out.read_text())["test"] if out.exists() else None
-            if prev is not None and (task != "sft" or not generate or "exact_match" in prev):
-                continue
-            print(f"[select] {task} {method} lr={lr}", flush=True)
-            model, tok, splits = load_task(task, seed)
-            if best is not None:
-                model = wrap(model, task, method, seed)
-                state = torch.load(work / f"{run_name(task, method, lr)}.pt")
-                missing = set(state) - {n for n, _ in model.named_parameters()}
-                if missing:
-                    raise RuntimeError(f"saved weights do not match the model: {sorted(missing)[:3]}")
-                model.load_state_dict(state, strict=False)
-            col = collate(task, tok)
-            t0 = time.perf_counter()
-            test = prev or evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64)
-            if task == "sft" and generate:
-                from lora_pro_causal_lm import exact_match
-
-                tr = splits["test_raw"]
-                k = min(em_n or len(tr), len(tr))
-                test["exact_match"], gens = exact_match(model, tok, tr["question"][:k], tr["answer"][:k], TASKS[task]["max_new_tokens"])
-                test["generations"], test["answers"] = gens, tr["answer"][:k]
-            test["eval_wall_s"] = time.perf_counter() - t0
-            out.write_text(json.dumps({"task": task, "method": method, "lr": lr, "test": test}))
-            print(f"[select] {task} {method}: test { {k: v for k, v in test.items() if k != 'generations'} }", flush=True)
-            del model
-
-
-def summarize(work: Path, tasks=("sft", "cls")) -> dict:
-    """convergence.json from the run and test files in the work folder (no evaluation)."""
-    from lora_pro_causal_lm import extract_answer
-
-    summary = {}
-    for task in tasks:
-        runs = _runs(work, task)
-        tsum = {}
-        for method in METHODS + ("base",):
-            mruns = [r for r in runs if r["method"] == method]
-            best = min(mruns, key=val_key) if mruns else None
-            tfile = work / (f"test_{task}_base.json" if method == "base" else f"test_{run_name(task, method, best['lr'])}.json" if best else "")
-            if method == "base" and not tfile.exists():
-                continue
-            if method != "base" and best is None:
-                continue
-            test = json.loads(tfile.read_text())["test"] if tfile.is_file() else None
-            if test and "generations" in test:
-                gens, answers = test.pop("generations"), test.pop("answers")
-                test["sample_generation"] = gens[0]
-                test["_em_hits"] = [extract_answer(g) == extract_answer(a) for g, a in zip(gens, answers)]
-            tsum[method] = {
-                "lr": None if best is None else best["lr"],
-                "grid": sorted(r["lr"] for r in mruns),
-                "val_by_lr": {f"{r['lr']:g}": r["val"] for r in sorted(mruns, key=lambda r: r["lr"])},
-                "val": None if best is None else best["val"],
-                "test": test,
-                "train_loss": None if best is None else best["train_loss"],
-                "val_curve": None if best is None else best["val_curve"],
-                "median_step_s": None if best is None else best["median_step_s"],
-                "steps": None if best is None else best["steps"],
-                "config": None if best is None else best["config"],
-            }
-        # Exact match over the problems that every evaluated model answered (the first K).
-        hits = [m["test"]["_em_hits"] for m in tsum.values() if m["test"] and "_em_hits" in m["test"]]
-        if hits:
-            k = min(len(h) for h in hits)
-            for m in tsum.values():
-                if m["test"] and "_em_hits" in m["test"]:
-                    h = m["test"].pop("_em_hits")[:k]
-                    m["test"]["exact_match"], m["test"]["exact_match_n"] = 100.0 * sum(h) / k, k
-        if tsum:
-            summary[task] = tsum
-    (HERE / "convergence.json").write_text(json.dumps(summary, indent=1))
-    return summary
-
-
-# ----------------------------------------------------------------------------- report
-def report():
-    summary = json.loads((HERE / "convergence.json").read_text())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [t for t in ("sft", "cls") if t in summary]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
-    lines = []
-    titles = {"sft": "SmolLM2-135M SFT, gsm_symbolic", "cls": "MiniLM-L6, fine-food reviews"}
-    for ax, task in zip(axes[0], tasks):
-        for method in METHODS:
-            r = summary[task].get(method)
-            if not r or not r.get("train_loss"):
-                continue
-            y = torch.tensor(r["train_loss"])
-            k = 5 if task == "sft" else 9  # moving average over k steps
-            ys = torch.nn.functional.avg_pool1d(y[None, None], k, 1, padding=k // 2, count_include_pad=False)[0, 0]
-            ax.plot(range(1, len(ys) + 1), ys.tolist(), label=f"{LABELS[method]} (lr {r['lr']:g})")
-        ax.set_title(titles[task])
-        ax.set_xlabel("step")
-        ax.set_ylabel("train loss (moving avg)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(HERE / "convergence.png", dpi=110)
-
-    gaps = []
-    lines.append("| task | method | LR grid (val metric) | chosen LR | val | test loss | test metric | wall s/step (busy machine) |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for task in tasks:
-        for method in METHODS + ("base",):
-            r = summary[task].get(method)
-            if not r:
-                continue
-            metric = "accuracy" if task == "cls" else "exact_match"
-            if task == "cls":
-                grid = ", ".join(f"{lr}: {v['accuracy']:.1f}%" for lr, v in r["val_by_lr"].items())
-                val = f"{r['val']['accuracy']:.1f}% / {r['val']['loss']:.3f}"
-            elif r["val"] is not None:
-                grid = ", ".join(f"{lr}: {v['loss']:.3f}" for lr, v in r["val_by_lr"].items())
-                val = f"{r['val']['loss']:.3f}"
-            else:
-                grid, val = "-", "-"
-            name = LABELS.get(method, "no training (base)")
-            lr = "-" if r["lr"] is None else f"{r['lr']:g}"
-            sps = "-" if r.get("median_step_s") is None else f"{r['median_step_s']:.2f}"
-            t = r.get("test") or {}
-            tl = f"{t['loss']:.3f}" if "loss" in t else "pending"
-            tm = f"{t[metric]:.1f}%" if metric in t else "pending"
-            lines.append(f"| {task} | {name} | {grid} | {lr} | {val} | {tl} | {tm} | {sps} |")
-        # How much of the LoRA -> full fine-tuning gap each LoRA-Pro mode closes, on test.
-        lo, fu = summary[task].get("lora", {}).get("test"), summary[task].get("full", {}).get("test")
-        if lo and fu:
-            for m in ("lorapro-full", "lorapro-efficient"):
-                t = summary[task].get(m, {}).get("test")
-                if not t:
-                    continue
-                parts = []
-                for key in ("loss", metric):
-                    if not all(key in x for x in (t, lo, fu)):
-                        continue
-                    gap = fu[key] - lo[key]
-                    parts.append(f"{key} {100 * (t[key] - lo[key]) / gap:+.0f}%" if abs(gap) > 1e-9 else f"{key} n/a (no gap)")
-                gaps.append(f"- {task}, {LABELS[m]}: share of the LoRA→full-FT test gap closed: " + ", ".join(parts))
-    table = "\n".join(lines + [""] + gaps)
-    (HERE / "convergence_table.md").write_text(table + "\n")
-    print(table)
-    return table
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("cmd", choices=["run", "grid", "queue", "select", "report", "all"])
+    p.add_argument("cmd", choices=["run", "grid", "queue"])
     p.add_argument("--task", choices=list(TASKS), action="append")
-    p.add_argument("--method", choices=METHODS + ("base",), action="append")
+    p.add_argument("--method", choices=METHODS, action="append")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--work", default="/tmp/lora_pro_convergence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1 is faster than 2 on a crowded 2-core machine")
-    p.add_argument("--em_n", type=int, default=None, help="select: exact match on the first N test problems only (CPU time)")
-    p.add_argument("--no_generate", action="store_true", help="select: test loss only, skip the greedy exact-match pass")
     p.add_argument("--reverse", action="store_true", help="walk the grid backwards (for a second `grid` process)")
     p.add_argument("--queue", default="queue.txt", help="queue: the job file inside --work")
     p.add_argument("--steps", type=int, default=None, help="override the task's step count (smoke tests)")
@@ -454,22 +286,17 @@ def main(argv=None):
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     tasks = a.task or ["cls", "sft"]
-    methods = [m for m in (a.method or METHODS) if m != "base"]
+    methods = list(a.method or METHODS)
     if a.cmd == "queue":
         run_queue(work, a.threads, a.queue)
     if a.cmd == "run":
         if a.lr is None or not a.task or not a.method:
             p.error("run needs --task, --method and --lr")
         run(tasks[0], methods[0], a.lr, work, a.seed, a.threads)
-    if a.cmd in ("grid", "all"):
+    if a.cmd == "grid":
         jobs = [(t, m, lr) for t in tasks for m in methods for lr in TASKS[t]["grid"][m]]
         for task, method, lr in reversed(jobs) if a.reverse else jobs:
             run(task, method, lr, work, a.seed, a.threads)
-    if a.cmd in ("select", "all"):
-        select(work, tasks, tuple(a.method) if a.method else METHODS + ("base",), a.seed, a.threads, generate=not a.no_generate, em_n=a.em_n)
-    if a.cmd in ("report", "all"):
-        summarize(work, tasks)
-        report()
 
 
 if __name__ == "__main__":

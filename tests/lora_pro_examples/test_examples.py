@@ -108,11 +108,14 @@ def test_text_classification_example(tmp_path, optimizer):
     _assert_stock_peft_adapter(out, lambda: AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2))
 
 
-def test_text_classification_default_lr_is_the_optimizers_own():
-    """LoRA-Pro full wants a full-FT-sized LR, ~10x below LoRA's: one shared default would
-    compare effective LRs, not optimisers. An explicit --lr still wins."""
-    import lora_pro_text_classification as ex
+@pytest.mark.parametrize("example", ["lora_pro_text_classification", "lora_pro_causal_lm"])
+def test_default_lr_is_the_optimizers_own(example):
+    """LoRA-Pro full wants a smaller LR than LoRA (a full-FT-sized one on the classification
+    benchmark): one shared default would compare effective LRs, not optimisers. An explicit
+    --lr still wins."""
+    import importlib
 
+    ex = importlib.import_module(example)
     lrs = {o: ex.parse_args(["--optimizer", o]).lr for o in ex.OPTIMIZERS}
     assert lrs == ex.DEFAULT_LR
     assert lrs["lorapro-full"] < lrs["lorapro-efficient"] < lrs["adamw"]

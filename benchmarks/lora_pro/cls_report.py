@@ -60,7 +60,7 @@ def test_predictions(work: Path, run: dict) -> list[int]:
     model, tok, splits = C.load_task("cls", run["seed"])
     model = C.wrap(model, "cls", run["method"], run["seed"])
     model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False)
-    model.eval()
+    model.to(C.DEVICE).eval()
     col = C.collate("cls", tok)
     hits = []
     for b in C.batches(splits["test"], 64, col):

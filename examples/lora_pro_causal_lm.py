@@ -42,10 +42,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 OPTIMIZERS = ("adamw", "lorapro-full", "lorapro-efficient")
 # Validation-chosen LRs of the SmolLM2-135M SFT benchmark (benchmarks/lora_pro/RESULTS.md, one
-# seed): LoRA 6e-3 (the top of its grid) and LoRA-Pro full 2e-4. Efficient mode did not run there; its
+# seed): LoRA 6e-3 and LoRA-Pro full 6e-4 (each the top of its grid). Efficient mode did not run there; its
 # default keeps the classification benchmark's ratio to LoRA (1/3). One LR for all three would
 # compare effective LRs, not optimisers.
-DEFAULT_LR = {"adamw": 6e-3, "lorapro-full": 2e-4, "lorapro-efficient": 2e-3}
+DEFAULT_LR = {"adamw": 6e-3, "lorapro-full": 6e-4, "lorapro-efficient": 2e-3}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

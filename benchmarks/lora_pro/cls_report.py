@@ -29,8 +29,8 @@ import convergence as C  # noqa: E402
 LORA_METHODS = ("lora", "lorapro-full", "lorapro-efficient", "lorapro-factored")
 
 
-def load_runs(work: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(work.glob("cls_*_s*.json"))]
+def load_runs(work: Path, task: str = "cls") -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(work.glob(f"{task}_*_s*.json"))]
 
 
 def chosen(runs: list[dict], method: str, seed: int = 0) -> dict | None:
@@ -180,7 +180,10 @@ def plot_curves(curves: dict) -> None:
     fig.savefig(HERE / "cls_delta_w.png", dpi=110)
 
 
-def plots(runs: list[dict], best: dict) -> None:
+def plots(runs: list[dict], best: dict, metric: str = "accuracy", ylabel: str = "accuracy %", smooth: int = 21,
+          name: str = "cls_lr_sweep.png") -> None:
+    """Left: the seed-0 LR sweep of every method on one axis (validation solid, test dashed).
+    Right: the training-loss curves of the chosen runs (moving average over `smooth` steps)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,26 +195,22 @@ def plots(runs: list[dict], best: dict) -> None:
         if not grid:
             continue
         lrs = [r["lr"] for r in grid]
-        line, = axes[0].semilogx(lrs, [r["val"]["accuracy"] for r in grid], "o-", label=f"{C.LABELS[m]} (validation)")
+        line, = axes[0].semilogx(lrs, [r["val"][metric] for r in grid], "o-", label=f"{C.LABELS[m]} (validation)")
         if all(r.get("test") for r in grid):
-            axes[0].semilogx(lrs, [r["test"]["accuracy"] for r in grid], "x--", color=line.get_color(), alpha=0.6,
+            axes[0].semilogx(lrs, [r["test"][metric] for r in grid], "x--", color=line.get_color(), alpha=0.6,
                              label=f"{C.LABELS[m]} (test)")
-    axes[0].set_xlabel("learning rate")
-    axes[0].set_ylabel("accuracy %")
-    axes[0].set_title("LR sweep, seed 0 (all methods on one axis)")
-    axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="lower left")
+    axes[0].set(xlabel="learning rate", ylabel=ylabel, title="LR sweep, seed 0 (all methods on one axis)")
+    axes[0].legend(fontsize=6, loc="lower left" if metric == "accuracy" else "upper right")
     for m, r in best.items():
         y = torch.tensor(r["train_loss"])
-        ys = torch.nn.functional.avg_pool1d(y[None, None], 21, 1, padding=10, count_include_pad=False)[0, 0]
+        ys = torch.nn.functional.avg_pool1d(y[None, None], smooth, 1, padding=smooth // 2, count_include_pad=False)[0, 0]
         axes[1].plot(range(1, len(ys) + 1), ys.tolist(), label=f"{C.LABELS[m]} (lr {r['lr']:g})")
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("train loss (moving average, 21 steps)")
-    axes[1].set_title("chosen runs, seed 0")
-    axes[1].grid(alpha=0.3)
+    axes[1].set(xlabel="step", ylabel=f"train loss (moving average, {smooth} steps)", title="chosen runs, seed 0")
     axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(HERE / "cls_lr_sweep.png", dpi=110)
+    fig.savefig(HERE / name, dpi=110)
 
 
 def train_loss_end(run: dict, k: int = 40) -> float:
@@ -253,6 +252,19 @@ def gap_over_seeds(stats: dict, keys=("test_accuracy", "train_loss_end")) -> dic
             share = [d / g for d, g in zip(diff, gap) if abs(g) > 1e-9]
             out[m][key] = {"gap": mean_std(gap), "diff_vs_lora": mean_std(diff), "share": mean_std(share) if share else None}
     return out
+
+
+def summarize(runs: list[dict], task: str, gap_keys: tuple[str, ...]) -> tuple[dict, dict]:
+    """What both reports share: each method's validation-chosen run (seed 0), whether its LR is
+    bracketed, seed statistics at that LR and the per-seed gap shares. Returns (best, results)."""
+    best = {m: b for m in C.METHODS if (b := chosen(runs, m)) is not None}
+    stats = seed_stats(runs, best)
+    res = {"runs": [{**{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")},
+                     "train_loss_end": train_loss_end(r), "split_sizes": r.get("split_sizes")} for r in runs],
+           "chosen": {m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)} for m, b in best.items()},
+           "seeds_at_chosen_lr": stats, "gap_over_seeds": gap_over_seeds(stats, gap_keys), "config": C.TASKS[task],
+           "train_loss_chosen": {m: b["train_loss"] for m, b in best.items()}}
+    return best, res
 
 
 def fmt(x, d: int) -> str:
@@ -319,11 +331,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     work = Path(a.work)
     runs = [r for r in load_runs(work) if r["method"] in C.METHODS]
-    best = {m: b for m in C.METHODS if (b := chosen(runs, m)) is not None}
-    res = {"runs": [{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")} for r in runs],
-           "chosen": {m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)} for m, b in best.items()},
-           "seeds_at_chosen_lr": seed_stats(runs, best), "config": C.TASKS["cls"]}
-    res["gap_over_seeds"] = gap_over_seeds(res["seeds_at_chosen_lr"])
+    best, res = summarize(runs, "cls", gap_keys=("test_accuracy", "train_loss_end"))
     if "lora" in best and "full" in best:
         preds = {m: test_predictions(work, b) for m, b in best.items()}
         res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
@@ -334,7 +342,6 @@ def main(argv=None):
             res["update_distance_to_full_ft"] = update_distances(work, best, runs, base_sd)
             res["update_distance_curves"] = update_distance_curves(work, runs, base_sd)
             plot_curves(res["update_distance_curves"])
-    res["train_loss_chosen"] = {m: b["train_loss"] for m, b in best.items()}
     (HERE / "cls_results.json").write_text(json.dumps(res, indent=1))
     (HERE / "cls_table.md").write_text(markdown(res))
     plots(runs, best)

@@ -134,17 +134,28 @@ def batches(ds, bs: int, collator, shuffle_seed: int | None = None):
         yield {k: v.to(DEVICE) for k, v in collator([ds[j] for j in idx[i:i + bs]]).items()}
 
 
+def token_loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> list[list]:
+    """[summed next-token loss, answer-token count] of each sequence of a batch: per-problem
+    values from which the token-mean loss of any resample of problems is a ratio of sums."""
+    tgt = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+    return [[float(s), int(k)] for s, k in zip(nll.double().sum(1), (tgt != -100).sum(1))]
+
+
 @torch.no_grad()
-def evaluate(model, task: str, ds, collator, bs: int):
-    """Mean token loss (sft) or (mean loss, accuracy %) (cls)."""
+def evaluate(model, task: str, ds, collator, bs: int, per_example: bool = False):
+    """Mean token loss (sft) or (mean loss, accuracy %) (cls). With `per_example` (sft), also each
+    problem's [loss sum, token count], for the report's paired bootstrap over problems."""
     model.eval()
-    tot_loss, tot_n, correct = 0.0, 0, 0
+    tot_loss, tot_n, correct, per = 0.0, 0, 0, []
     for b in batches(ds, bs, collator):
         out = model(**b)
         if task == "sft":
             n = int((b["labels"][:, 1:] != -100).sum())
             tot_loss += float(out.loss) * n
             tot_n += n
+            if per_example:
+                per += token_loss_sums(out.logits, b["labels"])
         else:
             n = b["labels"].shape[0]
             tot_loss += float(out.loss) * n
@@ -152,6 +163,8 @@ def evaluate(model, task: str, ds, collator, bs: int):
             correct += int((out.logits.argmax(-1) == b["labels"]).sum())
     model.train()
     res = {"loss": tot_loss / tot_n}
+    if per:
+        res["per_example"] = per
     if task == "cls":
         res["accuracy"] = 100.0 * correct / tot_n
     return res
@@ -232,7 +245,7 @@ def _run(task, method, lr, work, seed, threads, name, out_json):
     val = evaluate(model, task, splits["validation"], col, 8 if task == "sft" else 64) if math.isfinite(losses[-1]) else {"loss": float("inf"), "accuracy": 0.0}
     val_curve.append({"step": len(losses), **val})
     # Test of every run is recorded for the equal-LR view; selection reads only "val".
-    test = evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64) if math.isfinite(losses[-1]) else None
+    test = evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64, per_example=True) if math.isfinite(losses[-1]) else None
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     torch.save(state, work / f"{name}.pt")
     if snapshots:  # ΔW over training (cls_report.update_distance_curves)

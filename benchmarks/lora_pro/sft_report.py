@@ -2,7 +2,8 @@
 """Report of the SFT convergence runs (convergence.py, task sft: SmolLM2-135M-Instruct on
 gsm_symbolic worked solutions): every run's validation and test token loss, the run each method
 chooses on validation, the share of the LoRA → full-FT gap that LoRA-Pro closes (test loss and
-end-of-training loss), and the loss-against-LR view with every method on one axis.
+end-of-training loss), with a paired bootstrap over test problems (stratified by seed: each seed
+draws its own test problems), and the loss-against-LR view with every method on one axis.
 
     python benchmarks/lora_pro/sft_report.py --work /tmp/lora_pro_convergence
 
@@ -17,10 +18,74 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import cls_report as R  # noqa: E402
 import convergence as C  # noqa: E402
+
+
+@torch.no_grad()
+def problem_losses(work: Path, run: dict) -> torch.Tensor:
+    """Each test problem's [token-loss sum, answer-token count] for a run (float64, P×2): from its
+    record, or, for runs recorded before convergence.py kept them, recomputed from the saved
+    weights (cached in the work folder). Either way the ratio of the sums must give back the
+    recorded test loss, which checks that the right weights and problems were used."""
+    per = run["test"].get("per_example")
+    if per is None:
+        name = C.run_name("sft", run["method"], run["lr"], run["seed"])
+        cache = work / f"problem_losses_{name}.json"
+        if not cache.exists():
+            model, tok, splits = C.load_task("sft", run["seed"])
+            model = C.wrap(model, "sft", run["method"], run["seed"])
+            model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False)
+            model.to(C.DEVICE)
+            cache.write_text(json.dumps(C.evaluate(model, "sft", splits["test"], C.collate("sft", tok), 8, per_example=True)["per_example"]))
+        per = json.loads(cache.read_text())
+    t = torch.tensor(per, dtype=torch.float64)
+    pooled, recorded = float(t[:, 0].sum() / t[:, 1].sum()), run["test"]["loss"]
+    if abs(pooled - recorded) > 1e-4 * recorded:
+        raise ValueError(f"{run['method']} lr {run['lr']:g} seed {run['seed']}: per-problem losses give {pooled:.6f}, the record {recorded:.6f}")
+    return t
+
+
+def _quantiles(x: torch.Tensor, lo: float, hi: float) -> list[float]:
+    x = x[torch.isfinite(x)].sort().values
+    return [float(x[int(q * (len(x) - 1))]) for q in (lo, hi)]
+
+
+def gap_bootstrap(per: dict[str, dict[int, torch.Tensor]], n: int = 2000, seed: int = 0) -> dict:
+    """Seed-pooled token-mean test loss of LoRA, full FT and each LoRA-Pro method (`per`: method →
+    seed → P×2 [loss sum, token count]), and over `n` resamples of the test problems, drawn within
+    each seed and shared by all methods (paired): the LoRA → full-FT gap and each method's
+    difference from LoRA with 2.5–97.5% ranges, and its share of the gap with a 5–95% range."""
+    seeds = sorted(set.intersection(*(set(v) for v in per.values())))
+    g = torch.Generator().manual_seed(seed)
+    idx = {s: torch.randint(0, len(per["lora"][s]), (n, len(per["lora"][s])), generator=g) for s in seeds}
+
+    def loss(m: str, boot: bool) -> torch.Tensor:
+        tot = sum((per[m][s][idx[s]] if boot else per[m][s]).sum(-2) for s in seeds)
+        return tot[..., 0] / tot[..., 1]
+
+    point = {m: float(loss(m, False)) for m in per}
+    boot = {m: loss(m, True) for m in per}
+    gap = boot["full"] - boot["lora"]
+    out = {"seeds": seeds, "loss": point, "gap": {"point": point["full"] - point["lora"], "p025_p975": _quantiles(gap, 0.025, 0.975)}}
+    for m in (m for m in per if m.startswith("lorapro")):
+        d = boot[m] - boot["lora"]
+        out[m] = {"diff_vs_lora": {"point": point[m] - point["lora"], "p025_p975": _quantiles(d, 0.025, 0.975)},
+                  "share": {"point": (point[m] - point["lora"]) / (point["full"] - point["lora"]), "p05_p95": _quantiles(d / gap, 0.05, 0.95)}}
+    return out
+
+
+def bootstrap_at_chosen_lrs(work: Path, runs: list[dict], best: dict) -> dict:
+    """gap_bootstrap over every seed that ran at each method's chosen LR (LoRA and full FT needed)."""
+    if "lora" not in best or "full" not in best:
+        return {}
+    per = {m: {r["seed"]: problem_losses(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
+           for m, b in best.items()}
+    return gap_bootstrap(per)
 
 
 def markdown(res: dict) -> str:
@@ -47,6 +112,16 @@ def markdown(res: dict) -> str:
                     f" ± {100 * x['share']['std']:.0f}%" if x["share"]["std"] is not None else "")
                 lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seed(s)) | {x['gap']['mean']:+.4f} ± {R.fmt(x['gap']['std'], 4)} | "
                              f"{x['diff_vs_lora']['mean']:+.4f} ± {R.fmt(x['diff_vs_lora']['std'], 4)} | {sh} |")
+    if res.get("bootstrap"):
+        b = res["bootstrap"]
+        lo, hi = b["gap"]["p025_p975"]
+        head = f"Paired bootstrap over test problems, seeds {b['seeds']} pooled: LoRA → full-FT gap {b['gap']['point']:+.4f} (95%: {lo:+.4f} to {hi:+.4f})."
+        lines += ["", head, "",
+                  "| method | test loss − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|"]
+        for m in (m for m in b if m.startswith("lorapro")):
+            d, sh = b[m]["diff_vs_lora"], b[m]["share"]
+            lines.append(f"| {C.LABELS[m]} | {d['point']:+.4f} ({d['p025_p975'][0]:+.4f} to {d['p025_p975'][1]:+.4f}) | "
+                         f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
     return "\n".join(lines) + "\n"
 
 
@@ -56,6 +131,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     runs = [r for r in R.load_runs(Path(a.work), "sft") if r["method"] in C.METHODS]
     best, res = R.summarize(runs, "sft", gap_keys=("test_loss", "train_loss_end"))
+    torch.set_num_threads(1)
+    res["bootstrap"] = bootstrap_at_chosen_lrs(Path(a.work), runs, best)
+    for r in res["runs"]:  # the per-problem values stay in the raw run records
+        r["test"] = {k: v for k, v in r["test"].items() if k != "per_example"} if r.get("test") else r.get("test")
     (HERE / "sft_results.json").write_text(json.dumps(res, indent=1))
     (HERE / "sft_table.md").write_text(markdown(res))
     R.plots(runs, best, metric="loss", ylabel="held-out token loss", smooth=9, name="sft_lr_sweep.png")

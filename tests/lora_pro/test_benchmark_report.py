@@ -1,4 +1,5 @@
-"""The LoRA-Pro benchmark's ΔW and gap arithmetic (benchmarks/lora_pro/cls_report.py).
+"""The LoRA-Pro benchmark's ΔW and gap arithmetic (benchmarks/lora_pro/cls_report.py,
+sft_report.py) and its per-problem SFT losses (convergence.py).
 
 The ΔW-over-training curves compare a LoRA run's s·B·A with full fine-tuning's W − W0
 matrix by matrix; if the two runs' weight names did not line up, the comparison would
@@ -15,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "lora_pro"))
 import cls_report as R
 import convergence as C
+import sft_report as S
 
 
 def _tiny_bert():
@@ -71,3 +73,43 @@ def test_gap_shares_are_paired_by_seed():
     assert g["test_accuracy"]["gap"]["mean"] == pytest.approx(3.0)
     assert g["test_accuracy"]["share"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
     assert g["train_loss_end"]["share"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_per_problem_token_losses_pool_to_the_models_loss():
+    """Right-padded causal-LM batch with prompt tokens masked (-100): the per-problem sums, pooled,
+    are the model's own token-mean loss, and each equals a by-hand log-softmax sum."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)).eval()
+    ids = torch.randint(1, 40, (3, 10))
+    labels = ids.clone()
+    labels[:, :4] = -100  # the prompt
+    labels[1, 7:] = -100  # padding of a shorter problem
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+    per = C.token_loss_sums(out.logits, labels)
+    assert [k for _, k in per] == [6, 3, 6]
+    assert sum(s for s, _ in per) / sum(k for _, k in per) == pytest.approx(float(out.loss), rel=1e-5)
+    logp = out.logits.double().log_softmax(-1)
+    by_hand = -sum(float(logp[1, t - 1, ids[1, t]]) for t in range(4, 7))
+    assert per[1][0] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_gap_bootstrap_pools_tokens_and_pairs_problems():
+    t = lambda rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
+    # Seed 0: every problem has the same per-token loss within a method, so every resample agrees.
+    # Seed 1 has other problems (its own test draw) and more tokens in its second problem.
+    per = {"lora": {0: t([[2.0, 1], [4.0, 2]]), 1: t([[2.0, 1], [6.0, 3], [2.0, 1]])},
+           "full": {0: t([[1.0, 1], [2.0, 2]]), 1: t([[1.0, 1], [3.0, 3], [1.0, 1]])},
+           "lorapro-full": {0: t([[1.5, 1], [3.0, 2]]), 1: t([[1.5, 1], [4.5, 3], [1.5, 1]]), 2: t([[9.0, 1]])}}
+    b = S.gap_bootstrap(per, n=200)
+    assert b["seeds"] == [0, 1]  # seed 2 has no LoRA / full-FT pair
+    assert b["loss"] == pytest.approx({"lora": 2.0, "full": 1.0, "lorapro-full": 1.5})
+    assert b["gap"]["point"] == pytest.approx(-1.0) and b["gap"]["p025_p975"] == pytest.approx([-1.0, -1.0])
+    assert b["lorapro-full"]["share"]["point"] == pytest.approx(0.5)
+    assert b["lorapro-full"]["share"]["p05_p95"] == pytest.approx([0.5, 0.5])
+    # Token-weighted, not problem-weighted: (2 + 4) / 3 tokens, not the mean of 2 and 2 per problem.
+    per["lora"][0] = t([[2.0, 1], [8.0, 2]])
+    assert S.gap_bootstrap(per, n=50)["loss"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))

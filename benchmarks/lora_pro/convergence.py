@@ -55,14 +55,16 @@ TASKS = {
     # validation and test of >= 100 problems each for the held-out token loss (140 drawn, the
     # few over 256 tokens dropped: truncation would cut their answers). At ~8 CPU-s per
     # step a run costs ~20 CPU-minutes, which bounds how many grid points a 2-core session affords.
-    "sft": dict(steps=150, batch_size=4, max_length=256, n_train=1250, n_val=140, n_test=140, warmup=0.1,
-                grid={"lora": [2e-4, 6e-4, 2e-3], "lorapro-full": [2e-5, 6e-5, 2e-4], "lorapro-efficient": [2e-4, 6e-4, 2e-3],
-                      "lorapro-factored": [2e-5, 6e-5, 2e-4], "full": [2e-5, 6e-5, 2e-4]}),
+    # Each grid is the set of LRs run at seed 0 (RESULTS.md): widened until every chosen LR had a
+    # worse one on each side.
+    "sft": {"steps": 150, "batch_size": 4, "max_length": 256, "n_train": 1250, "n_val": 140, "n_test": 140, "warmup": 0.1,
+            "grid": {"lora": [6e-4, 2e-3, 6e-3, 2e-2], "lorapro-full": [6e-5, 2e-4, 6e-4, 2e-3, 6e-3],
+                     "lorapro-efficient": [6e-4, 2e-3, 6e-3], "full": [6e-5, 2e-4, 6e-4]}},
     # 400 steps x batch 16 = 1.8 epochs of the 3,500 training reviews; 32 tokens (the first
     # sentence or two of a review) halve the CPU time of 64, which the shared 2-core machine needed.
-    "cls": dict(steps=400, batch_size=16, max_length=32, n_val=500, warmup=0.1, eval_every=200, snapshot_every=50,
-                grid={"lora": [3e-4, 1e-3, 3e-3], "lorapro-full": [3e-5, 1e-4, 3e-4, 1e-3], "lorapro-efficient": [3e-4, 1e-3, 3e-3],
-                      "lorapro-factored": [1e-4, 3e-4, 1e-3], "full": [1e-5, 3e-5, 1e-4]}),
+    "cls": {"steps": 400, "batch_size": 16, "max_length": 32, "n_val": 500, "warmup": 0.1, "eval_every": 200, "snapshot_every": 50,
+            "grid": {"lora": [1e-4, 3e-4, 1e-3, 3e-3], "lorapro-full": [3e-5, 1e-4, 3e-4], "lorapro-efficient": [1e-4, 3e-4, 1e-3],
+                     "lorapro-factored": [3e-5, 1e-4, 3e-4], "full": [1e-5, 3e-5, 1e-4]}},
 }
 
 
@@ -71,15 +73,19 @@ def load_task(task: str, seed: int = 0):
     """Returns (model, tokenizer, splits) with splits of tokenised examples."""
     cfg = TASKS[task]
     if task == "sft":
-        from lora_pro_causal_lm import load_gsm, load_model_and_tokenizer, offline_smollm2, sft_dataset
+        from lora_pro_causal_lm import (
+            load_gsm,
+            load_model_and_tokenizer,
+            offline_smollm2,
+            sft_dataset,
+        )
 
         model, tok = load_model_and_tokenizer(*offline_smollm2())
         raw = load_gsm("gsm_symbolic", n_train=cfg["n_train"], n_val=cfg["n_val"], n_test=cfg["n_test"], seed=seed)
         splits = {k: sft_dataset(tok, raw[k], cfg["max_length"]) for k in ("train", "validation", "test")}
         return model, tok, splits
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from lora_pro_text_classification import load_fine_foods, offline_minilm_dir
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     d = offline_minilm_dir()
     tok = AutoTokenizer.from_pretrained(d)
@@ -183,6 +189,19 @@ def run_name(task, method, lr, seed=0):
     return f"{task}_{method}_lr{lr:g}_s{seed}"
 
 
+def restore_run(work: Path, run: dict):
+    """(model, tokenizer, splits) of a finished run: its task and seed's data, the method's
+    wrapping and the trained weights saved by `_run`, on DEVICE in eval mode. The reports use it
+    to re-evaluate runs recorded before a per-example value was kept."""
+    model, tok, splits = load_task(run["task"], run["seed"])
+    model = wrap(model, run["task"], run["method"], run["seed"])
+    name = run_name(run["task"], run["method"], run["lr"], run["seed"])
+    unexpected = model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{name}.pt holds weights the {run['method']} model lacks: {unexpected[:3]}")
+    return model.to(DEVICE).eval(), tok, splits
+
+
 # ----------------------------------------------------------------------------- one run
 def run(task: str, method: str, lr: float, work: Path, seed: int = 0, threads: int = 2):
     name = run_name(task, method, lr, seed)
@@ -232,7 +251,7 @@ def _run(task, method, lr, work, seed, threads, name, out_json):
         sched.step()
         opt.zero_grad(set_to_none=True)
         step_times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             print(f"[{name}] diverged at step {step}")
             break

@@ -22,8 +22,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import cls_report as R  # noqa: E402
-import convergence as C  # noqa: E402
+import cls_report as R
+import convergence as C
 
 
 @torch.no_grad()
@@ -37,10 +37,7 @@ def problem_losses(work: Path, run: dict) -> torch.Tensor:
         name = C.run_name("sft", run["method"], run["lr"], run["seed"])
         cache = work / f"problem_losses_{name}.json"
         if not cache.exists():
-            model, tok, splits = C.load_task("sft", run["seed"])
-            model = C.wrap(model, "sft", run["method"], run["seed"])
-            model.load_state_dict(torch.load(work / f"{name}.pt"), strict=False)
-            model.to(C.DEVICE)
+            model, tok, splits = C.restore_run(work, run)
             cache.write_text(json.dumps(C.evaluate(model, "sft", splits["test"], C.collate("sft", tok), 8, per_example=True)["per_example"]))
         per = json.loads(cache.read_text())
     t = torch.tensor(per, dtype=torch.float64)

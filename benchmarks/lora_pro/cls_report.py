@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Report of the classification convergence runs (convergence.py, task cls): per-method LR
 sweeps, the validation-chosen run of each method, the share of the LoRA → full-FT test gap
-that LoRA-Pro closes (with a paired bootstrap over test reviews, and the spread over seeds
+that LoRA-Pro closes (with a paired bootstrap over test reviews pooled over seeds, and the spread over seeds
 where several seeds ran), and the distance of each method's weight update ΔW to full
 fine-tuning's.
 
@@ -24,6 +24,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bootstrap as B
 import convergence as C
 
 LORA_METHODS = ("lora", "lorapro-full", "lorapro-efficient", "lorapro-factored")
@@ -66,27 +67,10 @@ def test_predictions(work: Path, run: dict) -> list[int]:
     return hits
 
 
-def gap_share_bootstrap(lo: list[int], pro: list[int], full: list[int], n: int = 2000, seed: int = 0) -> dict:
-    """(pro − lora)/(full − lora) on test accuracy, and its 5–95% range over paired resamples of the test set."""
-    lo_t, pro_t, full_t = (torch.tensor(x, dtype=torch.float64) for x in (lo, pro, full))
-    point = float((pro_t.mean() - lo_t.mean()) / (full_t.mean() - lo_t.mean())) if full_t.mean() != lo_t.mean() else float("nan")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(lo), (n, len(lo)), generator=g)
-    gap = full_t[idx].mean(1) - lo_t[idx].mean(1)
-    share = (pro_t[idx].mean(1) - lo_t[idx].mean(1)) / gap
-    share = share[gap.abs() > 1e-12].sort().values
-    q = lambda p: float(share[int(p * (len(share) - 1))])
-    return {"share": point, "p05": q(0.05), "p95": q(0.95), "gap_points": 100 * float(full_t.mean() - lo_t.mean()),
-            "gap_p05": 100 * float(gap.sort().values[int(0.05 * (n - 1))]), "gap_p95": 100 * float(gap.sort().values[int(0.95 * (n - 1))])}
-
-
-def paired_difference(lo: list[int], other: list[int], n: int = 4000, seed: int = 0) -> dict:
-    """Test-accuracy difference (points) of a run against LoRA's, and its 2.5/97.5% bootstrap
-    range over paired resamples of the test set: stable where the gap share is not."""
-    lo_t, ot = torch.tensor(lo, dtype=torch.float64), torch.tensor(other, dtype=torch.float64)
-    idx = torch.randint(0, len(lo), (n, len(lo)), generator=torch.Generator().manual_seed(seed))
-    d = (100 * (ot[idx].mean(1) - lo_t[idx].mean(1))).sort().values
-    return {"diff": float(100 * (ot.mean() - lo_t.mean())), "p025": float(d[int(0.025 * (n - 1))]), "p975": float(d[int(0.975 * (n - 1))])}
+def test_rows(work: Path, run: dict) -> torch.Tensor:
+    """A run's test reviews as bootstrap rows [correct, 1] (bootstrap.py)."""
+    hits = torch.tensor(test_predictions(work, run), dtype=torch.float64)
+    return torch.stack([hits, torch.ones_like(hits)], 1)
 
 
 def delta_w_of(sd: dict, method: str, base_sd: dict) -> dict[str, torch.Tensor]:
@@ -281,16 +265,6 @@ def markdown(res: dict) -> str:
     for m, c in res["chosen"].items():
         lines.append(f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['accuracy']:.1f} | "
                      f"{c['test']['accuracy']:.1f} | {c['test']['loss']:.3f} |")
-    if res.get("gap_share"):
-        g0 = next(iter(res["gap_share"].values()))
-        lines += ["", f"LoRA → full-FT test gap: {g0['gap_points']:+.1f} points (5–95% bootstrap {g0['gap_p05']:+.1f} to {g0['gap_p95']:+.1f}).", "",
-                  "| method | share of the gap closed | 5–95% (paired bootstrap over the 1,000 test reviews) |", "|---|---|---|"]
-        for m, g in res["gap_share"].items():
-            lines.append(f"| {C.LABELS[m]} | {100 * g['share']:+.0f}% | {100 * g['p05']:+.0f}% to {100 * g['p95']:+.0f}% |")
-    if res.get("diff_vs_lora"):
-        lines += ["", "| method (chosen run) | test accuracy − LoRA's, points | 95% paired bootstrap |", "|---|---|---|"]
-        for m, d in res["diff_vs_lora"].items():
-            lines.append(f"| {C.LABELS[m]} | {d['diff']:+.1f} | {d['p025']:+.1f} to {d['p975']:+.1f} |")
     if res.get("seeds_at_chosen_lr"):
         lines += ["", "| method | LR (chosen on seed 0) | seeds | test acc % mean ± std | per seed | train loss, last 40 steps |", "|---|---|---|---|---|---|"]
         for m, st in res["seeds_at_chosen_lr"].items():
@@ -307,6 +281,14 @@ def markdown(res: dict) -> str:
                 sh = "n/a" if x["share"] is None else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
                 lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
                              f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |")
+    if res.get("bootstrap"):
+        lines += ["", "Paired bootstrap over test reviews (resampled within each seed; the seeds pooled), accuracy in points:", "",
+                  "| method | seeds | LoRA → full-FT gap (95%) | test accuracy − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|---|---|"]
+        for m, b in res["bootstrap"].items():
+            ci = lambda x, q: f"{100 * x['point']:+.1f} ({100 * x[q][0]:+.1f} to {100 * x[q][1]:+.1f})"
+            sh = b["share"]
+            lines.append(f"| {C.LABELS[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
+                         f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
     if res.get("update_distance_curves"):
         lines += ["", "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps " + ", ".join(
             sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int)) + " |", "|---|---|---|"]
@@ -331,10 +313,7 @@ def main(argv=None):
     runs = [r for r in load_runs(work) if r["method"] in C.METHODS]
     best, res = summarize(runs, "cls", gap_keys=("test_accuracy", "train_loss_end"))
     if "lora" in best and "full" in best:
-        preds = {m: test_predictions(work, b) for m, b in best.items()}
-        res["gap_share"] = {m: gap_share_bootstrap(preds["lora"], preds[m], preds["full"])
-                            for m in best if m.startswith("lorapro")}
-        res["diff_vs_lora"] = {m: paired_difference(preds["lora"], preds[m]) for m in best if m != "lora"}
+        res["bootstrap"] = B.at_chosen_lrs(work, runs, best, test_rows)
         if not a.no_distances:
             base_sd = base_state()
             res["update_distance_to_full_ft"] = update_distances(work, best, runs, base_sd)

@@ -22,6 +22,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bootstrap as B
 import cls_report as R
 import convergence as C
 
@@ -45,44 +46,6 @@ def problem_losses(work: Path, run: dict) -> torch.Tensor:
     if abs(pooled - recorded) > 1e-3 * recorded:  # two float32 reductions of one loss: ~1e-5 apart
         raise ValueError(f"{run['method']} lr {run['lr']:g} seed {run['seed']}: per-problem losses give {pooled:.6f}, the record {recorded:.6f}")
     return t
-
-
-def _quantiles(x: torch.Tensor, lo: float, hi: float) -> list[float]:
-    x = x[torch.isfinite(x)].sort().values
-    return [float(x[int(q * (len(x) - 1))]) for q in (lo, hi)]
-
-
-def gap_bootstrap(lora: dict[int, torch.Tensor], full: dict[int, torch.Tensor], pro: dict[int, torch.Tensor],
-                  n: int = 2000, seed: int = 0) -> dict:
-    """Seed-pooled token-mean test loss of LoRA, full FT and one LoRA-Pro method (each: seed → P×2
-    [loss sum, token count]) over the seeds all three ran, and over `n` resamples of the test
-    problems, drawn within each seed and shared by the three (paired): the LoRA → full-FT gap and
-    the method's difference from LoRA with 2.5–97.5% ranges, its share of the gap with 5–95%."""
-    per = {"lora": lora, "full": full, "pro": pro}
-    seeds = sorted(set(lora) & set(full) & set(pro))
-    g = torch.Generator().manual_seed(seed)
-    idx = {s: torch.randint(0, len(lora[s]), (n, len(lora[s])), generator=g) for s in seeds}
-
-    def loss(m: str, boot: bool) -> torch.Tensor:
-        tot = sum((per[m][s][idx[s]] if boot else per[m][s]).sum(-2) for s in seeds)
-        return tot[..., 0] / tot[..., 1]
-
-    point = {m: float(loss(m, False)) for m in per}
-    boot = {m: loss(m, True) for m in per}
-    gap, d = boot["full"] - boot["lora"], boot["pro"] - boot["lora"]
-    return {"seeds": seeds, "loss": point,
-            "gap": {"point": point["full"] - point["lora"], "p025_p975": _quantiles(gap, 0.025, 0.975)},
-            "diff_vs_lora": {"point": point["pro"] - point["lora"], "p025_p975": _quantiles(d, 0.025, 0.975)},
-            "share": {"point": (point["pro"] - point["lora"]) / (point["full"] - point["lora"]), "p05_p95": _quantiles(d / gap, 0.05, 0.95)}}
-
-
-def bootstrap_at_chosen_lrs(work: Path, runs: list[dict], best: dict) -> dict:
-    """gap_bootstrap of each LoRA-Pro method, over the seeds it, LoRA and full FT ran at their chosen LRs."""
-    if "lora" not in best or "full" not in best:
-        return {}
-    per = {m: {r["seed"]: problem_losses(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
-           for m, b in best.items()}
-    return {m: gap_bootstrap(per["lora"], per["full"], per[m]) for m in per if m.startswith("lorapro")}
 
 
 def markdown(res: dict) -> str:
@@ -127,7 +90,7 @@ def main(argv=None):
     runs = [r for r in R.load_runs(Path(a.work), "sft") if r["method"] in C.METHODS]
     best, res = R.summarize(runs, "sft", gap_keys=("test_loss", "train_loss_end"))
     torch.set_num_threads(1)
-    res["bootstrap"] = bootstrap_at_chosen_lrs(Path(a.work), runs, best)
+    res["bootstrap"] = B.at_chosen_lrs(Path(a.work), runs, best, problem_losses)
     for r in [*res["runs"], *res["chosen"].values()]:  # the per-problem values stay in the raw run records
         if r.get("test"):
             r["test"] = {k: v for k, v in r["test"].items() if k != "per_example"}

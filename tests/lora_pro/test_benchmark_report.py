@@ -14,9 +14,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "lora_pro"))
+import bootstrap as B
 import cls_report as R
 import convergence as C
-import sft_report as S
 
 
 def _tiny_bert():
@@ -104,15 +104,15 @@ def test_gap_bootstrap_pools_tokens_and_pairs_problems():
     lora = {0: t([[2.0, 1], [4.0, 2]]), 1: t([[2.0, 1], [6.0, 3], [2.0, 1]])}
     full = {0: t([[1.0, 1], [2.0, 2]]), 1: t([[1.0, 1], [3.0, 3], [1.0, 1]])}
     pro = {0: t([[1.5, 1], [3.0, 2]]), 1: t([[1.5, 1], [4.5, 3], [1.5, 1]]), 2: t([[9.0, 1]])}
-    b = S.gap_bootstrap(lora, full, pro, n=200)
+    b = B.gap_bootstrap(lora, full, pro, n=200)
     assert b["seeds"] == [0, 1]  # seed 2 has no LoRA / full-FT pair
-    assert b["loss"] == pytest.approx({"lora": 2.0, "full": 1.0, "pro": 1.5})
+    assert b["value"] == pytest.approx({"lora": 2.0, "full": 1.0, "pro": 1.5})
     assert b["gap"]["point"] == pytest.approx(-1.0) and b["gap"]["p025_p975"] == pytest.approx([-1.0, -1.0])
     assert b["diff_vs_lora"]["point"] == pytest.approx(-0.5)
     assert b["share"]["point"] == pytest.approx(0.5) and b["share"]["p05_p95"] == pytest.approx([0.5, 0.5])
     # Token-weighted, not problem-weighted: (2 + 8) / 3 tokens in seed 0, not the mean of 2 and 4 per problem.
     lora[0] = t([[2.0, 1], [8.0, 2]])
-    assert S.gap_bootstrap(lora, full, pro, n=50)["loss"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))
+    assert B.gap_bootstrap(lora, full, pro, n=50)["value"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))
 
 
 def test_gap_bootstrap_resamples_problems_not_tokens():
@@ -123,7 +123,21 @@ def test_gap_bootstrap_resamples_problems_not_tokens():
     lora = {0: torch.stack([n_tok * (1 + torch.rand(40).double()), n_tok], 1)}
     pro = {0: torch.stack([lora[0][:, 0] - 0.1 * n_tok, n_tok], 1)}
     full = {0: torch.stack([n_tok * torch.rand(40).double(), n_tok], 1)}
-    b = S.gap_bootstrap(lora, full, pro, n=500)
+    b = B.gap_bootstrap(lora, full, pro, n=500)
     lo, hi = b["gap"]["p025_p975"]
     assert lo < b["gap"]["point"] < hi and hi - lo > 0.05
     assert b["diff_vs_lora"]["p025_p975"] == pytest.approx([-0.1, -0.1])
+
+
+def test_accuracy_rows_bootstrap_to_accuracy_differences():
+    """The classifier's [correct, 1] rows: the metric is accuracy, pooled over seeds by review."""
+    rows = lambda hits: torch.stack([torch.tensor(hits, dtype=torch.float64), torch.ones(len(hits), dtype=torch.float64)], 1)
+    lora = {0: rows([1, 0, 1, 0]), 1: rows([1, 1, 0, 0])}
+    full = {0: rows([1, 1, 1, 0]), 1: rows([1, 1, 1, 0])}
+    pro = {0: rows([1, 1, 1, 0]), 1: rows([1, 1, 0, 0])}
+    b = B.gap_bootstrap(lora, full, pro, n=300)
+    assert b["value"] == pytest.approx({"lora": 0.5, "full": 0.75, "pro": 0.625})
+    assert b["gap"]["point"] == pytest.approx(0.25) and b["share"]["point"] == pytest.approx(0.5)
+    lo, hi = b["diff_vs_lora"]["p025_p975"]
+    # pro ≥ LoRA on every review and ahead on one of eight: never below 0, at most 4 draws of it in 8.
+    assert 0.0 <= lo < 0.125 < hi <= 0.5

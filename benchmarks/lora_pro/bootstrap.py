@@ -52,3 +52,19 @@ def at_chosen_lrs(work: Path, runs: list[dict], best: dict, rows: Callable[[Path
     per = {m: {r["seed"]: rows(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
            for m, b in best.items()}
     return {m: gap_bootstrap(per["lora"], per["full"], per[m]) for m in per if m.startswith("lorapro")}
+
+
+def markdown(boot: dict, labels: dict[str, str], items: str, metric: str, scale: float = 1.0, digits: int = 4) -> list[str]:
+    """Table lines of `at_chosen_lrs`'s result; `scale` turns fractions into points (accuracy)."""
+    def ci(x: dict, q: str) -> str:
+        lo, hi = x[q]
+        return f"{scale * x['point']:+.{digits}f} ({scale * lo:+.{digits}f} to {scale * hi:+.{digits}f})"
+
+    lines = ["", f"Paired bootstrap over test {items} (resampled within each seed; the seeds pooled):", "",
+             f"| method | seeds | LoRA → full-FT gap (95%) | {metric} − LoRA's (95%) | share of the gap closed (5–95%) |",
+             "|---|---|---|---|---|"]
+    for m, b in boot.items():
+        sh = b["share"]
+        lines.append(f"| {labels[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
+                     f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
+    return lines

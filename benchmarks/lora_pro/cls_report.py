@@ -282,13 +282,7 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
                              f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |")
     if res.get("bootstrap"):
-        lines += ["", "Paired bootstrap over test reviews (resampled within each seed; the seeds pooled), accuracy in points:", "",
-                  "| method | seeds | LoRA → full-FT gap (95%) | test accuracy − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|---|---|"]
-        for m, b in res["bootstrap"].items():
-            ci = lambda x, q: f"{100 * x['point']:+.1f} ({100 * x[q][0]:+.1f} to {100 * x[q][1]:+.1f})"
-            sh = b["share"]
-            lines.append(f"| {C.LABELS[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
-                         f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
+        lines += B.markdown(res["bootstrap"], C.LABELS, "reviews", "test accuracy (points)", scale=100, digits=1)
     if res.get("update_distance_curves"):
         lines += ["", "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps " + ", ".join(
             sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int)) + " |", "|---|---|---|"]

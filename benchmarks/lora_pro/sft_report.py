@@ -73,13 +73,7 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seed(s)) | {x['gap']['mean']:+.4f} ± {R.fmt(x['gap']['std'], 4)} | "
                              f"{x['diff_vs_lora']['mean']:+.4f} ± {R.fmt(x['diff_vs_lora']['std'], 4)} | {sh} |")
     if res.get("bootstrap"):
-        lines += ["", "Paired bootstrap over test problems (resampled within each seed; the seeds pooled):", "",
-                  "| method | seeds | LoRA → full-FT gap (95%) | test loss − LoRA's (95%) | share of the gap closed (5–95%) |", "|---|---|---|---|---|"]
-        for m, b in res["bootstrap"].items():
-            ci = lambda x, q: f"{x['point']:+.4f} ({x[q][0]:+.4f} to {x[q][1]:+.4f})"
-            sh = b["share"]
-            lines.append(f"| {C.LABELS[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
-                         f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
+        lines += B.markdown(res["bootstrap"], C.LABELS, "problems", "test loss")
     return "\n".join(lines) + "\n"
 
 

@@ -43,10 +43,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 OPTIMIZERS = ("adamw", "lorapro-full", "lorapro-efficient")
 # Validation-chosen LRs of the SmolLM2-135M SFT benchmark (benchmarks/lora_pro/RESULTS.md, grids
 # bracketing each choice): LoRA 6e-3 (2e-2 diverges), LoRA-Pro full 2e-3 (6e-4 within 2% of it, 6e-3
-# much worse). Efficient mode did not run there; it moves like LoRA, so its default keeps the
-# classification benchmark's ratio to LoRA's LR (1/3). One LR for all three would compare
-# effective LRs, not optimisers.
-DEFAULT_LR = {"adamw": 6e-3, "lorapro-full": 2e-3, "lorapro-efficient": 2e-3}
+# much worse), LoRA-Pro efficient 6e-3 (2e-3 and 2e-2 worse): efficient mode runs AdamW on A and B
+# like LoRA does, so it shares LoRA's LR here. One LR for all three would compare effective LRs,
+# not optimisers.
+DEFAULT_LR = {"adamw": 6e-3, "lorapro-full": 2e-3, "lorapro-efficient": 6e-3}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

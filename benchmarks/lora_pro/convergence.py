@@ -56,7 +56,7 @@ TASKS = {
     # few over 256 tokens dropped: truncation would cut their answers). At ~8 CPU-s per
     # step a run costs ~20 CPU-minutes, which bounds how many grid points a 2-core session affords.
     # Each grid is the set of LRs run at seed 0 (RESULTS.md): widened until every chosen LR had a
-    # worse one on each side (the factored option on SFT: one LR, exact full mode's).
+    # worse one on each side (the factored option on SFT ran at exact full mode's LR only).
     "sft": {"steps": 150, "batch_size": 4, "max_length": 256, "n_train": 1250, "n_val": 140, "n_test": 140, "warmup": 0.1,
             "grid": {"lora": [6e-4, 2e-3, 6e-3, 2e-2], "lorapro-full": [6e-5, 2e-4, 6e-4, 2e-3, 6e-3],
                      "lorapro-efficient": [6e-4, 2e-3, 6e-3, 2e-2], "lorapro-factored": [2e-3], "full": [6e-5, 2e-4, 6e-4]}},

@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Report of the classification convergence runs (convergence.py, task cls): per-method LR
 sweeps, the validation-chosen run of each method, the share of the LoRA → full-FT test gap
-that LoRA-Pro closes (with a paired bootstrap over test reviews pooled over seeds, and the spread over seeds
-where several seeds ran), and the distance of each method's weight update ΔW to full
-fine-tuning's.
+that LoRA-Pro closes (its spread over seeds, and a paired bootstrap over test reviews with the
+seeds pooled), and the distance of each method's weight update ΔW to full fine-tuning's.
 
     python benchmarks/lora_pro/cls_report.py --work /tmp/lora_pro_convergence
 

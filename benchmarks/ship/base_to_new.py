@@ -8,7 +8,8 @@ Protocol (Zhou et al., CVPR 2022), for each seed:
   drawn from the suite's training pool; new classes have names only.
 * "base_to_new" suite: the testbed's own split (32 base colour-object classes, 32
   held-out ones). "few_shot" suite: its 16 objects split by
-  `hf_clipadapt.data.base_new_class_split` (first half of the sorted names is base).
+  `hf_clipadapt.data.base_new_class_split` (the first ⌈n/2⌉ label ids are base, as
+  in CoOp's `subsample_classes`).
 * Baselines train on the base classes; new classes are scored with `for_classes`
   (CoOp's context and CLIP-Adapter's adapter carry over, Tip-Adapter's cache is empty).
 * +SHIP: a `SHIPGenerator` is fitted on the base features (a fixed schedule: the

@@ -1,7 +1,15 @@
 """The base-to-new protocol (Zhou et al., "Conditional Prompt Learning for
-Vision-Language Models", CVPR 2022): the first half of the classes are "base" (trained
-on, few-shot), the rest "new" (never seen with a label). Each half is scored within
-its own label space, and the harmonic mean H = 2·base·new / (base + new) sums up.
+Vision-Language Models", CVPR 2022): the classes with the first ⌈n/2⌉ label ids are
+"base" (trained on, few-shot), the rest "new" (never seen with a label). Each half is
+scored within its own label space, and the harmonic mean H = 2·base·new / (base + new)
+sums up.
+
+The split is by label id, not by name: CoOp/CoCoOp's `subsample_classes`
+(`KaiyangZhou/CoOp`, `datasets/oxford_pets.py`, the method every dataset class reuses)
+sorts the label ids and keeps `labels[:math.ceil(n / 2)]` as base. SHIP
+(`mrflogs/SHIP`) and GDA (`mrflogs/ICLR24`) run on those CoOp dataset classes. On
+ImageNet, whose ids follow the sorted wnids, this is not the first half of the sorted
+names.
 """
 
 from __future__ import annotations
@@ -14,8 +22,12 @@ from .few_shot import class_names
 
 
 def base_new_class_split(names) -> tuple[list[str], list[str]]:
-    """(base, new): the first ⌈n/2⌉ of the sorted class names, and the rest."""
-    names = sorted(names)
+    """(base, new): the classes with the first ⌈n/2⌉ label ids, and the rest.
+
+    `names` are in label-id order (`names[i]` is the name of label `i`, as in a
+    `ClassLabel`). They are not sorted: the benchmark splits by id.
+    """
+    names = list(names)
     if len(names) < 2:
         raise ValueError(f"base-to-new needs at least 2 classes, got {len(names)}")
     if len(set(names)) != len(names):

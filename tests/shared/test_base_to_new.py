@@ -13,9 +13,13 @@ from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 NAMES = ["red", "green", "blue", "black", "white"]
 
 
-def test_first_half_of_the_sorted_names_is_base():
-    assert base_new_class_split(NAMES) == (["black", "blue", "green"], ["red", "white"])
-    assert base_new_class_split(["b", "a"]) == (["a"], ["b"])
+def test_base_is_the_first_half_of_the_label_ids_not_of_the_sorted_names():
+    # CoOp's subsample_classes keeps the sorted label ids [:ceil(n/2)]; names are in id order.
+    assert base_new_class_split(NAMES) == (["red", "green", "blue"], ["black", "white"])
+    assert base_new_class_split(["b", "a"]) == (["b"], ["a"])
+    # ImageNet-like: ids follow wnids, so id order and name order disagree.
+    wnid_ordered = ["tench", "goldfish", "great white shark", "tiger shark"]
+    assert base_new_class_split(wnid_ordered) == (["tench", "goldfish"], ["great white shark", "tiger shark"])
     with pytest.raises(ValueError, match="at least 2"):
         base_new_class_split(["a"])
 
@@ -29,7 +33,8 @@ def test_select_classes_keeps_rows_and_relabels_in_the_given_order():
         select_classes(data, ["purple"])
     split = base_to_new_split(data)
     assert split["base"].num_rows == 6 and split["new"].num_rows == 4
-    assert split["new"].features["label"].names == ["red", "white"]
+    assert split["base"].features["label"].names == ["red", "green", "blue"]
+    assert split["new"].features["label"].names == ["black", "white"]
 
 
 def test_evaluate_scores_a_subset_within_its_own_label_space():

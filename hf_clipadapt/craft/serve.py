@@ -206,25 +206,22 @@ def create_app(black_box, *, token: str | None = None, max_request_bytes: int | 
     limits = limits or ServeLimits()
     if max_request_bytes is not None:
         limits = dataclasses.replace(limits, max_request_bytes=max_request_bytes)
-    if hasattr(black_box, "limit_cache"):
-        black_box.limit_cache(limits.max_cached_images, limits.max_cached_uploads)
+    if hasattr(black_box, "limit_cache"):  # the tighter of the box's own bounds and the server's
+        black_box.limit_cache(min(black_box.max_cached_images, limits.max_cached_images),
+                              min(black_box.max_cached_uploads, limits.max_cached_uploads))  # fmt: skip
     app = FastAPI(title="hf_clipadapt black box", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-clipadapt-black-box")
-    app.state.limits, app.state.pending = limits, 0
-    handlers, octet = _Handlers(black_box, limits), "application/octet-stream"
+    app.state.limits = limits
+    handlers, octet, queue = _Handlers(black_box, limits), "application/octet-stream", _Queue(limits.max_pending)
 
     async def work(request: Request, fn, most: int):
         _authorize(request, token, HTTPException)
         data = await _read_body(request, most, HTTPException)
-        if app.state.pending >= limits.max_pending:
-            raise HTTPException(503, f"the black box is busy ({app.state.pending} requests waiting, max_pending="
+        future = queue.submit(app.state.executor, _guarded, HTTPException, fn, data)
+        if future is None:
+            raise HTTPException(503, f"the black box is busy ({limits.max_pending} requests waiting, max_pending="
                                      f"{limits.max_pending}); retry later")  # fmt: skip
-        app.state.pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(app.state.executor, _guarded, HTTPException, fn,
-                                                                    data)  # fmt: skip
-        finally:
-            app.state.pending -= 1
+        return await asyncio.wrap_future(future)
 
     @app.get("/info")
     async def info(request: Request):
@@ -249,6 +246,27 @@ def create_app(black_box, *, token: str | None = None, max_request_bytes: int | 
         return Response(await work(request, handlers.query_texts, limits.max_json_bytes), media_type=octet)
 
     return app
+
+
+class _Queue:
+    """At most `most` jobs submitted and not yet finished; a job counts until it is done, even
+    if its client went away (so disconnecting clients cannot pile up work)."""
+
+    def __init__(self, most: int):
+        self.most, self.count, self.lock = most, 0, threading.Lock()
+
+    def submit(self, executor, fn, *args):
+        with self.lock:
+            if self.count >= self.most:
+                return None
+            self.count += 1
+        future = executor.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future) -> None:
+        with self.lock:
+            self.count -= 1
 
 
 async def _read_body(request, most: int, error) -> bytes:

@@ -164,3 +164,20 @@ def test_binding_without_a_token_is_loopback_only_and_warned(clip):
         server = BlackBoxServer(box, host="127.0.0.1")
     server.app.state.executor.shutdown()
     server._socket.close()
+
+
+def test_requests_beyond_max_pending_are_turned_away_until_the_worker_is_free(clip):
+    from hf_clipadapt.craft import ServeLimits
+
+    box = SlowBox(clip, delay=1.0)
+    with BlackBoxServer(box, token=TOKEN, limits=ServeLimits(max_pending=1)) as server:
+        handle = post(server.url, "/images", content=pack({"pixel_values": images()})).json()["handle"]
+        payload = pack({"contexts": box.context_embeddings("a photo of a")}, {"images": handle, "class_names": CLASSES})
+        slow = threading.Thread(target=post, args=(server.url, "/query"), kwargs={"content": payload})
+        slow.start()
+        assert box.started.wait(10)
+        busy = post(server.url, "/query_texts", json={"texts": CLASSES, "images": handle})
+        assert busy.status_code == 503 and "max_pending=1" in busy.text
+        slow.join(10)
+        assert post(server.url, "/query_texts", json={"texts": CLASSES, "images": handle}).status_code == 200
+        assert box.queries == 2  # the turned-away request cost nothing

@@ -12,13 +12,13 @@ from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
     **exports_of(".blackbox", "BlackBoxCLIP", "QueryBudgetExceeded"),
-    **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError"),
+    **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError", "UnknownImagesError"),
     **exports_of(".local", "LocalBlackBox"),
     **exports_of(".arguments", "CraFTTrainingArguments"),
     **exports_of(".loop", "CollaborativeLoop"),
     **exports_of(".configuration_craft", "CraFTConfig"),
     **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
-    **exports_of(".serve", "BlackBoxServer", "create_app", "serve_black_box"),
+    **exports_of(".serve", "BlackBoxServer", "ServeLimits", "create_app", "serve_black_box"),
     **exports_of(".modeling_craft", "CraFTModel", "connect_black_box"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

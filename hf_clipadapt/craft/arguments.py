@@ -19,7 +19,8 @@ class CraFTTrainingArguments:
         seed: seeds CMA-ES's sampling and R's initialisation and shuffling.
         optimize_prompt / train_refinement: switch a module off for the ablations
             (refinement-only queries the initial prompt once; prompt-only never trains R).
-        output_dir: where a checkpoint is written after every generation (None: none).
+        output_dir: where a checkpoint is written after every generation (None: a new
+            temporary folder, named in a warning when the run starts).
     """
 
     budget: int | None = 8000

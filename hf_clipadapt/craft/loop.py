@@ -3,7 +3,11 @@
 Per generation: one ask/tell of CMA-ES over z (λ queries, fitness L_I), then one
 epoch of the refinement module R on the black box's outputs for the generation's
 best candidate (loss L_O); budget // λ generations; the final prompt is the CMA-ES
-mean. A checkpoint after every generation makes a run resumable exactly.
+mean. A checkpoint after every generation (in `args.output_dir`, or a temporary run
+folder named in the log) makes a run resumable exactly: the resumed run keeps the
+plan the run started with (each history record carries it), whatever the black box's
+own counter says by then, and re-uploads its images if the black box no longer knows
+their handle (a restarted server, an evicted cache).
 
 R is trained here with a plain AdamW loop, not with the package's
 `AdaptationTrainer`: its "epoch" is a handful of steps on the N×K logits that the
@@ -15,6 +19,7 @@ checkpoints would not hold the CMA-ES state the resume needs.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import tempfile
 
@@ -24,7 +29,10 @@ import torch
 from ..progress import progress_bar
 from .arguments import CraFTTrainingArguments
 from .checkpoint import load_loop_state, save_loop_state
+from .protocol import UnknownImagesError
 from .refine import prompt_fitness, refinement_loss
+
+logger = logging.getLogger(__name__)
 
 
 class _Randn:
@@ -62,7 +70,9 @@ class CollaborativeLoop:
         self.args = args or CraFTTrainingArguments()
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.class_names = model.class_names()
+        self._pixel_values = pixel_values  # kept to upload again if the black box forgets them
         self.images = black_box.upload_images(pixel_values)
+        self.output_dir = self.args.output_dir  # None: a temporary run folder, made by the first run()
         available = black_box.remaining if self.args.budget is None else self.args.budget
         if available is not None and black_box.remaining is not None:
             available = min(available, black_box.remaining)
@@ -78,7 +88,12 @@ class CollaborativeLoop:
     # ------------------------------------------------------------------ one generation
     def _query(self, z: np.ndarray) -> torch.Tensor:
         contexts = self.model.prompt.contexts(z)
-        return torch.from_numpy(self.black_box.query(contexts, self.images, self.class_names))
+        try:
+            scores = self.black_box.query(contexts, self.images, self.class_names)
+        except UnknownImagesError:  # a restarted server or an evicted cache: not charged, upload again
+            self.images = self.black_box.upload_images(self._pixel_values)
+            scores = self.black_box.query(contexts, self.images, self.class_names)
+        return torch.from_numpy(scores)
 
     def _prompt_step(self) -> tuple[torch.Tensor, np.ndarray]:
         """Ask λ candidates, score them (λ queries), tell CMA-ES their fitness L_I."""
@@ -119,7 +134,8 @@ class CollaborativeLoop:
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
         self.generation += 1
         record = {"generation": self.generation, "queries": self.black_box.queries, "loss_o": loss_o,
-                  "train_accuracy": float((y_o.argmax(-1) == self.labels).float().mean() * 100)}  # fmt: skip
+                  "train_accuracy": float((y_o.argmax(-1) == self.labels).float().mean() * 100),
+                  "planned_generations": self.generations}  # fmt: skip
         self.history.append(record)
         self.last_candidates = candidates
         return record
@@ -128,19 +144,22 @@ class CollaborativeLoop:
     def run(self, resume_from_checkpoint=None, max_generations: int | None = None):
         """Run the remaining generations (at most `max_generations` now); returns the model.
 
-        If the black box becomes unreachable mid-run, the state before the failed
-        generation is saved (to `args.output_dir`, or a new temporary folder) and the
-        error says where: `run(resume_from_checkpoint=...)` then continues exactly."""
+        A checkpoint is written after every generation to `args.output_dir`, or (not
+        set) to a temporary run folder made once per loop and named in a warning. If the
+        black box becomes unreachable mid-run, the state before the failed generation is
+        saved there and the error says where: `run(resume_from_checkpoint=...)` then
+        continues exactly, on this loop or a new one, after a server restart too."""
         if resume_from_checkpoint:
             load_loop_state(self, resume_from_checkpoint)
+            self.generations = self._resumed_plan()
+        folder = self._run_folder()
         todo = self.generations - self.generation
         todo = todo if max_generations is None else min(todo, max_generations)
         bar = progress_bar(total=todo, desc="CraFT generations")
         try:
             for _ in range(todo):
                 record = self._guarded_step()
-                if self.args.output_dir:
-                    save_loop_state(self, self.args.output_dir)
+                save_loop_state(self, folder)
                 bar.update(1)
                 bar.set_postfix(queries=record["queries"], train_acc=f"{record['train_accuracy']:.1f}")
         finally:
@@ -159,12 +178,35 @@ class CollaborativeLoop:
         except BlackBoxConnectionError as e:
             if snapshot is not None:
                 self.strategy = pickle.loads(snapshot)  # our own bytes from a moment ago
-            where = save_loop_state(self, self.args.output_dir or tempfile.mkdtemp(prefix="craft-run-"))
+            where = save_loop_state(self, self._run_folder())
             raise BlackBoxConnectionError(
                 f"{e}. The run stopped before generation {self.generation + 1} of {self.generations} "
                 f"({self.black_box.queries} queries spent); its state is saved in {where}: resume with "
                 f"run(resume_from_checkpoint={str(where)!r})"
             ) from e
+
+
+    def _run_folder(self) -> str:
+        if self.output_dir is None:
+            self.output_dir = tempfile.mkdtemp(prefix="craft-run-")
+            logger.warning("CraFTTrainingArguments.output_dir is not set: this run's checkpoints go to %s (resume "
+                           "with run(resume_from_checkpoint=...)); set output_dir to keep them elsewhere",
+                           self.output_dir)  # fmt: skip
+        return self.output_dir
+
+    def _resumed_plan(self) -> int:
+        """The generations of the run being resumed: the plan it recorded, not one recomputed
+        from a black box whose own counter has moved on since."""
+        for record in reversed(self.history):
+            planned = record.get("planned_generations") if isinstance(record, dict) else None
+            if isinstance(planned, int) and planned >= self.generation:
+                return planned
+        if self.args.budget is not None:  # a checkpoint without the record: the run's own budget
+            return max(self.generation, _plan(self.args.budget, self.args))
+        try:  # neither: what the black box has left, after the generations already done
+            return self.generation + _plan(self.black_box.remaining, self.args)
+        except ValueError:  # less than one more generation left
+            return self.generation
 
 
 def _plan(available: int | None, args: CraFTTrainingArguments) -> int:

@@ -7,7 +7,9 @@ The model's owner exposes one thing: prompts and images in, per-class scores out
 * One query = one prompt set (K class prompts) scored against a set of images, as
   in the paper, where a budget of 8,000 queries is 200 CMA-ES generations of 40.
 * Every query is counted, and `QueryBudgetExceeded` is raised *before* a call that
-  would overrun the budget: a refused call sends nothing and costs nothing.
+  would overrun the budget: a refused call sends nothing and costs nothing. A query
+  is charged only once it is valid (shapes, finite numbers, known image handle);
+  an owner-side box (`_refund_on_failure`) gives the charge back if scoring fails.
 * Images are uploaded once (`upload_images` returns a handle) and the owner keeps
   their features; uploading is not a query.
 * Everything that comes back is a NumPy array (no tensor, no gradient, no
@@ -29,6 +31,14 @@ class BlackBoxError(RuntimeError):
     """The black box answered something unusable (wrong shape, non-finite scores)."""
 
 
+class UnknownImagesError(BlackBoxError, KeyError):
+    """The black box does not know the image handle (never uploaded, evicted from its
+    cache, or lost in a restart): upload the images again for a new handle."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class BlackBoxVLM:
     """Query-only access to a vision-language classifier, with an exact query budget.
 
@@ -44,6 +54,10 @@ class BlackBoxVLM:
         self.budget = budget
         self.name = name
         self.queries = 0
+
+    # An owner-side box refunds a query whose scoring raised (nothing came back); a client
+    # refunds only what it knows got no answer (see `RemoteBlackBox`).
+    _refund_on_failure = False
 
     # ------------------------------------------------------------------ budget
     @property
@@ -89,17 +103,37 @@ class BlackBoxVLM:
         if contexts.ndim != 3 or contexts.shape[-1] != self.text_width or contexts.shape[0] == 0:
             raise ValueError(f"contexts must be [n, {self.text_width}] or [P, n, {self.text_width}], got "
                              f"{contexts.shape}")  # fmt: skip
+        if not np.isfinite(contexts).all():
+            raise ValueError("contexts hold NaN or inf values; send finite prompt vectors")
         class_names = _check_class_names(class_names)
+        self._check_images(images)
         first = self._charge(len(contexts))
-        scores = self._validated(self._score_contexts(contexts, images, class_names), first, len(contexts),
-                                 len(class_names))  # fmt: skip
+        raw = self._charged(len(contexts), lambda: self._score_contexts(contexts, images, class_names))
+        scores = self._validated(raw, first, len(contexts), len(class_names))
         return scores[0] if single else scores
 
     def query_texts(self, texts: list[str], images: str) -> np.ndarray:
         """Score one prompt set given as K strings (one per class): one query, [N, K] scores."""
         texts = _check_class_names(texts, what="texts")
+        self._check_images(images)
         first = self._charge(1)
-        return self._validated(self._score_texts(texts, images)[None], first, 1, len(texts))[0]
+        raw = self._charged(1, lambda: self._score_texts(texts, images))
+        return self._validated(np.asarray(raw)[None], first, 1, len(texts))[0]
+
+    def _charged(self, n: int, score):
+        """Run `score()` for `n` charged queries; an owner-side box refunds them if it raises."""
+        try:
+            return score()
+        except BaseException:
+            if self._refund_on_failure:
+                self.queries -= n
+            raise
+
+    def _check_images(self, images) -> None:
+        """Refuse an unknown image handle before anything is charged (a hook; the owner's
+        box knows its handles, a client learns it from the answer)."""
+        if not isinstance(images, str) or not images:
+            raise ValueError(f"images must be the handle that upload_images returned, got {images!r}")
 
     # ------------------------------------------------------------------ checks
     @staticmethod

@@ -16,7 +16,7 @@ _EXPORTS = {
     **exports_of(".collate", "TensorRows", "stack_collate"),
     **exports_of(".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler",
                  "class_balanced_weights"),
-    **exports_of(".trainer", "AdaptationTrainer", "train_model"),
+    **exports_of(".trainer", "AdaptationTrainer", "last_complete_checkpoint", "train_model"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

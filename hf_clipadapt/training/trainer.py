@@ -15,7 +15,12 @@ DDP/FSDP/DeepSpeed all come from `Trainer`. What this subclass adds:
   loads them without warning about the frozen tensors left out;
 * the loss is taken as a per-batch mean, whatever the model's `forward`
   signature (Trainer would otherwise skip its gradient-accumulation scaling for
-  models whose `forward` takes `**kwargs`).
+  models whose `forward` takes `**kwargs`);
+* a checkpoint folder is marked complete (`CHECKPOINT_COMPLETE`) only once everything
+  in it is written, subclasses' own files included; `train(resume_from_checkpoint=True)`
+  resumes from the newest complete one and skips, with a warning, a newer one whose
+  save was interrupted (`last_complete_checkpoint`), and a given path that is incomplete
+  is refused with a clear error.
 
 Method-specific state (pseudo-labels refreshed each epoch, an EMA teacher) is a
 `TrainerCallback` or an override of `compute_loss`/`training_step`; see
@@ -26,19 +31,26 @@ processes with `average_gradients`.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .arguments import AdaptationTrainingArguments
 from .collate import stack_collate
 
-__all__ = ["AdaptationTrainer", "train_model"]
+__all__ = ["AdaptationTrainer", "CHECKPOINT_COMPLETE", "last_complete_checkpoint", "train_model"]
+
+# Written last into a checkpoint folder: without it (in a run that writes it) the save was interrupted.
+CHECKPOINT_COMPLETE = "hf_clipadapt_checkpoint_complete.json"
 
 
 class AdaptationTrainer(Trainer):
@@ -61,6 +73,24 @@ class AdaptationTrainer(Trainer):
             self.model_accepts_loss_kwargs = False  # our models' losses are per-batch means
         if self.args.device.type == "cpu":
             self.accelerator.free_memory = _free_references(self.accelerator)
+        self._save_checkpoint = self._marked_complete(self._save_checkpoint)
+
+    # ------------------------------------------------------------------ resume
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """Trainer's `train`; `resume_from_checkpoint=True` takes the newest *complete*
+        checkpoint of `args.output_dir`, and an incomplete one given by path is refused."""
+        if resume_from_checkpoint is True:
+            found = last_complete_checkpoint(self.args.output_dir)
+            if found is None:
+                raise ValueError(f"no complete checkpoint-* folder in {self.args.output_dir!r} to resume from; train "
+                                 "without resume_from_checkpoint, or pass a checkpoint folder")  # fmt: skip
+            resume_from_checkpoint = found
+        elif resume_from_checkpoint and not isinstance(resume_from_checkpoint, bool):
+            problem = _incomplete(Path(resume_from_checkpoint), require_marker=False)
+            if problem is not None:
+                raise ValueError(f"cannot resume from {str(resume_from_checkpoint)!r}: {problem}. Resume from an "
+                                 "earlier checkpoint-* folder (or resume_from_checkpoint=True)")  # fmt: skip
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -153,6 +183,25 @@ class AdaptationTrainer(Trainer):
         finally:
             self._in_checkpoint_save = False
 
+    def _marked_complete(self, save_checkpoint):
+        """Wrap the (most derived) `_save_checkpoint`: the folder's mark is removed before it is
+        (re)written and written back, after an fsync of its files, once all of it is saved."""
+
+        def save_and_mark(model, trial) -> None:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            if self.args.should_save:
+                (folder / CHECKPOINT_COMPLETE).unlink(missing_ok=True)
+            save_checkpoint(model, trial)
+            if self.args.should_save and folder.is_dir():
+                from ..io import _fsync_tree
+
+                _fsync_tree(folder)
+                tmp = folder / (CHECKPOINT_COMPLETE + ".tmp")
+                tmp.write_text(json.dumps({"global_step": self.state.global_step}), encoding="utf-8")
+                os.replace(tmp, folder / CHECKPOINT_COMPLETE)
+
+        return save_and_mark
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save through the model's own `save_pretrained` (for a `CLIPAdaptedModel`, its
         `saved_state_dict()`: the trained part); a `state_dict` gathered by FSDP/DeepSpeed is
@@ -182,6 +231,42 @@ class AdaptationTrainer(Trainer):
             missing = [k for k in load_result.missing_keys if k in saved]
             load_result = type(load_result)(missing, load_result.unexpected_keys)
         super()._issue_warnings_after_load(load_result)
+
+
+def _incomplete(folder: Path, require_marker: bool) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None. Without the mark (a checkpoint from a
+    version or a Trainer that does not write it), a readable trainer state, written last by
+    Trainer, stands in for it, unless `require_marker` (the run writes marks)."""
+    if (folder / CHECKPOINT_COMPLETE).is_file():
+        return None
+    if require_marker:
+        return f"its save was interrupted (no {CHECKPOINT_COMPLETE}, which a complete checkpoint of this run has)"
+    try:
+        json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"it has no readable {TRAINER_STATE_NAME} (its save was interrupted, or it is not a checkpoint)"
+    return None
+
+
+def last_complete_checkpoint(output_dir) -> str | None:
+    """The newest checkpoint-* folder of `output_dir` whose save finished; a newer incomplete one
+    is skipped with a warning. None if there is none."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        step = path.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if path.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit() and path.is_dir():
+            found.append((int(step), path))
+    found.sort(reverse=True)
+    marked = any((path / CHECKPOINT_COMPLETE).is_file() for _, path in found)
+    for _, path in found:
+        problem = _incomplete(path, require_marker=marked)
+        if problem is None:
+            return str(path)
+        warnings.warn(f"skipping {str(path)!r} when resuming: {problem}", UserWarning, stacklevel=3)
+    return None
 
 
 def _free_references(accelerator):

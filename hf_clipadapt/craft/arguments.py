@@ -13,15 +13,17 @@ from dataclasses import asdict, dataclass
 
 # Per-dataset values of mrflogs/CraFT craft_configs/<name>.yaml (the keys there: sigma,
 # weight, bound, n, batch_size; std is the projection's, see CraFTConfig). bound 0 = unbounded.
-# imagenet runs main_craft_imagenet.py in the official release (R hidden 512, see CraFTConfig).
+# imagenet runs main_craft_imagenet.py in the official release: R hidden 512 (lines 191-195), the
+# prompt from CMA-ES's best solution so far (line 165), and A left at nn.Linear's default init
+# U(±1/√512) (line 88: the config's std is not used), std 1/√(3·512) ≈ 0.0255, matched here by a Gaussian.
 PRESETS: dict[str, dict] = {
     "caltech101": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "dtd": dict(sigma=0.02, kl_weight=0.001, bound=5.0, kl_off_divisor=1, batch_size=256, projection_std=1.0),
     "eurosat": dict(sigma=0.02, kl_weight=0.01, bound=5.0, kl_off_divisor=1, batch_size=256, projection_std=1.0),
     "fgvc": dict(sigma=0.02, kl_weight=0.1, bound=0.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "food101": dict(sigma=1.0, kl_weight=1.0, bound=0.0, kl_off_divisor=1, batch_size=256, projection_std=0.2),
-    "imagenet": dict(sigma=1.0, kl_weight=0.0, bound=0.0, kl_off_divisor=1, batch_size=256, projection_std=1.0,
-                     refine_hidden=512),
+    "imagenet": dict(sigma=1.0, kl_weight=0.0, bound=0.0, kl_off_divisor=1, batch_size=256, prompt_mean="best",
+                     projection_std=(3 * 512) ** -0.5, refine_hidden=512),
     "oxford_flowers": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "oxford_pets": dict(sigma=0.02, kl_weight=0.1, bound=5.0, kl_off_divisor=1, batch_size=64, projection_std=0.2),
     "stanford_cars": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
@@ -65,7 +67,8 @@ class CraFTTrainingArguments:
         fitness_images: "augmented" (official: one fixed augmented view of every shot, drawn
             once per run) or "clean" (the prepared shots as given).
         prompt_mean: the prompt R is trained under and the saved z. "population" (official:
-            the mean of a freshly asked CMA-ES population) or "distribution" (CMA-ES's mean).
+            the mean of a freshly asked CMA-ES population), "distribution" (CMA-ES's mean) or
+            "best" (the best solution evaluated so far: main_craft_imagenet.py, the imagenet preset).
         refiner_init: "official" (PyTorch's default init of both layers) or "zero" (last
             layer zero, so R starts as the identity map: the library's former choice).
         seed: seeds CMA-ES's sampling, R's initialisation, shuffling and augmentation.
@@ -111,7 +114,7 @@ class CraFTTrainingArguments:
             raise ValueError(f"kl_off_divisor must be a positive int (n) or None (never off), got {self.kl_off_divisor}")
         for name, allowed in (("refine_inputs", ("augmented", "best_candidate")),
                               ("fitness_images", ("augmented", "clean")),
-                              ("prompt_mean", ("population", "distribution")), ("refiner_init", ("official", "zero"))):  # fmt: skip
+                              ("prompt_mean", ("population", "distribution", "best")), ("refiner_init", ("official", "zero"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (self.optimize_prompt or self.train_refinement):

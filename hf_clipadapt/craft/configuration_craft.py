@@ -18,8 +18,8 @@ class CraFTConfig(AdaptedConfig):
         n_ctx / text_width: the shape [n, W] of p0 (filled from the black box).
         intrinsic_dim: d0, the dimension of z (512).
         projection_seed / projection_std: regenerate the projection A. std: the official
-            `std` of craft_configs/<dataset>.yaml (mrflogs/CraFT): 0.2, or 1 on dtd,
-            eurosat and imagenet; None = the preset's, else 0.2. (The library used 0.02
+            `std` of craft_configs/<dataset>.yaml (mrflogs/CraFT): 0.2, or 1 on dtd and
+            eurosat (imagenet's script ignores its std: 0.0255); None = the preset's, else 0.2. (The library used 0.02
             before; models saved then keep theirs, it is in their config.)
         refine_hidden: hidden width of the refinement MLP (256; 512 on ImageNet,
             main_craft_imagenet.py); None = the preset's, else 256.

@@ -131,6 +131,8 @@ class CollaborativeLoop:
             # drawn from a copy: a second ask() on the strategy itself breaks pycma's TPA step-size
             # adaptation (used at d0 >= 300), which expects its mean-shift pair in the next tell
             mean = np.mean(np.asarray(copy.deepcopy(self.strategy).ask()), axis=0)
+        elif self.args.prompt_mean == "best":  # main_craft_imagenet.py line 165: es.result.xbest
+            mean = self.strategy.result.xbest
         else:
             mean = self.strategy.mean
         self.model.prompt.z.copy_(torch.as_tensor(mean, dtype=torch.float32))

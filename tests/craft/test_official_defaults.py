@@ -41,6 +41,7 @@ def test_dataset_presets_carry_the_official_per_dataset_values():
     assert CraFTTrainingArguments.from_preset("fgvc").bound == 0.0
     assert CraFTTrainingArguments.from_preset("oxford_pets").batch_size == 64
     assert CraFTConfig(preset="imagenet").refine_hidden == 512
+    assert CraFTTrainingArguments.from_preset("imagenet").prompt_mean == "best"  # main_craft_imagenet.py line 165
     with pytest.raises(ValueError, match="unknown CraFT preset 'mnist'; choose from"):
         CraFTTrainingArguments.from_preset("mnist")
 
@@ -100,3 +101,13 @@ def test_r_trains_on_a_fresh_augmented_view_under_the_population_mean_prompt(cli
     assert ref1.ndim == 2 and len({r1, r2, clean, loop.images}) == 4  # a fresh view per generation
     np.testing.assert_array_equal(ref2, model.prompt.contexts(model.prompt.z))  # z = the population mean
     assert not np.array_equal(model.prompt.z.numpy(), loop.strategy.mean.astype(np.float32))
+
+
+def test_imagenet_prompt_is_cma_es_best_solution(clip):
+    """main_craft_imagenet.py line 165: the prompt R trains under is es.result.xbest."""
+    box = LocalBlackBox(clip)
+    x, y = shots()
+    model = stand_in(box)
+    loop = CollaborativeLoop(model, box, x, y, CraFTTrainingArguments(budget=22, population=10, prompt_mean="best"))
+    loop.run()
+    np.testing.assert_array_equal(model.prompt.z.numpy(), loop.strategy.result.xbest.astype(np.float32))

@@ -3,9 +3,9 @@
 p0 is the owner's token embedding of the initial phrase ("a photo of a", n tokens
 of width W). A is a fixed random Gaussian projection from a low-dimensional z (d0 =
 512) to the n·W context, as in black-box tuning (Sun et al., ICML 2022): CMA-ES
-searches the d0-dim z, not the n·W-dim context. Its std is the official config's `std`
-(mrflogs/CraFT craft_configs/*.yaml: 0.2, or 1 on dtd, eurosat, imagenet; main_craft.py
-lines 83-86 draw a bias-free Linear's weight from N(0, std²)). A is regenerated
+searches the d0-dim z, not the n·W-dim context. A's entries are N(0, std²) as in
+mrflogs/CraFT main_craft.py lines 83-86 (a bias-free Linear's weight); the official std is
+the config's (0.2, or 1 on dtd and eurosat); the library's default is 0.02 (see `CraFTConfig`). A is regenerated
 from its seed whenever it is needed and never stored, so a saved prompt is z alone.
 """
 
@@ -31,7 +31,7 @@ class PromptModule(nn.Module):
         seed, std: regenerate A.
     """
 
-    def __init__(self, n_ctx: int, width: int, dim: int = 512, seed: int = 0, std: float = 0.2):
+    def __init__(self, n_ctx: int, width: int, dim: int = 512, seed: int = 0, std: float = 0.02):
         super().__init__()
         self.n_ctx, self.width, self.dim, self.seed, self.std = n_ctx, width, dim, seed, std
         self.register_buffer("z", torch.zeros(dim))

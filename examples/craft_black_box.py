@@ -13,9 +13,9 @@
 
 Steps: draw the K-shot split (seeded), connect to the black box (--url, or --model run
 locally), score the test split zero-shot (the initial prompt "a photo of a {class}."),
-run CraFT's collaborative loop within --budget queries (CMA-ES on the prompt, AdamW on
-the refinement module; a checkpoint per generation in <output_dir>/run, resumed with
---resume), score the test split again, save results.json and the model (z and R,
+run CraFT's collaborative loop within --budget queries (CMA-ES on the prompt, Adam on
+the refinement module, the official settings or a dataset's with --preset; a checkpoint
+per generation in <output_dir>/run, resumed with --resume), score the test split again, save results.json and the model (z and R,
 kilobytes) with its card. With --url, --model only names the image processor the
 images are prepared with (the owner's). The loop is sequential: run one process.
 """
@@ -43,7 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--token", default=None, help=f"its bearer token (default: ${TOKEN_ENV})")
     p.add_argument("--budget", type=int, default=8000, help="training queries (one = one prompt set scored)")
     p.add_argument("--population", type=int, default=40, help="CMA-ES population")
-    p.add_argument("--sigma", type=float, default=None, help="CMA-ES step size (default: CraFTTrainingArguments')")
+    p.add_argument("--sigma", type=float, default=None, help="CMA-ES step size (default: the preset's or 1)")
+    p.add_argument("--preset", default=None, help="official per-dataset settings, e.g. eurosat, dtd, oxford_pets "
+                   "(hf_clipadapt.craft.arguments.PRESETS); default: the official majority config")
     p.add_argument("--intrinsic_dim", type=int, default=512, help="d0, the dimension of z")
     p.add_argument("--resume", action="store_true", help="continue the run checkpointed in <output_dir>/run")
     return p.parse_args(argv)
@@ -73,16 +75,18 @@ def main(argv=None) -> dict:
     shots = sample_few_shot(train, args.shots, seed=args.seed, label_column=args.label_column, val_shots=0)["train"]
     box = connect(args)
     model = CraFTModel.from_black_box(box, class_names(train, args.label_column), projection_seed=args.seed,
-                                      intrinsic_dim=args.intrinsic_dim, dataset_name=dataset_name)  # fmt: skip
+                                      intrinsic_dim=args.intrinsic_dim, dataset_name=dataset_name,
+                                      preset=args.preset)  # fmt: skip
     processor = image_processor(args, box)
     evaluate = dict(image_processor=processor, image_column=args.image_column, label_column=args.label_column)
     with warnings.catch_warnings():  # scoring the untrained model is the point here: no "not fitted" warning
         warnings.simplefilter("ignore", UserWarning)
         zero_shot = model.evaluate(test, **evaluate)  # z = 0, R = 0: the black box with "a photo of a {class}."
     eval_queries = box.queries
-    training = CraFTTrainingArguments(budget=args.budget, population=args.population, seed=args.seed,
-                                      output_dir=str(Path(args.output_dir) / "run"),
-                                      **({"sigma": args.sigma} if args.sigma else {}))  # fmt: skip
+    settings = dict(budget=args.budget, population=args.population, seed=args.seed,
+                    output_dir=str(Path(args.output_dir) / "run"), **({"sigma": args.sigma} if args.sigma else {}))
+    training = (CraFTTrainingArguments.from_preset(args.preset, **settings) if args.preset
+                else CraFTTrainingArguments(**settings))  # fmt: skip
     start = time.perf_counter()
     x = model.pixel_values(shots, processor, args.image_column)
     y = torch.as_tensor(shots[args.label_column])

@@ -2,7 +2,9 @@
 
     python benchmarks/craft/report.py [--results benchmarks/craft/results.json]
 
-Prints the Markdown tables that RESULTS.md quotes and writes accuracy_vs_queries.png.
+Prints the Markdown tables that RESULTS.md quotes (the current runs, and the runs of the
+code before the official losses and defaults, results_before_fix.json, at the budgets
+both have) and writes accuracy_vs_queries.png.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-METHODS = ("prompt_only", "refinement_only", "craft")
+METHODS = ("prompt_only", "refinement_only", "craft", "prompt_only_official_scale", "craft_official_scale",
+           "craft_clean_views")
 
 
 def mean_std(values) -> str:
     values = np.asarray(values, dtype=float)
+    if np.isnan(values).all():
+        return "–"
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else f"{values.mean():.2f}"
 
 
@@ -46,14 +51,29 @@ def tables(results) -> str:
     if coop:
         lines.append(f"| CoOp (white-box) | {mean_std([r['accuracy'] for r in coop])} (gradients, no query budget) |"
                      + " |" * (len(budgets) - 1))  # fmt: skip
-    lines += ["", f"CMA-ES σ chosen on validation shots: {results.get('sigma')} (validation accuracy per σ: "
-              f"{results.get('sigma_selection')})", ""]  # fmt: skip
+    if results.get("sigma_selection"):
+        lines += ["", f"CMA-ES σ chosen on validation shots: {results.get('sigma')} (validation accuracy per σ: "
+                  f"{results.get('sigma_selection')})"]  # fmt: skip
+    lines += [""]
     lines += ["| method | wall time (s, mean) | user-side memory (MB) |", "|---|---|---|"]
     for method in (*METHODS, "coop"):
         runs = [r for r in results["runs"] if r["method"] == method]
         if runs:
             mem = np.mean([r["memory"]["total"] for r in runs]) / 2**20
             lines.append(f"| {method} | {np.mean([r['seconds'] for r in runs]):.0f} | {mem:.2f} |")
+    return "\n".join(lines)
+
+
+def before_after(before, after) -> str:
+    """Old rows beside new ones at the budgets both runs read."""
+    old, new = curves(before), curves(after)
+    budgets = sorted({b for m in new.values() for b in m} & {b for m in old.values() for b in m})
+    lines = ["| method | " + " | ".join(f"before, {b} q | now, {b} q" for b in budgets) + " |",
+             "|---" * (2 * len(budgets) + 1) + "|"]  # fmt: skip
+    for method in METHODS:
+        if method in new:
+            cells = [f"{mean_std(old.get(method, {}).get(b, [np.nan]))} | {mean_std(new[method][b])}" for b in budgets]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -89,9 +109,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--results", default=str(HERE / "results.json"))
     p.add_argument("--plot", default=str(HERE / "accuracy_vs_queries.png"))
+    p.add_argument("--before", default=str(HERE / "results_before_fix.json"))
     args = p.parse_args()
     results = json.loads(Path(args.results).read_text())
     print(tables(results))
+    if Path(args.before).is_file():
+        print("\nBefore (library losses and defaults) vs now:\n")
+        print(before_after(json.loads(Path(args.before).read_text()), results))
     plot(results, args.plot)
 
 

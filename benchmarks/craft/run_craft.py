@@ -1,15 +1,18 @@
 """CraFT on the offline testbed CLIP: zero-shot, prompt-only, refinement-only, CraFT and
 white-box CoOp, 16 shots, accuracy against training queries, memory and wall time.
 
-    OMP_NUM_THREADS=1 python benchmarks/craft/run_craft.py --seeds 1 2 3
+    OMP_NUM_THREADS=1 python benchmarks/craft/run_craft.py --seeds 1 2 3 --budget 1000 --checkpoints 500 1000
 
 Protocol. Data: the testbed "few_shot" suite (16 classes, 32 training and 50 test
-images per class); per seed, the CoOp 16-shot split of the training images plus 4
-validation shots per class (disjoint). The CMA-ES step size σ is chosen on those
-validation shots (CraFT at --select_budget queries, first seed), never on test labels.
-Accuracy at 1k/2k/4k queries is read inside the 8k run: the loop has no schedule that
-depends on the total budget, so the first g generations of an 8k run *are* a
-g·λ-query run. Test scoring goes through a separate, uncounted black box.
+images per class); per seed, the CoOp 16-shot split of the training images.
+Settings: the defaults of `CraFTTrainingArguments` / `CraFTConfig`: the official ones (mrflogs/CraFT,
+the configuration most of its datasets share: bounds ±5, w = 0.1, KL of R off after budget // 4
+evaluations, Adam, R on augmented views) except the search scale σ·std(A) = 0.1·0.02 (officially
+1·0.2; "*_official_scale" rows run that). Nothing is chosen on data.
+Accuracy at the smaller checkpoints is read inside the
+--budget run (R's KL switch-off depends on the run's budget, so that is *not* the same as a
+run with the smaller budget). Test scoring goes through a separate, uncounted black box.
+With --sigmas, σ is chosen on 4 validation shots per class first (the former protocol).
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ def parse_args():
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--budget", type=int, default=8000)
     p.add_argument("--checkpoints", type=int, nargs="+", default=[1000, 2000, 4000, 8000])
-    p.add_argument("--sigmas", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
+    p.add_argument("--sigmas", type=float, nargs="*", default=[])
+    p.add_argument("--variants", nargs="+", default=["craft", "prompt_only", "refinement_only", "craft_official_scale",
+                                                      "prompt_only_official_scale", "craft_clean_views"])
+    p.add_argument("--coop", action="store_true", help="also run white-box CoOp (unchanged by the CraFT fixes)")
     p.add_argument("--select_budget", type=int, default=2000)
     p.add_argument("--out", default=str(HERE / "results.json"))
     return p.parse_args()
@@ -58,14 +64,17 @@ class Scorer:
 
 def run_craft(clip, x, y, names, seed, args_kwargs, scorers, checkpoints, population=40):
     """Train within max(checkpoints) queries; accuracy of every scorer at each checkpoint."""
+    args_kwargs = dict(args_kwargs)
+    model_kwargs = {"projection_std": args_kwargs.pop("projection_std")} if "projection_std" in args_kwargs else {}
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, names, projection_seed=seed)
+    model = CraFTModel.from_black_box(box, names, projection_seed=seed, **model_kwargs)
     train_args = CraFTTrainingArguments(budget=max(checkpoints), population=population, seed=seed, **args_kwargs)
     start = time.perf_counter()
     loop = CollaborativeLoop(model, box, x, y, train_args)
+    per_generation = max(checkpoints) // loop.generations  # queries per generation (λ, + 1 with augmented R)
     curve, done = {}, 0
     for budget in sorted(checkpoints):
-        gens = budget // population - done
+        gens = min(budget // per_generation, loop.generations) - done
         loop.run(max_generations=gens)
         done += gens
         refine = train_args.train_refinement
@@ -77,7 +86,7 @@ def run_craft(clip, x, y, names, seed, args_kwargs, scorers, checkpoints, popula
 
 
 def user_side_bytes(model, loop) -> dict:
-    """What the CraFT user holds: z, the regenerated A, R, AdamW's moments, the CMA-ES state,
+    """What the CraFT user holds: z, the regenerated A, R, Adam's moments, the CMA-ES state,
     and one generation of black-box outputs ([λ, N, K] float32)."""
     optimizer = sum(t.numel() * t.element_size() for s in loop.optimizer.state.values() for t in s.values()
                     if torch.is_tensor(t))  # fmt: skip
@@ -118,11 +127,38 @@ def main():
     helper = CraFTModel.from_black_box(eval_box, names)
     test_x, test_y = helper.pixel_values(suite["test"]), torch.tensor(suite["test"]["label"])
     test_scorer = Scorer(eval_box, test_x, test_y, names)
-    out = {"protocol": __doc__, "shots": args.shots, "seeds": args.seeds, "budget": args.budget, "runs": []}
+    out = {"protocol": __doc__, "shots": args.shots, "seeds": args.seeds, "budget": args.budget, "runs": [],
+           "defaults": CraFTTrainingArguments().to_dict()}
     out["zero_shot"] = test_scorer(helper, refine=False)
     print("zero-shot", out["zero_shot"], flush=True)
 
-    # ---- σ on validation shots (first seed), CraFT at select_budget queries
+    official_scale = {"sigma": 1.0, "projection_std": 0.2}  # the authors' search scale (preset "official")
+    variants = {"craft": {}, "prompt_only": {"train_refinement": False}, "refinement_only": {"optimize_prompt": False},
+                "craft_official_scale": official_scale,
+                "prompt_only_official_scale": {**official_scale, "train_refinement": False},
+                # diagnosis: no augmented views (fitness and R on the clean shots, R on the best candidate's scores)
+                "craft_clean_views": {"fitness_images": "clean", "refine_inputs": "best_candidate"}}  # fmt: skip
+    if args.sigmas:
+        sigma = select_sigma(args, clip, suite, helper, eval_box, names, out)
+        variants = {k: {**v, "sigma": sigma} for k, v in variants.items()}
+    for seed in args.seeds:
+        split = sample_few_shot(suite["train"], args.shots, seed=seed, val_shots=4)
+        x, y = helper.pixel_values(split["train"]), torch.tensor(split["train"]["label"])
+        for method in args.variants:
+            curve, seconds, memory = run_craft(clip, x, y, names, seed, variants[method], {"test": test_scorer},
+                                               args.checkpoints)  # fmt: skip
+            out["runs"].append({"method": method, "seed": seed, "curve": curve, "seconds": seconds, "memory": memory})
+            print(method, seed, {b: c["test"] for b, c in curve.items()}, f"{seconds:.0f}s", flush=True)
+            save(out, args.out)
+        if args.coop:
+            acc, seconds, memory = run_coop(clip, suite["train"], suite["test"], names, seed, args.shots)
+            out["runs"].append({"method": "coop", "seed": seed, "accuracy": acc, "seconds": seconds, "memory": memory})
+            print("coop", seed, acc, f"{seconds:.0f}s", flush=True)
+            save(out, args.out)
+
+
+def select_sigma(args, clip, suite, helper, eval_box, names, out) -> float:
+    """The former protocol: σ chosen on validation shots (first seed), CraFT at select_budget queries."""
     split = sample_few_shot(suite["train"], args.shots, seed=args.seeds[0], val_shots=4)
     x, y = helper.pixel_values(split["train"]), torch.tensor(split["train"]["label"])
     val = Scorer(eval_box, helper.pixel_values(split["validation"]), torch.tensor(split["validation"]["label"]), names)
@@ -135,21 +171,7 @@ def main():
     sigma = max(out["sigma_selection"], key=out["sigma_selection"].get)
     out["sigma"] = sigma
     save(out, args.out)
-
-    variants = {"craft": {"sigma": sigma}, "prompt_only": {"sigma": sigma, "train_refinement": False},
-                "refinement_only": {"sigma": sigma, "optimize_prompt": False}}  # fmt: skip
-    for seed in args.seeds:
-        split = sample_few_shot(suite["train"], args.shots, seed=seed, val_shots=4)
-        x, y = helper.pixel_values(split["train"]), torch.tensor(split["train"]["label"])
-        for method, kwargs in variants.items():
-            curve, seconds, memory = run_craft(clip, x, y, names, seed, kwargs, {"test": test_scorer}, args.checkpoints)
-            out["runs"].append({"method": method, "seed": seed, "curve": curve, "seconds": seconds, "memory": memory})
-            print(method, seed, {b: c["test"] for b, c in curve.items()}, f"{seconds:.0f}s", flush=True)
-            save(out, args.out)
-        acc, seconds, memory = run_coop(clip, suite["train"], suite["test"], names, seed, args.shots)
-        out["runs"].append({"method": "coop", "seed": seed, "accuracy": acc, "seconds": seconds, "memory": memory})
-        print("coop", seed, acc, f"{seconds:.0f}s", flush=True)
-        save(out, args.out)
+    return sigma
 
 
 def save(out, path):

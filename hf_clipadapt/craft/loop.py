@@ -1,30 +1,37 @@
-"""CraFT's collaborative loop (Wang et al., ICML 2024): CMA-ES on the prompt, AdamW on R.
+"""CraFT's collaborative loop (Wang et al., ICML 2024): CMA-ES on the prompt, Adam on R.
 
-Per generation: one ask/tell of CMA-ES over z (λ queries, fitness L_I), then one
-epoch of the refinement module R on the black box's outputs for the generation's
-best candidate (loss L_O); budget // λ generations; the final prompt is the CMA-ES
-mean. A checkpoint after every generation (in `args.output_dir`, or a temporary run
-folder named in the log) makes a run resumable exactly: the resumed run keeps the
+Per generation, as in mrflogs/CraFT main_craft.py lines 196-224:
+1. one ask/tell of CMA-ES over z (λ queries; fitness L_I on one fixed augmented view of
+   the shots, R held fixed; bounds ±5 where the config sets them);
+2. the population-mean prompt: the mean of a freshly asked population (lines 157-160);
+3. one epoch of R (loss L_O, its KL term on while the CMA-ES evaluations spent are at
+   most budget // n) on a fresh augmented view of the shots scored under that prompt:
+   one more query, which the official code does not count and we do.
+So a run makes budget // (λ + 1) generations. A checkpoint after every generation (in
+`args.output_dir`, or a temporary run folder named in the log) makes a run resumable
+exactly (augmentations are a function of (seed, generation)): the resumed run keeps the
 plan the run started with (each history record carries it), whatever the black box's
 own counter says by then, and re-uploads its images if the black box no longer knows
 their handle (a restarted server, an evicted cache).
 
-R is trained here with a plain AdamW loop, not with the package's
+R is trained here with a plain Adam loop, not with the package's
 `AdaptationTrainer`: its "epoch" is a handful of steps on the N×K logits that the
 black box returned in *this* generation, interleaved with CMA-ES 200 times a run. A
 Trainer per generation would rebuild its optimizer, scheduler and dataloader each
-time (losing AdamW's moments, which the paper carries across generations), and its
-checkpoints would not hold the CMA-ES state the resume needs.
+time (losing Adam's moments, which the official loop carries across generations), and
+its checkpoints would not hold the CMA-ES state the resume needs.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import tempfile
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..progress import progress_bar
 from .arguments import CraFTTrainingArguments
@@ -52,7 +59,28 @@ def new_strategy(dim: int, args: CraFTTrainingArguments):
     options = {"popsize": args.population, "seed": np.nan, "randn": _Randn(args.seed), "verbose": -9,
                "verb_log": 0, "verb_disp": 0, "maxiter": np.inf, "tolfun": 0, "tolx": 0, "tolstagnation": np.inf,
                "tolflatfitness": np.inf}  # fmt: skip  (no early stop: the budget decides; no log files)
+    if args.bound > 0:  # mrflogs/CraFT main_craft.py lines 178-179 (bound 5; 0 = unbounded)
+        options["bounds"] = [-args.bound, args.bound]
     return cma.CMAEvolutionStrategy(np.zeros(dim), args.sigma, options)
+
+
+def augmented_views(pixel_values: torch.Tensor, seed_key) -> torch.Tensor:
+    """One random-resized-crop (area 0.5-1, ratio 3/4-4/3, bicubic) + horizontal-flip (p 0.5)
+    view of every prepared image, drawn from np.random.default_rng(seed_key): the official
+    train_transform (mrflogs/CraFT main_craft.py lines 21-26), applied to the prepared
+    (resized, centre-cropped, normalised) images, as the user side holds no raw ones."""
+    from ..data.augment import random_resized_crop_box
+
+    rng = np.random.default_rng(seed_key)
+    x = torch.as_tensor(pixel_values, dtype=torch.float32)
+    height, width = x.shape[-2:]
+    out = torch.empty_like(x)
+    for i in range(len(x)):
+        left, top, right, bottom = random_resized_crop_box(width, height, (0.5, 1.0), generator=rng)
+        crop = x[i : i + 1, :, top:bottom, left:right]
+        view = F.interpolate(crop, size=(height, width), mode="bicubic", align_corners=False)[0]
+        out[i] = view.flip(-1) if rng.random() < 0.5 else view
+    return out
 
 
 class CollaborativeLoop:
@@ -70,19 +98,25 @@ class CollaborativeLoop:
         self.args = args or CraFTTrainingArguments()
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.class_names = model.class_names()
-        self._pixel_values = pixel_values  # kept to upload again if the black box forgets them
-        self.images = black_box.upload_images(pixel_values)
+        self.pixel_values = torch.as_tensor(pixel_values, dtype=torch.float32)
+        augment_fitness = self.args.fitness_images == "augmented"
+        fitness_x = augmented_views(self.pixel_values, [self.args.seed, 1]) if augment_fitness else self.pixel_values
+        self._fitness_pixels = fitness_x  # kept to upload again if the black box forgets them
+        self.images = black_box.upload_images(fitness_x)  # the fitness images, fixed for the run
         self.output_dir = self.args.output_dir  # None: a temporary run folder, made by the first run()
         available = black_box.remaining if self.args.budget is None else self.args.budget
         if available is not None and black_box.remaining is not None:
             available = min(available, black_box.remaining)
         self.generations = _plan(available, self.args)
+        # CMA-ES evaluations the run makes: the official `budget` its KL switch-off divides by n
+        self.evaluation_budget = self.generations * self.args.population
         self.generation, self.history = 0, []
         self.strategy = new_strategy(model.prompt.dim, self.args) if self.args.optimize_prompt else None
         generator = torch.Generator().manual_seed(self.args.seed)
-        model.refiner.reset_parameters(generator)
-        self.optimizer = torch.optim.AdamW(model.refiner.parameters(), lr=self.args.learning_rate,
-                                           weight_decay=self.args.weight_decay)  # fmt: skip
+        model.refiner.reset_parameters(generator, zero_last=self.args.refiner_init == "zero")
+        params, lr, decay = model.refiner.parameters(), self.args.learning_rate, self.args.weight_decay
+        # official: plain Adam (main_craft.py line 191); weight_decay > 0: AdamW, the library's former choice
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay) if decay else torch.optim.Adam(params, lr=lr)
         self._fixed_outputs = None  # refinement-only: the initial prompt's scores, queried once
 
     # ------------------------------------------------------------------ one generation
@@ -91,12 +125,13 @@ class CollaborativeLoop:
         try:
             scores = self.black_box.query(contexts, self.images, self.class_names)
         except UnknownImagesError:  # a restarted server or an evicted cache: not charged, upload again
-            self.images = self.black_box.upload_images(self._pixel_values)
+            self.images = self.black_box.upload_images(self._fitness_pixels)
             scores = self.black_box.query(contexts, self.images, self.class_names)
         return torch.from_numpy(scores)
 
     def _prompt_step(self) -> tuple[torch.Tensor, np.ndarray]:
-        """Ask λ candidates, score them (λ queries), tell CMA-ES their fitness L_I."""
+        """Ask λ candidates, score them (λ queries), tell CMA-ES their fitness L_I; set z to the
+        population-mean prompt. Returns the best candidate's scores and the candidates."""
         if self.strategy is None:
             if self._fixed_outputs is None:
                 self._fixed_outputs = self._query(np.zeros((1, self.model.prompt.dim), np.float32))
@@ -105,20 +140,40 @@ class CollaborativeLoop:
         y_i = self._query(candidates)
         with torch.no_grad():
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
-            fitness = prompt_fitness(y_i, y_o, self.labels, self.args.lambda_i)
+            fitness = prompt_fitness(y_i, y_o, self.labels, self.args.fitness_kl_weight)
         self.strategy.tell(list(candidates), fitness.double().tolist())
-        self.model.prompt.z.copy_(torch.as_tensor(self.strategy.mean, dtype=torch.float32))
+        if self.args.prompt_mean == "population":  # official: mean of a fresh population (main_craft.py 157-160)
+            # drawn from a copy: a second ask() on the strategy itself breaks pycma's TPA step-size
+            # adaptation (used at d0 >= 300), which expects its mean-shift pair in the next tell
+            mean = np.mean(np.asarray(copy.deepcopy(self.strategy).ask()), axis=0)
+        elif self.args.prompt_mean == "best":  # main_craft_imagenet.py line 165: es.result.xbest
+            mean = self.strategy.result.xbest
+        else:
+            mean = self.strategy.mean
+        self.model.prompt.z.copy_(torch.as_tensor(mean, dtype=torch.float32))
         return y_i[int(fitness.argmin())], candidates
 
+    def _refinement_inputs(self, best: torch.Tensor) -> torch.Tensor:
+        """What R trains on this generation: the best candidate's scores, or (official) a fresh
+        augmented view of the shots scored under the population-mean prompt (one query)."""
+        if self.args.refine_inputs == "best_candidate":
+            return best
+        views = augmented_views(self.pixel_values, [self.args.seed, 2, self.generation])
+        handle = self.black_box.upload_images(views)
+        return torch.from_numpy(self.black_box.query(self.model.prompt.context(), handle, self.class_names))
+
     def _refine_epoch(self, y_i: torch.Tensor) -> float:
-        """One epoch of AdamW on L_O over the shots, shuffled by (seed, generation)."""
+        """One epoch of Adam on L_O over the shots, shuffled by (seed, generation)."""
         refiner = self.model.refiner.train()
         shuffle = torch.Generator().manual_seed(self.args.seed * 100_003 + self.generation)
         order = torch.randperm(len(y_i), generator=shuffle)
+        evaluations = (self.generation + 1) * self.args.population  # official `steps`, counted before R's epoch
+        on = self.args.refinement_kl_on(evaluations, self.evaluation_budget)
+        weight = self.args.refinement_kl_weight if on else 0.0
         total = 0.0
         for start in range(0, len(order), self.args.batch_size):
             idx = order[start : start + self.args.batch_size]
-            loss = refinement_loss(refiner(y_i[idx]), y_i[idx], self.labels[idx], self.args.lambda_o)
+            loss = refinement_loss(refiner(y_i[idx]), y_i[idx], self.labels[idx], weight)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -129,7 +184,7 @@ class CollaborativeLoop:
     def step(self) -> dict:
         """One generation; returns its record (queries spent, train accuracy, losses)."""
         y_i, candidates = self._prompt_step()
-        loss_o = self._refine_epoch(y_i) if self.args.train_refinement else float("nan")
+        loss_o = self._refine_epoch(self._refinement_inputs(y_i)) if self.args.train_refinement else float("nan")
         with torch.no_grad():
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
         self.generation += 1
@@ -213,12 +268,13 @@ def _plan(available: int | None, args: CraFTTrainingArguments) -> int:
     """Whole generations the budget allows; refuses a budget below one generation."""
     if available is None:
         raise ValueError("no budget: set CraFTTrainingArguments.budget or give the black box a budget")
-    per_generation = args.population if args.optimize_prompt else 0
+    refine_query = int(args.train_refinement and args.refine_inputs == "augmented")
+    per_generation = args.population + refine_query if args.optimize_prompt else refine_query
     if args.optimize_prompt and available < per_generation:
         raise ValueError(f"a budget of {available} queries is less than one CMA-ES generation ({per_generation} "
                          "queries, the population): raise the budget or lower the population")  # fmt: skip
-    if not args.optimize_prompt:  # refinement-only: one query, then as many epochs as the full method gets
+    if not args.optimize_prompt:  # refinement-only: as many epochs as the full method gets generations
         if available < 1:
             raise ValueError("refinement-only needs one query for the initial prompt; the budget is 0")
-        return max(1, available // args.population)
+        return max(1, available // (args.population + refine_query))
     return available // per_generation

@@ -2,8 +2,10 @@
 
 p0 is the owner's token embedding of the initial phrase ("a photo of a", n tokens
 of width W). A is a fixed random Gaussian projection from a low-dimensional z (d0 =
-512 in the paper, std 0.02) to the n·W context, as in black-box tuning (Sun et al.,
-ICML 2022): CMA-ES searches the d0-dim z, not the n·W-dim context. A is regenerated
+512) to the n·W context, as in black-box tuning (Sun et al., ICML 2022): CMA-ES
+searches the d0-dim z, not the n·W-dim context. A's entries are N(0, std²) as in
+mrflogs/CraFT main_craft.py lines 83-86 (a bias-free Linear's weight); the official std is
+the config's (0.2, or 1 on dtd and eurosat); the library's default is 0.02 (see `CraFTConfig`). A is regenerated
 from its seed whenever it is needed and never stored, so a saved prompt is z alone.
 """
 

@@ -50,18 +50,23 @@ def test_projection_is_regenerated_from_its_seed_and_not_stored(clip):
         PromptModule(n_ctx=4, width=32).attach(box, "a photo of a")
 
 
-def test_kl_direction_matches_the_paper():
+def test_kl_directions_are_the_official_ones():
+    """mrflogs/CraFT main_craft.py: ce_loss(input, target) = KL(softmax(target) ‖ softmax(input))
+    (lines 236-240); fitness adds w·ce_loss(Y_I, Y_O) = KL(P_O ‖ P_I) (line 154), R's loss
+    w·ce_loss(Y_O, Y_I) = KL(P_I ‖ P_O) (line 219). The library had both reversed."""
     g = torch.Generator().manual_seed(0)
     y_i, y_o, labels = torch.randn(5, 3, generator=g) * 3, torch.randn(5, 3, generator=g) * 3, torch.tensor([0, 1, 2, 0, 1])
     p_i, p_o = y_i.softmax(-1), y_o.softmax(-1)
-    kl_i_o = (p_i * (p_i.log() - p_o.log())).sum(-1).mean()  # KL(Y_I || Y_O), written out
-    kl_o_i = (p_o * (p_o.log() - p_i.log())).sum(-1).mean()
-    assert abs(kl_i_o - kl_o_i) > 1e-3  # the direction matters for these logits
-    torch.testing.assert_close(kl_divergence(y_i, y_o), kl_i_o)
+    kl_o_i = (p_o * (p_o.log() - p_i.log())).sum(-1).mean()  # KL(P_O ‖ P_I), written out
+    kl_i_o = (p_i * (p_i.log() - p_o.log())).sum(-1).mean()
+    assert abs(kl_i_o - kl_o_i) > 0.1  # the direction matters for these logits
+    torch.testing.assert_close(kl_divergence(y_o, y_i), kl_o_i)
     ce = torch.nn.functional.cross_entropy
-    # L_I = CE(Y_I, y) + λ_I·KL(Y_I ‖ Y_O); L_O = CE(Y_O, y) + λ_O·KL(Y_O ‖ Y_I)
-    torch.testing.assert_close(prompt_fitness(y_i[None], y_o[None], labels, 0.7)[0], ce(y_i, labels) + 0.7 * kl_i_o)
-    torch.testing.assert_close(refinement_loss(y_o, y_i, labels, 0.3), ce(y_o, labels) + 0.3 * kl_o_i)
+    torch.testing.assert_close(prompt_fitness(y_i[None], y_o[None], labels, 0.7)[0], ce(y_i, labels) + 0.7 * kl_o_i)
+    torch.testing.assert_close(refinement_loss(y_o, y_i, labels, 0.3), ce(y_o, labels) + 0.3 * kl_i_o)
+    # the official helper itself: F.kl_div(log_softmax(input), softmax(target), "batchmean")
+    official = torch.nn.functional.kl_div(y_i.log_softmax(-1), y_o.softmax(-1), reduction="batchmean")
+    torch.testing.assert_close(prompt_fitness(y_i[None], y_o[None], labels, 1.0)[0] - ce(y_i, labels), official)
 
 
 def test_refinement_module_is_residual_and_starts_at_the_black_box():
@@ -72,19 +77,20 @@ def test_refinement_module_is_residual_and_starts_at_the_black_box():
 
 
 def test_loop_spends_exactly_the_budget_in_whole_generations_and_learns(clip):
-    box = LocalBlackBox(clip, budget=50)  # 50 queries: 2 generations of 20, the last 10 never spent
+    # 60 queries: 2 generations of 20 candidates + 1 query for R's augmented view, the last 18 never spent
+    box = LocalBlackBox(clip, budget=60)
     model = stand_in(box)
     x, y = shots()
     args = CraFTTrainingArguments(budget=None, population=20, sigma=0.5, batch_size=4)
     loop = CollaborativeLoop(model, box, x, y, args)
     assert loop.generations == 2
     loop.run()
-    assert box.queries == 40 and [h["queries"] for h in loop.history] == [20, 40]
+    assert box.queries == 42 and [h["queries"] for h in loop.history] == [21, 42]
     assert model.config.is_fitted and model.prompt.z.abs().sum() > 0
     assert any(p.abs().sum() > 0 for p in model.refiner.net[2].parameters())
     with pytest.raises(QueryBudgetExceeded):  # a third generation would end mid-way: refused before sending
         loop.step()
-    assert box.queries == 40
+    assert box.queries == 42
 
 
 def test_budget_below_one_generation_is_refused(clip):
@@ -98,7 +104,7 @@ def test_budget_below_one_generation_is_refused(clip):
 
 def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path):
     x, y = shots()
-    args = {"budget": 30, "population": 10, "sigma": 0.5, "batch_size": 4}
+    args = {"budget": 33, "population": 10, "sigma": 0.5, "batch_size": 4}  # 3 generations of 10 + 1
 
     def new(output_dir=None):
         box = LocalBlackBox(clip)
@@ -113,7 +119,7 @@ def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path
     model_b, box_b, resumed = new(str(tmp_path))
     resumed.run(resume_from_checkpoint=str(tmp_path))
     np.testing.assert_array_equal(resumed.last_candidates, full.last_candidates)
-    assert box_b.queries == 30 and resumed.generation == 3
+    assert box_b.queries == 33 and resumed.generation == 3
     torch.testing.assert_close(model_b.prompt.z, full_model.prompt.z, rtol=0, atol=0)
     for a, b in zip(model_b.refiner.parameters(), full_model.refiner.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -123,9 +129,14 @@ def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path
             resume_from_checkpoint=str(tmp_path))
 
 
-def test_refinement_only_queries_once(clip):
-    box = LocalBlackBox(clip)
+def test_refinement_only_spends_one_query_per_epoch_or_once(clip):
     x, y = shots()
-    loop = CollaborativeLoop(stand_in(box), box, x, y, CraFTTrainingArguments(budget=40, population=10, optimize_prompt=False))
+    box = LocalBlackBox(clip)  # official inputs: a fresh augmented view per epoch, one query each
+    loop = CollaborativeLoop(stand_in(box), box, x, y, CraFTTrainingArguments(budget=44, population=10, optimize_prompt=False))
+    loop.run()
+    assert loop.generation == 4 and box.queries == 1 + 4  # + the initial prompt once, for the record
+    box = LocalBlackBox(clip)  # the library's former inputs: the initial prompt's scores, queried once
+    args = CraFTTrainingArguments(budget=40, population=10, optimize_prompt=False, refine_inputs="best_candidate")
+    loop = CollaborativeLoop(stand_in(box), box, x, y, args)
     loop.run()
     assert box.queries == 1 and loop.generation == 4

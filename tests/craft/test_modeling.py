@@ -33,7 +33,7 @@ def trained(clip_dir):
     box = LocalBlackBox(str(clip_dir))
     model = CraFTModel.from_black_box(box, NAMES, intrinsic_dim=16, refine_hidden=8)
     x = pixels(box, 6)
-    model.fit_pixels(x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=20, population=10, sigma=1.0, batch_size=2))
+    model.fit_pixels(x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=22, population=10, sigma=1.0, batch_size=2))
     return model, box
 
 
@@ -52,7 +52,7 @@ def test_with_r_zero_the_output_is_the_black_boxs(clip_dir):
 
 def test_fit_spends_the_budget_and_saves_only_z_and_r(clip_dir, tmp_path):
     model, box = trained(clip_dir)
-    assert box.queries == 20 and model.config.queries_spent == 20 and model.config.is_fitted
+    assert box.queries == 22 and model.config.queries_spent == 22 and model.config.is_fitted
     assert set(model.saved_state_dict()) == {"prompt.z", "refiner.net.0.weight", "refiner.net.0.bias",
                                              "refiner.net.2.weight", "refiner.net.2.bias"}  # fmt: skip
     model.save_pretrained(tmp_path / "saved")
@@ -120,7 +120,7 @@ def test_fit_takes_a_dataset_like_every_model(tmp_path):
     names = ["red", "green", "blue"]
     model = CraFTModel.from_black_box(box, names)
     data = tiny_image_dataset(3, 4, class_names=names)  # 2 shots + 2 validation per class
-    fitted = model.fit(data, shots=2, seed=3, args={"budget": 20, "population": 10, "batch_size": 2})
+    fitted = model.fit(data, shots=2, seed=3, args={"budget": 22, "population": 10, "batch_size": 2})
     assert fitted is model and len(model.history_) == 2 and model.config.seed == 3
     assert model.config.shots == 2 and model.config.num_train_images == 6
     with pytest.raises(ValueError, match="class names"):

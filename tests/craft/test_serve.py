@@ -107,21 +107,21 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
     remote = RemoteBlackBox(server.url, token="t", retries=1, backoff=0.01)
     model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
     x, y = torch.randn(6, 3, 30, 30), torch.tensor([0, 1, 2, 0, 1, 2])
-    args = CraFTTrainingArguments(budget=30, population=10, batch_size=3, output_dir=str(tmp_path))
+    args = CraFTTrainingArguments(budget=33, population=10, batch_size=3, output_dir=str(tmp_path))  # 3 × (10 + 1)
     from hf_clipadapt.craft import CollaborativeLoop
 
     loop = CollaborativeLoop(model, remote, x, y, args)
     loop.run(max_generations=1)
     server.stop()
-    with pytest.raises(BlackBoxConnectionError, match=r"before generation 2 of 3 \(10 queries spent\).*saved in"):
+    with pytest.raises(BlackBoxConnectionError, match=r"before generation 2 of 3 \(11 queries spent\).*saved in"):
         loop.run()
-    assert remote.queries == 10 and loop.generation == 1
+    assert remote.queries == 11 and loop.generation == 1
     with BlackBoxServer(local, token="t") as again:
         box = RemoteBlackBox(again.url, token="t")
         resumed = CollaborativeLoop(CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4),
                                     box, x, y, args)  # fmt: skip
         resumed.run(resume_from_checkpoint=str(tmp_path))
-        assert box.queries == 30 and resumed.generation == 3
+        assert box.queries == 33 and resumed.generation == 3
 
 
 def test_a_model_trained_over_http_reloads_from_its_url(local, tmp_path, monkeypatch):

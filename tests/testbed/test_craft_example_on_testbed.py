@@ -12,7 +12,7 @@ def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
     common = ["--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "2", "--budget", "25",
               "--population", "10", "--intrinsic_dim", "32", "--cache_dir", "none"]  # fmt: skip
     results = example.main([*common, "--output_dir", str(tmp_path / "local")])
-    assert results["world_size"] == 1 and results["generations"] == 2 and results["training_queries"] == 20
+    assert results["world_size"] == 1 and results["generations"] == 2 and results["training_queries"] == 22  # 2 × (10 + 1 for R)
     assert 0 <= results["zero_shot_accuracy"] <= 100 and 0 <= results["craft_accuracy"] <= 100
     saved = json.loads((tmp_path / "local" / "results.json").read_text())
     assert saved["craft_accuracy"] == results["craft_accuracy"]
@@ -25,4 +25,4 @@ def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
     with BlackBoxServer(LocalBlackBox("testbed"), token="tok") as server:
         served = example.main([*common, "--url", server.url, "--token", "tok", "--output_dir", str(tmp_path / "url")])
     # the same seed, shots and budget through HTTP give the same model, hence the same accuracy
-    assert served["craft_accuracy"] == results["craft_accuracy"] and served["training_queries"] == 20
+    assert served["craft_accuracy"] == results["craft_accuracy"] and served["training_queries"] == 22

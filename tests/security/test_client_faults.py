@@ -26,7 +26,8 @@ from hf_clipadapt.craft.wire import pack
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
 
 CLASSES = ["cat", "dog", "car"]
-ARGS = {"budget": 30, "population": 10, "sigma": 0.5, "batch_size": 3}
+# 3 generations of λ + 1 = 11 queries (10 candidates, then R's augmented view)
+ARGS = {"budget": 33, "population": 10, "sigma": 0.5, "batch_size": 3}
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +127,19 @@ def test_after_a_server_restart_the_same_loop_resumes_to_the_uninterrupted_resul
     loop, remote, port, where = stop_mid_run(clip, tmp_path)
     with BlackBoxServer(LocalBlackBox(clip), token="t", port=port):  # a new process: its image cache is empty
         loop.run(resume_from_checkpoint=where)  # the old handle is unknown there: the loop uploads again
-    assert loop.generation == 3 and remote.queries == 30
+    assert loop.generation == 3 and remote.queries == 33
     assert_same_model(loop.model, uninterrupted(clip))
 
 
 def test_a_resumed_plan_does_not_shrink_with_the_client_s_own_budget_counter(clip, tmp_path):
-    loop, remote, port, where = stop_mid_run(clip, tmp_path, budget=30)
-    assert remote.queries == 10 and remote.remaining == 20
+    loop, remote, port, where = stop_mid_run(clip, tmp_path, budget=33)
+    assert remote.queries == 11 and remote.remaining == 22
     with BlackBoxServer(LocalBlackBox(clip), token="t", port=port):
         model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
         x, y = shots()
         resumed = CollaborativeLoop(model, remote, x, y, CraFTTrainingArguments(**ARGS, output_dir=str(tmp_path)))
         resumed.run(resume_from_checkpoint=where)
-    assert resumed.generation == 3 and remote.queries == 30  # not 2 generations: the run's own plan
+    assert resumed.generation == 3 and remote.queries == 33  # not 2 generations: the run's own plan
     assert_same_model(model, uninterrupted(clip))
 
 

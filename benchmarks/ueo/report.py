@@ -1,4 +1,8 @@
-"""Tables (markdown) and a plot from benchmarks/ueo/results.json.
+"""Tables (markdown) and a plot from benchmarks/ueo/results.json (and the other results_*.json).
+
+Since issue 24, `auroc`/`H` rank by the official score (max softmax of unscaled cosines) and
+`auroc_scaled`/`H_scaled` by the max softmax of the scaled logits; in results_before_issue24.json
+(and the older results_*.json) `auroc` is the scaled ranking, and training clipped gradients at 1.0.
 
     python benchmarks/ueo/report.py   # prints the tables, writes results.png
 """
@@ -12,6 +16,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("per_class_accuracy", "auroc", "H")
+EXTRA = ("auroc_scaled", "H_scaled")  # rows since issue 24: the AUROC reported before, beside the official one
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -21,19 +26,22 @@ def summarise(runs: list[dict]) -> dict:
         groups.setdefault((r["setting"], r["method"]), []).append(r)
     out = {}
     for key, rows in groups.items():
+        present = [m for m in METRICS + EXTRA if all(m in r for r in rows)]
         out[key] = {m: (float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows])), len(rows))
-                    for m in METRICS}  # fmt: skip
+                    for m in present}  # fmt: skip
     return out
 
 
 def table(summary: dict, settings: list[str], methods: list[str]) -> str:
-    lines = ["| setting | method | per-class acc. | AUROC | H | seeds |", "|---|---|---|---|---|---|"]
+    extra = [k for k in EXTRA if all(k in v for v in summary.values())]
+    head = "| setting | method | per-class acc. | AUROC | H |" + "".join(f" {k} |" for k in extra) + " seeds |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for s in settings:
         for m in methods:
             if (s, m) not in summary:
                 continue
             v = summary[(s, m)]
-            cells = " | ".join(f"{v[k][0]:.2f} ± {v[k][1]:.2f}" for k in METRICS)
+            cells = " | ".join(f"{v[k][0]:.2f} ± {v[k][1]:.2f}" for k in METRICS + tuple(extra))
             lines.append(f"| {s} | {m} | {cells} | {v['H'][2]} |")
     return "\n".join(lines)
 
@@ -87,7 +95,7 @@ def weights_table(weights: dict) -> str:
 
 def orders(summary):
     settings = [s for s in ("closed", "partial", "open", "open_partial") if any(k[0] == s for k in summary)]
-    methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_cosine_weights")
+    methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_logit_weights", "ueo_cosine_weights")
                if any(k[1] == m for k in summary)]  # fmt: skip
     return settings, methods
 

@@ -4,7 +4,10 @@ with Universal Entropy Optimization", ICML 2024) as a transformers model.
 Trained, and saved: the soft context of "[v1 … v4] {class}." (initialised from "a photo
 of a", the shared `hf_clipadapt.clip.PromptLearner`) and the weight and bias of every
 LayerNorm in CLIP's vision tower. Everything else is the frozen base CLIP, referenced
-by name. `forward` returns logits over the K known classes and an OOD score (higher =
+by name. UEO here needs a ViT CLIP (transformers' `CLIPModel` has no ResNet tower); on a
+ViT these LayerNorms are the parameters the official rule ("bn" or "ln" in the name,
+tim-learn/UEO demo.py lines 444-448) trains, while its default RN50 backbone would train
+BatchNorm affines instead (see `fit`). `forward` returns logits over the K known classes and an OOD score (higher =
 more likely known); `fit` trains on unlabelled images (see `hf_clipadapt.ueo.training`).
 """
 

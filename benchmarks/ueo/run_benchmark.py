@@ -135,6 +135,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--skip_speed", action="store_true")
+    p.add_argument("--skip_weights", action="store_true", help="no weight temperature check")
     args = p.parse_args(argv)
     from hf_clipadapt.testbed import load_testbed_clip
 
@@ -148,7 +149,8 @@ def main(argv=None):
         results["speed"] = speed_ratio(backbone)
         print("speed", results["speed"], flush=True)
     for seed in args.seeds:
-        results.setdefault("weights", {}).setdefault(str(seed), weight_check(backbone, seed))
+        if not args.skip_weights and str(seed) not in results.setdefault("weights", {}):
+            results["weights"][str(seed)] = weight_check(backbone, seed)
         for setting in args.settings:
             data = load_data(seed, setting)
             for method in args.methods:

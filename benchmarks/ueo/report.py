@@ -93,6 +93,34 @@ def weights_table(weights: dict) -> str:
     return "\n".join(lines)
 
 
+# Before issue 24, "ueo" took its weights from the scaled logits and "ueo_cosine_weights" from
+# unscaled cosines; now "ueo" (the default) takes the official cosine weights.
+OLD_NAME = {"zero_shot": "zero_shot", "information_maximization": "information_maximization",
+            "ueo": "ueo_cosine_weights", "ueo_logit_weights": "ueo"}  # fmt: skip
+
+
+def old_vs_new(new_runs: list[dict], old_runs: list[dict]) -> str:
+    """Paired (same seed, setting, weights) new − old: per-class accuracy; AUROC of the same
+    (scaled) ranking, which isolates the training change (no clipping, log ε); and the
+    official AUROC against the old scaled one (metric and training change together)."""
+    old = {(r["seed"], r["setting"], r["method"]): r for r in old_runs}
+    groups: dict = {}
+    for r in new_runs:
+        o = old.get((r["seed"], r["setting"], OLD_NAME[r["method"]]))
+        if o is not None:
+            groups.setdefault((r["setting"], r["method"]), []).append(
+                (r["per_class_accuracy"] - o["per_class_accuracy"], r["auroc_scaled"] - o["auroc"], r["auroc"] - o["auroc"]))
+    lines = ["| setting | method (old name) | Δ per-class acc. | Δ AUROC, same scaled ranking | official AUROC − old AUROC | seeds |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for (setting, method), rows in sorted(groups.items(), key=lambda kv: (SETTINGS.index(kv[0][0]), kv[0][1])):
+        cells = " | ".join(f"{np.mean(c):+.2f} (max |·| {np.max(np.abs(c)):.2f})" for c in zip(*rows))
+        lines.append(f"| {setting} | {method} ({OLD_NAME[method]}) | {cells} | {len(rows)} |")
+    return "\n".join(lines)
+
+
+SETTINGS = ["closed", "partial", "open", "open_partial"]
+
+
 def orders(summary):
     settings = [s for s in ("closed", "partial", "open", "open_partial") if any(k[0] == s for k in summary)]
     methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_logit_weights", "ueo_cosine_weights")
@@ -113,6 +141,10 @@ def main():
     plot(results["runs"], settings, methods, HERE / "results.png",
          f"UEO on the testbed open-set suite: {cfg['epochs']} epochs, lr {cfg['learning_rate']:g}, "
          f"{len({r['seed'] for r in results['runs']})} seeds")  # fmt: skip
+    before = HERE / "results_before_issue24.json"
+    if before.exists():
+        print("\n## new − before issue 24 (paired)\n")
+        print(old_vs_new(results["runs"], json.loads(before.read_text())["runs"]))
     for extra in sorted(HERE.glob("results_*.json")):
         other = json.loads(extra.read_text())
         summary = summarise(other["runs"])

@@ -113,7 +113,7 @@ def old_vs_new(new_runs: list[dict], old_runs: list[dict]) -> str:
     lines = ["| setting | method (old name) | Δ per-class acc. | Δ AUROC, same scaled ranking | official AUROC − old AUROC | seeds |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for (setting, method), rows in sorted(groups.items(), key=lambda kv: (SETTINGS.index(kv[0][0]), kv[0][1])):
-        cells = " | ".join(f"{np.mean(c):+.2f} (max |·| {np.max(np.abs(c)):.2f})" for c in zip(*rows))
+        cells = " | ".join(f"{np.mean(c):+.2f} (max abs {np.max(np.abs(c)):.2f})" for c in zip(*rows))
         lines.append(f"| {setting} | {method} ({OLD_NAME[method]}) | {cells} | {len(rows)} |")
     return "\n".join(lines)
 
@@ -140,7 +140,7 @@ def main():
     cfg = results["config"]
     plot(results["runs"], settings, methods, HERE / "results.png",
          f"UEO on the testbed open-set suite: {cfg['epochs']} epochs, lr {cfg['learning_rate']:g}, "
-         f"{len({r['seed'] for r in results['runs']})} seeds")  # fmt: skip
+         f"{len({r['seed'] for r in results['runs']})} seeds; official AUROC, no gradient clipping")  # fmt: skip
     before = HERE / "results_before_issue24.json"
     if before.exists():
         print("\n## new − before issue 24 (paired)\n")

@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--trade", type=float, default=1.0, help="weight of the marginal-entropy term")
     p.add_argument("--no_weight", action="store_true", help="information maximisation (uniform weights)")
     p.add_argument("--oracle", action="store_true", help="ablation: weights from ground-truth known/unknown")
-    p.add_argument("--ood_score", choices=("max_softmax", "energy"), default="max_softmax")
+    p.add_argument("--ood_score", choices=("max_softmax_cosine", "max_softmax", "energy"), default="max_softmax_cosine")
     return p.parse_args(argv)
 
 

@@ -1,4 +1,8 @@
-"""Tables (markdown) and a plot from benchmarks/ueo/results.json.
+"""Tables (markdown) and a plot from benchmarks/ueo/results.json (and the other results_*.json).
+
+Since issue 24, `auroc`/`H` rank by the official score (max softmax of unscaled cosines) and
+`auroc_scaled`/`H_scaled` by the max softmax of the scaled logits; in results_before_issue24.json
+(and the older results_*.json) `auroc` is the scaled ranking, and training clipped gradients at 1.0.
 
     python benchmarks/ueo/report.py   # prints the tables, writes results.png
 """
@@ -12,6 +16,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("per_class_accuracy", "auroc", "H")
+EXTRA = ("auroc_scaled", "H_scaled")  # rows since issue 24: the AUROC reported before, beside the official one
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -21,19 +26,22 @@ def summarise(runs: list[dict]) -> dict:
         groups.setdefault((r["setting"], r["method"]), []).append(r)
     out = {}
     for key, rows in groups.items():
+        present = [m for m in METRICS + EXTRA if all(m in r for r in rows)]
         out[key] = {m: (float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows])), len(rows))
-                    for m in METRICS}  # fmt: skip
+                    for m in present}  # fmt: skip
     return out
 
 
 def table(summary: dict, settings: list[str], methods: list[str]) -> str:
-    lines = ["| setting | method | per-class acc. | AUROC | H | seeds |", "|---|---|---|---|---|---|"]
+    extra = [k for k in EXTRA if all(k in v for v in summary.values())]
+    head = "| setting | method | per-class acc. | AUROC | H |" + "".join(f" {k} |" for k in extra) + " seeds |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for s in settings:
         for m in methods:
             if (s, m) not in summary:
                 continue
             v = summary[(s, m)]
-            cells = " | ".join(f"{v[k][0]:.2f} ± {v[k][1]:.2f}" for k in METRICS)
+            cells = " | ".join(f"{v[k][0]:.2f} ± {v[k][1]:.2f}" for k in METRICS + tuple(extra))
             lines.append(f"| {s} | {m} | {cells} | {v['H'][2]} |")
     return "\n".join(lines)
 
@@ -85,9 +93,37 @@ def weights_table(weights: dict) -> str:
     return "\n".join(lines)
 
 
+# Before issue 24, "ueo" took its weights from the scaled logits and "ueo_cosine_weights" from
+# unscaled cosines; now "ueo" (the default) takes the official cosine weights.
+OLD_NAME = {"zero_shot": "zero_shot", "information_maximization": "information_maximization",
+            "ueo": "ueo_cosine_weights", "ueo_logit_weights": "ueo"}  # fmt: skip
+
+
+def old_vs_new(new_runs: list[dict], old_runs: list[dict]) -> str:
+    """Paired (same seed, setting, weights) new − old: per-class accuracy; AUROC of the same
+    (scaled) ranking, which isolates the training change (no clipping, log ε); and the
+    official AUROC against the old scaled one (metric and training change together)."""
+    old = {(r["seed"], r["setting"], r["method"]): r for r in old_runs}
+    groups: dict = {}
+    for r in new_runs:
+        o = old.get((r["seed"], r["setting"], OLD_NAME[r["method"]]))
+        if o is not None:
+            groups.setdefault((r["setting"], r["method"]), []).append(
+                (r["per_class_accuracy"] - o["per_class_accuracy"], r["auroc_scaled"] - o["auroc"], r["auroc"] - o["auroc"]))
+    lines = ["| setting | method (old name) | Δ per-class acc. | Δ AUROC, same scaled ranking | official AUROC − old AUROC | seeds |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for (setting, method), rows in sorted(groups.items(), key=lambda kv: (SETTINGS.index(kv[0][0]), kv[0][1])):
+        cells = " | ".join(f"{np.mean(c):+.2f} (max abs {np.max(np.abs(c)):.2f})" for c in zip(*rows))
+        lines.append(f"| {setting} | {method} ({OLD_NAME[method]}) | {cells} | {len(rows)} |")
+    return "\n".join(lines)
+
+
+SETTINGS = ["closed", "partial", "open", "open_partial"]
+
+
 def orders(summary):
     settings = [s for s in ("closed", "partial", "open", "open_partial") if any(k[0] == s for k in summary)]
-    methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_cosine_weights")
+    methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_logit_weights", "ueo_cosine_weights")
                if any(k[1] == m for k in summary)]  # fmt: skip
     return settings, methods
 
@@ -104,7 +140,11 @@ def main():
     cfg = results["config"]
     plot(results["runs"], settings, methods, HERE / "results.png",
          f"UEO on the testbed open-set suite: {cfg['epochs']} epochs, lr {cfg['learning_rate']:g}, "
-         f"{len({r['seed'] for r in results['runs']})} seeds")  # fmt: skip
+         f"{len({r['seed'] for r in results['runs']})} seeds; official AUROC, no gradient clipping")  # fmt: skip
+    before = HERE / "results_before_issue24.json"
+    if before.exists():
+        print("\n## new − before issue 24 (paired)\n")
+        print(old_vs_new(results["runs"], json.loads(before.read_text())["runs"]))
     for extra in sorted(HERE.glob("results_*.json")):
         other = json.loads(extra.read_text())
         summary = summarise(other["runs"])

@@ -11,8 +11,15 @@ Nothing here builds an m×m or n×n matrix: every projection is applied through
 r×r factors, e.g. (I − P_B)·Y = Y − B·((BᵀB)⁻¹·(Bᵀ·Y)).
 
 Step 0 of PEFT's default init has B = 0, so BᵀB = 0 and the closed form's
-(BᵀB)⁻¹ only exists through the damping. Like the official code we special-case
-it: ĝA = gA (which is 0 anyway, since gA = s·Bᵀg) and ĝB = gB·(AAᵀ)⁻¹/s².
+(BᵀB)⁻¹ only exists through the damping. We special-case it per pair (detected
+on tr(BᵀB) = 0): ĝA = gA, which is 0 (gA = s·Bᵀg), X = 0 and ĝB = gB·(AAᵀ + δI)⁻¹/s².
+The official code (mrflogs/LoRA-Pro, the patched DeepSpeed
+`deepspeed/runtime/zero/stage_1_and_2.py`) has a `global_step == 0` branch for it
+(lines 1845-1849 and 1884-1886), but that branch never runs: `step()` increments
+`global_step` before calling the adjustment (line 1935), so the first step takes the
+general branch. There, pinv(BᵀB + δI) = I/δ multiplies gA = 0, the projector
+B·(BᵀB + δI)⁻¹·Bᵀ is 0, and the Sylvester equation 0·X + X·AAᵀ = 0 gives X = 0: the
+same ĝA = 0 and ĝB = gB·(AAᵀ + δI)⁻¹/s² as our special case, up to rounding.
 """
 
 from __future__ import annotations

@@ -286,6 +286,15 @@ def _check_common(lr: float, eps: float | None = None, betas=None, weight_decay:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
 
 
+def _check_official_options(mode: str, factored: bool, bias_correction: bool, clip_norm: float) -> None:
+    if not (isinstance(clip_norm, (int, float)) and clip_norm >= 0):
+        raise ValueError(f"official_clip_norm must be a number ≥ 0 (0 = off; the official runs use 1.0), "
+                         f"got {clip_norm!r}.")  # fmt: skip
+    if (bias_correction or clip_norm) and (mode != "full" or factored):
+        raise ValueError("official_bias_correction / official_clip_norm restore quirks of the official full mode "
+                         '(exact moments): use mode="full" without factored=True, or drop them.')  # fmt: skip
+
+
 def _small_adamw_(
     params: list[Tensor],
     grads: list[Tensor],
@@ -369,6 +378,18 @@ class LoraProAdamW(_LoraProBase):
     Every other trainable parameter gets plain AdamW (group with "lorapro": False).
     Weight decay is decoupled and applies to trainable parameters only (A, B and
     the plain group), never to the frozen base weight.
+
+    Two quirks of the official code (mrflogs/LoRA-Pro, the patched DeepSpeed
+    `deepspeed/runtime/zero/stage_1_and_2.py`) can be restored in full mode (exact
+    moments, not factored); both are off by default (docs/fidelity/lora_pro.md says why):
+    official_bias_correction=True: Adam's bias corrections use step t + 1 (the official
+    `step()` increments `global_step` at line 1935 before `lorapro_full_adjustment`
+    computes `step = global_step + 1`, line 1867), so the first update is ≈0.74 of Adam's.
+    official_clip_norm=c > 0: the adjusted update (ĝA, ĝB) is divided by
+    max(1, (‖g‖ + 1e-6)/c), ‖g‖ the norm of the raw gradients of every trainable parameter
+    before the adjustment (line 1928, then `unscale_and_clip_grads`, lines 1983 and
+    2045-2052, on the adjusted gradients). Only the LoRA pairs' update is divided; leave
+    Trainer's max_grad_norm at 0 with it, or the raw gradients are clipped first.
     """
 
     def __init__(
@@ -383,7 +404,10 @@ class LoraProAdamW(_LoraProBase):
         moment_dtype: torch.dtype = torch.float32,
         b_damping: float | None = None,
         factored: bool = False,
+        official_bias_correction: bool = False,
+        official_clip_norm: float = 0.0,
     ):
+        _check_official_options(mode, factored, official_bias_correction, official_clip_norm)
         if mode not in ("full", "efficient"):
             raise ValueError(f'mode must be "full" (the paper\'s Algorithm 2) or "efficient", got {mode!r}.')
         if moment_dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
@@ -403,6 +427,8 @@ class LoraProAdamW(_LoraProBase):
         self.moment_dtype = moment_dtype
         self.b_damping = float(b_damping)
         self.factored = bool(factored)
+        self.official_bias_correction = bool(official_bias_correction)
+        self.official_clip_norm = float(official_clip_norm)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(model, defaults, damping)
         self._scratch: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -436,7 +462,7 @@ class LoraProAdamW(_LoraProBase):
 
     def _update(self) -> None:
         if self.mode == "full":
-            self._step_full()
+            self._step_full(self._official_clip_factor())
         else:
             self._step_efficient()
         self._step_plain()
@@ -487,7 +513,16 @@ class LoraProAdamW(_LoraProBase):
             self._scratch[key] = tuple(torch.empty(rows, n, dtype=dt, device=device) for _ in range(2))
         return self._scratch[key]
 
-    def _step_full(self) -> None:
+    def _official_clip_factor(self) -> float:
+        """max(1, (‖raw gradients‖ + 1e-6)/official_clip_norm); 1 when the option is off."""
+        if not self.official_clip_norm:
+            return 1.0
+        grads = self._all_grads()
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])) if grads \
+            else torch.zeros(())  # fmt: skip
+        return max(1.0, (float(norm) + 1e-6) / self.official_clip_norm)
+
+    def _step_full(self, clip_factor: float = 1.0) -> None:
         group = self._lora_group()
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
@@ -513,6 +548,8 @@ class LoraProAdamW(_LoraProBase):
                 BtB, AAt, gA1 @ A.mT, B.mT @ gB1, g.s, self.damping, solve_x=True, b_damping=self.b_damping
             )
             gA_hat, gB_hat = F.apply_projection(coef, A, B, gA1, gB1)
+            if clip_factor != 1.0:  # official_clip_norm: the raw gradients' clip factor, on the adjusted update
+                gA_hat, gB_hat = gA_hat / clip_factor, gB_hat / clip_factor
             # Step 5: decoupled weight decay on A and B, then the update.
             self._apply_update_(g, gA_hat, gB_hat, lr, wd)
 
@@ -528,13 +565,15 @@ class LoraProAdamW(_LoraProBase):
             factored_direction_and_map_back(left, right, A, B, st, (beta1, beta2), eps, rows, gt_buf, BtD, DAt)
             return
         exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        # official_bias_correction: the official code's corrections run one step ahead (t + 1).
+        bc_step = st["step"] + 1 if self.official_bias_correction else st["step"]
         BtD.zero_()  # r×n, accumulates Bᵀ·ĝ over row blocks; DAt (m×r) is filled block by block
         At = A.T
         for i in range(0, m, rows):
             j = min(i + rows, m)
             gt, d = gt_buf[: j - i], dir_buf[: j - i]
             torch.mm(left[i:j], right, out=gt)
-            self._adam_direction_(gt, d, exp_avg[i:j], exp_avg_sq[i:j], st["step"], beta1, beta2, eps)
+            self._adam_direction_(gt, d, exp_avg[i:j], exp_avg_sq[i:j], bc_step, beta1, beta2, eps)
             BtD.addmm_(B[i:j].T, d)
             torch.mm(d, At, out=DAt[i:j])
 

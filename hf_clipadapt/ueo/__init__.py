@@ -10,7 +10,8 @@ _EXPORTS = {
     **exports_of(".modeling_ueo", "UEOForImageClassification", "UEOOutput"),
     **exports_of(".training", "UEOTrainer", "default_training_arguments"),
     **exports_of(".evaluation", "open_set_metrics"),
-    **exports_of(".settings", "SETTINGS", "make_setting", "setting_classes", "split_classes"),
+    **exports_of(".settings", "SETTINGS", "SPLIT_PRESETS", "make_setting", "preset_classes", "setting_classes",
+                 "split_classes"),
     "functional": ".functional",
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

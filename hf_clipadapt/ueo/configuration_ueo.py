@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..configuration_utils import CLIPAdaptedConfig
 
-OOD_SCORE_KINDS = ("max_softmax", "energy")
+OOD_SCORE_KINDS = ("max_softmax_cosine", "max_softmax", "energy")
 OBJECTIVES = ("ueo", "information_maximization", "oracle")
 
 
@@ -17,8 +17,10 @@ class UEOConfig(CLIPAdaptedConfig):
         n_ctx: context tokens (None: the token count of `ctx_init`, 4 for "a photo of a").
         ctx_init: phrase whose word embeddings initialise the context.
         suffix: text after the class name (".").
-        ood_score: the OOD score `forward` returns, "max_softmax" (the paper's) or "energy";
-            higher means more likely one of the known classes.
+        ood_score: the OOD score `forward` returns, higher = more likely one of the known classes:
+            "max_softmax_cosine" (default; the official code's: max softmax of the unscaled
+            cosine similarities, tim-learn/UEO demo.py lines 291-303 and 321), "max_softmax" (of
+            the scaled logits; another ranking) or "energy".
         objective / trade: provenance of the last `fit` ("ueo", "information_maximization"
             or "oracle"; the marginal-entropy weight λ), for the model card.
         views / view_scale / view_flip: the training augmentation (random resized crop of
@@ -28,7 +30,7 @@ class UEOConfig(CLIPAdaptedConfig):
     model_type = "ueo"
 
     def __init__(self, n_ctx: int | None = None, ctx_init: str = "a photo of a", suffix: str = ".",
-                 ood_score: str = "max_softmax", objective: str | None = None, trade: float | None = None,
+                 ood_score: str = "max_softmax_cosine", objective: str | None = None, trade: float | None = None,
                  **kwargs):  # fmt: skip
         if n_ctx is not None and n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")

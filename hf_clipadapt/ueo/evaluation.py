@@ -2,8 +2,17 @@
 
 The metrics are the package's (`hf_clipadapt.metrics.open_set_scores`, also an
 `evaluate` module: `hf_clipadapt.metrics.load_metric("open_set")`), as UEO (Liang et
-al., ICML 2024) reports them: mean per-class accuracy over the known classes, AUROC of
-the max-softmax score with known images as positives, and their harmonic mean.
+al., ICML 2024) reports them: mean per-class accuracy over the known classes, AUROC
+with known images as positives, and their harmonic mean H.
+
+`auroc` (and `H`) rank images by the official code's score, the max softmax of the
+*unscaled* cosine similarities (tim-learn/UEO, demo.py: `load_features` lines 312-326
+returns cosines without the ×100, `get_score` lines 291-304 ranks by their max softmax
+with sklearn's `roc_curve`/`auc`), so they are comparable with the paper's numbers.
+`auroc_scaled` / `H_scaled` rank by the max softmax of the scaled logits (what this
+package reported before; the temperature changes the ranking, so the two differ), and
+`auroc_energy` / `H_energy` are added for a model whose `config.ood_score` is "energy".
+The official code does not compute H; it is the package's summary of the two.
 """
 
 from __future__ import annotations
@@ -35,16 +44,25 @@ def to_model_labels(labels: torch.Tensor, mapping: torch.Tensor | None, num_labe
     return torch.where(unknown, torch.full_like(labels, UNKNOWN), mapped)
 
 
-def open_set_metrics(logits: torch.Tensor, labels: torch.Tensor, kind: str = "max_softmax") -> dict:
-    """Scores (%) from logits [N, K] over the known classes and labels [N] (-1 = unknown)."""
+def open_set_metrics(logits: torch.Tensor, labels: torch.Tensor, kind: str = "max_softmax_cosine", *,
+                     logit_scale: float | None = None) -> dict:  # fmt: skip
+    """Scores (%) from scaled logits [N, K] over the known classes (`logit_scale` × cosine
+    similarity; pass logit_scale=1 for raw cosines) and labels [N] (-1 = unknown)."""
+    if logit_scale is None or not logit_scale > 0:
+        raise ValueError("open_set_metrics needs logit_scale=, the factor the logits were multiplied by (> 0; "
+                         "model.config.logit_scale, or 1 for raw cosines): the official AUROC ranks the cosines")  # fmt: skip
     known = labels != UNKNOWN
     if not known.any():
         raise ValueError("the evaluation data hold no image of a known class: known-class accuracy needs some")
     result = {"accuracy": accuracy(logits[known], labels[known]),
               "per_class_accuracy": per_class_accuracy(logits[known], labels[known])}  # fmt: skip
     if not known.all():
-        scores = open_set_scores(logits, labels, ood_score(logits, kind), unknown_index=UNKNOWN)
-        result.update(auroc=scores["auroc"], H=scores["H"])
+        named = {"": "max_softmax_cosine", "_scaled": "max_softmax"}
+        if kind == "energy":
+            named["_energy"] = "energy"
+        for suffix, score in named.items():
+            scores = open_set_scores(logits, labels, ood_score(logits, score, logit_scale), unknown_index=UNKNOWN)
+            result.update({f"auroc{suffix}": scores["auroc"], f"H{suffix}": scores["H"]})
     result.update(num_known=int(known.sum()), num_unknown=int((~known).sum()))
     return result
 
@@ -64,4 +82,5 @@ def open_set_evaluation(model, dataset, *, split: str = "test", batch_size: int 
     finally:
         model.train(was_training)
     logits = model.predict_features(feats)
-    return open_set_metrics(logits, to_model_labels(labels, mapping, model.config.num_labels), model.config.ood_score)
+    return open_set_metrics(logits, to_model_labels(labels, mapping, model.config.num_labels), model.config.ood_score,
+                            logit_scale=model.config.logit_scale)  # fmt: skip

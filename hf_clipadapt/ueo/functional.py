@@ -12,14 +12,22 @@ so confident (likely known) images have their entropy minimised, and unconfident
 1 in the paper). With uniform weights this is information maximisation,
 mean_i H(p_i) − λ·H(mean_i p_i).
 
-Temperature of w: the official code takes the softmax of *unscaled* cosine
-similarities, whose spread (≈0.1) makes w nearly uniform (≈1/K for every image), so
-the weighting does almost nothing. We take it from the scaled logits the model
-predicts with (CLIP's logit scale, ≈100), as the paper's equations state; the
-measured weights of both on the testbed are in benchmarks/ueo/RESULTS.md.
+Temperature of w: the official code (tim-learn/UEO, demo.py lines 425 and 453-454)
+takes the softmax of *unscaled* cosine similarities, whose spread (≈0.1) makes w nearly
+uniform (≈1/K for every image). That is our default too (`zero_shot_weights` of raw
+cosines, `fit(weights_from="cosine")`); `weights_from="logits"` takes it from the scaled
+logits the model predicts with (CLIP's logit scale, ≈100) instead. The measured weights
+of both on the testbed are in benchmarks/ueo/RESULTS.md.
+
+Entropy: the official code computes −Σ p·log(p + 1e-5) (demo.py lines 328-345, in
+the conditional and the marginal term alike); `epsilon=1e-5` is our default as well,
+`epsilon=0` gives the exact entropy (0·log 0 = 0).
 
 OOD scores (higher = more likely a known class): the maximum softmax probability
-(Hendrycks & Gimpel, ICLR 2017), UEO's default, and the energy score
+(Hendrycks & Gimpel, ICLR 2017) of the *unscaled* cosines ("max_softmax_cosine", the
+official code's score and AUROC: demo.py lines 291-303 on the cosines of lines 312-321),
+the maximum softmax probability of the scaled logits ("max_softmax"; its ranking differs,
+the temperature changes which images look confident), and the energy score
 T·logsumexp(logits/T) (Liu et al., NeurIPS 2020).
 """
 
@@ -27,12 +35,17 @@ from __future__ import annotations
 
 import torch
 
-OOD_SCORES = ("max_softmax", "energy")
+OOD_SCORES = ("max_softmax_cosine", "max_softmax", "energy")
+OFFICIAL_LOG_EPSILON = 1e-5
 
 
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """H(p) = −Σ_k p_k log p_k over the last dimension (0·log 0 = 0)."""
-    return -torch.special.xlogy(probs, probs).sum(-1)
+def entropy(probs: torch.Tensor, epsilon: float = 0.0) -> torch.Tensor:
+    """H(p) = −Σ_k p_k log(p_k + ε) over the last dimension; ε = 0: exact (0·log 0 = 0)."""
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    if epsilon == 0:
+        return -torch.special.xlogy(probs, probs).sum(-1)
+    return -(probs * torch.log(probs + epsilon)).sum(-1)
 
 
 def _check_logits_weights(logits: torch.Tensor, weights: torch.Tensor) -> None:
@@ -51,29 +64,33 @@ def weighted_marginal(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return (inverse[:, None] * probs).sum(0) / inverse.sum()
 
 
-def ueo_loss(logits: torch.Tensor, weights: torch.Tensor, trade: float = 1.0) -> torch.Tensor:
+def ueo_loss(logits: torch.Tensor, weights: torch.Tensor, trade: float = 1.0,
+             epsilon: float = OFFICIAL_LOG_EPSILON) -> torch.Tensor:  # fmt: skip
     """Σ w_i·H(p_i)/Σ w_i − trade·H(p̄) for one batch (see the module docstring).
 
     Args:
         logits: [B, K] scaled logits over the known classes.
         weights: [B] fixed positive per-sample weights (`zero_shot_weights` of the initial model).
         trade: λ, the weight of the marginal-entropy term.
+        epsilon: ε inside the log of both entropies (official: 1e-5; 0: exact entropy).
     """
     weights = weights.to(device=logits.device, dtype=logits.dtype)
     _check_logits_weights(logits, weights)
     probs = logits.softmax(-1)
-    conditional = (weights * entropy(probs)).sum() / weights.sum()
-    return conditional - trade * entropy(weighted_marginal(probs, weights))
+    conditional = (weights * entropy(probs, epsilon)).sum() / weights.sum()
+    return conditional - trade * entropy(weighted_marginal(probs, weights), epsilon)
 
 
-def information_maximization_loss(logits: torch.Tensor, trade: float = 1.0) -> torch.Tensor:
+def information_maximization_loss(logits: torch.Tensor, trade: float = 1.0,
+                                  epsilon: float = OFFICIAL_LOG_EPSILON) -> torch.Tensor:  # fmt: skip
     """mean_i H(p_i) − trade·H(mean_i p_i): `ueo_loss` with uniform weights (UEO's "no weight" ablation)."""
-    return ueo_loss(logits, torch.ones(logits.shape[0], device=logits.device, dtype=logits.dtype), trade)
+    ones = torch.ones(logits.shape[0], device=logits.device, dtype=logits.dtype)
+    return ueo_loss(logits, ones, trade, epsilon)
 
 
 def zero_shot_weights(logits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """w_i = max_k softmax(scale·logits_i): pass the model's scaled logits (scale 1, our
-    choice), or raw cosine similarities with scale 1 to reproduce the official code."""
+    """w_i = max_k softmax(scale·logits_i): raw cosine similarities with scale 1 (the official
+    code, our default in `fit`), or the model's scaled logits (`weights_from="logits"`)."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be [N, K], got {tuple(logits.shape)}")
     return (scale * logits.float()).softmax(-1).amax(-1)
@@ -95,8 +112,14 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     return temperature * torch.logsumexp(logits.float() / temperature, dim=-1)
 
 
-def ood_score(logits: torch.Tensor, kind: str = "max_softmax") -> torch.Tensor:
-    """The OOD score named `kind` ("max_softmax" or "energy")."""
+def ood_score(logits: torch.Tensor, kind: str = "max_softmax_cosine", logit_scale: float | None = None) -> torch.Tensor:
+    """The OOD score named `kind` of scaled `logits`: "max_softmax_cosine" (the official one;
+    needs the `logit_scale` the logits were multiplied by), "max_softmax" or "energy"."""
+    if kind == "max_softmax_cosine":
+        if logit_scale is None or not logit_scale > 0:
+            raise ValueError("the official score 'max_softmax_cosine' needs the model's logit_scale (> 0), "
+                             f"got {logit_scale}")  # fmt: skip
+        return max_softmax_score(logits.float() / logit_scale)
     if kind == "max_softmax":
         return max_softmax_score(logits)
     if kind == "energy":

@@ -4,7 +4,10 @@ with Universal Entropy Optimization", ICML 2024) as a transformers model.
 Trained, and saved: the soft context of "[v1 … v4] {class}." (initialised from "a photo
 of a", the shared `hf_clipadapt.clip.PromptLearner`) and the weight and bias of every
 LayerNorm in CLIP's vision tower. Everything else is the frozen base CLIP, referenced
-by name. `forward` returns logits over the K known classes and an OOD score (higher =
+by name. UEO here needs a ViT CLIP (transformers' `CLIPModel` has no ResNet tower); on a
+ViT these LayerNorms are the parameters the official rule ("bn" or "ln" in the name,
+tim-learn/UEO demo.py lines 444-448) trains, while its default RN50 backbone would train
+BatchNorm affines instead (see `fit`). `forward` returns logits over the K known classes and an OOD score (higher =
 more likely known); `fit` trains on unlabelled images (see `hf_clipadapt.ueo.training`).
 """
 
@@ -26,7 +29,8 @@ from .vision_norms import vision_layernorm_parameter_names, vision_layernorms, w
 @dataclass
 class UEOOutput(ImageClassifierOutput):
     """`ImageClassifierOutput` plus `ood_score` [B]: confidence that the image shows one of
-    the known classes (max softmax probability, or energy; see `UEOConfig.ood_score`)."""
+    the known classes (max softmax probability of the unscaled cosines by default, as the
+    official code; see `UEOConfig.ood_score`)."""
 
     ood_score: torch.FloatTensor | None = None
 
@@ -78,9 +82,13 @@ class UEOForImageClassification(CLIPAdaptedModel):
         self._warn_if_unfitted()
         logits = self.logits_from_features(self.get_image_features(pixel_values, image_features))
         loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
-        out = UEOOutput(loss=loss, logits=logits, ood_score=ood_score(logits.detach(), self.config.ood_score))
+        out = UEOOutput(loss=loss, logits=logits, ood_score=self.ood_score_of(logits.detach()))
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return out if return_dict else out.to_tuple()
+
+    def ood_score_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B] the configured OOD score (`config.ood_score`) of scaled logits [B, K]."""
+        return ood_score(logits, self.config.ood_score, self.config.logit_scale)
 
     # ------------------------------------------------------------------ loading
     def _load_saved_state(self, state: dict, path) -> None:
@@ -94,7 +102,7 @@ class UEOForImageClassification(CLIPAdaptedModel):
     # ------------------------------------------------------------------ fit / evaluate
     def default_training_arguments(self) -> dict:
         """The official code's settings (SGD lr 1e-4 for the context and the LayerNorms, cosine,
-        batch 64, 50 epochs); `fit(args={...})` overrides any of them."""
+        batch 64, 50 epochs, no gradient clipping); `fit(args={...})` overrides any of them."""
         from .training import default_training_arguments
 
         return default_training_arguments()
@@ -103,7 +111,7 @@ class UEOForImageClassification(CLIPAdaptedModel):
             no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
             accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
             resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None,
-            weights_from: str = "logits"):  # fmt: skip
+            weights_from: str = "cosine", log_epsilon: float = 1e-5):  # fmt: skip
         """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
 
         The weights w are the initial model's max softmax probabilities, computed in one
@@ -112,17 +120,28 @@ class UEOForImageClassification(CLIPAdaptedModel):
         `oracle=True`: the official code's ablation, w = 1[known] + 1e-3 from the label
         column (the only switch that reads labels; otherwise a label column is ignored with a
         warning). `args`: `AdaptationTrainingArguments` or a dict of overrides of the
-        defaults (SGD lr 1e-4 for both groups, cosine, batch 64, 50 epochs). `validation` is
-        not used: UEO selects no model. `batch_size` is for the weight pass. `weights_from`:
-        "logits" (default: softmax of the scaled logits the model predicts with) or "cosine"
-        (unscaled cosine similarities, as the official code; nearly uniform weights).
+        defaults (the official code's: SGD lr 1e-4 for both groups, cosine, batch 64, 50
+        epochs, no gradient clipping). `validation` is not used: UEO selects no model.
+        `batch_size` is for the weight pass. `weights_from`: "cosine" (default, as the
+        official code: softmax of the unscaled cosine similarities; nearly uniform weights)
+        or "logits" (softmax of the scaled logits the model predicts with). `log_epsilon`:
+        the ε of −Σ p·log(p + ε) in both entropies (official 1e-5; 0 = exact).
+
+        Backbone: HF's `CLIPModel` has only ViT image towers, so UEO here needs a ViT CLIP. It
+        trains the affine weight and bias of every vision LayerNorm (pre_layrnorm, layer_norm1/2
+        of each block, post_layernorm): the same set the official rule ("bn" or "ln" in the
+        parameter name, tim-learn/UEO demo.py lines 444-448) selects on an OpenAI ViT (ln_pre,
+        ln_1, ln_2, ln_post). The official default backbone is RN50, where that rule trains the
+        BatchNorm affines instead (not those of the `downsample.1` BatchNorms, whose names lack
+        "bn"); that backbone cannot be loaded here.
         """
         from .training import fit_ueo
 
         return fit_ueo(self, train, validation, seed=seed, args=args, trade=trade, no_weight=no_weight, oracle=oracle,
                        augment=augment, batch_size=batch_size, accelerator=accelerator, image_column=image_column,
                        label_column=label_column, callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
-                       dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from)  # fmt: skip
+                       dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from,
+                       log_epsilon=log_epsilon)  # fmt: skip
 
     @torch.no_grad()
     def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,

@@ -13,6 +13,15 @@ evaluation split holds every class, known and unknown, in every setting, as the 
 code evaluates: its labels are the known classes' ids in `known` order and -1 for each
 unknown image (column `is_unknown` too), so unknown classes never seen in training are
 also scored.
+
+Named presets (`SPLIT_PRESETS`, `make_setting(..., preset="office_home")`) give the class
+splits of the official code (tim-learn/UEO, demo.py `prepare_dataset`, lines 135-230):
+the known classes are the first `num_known` in the dataset's class order, the unknown
+classes in "open" settings the next `open_unknown`, and the "partial" settings keep the
+first `partial` (or `open_partial`) known ones. They index classes by position, so the
+dataset's `ClassLabel` must list the classes in the official order (that of the official
+image lists, alphabetical for Office-Home and DomainNet). The official "CSDA" setting
+(every class known, no unknown one) is plain closed-set adaptation and is not shipped.
 """
 
 from __future__ import annotations
@@ -24,6 +33,15 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value
 
 SETTINGS = ("closed", "partial", "open", "open_partial")
 UNKNOWN = -1
+
+# tim-learn/UEO demo.py, prepare_dataset: Office lines 137-154, Office-Home 161-179,
+# VisDA-C 189-207, DomainNet 212-230 (src_classes = the known ones; tar_classes per setting).
+SPLIT_PRESETS: dict[str, dict] = {
+    "office": dict(num_classes=31, num_known=25, partial=20, open_unknown=3, open_partial=15),
+    "office_home": dict(num_classes=65, num_known=50, partial=35, open_unknown=10, open_partial=35),
+    "visda_c": dict(num_classes=12, num_known=8, partial=6, open_unknown=2, open_partial=6),
+    "domainnet": dict(num_classes=345, num_known=300, partial=250, open_unknown=30, open_partial=250),
+}  # fmt: skip
 
 
 def _class_names(dataset: Dataset, label_column: str) -> list[str]:
@@ -67,20 +85,45 @@ def setting_classes(setting: str, known: list[str], unknown: list[str], partial_
     return {"closed": known, "partial": partial, "open": known + extra, "open_partial": partial + extra}[setting]
 
 
+def preset_classes(preset: str, setting: str, class_names: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(known, unknown, present in training) class names of an official split (`SPLIT_PRESETS`)."""
+    key = preset.lower()
+    if key not in SPLIT_PRESETS:
+        raise ValueError(f"unknown split preset {preset!r}; choose from {sorted(SPLIT_PRESETS)}")
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    p, names = SPLIT_PRESETS[key], list(class_names)
+    if len(names) != p["num_classes"]:
+        raise ValueError(f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
+                         f"this dataset has {len(names)}. Use known=/num_known= for other data.")  # fmt: skip
+    known, unknown, k = names[: p["num_known"]], names[p["num_known"]:], p["num_known"]
+    extra = names[k : k + p["open_unknown"]]
+    present = {"closed": known, "partial": names[: p["partial"]], "open": known + extra,
+               "open_partial": names[: p["open_partial"]] + extra}[setting]  # fmt: skip
+    return known, unknown, present
+
+
 def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence[str] | None = None,
                  num_known: int | None = None, seed: int | None = None, partial_fraction: float = 0.75,
                  open_unknown_fraction: float = 0.5, image_column: str = "image", label_column: str = "label",
-                 keep_labels: bool = False) -> DatasetDict:  # fmt: skip
+                 keep_labels: bool = False, preset: str | None = None) -> DatasetDict:  # fmt: skip
     """{"train": unlabelled images of the setting's classes, "test": every class, labelled
     over the known classes (-1 = unknown)} from labelled `train` / `test` splits that share
     one `ClassLabel`. The known class names are `result["test"].features[label_column].names`.
     `keep_labels=True` keeps the training labels, relabelled as the test's, for the oracle
-    ablation only (`UEOForImageClassification.fit(..., oracle=True)`)."""
+    ablation only (`UEOForImageClassification.fit(..., oracle=True)`). `preset` (a name of
+    `SPLIT_PRESETS`, e.g. "office_home") takes the official code's class split instead of
+    `known` / `num_known` / the fractions."""
     names = _class_names(train, label_column)
     if _class_names(test, label_column) != names:
         raise ValueError("train and test must share one ClassLabel (the same class names in the same order)")
-    known_names, unknown_names = split_classes(names, num_known=num_known, known=known, seed=seed)
-    present = setting_classes(setting, known_names, unknown_names, partial_fraction, open_unknown_fraction)
+    if preset is not None:
+        if known is not None or num_known is not None or seed is not None:
+            raise ValueError("preset= fixes the known classes: pass it without known=, num_known= or seed=")
+        known_names, unknown_names, present = preset_classes(preset, setting, names)
+    else:
+        known_names, unknown_names = split_classes(names, num_known=num_known, known=known, seed=seed)
+        present = setting_classes(setting, known_names, unknown_names, partial_fraction, open_unknown_fraction)
     keep = {names.index(n) for n in present}
     unlabelled = train.filter(lambda labels: [y in keep for y in labels], input_columns=label_column, batched=True)
     unlabelled = unlabelled.select_columns([image_column, label_column] if keep_labels else [image_column])

@@ -31,16 +31,20 @@ from transformers import TrainerCallback
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
 from .evaluation import known_label_map, to_model_labels
-from .functional import information_maximization_loss, oracle_weights, ueo_loss, zero_shot_weights
+from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
+                         zero_shot_weights)
 
 WEIGHTS_FILE = "ueo_weights.pt"
 
 
 def default_training_arguments() -> dict:
-    """The official code's settings: SGD (no momentum, no weight decay), lr 1e-4 for the
-    context and the LayerNorms alike, cosine schedule, batch 64, 50 epochs."""
-    return dict(optim="sgd", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine",
-                per_device_train_batch_size=64, num_train_epochs=50)  # fmt: skip
+    """The official code's settings (tim-learn/UEO, demo.py): SGD without momentum or weight
+    decay (line 450), lr 1e-4 for the context and the LayerNorms alike (`--plr`/`--vlr`, lines
+    589-590), a cosine schedule to 0 over every step without warm-up (line 451), batch 64
+    (line 591), 50 epochs (line 592), and no gradient clipping (lines 487-490 step the raw
+    gradient): `max_grad_norm=0` switches off the Trainer's default clipping at 1.0."""
+    return dict(optim="sgd", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
+                per_device_train_batch_size=64, num_train_epochs=50, max_grad_norm=0.0)  # fmt: skip
 
 
 class CheckedImages(torch.utils.data.Dataset):
@@ -125,9 +129,10 @@ class UEOTrainer(AdaptationTrainer):
     """`AdaptationTrainer` whose loss is UEO's, with fixed per-sample weights looked up by
     `sample_index` (uniform weights with `no_weight`: information maximisation)."""
 
-    def __init__(self, *args, sample_weights: torch.Tensor | None = None, trade: float = 1.0, **kwargs):
+    def __init__(self, *args, sample_weights: torch.Tensor | None = None, trade: float = 1.0,
+                 log_epsilon: float = OFFICIAL_LOG_EPSILON, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.sample_weights, self.trade = sample_weights, float(trade)
+        self.sample_weights, self.trade, self.log_epsilon = sample_weights, float(trade), float(log_epsilon)
 
     def parameter_groups(self, model):
         # Two groups, as in the paper (context, vision LayerNorms), each at args.learning_rate.
@@ -144,9 +149,9 @@ class UEOTrainer(AdaptationTrainer):
             weights = self.sample_weights.to(logits.device)[index.to(logits.device)].to(logits.dtype)
         logits_all, weights_all, processes = _global_batch(logits, weights)
         if self.sample_weights is None:
-            loss = information_maximization_loss(logits_all, self.trade)
+            loss = information_maximization_loss(logits_all, self.trade, self.log_epsilon)
         else:
-            loss = ueo_loss(logits_all, weights_all, self.trade)
+            loss = ueo_loss(logits_all, weights_all, self.trade, self.log_epsilon)
         # DDP averages the processes' gradients; each process holds only its rows' share of the batch loss.
         loss = loss * processes
         return (loss, outputs) if return_outputs else loss
@@ -178,9 +183,11 @@ def check_unlabelled(train, image_column: str, label_column: str, oracle: bool) 
 
 @torch.no_grad()
 def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accelerator=None,
-                   weights_from: str = "logits") -> torch.Tensor:  # fmt: skip
-    """[N] weights w_i = max softmax of the model's current (initial) scaled logits, or with
-    `weights_from="cosine"` of the unscaled cosine similarities (the official code's choice)."""
+                   weights_from: str = "cosine") -> torch.Tensor:  # fmt: skip
+    """[N] weights w_i = max softmax of the model's current (initial) unscaled cosine
+    similarities (`weights_from="cosine"`, the official code's choice: tim-learn/UEO demo.py
+    lines 425 and 453-454, on the training images under the test transform), or of its
+    scaled logits (`weights_from="logits"`)."""
     if weights_from not in ("logits", "cosine"):
         raise ValueError(f"weights_from must be 'logits' or 'cosine', got {weights_from!r}")
     was_training = model.training
@@ -229,7 +236,7 @@ def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrai
 
 def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,
             image_column, label_column, callbacks, resume_from_checkpoint, dataset_name, trainer_class,
-            weights_from="logits"):  # fmt: skip
+            weights_from="cosine", log_epsilon=OFFICIAL_LOG_EPSILON):  # fmt: skip
     """`UEOForImageClassification.fit` (see there)."""
     if no_weight and oracle:
         raise ValueError("no_weight=True and oracle=True are two different ablations; choose one")
@@ -256,7 +263,7 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         model.backbone.image_transform()  # fmt: skip
     data = UnlabelledViews(images, transform)
     extra = [EpochView(data)] + ([SaveWeights(weights)] if weights is not None else [])
-    trainer_kwargs = dict(sample_weights=weights, trade=trade)
+    trainer_kwargs = dict(sample_weights=weights, trade=trade, log_epsilon=log_epsilon)
     was_training = model.training
     model.history_ = train_model(model, data, training_args, trainer_class=trainer_class or UEOTrainer,
                                  callbacks=extra + list(callbacks or []), resume_from_checkpoint=resume_from_checkpoint,

@@ -10,7 +10,8 @@ D = torch.float64
 
 
 def closed_form(A, B, gA, gB, s, solve_x=True, b_damping=0.0):
-    """(ĝA, ĝB) from the paper, with the official B = 0 special case. b_damping > 0 uses
+    """(ĝA, ĝB) from the paper; at B = 0, ĝA = gA (= 0) and ĝB = gB·(AAᵀ)⁻¹/s², the numbers the
+    official general branch gives there (its own B = 0 branch never runs). b_damping > 0 uses
     K = (BᵀB + λ·I)⁻¹, λ = b_damping·tr(AAᵀ)/r, in place of (BᵀB)⁻¹; X then minimises
     ‖ĝA − gA‖² + ‖ĝB − gB‖² by explicit least squares over vec(X), not by the Sylvester
     equation that the package derives from it."""

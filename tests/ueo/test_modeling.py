@@ -65,7 +65,11 @@ def test_initial_model_is_zero_shot_clip_and_returns_an_ood_score():
         out = model(pixel_values=pv)
     zs = clip.logit_scale * clip.encode_images(pv) @ clip.zero_shot_classifier(NAMES, ["a photo of a {}."]).T
     torch.testing.assert_close(out.logits, zs, rtol=0, atol=1e-5 * clip.logit_scale)
-    torch.testing.assert_close(out.ood_score, max_softmax_score(out.logits))
+    # default: the official score, max softmax of the unscaled cosines
+    torch.testing.assert_close(out.ood_score, max_softmax_score(out.logits / clip.logit_scale))
+    scaled = UEOForImageClassification.from_clip(clip, NAMES, ood_score="max_softmax")
+    with torch.no_grad(), pytest.warns(UserWarning, match="not been fitted"):
+        torch.testing.assert_close(scaled(pixel_values=pv).ood_score, max_softmax_score(out.logits))
     energy = UEOForImageClassification.from_clip(clip, NAMES, ood_score="energy")
     with torch.no_grad(), pytest.warns(UserWarning, match="not been fitted"):
         torch.testing.assert_close(energy(pixel_values=pv).ood_score, energy_score(out.logits), rtol=1e-5, atol=1e-4)

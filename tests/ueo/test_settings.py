@@ -69,3 +69,37 @@ def test_keep_labels_for_the_oracle_only():
     assert out["train"].column_names == ["image", "label"]
     assert out["train"].features["label"].names == ["a", "b", "c", "d"]
     assert sorted(set(out["train"]["label"])) == [-1, 0, 1, 2, 3]
+
+
+# tim-learn/UEO demo.py lines 189-207 (VisDA-C) and 161-179 (Office-Home): tar_classes per setting.
+OFFICIAL_VISDA = {"closed": list(range(8)), "partial": list(range(6)), "open": list(range(10)),
+                  "open_partial": [*range(6), 8, 9]}  # fmt: skip
+OFFICIAL_OFFICE_HOME = {"closed": list(range(50)), "partial": list(range(35)), "open": list(range(60)),
+                        "open_partial": [*range(35), *range(50, 60)]}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset, official, total", [("visda_c", OFFICIAL_VISDA, 12),
+                                                     ("office_home", OFFICIAL_OFFICE_HOME, 65)])  # fmt: skip
+def test_split_presets_are_the_official_class_lists(preset, official, total):
+    from hf_clipadapt.ueo import SPLIT_PRESETS, preset_classes
+
+    names = [f"c{i}" for i in range(total)]
+    for setting, ids in official.items():
+        known, unknown, present = preset_classes(preset, setting, names)
+        assert present == [names[i] for i in ids]
+        assert known == names[: SPLIT_PRESETS[preset]["num_known"]] and unknown == names[len(known):]
+    assert SPLIT_PRESETS["office"]["open_partial"] == 15 and SPLIT_PRESETS["domainnet"]["open_unknown"] == 30
+
+
+def test_make_setting_with_a_preset():
+    names = [f"c{i}" for i in range(12)]
+    data = tiny_image_dataset(12, 1, class_names=names)
+    out = make_setting(data, data, "open_partial", preset="visda_c")
+    assert out["test"].features["label"].names == names[:8] and len(out["train"]) == 8  # classes 0-5, 8, 9
+    assert sum(out["test"]["is_unknown"]) == 4
+    with pytest.raises(ValueError, match="splits 12 classes by position"):
+        make_setting(tiny_image_dataset(5, 1), tiny_image_dataset(5, 1), "open", preset="visda_c")
+    with pytest.raises(ValueError, match="unknown split preset"):
+        make_setting(data, data, "open", preset="office31")
+    with pytest.raises(ValueError, match="without known="):
+        make_setting(data, data, "open", preset="visda_c", num_known=3)

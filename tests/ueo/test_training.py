@@ -43,7 +43,7 @@ def test_fit_trains_with_weights_fixed_at_the_initial_zero_shot_prediction():
     for _, index, weights in RecordingTrainer.seen:  # the same weight for an image in every epoch
         torch.testing.assert_close(weights, expected[index], rtol=0, atol=0)
     assert torch.equal(model.sample_weights_, expected)
-    assert expected.std() > 0  # not uniform: scaled logits
+    assert expected.std() > 0  # not uniform, though nearly (unscaled cosines, the official default)
 
 
 def test_no_weight_is_information_maximisation_and_oracle_reads_labels():
@@ -113,6 +113,31 @@ def test_defaults_are_the_official_settings_and_overridable():
     args = training_arguments(1000, 0, {"learning_rate": 0.5})
     assert args.learning_rate == 0.5 and args.per_device_train_batch_size == 64 and args.weight_decay == 0.0
     assert training_arguments(10, 0).per_device_train_batch_size == 10  # never more than the data
+
+
+def test_training_does_not_clip_gradients_as_the_official_code():
+    """The Trainer clips at max_grad_norm=1.0 unless told otherwise; the official code
+    (tim-learn/UEO demo.py lines 487-490) steps the raw gradient. One SGD step on the whole
+    set, with a gradient norm well over 1, must equal w − lr·g."""
+    from hf_clipadapt.ueo import ueo_loss
+    from hf_clipadapt.ueo.training import UnlabelledViews, training_arguments
+
+    assert training_arguments(10, 0).max_grad_norm == 0
+    data, lr, trade = unlabelled(), 1e-3, 50.0
+    reference = UEOForImageClassification.from_clip(backbone(), NAMES)
+    images = CheckedImages(data)
+    weights = zero_shot_pass(reference, images)
+    views = UnlabelledViews(images, reference.backbone.image_transform())
+    pv = torch.stack([views[i]["pixel_values"] for i in range(len(views))])
+    ueo_loss(reference(pixel_values=pv).logits, weights, trade).backward()
+    grads = {n: p.grad.clone() for n, p in reference.named_parameters() if p.requires_grad}
+    assert torch.cat([g.flatten() for g in grads.values()]).norm() > 3  # clipping at 1 would shrink the step 3x+
+    model = UEOForImageClassification.from_clip(backbone(), NAMES)
+    start = trained(model)
+    model.fit(data, augment=False, trade=trade, args=dict(per_device_train_batch_size=9, max_steps=1, learning_rate=lr,
+                                                          lr_scheduler_type="constant"))  # fmt: skip
+    for name, value in trained(model).items():
+        assert_close_scaled(value - start[name], -lr * grads[name], rtol=1e-3, msg=name)
 
 
 def test_bad_unlabelled_sets():

@@ -27,7 +27,7 @@ _warned_legacy = False
 # The official per-dataset settings of the GeoNet 2023 solution (tim-learn/GeoNet23_casia_tim):
 # main_unida.py (GeoUniDA: universal stage 2, 5 epochs, line 312; rejection at 0.5, line 298),
 # main_imnet.py (GeoImNet: one soft-centroid round fixed before stage 2, 0.3·CE, 1 epoch, lines
-# 323, 335-363, 400-420) and main_place.py (GeoPlace: top-1/top-2 labels of the source model,
+# 323, 336-363, 404-419) and main_place.py (GeoPlace: top-1/top-2 labels of the source model,
 # 0.3·CE + 0.1·CE, 1 epoch, lines 338-371, 404-408). Stage 1 is the same in all three: 10 epochs
 # (`--max_epoch`), batch 64, lr 1e-2. Keys: SFDAConfig fields (`strategy`, `unknown_threshold`);
 # `source_epochs` / `target_epochs`; and any other SFDATrainingArguments field.

@@ -131,7 +131,7 @@ def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int 
 
     Re-derived from `obtain_label` in tim-learn/SHOT, object/image_target.py, lines
     263-288 (and the one-round version in tim-learn/GeoNet23_casia_tim, main_imnet.py,
-    lines 400-420). Features get a constant 1 appended and are L2-normalised. Each
+    lines 404-419). Features get a constant 1 appended and are L2-normalised. Each
     round computes class centroids weighted by the current affinity (round 1: the soft
     predictions; later rounds: the previous round's one-hot labels) and labels each
     sample with its nearest centroid in cosine distance. In every round, round 1

@@ -5,7 +5,7 @@ References (read line by line; re-derived, not copied):
   lines 263-288 (cosine features with a constant 1, soft centroids, labelset = classes
   with more than `--threshold` argmax samples, 2 rounds), `--threshold 0` (line 316),
   `--distance cosine` (line 326). GeoImNet's single round: tim-learn/GeoNet23_casia_tim
-  @ 221ad1a, main_imnet.py, lines 400-420.
+  @ 221ad1a, main_imnet.py, lines 404-419.
 - SHOT's stage-2 loss: object/image_target.py lines 190-207 (`--cls_par` 0.3 · CE +
   `--ent_par` 1 · (mean H(p) − H(mean p)), both with log(· + 1e-5)); object/loss.py lines 9-14.
 - Universal stage-2 loss: tim-learn/GeoNet23_casia_tim, main_unida.py, `obtain_label`

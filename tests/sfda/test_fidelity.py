@@ -102,12 +102,12 @@ def test_geoimnet_and_geoplace_labels_come_once_from_the_source_model(strategy):
     cfg = SFDAConfig(backbone=None, num_labels=6, strategy=strategy)
     args = SFDATrainingArguments.from_preset("geoimnet" if strategy == "centroid" else "geoplace", "target")
     first = pseudo_labels(cfg, args, probs.log(), feats, {})
-    if strategy == "centroid":  # main_imnet.py lines 400-420: one soft round, argmax-owning classes only
+    if strategy == "centroid":  # main_imnet.py lines 404-419: one soft round, argmax-owning classes only
         assert torch.equal(first["labels"], SF.shot_pseudo_labels(feats, probs, rounds=1))
     else:  # main_place.py lines 404-408: the top-2 of the source model
         assert torch.equal(first["candidates"], probs.topk(2, dim=1).indices)
     again = pseudo_labels(cfg, args, torch.randn_like(probs), feats, first)
-    assert again is first  # never recomputed (main_imnet.py line 337 and main_place.py line 338: before the loop)
+    assert again is first  # never recomputed (main_imnet.py line 338 and main_place.py line 338: before the loop)
 
 
 def test_presets_set_strategy_epochs_and_losses(make_model, tiny_dataset, to_pixels):

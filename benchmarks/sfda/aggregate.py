@@ -1,0 +1,74 @@
+"""Merge the per-seed runs (runs/seed<k>.json, written by run_mnist_optdigits.py --seed k)
+into results.json: each seed's rows, and per row the mean, sample std and n over seeds.
+
+The earlier single-seed run (before the fidelity fixes of issue 24) is kept in
+results.json under "previous_single_seed_run", so old and new rows sit side by side.
+
+Run:  python benchmarks/sfda/aggregate.py   (then plot_results.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).parent
+CLOSED_METRICS = ("accuracy", "top3_accuracy", "train_seconds")
+UNIVERSAL_METRICS = ("h_score", "known_accuracy", "unknown_accuracy", "closed_accuracy_on_shared",
+                     "median_normalized_entropy", "train_seconds")  # fmt: skip
+
+
+def _stats(values: list[float]) -> dict:
+    out = {"mean": statistics.fmean(values), "n": len(values), "values": values}
+    out["std"] = statistics.stdev(values) if len(values) > 1 else None
+    return out
+
+
+def summarise(runs: dict[str, dict]) -> dict:
+    """{"closed": {row: {metric: stats}}, "universal": {...}, "head_only": ...} over the seeds that have the row."""
+    summary: dict = {"closed": {}, "universal": {}}
+    for phase, metrics in (("closed", CLOSED_METRICS), ("universal", UNIVERSAL_METRICS)):
+        rows = sorted({row for r in runs.values() for row, v in r.get(phase, {}).items() if isinstance(v, dict)})
+        for row in rows:
+            per_metric = {}
+            for m in metrics:
+                values = [r[phase][row][m] for r in runs.values() if m in r.get(phase, {}).get(row, {})]
+                if values:
+                    per_metric[m] = _stats(values)
+            summary[phase][row] = per_metric
+    head = [r["head_only"]["logistic_regression_on_frozen_features"]["accuracy"] for r in runs.values() if "head_only" in r]
+    if head:
+        summary["head_only"] = _stats(head)
+    return summary
+
+
+def main():
+    path = HERE / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if "previous_single_seed_run" not in results:  # the first aggregation moves the old run aside
+        results = {"previous_single_seed_run": {**results, "note": "seed 0 only, before the issue-24 fidelity fixes"}}
+    runs = {p.stem.removeprefix("seed"): json.loads(p.read_text()) for p in sorted((HERE / "runs").glob("seed*.json"))}
+    for r in runs.values():
+        for phase in ("closed", "universal"):
+            for row in r.get(phase, {}).values():
+                if isinstance(row, dict):
+                    row.pop("history", None)  # the per-epoch losses stay in runs/
+    if runs:
+        results["setup"] = next(iter(runs.values()))["setup"] | {"seeds": sorted(runs, key=int)}
+    results["seeds"] = runs
+    results["summary"] = summarise(runs)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+    for phase, metric in (("closed", "accuracy"), ("universal", "h_score")):
+        for row, stats in results["summary"][phase].items():
+            s = stats.get(metric)
+            if s:
+                std = f" ± {s['std']:.1f}" if s["std"] is not None else ""
+                print(f"{phase:9s} {row:12s} {metric} {s['mean']:.1f}{std} (n={s['n']}: {[round(v, 1) for v in s['values']]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--phases", default="head_only,closed,ema_ablation,universal")
     ap.add_argument("--seed", type=int, default=0, help="training seed (head init, samplers); the data subsets stay seed 0")
     ap.add_argument("--strategies", default="shot,topk,universal,centroid,topk_ce", help="closed-set stage-2 rows")
+    ap.add_argument("--preset-target-epochs", type=int, default=None,
+                    help="stage-2 epochs of centroid/topk_ce (default: their presets' 1; the others use --target-epochs)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +71,11 @@ def main():
     from hf_clipadapt.metrics import accuracy, h_score, topk_accuracy
     from hf_clipadapt.offline import efficientnet_preprocess, load_mnist, load_optdigits
     from hf_clipadapt.sfda import SFDAModelForImageClassification, fit, predict_logits
+    from hf_clipadapt.sfda import PRESETS
+    from hf_clipadapt.sfda.arguments import preset_training_defaults
     from hf_clipadapt.sfda.functional import normalized_entropy
+
+    PRESET_OF = {"centroid": "geoimnet", "topk_ce": "geoplace"}
 
     def pixels(images, indices, view):
         return efficientnet_preprocess(images, args.size)
@@ -146,10 +152,14 @@ def main():
         adapted = copy.deepcopy(model)
         adapted.config.strategy = strategy
         t = time.time()
-        extra = {"shot_rounds": 1} if strategy == "centroid" else {}  # GeoImNet's one round (main_imnet.py)
+        extra, epochs = {}, args.target_epochs
+        if strategy in PRESET_OF:  # GeoImNet / GeoPlace: their official stage-2 settings (1 epoch, 1 round)
+            extra = preset_training_defaults(PRESET_OF[strategy], "target")
+            extra.pop("num_train_epochs")
+            epochs = args.preset_target_epochs or PRESETS[PRESET_OF[strategy]]["target_epochs"]
         info = fit(adapted, target_unlabelled, stage="target", transform=stack, label_column=None,
-                   epochs=args.target_epochs, seed=args.seed, **extra)  # fmt: skip
-        return adapted, {"train_seconds": time.time() - t, "history": info["history"]}
+                   epochs=epochs, seed=args.seed, **extra)  # fmt: skip
+        return adapted, {"train_seconds": time.time() - t, "target_epochs": epochs, "history": info["history"]}
 
     phases = args.phases.split(",")
     if "head_only" in phases:

@@ -51,7 +51,9 @@ def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
 def confidence_weights(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """w = 1 − H(p)/log C, the universal stage's per-sample confidence, with H = −Σ p log(p + eps)
     as the official `obtain_label` computes it (tim-learn/GeoNet23_casia_tim, main_unida.py,
-    lines 438-440; eps = `--epsilon` 1e-5). eps = 0 gives the exact entropy."""
+    lines 438-440; eps = `--epsilon` 1e-5). eps = 0 gives the exact entropy (0·log 0 = 0)."""
+    if eps == 0:
+        return 1.0 - normalized_entropy(probs)
     return 1.0 - entropy(probs, eps) / math.log(probs.shape[-1])
 
 

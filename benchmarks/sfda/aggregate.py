@@ -44,6 +44,37 @@ def summarise(runs: dict[str, dict]) -> dict:
     return summary
 
 
+def _cell(stats: dict | None, digits: int = 1) -> str:
+    if not stats:
+        return "not run"
+    std = f" ± {stats['std']:.{digits}f}" if stats["std"] is not None else ""
+    seeds = ", ".join(f"{v:.{digits}f}" for v in stats["values"])
+    return f"{stats['mean']:.{digits}f}{std} ({seeds})"
+
+
+def markdown_tables(results: dict) -> str:
+    """The RESULTS.md tables: earlier run beside the re-run (mean ± std over seeds, then each seed)."""
+    old, new = results.get("previous_single_seed_run", {}), results["summary"]
+    lines = ["| model | earlier run, seed 0 (4,000 images, 10 + 5 epochs) | re-run (2,000 images, 5 + 5 epochs): mean ± std (each seed) | top-3, re-run |",
+             "|---|---|---|---|"]  # fmt: skip
+    for row, label in (("source_only", "stage 1, source only"), ("shot", "+ stage 2 `shot` (5 epochs)"),
+                       ("topk", "+ stage 2 `topk` (ours, 5 epochs)"), ("universal", "+ stage 2 `universal` (5 epochs)"),
+                       ("centroid", "+ stage 2 `centroid` (GeoImNet preset, 1 epoch)"),
+                       ("topk_ce", "+ stage 2 `topk_ce` (GeoPlace preset, 1 epoch)")):  # fmt: skip
+        o = old.get("closed", {}).get(row, {}).get("accuracy")
+        n = new["closed"].get(row, {})
+        lines.append(f"| {label} | {f'{o:.1f}' if o is not None else '–'} | {_cell(n.get('accuracy'))} | "
+                     f"{_cell(n.get('top3_accuracy'))} |")  # fmt: skip
+    lines += ["", "| model | metric | earlier run, seed 0 | re-run: mean ± std (each seed) |", "|---|---|---|---|"]
+    for row in ("source_only", "universal"):
+        for m in ("h_score", "known_accuracy", "unknown_accuracy", "closed_accuracy_on_shared", "median_normalized_entropy"):
+            o = old.get("universal", {}).get(row, {}).get(m)
+            d = 2 if m == "median_normalized_entropy" else 1
+            lines.append(f"| {row} | {m} | {f'{o:.{d}f}' if o is not None else '–'} | "
+                         f"{_cell(new['universal'].get(row, {}).get(m), d)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main():
     path = HERE / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -62,6 +93,7 @@ def main():
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, path)
+    (HERE / "tables.md").write_text(markdown_tables(results) + "\n")
     for phase, metric in (("closed", "accuracy"), ("universal", "h_score")):
         for row, stats in results["summary"][phase].items():
             s = stats.get(metric)

@@ -1,4 +1,5 @@
-"""Merge the per-seed runs (runs/seed<k>.json, written by run_mnist_optdigits.py --seed k)
+"""Merge the per-seed runs (runs/seed<k>.json and runs/seed<k>_<phase>.json, written by
+run_mnist_optdigits.py --seed k)
 into results.json: each seed's rows, and per row the mean, sample std and n over seeds.
 
 The earlier single-seed run (before the fidelity fixes of issue 24) is kept in
@@ -24,6 +25,19 @@ def _stats(values: list[float]) -> dict:
     out = {"mean": statistics.fmean(values), "n": len(values), "values": values}
     out["std"] = statistics.stdev(values) if len(values) > 1 else None
     return out
+
+
+def load_runs(folder: Path) -> dict[str, dict]:
+    """{seed: run} from seed<k>.json, merged with the phases of seed<k>_<part>.json (phases run in
+    separate processes, e.g. `--phases universal --out runs/seed0_universal.json`)."""
+    runs: dict[str, dict] = {}
+    for p in sorted(folder.glob("seed*.json"), key=lambda q: ("_" in q.stem, q.stem)):
+        seed, _, part = p.stem.removeprefix("seed").partition("_")
+        data = json.loads(p.read_text())
+        if part:
+            data = {k: v for k, v in data.items() if k != "setup"}
+        runs.setdefault(seed, {}).update(data)
+    return runs
 
 
 def summarise(runs: dict[str, dict]) -> dict:
@@ -80,7 +94,7 @@ def main():
     results = json.loads(path.read_text()) if path.exists() else {}
     if "previous_single_seed_run" not in results:  # the first aggregation moves the old run aside
         results = {"previous_single_seed_run": {**results, "note": "seed 0 only, before the issue-24 fidelity fixes"}}
-    runs = {p.stem.removeprefix("seed"): json.loads(p.read_text()) for p in sorted((HERE / "runs").glob("seed*.json"))}
+    runs = load_runs(HERE / "runs")
     for r in runs.values():
         for phase in ("closed", "universal"):
             for row in r.get(phase, {}).values():

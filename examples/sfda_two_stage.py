@@ -69,33 +69,42 @@ def image_stats(backbone: str | None) -> tuple[list[float], list[float]]:
 
 
 class Preprocess:
-    """PIL images → normalised [B, 3, S, S]; with `augment`, a random resized crop and a
-    horizontal flip (`flip`) seeded per (sample index, epoch): reproducible whatever the
-    number of processes."""
+    """PIL images → normalised [B, 3, S, S], as the official transforms (tim-learn/GeoNet23_casia_tim,
+    main_unida.py, lines 31-60): resized to `resize`² (bicubic), then a centre crop of S, or with
+    `augment` a random crop of S and a horizontal flip (`flip`), seeded per (sample index,
+    epoch): reproducible whatever the number of processes. `resize` defaults to S·238/224
+    (Swin-B's 238 → 224 in the official script)."""
 
-    def __init__(self, size: int, mean, std, augment: bool = False, flip: bool = True):
+    def __init__(self, size: int, mean, std, augment: bool = False, flip: bool = True, resize: int | None = None):
         self.size, self.augment, self.flip = size, augment, flip
+        self.resize = resize or round(size * 238 / 224)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
     def __call__(self, images, indices, view):
         from PIL import Image
 
-        out = []
+        out, margin = [], self.resize - self.size
         for img, i in zip(images, indices.tolist()):
-            img = img.convert("RGB")
+            img = img.convert("RGB").resize((self.resize, self.resize), Image.BICUBIC)
+            x0 = y0 = margin // 2
             if self.augment:
                 rng = np.random.default_rng([int(i), int(view)])
-                w, h = img.size
-                scale = rng.uniform(0.8, 1.0)
-                cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
-                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                img = img.crop((x0, y0, x0 + cw, y0 + ch))
-                if self.flip and rng.random() < 0.5:
-                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            out.append(np.asarray(img.resize((self.size, self.size), Image.BICUBIC), dtype=np.float32) / 255.0)
+                x0, y0 = int(rng.integers(0, margin + 1)), int(rng.integers(0, margin + 1))
+            img = img.crop((x0, y0, x0 + self.size, y0 + self.size))
+            if self.augment and self.flip and rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(np.asarray(img, dtype=np.float32) / 255.0)
         x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
         return ((x - self.mean) / self.std).contiguous()
+
+
+def stage_transforms(args, mean_std) -> tuple[Preprocess, Preprocess]:
+    """(train, eval) transforms of either stage: both stages train on augmented images, as the
+    official scripts do (main_unida.py, lines 95-99: stage 2's training loader uses the
+    training transform, its pseudo-label pass the test transform)."""
+    train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
+    return train_tf, Preprocess(args.image_size, *mean_std)
 
 
 def build_source_model(args, num_labels: int, id2label: dict | None):
@@ -109,15 +118,25 @@ def build_source_model(args, num_labels: int, id2label: dict | None):
     return SFDAModelForImageClassification.from_backbone(args.backbone, **labels)
 
 
+# the official per-dataset settings of each stage-2 strategy (hf_clipadapt.sfda.PRESETS)
+STRATEGY_PRESET = {"universal": "geounida", "centroid": "geoimnet", "topk_ce": "geoplace"}
+
+
 def training_arguments(args, stage: str) -> SFDATrainingArguments:
-    """The stage's SFDATrainingArguments from the command line (checkpoints under output_dir/checkpoints)."""
-    return SFDATrainingArguments(
-        stage=stage, output_dir=str(Path(args.output_dir) / "checkpoints"), num_train_epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-        dataloader_num_workers=args.num_workers, report_to=args.report_to or "none",
-        save_strategy="steps" if args.checkpoint_every else "no", save_steps=args.checkpoint_every or 500,
-        model_selection=getattr(args, "model_selection", "last"),
+    """The stage's SFDATrainingArguments from the command line (checkpoints under output_dir/checkpoints),
+    over the official preset of the stage-2 strategy (e.g. 1 epoch and one centroid round for centroid)."""
+    kwargs = dict(
+        output_dir=str(Path(args.output_dir) / "checkpoints"), batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed, dataloader_num_workers=args.num_workers,
+        report_to=args.report_to or "none", save_strategy="steps" if args.checkpoint_every else "no",
+        save_steps=args.checkpoint_every or 500, model_selection=getattr(args, "model_selection", "last"),
     )  # fmt: skip
+    if args.epochs is not None:
+        kwargs["num_train_epochs"] = args.epochs
+    preset = STRATEGY_PRESET.get(getattr(args, "strategy", "universal"))
+    if preset is not None:
+        return SFDATrainingArguments.from_preset(preset, stage, **kwargs)
+    return SFDATrainingArguments(stage=stage, **kwargs)
 
 
 def prepare_stage(args):
@@ -129,8 +148,7 @@ def prepare_stage(args):
         num_labels = len(names) if names else int(max(data["label"])) + 1
         model = build_source_model(args, num_labels, dict(enumerate(names)) if names else None)
         mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
-        train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
-        stage, eval_tf = "source", Preprocess(args.image_size, *mean_std)
+        stage, (train_tf, eval_tf) = "source", stage_transforms(args, mean_std)
     else:
         model = SFDAModelForImageClassification.from_pretrained(args.model)
         model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
@@ -138,8 +156,7 @@ def prepare_stage(args):
         if "label" in data.column_names:  # stage 2 never reads target labels
             data = data.remove_columns("label")
         mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
-        train_tf = eval_tf = Preprocess(args.image_size, *mean_std)
-        stage = "target"
+        stage, (train_tf, eval_tf) = "target", stage_transforms(args, mean_std)
     return model, data, stage, train_tf, eval_tf
 
 
@@ -153,7 +170,8 @@ def main():
     common.add_argument("--num_workers", type=int, default=2)
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--output_dir", required=True)
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, default=None, help="default: 10 for stage1, 5 for stage2 (GeoUniDA)")
+    train.add_argument("--no_flip", action="store_true", help="no horizontal flips (digits, text)")
     train.add_argument("--learning_rate", type=float, default=1e-2, help="head lr; the backbone gets 0.1x")
     train.add_argument("--checkpoint_every", type=int, default=0, help="optimizer steps between Trainer checkpoints")
     train.add_argument("--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every, or 'last'")
@@ -162,12 +180,12 @@ def main():
     s1 = sub.add_parser("stage1", parents=[common, train], help="train on the labelled source domain")
     s1.add_argument("--source", required=True)
     s1.add_argument("--backbone", default="microsoft/swin-base-patch4-window7-224")
-    s1.add_argument("--no_flip", action="store_true", help="no horizontal flips (digits, text)")
 
     s2 = sub.add_parser("stage2", parents=[common, train], help="adapt to the unlabelled target domain")
     s2.add_argument("--model", required=True, help="stage-1 output folder")
     s2.add_argument("--target", required=True)
-    s2.add_argument("--strategy", choices=["universal", "shot", "topk"], default="universal")
+    s2.add_argument("--strategy", choices=["universal", "shot", "topk", "centroid", "topk_ce"], default="universal",
+                    help="universal (GeoUniDA, 5 epochs), centroid (GeoImNet, 1 epoch), topk_ce (GeoPlace, 1 epoch)")
     s2.add_argument("--unknown_threshold", type=float, default=0.5)
     s2.add_argument("--model_selection", choices=["last", "im_loss", "labelled_target_validation"], default="last")
     s2.add_argument("--validation", default=None, help="labelled target data, only for labelled_target_validation")

@@ -56,6 +56,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="1 ran 5x faster than 2 on the oversubscribed machine")
     ap.add_argument("--ema-teacher-init", default="copy_at_ema_start", choices=["copy_at_ema_start", "copy_at_start"])
     ap.add_argument("--phases", default="head_only,closed,ema_ablation,universal")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (head init, samplers); the data subsets stay seed 0")
+    ap.add_argument("--strategies", default="shot,topk,universal,centroid,topk_ce", help="closed-set stage-2 rows")
+    ap.add_argument("--preset-target-epochs", type=int, default=None,
+                    help="stage-2 epochs of centroid/topk_ce (default: their presets' 1; the others use --target-epochs)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +71,11 @@ def main():
     from hf_clipadapt.metrics import accuracy, h_score, topk_accuracy
     from hf_clipadapt.offline import efficientnet_preprocess, load_mnist, load_optdigits
     from hf_clipadapt.sfda import SFDAModelForImageClassification, fit, predict_logits
+    from hf_clipadapt.sfda import PRESETS
+    from hf_clipadapt.sfda.arguments import preset_training_defaults
     from hf_clipadapt.sfda.functional import normalized_entropy
+
+    PRESET_OF = {"centroid": "geoimnet", "topk_ce": "geoplace"}
 
     def pixels(images, indices, view):
         return efficientnet_preprocess(images, args.size)
@@ -98,7 +106,8 @@ def main():
             "model_selection": "last epoch (fixed epochs; no target labels)",
             "protocol": "transductive: adapt on the unlabelled target images, score on the same images with labels",
             "torch_threads": args.threads, "trunk_cache_seconds": trunk_seconds,
-            "tail_batchnorm_momentum": 0.1, "ema_teacher_init": args.ema_teacher_init,
+            "tail_batchnorm_momentum": 0.1, "ema_teacher_init": args.ema_teacher_init, "seed": args.seed,
+            "ema_average_buffers": False, "stage2_augmentation": "none (cached trunk activations)",
         }
     }  # fmt: skip
 
@@ -129,23 +138,28 @@ def main():
                 "diagnostic_h_score_by_threshold": sweep}  # fmt: skip
 
     def train_source(classes, data, **config):
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         model = SFDAModelForImageClassification.from_backbone(
             EfficientNetLite0Tail(args.frozen_blocks), id2label={i: str(c) for i, c in enumerate(classes)},
             torch_backbone_kwargs={"start": args.frozen_blocks, "pretrained": False}, batch_size=args.batch_size,
             ema_teacher_init=args.ema_teacher_init, **config,
         )  # fmt: skip
         t = time.time()
-        info = fit(model, data, stage="source", transform=stack, epochs=args.source_epochs, seed=0)
+        info = fit(model, data, stage="source", transform=stack, epochs=args.source_epochs, seed=args.seed)
         return model, {"train_seconds": time.time() - t, "history": info["history"]}
 
     def adapt(model, strategy):
         adapted = copy.deepcopy(model)
         adapted.config.strategy = strategy
         t = time.time()
+        extra, epochs = {}, args.target_epochs
+        if strategy in PRESET_OF:  # GeoImNet / GeoPlace: their official stage-2 settings (1 epoch, 1 round)
+            extra = preset_training_defaults(PRESET_OF[strategy], "target")
+            extra.pop("num_train_epochs")
+            epochs = args.preset_target_epochs or PRESETS[PRESET_OF[strategy]]["target_epochs"]
         info = fit(adapted, target_unlabelled, stage="target", transform=stack, label_column=None,
-                   epochs=args.target_epochs, seed=0)  # fmt: skip
-        return adapted, {"train_seconds": time.time() - t, "history": info["history"]}
+                   epochs=epochs, seed=args.seed, **extra)  # fmt: skip
+        return adapted, {"train_seconds": time.time() - t, "target_epochs": epochs, "history": info["history"]}
 
     phases = args.phases.split(",")
     if "head_only" in phases:
@@ -162,7 +176,7 @@ def main():
         results["closed"] = {"source_only": {**scores(model, target), **info}}
         print("source-only", results["closed"]["source_only"]["accuracy"], flush=True)
         save()
-        for strategy in ("shot", "topk", "universal"):
+        for strategy in args.strategies.split(","):
             adapted, info = adapt(model, strategy)
             # closed-set scoring: argmax over the 10 classes, no rejection
             results["closed"][strategy] = {**scores(adapted, target), **info}

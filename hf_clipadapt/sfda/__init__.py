@@ -2,13 +2,15 @@
 
 Stage 1 trains backbone + bottleneck + classifier on labelled source data; stage 2
 adapts backbone + bottleneck to unlabelled target data with the classifier frozen
-(strategies "universal", "shot", "topk"). Importing registers the Auto classes.
+(strategies "universal", "shot", "topk", "centroid", "topk_ce"). The official per-dataset
+settings ship as named presets (`PRESETS`: "geounida", "geoimnet", "geoplace";
+`SFDAConfig.from_preset`, `SFDATrainingArguments.from_preset`). Importing registers the Auto classes.
 """
 
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".configuration_sfda", "SFDAConfig"),
+    **exports_of(".configuration_sfda", "PRESETS", "SFDAConfig"),
     **exports_of(".data", "load_domain", "load_image_list"),
     **exports_of(".modeling_sfda", "SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel",
                  "TorchModuleBackbone"),

@@ -9,7 +9,9 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from ..configuration_utils import AdaptedConfig
 
-STRATEGIES = ("universal", "shot", "topk")
+STRATEGIES = ("universal", "shot", "topk", "centroid", "topk_ce")
+# strategies whose pseudo-labels are computed once, from the source model, and then kept fixed
+FIXED_LABEL_STRATEGIES = ("topk", "centroid", "topk_ce")
 SELECTION = ("last", "im_loss", "labelled_target_validation")
 EMA_INIT = ("copy_at_ema_start", "copy_at_start")
 
@@ -21,6 +23,31 @@ LEGACY_TRAINING_KEYS = (
     "universal_delta", "universal_entropy_weight", "shot_rounds", "pseudo_label_weight", "topk",
 )  # fmt: skip
 _warned_legacy = False
+
+# The official per-dataset settings of the GeoNet 2023 solution (tim-learn/GeoNet23_casia_tim):
+# main_unida.py (GeoUniDA: universal stage 2, 5 epochs, line 312; rejection at 0.5, line 298),
+# main_imnet.py (GeoImNet: one soft-centroid round fixed before stage 2, 0.3·CE, 1 epoch, lines
+# 323, 336-363, 404-419) and main_place.py (GeoPlace: top-1/top-2 labels of the source model,
+# 0.3·CE + 0.1·CE, 1 epoch, lines 338-371, 404-408). Stage 1 is the same in all three: 10 epochs
+# (`--max_epoch`), batch 64, lr 1e-2. Keys: SFDAConfig fields (`strategy`, `unknown_threshold`);
+# `source_epochs` / `target_epochs`; and any other SFDATrainingArguments field.
+PRESETS: dict[str, dict] = {
+    "geounida": dict(strategy="universal", unknown_threshold=0.5, source_epochs=10, target_epochs=5),
+    "geoimnet": dict(strategy="centroid", unknown_threshold=None, source_epochs=10, target_epochs=1, shot_rounds=1,
+                     pseudo_label_weight=0.3),
+    "geoplace": dict(strategy="topk_ce", unknown_threshold=None, source_epochs=10, target_epochs=1, topk=2,
+                     topk_weights=(0.3, 0.1)),
+}  # fmt: skip
+CONFIG_PRESET_KEYS = ("strategy", "unknown_threshold")
+_UNSET = object()  # unknown_threshold not given: 0.5, or the preset's
+
+
+def preset_settings(name: str) -> dict:
+    """The settings of a named preset ("geounida", "geoimnet", "geoplace"), copied."""
+    key = str(name).lower()
+    if key not in PRESETS:
+        raise ValueError(f"unknown SFDA preset {name!r}; choose from {sorted(PRESETS)}")
+    return dict(PRESETS[key])
 
 
 def _pop_legacy_training_keys(kwargs: dict) -> dict:
@@ -61,11 +88,16 @@ class SFDAConfig(AdaptedConfig):
         bottleneck_dim (`int`, 256), num_labels / id2label (source classes).
         label_smoothing (0.1): the ε of the stage-1 loss `forward` returns with labels.
 
-    Stage 2 and prediction: `strategy` in {"universal", "shot", "topk"} (the target
-        stage's pseudo-labelling); in universal mode (`unknown_threshold` not None)
+    Stage 2 and prediction: `strategy` (default "universal", or the preset's; the target stage's pseudo-labelling): "universal"
+        (GeoUniDA), "shot" (SHOT: centroid labels every epoch, 0.3·CE + IM), "topk" (this
+        library's top-k set loss + IM), "centroid" (GeoImNet: labels fixed from one centroid
+        round, 0.3·CE) or "topk_ce" (GeoPlace: 0.3·CE(top-1) + 0.1·CE(top-2)); in universal mode (`unknown_threshold` not None)
         `predict` returns `unknown_index` (= num_labels) when H(p)/log C > `unknown_threshold`.
     `model_selection` records how `fit` chose the target-stage weights ("last",
         "im_loss" or "labelled_target_validation"), for the model card.
+    `preset`: a named preset ("geounida", "geoimnet", "geoplace", see `PRESETS`): it sets
+        `strategy` and `unknown_threshold` unless they are given, and `fit` takes its training
+        settings (epochs per stage, loss weights) as defaults. `unknown_threshold` defaults to 0.5.
     """
 
     model_type = "sfda"
@@ -79,13 +111,17 @@ class SFDAConfig(AdaptedConfig):
         backbone_feature_dim: int | None = None,
         bottleneck_dim: int = 256,
         label_smoothing: float = 0.1,
-        strategy: str = "universal",
-        unknown_threshold: float | None = 0.5,
+        strategy: str | None = None,
+        unknown_threshold: float | None = _UNSET,
         model_selection: str = "last",
         initializer_range: float = 0.02,
+        preset: str | None = None,
         **kwargs,
     ):
         self._legacy_training = _pop_legacy_training_keys(kwargs)
+        settings = preset_settings(preset) if preset is not None else {}  # a clear error for an unknown name
+        strategy = strategy if strategy is not None else settings.get("strategy", "universal")
+        unknown_threshold = settings.get("unknown_threshold", 0.5) if unknown_threshold is _UNSET else unknown_threshold
         if isinstance(backbone_config, dict):
             backbone_config = dict(backbone_config)
             model_type = backbone_config.pop("model_type", None)
@@ -113,7 +149,14 @@ class SFDAConfig(AdaptedConfig):
         self.unknown_threshold = unknown_threshold
         self.model_selection = model_selection
         self.initializer_range = initializer_range
+        self.preset = preset.lower() if preset is not None else None
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> SFDAConfig:
+        """A config from a named preset ("geounida", "geoimnet", "geoplace"), any field overridden
+        (backbone, num_labels or id2label, ...). Its training settings reach `fit` through `preset`."""
+        return cls(preset=name, **overrides)
 
     @property
     def unknown_index(self) -> int:

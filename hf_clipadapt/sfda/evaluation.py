@@ -33,7 +33,7 @@ def check_closed_set_labels(labels: torch.Tensor | None, num_labels: int, what: 
     if bad.numel():
         raise ValueError(
             f"{what} labels {bad.tolist()[:10]} fall outside the {num_labels} source classes (0..{num_labels - 1}). "
-            "Closed-set adaptation (strategy 'shot' or 'topk') assumes the target holds only source classes: "
+            "Closed-set adaptation (strategy 'shot', 'topk', 'centroid' or 'topk_ce') assumes the target holds only source classes: "
             "use strategy='universal' for target-private classes, or drop those samples."
         )
 

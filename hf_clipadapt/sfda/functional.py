@@ -48,9 +48,13 @@ def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(-1) / math.log(probs.shape[-1])
 
 
-def confidence_weights(probs: torch.Tensor) -> torch.Tensor:
-    """w = 1 − H(p)/log C, the universal stage's per-sample confidence."""
-    return 1.0 - normalized_entropy(probs)
+def confidence_weights(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """w = 1 − H(p)/log C, the universal stage's per-sample confidence, with H = −Σ p log(p + eps)
+    as the official `obtain_label` computes it (tim-learn/GeoNet23_casia_tim, main_unida.py,
+    lines 438-440; eps = `--epsilon` 1e-5). eps = 0 gives the exact entropy (0·log 0 = 0)."""
+    if eps == 0:
+        return 1.0 - normalized_entropy(probs)
+    return 1.0 - entropy(probs, eps) / math.log(probs.shape[-1])
 
 
 def information_maximization_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -108,19 +112,34 @@ def topk_pseudo_label_loss(logits: torch.Tensor, candidates: torch.Tensor, top1_
     return top1_weight * ce_top1 + set_loss
 
 
+def topk_cross_entropy_loss(logits: torch.Tensor, candidates: torch.Tensor, weights=(0.3, 0.1)) -> torch.Tensor:
+    """Σ_j weights[j]·CE(candidates[:, j]): GeoPlace's stage-2 loss, 0.3·CE(top-1) + 0.1·CE(top-2)
+    with the candidates fixed from the source model (tim-learn/GeoNet23_casia_tim, main_place.py,
+    lines 360-370 and 404-408). No IM term."""
+    if candidates.shape[1] < len(weights):
+        raise ValueError(f"{len(weights)} weights need at least {len(weights)} candidates per sample, got {candidates.shape[1]}")
+    log_p = logits.log_softmax(-1)
+    terms = [-w * log_p.gather(1, candidates[:, j : j + 1].long()).mean() for j, w in enumerate(weights)]
+    return torch.stack(terms).sum()
+
+
 # ---------------------------------------------------------------------------------
 # Pseudo-labels and decisions
 # ---------------------------------------------------------------------------------
 
 
-def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int = 2, threshold: int = 0) -> torch.Tensor:
     """SHOT's self-supervised pseudo-labels from target features and predictions.
 
-    Features get a constant 1 appended and are L2-normalised. Round 1: class
-    centroids weighted by the soft predictions, each sample labelled with its
-    nearest centroid in cosine distance. Every further round: centroids recomputed
-    from the previous round's hard labels (classes that received no sample keep no
-    centroid), labels reassigned. Returns [N] long.
+    Re-derived from `obtain_label` in tim-learn/SHOT, object/image_target.py, lines
+    263-288 (and the one-round version in tim-learn/GeoNet23_casia_tim, main_imnet.py,
+    lines 404-419). Features get a constant 1 appended and are L2-normalised. Each
+    round computes class centroids weighted by the current affinity (round 1: the soft
+    predictions; later rounds: the previous round's one-hot labels) and labels each
+    sample with its nearest centroid in cosine distance. In every round, round 1
+    included, only the classes that own more than `threshold` samples of the current
+    hard labels (round 1: the argmax of `probs`) may be chosen; the others keep no
+    centroid. Returns [N] long.
     """
     if features.shape[0] != probs.shape[0]:
         raise ValueError(f"features ({features.shape[0]}) and probs ({probs.shape[0]}) differ in length")
@@ -131,11 +150,11 @@ def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int 
     affinity = probs.float()
     num_classes = probs.shape[1]
     labels = probs.argmax(1)
-    for r in range(rounds):
+    for _ in range(rounds):
         centroids = affinity.t() @ feats / (affinity.sum(0)[:, None] + 1e-8)
         distance = 1.0 - feats @ F.normalize(centroids, dim=1).t()  # cosine distance [N, C]
-        if r > 0:  # hard rounds: only classes that own samples have a centroid
-            distance[:, affinity.sum(0) == 0] = float("inf")
+        counts = torch.bincount(labels, minlength=num_classes)
+        distance[:, counts <= threshold] = float("inf")  # only classes that own samples have a centroid
         labels = distance.argmin(1)
         affinity = F.one_hot(labels, num_classes).float()
     return labels
@@ -170,8 +189,10 @@ def lr_factor(progress: float, gamma: float = 10.0, power: float = 1.0) -> float
 def ema_update_(teacher: Iterable[torch.Tensor], student: Iterable[torch.Tensor], decay: float = 0.95) -> None:
     """In place θ_t ← decay·θ_t + (1 − decay)·θ_s for floating tensors; others copied.
 
-    Pass `teacher.state_dict().values()` and the student's so BatchNorm running
-    statistics follow too (integer counters are copied).
+    The recipe passes `teacher.parameters()` and the student's: the official teacher
+    averages parameters only, its BatchNorm statistics stay those copied when it started
+    (tim-learn/GeoNet23_casia_tim, main_unida.py, lines 256-262). Passing
+    `state_dict().values()` makes the running statistics follow too (integer counters copied).
     """
     for t, s in zip(teacher, student, strict=True):
         if t.is_floating_point():

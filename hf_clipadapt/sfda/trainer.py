@@ -35,6 +35,7 @@ from ..features import IndexedRows
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
 from ..training.trainer import AdaptationTrainer
 from . import functional as SF
+from .configuration_sfda import FIXED_LABEL_STRATEGIES
 from .evaluation import evaluate, predict_logits
 
 METHOD_STATE_FILE = "sfda_state.pt"
@@ -186,6 +187,10 @@ class SFDATrainer(AdaptationTrainer):
         if strategy == "universal":
             return SF.universal_loss(logits, pseudo["labels"][idx], pseudo["weights"][idx], self.progress,
                                      delta=a.universal_delta, entropy_weight=a.universal_entropy_weight)  # fmt: skip
+        if strategy == "centroid":  # GeoImNet: no IM term
+            return a.pseudo_label_weight * F.cross_entropy(logits, pseudo["labels"][idx])
+        if strategy == "topk_ce":  # GeoPlace: no IM term
+            return SF.topk_cross_entropy_loss(logits, pseudo["candidates"][idx], a.topk_weights)
         im = SF.information_maximization_loss(logits)
         if strategy == "shot":
             return a.pseudo_label_weight * F.cross_entropy(logits, pseudo["labels"][idx]) + im
@@ -198,7 +203,7 @@ class SFDATrainer(AdaptationTrainer):
         self._loader.set_epoch(self._epoch)
         m = self.method
         if not self.source and m.pseudo_epoch != self._epoch:
-            fixed = self.model.config.strategy == "topk" and "candidates" in m.pseudo  # topk labels never change
+            fixed = self.model.config.strategy in FIXED_LABEL_STRATEGIES and bool(m.pseudo)  # labels never change
             logits = None
             if not fixed:
                 logits, feats, _ = self.predict_pass()
@@ -216,8 +221,9 @@ class SFDATrainer(AdaptationTrainer):
     def end_epoch(self) -> None:
         if self.state.global_step % self.steps_per_epoch:
             return  # stopped inside the epoch (max_steps): no end-of-epoch update, as before
-        if self.teacher is not None and self.method.teacher_started:  # BatchNorm statistics included
-            SF.ema_update_(self.teacher.state_dict().values(), self.model.state_dict().values(), self.args.ema_decay)
+        if self.teacher is not None and self.method.teacher_started:  # parameters only, unless ema_average_buffers
+            view = (lambda m: m.state_dict().values()) if self.args.ema_average_buffers else (lambda m: m.parameters())
+            SF.ema_update_(view(self.teacher), view(self.model), self.args.ema_decay)
         loss = self._last_loss.item() if self._last_loss is not None else float("nan")
         self.method.history.append({"epoch": self._epoch + 1, "loss": loss})
 
@@ -298,8 +304,8 @@ def pseudo_labels(config, args, logits, feats, previous: dict) -> dict:
     probs = logits.softmax(-1)
     if config.strategy == "universal":
         return {"labels": probs.argmax(1), "weights": SF.confidence_weights(probs)}
-    if config.strategy == "shot":
-        return {"labels": SF.shot_pseudo_labels(feats, probs, rounds=args.shot_rounds)}
-    if "candidates" in previous:  # topk: fixed from the source model
+    if previous and config.strategy in FIXED_LABEL_STRATEGIES:  # fixed from the source model
         return previous
+    if config.strategy in ("shot", "centroid"):
+        return {"labels": SF.shot_pseudo_labels(feats, probs, rounds=args.shot_rounds, threshold=args.shot_threshold)}
     return {"candidates": SF.topk_candidates(probs, args.topk)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .arguments import SFDATrainingArguments, legacy_training_defaults
+from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_training_defaults
 from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
 from .trainer import SFDATrainer
 
@@ -44,8 +44,11 @@ def _check_source(labels, num_labels):
 def training_arguments(model, stage: str, *, accelerator=None, checkpoint_dir=None, checkpoint_every: int = 0,
                        **keywords) -> SFDATrainingArguments:  # fmt: skip
     """SFDATrainingArguments from `fit`'s keywords, over the model config's legacy training
-    settings (if it still holds any). `accelerator` gives the gradient accumulation steps."""
-    kwargs = legacy_training_defaults(getattr(model.config, "_legacy_training", {}), stage)
+    settings (if it still holds any), over its preset's (`SFDAConfig.from_preset`).
+    `accelerator` gives the gradient accumulation steps."""
+    preset = getattr(model.config, "preset", None)
+    kwargs = preset_training_defaults(preset, stage) if preset else {}
+    kwargs.update(legacy_training_defaults(getattr(model.config, "_legacy_training", {}), stage))
     kwargs.update({_KEYWORDS.get(k, k): v for k, v in keywords.items() if v is not None})
     if accelerator is not None:
         kwargs.setdefault("gradient_accumulation_steps", accelerator.gradient_accumulation_steps)
@@ -62,8 +65,8 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
     stage="source": class-balanced re-sampling, label-smoothing CE, soft CE to the
         per-epoch EMA teacher from `args.ema_start` of training on.
     stage="target": classifier frozen, `config.strategy` ("universal", "shot",
-        "topk"); pseudo-labels from a full prediction pass at the start of each epoch
-        (topk: once, from the source model). `args.model_selection` picks the
+        "topk", "centroid", "topk_ce"); pseudo-labels from a full prediction pass at the
+        start of each epoch ("topk", "centroid", "topk_ce": once, from the source model). `args.model_selection` picks the
         returned weights: "last" (default), "im_loss" (unsupervised), or
         "labelled_target_validation" (needs `validation_dataset` with labels).
 

@@ -55,7 +55,11 @@ def test_entropy_weights_and_unknown_rule():
     torch.testing.assert_close(ne[:2], torch.tensor([0.0, 1.0]))
     h = -(0.98 * math.log(0.98) + 2 * 0.01 * math.log(0.01)) / math.log(3)
     assert ne[2].item() == pytest.approx(h, abs=1e-6)
-    torch.testing.assert_close(SF.confidence_weights(probs), 1 - ne)
+    torch.testing.assert_close(SF.confidence_weights(probs, eps=0.0), 1 - ne)
+    # the default keeps the official log(p + 1e-5) (GeoNet23_casia_tim, main_unida.py line 439)
+    official = 1 + (probs * torch.log(probs + 1e-5)).sum(-1) / math.log(3)
+    torch.testing.assert_close(SF.confidence_weights(probs), official)
+    assert not torch.equal(SF.confidence_weights(probs), SF.confidence_weights(probs, eps=0.0))
     # H/log C > 0.5 → unknown (index 3); exactly-uniform and near-uniform rows rejected, confident ones kept
     assert SF.predict_with_unknown(probs, 0.5, 3).tolist() == [0, 3, 0, 3]
     assert SF.predict_with_unknown(probs, None, 3).tolist() == [0, 0, 0, 0]

@@ -117,6 +117,14 @@ def load_safetensors(path: str | os.PathLike) -> dict:
     return load_file(str(path))
 
 
+def load_safetensors_numpy(path: str | os.PathLike) -> dict:
+    """`safetensors.numpy.load_file` with the file named in any error (data only: no pickle)."""
+    from safetensors.numpy import load_file
+
+    check_safetensors(path)
+    return load_file(str(path))
+
+
 def weights_file(name_or_path: str, **hub_kwargs) -> str:
     """Path of model.safetensors in a local folder or Hub repo; a clear error if absent."""
     from transformers.utils import cached_file

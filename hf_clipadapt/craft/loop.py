@@ -15,7 +15,7 @@ checkpoints would not hold the CMA-ES state the resume needs.
 
 from __future__ import annotations
 
-import pickle
+import copy
 import tempfile
 
 import numpy as np
@@ -28,8 +28,8 @@ from .refine import prompt_fitness, refinement_loss
 
 
 class _Randn:
-    """CMA-ES's normal sampler on a private NumPy generator (picklable, so it resumes with
-    the strategy and never touches or depends on NumPy's global random state)."""
+    """CMA-ES's normal sampler on a private NumPy generator: the search never touches or
+    depends on NumPy's global random state, so a resume can replay it (`checkpoint`)."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
@@ -69,6 +69,7 @@ class CollaborativeLoop:
         self.generations = _plan(available, self.args)
         self.generation, self.history = 0, []
         self.strategy = new_strategy(model.prompt.dim, self.args) if self.args.optimize_prompt else None
+        self.cmaes_fitness: list[list[float]] = []  # what was told each generation: rebuilds the strategy
         generator = torch.Generator().manual_seed(self.args.seed)
         model.refiner.reset_parameters(generator)
         self.optimizer = torch.optim.AdamW(model.refiner.parameters(), lr=self.args.learning_rate,
@@ -92,6 +93,7 @@ class CollaborativeLoop:
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
             fitness = prompt_fitness(y_i, y_o, self.labels, self.args.lambda_i)
         self.strategy.tell(list(candidates), fitness.double().tolist())
+        self.cmaes_fitness.append(fitness.double().tolist())
         self.model.prompt.z.copy_(torch.as_tensor(self.strategy.mean, dtype=torch.float32))
         return y_i[int(fitness.argmin())], candidates
 
@@ -153,12 +155,11 @@ class CollaborativeLoop:
 
         # CMA-ES's ask() advances its sampler before the queries go out: keep the state from
         # before the generation, so a run stopped by a dropped connection resumes exactly.
-        snapshot = pickle.dumps(self.strategy) if self.strategy is not None else None
+        snapshot = copy.deepcopy(self.strategy)
         try:
             return self.step()
         except BlackBoxConnectionError as e:
-            if snapshot is not None:
-                self.strategy = pickle.loads(snapshot)  # our own bytes from a moment ago
+            self.strategy = snapshot
             where = save_loop_state(self, self.args.output_dir or tempfile.mkdtemp(prefix="craft-run-"))
             raise BlackBoxConnectionError(
                 f"{e}. The run stopped before generation {self.generation + 1} of {self.generations} "

@@ -7,7 +7,7 @@ import warnings
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from ..configuration_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig, check_sizes
 
 STRATEGIES = ("universal", "shot", "topk")
 SELECTION = ("last", "im_loss", "labelled_target_validation")
@@ -100,6 +100,8 @@ class SFDAConfig(AdaptedConfig):
             raise ValueError(f"torch_backbone_kwargs must be a dict, got {type(torch_backbone_kwargs).__name__}")
         if torch_backbone is not None and backbone_feature_dim is None:
             raise ValueError("a torch_backbone needs backbone_feature_dim (the width of its pooled output)")
+        check_sizes("SFDAConfig", dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
+                    parameters=(backbone_feature_dim or 0) * bottleneck_dim)  # fmt: skip
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if model_selection not in SELECTION:

@@ -324,12 +324,9 @@ def _registry_name(module: nn.Module, name: str | None) -> str:
 def _load_image_processor(path):
     from transformers import AutoImageProcessor
 
-    from ..checkpoints import resolve_alias
+    from ..checkpoints import PROCESSOR_FILES, load_saved_part, resolve_alias
 
-    try:
-        return AutoImageProcessor.from_pretrained(resolve_alias(path))
-    except (OSError, ValueError):
-        return None
+    return load_saved_part(AutoImageProcessor.from_pretrained, resolve_alias(path), "image processor", PROCESSOR_FILES)
 
 
 register_auto(SFDAConfig, SFDAModelForImageClassification)

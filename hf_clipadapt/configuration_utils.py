@@ -55,7 +55,9 @@ class AdaptedConfig(PreTrainedConfig):
         self.eval_results = list(eval_results or [])
         self.is_fitted = is_fitted
         super().__init__(**kwargs)
-        check_sizes(type(self).__name__, {"num_labels": self.num_labels}, maximum=MAX_LABELS)
+        if self.num_labels > MAX_LABELS:  # (too few classes: each model says so in its own words)
+            raise ValueError(f"{type(self).__name__}: {self.num_labels:,} classes is above the limit of {MAX_LABELS:,} "
+                             "(hf_clipadapt.configuration_utils.MAX_LABELS); refused before anything is allocated")  # fmt: skip
 
 
 class CLIPAdaptedConfig(AdaptedConfig):

@@ -22,8 +22,9 @@ setup(
     include_package_data=True,
     install_requires=[
         # Keep torch open-ended here; the README/Makefile pin torch==2.13.0 so pip
-        # takes the local CPU wheel instead of pulling a multi-GB CUDA build.
-        "torch>=2.4",
+        # takes the local CPU wheel instead of pulling a multi-GB CUDA build. 2.6 is the
+        # first torch whose torch.load is weights_only by default (and safe: CVE-2025-32434).
+        "torch>=2.6",
         "transformers>=5.20,<6",
         "peft>=0.17",
         "accelerate>=1.0",

@@ -155,7 +155,7 @@ def prepare_stage(args):
         data = load_data(args.target, "train")
         if "label" in data.column_names:  # stage 2 never reads target labels
             data = data.remove_columns("label")
-        mean_std = image_stats(model.config.backbone or model.config.torch_backbone)
+        mean_std = image_stats(None if model.config.torch_backbone else model.config.backbone)
         stage, (train_tf, eval_tf) = "target", stage_transforms(args, mean_std)
     return model, data, stage, train_tf, eval_tf
 
@@ -203,7 +203,7 @@ def main():
 
     if args.command == "evaluate":
         model = SFDAModelForImageClassification.from_pretrained(args.model).to(accelerator.device)
-        tf = Preprocess(args.image_size, *image_stats(model.config.backbone or model.config.torch_backbone))
+        tf = Preprocess(args.image_size, *image_stats(None if model.config.torch_backbone else model.config.backbone))
         scores = evaluate(model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size)
         if accelerator.is_main_process:
             print(json.dumps(scores, indent=2))

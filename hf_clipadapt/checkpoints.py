@@ -55,12 +55,13 @@ def looks_like_local_path(name: str) -> bool:
 
 def check_pretrained_path(name_or_path: str | os.PathLike) -> str:
     """Resolve aliases, finish a save that was interrupted (`io.recover_directory`), and
-    fail clearly on a local folder that does not exist."""
+    fail clearly on a local folder that does not exist or holds a link out of itself."""
     from .io import recover_directory
 
     name = resolve_alias(name_or_path)
     recover_directory(name, remove_incomplete=False)
     if os.path.isdir(name):
+        check_contained(name)
         return name
     if os.path.exists(name):
         raise NotADirectoryError(f"{name!r} is a file; from_pretrained takes a checkpoint folder (or a Hub id)")
@@ -70,6 +71,25 @@ def check_pretrained_path(name_or_path: str | os.PathLike) -> str:
             f"{os.getcwd()!r}), or pass a Hub id such as 'openai/clip-vit-base-patch16'."
         )
     return name
+
+
+def check_contained(folder: str | os.PathLike) -> None:
+    """Refuse a checkpoint folder holding a file or folder that resolves outside it (a
+    symlink to ~/.ssh, /etc, another user's files): loading reads only the folder itself.
+    Hub cache snapshots, whose files link to the repo's own `blobs/`, are accepted."""
+    root = Path(folder).resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<rev>/file -> ../../blobs/<hash>
+        allowed.append(root.parent.parent / "blobs")
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            path = Path(dirpath) / entry
+            if not path.is_symlink():
+                continue
+            target = path.resolve()
+            if not any(target == base or base in target.parents for base in allowed):
+                raise OSError(f"{path} links outside the checkpoint folder {root} (to {target}); refused: a checkpoint "
+                              "is read from its own folder only. Copy the file into the folder if you trust it.")  # fmt: skip
 
 
 def read_config_dict(name_or_path: str, **hub_kwargs) -> dict:
@@ -110,11 +130,88 @@ def check_safetensors(path: str | os.PathLike) -> None:
 
 
 def load_safetensors(path: str | os.PathLike) -> dict:
-    """`safetensors.torch.load_file` with the file named in any error."""
+    """`safetensors.torch.load_file` with the file named in any error; a non-finite
+    weight is refused."""
     from safetensors.torch import load_file
 
     check_safetensors(path)
+    state = load_file(str(path))
+    for key, tensor in state.items():
+        _check_finite(path, key, tensor)
+    return state
+
+
+def check_finite_weights(path: str | os.PathLike) -> None:
+    """Refuse a weights file holding NaN or inf, naming the file and the tensor (read one
+    tensor at a time)."""
+    from safetensors import safe_open
+
+    check_safetensors(path)
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            _check_finite(path, key, f.get_tensor(key))
+
+
+def _check_finite(path, key: str, tensor) -> None:
+    import torch
+
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise OSError(f"the weights file {path} holds non-finite values (NaN or inf) in {key!r}; refused: such a model "
+                      "would return NaN logits. Re-save it from a healthy run, or re-download the checkpoint.")  # fmt: skip
+
+
+def check_loading_info(path, info: dict, class_name: str) -> None:
+    """Refuse a load that left tensors missing, unexpected or of another shape (transformers
+    only warns, and fills the missing ones with fresh initial values)."""
+    problems = {kind: sorted(str(k) for k in info.get(kind) or ()) for kind in ("missing_keys", "unexpected_keys")}
+    problems["mismatched_keys"] = sorted(str(m[0] if isinstance(m, (tuple, list)) else m)
+                                         for m in info.get("mismatched_keys") or ())  # fmt: skip
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        said = "; ".join(f"{kind.replace('_keys', '')}: {keys[:8]}" + (f" (+{len(keys) - 8})" if len(keys) > 8 else "")
+                         for kind, keys in problems.items())  # fmt: skip
+        raise OSError(f"the weights in {path} do not match {class_name} ({said}). The checkpoint is incomplete or was "
+                      "saved by another class or version; refused rather than run with freshly initialised tensors.")
+
+
+def load_safetensors_numpy(path: str | os.PathLike) -> dict:
+    """`safetensors.numpy.load_file` with the file named in any error (data only: no pickle)."""
+    from safetensors.numpy import load_file
+
+    check_safetensors(path)
     return load_file(str(path))
+
+
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
+
+
+def load_saved_part(load, name_or_path, what: str, files: tuple[str, ...]):
+    """`load(name_or_path)` for an image processor or tokenizer saved beside the weights.
+
+    None, quietly, where the checkpoint holds none of `files`; where it holds one that
+    fails to load, None with a warning that names the part, the folder and the error
+    (it used to be dropped silently, and pipeline(...) then failed far from the cause)."""
+    import warnings
+
+    from transformers.utils import cached_file
+
+    present = False
+    for name in files:
+        try:
+            present = cached_file(str(name_or_path), name, _raise_exceptions_for_missing_entries=False) is not None
+        except Exception:  # noqa: BLE001 - an unreachable Hub id: nothing to load
+            present = False
+        if present:
+            break
+    if not present:
+        return None
+    try:
+        return load(str(name_or_path))
+    except Exception as e:  # noqa: BLE001 - reported, not raised: the weights themselves loaded
+        warnings.warn(f"the {what} saved in {name_or_path} could not be loaded ({type(e).__name__}: {e}); the model "
+                      f"loads without it. Re-save the {what} (save_pretrained) or pass your own.", stacklevel=3)  # fmt: skip
+        return None
 
 
 def weights_file(name_or_path: str, **hub_kwargs) -> str:

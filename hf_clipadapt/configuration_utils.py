@@ -7,7 +7,31 @@ model code.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from transformers import PreTrainedConfig
+
+# Bounds on what a config may ask a model to allocate, checked when the config is built,
+# i.e. before `from_pretrained` constructs anything: a downloaded config.json cannot make
+# loading allocate gigabytes (SECURITY.md, "Loading"). Far above every published setting.
+MAX_DIM = 1 << 16  # any width, hidden size or dimension: 65,536
+MAX_LABELS = 1 << 17  # classes: 131,072 (ImageNet-21k has 21,841)
+MAX_PARAMETERS = 1 << 28  # floats the parts a config describes may hold: 268M (1 GiB in float32)
+
+
+def check_sizes(owner: str, sizes: dict, parameters: int = 0, maximum: int = MAX_DIM) -> None:
+    """Refuse a size that is not an int in [1, `maximum`] (None: not set), and an estimated
+    parameter count above `MAX_PARAMETERS`, naming the field."""
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= value <= maximum:
+            raise ValueError(f"{owner}: {name} must be an int in [1, {maximum:,}], got {value!r} (a config asking for "
+                             "more is refused before anything is allocated)")  # fmt: skip
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"{owner}: these sizes {sizes} describe about {parameters:,} parameters, above the limit of "
+                         f"{MAX_PARAMETERS:,} (hf_clipadapt.configuration_utils.MAX_PARAMETERS); refused before "
+                         "anything is allocated")  # fmt: skip
 
 
 class AdaptedConfig(PreTrainedConfig):
@@ -31,6 +55,9 @@ class AdaptedConfig(PreTrainedConfig):
         self.eval_results = list(eval_results or [])
         self.is_fitted = is_fitted
         super().__init__(**kwargs)
+        if self.num_labels > MAX_LABELS:  # (too few classes: each model says so in its own words)
+            raise ValueError(f"{type(self).__name__}: {self.num_labels:,} classes is above the limit of {MAX_LABELS:,} "
+                             "(hf_clipadapt.configuration_utils.MAX_LABELS); refused before anything is allocated")  # fmt: skip
 
 
 class CLIPAdaptedConfig(AdaptedConfig):
@@ -69,8 +96,7 @@ class CLIPAdaptedConfig(AdaptedConfig):
         synthesized_per_class: int | None = None,
         **kwargs,
     ):
-        if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        check_sizes(type(self).__name__, {"embed_dim": embed_dim, "views": views})
         if save_backbone and backbone_config is None:
             raise ValueError("save_backbone=True needs backbone_config (the CLIP config as a dict)")
         if views < 1:

@@ -35,8 +35,9 @@ from .checkpoints import (
     HUB_KWARGS,
     alias_of,
     check_model_type,
+    check_finite_weights,
+    check_loading_info,
     check_pretrained_path,
-    check_safetensors,
     load_safetensors,
     weights_file,
 )
@@ -88,13 +89,20 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
         path = check_pretrained_path(name_or_path)
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         check_model_type(path, cls.config_class.model_type, cls.__name__, **hub)
-        check_safetensors(weights_file(path, **hub))
+        check_finite_weights(weights_file(path, **hub))
         return path
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading, vetted: the folder, its type and its weights are checked
+        first (`_check_checkpoint`), and a load that leaves tensors missing, unexpected or
+        mismatched is refused, naming the file and the tensors."""
         path = cls._check_checkpoint(pretrained_model_name_or_path, kwargs)
-        return super().from_pretrained(path, *args, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(path, *args, output_loading_info=True, **kwargs)
+        hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        check_loading_info(weights_file(path, **hub), info, cls.__name__)
+        return (model, info) if wants_info else model
 
     # ------------------------------------------------------------------ saving
     def saved_state_dict(self) -> dict[str, torch.Tensor]:

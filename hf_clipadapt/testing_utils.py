@@ -85,14 +85,14 @@ def tiny_image_dataset(num_classes: int = 3, per_class: int = 6, size: int = 16,
 
 
 _LAUNCH = """
-import pickle, runpy, sys
+import json, runpy, sys
 from accelerate import debug_launcher
 
 path, name, args_file, num_processes = sys.argv[1:5]
 sys.path.insert(0, str(__import__("pathlib").Path(path).parent))
 function = runpy.run_path(path)[name]
-with open(args_file, "rb") as f:
-    args = pickle.load(f)
+with open(args_file, encoding="utf-8") as f:
+    args = tuple(json.load(f))
 debug_launcher(function, args=args, num_processes=int(num_processes))
 """
 
@@ -107,10 +107,11 @@ def run_distributed(function, args=(), num_processes: int = 2, timeout: float = 
     may also hold Accelerate's state singletons, which would make each child think
     it is a lone process. So the launch happens in a new interpreter that only loads
     the module defining `function` (a module-level function) and forks from there.
-    `args` are pickled; failures raise with the workers' output.
+    `args` travel as JSON (strings, numbers, lists: nothing is unpickled); failures
+    raise with the workers' output.
     """
     import inspect
-    import pickle
+    import json
     import subprocess
     import sys
     import tempfile
@@ -119,8 +120,11 @@ def run_distributed(function, args=(), num_processes: int = 2, timeout: float = 
     if function.__qualname__ != function.__name__:
         raise ValueError(f"run_distributed needs a module-level function, got {function.__qualname__}")
     with tempfile.TemporaryDirectory() as tmp:
-        args_file = Path(tmp) / "args.pkl"
-        args_file.write_bytes(pickle.dumps(tuple(args)))
+        args_file = Path(tmp) / "args.json"
+        try:
+            args_file.write_text(json.dumps(list(args)), encoding="utf-8")
+        except TypeError as e:
+            raise TypeError(f"run_distributed passes args as JSON: give strings/numbers/lists ({e})") from e
         cmd = [sys.executable, "-c", _LAUNCH, inspect.getfile(function), function.__name__, str(args_file), str(num_processes)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -5,8 +5,9 @@ the whole backbone for thousands of images, so the benchmark freezes the stem an
 the first `start` MBConv blocks, caches their output once per image, and trains
 the remaining blocks + the 1280-d head convolution (about 3/4 of the backbone's
 parameters) inside the SFDA model, through `TorchModuleBackbone`. The tail is
-importable ("efficientnet_split:EfficientNetLite0Tail" with this folder on
-sys.path), so a saved SFDA model rebuilds it from its config.
+registered as the torch backbone "efficientnet_split:EfficientNetLite0Tail" (a
+registry name, not an import), so a saved SFDA model rebuilds it from its config
+once this module is imported.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from hf_clipadapt.offline import EfficientNetLite0Features
+from hf_clipadapt.sfda import register_torch_backbone
 
 
 class EfficientNetLite0Trunk(nn.Module):
@@ -58,3 +60,9 @@ class EfficientNetLite0Tail(nn.Module):
         for i, block in enumerate(self.blocks, start=self.start):
             x = block(x, drop_connect_rate=self.rate * i / self.total if self.training else None)
         return self.act(self.bn1(self.conv_head(x))).mean((2, 3))
+
+
+# Saved benchmark models name the tail by this key (what earlier versions wrote as its
+# import path); registering it here lets `from_pretrained` rebuild them after
+# `import efficientnet_split`, without importing anything named by a config.
+register_torch_backbone("efficientnet_split:EfficientNetLite0Tail", EfficientNetLite0Tail)

@@ -71,16 +71,13 @@ class CLIPBackbone(nn.Module):
         (a CLIP rebuilt from a checkpoint that stored its weights)."""
         from transformers import AutoImageProcessor, AutoTokenizer
 
+        from ..checkpoints import PROCESSOR_FILES, TOKENIZER_FILES, load_saved_part
+
         if self.image_processor is None:
-            try:
-                self.image_processor = AutoImageProcessor.from_pretrained(path)
-            except (OSError, ValueError):
-                pass
+            self.image_processor = load_saved_part(AutoImageProcessor.from_pretrained, path, "image processor",
+                                                   PROCESSOR_FILES)  # fmt: skip
         if self.tokenizer is None:
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-            except (OSError, ValueError, TypeError):
-                pass
+            self.tokenizer = load_saved_part(AutoTokenizer.from_pretrained, path, "tokenizer", TOKENIZER_FILES)
 
     def train(self, mode: bool = True):
         # Methods call .train() on modules that contain the backbone; a frozen CLIP

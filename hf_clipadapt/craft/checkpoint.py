@@ -2,21 +2,27 @@
 
 `state.pt` holds R, AdamW's moments, z, the generation, the queries spent and the
 history (tensors and plain values, read back with `torch.load(weights_only=True)`).
-`cmaes.pkl` holds the CMA-ES strategy (mean, step size, covariance, evolution paths
-and its private random generator): the `cma` package offers no other complete
-serialisation, so it is pickled. It is only ever read from the user's own run
-folder, never from a black box or a network (the server side never unpickles).
+
+The CMA-ES strategy is stored as data only, never pickled: `cmaes.safetensors` holds
+the fitness values told to it in every generation ([G, λ] float64) and its mean after
+the last one, `cmaes.json` its step size and the `cma` version. The `cma` package has
+no data-only serialisation of a `CMAEvolutionStrategy` (its state is a graph of
+objects: options, samplers, archives), but the search is deterministic given its
+options, its private seeded sampler and the fitness values it is told, so a resume
+rebuilds it by replaying ask/tell from a fresh strategy, and refuses the checkpoint
+if the rebuilt mean or step size differ from the saved ones. A `cmaes.pkl` (written
+by earlier versions) is never read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 CHECKPOINT = "craft-checkpoint"
@@ -35,7 +41,7 @@ def save_loop_state(loop, output_dir) -> Path:
         "z": loop.model.prompt.z.clone(), "fixed_outputs": loop._fixed_outputs,
     }, tmp / "state.pt")  # fmt: skip
     if loop.strategy is not None:
-        (tmp / "cmaes.pkl").write_bytes(pickle.dumps(loop.strategy))
+        save_strategy(loop.strategy, loop.cmaes_fitness, tmp)
     (tmp / "args.json").write_text(json.dumps(loop.args.to_dict(), indent=1))
     old = target.with_name(CHECKPOINT + ".old")
     if target.exists():
@@ -63,6 +69,65 @@ def load_loop_state(loop, path) -> None:
     loop.model.prompt.z.copy_(state["z"])
     loop._fixed_outputs = state["fixed_outputs"]
     if loop.strategy is not None:
-        loop.strategy = pickle.loads((path / "cmaes.pkl").read_bytes())  # the user's own file, see above
+        loop.cmaes_fitness = load_fitness(path, loop.generation, loop.args.population)
+        loop.strategy = rebuild_strategy(path, loop.model.prompt.dim, loop.args, loop.cmaes_fitness)
     # The user-side count of queries spent carries over (a remote owner keeps its own as well).
     loop.black_box.queries = max(loop.black_box.queries, int(state["queries"]))
+
+
+# ---------------------------------------------------------------------- CMA-ES, data only
+_STRATEGY_FORMAT = 1
+
+
+def save_strategy(strategy, fitness: list[list[float]], folder: Path) -> None:
+    """`cmaes.safetensors` (told fitness values [G, λ], mean) and `cmaes.json` (step size)."""
+    import cma
+    from safetensors.numpy import save_file
+
+    told = np.asarray(fitness, dtype=np.float64).reshape(len(fitness), -1)
+    save_file({"fitness": told, "mean": np.asarray(strategy.mean, dtype=np.float64)}, str(folder / "cmaes.safetensors"))
+    meta = {"format": _STRATEGY_FORMAT, "cma_version": cma.__version__, "sigma": float(strategy.sigma),
+            "generations": len(fitness)}  # fmt: skip
+    (folder / "cmaes.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_fitness(folder: Path, generations: int, population: int) -> list[list[float]]:
+    """The told fitness values, checked against the checkpoint's generation count."""
+    from ..checkpoints import load_safetensors_numpy
+
+    if not (folder / "cmaes.safetensors").is_file():
+        old = " (it holds a pickled cmaes.pkl from an earlier version, which is never read)" if (
+            folder / "cmaes.pkl").exists() else ""  # fmt: skip
+        raise FileNotFoundError(f"{folder} holds no cmaes.safetensors, the CMA-ES state{old}; start the run again "
+                                "or resume from a checkpoint written by this version")  # fmt: skip
+    arrays = load_safetensors_numpy(folder / "cmaes.safetensors")
+    told = arrays.get("fitness")
+    if told is None or told.ndim != 2 or told.shape != (generations, population) or not np.isfinite(told).all():
+        shape = None if told is None else told.shape
+        raise ValueError(f"{folder}/cmaes.safetensors: fitness has shape {shape}, expected ({generations}, "
+                         f"{population}) finite values (one row per generation done); the checkpoint is damaged")  # fmt: skip
+    return told.tolist()
+
+
+def rebuild_strategy(folder: Path, dim: int, args, fitness: list[list[float]]):
+    """A fresh strategy with the same options, told the same fitness values again: the
+    same state as the interrupted run (its candidates are redrawn by its seeded sampler)."""
+    from ..checkpoints import load_safetensors_numpy
+    from .loop import new_strategy
+
+    meta = json.loads((folder / "cmaes.json").read_text())
+    if meta.get("format") != _STRATEGY_FORMAT:
+        raise ValueError(f"{folder}/cmaes.json has format {meta.get('format')!r}; this version reads {_STRATEGY_FORMAT}")
+    strategy = new_strategy(dim, args)
+    for values in fitness:
+        strategy.tell(strategy.ask(), list(values))
+    saved_mean = load_safetensors_numpy(folder / "cmaes.safetensors")["mean"]
+    if saved_mean.shape != (dim,) or not (
+        np.allclose(strategy.mean, saved_mean, rtol=1e-6, atol=1e-9)
+        and np.isclose(strategy.sigma, meta.get("sigma", np.nan), rtol=1e-6)
+    ):  # fmt: skip
+        raise ValueError(
+            f"the CMA-ES state rebuilt from {folder} does not match the saved one (saved with cma "
+            f"{meta.get('cma_version')}; the replay differs): resume with the same cma version and settings"
+        )
+    return strategy

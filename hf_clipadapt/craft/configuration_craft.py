@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig, check_sizes
 
 
 class CraFTConfig(AdaptedConfig):
@@ -43,10 +43,10 @@ class CraFTConfig(AdaptedConfig):
         official = {"projection_std": 0.02, "refine_hidden": 256, **(preset_values(preset) if preset else {})}
         projection_std = official["projection_std"] if projection_std is None else projection_std
         refine_hidden = official["refine_hidden"] if refine_hidden is None else refine_hidden
-        for name, value in (("n_ctx", n_ctx), ("text_width", text_width), ("intrinsic_dim", intrinsic_dim),
-                            ("refine_hidden", refine_hidden)):  # fmt: skip
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        # z is [d0], the projection A [n_ctx * width, d0]: bounded before anything is allocated
+        sizes = dict(n_ctx=n_ctx, text_width=text_width, intrinsic_dim=intrinsic_dim, refine_hidden=refine_hidden)
+        check_sizes("CraFTConfig", sizes)
+        check_sizes("CraFTConfig", sizes, parameters=n_ctx * text_width * intrinsic_dim)
         if projection_std <= 0:
             raise ValueError(f"projection_std must be > 0, got {projection_std}")
         self.black_box, self.ctx_init, self.n_ctx, self.text_width = black_box, ctx_init, n_ctx, text_width
@@ -56,6 +56,8 @@ class CraFTConfig(AdaptedConfig):
         kwargs.setdefault("problem_type", "single_label_classification")
         kwargs.setdefault("base_model_name_or_path", None if _is_url(black_box) else black_box)
         super().__init__(**kwargs)
+        check_sizes("CraFTConfig", {"refine_hidden": refine_hidden, "num_labels": self.num_labels},
+                    parameters=2 * self.num_labels * refine_hidden, maximum=1 << 17)  # fmt: skip
 
 
 def _is_url(ref) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
 import tempfile
 
 import numpy as np
@@ -43,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 class _Randn:
-    """CMA-ES's normal sampler on a private NumPy generator (picklable, so it resumes with
-    the strategy and never touches or depends on NumPy's global random state)."""
+    """CMA-ES's normal sampler on a private NumPy generator: the search never touches or
+    depends on NumPy's global random state, so a resume can replay it (`checkpoint`)."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
@@ -112,6 +111,7 @@ class CollaborativeLoop:
         self.evaluation_budget = self.generations * self.args.population
         self.generation, self.history = 0, []
         self.strategy = new_strategy(model.prompt.dim, self.args) if self.args.optimize_prompt else None
+        self.cmaes_fitness: list[list[float]] = []  # what was told each generation: rebuilds the strategy
         generator = torch.Generator().manual_seed(self.args.seed)
         model.refiner.reset_parameters(generator, zero_last=self.args.refiner_init == "zero")
         params, lr, decay = model.refiner.parameters(), self.args.learning_rate, self.args.weight_decay
@@ -142,6 +142,7 @@ class CollaborativeLoop:
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
             fitness = prompt_fitness(y_i, y_o, self.labels, self.args.fitness_kl_weight)
         self.strategy.tell(list(candidates), fitness.double().tolist())
+        self.cmaes_fitness.append(fitness.double().tolist())  # what the checkpoint replays on resume
         if self.args.prompt_mean == "population":  # official: mean of a fresh population (main_craft.py 157-160)
             # drawn from a copy: a second ask() on the strategy itself breaks pycma's TPA step-size
             # adaptation (used at d0 >= 300), which expects its mean-shift pair in the next tell
@@ -227,12 +228,11 @@ class CollaborativeLoop:
 
         # CMA-ES's ask() advances its sampler before the queries go out: keep the state from
         # before the generation, so a run stopped by a dropped connection resumes exactly.
-        snapshot = pickle.dumps(self.strategy) if self.strategy is not None else None
+        snapshot = copy.deepcopy(self.strategy)
         try:
             return self.step()
         except BlackBoxConnectionError as e:
-            if snapshot is not None:
-                self.strategy = pickle.loads(snapshot)  # our own bytes from a moment ago
+            self.strategy = snapshot
             where = save_loop_state(self, self._run_folder())
             raise BlackBoxConnectionError(
                 f"{e}. The run stopped before generation {self.generation + 1} of {self.generations} "

@@ -22,6 +22,9 @@ from .prompt import PromptModule
 from .refine import RefinementModule
 
 TOKEN_ENV = "HF_CLIPADAPT_BLACK_BOX_TOKEN"  # the bearer token of a served black box, never saved
+# The one served address the token in TOKEN_ENV may be sent to when a *saved* address is
+# reconnected (`from_pretrained(..., connect=True)`); set by the user next to the token.
+URL_ENV = "HF_CLIPADAPT_BLACK_BOX_URL"
 
 
 def connect_black_box(ref: str, token: str | None = None, **kwargs):
@@ -40,6 +43,18 @@ def connect_black_box(ref: str, token: str | None = None, **kwargs):
     except (OSError, ValueError) as e:
         raise OSError(f"could not load the black box {ref!r} this CraFT model was trained against ({e}); pass "
                       "black_box=... to from_pretrained") from e  # fmt: skip
+
+
+def _confirmed_url(saved: str) -> str:
+    """The saved URL, if the user confirmed it in $HF_CLIPADAPT_BLACK_BOX_URL; else a refusal."""
+    confirmed = os.environ.get(URL_ENV, "").strip().rstrip("/")
+    if not confirmed or confirmed != saved.rstrip("/"):
+        raise PermissionError(
+            f"this CraFT model was trained against the served black box {saved!r}, and a loaded folder never decides "
+            f"where your token goes: set {URL_ENV}={saved} beside {TOKEN_ENV} to confirm it, or pass "
+            "black_box=RemoteBlackBox(url, token=...) yourself."
+        )
+    return saved
 
 
 class CraFTModel(AdaptedPreTrainedModel):
@@ -82,10 +97,28 @@ class CraFTModel(AdaptedPreTrainedModel):
         return cls(config, black_box=box).eval()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, black_box=None, token: str | None = None, **kwargs):
-        """Load z and R, then reconnect: to `black_box=` if given, else to `config.black_box`."""
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, black_box=None, connect: bool = False,
+                        token: str | None = None, **kwargs):  # fmt: skip
+        """Load z and R, then attach a black box, never contacting a served one on the
+        folder's say-so (SECURITY.md, "Loading"):
+
+        * `black_box=`: a `BlackBoxVLM`, or an address you give here (a served URL gets
+          `token=` or $HF_CLIPADAPT_BLACK_BOX_TOKEN);
+        * a saved address that is a CLIP name, alias or folder (`LocalBlackBox`): loaded
+          in this process, like any base model;
+        * a saved http(s) URL: not contacted. The model loads unconnected (it can be
+          saved, inspected, `connect`ed later); `connect=True` connects to it only if it
+          is the URL in $HF_CLIPADAPT_BLACK_BOX_URL, set by you beside the token.
+        """
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model.connect(black_box if black_box is not None else connect_black_box(model.config.black_box, token))
+        saved = model.config.black_box
+        if black_box is not None:
+            model.connect(connect_black_box(black_box, token) if isinstance(black_box, str) else black_box)
+        elif _is_url(saved):
+            if connect:
+                model.connect(connect_black_box(_confirmed_url(saved), token))
+        elif saved or connect:
+            model.connect(connect_black_box(saved, token))
         return model.eval()
 
     def connect(self, black_box) -> None:
@@ -98,7 +131,12 @@ class CraFTModel(AdaptedPreTrainedModel):
 
     def require_black_box(self):
         if self.black_box is None:
-            raise ValueError("this CraFT model has no black box connected; call connect(black_box) first")
+            saved = self.config.black_box
+            hint = (f"; it was trained against {saved!r}: connect with model.connect(RemoteBlackBox({saved!r}, "
+                    f"token=...)), or load with from_pretrained(..., connect=True) after setting {URL_ENV} to that "
+                    f"URL beside {TOKEN_ENV}") if _is_url(saved) else ""  # fmt: skip
+            raise ValueError("this CraFT model has no black box connected; call connect(black_box) first, or load "
+                             f"it with from_pretrained(..., black_box=...){hint}")  # fmt: skip
         return self.black_box
 
     @property

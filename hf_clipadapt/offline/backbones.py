@@ -50,3 +50,9 @@ class EfficientNetLite0Features(nn.Module):
 
     def imagenet_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.net._fc(features)
+
+
+# The package's own torch backbone, under the name SFDA checkpoints give it.
+from ..sfda.torch_backbones import register_torch_backbone  # noqa: E402
+
+register_torch_backbone("efficientnet-lite0", EfficientNetLite0Features)

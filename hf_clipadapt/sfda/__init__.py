@@ -14,6 +14,7 @@ _EXPORTS = {
     **exports_of(".data", "load_domain", "load_image_list"),
     **exports_of(".modeling_sfda", "SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel",
                  "TorchModuleBackbone"),
+    **exports_of(".torch_backbones", "register_torch_backbone", "registered_torch_backbones"),
     **exports_of("..training.samplers", "ClassBalancedSampler", "ShardedRandomSampler"),
     **exports_of(".arguments", "SFDATrainingArguments"),
     **exports_of(".evaluation", "evaluate", "predict_logits"),

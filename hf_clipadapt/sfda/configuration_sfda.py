@@ -7,7 +7,7 @@ import warnings
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from ..configuration_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig, check_sizes
 
 STRATEGIES = ("universal", "shot", "topk", "centroid", "topk_ce")
 # strategies whose pseudo-labels are computed once, from the source model, and then kept fixed
@@ -79,9 +79,11 @@ class SFDAConfig(AdaptedConfig):
             `AutoModel` output has `pooler_output` (default Swin-B, as in the paper).
         backbone_config (`dict` or `PreTrainedConfig`): its config; filled in from
             `backbone` when the model is built, and what `from_pretrained` rebuilds from.
-        torch_backbone (`str`): `"module.path:ClassName"` of a plain `nn.Module` that maps
-            `pixel_values` to pooled features `[B, D]` (see `TorchModuleBackbone`);
-            rebuilt from `torch_backbone_kwargs` at load time, its weights saved with the rest.
+        torch_backbone (`str`): the registry name (`register_torch_backbone`; built in:
+            "efficientnet-lite0") of a plain `nn.Module` that maps `pixel_values` to pooled
+            features `[B, D]` (see `TorchModuleBackbone`); rebuilt from
+            `torch_backbone_kwargs` at load time, its weights saved with the rest. The name
+            is only looked up, never imported: an unknown one is refused.
         backbone_feature_dim (`int`): D for a torch backbone (read from the config otherwise).
 
     Head:
@@ -128,8 +130,14 @@ class SFDAConfig(AdaptedConfig):
             if model_type is None:
                 raise ValueError("backbone_config as a dict needs a 'model_type' key (e.g. 'swin')")
             backbone_config = AutoConfig.for_model(model_type, **backbone_config)
+        if torch_backbone is not None and not isinstance(torch_backbone, str):
+            raise ValueError(f"torch_backbone is a registry name (a str), got {type(torch_backbone).__name__}")
+        if torch_backbone_kwargs is not None and not isinstance(torch_backbone_kwargs, dict):
+            raise ValueError(f"torch_backbone_kwargs must be a dict, got {type(torch_backbone_kwargs).__name__}")
         if torch_backbone is not None and backbone_feature_dim is None:
             raise ValueError("a torch_backbone needs backbone_feature_dim (the width of its pooled output)")
+        check_sizes("SFDAConfig", dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
+                    parameters=(backbone_feature_dim or 0) * bottleneck_dim)  # fmt: skip
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if model_selection not in SELECTION:

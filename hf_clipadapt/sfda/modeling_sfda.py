@@ -8,7 +8,6 @@ Training lives in `training.py` (`fit`, `evaluate`); this module only computes.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from transformers.utils import ModelOutput
 from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from . import functional as SF
 from .configuration_sfda import SFDAConfig
+from .torch_backbones import get_torch_backbone, torch_backbone_key
 
 
 class TorchModuleBackbone(nn.Module):
@@ -30,33 +30,30 @@ class TorchModuleBackbone(nn.Module):
     `[B, D]`. The adapter returns them as `BaseModelOutputWithPooling.pooler_output`,
     like a transformers backbone. Its weights are saved with the SFDA model under
     `backbone.module.*`; `from_pretrained` rebuilds it from the config's
-    `torch_backbone` ("package.module:ClassName") and `torch_backbone_kwargs`, so the
-    class must be importable and constructible from JSON-serialisable kwargs
-    (pass kwargs that skip loading pretrained weights; the checkpoint brings them).
+    `torch_backbone`, a name of the registry in `torch_backbones` (never imported:
+    see `register_torch_backbone`), and `torch_backbone_kwargs`, so the class must be
+    constructible from JSON-serialisable kwargs (pass kwargs that skip loading
+    pretrained weights; the checkpoint brings them).
     """
 
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
 
-    @staticmethod
-    def import_path(module: nn.Module) -> str:
-        cls = type(module)
-        return f"{cls.__module__}:{cls.__qualname__}"
-
     @classmethod
-    def from_import_path(cls, path: str, kwargs: dict) -> TorchModuleBackbone:
-        module_name, _, attr = path.partition(":")
-        if not attr:
-            raise ValueError(f"torch_backbone must look like 'package.module:ClassName', got {path!r}")
-        factory = getattr(importlib.import_module(module_name), attr)
+    def from_registry(cls, name: str, kwargs: dict) -> TorchModuleBackbone:
+        """Rebuild the backbone registered as `name` (see `torch_backbones`) from `kwargs`.
+        The name is only looked up: nothing it spells is imported."""
+        factory = get_torch_backbone(name)
         try:
             module = factory(**kwargs)
         except TypeError as e:
             raise ValueError(
-                f"cannot rebuild the torch backbone {path} from torch_backbone_kwargs={kwargs}: {e}. "
+                f"cannot rebuild the torch backbone {name!r} from torch_backbone_kwargs={kwargs}: {e}. "
                 "Pass the JSON-serialisable kwargs that construct it (from_backbone(..., torch_backbone_kwargs=...))."
             ) from e
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the torch backbone {name!r} returned a {type(module).__name__}, not an nn.Module")
         return cls(module)
 
     def forward(self, pixel_values: torch.Tensor, **_) -> BaseModelOutputWithPooling:
@@ -83,7 +80,7 @@ def _feature_dim(backbone: nn.Module, config: SFDAConfig) -> int:
 
 def _build_backbone(config: SFDAConfig) -> nn.Module:
     if config.torch_backbone is not None:
-        return TorchModuleBackbone.from_import_path(config.torch_backbone, config.torch_backbone_kwargs)
+        return TorchModuleBackbone.from_registry(config.torch_backbone, config.torch_backbone_kwargs)
     if config.backbone_config is None:
         if config.backbone is None:
             raise ValueError("SFDAConfig needs a backbone: `backbone`, `backbone_config` or `torch_backbone`")
@@ -165,6 +162,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         *,
         id2label: dict | None = None,
         torch_backbone_kwargs: dict | None = None,
+        torch_backbone: str | None = None,
         feature_dim: int | None = None,
         **config_kwargs,
     ) -> SFDAModelForImageClassification:
@@ -172,8 +170,11 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
 
         `backbone` is a Hub id / path (loaded with `AutoModel.from_pretrained`), a
         transformers `PreTrainedModel`, or a plain `nn.Module` (pixel_values → [B, D]);
-        for the last, `torch_backbone_kwargs` are the kwargs that rebuild its class at
-        load time and `feature_dim` is D (read from `module.feature_dim` if present).
+        for the last, `torch_backbone` is the registry name saved in the config (default:
+        the name its class is registered under, else "module:QualName", registered now for
+        this process; see `register_torch_backbone`), `torch_backbone_kwargs` are the
+        kwargs that rebuild it at load time and `feature_dim` is D (read from
+        `module.feature_dim` if present).
         """
         if id2label is not None:
             config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
@@ -207,7 +208,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
                 raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
             config = SFDAConfig(
                 backbone=None,
-                torch_backbone=TorchModuleBackbone.import_path(backbone),
+                torch_backbone=_registry_name(backbone, torch_backbone),
                 torch_backbone_kwargs=torch_backbone_kwargs or {},
                 backbone_feature_dim=int(dim),
                 **config_kwargs,
@@ -309,15 +310,23 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         return super().create_model_card(**kwargs)
 
 
+def _registry_name(module: nn.Module, name: str | None) -> str:
+    """The registry name a torch backbone is saved under (registering it if `name` is new)."""
+    if name is None:
+        return torch_backbone_key(module)
+    from .torch_backbones import _REGISTRY, register_torch_backbone
+
+    if name not in _REGISTRY:
+        register_torch_backbone(name, type(module))
+    return name
+
+
 def _load_image_processor(path):
     from transformers import AutoImageProcessor
 
-    from ..checkpoints import resolve_alias
+    from ..checkpoints import PROCESSOR_FILES, load_saved_part, resolve_alias
 
-    try:
-        return AutoImageProcessor.from_pretrained(resolve_alias(path))
-    except (OSError, ValueError):
-        return None
+    return load_saved_part(AutoImageProcessor.from_pretrained, resolve_alias(path), "image processor", PROCESSOR_FILES)
 
 
 register_auto(SFDAConfig, SFDAModelForImageClassification)

@@ -15,7 +15,9 @@ What is specific to the recipe (GeoNet 2023 two-stage SFDA, ICCV 2023 workshop):
 * per-epoch method state, through `_SFDAEpochCallback`: the EMA teacher (copied when
   its term starts, averaged at each epoch end), the target pseudo-labels (a full
   prediction pass at each epoch start) and model selection. It is saved beside
-  every Trainer checkpoint (`sfda_state.pt`), so a resumed run continues exactly.
+  every Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read
+  back with `torch.load(weights_only=True)`, which never runs pickled code), so a
+  resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class _MethodState:
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict) -> None:
+        unknown = set(state) - set(self.__dict__)
+        if unknown:
+            raise ValueError(f"the SFDA method state holds unknown entries {sorted(unknown)}; it was written by another "
+                             "version: resume from a checkpoint of this one")  # fmt: skip
         self.__dict__.update(state)
 
 
@@ -245,6 +251,7 @@ class SFDATrainer(AdaptationTrainer):
                                accelerator=self.accelerator, batch_size=self.global_batch_size,
                                image_column=self.image_column, label_column=self.label_column or "label")  # fmt: skip
             score = metrics.get("h_score", metrics.get("accuracy"))
+        score = float(score)  # a plain number: the state is saved as data only (see _save_checkpoint)
         m.history.append({"epoch": epoch_done, "selection_score": score})
         if m.best_score is None or score > m.best_score:
             m.best_score, m.best_epoch = score, epoch_done
@@ -293,7 +300,11 @@ class SFDATrainer(AdaptationTrainer):
                 f"{folder} holds no {METHOD_STATE_FILE} (the teacher and pseudo-labels of the run): it is not an "
                 "SFDA checkpoint, or its save was interrupted. Resume from another checkpoint-* folder."
             )
-        extra = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # data only: a pickled object in a resume folder is refused, never run
+            extra = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch's UnpicklingError on any object that is not plain data
+            raise OSError(f"{path} is not a data-only SFDA state (tensors, numbers, strings): it is refused, since "
+                          f"unpickling it could run code. Resume from a checkpoint this version wrote. ({e})") from e
         self.method.load_state_dict(extra["method"])
         if self.teacher is not None and extra["teacher"] is not None:
             self.teacher.load_state_dict(extra["teacher"])

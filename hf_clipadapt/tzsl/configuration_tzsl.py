@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import AdaptedConfig
+from ..configuration_utils import AdaptedConfig, check_sizes
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
@@ -95,11 +95,15 @@ class TZSLConfig(AdaptedConfig):
             raise ValueError(f"mode must be 'transductive' or 'inductive', got {mode!r}")
         if unseen_prior not in ("uniform", "pseudo"):
             raise ValueError(f"unseen_prior must be 'uniform' or 'pseudo' (label-free), got {unseen_prior!r}")
-        for name, v in dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes,
-                            hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim, critic_iters=critic_iters,
-                            batch_size=batch_size, syn_num=syn_num).items():  # fmt: skip
+        for name, v in dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num).items():
             if int(v) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
+        sizes = dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes, latent_dim=latent_dim,
+                     hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim)  # fmt: skip
+        check_sizes("TZSLConfig", sizes)  # then the networks' rough size, before anything is allocated
+        inputs = feature_dim + attribute_dim + (latent_dim or attribute_dim)
+        check_sizes("TZSLConfig", sizes, parameters=4 * hidden_dim * inputs + 2 * decoder_hidden_dim * inputs
+                    + feature_dim * num_classes)  # fmt: skip
         self.feature_dim, self.attribute_dim, self.num_classes = feature_dim, attribute_dim, num_classes
         self.latent_dim = attribute_dim if latent_dim is None else latent_dim
         self.hidden_dim, self.decoder_hidden_dim = hidden_dim, decoder_hidden_dim

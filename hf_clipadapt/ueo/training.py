@@ -107,6 +107,20 @@ class SaveWeights(TrainerCallback):
                 torch.save(self.weights.cpu(), folder / WEIGHTS_FILE)
 
 
+def load_initial_weights(folder: Path) -> torch.Tensor:
+    """The fixed UEO weights saved in a checkpoint folder: a tensor read as data only
+    (`weights_only=True`, whatever torch's default), never an arbitrary pickle."""
+    path = Path(folder) / WEIGHTS_FILE
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's UnpicklingError on anything but plain data
+        raise OSError(f"{path} is not a data-only weights file; it is refused, since unpickling it could run code "
+                      f"({e}). Resume from a checkpoint this version wrote.") from e
+    if not isinstance(weights, torch.Tensor) or weights.ndim != 1 or not torch.isfinite(weights).all():
+        raise OSError(f"{path} does not hold the finite 1-d tensor of UEO sample weights; resume from another checkpoint")
+    return weights
+
+
 def _global_batch(logits: torch.Tensor, weights: torch.Tensor):
     """(logits, weights, processes) of the global batch; this process's rows keep their gradient."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -251,7 +265,7 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         objective = "information_maximization"
     elif folder is not None and (folder / WEIGHTS_FILE).is_file():
         objective = "oracle" if oracle else "ueo"
-        weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu")  # the initial model's, not the checkpoint's
+        weights = load_initial_weights(folder)  # the initial model's, not the checkpoint's
     elif oracle:
         objective, weights = "oracle", oracle_pass(model, train, label_column)
     else:

@@ -124,7 +124,7 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
         assert box.queries == 33 and resumed.generation == 3
 
 
-def test_a_model_trained_over_http_reloads_from_its_url(local, tmp_path, monkeypatch):
+def test_a_model_trained_over_http_reloads_from_its_url_once_confirmed(local, tmp_path, monkeypatch):
     with BlackBoxServer(local, token="t") as server:
         remote = RemoteBlackBox(server.url, token="t")
         model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
@@ -135,7 +135,9 @@ def test_a_model_trained_over_http_reloads_from_its_url(local, tmp_path, monkeyp
         assert model.config.black_box == server.url and model.config.base_model_name_or_path is None
         assert server.url not in (tmp_path / "saved" / "README.md").read_text()  # the card does not publish it
         monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_TOKEN", "t")
-        reloaded = CraFTModel.from_pretrained(tmp_path / "saved")
+        assert CraFTModel.from_pretrained(tmp_path / "saved").black_box is None  # a saved URL is not contacted
+        monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_URL", server.url)  # the user confirms it beside the token
+        reloaded = CraFTModel.from_pretrained(tmp_path / "saved", connect=True)
         assert isinstance(reloaded.black_box, RemoteBlackBox)
         x = torch.randn(3, 3, 30, 30)
         assert torch.equal(reloaded(pixel_values=x).logits, model(pixel_values=x).logits)

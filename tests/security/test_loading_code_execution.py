@@ -1,0 +1,89 @@
+"""A config.json naming a callable ("os:system", "subprocess:run") never runs it on load.
+
+Before the torch-backbone registry, `SFDAConfig.torch_backbone` was imported and called
+with `torch_backbone_kwargs`: every one of these loads wrote the marker file.
+"""
+
+import pytest
+
+from .conftest import edit_config
+
+ATTACKS = {
+    "os:system": lambda marker: {"command": f"touch {marker}"},
+    "subprocess:run": lambda marker: {"args": ["touch", str(marker)]},
+}
+
+
+def _poison(folder, target, marker):
+    edit_config(folder, torch_backbone=target, torch_backbone_kwargs=ATTACKS[target](marker))
+
+
+def _loaders():
+    from transformers import AutoModel, pipeline
+
+    from hf_clipadapt.sfda import SFDAModelForImageClassification
+
+    return {
+        "from_pretrained": lambda f: SFDAModelForImageClassification.from_pretrained(f),
+        "AutoModel": lambda f: AutoModel.from_pretrained(f, trust_remote_code=False),
+        "pipeline": lambda f: pipeline("image-classification", model=str(f)),
+    }
+
+
+@pytest.mark.parametrize("loader", ["from_pretrained", "AutoModel", "pipeline"])
+@pytest.mark.parametrize("target", sorted(ATTACKS))
+def test_config_naming_a_callable_is_refused_and_never_runs(sfda_folder, tmp_path, target, loader):
+    marker = tmp_path / "pwned"
+    _poison(sfda_folder, target, marker)
+    error = None
+    try:
+        _loaders()[loader](sfda_folder)
+    except Exception as e:  # noqa: BLE001 - pipeline wraps the refusal in its own error
+        error = e
+    assert not marker.exists(), f"{loader} ran {target} named by config.json"
+    assert error is not None and "unknown torch backbone" in str(error), error
+    assert "efficientnet-lite0" in str(error)  # the refusal lists the known names
+
+
+def test_only_registered_constructors_are_called(tmp_path):
+    from hf_clipadapt.sfda import SFDAModelForImageClassification, register_torch_backbone, registered_torch_backbones
+
+    from .conftest import TinyPooledNet
+
+    calls = []
+
+    def build(width=4):
+        calls.append(width)
+        return TinyPooledNet(width)
+
+    register_torch_backbone("security-test-net", build)
+    assert "security-test-net" in registered_torch_backbones()
+    model = SFDAModelForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
+                                                          torch_backbone="security-test-net")  # fmt: skip
+    model.save_pretrained(tmp_path / "m")
+    loaded = SFDAModelForImageClassification.from_pretrained(tmp_path / "m")
+    assert calls == [4, 4] and loaded.config.torch_backbone == "security-test-net"
+    with pytest.raises(ValueError, match="is taken"):
+        register_torch_backbone("security-test-net", TinyPooledNet)
+
+
+def test_saved_key_of_an_unregistered_class_loads_only_after_registering(sfda_folder):
+    from hf_clipadapt.sfda import SFDAModelForImageClassification, torch_backbones
+
+    key = SFDAModelForImageClassification.from_pretrained(sfda_folder).config.torch_backbone
+    constructor = torch_backbones._REGISTRY.pop(key)  # as in a new process
+    try:
+        with pytest.raises(ValueError, match="register_torch_backbone"):
+            SFDAModelForImageClassification.from_pretrained(sfda_folder)
+    finally:
+        torch_backbones.register_torch_backbone(key, constructor)
+    assert SFDAModelForImageClassification.from_pretrained(sfda_folder).config.torch_backbone == key
+
+
+def test_legacy_import_path_of_the_builtin_backbone_is_a_key_not_an_import():
+    from hf_clipadapt.sfda.torch_backbones import get_torch_backbone
+
+    from hf_clipadapt.offline.backbones import EfficientNetLite0Features
+
+    assert get_torch_backbone("efficientnet-lite0") is EfficientNetLite0Features
+    assert get_torch_backbone("hf_clipadapt.offline.backbones:EfficientNetLite0Features") is EfficientNetLite0Features

@@ -41,7 +41,7 @@ def save_loop_state(loop, output_dir) -> Path:
         "z": loop.model.prompt.z.clone(), "fixed_outputs": loop._fixed_outputs,
     }, tmp / "state.pt")  # fmt: skip
     if loop.strategy is not None:
-        save_strategy(loop.strategy, loop.cmaes_fitness, tmp)
+        save_strategy(loop.strategy, loop.cmaes_fitness, loop.args.population, tmp)
     (tmp / "args.json").write_text(json.dumps(loop.args.to_dict(), indent=1))
     old = target.with_name(CHECKPOINT + ".old")
     if target.exists():
@@ -79,12 +79,13 @@ def load_loop_state(loop, path) -> None:
 _STRATEGY_FORMAT = 1
 
 
-def save_strategy(strategy, fitness: list[list[float]], folder: Path) -> None:
+def save_strategy(strategy, fitness: list[list[float]], population: int, folder: Path) -> None:
     """`cmaes.safetensors` (told fitness values [G, λ], mean) and `cmaes.json` (step size)."""
     import cma
     from safetensors.numpy import save_file
 
-    told = np.asarray(fitness, dtype=np.float64).reshape(len(fitness), -1)
+    # [G, λ], also for G = 0 (a run stopped before its first generation)
+    told = np.asarray(fitness, dtype=np.float64).reshape(len(fitness), population)
     save_file({"fitness": told, "mean": np.asarray(strategy.mean, dtype=np.float64)}, str(folder / "cmaes.safetensors"))
     meta = {"format": _STRATEGY_FORMAT, "cma_version": cma.__version__, "sigma": float(strategy.sigma),
             "generations": len(fitness)}  # fmt: skip

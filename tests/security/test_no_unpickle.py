@@ -46,7 +46,8 @@ def _craft_loop(clip, output_dir):
     model = CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 3, 30, 30, generator=g), torch.arange(6) % 3
-    args = CraFTTrainingArguments(budget=30, population=10, sigma=0.5, batch_size=4, output_dir=output_dir)
+    # 3 generations of λ + 1 = 11 queries (10 candidates, then R's augmented view)
+    args = CraFTTrainingArguments(budget=33, population=10, sigma=0.5, batch_size=4, output_dir=output_dir)
     return CollaborativeLoop(model, box, x, y, args)
 
 

@@ -174,8 +174,14 @@ def main(argv=None):
     backbone = load_testbed_clip()
     suite = load_suite("base_to_new", seed=0)
     encode = make_encoder(backbone)
-    runs = [run_one(backbone, suite, k, s, args.views, encode) for k in args.shots for s in args.seeds]
+    runs = []
+    for k in args.shots:
+        for s in args.seeds:
+            runs.append(run_one(backbone, suite, k, s, args.views, encode))
+            partial = {"runs": runs, "_meta": {"partial": True, "wall_time_s": round(time.time() - t0, 1)}}
+            (HERE / "base_to_new_alpha.partial.json").write_text(json.dumps(partial, indent=1))
     summary = summarise(runs, args.shots)
+    (HERE / "base_to_new_alpha.partial.json").unlink()
     meta = {"seeds": args.seeds, "shots": args.shots, "views": args.views, "wall_time_s": round(time.time() - t0, 1)}
     (HERE / "base_to_new_alpha.json").write_text(json.dumps({"summary": summary, "runs": runs, "_meta": meta}, indent=1))
     plot(summary, args.shots, HERE / "base_to_new_alpha.png")

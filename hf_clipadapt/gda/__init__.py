@@ -3,9 +3,10 @@
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".configuration_gda", "GDAConfig", "NEW_CLASS_ALPHA_RULES"),
+    **exports_of(".configuration_gda", "GDAConfig", "GDA_PRESETS", "NEW_CLASS_ALPHA_RULES"),
     **exports_of(".modeling_gda", "GDAForImageClassification"),
-    **exports_of(".functional", "ALPHAS", "GDADegenerateCovarianceWarning", "GDAStatistics", "ensemble_logits",
+    **exports_of(".functional", "ALPHAS", "COVARIANCES", "GDADegenerateCovarianceWarning", "GDAStatistics",
+                 "NEW_CLASS_HEADS", "class_mean_covariance", "ensemble_logits", "pinv_psd",
                  "fit_gda", "fit_gda_em", "gda_logits", "new_class_classifier", "pseudo_new_splits", "select_alpha",
                  "select_new_class_alpha"),
     "functional": ".functional",

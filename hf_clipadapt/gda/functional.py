@@ -15,6 +15,12 @@ classes. Writing W = (N−1)·S for the within-class scatter Σ_n (x_n − μ_{y
 this is D·(W + tr(W)/(N−1)·I)⁻¹: it needs only W and N, which is what the
 streaming accumulator `GDAStatistics` keeps.
 
+The official code uses a second estimator in its base-to-new script
+(mrflogs/ICLR24, main_base2new.py, lines 55-57): the average over classes of each
+class's sample covariance, pseudo-inverted without shrinkage
+(`covariance="class_mean_pinv"`). Its new-class heads (lines 85-111) are built by
+`new_class_classifier` (``head="official"``).
+
 Degenerate case. With one sample per class (1-shot without augmentation views),
 every class-centred feature is zero, W = 0 and the estimator is 0⁻¹: undefined.
 The paper's answer is to encode each shot under several augmentations, which
@@ -40,6 +46,9 @@ import torch
 
 __all__ = [
     "ALPHAS",
+    "COVARIANCES",
+    "NEW_CLASS_HEADS",
+    "class_mean_covariance",
     "GDADegenerateCovarianceWarning",
     "GDAStatistics",
     "ensemble_logits",
@@ -48,13 +57,28 @@ __all__ = [
     "gda_logits",
     "ks_precision_solve",
     "new_class_classifier",
+    "pinv_psd",
     "pseudo_new_splits",
     "select_alpha",
     "select_new_class_alpha",
 ]
 
-#: The paper's grid for the ensemble weight α; `select_alpha` keeps the smaller on ties.
+#: The official grid for the ensemble weight α (mrflogs/ICLR24, main_few_shots.py, line 70, and
+#: main_base2new.py, line 67); `select_alpha` keeps the smaller on ties, as their strict ">" does.
 ALPHAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+
+
+#: Shared-covariance estimators: "ks" (Kubokawa–Srivastava, the few-shot script
+#: main_few_shots.py:58-60) and "class_mean_pinv" (mean of the per-class sample
+#: covariances, pseudo-inverse, no shrinkage: the base head of main_base2new.py:55-57).
+COVARIANCES: tuple[str, ...] = ("ks", "class_mean_pinv")
+
+#: New-class heads for base-to-new: "official" (main_base2new.py:85-111: k nearest base
+#: features plus `text_copies` copies of the text embedding as the mean, the KS precision
+#: of the neighbours about the text embedding averaged over new classes) and "knn_mean"
+#: (this library's earlier head: mean of the k nearest base features, the base classes' KS
+#: precision).
+NEW_CLASS_HEADS: tuple[str, ...] = ("official", "knn_mean")
 
 
 class GDADegenerateCovarianceWarning(UserWarning):
@@ -157,6 +181,58 @@ def _classifier_from_moments(means: torch.Tensor, scatter: torch.Tensor, num_sam
     return weight, bias
 
 
+def _check_covariance(covariance: str) -> None:
+    if covariance not in COVARIANCES:
+        raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+
+
+def pinv_psd(matrix: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
+    """Pseudo-inverse of a symmetric positive semi-definite matrix, by eigendecomposition.
+
+    Eigenvalues at or below `rtol`·max|λ| count as zero, which is the cut-off
+    `torch.linalg.pinv` applies by default. The default `rtol` is D·ε(float32), the
+    cut-off of the official code, which calls `torch.linalg.pinv` on float32
+    matrices (mrflogs/ICLR24, main_base2new.py, line 57): computing in float64 with
+    float64's far smaller cut-off would keep directions the official run discards.
+    """
+    dim = matrix.shape[0]
+    rtol = dim * torch.finfo(torch.float32).eps if rtol is None else rtol
+    evals, evecs = torch.linalg.eigh(0.5 * (matrix + matrix.T))
+    keep = evals.abs() > rtol * evals.abs().max()
+    inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+    return (evecs * inv) @ evecs.T
+
+
+def class_mean_covariance(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(1/K) Σ_k S_k, S_k the unbiased sample covariance of class k's features [D, D].
+
+    The covariance of the official base-to-new base head (mrflogs/ICLR24,
+    main_base2new.py, line 56: `vecs[labels == i].T.cov()` per class, then the mean
+    over classes). Every class needs at least 2 samples (augmented views count).
+    """
+    _check_num_classes(num_classes)
+    _check_features(features)
+    labels = _check_labels(labels, features.shape[0], num_classes).to(features.device)
+    counts = torch.bincount(labels, minlength=num_classes)
+    _check_nonempty_classes(counts)
+    if (counts < 2).any():
+        raise ValueError(
+            f"class(es) {(counts < 2).nonzero().flatten()[:10].tolist()} have a single sample: the per-class covariance "
+            "of covariance='class_mean_pinv' needs >= 2 per class. Encode each shot under several views or use 'ks'"
+        )
+    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
+    means = sums.index_add_(0, labels, features) / counts.unsqueeze(1).to(features.dtype)
+    centred = (features - means[labels]) / (num_classes * (counts[labels] - 1).to(features.dtype)).sqrt().unsqueeze(1)
+    return centred.T @ centred
+
+
+def _classifier_from_precision(means: torch.Tensor, precision: torch.Tensor):
+    """(weight [K, D], bias [K]) = (P μ_k, log(1/K) − ½ μ_kᵀ P μ_k) for an explicit precision P."""
+    weight = means @ precision
+    bias = math.log(1.0 / means.shape[0]) - 0.5 * (means * weight).sum(dim=1)
+    return weight, bias
+
+
 # --------------------------------------------------------------------------- batch fit
 
 
@@ -165,9 +241,16 @@ def fit_gda(
     labels: torch.Tensor,
     num_classes: int,
     *,
+    covariance: str = "ks",
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit GDA in closed form: returns (weight [K, D], bias [K]) with logits = x·Wᵀ + b.
+
+    `covariance="ks"` (default) is the Kubokawa–Srivastava precision of the official
+    few-shot script (mrflogs/ICLR24, main_few_shots.py, lines 56-64);
+    `"class_mean_pinv"` is the base head of its base-to-new script
+    (main_base2new.py, lines 55-61): the mean of the per-class sample covariances,
+    pseudo-inverted (`pinv_psd`), no shrinkage.
 
     Features are used exactly as given (for CLIP, pass L2-normalised embeddings,
     as the paper does). Statistics are computed in `dtype` (float64 by default)
@@ -176,8 +259,17 @@ def fit_gda(
     Σ x xᵀ, then a D×D Cholesky factorisation and a solve with K right-hand sides.
     """
     _check_num_classes(num_classes)
+    _check_covariance(covariance)
     if not isinstance(features, torch.Tensor) or features.ndim != 2:
         _check_features(features)  # raises the descriptive error
+    if covariance == "class_mean_pinv":
+        x = features.to(dtype)
+        labels = _check_labels(labels, x.shape[0], num_classes).to(x.device)
+        cov = class_mean_covariance(x, labels, num_classes)
+        means = torch.zeros(num_classes, x.shape[1], dtype=dtype, device=x.device).index_add_(0, labels, x)
+        means /= torch.bincount(labels, minlength=num_classes).unsqueeze(1).to(dtype)
+        weight, bias = _classifier_from_precision(means, pinv_psd(cov))
+        return weight.to(features.dtype), bias.to(features.dtype)
     stats = GDAStatistics(num_classes, features.shape[1], dtype=dtype, device=features.device)
     return stats.update(features, labels).solve(out_dtype=features.dtype)
 
@@ -266,9 +358,28 @@ class GDAStatistics:
         scaled = self.sums / self.counts.sqrt().unsqueeze(1).to(self.dtype)
         return torch.addmm(self.second_moment, scaled.T, scaled, alpha=-1.0)
 
-    def solve(self, out_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight [K, D], bias [K]) in `out_dtype`, exactly as `fit_gda` on all the updates."""
-        weight, bias = _classifier_from_moments(self.means(), self.scatter(), self.num_samples, self.total_energy)
+    def solve(self, out_dtype: torch.dtype = torch.float32, covariance: str = "ks") -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [K, D], bias [K]) in `out_dtype`, exactly as `fit_gda` on all the updates.
+
+        `covariance="class_mean_pinv"` needs equal class counts (the K-shot protocol:
+        every class has K shots × views): the mean of per-class covariances is then the
+        scatter over K·(n − 1); with unequal counts it needs per-class second moments,
+        which these sums do not keep, so call `fit_gda` on the features instead.
+        """
+        _check_covariance(covariance)
+        if covariance == "ks":
+            weight, bias = _classifier_from_moments(self.means(), self.scatter(), self.num_samples, self.total_energy)
+            return weight.to(out_dtype), bias.to(out_dtype)
+        counts = self.counts
+        _check_nonempty_classes(counts)
+        if not bool((counts == counts[0]).all()) or float(counts[0]) < 2:
+            raise ValueError(
+                "covariance='class_mean_pinv' from streaming statistics needs the same number (>= 2) of samples in "
+                f"every class, got counts {counts[:10].long().tolist()}...; call fit_gda(features, labels, "
+                "num_classes, covariance='class_mean_pinv') on the features instead"
+            )
+        cov = self.scatter() / (self.num_classes * (float(counts[0]) - 1))
+        weight, bias = _classifier_from_precision(self.means(), pinv_psd(cov))
         return weight.to(out_dtype), bias.to(out_dtype)
 
 
@@ -303,8 +414,12 @@ def select_alpha(
 ) -> tuple[float, dict[float, float]]:
     """Pick α by accuracy on held-out (validation) features: returns (α, {α: accuracy %}).
 
-    Ties keep the smaller α, i.e. the one closer to zero-shot CLIP. Never pass test
-    features here: the validation split of the few-shot training data is the protocol.
+    Ties keep the smaller α, i.e. the one closer to zero-shot CLIP, and when every α
+    scores 0 the result is 0.1: both as in the official search (mrflogs/ICLR24,
+    main_few_shots.py, lines 67-76: a strict ">" from a start of 0.1 at accuracy 0).
+    Never pass test features here: the official code picks α on the full
+    validation split (on the test set for ImageNet); this library's protocol picks
+    it on held-out shots of the few-shot training data, which reads no test label.
     """
     if len(alphas) == 0:
         raise ValueError("alphas is empty")
@@ -317,45 +432,93 @@ def select_alpha(
         logits = gda if zero_shot is None else zero_shot + a * gda
         scores[a] = 100.0 * (logits.argmax(1) == labels).double().mean().item()
     best = max(scores.values())
+    if best <= 0.0:  # nothing right at any α: the official search keeps its starting 0.1 (main_few_shots.py:69)
+        return 0.1, scores
     return next(a for a, s in scores.items() if s == best), scores
 
 
 # --------------------------------------------------------------------------- base-to-new
 
 
+def _official_new_heads(x: torch.Tensor, text: torch.Tensor, k: int, text_copies: int):
+    """The new-class heads of mrflogs/ICLR24, main_base2new.py, lines 85-111.
+
+    For new class j with text embedding t_j, V_j = the k base features with the
+    largest x·t_j (line 88). Mean (lines 86-92): the average of V_j and
+    `text_copies` copies of t_j, (Σ V_j + c·t_j) / (k + c). Precision (lines
+    94-107): for each class, D·(S_j + tr(S_j)/(k − 1)·I)⁻¹ with S_j = Σ_{v∈V_j}
+    (v − t_j)(v − t_j)ᵀ the scatter about the text embedding (their
+    (k − 1)·cov + tr(cov)·I with cov = S_j/(k − 1); the official code writes the
+    dimension as the literal 512 of ViT-B/16), averaged over the new classes.
+    Weight and bias follow with a uniform prior over the new classes (lines 109-111).
+    """
+    dim = x.shape[1]
+    nearest = (text @ x.T).topk(k, dim=1).indices  # [K_new, k]
+    means = (x[nearest].sum(dim=1) + text_copies * text) / (k + text_copies)
+    precision = torch.zeros(dim, dim, dtype=x.dtype, device=x.device)
+    eye = torch.eye(dim, dtype=x.dtype, device=x.device)
+    for j in range(text.shape[0]):
+        dev = x[nearest[j]] - text[j]
+        scatter = dev.T @ dev
+        shrunk = scatter + torch.diagonal(scatter).sum() / (k - 1) * eye
+        precision += dim * torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
+    return _classifier_from_precision(means, precision / text.shape[0])
+
+
 def new_class_classifier(
     base_features: torch.Tensor,
-    base_labels: torch.Tensor,
+    base_labels: torch.Tensor | None,
     new_text_weights: torch.Tensor,
     k: int = 64,
     *,
+    head: str = "official",
+    text_copies: int = 16,
     num_base_classes: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GDA classifier for classes that have only a text embedding (base-to-new).
 
-    Each new class's mean is the average of the `k` base-training features most
-    similar (cosine) to its text embedding; the shared covariance is the one
-    estimated on the labelled base classes, as GDA assumes one covariance for all
-    classes. Returns (weight [K_new, D], bias [K_new]) with a uniform prior over
-    the new classes; reuse the base α for the ensemble with the text classifier.
+    Returns (weight [K_new, D], bias [K_new]) with a uniform prior over the new
+    classes; the ensemble with the text classifier reuses the base α in the
+    official code. Pass L2-normalised features and text embeddings, as the
+    official code does: similarities are plain dot products.
+
+    * ``head="official"`` (default; mrflogs/ICLR24, main_base2new.py, lines 85-111):
+      each new class's mean averages its `k` nearest base features and
+      `text_copies` (16) copies of its text embedding; the precision is the
+      Kubokawa–Srivastava estimate from each class's neighbours about its text
+      embedding, averaged over the new classes (`_official_new_heads`).
+      `base_labels` are not used. The official code takes the neighbours among
+      all augmented views of the base shots (lines 42-53): pass those features.
+    * ``head="knn_mean"``: this library's earlier head, kept to reproduce its
+      results: the mean of the `k` nearest base features (cosine) and the base
+      classes' KS precision from `base_labels`. It is not the official head.
     """
+    if head not in NEW_CLASS_HEADS:
+        raise ValueError(f"head must be one of {NEW_CLASS_HEADS}, got {head!r}")
     _check_features(base_features, "base_features")
     _check_features(new_text_weights, "new_text_weights")
     if new_text_weights.shape[1] != base_features.shape[1]:
         raise ValueError(f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    min_k = 2 if head == "official" else 1  # the official scatter about the text divides by k − 1
+    if not isinstance(k, int) or k < min_k:
+        raise ValueError(f"k must be an int >= {min_k} for head={head!r}, got {k!r}")
     if k > base_features.shape[0]:
         raise ValueError(f"k={k} exceeds the {base_features.shape[0]} base features available")
+    x = base_features.to(dtype)
+    if head == "official":
+        if not isinstance(text_copies, int) or text_copies < 0:
+            raise ValueError(f"text_copies must be an int >= 0, got {text_copies!r}")
+        weight, bias = _official_new_heads(x, new_text_weights.to(dtype), k, text_copies)
+        return weight.to(base_features.dtype), bias.to(base_features.dtype)
+    if base_labels is None:
+        raise ValueError('head="knn_mean" estimates the base classes\' covariance: pass base_labels')
     num_base = int(base_labels.max()) + 1 if num_base_classes is None else num_base_classes
     stats = GDAStatistics(num_base, base_features.shape[1], dtype=dtype, device=base_features.device)
     stats.update(base_features, base_labels)
-    x = base_features.to(dtype)
     t = torch.nn.functional.normalize(new_text_weights.to(dtype), dim=1)
     sims = t @ torch.nn.functional.normalize(x, dim=1).T  # [K_new, N]
-    nearest = sims.topk(k, dim=1).indices  # [K_new, k]
-    new_means = x[nearest].mean(dim=1)
+    new_means = x[sims.topk(k, dim=1).indices].mean(dim=1)
     weight, bias = _classifier_from_moments(new_means, stats.scatter(), stats.num_samples, stats.total_energy)
     return weight.to(base_features.dtype), bias.to(base_features.dtype)
 
@@ -393,15 +556,19 @@ def select_new_class_alpha(
     num_folds: int = 4,
     seed: int = 0,
     logit_scale: float = 100.0,
+    head: str = "official",
+    text_copies: int = 16,
 ) -> tuple[float, dict[float, float]]:
     """α for new-class heads (base-to-new) chosen on base classes only: (α, {α: pseudo-new accuracy %}).
 
-    The paper (Wang et al., ICLR 2024) reuses the base α for the new classes, whose
-    heads come from k nearest base features instead of their own images; nothing
-    says the same weight suits them. This rule simulates base-to-new inside the
+    The official code (mrflogs/ICLR24, main_base2new.py, line 113) reuses the base α
+    for the new classes, whose heads come from k nearest base features and the text
+    embedding instead of their own images; nothing says the same weight suits them.
+    This rule is this library's addition, not part of the official code. This rule simulates base-to-new inside the
     labelled base data: for each fold of `pseudo_new_splits`, the held-out classes
-    get heads exactly as new classes do (`new_class_classifier` on the remaining
-    classes' features, their text embeddings, the same `k`), and their own
+    get heads exactly as new classes do (`new_class_classifier` with the same
+    `head`, `k` and `text_copies`, on the remaining classes' features and the
+    held-out classes' text embeddings), and their own
     features are classified among themselves by the ensemble
     logit_scale·x·Tᵀ + α·(x·Wᵀ + b). α maximises the accuracy pooled over folds;
     ties keep the smaller α (closer to zero-shot). The base heads keep their own α,
@@ -426,8 +593,9 @@ def select_new_class_alpha(
         x_base, y_base = base_features[~is_held], remap[labels[~is_held]]
         text = base_text_weights[held].to(base_features.dtype)
         weight, bias = new_class_classifier(
-            x_base, y_base, text, k=min(k, x_base.shape[0]), num_base_classes=int(kept.sum())
-        )
+            x_base, y_base, text, k=min(k, x_base.shape[0]), head=head, text_copies=text_copies,
+            num_base_classes=int(kept.sum()),
+        )  # fmt: skip
         x_new = base_features[is_held]
         y_new = torch.searchsorted(held, labels[is_held])  # base id -> position among the held-out
         zero_shot = logit_scale * x_new @ text.T

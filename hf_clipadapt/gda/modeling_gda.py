@@ -28,8 +28,8 @@ from transformers import initialization as init
 
 from ..data.few_shot import train_validation_split
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
-from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
-from .functional import GDAStatistics, ensemble_logits, select_alpha
+from .configuration_gda import GDA_PRESETS, NEW_CLASS_ALPHA_RULES, GDAConfig
+from .functional import GDAStatistics, ensemble_logits, fit_gda, select_alpha
 
 
 class GDAForImageClassification(CLIPAdaptedModel):
@@ -64,10 +64,17 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     @classmethod
     def from_clip(cls, backbone, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                  **config_kwargs) -> GDAForImageClassification:  # fmt: skip
+                  *, preset: str | None = None, **config_kwargs) -> GDAForImageClassification:  # fmt: skip
         """A fresh head on `backbone`; see `CLIPAdaptedModel.from_clip`. `class_names=None`
-        with `num_labels=` gives a GDA-only head (no zero-shot term). The zero-shot
-        logits use the backbone's own temperature (100 for OpenAI CLIP, as in the paper)."""
+        with `num_labels=` gives a GDA-only head (no zero-shot term). The zero-shot logits
+        use the backbone's own temperature (100 for OpenAI CLIP; the official code writes
+        100, mrflogs/ICLR24 main_few_shots.py:71). `preset` ("imagenet", "base_to_new",
+        "imagenet_base_to_new"; `GDA_PRESETS`) applies the official code's dataset- or
+        protocol-specific settings; explicit keyword arguments win over it."""
+        if preset is not None:
+            if preset not in GDA_PRESETS:
+                raise ValueError(f"unknown GDA preset {preset!r}; choose from {sorted(GDA_PRESETS)}")
+            config_kwargs = {**GDA_PRESETS[preset], "preset": preset, **config_kwargs}
         if class_names is None:
             config_kwargs["use_text_classifier"] = False
         return super().from_clip(backbone, class_names, templates, **config_kwargs)
@@ -105,8 +112,12 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
         Training images are encoded under `views` random-resized-crop (+ flip) views
         (`AugmentedViews`, `config.view_scale` / `config.view_flip`), each view a sample.
+        The covariance estimator is `config.covariance` ("ks" for few-shot; the
+        "base_to_new" preset gives the official base-to-new script's base head).
         α is chosen from `alphas` by accuracy on the validation split (never test data);
-        without one, `config.alpha` stays.
+        without one, `config.alpha` stays. The official code picks α on the dataset's
+        full validation split (on the test set for ImageNet); `shots=` holds out
+        min(K, 4) images per class of the training data instead.
         """
         self.require_backbone("fitting")
         views = self.config.views if views is None else views
@@ -117,14 +128,17 @@ class GDAForImageClassification(CLIPAdaptedModel):
         if isinstance(train, torch.utils.data.DataLoader):
             num_images = self._accumulate_loader(stats, train, views, accelerator)
             val_feats = self._loader_features(validation, accelerator) if validation is not None else None
+            weight, bias = stats.solve(covariance=self.config.covariance)
         else:
             num_images, val_feats = len(train), None
             self.adopt_dataset_labels(train, label_column)
-            stats.update(*self.encode_dataset(train, self.augmented_views(seed, self.config.view_scale, self.config.view_flip), views=views, split="train", **common))
+            x, y = self.encode_dataset(train, self.augmented_views(seed, self.config.view_scale, self.config.view_flip), views=views, split="train", **common)
+            weight, bias = fit_gda(x.to(self.weight.device), y.to(self.weight.device), self.config.num_labels,
+                                   covariance=self.config.covariance, dtype=stats.dtype)  # fmt: skip
+            weight, bias = weight.float(), bias.float()
             if validation is not None:
                 self.adopt_dataset_labels(validation, label_column)
                 val_feats = self.encode_dataset(validation, split="validation", **common)
-        weight, bias = stats.solve()
         self.weight.copy_(weight)
         self.bias.copy_(bias)
         self._select_alpha(val_feats, self.config.alphas if alphas is None else list(alphas))
@@ -199,23 +213,35 @@ class GDAForImageClassification(CLIPAdaptedModel):
         return info
 
     @torch.no_grad()
-    def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor, base_labels: torch.Tensor,
-                         templates: Sequence[str] | None = None, k: int = 64, *, alpha_rule: str = "reuse",
+    def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor,
+                         base_labels: torch.Tensor | None = None, templates: Sequence[str] | None = None, k: int = 64,
+                         *, alpha_rule: str = "reuse", head: str = "official", text_copies: int = 16,
                          alphas: Sequence[float] | None = None, num_folds: int = 4, seed: int = DEFAULT_SEED,
                          ) -> GDAForImageClassification:  # fmt: skip
         """Base-to-new: a head for classes that have no images, only names.
 
-        Each new class's mean is the mean of the `k` base-training features (e.g. the
-        shots `fit` saw, from `encode_dataset`) closest to its text embedding; the
-        shared covariance is the base classes' one. Returns a new model on the same
-        backbone. The new head's α comes from `alpha_rule`:
+        `base_features` are the base classes' training features; the official code
+        (mrflogs/ICLR24, main_base2new.py, lines 42-53 and 85-111) uses every augmented
+        view `fit` encoded, e.g. ``model.encode_dataset(shots, model.augmented_views(seed,
+        c.view_scale, c.view_flip), views=c.views, split="train")``. Returns a new model on
+        the same backbone, built by `new_class_classifier` with `head`:
 
-        * ``"reuse"`` (the paper): the base α.
-        * ``"pseudo_new"``: chosen on the base data alone by `select_new_class_alpha`:
-          `num_folds` groups of base classes are held out in turn, given heads the way
-          new classes are (k nearest remaining base features), and α from `alphas`
-          (default `config.alphas`) maximises their accuracy. It reads no new-class
-          images or labels; the scores go to the head's `config.alpha_scores`.
+        * ``"official"`` (default): mean = the `k` nearest base features and `text_copies`
+          copies of the class's text embedding; precision = the KS estimate of each new
+          class's neighbours about its text embedding, averaged over the new classes.
+          `base_labels` are needed only for ``alpha_rule="pseudo_new"``.
+        * ``"knn_mean"``: this library's earlier head (mean of the `k` nearest base
+          features, the base classes' KS precision), not the official one.
+
+        The new head's α comes from `alpha_rule`:
+
+        * ``"reuse"`` (the official code, line 113): the base α.
+        * ``"pseudo_new"`` (this library's rule, not in the official code): chosen on the
+          base data alone by `select_new_class_alpha`: `num_folds` groups of base classes
+          are held out in turn, given heads the way new classes are (same `head`, `k`,
+          `text_copies`, from the remaining base features), and α from `alphas` (default
+          `config.alphas`) maximises their accuracy. It reads no new-class images or
+          labels; the scores go to the head's `config.alpha_scores`.
         """
         from .functional import new_class_classifier, select_new_class_alpha
 
@@ -226,28 +252,30 @@ class GDAForImageClassification(CLIPAdaptedModel):
                 'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
                 'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
             )
+        if base_labels is None and (alpha_rule == "pseudo_new" or head == "knn_mean"):
+            raise ValueError(f'alpha_rule={alpha_rule!r} with head={head!r} needs base_labels (the base features\' classes)')
         templates = list(templates) if templates else self.config.templates
-        head = type(self).from_clip(
+        new = type(self).from_clip(
             self.require_backbone("new_classes_head"), list(class_names), templates, alpha=self.config.alpha,
             logit_scale=self.config.logit_scale, views=self.config.views, dataset_name=self.config.dataset_name,
-            new_class_alpha_rule=alpha_rule,
+            new_class_alpha_rule=alpha_rule, new_class_head=head, covariance=self.config.covariance,
+            view_scale=self.config.view_scale, view_flip=self.config.view_flip, preset=self.config.preset,
         )  # fmt: skip
         x = F.normalize(base_features.to(self.weight.device).double(), dim=-1)
-        labels = base_labels.to(x.device)
-        weight, bias = new_class_classifier(
-            x, labels, head.text_weights.double(), k=k, num_base_classes=self.config.num_labels
-        )
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
+        labels = None if base_labels is None else base_labels.to(x.device)
+        weight, bias = new_class_classifier(x, labels, new.text_weights.double(), k=k, head=head,
+                                            text_copies=text_copies, num_base_classes=self.config.num_labels)  # fmt: skip
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
         if alpha_rule == "pseudo_new":
             alpha, scores = select_new_class_alpha(
                 x, labels, self.text_weights.double(), k=k, alphas=self.config.alphas if alphas is None else alphas,
-                num_folds=num_folds, seed=seed, logit_scale=self.config.logit_scale,
+                num_folds=num_folds, seed=seed, logit_scale=self.config.logit_scale, head=head, text_copies=text_copies,
             )  # fmt: skip
-            head.config.alpha = alpha
-            head.config.alpha_scores = {str(a): s for a, s in scores.items()}
-        head.config.is_fitted = True
-        return head
+            new.config.alpha = alpha
+            new.config.alpha_scores = {str(a): s for a, s in scores.items()}
+        new.config.is_fitted = True
+        return new
 
     # ------------------------------------------------------------------ card
     def card_vars(self) -> dict:
@@ -257,7 +285,8 @@ class GDAForImageClassification(CLIPAdaptedModel):
             seed=c.seed, alpha=c.alpha, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
             alpha_rows="\n".join(f"| {a} | {s:.2f} |" for a, s in c.alpha_scores.items()) or "| - | - |",
             use_text_classifier=c.use_text_classifier, save_backbone=c.save_backbone,
-            new_class_alpha_rule=c.new_class_alpha_rule,
+            new_class_alpha_rule=c.new_class_alpha_rule, covariance=c.covariance, new_class_head=c.new_class_head,
+            preset=c.preset,
         )  # fmt: skip
 
     def create_model_card(self, **kwargs):

@@ -39,21 +39,39 @@ def test_pseudo_new_splits_partition_the_classes_and_follow_the_seed():
         pseudo_new_splits(8, 0)
 
 
-def numpy_pseudo_new_scores(x, y, text, k, folds, logit_scale, alphas):
-    """The rule written out directly: per fold, KS precision of the kept classes, k-NN means
-    of the held-out classes' text, ensemble accuracy of the held-out features among themselves."""
+def numpy_official_new_heads(xb, t, k, copies=16):
+    """mrflogs/ICLR24 main_base2new.py:85-111 written out: mean of the k nearest features and
+    `copies` copies of t; precision = mean over classes of D·inv((k−1)C + tr(C)I), C the
+    covariance of the neighbours about t."""
+    d = xb.shape[1]
+    nn = np.argsort(-(t @ xb.T), axis=1, kind="stable")[:, :k]
+    means = np.stack([np.concatenate([xb[i], np.repeat(tj[None], copies, 0)]).mean(0) for i, tj in zip(nn, t)])
+    precs = []
+    for i, tj in zip(nn, t):
+        c = (xb[i] - tj).T @ (xb[i] - tj) / (k - 1)
+        precs.append(d * np.linalg.inv((k - 1) * c + np.trace(c) * np.eye(d)))
+    return means, np.mean(precs, axis=0)
+
+
+def numpy_pseudo_new_scores(x, y, text, k, folds, logit_scale, alphas, head="knn_mean"):
+    """The rule written out directly: per fold, heads for the held-out classes from the kept
+    classes' features (knn_mean: KS precision of the kept classes and k-NN means; official:
+    `numpy_official_new_heads`), ensemble accuracy of the held-out features among themselves."""
     correct, total = np.zeros(len(alphas)), 0
     for held in folds:
         kept = np.setdiff1d(np.arange(len(text)), held)
         xb = x[np.isin(y, kept)]
         yb = np.searchsorted(kept, y[np.isin(y, kept)])
         n, d = xb.shape
-        mus = np.stack([xb[yb == c].mean(0) for c in range(len(kept))])
-        s = np.cov((xb - mus[yb]).T)
-        prec = d * np.linalg.inv((n - 1) * s + np.trace(s) * np.eye(d))
         t = text[held]
-        nn = np.argsort(-(t @ xb.T), axis=1)[:, : min(k, n)]
-        means = xb[nn].mean(1)
+        if head == "official":
+            means, prec = numpy_official_new_heads(xb, t, min(k, n))
+        else:
+            mus = np.stack([xb[yb == c].mean(0) for c in range(len(kept))])
+            s = np.cov((xb - mus[yb]).T)
+            prec = d * np.linalg.inv((n - 1) * s + np.trace(s) * np.eye(d))
+            nn = np.argsort(-(t @ xb.T), axis=1)[:, : min(k, n)]
+            means = xb[nn].mean(1)
         w, b = means @ prec, np.log(1 / len(held)) - 0.5 * np.einsum("kd,de,ke->k", means, prec, means)
         xn, yn = x[np.isin(y, held)], np.searchsorted(held, y[np.isin(y, held)])
         for i, a in enumerate(alphas):
@@ -62,11 +80,15 @@ def numpy_pseudo_new_scores(x, y, text, k, folds, logit_scale, alphas):
     return 100 * correct / total
 
 
-def test_pseudo_new_rule_matches_a_numpy_derivation():
+@pytest.mark.parametrize("head", ["official", "knn_mean"])
+def test_pseudo_new_rule_matches_a_numpy_derivation(head):
+    """The pseudo-new folds build their heads the way the new classes' heads are built (by default
+    the official ones, main_base2new.py:85-111)."""
     x, y, text = compositional_data()
-    alpha, scores = select_new_class_alpha(x, y, text, k=10, num_folds=3, seed=4, logit_scale=5.0)
+    kwargs = {} if head == "official" else {"head": head}
+    alpha, scores = select_new_class_alpha(x, y, text, k=10, num_folds=3, seed=4, logit_scale=5.0, **kwargs)
     folds = [f.numpy() for f in pseudo_new_splits(12, 3, seed=4)]
-    ref = numpy_pseudo_new_scores(x.numpy(), y.numpy(), text.numpy(), 10, folds, 5.0, sorted(ALPHAS))
+    ref = numpy_pseudo_new_scores(x.numpy(), y.numpy(), text.numpy(), 10, folds, 5.0, sorted(ALPHAS), head)
     np.testing.assert_allclose(list(scores.values()), ref, atol=1e-9)
     assert list(scores) == sorted(ALPHAS)
     assert alpha == min(a for a, s in scores.items() if s == max(scores.values())), "ties keep the smaller α"
@@ -79,7 +101,7 @@ def test_pseudo_new_rule_keeps_zero_shot_when_the_knn_heads_mislead():
     centres = F.normalize(torch.randn(12, 16, generator=g), dim=1).double()
     y = torch.arange(12).repeat_interleave(8)
     x = F.normalize(centres[y] + 0.15 * torch.randn(len(y), 16, generator=g, dtype=torch.float64), dim=1)
-    alpha, scores = select_new_class_alpha(x, y, centres, k=8, logit_scale=10.0)
+    alpha, scores = select_new_class_alpha(x, y, centres, k=8, logit_scale=10.0, head="knn_mean")
     assert alpha == min(ALPHAS) and scores[alpha] > 95.0
     assert scores[100.0] < scores[alpha] - 5.0, scores
 

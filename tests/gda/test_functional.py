@@ -147,7 +147,7 @@ def test_new_class_classifier_uses_k_nearest_base_features():
     x, y = make_data(n_per_class=30, num_classes=4, dim=8, spread=0.3)
     new_text = F.normalize(torch.randn(2, 8, dtype=x.dtype), dim=1)
     k = 10
-    w, b = new_class_classifier(x, y, new_text, k=k)
+    w, b = new_class_classifier(x, y, new_text, k=k, head="knn_mean")
     # Independent: means of the k most cosine-similar base features, base precision from numpy.
     sims = new_text.numpy() @ x.numpy().T
     nn_means = np.stack([x.numpy()[np.argsort(-s)[:k]].mean(0) for s in sims])
@@ -156,6 +156,94 @@ def test_new_class_classifier_uses_k_nearest_base_features():
     np.testing.assert_allclose(b.numpy(), np.log(1 / 2) - 0.5 * np.einsum("kd,de,ke->k", nn_means, prec, nn_means), atol=1e-9)
     with pytest.raises(ValueError, match="exceeds"):
         new_class_classifier(x, y, new_text, k=len(y) + 1)
+
+
+def numpy_official_new_heads(x, t, k, copies=16):
+    """mrflogs/ICLR24 main_base2new.py:85-111, written out with numpy: for each new class, the
+    k features with the largest x·t; mean = average of those k rows and `copies` rows of t;
+    precision = average over classes of D·inv((k−1)C + tr(C)I), C = (V − t)ᵀ(V − t)/(k − 1)."""
+    d = x.shape[1]
+    means, precs = [], []
+    for tj in t:
+        v = x[np.argsort(-(x @ tj), kind="stable")[:k]]
+        means.append(np.concatenate([v, np.tile(tj, (copies, 1))]).mean(0))
+        c = (v - tj).T @ (v - tj) / (k - 1)
+        precs.append(d * np.linalg.inv((k - 1) * c + np.trace(c) * np.eye(d)))
+    means, prec = np.stack(means), np.mean(precs, axis=0)
+    return means @ prec, np.log(1 / len(t)) - 0.5 * np.einsum("kd,de,ke->k", means, prec, means)
+
+
+def test_new_class_classifier_default_is_the_official_head():
+    """Mean with 16 text copies, precision of the neighbours about the text averaged over new
+    classes (the earlier head used neither and took the base classes' covariance)."""
+    x, y = make_data(n_per_class=30, num_classes=4, dim=8, spread=0.3)
+    new_text = F.normalize(torch.randn(3, 8, dtype=x.dtype), dim=1)
+    w, b = new_class_classifier(x, y, new_text, k=10)
+    w_ref, b_ref = numpy_official_new_heads(x.numpy(), new_text.numpy(), 10)
+    np.testing.assert_allclose(w.numpy(), w_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(b.numpy(), b_ref, rtol=1e-10, atol=1e-10)
+    # The official head reads no base labels; text_copies=0 leaves the plain k-NN mean.
+    w0, _ = new_class_classifier(x, None, new_text, k=10, text_copies=0)
+    np.testing.assert_allclose(w0.numpy(), numpy_official_new_heads(x.numpy(), new_text.numpy(), 10, copies=0)[0], atol=1e-10)
+    with pytest.raises(ValueError, match="k must be an int >= 2"):
+        new_class_classifier(x, None, new_text, k=1)
+    with pytest.raises(ValueError, match="pass base_labels"):
+        new_class_classifier(x, None, new_text, k=4, head="knn_mean")
+    with pytest.raises(ValueError, match="head must be one of"):
+        new_class_classifier(x, y, new_text, head="nearest")
+
+
+def numpy_class_mean_pinv(x, y, k):
+    """mrflogs/ICLR24 main_base2new.py:55-61: per-class np.cov averaged over classes, pinv (no
+    shrinkage); float32's cut-off, as torch.linalg.pinv uses on the official float32 input."""
+    mus = np.stack([x[y == c].mean(0) for c in range(k)])
+    cov = np.mean([np.cov(x[y == c].T) for c in range(k)], axis=0)
+    prec = np.linalg.pinv(cov, rcond=x.shape[1] * np.finfo(np.float32).eps, hermitian=True)
+    return mus @ prec, np.log(1 / k) - 0.5 * np.einsum("kd,de,ke->k", mus, prec, mus)
+
+
+def test_class_mean_pinv_is_the_official_base_to_new_base_head():
+    x, y = make_data(n_per_class=12, num_classes=4, dim=6)
+    w, b = fit_gda(x, y, 4, covariance="class_mean_pinv")
+    w_ref, b_ref = numpy_class_mean_pinv(x.numpy(), y.numpy(), 4)
+    np.testing.assert_allclose(w.numpy(), w_ref, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(b.numpy(), b_ref, rtol=1e-8, atol=1e-8)
+    assert not np.allclose(w.numpy(), fit_gda(x, y, 4)[0].numpy(), atol=1e-3), "differs from the KS head"
+    # Equal class counts: the streaming statistics give the same head.
+    w_s, b_s = GDAStatistics(4, 6).update(x, y).solve(out_dtype=torch.float64, covariance="class_mean_pinv")
+    np.testing.assert_allclose(w_s.numpy(), w_ref, rtol=1e-8, atol=1e-8)
+    # Unequal counts: exact in fit_gda, refused by the streaming statistics (they keep no per-class moments).
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[:5] = False
+    w_u, _ = fit_gda(x[keep], y[keep], 4, covariance="class_mean_pinv")
+    np.testing.assert_allclose(w_u.numpy(), numpy_class_mean_pinv(x[keep].numpy(), y[keep].numpy(), 4)[0], rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="same number"):
+        GDAStatistics(4, 6).update(x[keep], y[keep]).solve(covariance="class_mean_pinv")
+    with pytest.raises(ValueError, match="single sample"):
+        fit_gda(x[::12], y[::12], 4, covariance="class_mean_pinv")
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        fit_gda(x, y, 4, covariance="ledoit_wolf")
+
+
+def test_class_mean_pinv_drops_the_null_space_of_a_rank_deficient_covariance():
+    """More dimensions than samples: the covariance is singular; the pseudo-inverse (float32's
+    cut-off) stays finite and matches numpy's pinv."""
+    x, y = make_data(n_per_class=3, num_classes=3, dim=10)
+    w, b = fit_gda(x, y, 3, covariance="class_mean_pinv")
+    w_ref, b_ref = numpy_class_mean_pinv(x.numpy(), y.numpy(), 3)
+    assert torch.isfinite(w).all()
+    np.testing.assert_allclose(w.numpy(), w_ref, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(b.numpy(), b_ref, rtol=1e-7, atol=1e-7)
+
+
+def test_select_alpha_returns_the_official_start_when_nothing_is_right():
+    """main_few_shots.py:68-76 starts at α = 0.1 with accuracy 0 and moves only on a strict gain."""
+    x, y = make_data(spread=0.1)
+    w, b = fit_gda(x, y, 4)
+    t = F.normalize(torch.stack([x[y == c].mean(0) for c in range(4)]), dim=1)
+    wrong = (y + 1) % 4  # every α classifies (almost) all right, so every α scores 0 on these labels
+    alpha, scores = select_alpha(x, wrong, t, w, b, alphas=[1e-4, 1.0])
+    assert set(scores.values()) == {0.0} and alpha == 0.1
 
 
 def test_em_improves_on_zero_shot_on_separable_data():

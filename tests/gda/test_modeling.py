@@ -4,6 +4,7 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 from datasets import ClassLabel
@@ -12,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification,
 import hf_clipadapt  # noqa: F401  (registers the Auto classes)
 from hf_clipadapt.data import class_names, sample_few_shot
 from hf_clipadapt.gda import GDAConfig, GDAForImageClassification, ensemble_logits, fit_gda
+from hf_clipadapt.modeling_utils import DEFAULT_SEED
 from hf_clipadapt.testing_utils import assert_close_scaled
 
 
@@ -279,3 +281,39 @@ def test_view_augmentation_follows_the_config(backbone, dataset):
     for bad in ((0.0, 1.0), (0.9, 0.5), (0.5, 1.2), (0.5,)):
         with pytest.raises(ValueError, match="view_scale"):
             GDAConfig(view_scale=bad)
+
+
+def test_presets_carry_the_official_dataset_and_protocol_settings(backbone, dataset):
+    """mrflogs/ICLR24: ImageNet's views crop 8-100% of the area (datasets/imagenet.py:210); the
+    base-to-new script's base head is the mean per-class covariance, pseudo-inverted (main_base2new.py:55-57)."""
+    from hf_clipadapt.gda import GDA_PRESETS, fit_gda
+
+    assert GDAForImageClassification.from_clip(backbone, class_names(dataset)).config.covariance == "ks"
+    imagenet = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="imagenet")
+    assert imagenet.config.view_scale == [0.08, 1.0] and imagenet.config.preset == "imagenet"
+    both = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="imagenet_base_to_new", views=3)
+    assert (both.config.covariance, both.config.view_scale, both.config.views) == ("class_mean_pinv", [0.08, 1.0], 3)
+    b2n = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="base_to_new").fit(dataset, shots=2, views=2)
+    x, y = b2n.encode_dataset(sample_few_shot(dataset, shots=2, seed=DEFAULT_SEED)["train"],
+                              b2n.augmented_views(DEFAULT_SEED), views=2, split="train")  # fmt: skip
+    w, b = fit_gda(x.double(), y, 3, covariance="class_mean_pinv")
+    assert_close_scaled(b2n.weight, w, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown GDA preset"):
+        GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="eurosat")
+    assert set(GDA_PRESETS) == {"imagenet", "base_to_new", "imagenet_base_to_new"}
+
+
+def test_new_classes_head_defaults_to_the_official_heads(backbone, dataset):
+    """main_base2new.py:85-113: official heads (no base labels needed), base α reused."""
+    from hf_clipadapt.gda import new_class_classifier
+
+    model = GDAForImageClassification.from_clip(backbone, class_names(dataset)).fit(dataset, shots=2, views=2)
+    feats = F.normalize(backbone.encode_images(backbone.preprocess(list(dataset["image"]))).double(), dim=-1)
+    head = model.new_classes_head(["yellow", "purple"], feats, k=5)
+    assert (head.config.new_class_head, head.config.new_class_alpha_rule, head.config.alpha) == ("official", "reuse", model.config.alpha)
+    w, b = new_class_classifier(feats, None, head.text_weights.double(), k=5)
+    assert_close_scaled(head.weight, w, rtol=1e-4)
+    old = model.new_classes_head(["yellow", "purple"], feats, torch.tensor(dataset["label"]), k=5, head="knn_mean")
+    assert old.config.new_class_head == "knn_mean" and not torch.allclose(old.weight, head.weight)
+    with pytest.raises(ValueError, match="needs base_labels"):
+        model.new_classes_head(["yellow"], feats, k=5, alpha_rule="pseudo_new")

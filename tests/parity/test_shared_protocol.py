@@ -121,8 +121,8 @@ def dassl_epoch_rates(max_epoch, lr=2e-3, warmup_epoch=1, cons_lr=1e-5):
 def test_fit_schedule_by_shot_count(clip, cls, shots, epochs):
     model = cls.from_clip(clip, ["cat", "dog"], shots=shots, views=10)
     args = model.training_arguments(num_samples=64 * shots, seed=0)
-    assert args.schedule_epochs == epochs
     assert args.num_train_epochs == round(epochs / 10)  # passes over the 10 cached views
+    assert args.schedule_epochs == epochs
     assert (args.constant_warmup_lr, args.constant_warmup_epochs) == (1e-5, 1)
     assert (str(args.optim).split(".")[-1].lower(), args.learning_rate, args.weight_decay) == ("sgd", 2e-3, 5e-4)
     assert "momentum=0.9" in args.optim_args

@@ -16,7 +16,10 @@ class CLIPAdapterConfig(CLIPAdaptedConfig):
             (README: "follow CoOp's command"), so None means CoOp's rule by shot count,
             with CoOp's warm-up and cosine; the preset "imagenet" sets 50.
         views: augmented encodings of each training image that `fit` trains on (encoded
-            once and cached, never recomputed per epoch).
+            once and cached, never recomputed per epoch): random crops of area
+            `view_scale` = (0.08, 1) and flips, as Dassl draws them. The official code
+            draws fresh crops every epoch; `views=` the epoch count reproduces that
+            sampling exactly (one pass, every image under E distinct crops).
     """
 
     model_type = "clip_adapter"
@@ -32,4 +35,7 @@ class CLIPAdapterConfig(CLIPAdaptedConfig):
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         self.reduction, self.ratio = int(reduction), float(ratio)
+        # Dassl's random_resized_crop keeps its default area (0.08, 1) in CoOp's configs
+        # (dassl/config/defaults.py L40, configs/trainers/CoOp/*.yaml L13), plus random flips.
+        kwargs.setdefault("view_scale", (0.08, 1.0))
         super().__init__(views=views, **kwargs)

@@ -22,7 +22,10 @@ class CoOpConfig(CLIPAdaptedConfig):
         class_specific: one context per class (CoOp-CSC) instead of a shared one.
         suffix: text after the class name (".").
         views: augmented encodings of each training image that `fit` trains on (encoded
-            once and cached, never recomputed per epoch).
+            once and cached, never recomputed per epoch): random crops of area
+            `view_scale` = (0.08, 1) and flips, as Dassl draws them. The official code
+            draws fresh crops every epoch; `views=` the epoch count reproduces that
+            sampling exactly (one pass, every image under E distinct crops).
     """
 
     model_type = "coop"
@@ -39,4 +42,7 @@ class CoOpConfig(CLIPAdaptedConfig):
             raise ValueError(f"epochs must be >= 1 (or None for CoOp's rule by shot count), got {epochs}")
         self.epochs = None if epochs is None else int(epochs)
         self.n_ctx, self.ctx_init, self.class_specific, self.suffix = n_ctx, ctx_init, bool(class_specific), suffix
+        # Dassl's random_resized_crop keeps its default area (0.08, 1) in CoOp's configs
+        # (dassl/config/defaults.py L40, configs/trainers/CoOp/*.yaml L13), plus random flips.
+        kwargs.setdefault("view_scale", (0.08, 1.0))
         super().__init__(views=views, **kwargs)

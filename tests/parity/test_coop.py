@@ -1,15 +1,16 @@
 """Parity of CoOp with its authors' code, in float64 on a tiny random CLIP.
 
 Reference re-derived from KaiyangZhou/CoOp `trainers/coop.py`:
-* PromptLearner (L60-124): "X X X X {name}." tokenised, the SOS embedding as prefix
-  (L112), the learned context, then the embeddings of the name, "." and EOS (L113);
-  class token at the end (L126-134); context N(0, 0.02²) or the words of CTX_INIT (L72-90).
-* TextEncoder (L42-57): prompts + positional embedding, CLIP's causal transformer,
+* PromptLearner (L60-183): "X X X X {name}." tokenised ("_" read as space, L98), the SOS
+  embedding as prefix (L109), the learned context, then the embeddings of the name, "."
+  and EOS (L110); class token at the end (L126-134); context N(0, 0.02²) (L85-90) or the
+  word embeddings of CTX_INIT (L72-81).
+* TextEncoder (L37-57): prompts + positional embedding, CLIP's causal transformer,
   ln_final, the state at the EOS token (`argmax` of the ids: EOS has the largest id in
   CLIP's vocabulary; the tiny test vocabulary does not, so the reference looks the EOS
   up by id), times text_projection.
-* CustomCLIP.forward (L178-191): both sides normalised, logits = logit_scale·x·Tᵀ;
-  loss = cross-entropy (L269-276); only the context is trained (L207-209).
+* CustomCLIP.forward (L195-208): both sides normalised, logits = logit_scale·x·Tᵀ;
+  loss = cross-entropy (L266, L273); only the prompt learner is trained (L236-246).
 The transformer is re-derived from OpenAI CLIP's `clip/model.py` ResidualAttentionBlock
 (pre-LayerNorm attention and QuickGELU MLP, causal mask) over the tiny model's weights.
 """

@@ -32,7 +32,7 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         cache_size: N, the number of cache entries (one per training image; set by `fit`).
         train_keys: Tip-Adapter-F: the keys F are a trained parameter (False: the
             training-free Tip-Adapter, keys are fixed buffers).
-        views: augmented encodings averaged into each key (10 in the paper).
+        views: augmented encodings averaged into each key (10: `augment_epoch` of the official configs).
         param_scores: validation accuracy of the 10 best "α,β" of the search, recorded by `fit`.
     """
 

@@ -7,8 +7,9 @@ labels L [N, K] as values. For an L2-normalised image feature x,
     logits = logit_scale·x·Tᵀ + α·exp(−β·(1 − x·Fᵀ))·L
 
 where T [K, D] is CLIP's zero-shot text classifier. α weighs the cache against
-zero-shot CLIP and β sharpens the affinities; both are chosen by grid search on
-the few-shot validation split. Tip-Adapter-F makes F learnable.
+zero-shot CLIP and β sharpens the affinities; both are chosen by Tip-Adapter's grid
+search (`tip_search_grid`), here on the few-shot validation shots (the official code
+uses the full validation split). Tip-Adapter-F makes F learnable.
 """
 
 from __future__ import annotations

@@ -117,7 +117,8 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         c = self.config
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale,
                     view_flip=c.view_flip, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
-                    cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."])  # fmt: skip
+                    cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
+                    epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step)  # fmt: skip
 
 
 register_auto(TipAdapterConfig, TipAdapterForImageClassification)

@@ -10,7 +10,7 @@ Reference re-derived from mrflogs/SHIP `main_coop_vae.py`:
 * run_vae_generator (L378-396): z = μ + σ·ε, ε ~ N(0, I); vae_loss (L279-282):
   Σ_d (x̃ − x)² averaged over the batch + KL averaged over the batch, weight 1.
 * Optimisers (L360-362): AdamW lr 1e-3 (torch's default weight decay 0.01), no scheduler;
-  50 epochs (L366); batch 256 (L346).
+  50 epochs (L366); batch 256 (L462).
 * Synthesis (L138-149): z ~ N(0, I) decoded through the new class names.
 The text tower reference is `reference_text_features` of tests/parity/test_coop.py,
 repeated here (test files do not import each other).

@@ -170,3 +170,10 @@ def test_dassl_reference_on_a_hand_checked_case():
     rates = dassl_epoch_rates(4)
     expected = [1e-5, 2e-3, 2e-3 * (1 + math.cos(math.pi / 4)) / 2, 2e-3 * (1 + math.cos(math.pi / 2)) / 2]
     assert rates == pytest.approx(expected, rel=1e-15)
+
+
+def test_constant_warmup_needs_the_cosine_schedule():
+    from hf_clipadapt.training import AdaptationTrainingArguments
+
+    with pytest.raises(ValueError, match="cosine"):
+        AdaptationTrainingArguments(constant_warmup_lr=1e-5, lr_scheduler_type="linear")

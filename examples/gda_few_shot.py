@@ -84,11 +84,8 @@ def main(argv=None) -> dict:
     backbone = CLIPBackbone.from_pretrained(resolve_model_name(args.model)).to(accelerator.device)
     templates = get_templates(args.templates or dataset_name)
     names = class_names(train, args.label_column)
-    model = GDAForImageClassification.from_clip(
-        backbone, [n.replace("_", " ") for n in names], templates, view_flip=not args.no_flip
-    )
-    model.config.id2label = dict(enumerate(names))
-    model.config.label2id = {n: i for i, n in enumerate(names)}
+    # "_" in the names is read as a space by the shared text path (hf_clipadapt.clip.prompt_name).
+    model = GDAForImageClassification.from_clip(backbone, names, templates, view_flip=not args.no_flip)
 
     common = dict(batch_size=args.batch_size, accelerator=accelerator, cache_dir=cache_dir,
                   image_column=args.image_column, label_column=args.label_column)  # fmt: skip

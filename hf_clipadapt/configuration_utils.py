@@ -78,7 +78,14 @@ class CLIPAdaptedConfig(AdaptedConfig):
         shots / num_train_images: what `fit` saw, for the model card.
         synthesized_classes / synthesized_per_class: the label-only classes trained on
             synthesized features only (SHIP), for the model card.
+        preset: the named preset the config was built from (`from_preset`), or None.
+
+    Presets: a subclass lists the official per-dataset settings of its method in
+    `PRESETS` (name -> config fields, e.g. Tip-Adapter's "eurosat"); `from_preset(name,
+    **overrides)` and `from_clip(..., preset=name)` build from them (explicit arguments win).
     """
+
+    PRESETS = {}  # name -> config fields (a class attribute, not a config field)
 
     def __init__(
         self,
@@ -94,6 +101,7 @@ class CLIPAdaptedConfig(AdaptedConfig):
         num_train_images: int | None = None,
         synthesized_classes: list[str] | None = None,
         synthesized_per_class: int | None = None,
+        preset: str | None = None,
         **kwargs,
     ):
         check_sizes(type(self).__name__, {"embed_dim": embed_dim, "views": views})
@@ -108,9 +116,25 @@ class CLIPAdaptedConfig(AdaptedConfig):
         self.shots, self.num_train_images = shots, num_train_images
         self.synthesized_classes, self.synthesized_per_class = synthesized_classes, synthesized_per_class
         self.embed_dim = embed_dim
+        self.preset = preset
         self.logit_scale = float(logit_scale)
         self.templates = list(templates) if templates is not None else None
         self.save_backbone = save_backbone
         self.backbone_config = backbone_config
         kwargs.setdefault("problem_type", "single_label_classification")
         super().__init__(**kwargs)
+
+    @classmethod
+    def preset_settings(cls, name: str) -> dict:
+        """The config fields of preset `name` (case-insensitive), with "preset" set."""
+        if not cls.PRESETS:
+            raise ValueError(f"{cls.__name__} has no presets; pass its fields directly")
+        key = str(name).lower().replace("-", "_")
+        if key not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r} for {cls.__name__}; choose from {sorted(cls.PRESETS)}")
+        return {**cls.PRESETS[key], "preset": key}
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        """A config from preset `name`, with any field overridden."""
+        return cls(**{**cls.preset_settings(name), **overrides})

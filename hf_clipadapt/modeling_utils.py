@@ -196,11 +196,15 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_clip(cls, backbone: CLIPBackbone | str, class_names: Sequence[str] | None = None,
-                  templates: Sequence[str] | None = None, **config_kwargs):  # fmt: skip
+                  templates: Sequence[str] | None = None, *, preset: str | None = None, **config_kwargs):  # fmt: skip
         """A fresh model on `backbone` (a `CLIPBackbone`, a checkpoint name or an alias
         such as "testbed") for `class_names`, prompted with `templates` (default
         "a photo of a {}."; see `hf_clipadapt.clip.get_templates`). The zero-shot logits
-        use the CLIP's own temperature unless `logit_scale=` is given."""
+        use the CLIP's own temperature unless `logit_scale=` is given. `preset`: a named
+        set of the method's official per-dataset settings (`config_class.PRESETS`, e.g.
+        "eurosat"); explicit keyword arguments override it."""
+        if preset is not None:
+            config_kwargs = {**cls.config_class.preset_settings(preset), **config_kwargs}
         backbone = as_backbone(backbone)
         if class_names is not None:
             class_names = list(class_names)

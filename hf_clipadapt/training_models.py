@@ -43,13 +43,20 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     uses_validation = False
 
     def default_training_arguments(self) -> dict:
-        """The paper's optimiser and schedule. Default: CoOp's (SGD lr 2e-3, momentum
-        0.9, weight decay 5e-4, cosine, batch 32, 200 epochs at 16 shots, 100 at 4–8, 50
-        at 1–2), with epochs counted as passes over the cached views (`passes`)."""
-        shots = self.config.shots or 16
-        epochs = 200 if shots > 8 else 100 if shots > 2 else 50
+        """The paper's optimiser and schedule. Default: CoOp's (Dassl config
+        `configs/trainers/CoOp/*.yaml`: SGD lr 2e-3, momentum 0.9, weight decay 5e-4,
+        batch 32, 1 warm-up epoch at a constant 1e-5, then cosine) over `coop_epochs`
+        epochs, counted as passes over the cached views (`passes`)."""
+        epochs = self.paper_epochs()
         return dict(optim="sgd", learning_rate=2e-3, momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine",
+                    constant_warmup_lr=1e-5, constant_warmup_epochs=1, schedule_epochs=epochs,
                     per_device_train_batch_size=32, num_train_epochs=self.passes(epochs))  # fmt: skip
+
+    def paper_epochs(self) -> int:
+        """Epochs of freshly augmented images the paper trains for: `config.epochs` when
+        set (a preset, e.g. "imagenet": 50), else CoOp's rule by shot count."""
+        epochs = getattr(self.config, "epochs", None)
+        return int(epochs) if epochs is not None else coop_epochs(self.config.shots or 16)
 
     def passes(self, paper_epochs: int) -> int:
         """Passes over the cached views that match `paper_epochs` epochs of freshly
@@ -64,7 +71,11 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
         if isinstance(args, AdaptationTrainingArguments):
             return args
-        settings = {**self.default_training_arguments(), "seed": seed, **(args or {})}
+        args = dict(args or {})
+        settings = {**self.default_training_arguments(), "seed": seed, **args}
+        if settings.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
+            # Passes given directly: the warm-up and cosine count the epochs they stand for.
+            settings["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
         settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
         return AdaptationTrainingArguments(**settings)
 
@@ -147,6 +158,16 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             warnings.warn(f"{len(missing)} of {self.config.num_labels} classes have no training sample "
                           f"(e.g. {names}); they keep their zero-shot text weights only. For label-only classes, "
                           "pass synthesized features (hf_clipadapt.ship.fit_with_synthesized).", stacklevel=3)  # fmt: skip
+
+
+def coop_epochs(shots: int) -> int:
+    """CoOp's epochs by shot count: 1 shot 50, 2 and 4 shots 100, 8 and 16 shots 200
+    (KaiyangZhou/CoOp `COOP.md` L18-22: configs `*_ep50`, `*_ep100` and the 200-epoch
+    default; ImageNet uses `*_ep50` at every shot count, the "imagenet" preset). Shot
+    counts between those follow the next smaller listed one."""
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    return 50 if shots < 2 else 100 if shots < 8 else 200
 
 
 def with_extra(features, labels, extra, num_labels: int):

@@ -1,6 +1,6 @@
 """The shared CLIP layer: backbone wrapper, prompt templates, soft prompts."""
 
-from .backbone import CLIPBackbone, PreprocessTransform, check_classnames
+from .backbone import CLIPBackbone, PreprocessTransform, check_classnames, prompt_name
 from .soft_prompt import PromptLearner, PromptTokens, SoftPromptTextEncoder
 from .templates import DATASET_TEMPLATES, DEFAULT_TEMPLATES, IMAGENET_TEMPLATES, get_templates, normalize_dataset_name
 
@@ -8,6 +8,7 @@ __all__ = [
     "CLIPBackbone",
     "PreprocessTransform",
     "check_classnames",
+    "prompt_name",
     "PromptLearner",
     "PromptTokens",
     "SoftPromptTextEncoder",

@@ -225,7 +225,7 @@ class CLIPBackbone(nn.Module):
         bad = [t for t in templates if "{}" not in t]
         if bad:
             raise ValueError(f"every template needs a '{{}}' placeholder for the class name; these have none: {bad}")
-        texts = [t.format(c) for c in classnames for t in templates]
+        texts = [t.format(prompt_name(c)) for c in classnames for t in templates]
         emb = self.encode_texts(texts).view(len(classnames), len(templates), -1)
         return F.normalize(emb.mean(dim=1), dim=-1)
 
@@ -242,6 +242,20 @@ class PreprocessTransform:
 
     def __repr__(self):
         return f"PreprocessTransform({self.cache_id})"
+
+
+def prompt_name(classname: str) -> str:
+    """The words a class name becomes in a prompt: "_" read as a space.
+
+    Every official codebase of the methods here does this before tokenising (CoOp
+    `trainers/coop.py` L98, CLIP-Adapter `clip_adapter.py` L81, Tip-Adapter `utils.py`
+    L24, SHIP `main_coop_vae.py` L85/L256): dataset folders name classes
+    "golden_retriever", and CLIP's tokenizer reads "_" as a token of its own, which
+    changes the text features completely. Every path of this package from a class name
+    to text (`CLIPBackbone.zero_shot_classifier`, `SoftPromptTextEncoder.tokenize_classnames`,
+    so CoOp, UEO, SHIP and CraFT too) goes through here; labels keep their own spelling.
+    """
+    return classname.replace("_", " ")
 
 
 def check_classnames(classnames) -> list[str]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import CLIPBackbone, check_classnames
+from .backbone import CLIPBackbone, check_classnames, prompt_name
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ class SoftPromptTextEncoder(nn.Module):
         return bos_id if bos_id is not None else 0
 
     def tokenize_classnames(self, classnames: list[str], n_ctx: int, suffix: str = ".") -> PromptTokens:
-        """Token ids of "X"*n_ctx + " {classname}{suffix}" per class (cached per arguments)."""
+        """Token ids of "X"*n_ctx + " {classname}{suffix}" per class (cached per arguments);
+        "_" in a name is read as a space (`prompt_name`), as every official codebase does."""
         classnames = check_classnames(classnames)
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise ValueError(f"n_ctx must be a positive int, got {n_ctx!r}")
@@ -137,7 +138,7 @@ class SoftPromptTextEncoder(nn.Module):
         bos = self.tokenizer.bos_token_id
         # Tokenise "{classname}{suffix}" alone (CLIP's BPE splits on words, so this equals
         # the tail of "X X X X {classname}{suffix}") leaving n_ctx positions for the context.
-        encoded = self.tokenizer([f"{c}{suffix}" for c in classnames])["input_ids"]
+        encoded = self.tokenizer([f"{prompt_name(c)}{suffix}" for c in classnames])["input_ids"]
         self._check_name_tokens(classnames, n_ctx, suffix)
         too_long = [(c, len(ids)) for c, ids in zip(classnames, encoded) if len(ids) + n_ctx > self.max_length]
         if too_long:
@@ -161,7 +162,7 @@ class SoftPromptTextEncoder(nn.Module):
         unknown or special tokens): its prompt would otherwise not name the class."""
         special = {self.tokenizer.unk_token_id, self._eos_token_id(), self.tokenizer.pad_token_id, self.tokenizer.bos_token_id}
         empty = [c for c in classnames
-                 if not [t for t in self.tokenizer(c, add_special_tokens=False)["input_ids"] if t not in special]]  # fmt: skip
+                 if not [t for t in self.tokenizer(prompt_name(c), add_special_tokens=False)["input_ids"] if t not in special]]  # fmt: skip
         if empty:
             raise ValueError(
                 f"these class names give no tokens the text tower knows: {empty[:5]}. Give each class a name in words "
@@ -172,7 +173,7 @@ class SoftPromptTextEncoder(nn.Module):
     @torch.no_grad()
     def init_context_from_text(self, text: str = "a photo of a", n_ctx: int | None = None) -> torch.Tensor:
         """[n_ctx, W] word embeddings of `text` (a copy, fp32): CoOp's "a photo of a" initialisation."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(prompt_name(text), add_special_tokens=False)["input_ids"]  # CoOp coop.py L74
         if not ids:
             raise ValueError(f"init text {text!r} has no tokens")
         if n_ctx is not None and n_ctx != len(ids):

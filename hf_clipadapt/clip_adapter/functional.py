@@ -6,8 +6,8 @@ image feature and is blended back into it with the residual ratio ρ:
 
     x' = ρ·A(x) + (1 − ρ)·x,   logits = logit_scale·normalise(x')·Tᵀ
 
-with T CLIP's zero-shot text classifier. ρ = 0.2 and r = 4 are the paper's values
-for natural images.
+with T CLIP's zero-shot text classifier. ρ = 0.2 and r = 4 are the official code's
+values (gaopengcuhk/CLIP-Adapter `clip_adapter.py` L97, L104).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 
 def adapter_mlp(dim: int, reduction: int = 4) -> nn.Sequential:
-    """D → D/r → D with ReLU after each layer and no biases, as in the paper's code."""
+    """D → D/r → D with ReLU after each layer and no biases (`clip_adapter.py` L55-67)."""
     if dim % reduction:
         raise ValueError(f"the embedding width {dim} must divide by the reduction {reduction}")
     return nn.Sequential(

@@ -54,7 +54,8 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
     def card_vars(self) -> dict:
         c = self.config
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, seed=c.seed, n_ctx=c.n_ctx,
-                    ctx_init=c.ctx_init, class_specific=c.class_specific, logit_scale=c.logit_scale)  # fmt: skip
+                    ctx_init=c.ctx_init, class_specific=c.class_specific, logit_scale=c.logit_scale,
+                    epochs=self.paper_epochs(), preset=c.preset)  # fmt: skip
 
 
 register_auto(CoOpConfig, CoOpForImageClassification)

@@ -25,7 +25,7 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 
 def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
     """(total, reconstruction term, KL term): batch means of the summed squared error
-    and of the KL, as in the paper's objective."""
+    and of the KL, weight 1 (mrflogs/SHIP `main_coop_vae.py` L279-282)."""
     rec = (reconstruction - target).pow(2).sum(dim=-1).mean()
     kl = kl_to_standard_normal(mu, logvar).mean()
     return rec + kl, rec, kl

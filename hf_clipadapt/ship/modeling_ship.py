@@ -117,8 +117,9 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
         return F.normalize(torch.cat(chunks), dim=-1), labels
 
     def default_training_arguments(self) -> dict:
-        # The paper: AdamW lr 1e-3, batch 256, 50 epochs (here passes over cached views).
-        return dict(optim="adamw_torch", learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant",
+        # mrflogs/SHIP main_coop_vae.py L360-366: AdamW lr 1e-3 with torch's default weight decay
+        # 0.01, no schedule, batch 256 (L346), 50 epochs (here passes over cached views).
+        return dict(optim="adamw_torch", learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="constant",
                     per_device_train_batch_size=256, num_train_epochs=self.passes(50))  # fmt: skip
 
     def logits_from_features(self, features):

@@ -9,10 +9,10 @@ keys (Tip-Adapter-F).
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".configuration_tip_adapter", "TipAdapterConfig"),
+    **exports_of(".configuration_tip_adapter", "TIP_PRESETS", "TipAdapterConfig"),
     **exports_of(".modeling_tip_adapter", "TipAdapterForImageClassification"),
     **exports_of(".functional", "TIP_ALPHAS", "TIP_BETAS", "cache_logits", "mean_view_keys", "select_tip_beta",
-                 "select_tip_params", "tip_adapter_logits"),
+                 "select_tip_params", "tip_adapter_logits", "tip_search_grid"),
     "functional": ".functional",
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,9 @@ labels L [N, K] as values. For an L2-normalised image feature x,
     logits = logit_scale·x·Tᵀ + α·exp(−β·(1 − x·Fᵀ))·L
 
 where T [K, D] is CLIP's zero-shot text classifier. α weighs the cache against
-zero-shot CLIP and β sharpens the affinities; both are chosen by grid search on
-the few-shot validation split. Tip-Adapter-F makes F learnable.
+zero-shot CLIP and β sharpens the affinities; both are chosen by Tip-Adapter's grid
+search (`tip_search_grid`), here on the few-shot validation shots (the official code
+uses the full validation split). Tip-Adapter-F makes F learnable.
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ import torch.nn.functional as F
 
 from ..metrics import accuracy
 
-TIP_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
-TIP_ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def tip_search_grid(search_scale=(7.0, 3.0), search_step=(200, 20)) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(βs, αs) of Tip-Adapter's search: search_step[j] values 0.1 + i·(search_scale[j] − 0.1)/search_step[j],
+    i = 0 … search_step[j] − 1, for β (j = 0) and α (j = 1); the upper bound itself is never
+    tried (gaopengcuhk/Tip-Adapter `utils.py` L103-104; the bounds are per dataset in
+    `configs/*.yaml`, e.g. [7, 3] for ImageNet, the default here)."""
+    grids = []
+    for scale, steps in zip(search_scale, search_step):
+        if int(steps) < 1 or scale < 0.1:
+            raise ValueError(f"search_step must be >= 1 and search_scale >= 0.1; got {search_step}, {search_scale}")
+        grids.append(tuple(i * (float(scale) - 0.1) / int(steps) + 0.1 for i in range(int(steps))))
+    return grids[0], grids[1]
+
+
+TIP_BETAS, TIP_ALPHAS = tip_search_grid()
 
 
 def cache_logits(features: torch.Tensor, cache_keys: torch.Tensor, cache_labels: torch.Tensor, num_classes: int,

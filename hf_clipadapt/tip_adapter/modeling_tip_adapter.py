@@ -71,10 +71,12 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
 
     # ------------------------------------------------------------------ fitting
     def default_training_arguments(self) -> dict:
-        # Tip-Adapter-F: AdamW lr 1e-3 (eps 1e-4), cosine, batch 256, 20 epochs over
-        # freshly augmented images, i.e. passes(20) over the cached views.
-        return dict(optim="adamw_torch", learning_rate=1e-3, adam_epsilon=1e-4, weight_decay=0.0,
-                    lr_scheduler_type="cosine", per_device_train_batch_size=256, num_train_epochs=self.passes(20))  # fmt: skip
+        # Tip-Adapter-F (main.py L72-73, L181): AdamW lr 1e-3, eps 1e-4, torch's default weight
+        # decay 0.01, cosine per step, batch 256, config.epochs (20; EuroSAT 100) epochs over
+        # freshly augmented images, i.e. passes(epochs) over the cached views.
+        return dict(optim="adamw_torch", learning_rate=1e-3, adam_epsilon=1e-4, weight_decay=0.01,
+                    lr_scheduler_type="cosine", per_device_train_batch_size=256,
+                    num_train_epochs=self.passes(self.config.epochs))  # fmt: skip
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
                      seed: int = 0, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
@@ -100,20 +102,23 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     def select_params(self, val_features, val_labels, *, alphas=None, betas=None) -> tuple[float, float]:
         """Grid-search α and β on validation features (never test data); returns them."""
         c = self.config
+        grid_alphas, grid_betas = c.search_grid()
         x = F.normalize(val_features.to(self.text_weights.device).float(), dim=-1)
         (alpha, beta), scores = select_tip_params_with_scores(
             x, val_labels.to(x.device), self.cache_keys, self.cache_labels, c.num_labels, self.zero_shot_logits(x),
-            betas=c.betas if betas is None else betas, alphas=c.alphas if alphas is None else alphas,
+            betas=grid_betas if betas is None else betas, alphas=grid_alphas if alphas is None else alphas,
         )  # fmt: skip
         c.alpha, c.beta = alpha, beta
-        c.param_scores = {f"{a:g},{b:g}": s for (a, b), s in scores.items()}
+        best = sorted(scores.items(), key=lambda item: -item[1])[:10]  # the grid has 4,000 points: keep the best 10
+        c.param_scores = {f"{a:.4g},{b:.4g}": s for (a, b), s in best}
         return alpha, beta
 
     def card_vars(self) -> dict:
         c = self.config
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale,
                     view_flip=c.view_flip, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
-                    cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."])  # fmt: skip
+                    cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
+                    epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step)  # fmt: skip
 
 
 register_auto(TipAdapterConfig, TipAdapterForImageClassification)

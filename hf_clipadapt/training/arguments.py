@@ -20,6 +20,14 @@ What changes against `TrainingArguments`, and why:
   weight decay 5e-4, cosine schedule). transformers reads SGD's momentum from the
   `optim_args` string; these fields are folded into it, so the optimizer is the
   one `Trainer` builds for `optim="sgd"`.
+* `constant_warmup_lr`, `constant_warmup_epochs`, `schedule_epochs`: Dassl's
+  `ConstantWarmupScheduler` in front of the cosine schedule (CoOp's configs:
+  `WARMUP_EPOCH: 1`, `WARMUP_TYPE: "constant"`, `WARMUP_CONS_LR: 1e-5`). Dassl steps
+  the rate once per epoch: epoch e < W runs at the constant rate, epoch e >= W at
+  lr·(1 + cos(π(e − W)/E))/2 (`dassl/optim/lr_scheduler.py` L35-54 and L128-141,
+  `WARMUP_RECOUNT=True`). `schedule_epochs` is E, the epochs that schedule counts
+  (default: `num_train_epochs`); methods that train on cached views run fewer passes
+  than E and map each step to the epoch of fresh images it stands for.
 """
 
 from __future__ import annotations
@@ -84,6 +92,14 @@ class AdaptationTrainingArguments(TrainingArguments):
     use_cpu: bool | None = field(default=None, metadata={"help": "Default: True when no GPU/MPS/XPU is present."})
     momentum: float | None = field(default=None, metadata={"help": "SGD momentum (optim='sgd' only)."})
     nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (optim='sgd' only)."})
+    constant_warmup_lr: float | None = field(
+        default=None, metadata={"help": "Dassl's constant warm-up: this rate for the first constant_warmup_epochs, "
+                                        "then cosine over schedule_epochs (lr_scheduler_type='cosine' only)."}
+    )
+    constant_warmup_epochs: int = field(default=1, metadata={"help": "Epochs of the constant warm-up."})
+    schedule_epochs: int | None = field(
+        default=None, metadata={"help": "Epochs E the warm-up + cosine schedule counts (default num_train_epochs)."}
+    )
 
     def __post_init__(self):
         if self.use_cpu is None:
@@ -98,9 +114,21 @@ class AdaptationTrainingArguments(TrainingArguments):
                 )
             self.output_dir = _temporary_output_dir()
         self._fold_sgd_arguments()
+        self._check_constant_warmup()
         super().__post_init__()
         if self.use_cpu:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on CPU
+
+    def _check_constant_warmup(self) -> None:
+        if self.constant_warmup_lr is None:
+            return
+        if str(self.lr_scheduler_type).split(".")[-1].lower() != "cosine":
+            raise ValueError(f"constant_warmup_lr is Dassl's warm-up before a cosine schedule; got "
+                             f"lr_scheduler_type={self.lr_scheduler_type!r}: pass 'cosine' or drop constant_warmup_lr")  # fmt: skip
+        if self.constant_warmup_lr < 0 or self.constant_warmup_epochs < 0:
+            raise ValueError("constant_warmup_lr and constant_warmup_epochs must be >= 0")
+        if self.schedule_epochs is not None and self.schedule_epochs < 1:
+            raise ValueError(f"schedule_epochs must be >= 1, got {self.schedule_epochs}")
 
     def _fold_sgd_arguments(self) -> None:
         """Put `momentum`/`nesterov` into `optim_args`, where transformers' SGD reads them."""

@@ -32,6 +32,7 @@ processes with `average_gradients`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -47,7 +48,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .arguments import AdaptationTrainingArguments
 from .collate import stack_collate
 
-__all__ = ["AdaptationTrainer", "CHECKPOINT_COMPLETE", "last_complete_checkpoint", "train_model"]
+__all__ = ["AdaptationTrainer", "CHECKPOINT_COMPLETE", "constant_warmup_cosine", "constant_warmup_rates",
+           "last_complete_checkpoint", "train_model"]  # fmt: skip
 
 # Written last into a checkpoint folder: without it (in a run that writes it) the save was interrupted.
 CHECKPOINT_COMPLETE = "hf_clipadapt_checkpoint_complete.json"
@@ -147,6 +149,19 @@ class AdaptationTrainer(Trainer):
             raise ValueError("parameter_groups() returned no parameter that requires grad: nothing to train")
         self.optimizer = optimizer_cls(built, **kwargs)
         return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Trainer's scheduler, or Dassl's constant warm-up + cosine when
+        `args.constant_warmup_lr` is set (see `constant_warmup_cosine`)."""
+        a = self.args
+        if a.constant_warmup_lr is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = self.optimizer if optimizer is None else optimizer
+        epochs = a.schedule_epochs or max(1, round(a.num_train_epochs))
+        self.lr_scheduler = constant_warmup_cosine(optimizer, num_training_steps, epochs, a.constant_warmup_lr,
+                                                   a.constant_warmup_epochs)  # fmt: skip
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     # ------------------------------------------------------------------ parts outside the wrapped model
     def average_gradients(self, parameters) -> None:
@@ -280,6 +295,32 @@ def _free_references(accelerator):
         return objects[0] if len(objects) == 1 else objects
 
     return free_memory
+
+
+def constant_warmup_rates(num_steps: int, epochs: int, base_lr: float, warmup_lr: float, warmup_epochs: int = 1) -> list[float]:
+    """The rate of each of `num_steps` optimizer steps under Dassl's schedule of
+    `epochs` epochs: step s belongs to epoch e = ⌊s·E/S⌋ (the epoch of fresh images it
+    stands for), which runs at `warmup_lr` if e < W, else at base_lr·(1 + cos(π(e − W)/E))/2
+    (KaiyangZhou/Dassl.pytorch `dassl/optim/lr_scheduler.py` L35-54, L128-141: the rate
+    changes once per epoch, and the cosine restarts its count after the warm-up)."""
+    rates = []
+    for s in range(num_steps):
+        e = s * epochs // max(1, num_steps)
+        rates.append(warmup_lr if e < warmup_epochs else 0.5 * base_lr * (1 + math.cos(math.pi * (e - warmup_epochs) / epochs)))
+    return rates
+
+
+def constant_warmup_cosine(optimizer, num_steps: int, epochs: int, warmup_lr: float, warmup_epochs: int = 1):
+    """A `LambdaLR` that runs `constant_warmup_rates` (each group scaled by its own base rate)."""
+    def factor(step: int, base: float) -> float:
+        s = min(step, num_steps - 1)
+        e = s * epochs // max(1, num_steps)
+        if e < warmup_epochs:
+            return warmup_lr / base if base > 0 else 0.0
+        return 0.5 * (1 + math.cos(math.pi * (e - warmup_epochs) / epochs))
+
+    lambdas = [(lambda step, base=g["lr"]: factor(step, base)) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 def train_model(model, train_dataset, args: AdaptationTrainingArguments | None = None, *,

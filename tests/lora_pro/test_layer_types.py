@@ -75,3 +75,17 @@ def test_bitsandbytes_8bit_and_4bit_layers_are_found_and_trained():
         "q8": "peft.tuners.lora.bnb.Linear8bitLt",
         "q4": "peft.tuners.lora.bnb.Linear4bit",
     })
+
+
+def test_stacked_experts_adapter_is_refused_with_the_reason():
+    # peft's ParamWrapper (target_parameters on a 3-D experts weight) keeps every expert's
+    # A/B stacked in one nn.Linear pair, each expert with its own ΔW: not one s·B·A.
+    from hf_clipadapt.lora_pro.pairs import _unsupported
+
+    layer = nn.Module()
+    layer.lora_A = nn.ModuleDict({"default": nn.Linear(16, 2 * 4, bias=False)})
+    layer.lora_B = nn.ModuleDict({"default": nn.Linear(2 * 4, 8, bias=False)})
+    layer.num_experts = 4
+    assert "4 experts' adapters stacked" in _unsupported(layer, "default")
+    layer.num_experts = 1  # one parameter, no experts: a plain ΔW = s·B·A
+    assert _unsupported(layer, "default") is None

@@ -65,31 +65,31 @@ def _train(path, tmp_path, lr, factory_kwargs=None):
     return model, trainer, losses
 
 
-def test_qlora_lorapro_trains_like_lora_adamw_and_saves_a_stock_peft_adapter(base_path, tmp_path):
-    results = {
-        "adamw": _train(base_path, tmp_path / "a", 1e-2),
-        "full": _train(base_path, tmp_path / "f", 3e-3, {"mode": "full"}),
-        "efficient": _train(base_path, tmp_path / "e", 1e-2, {"mode": "efficient"}),
-    }
-    drop = {}
-    for name, (model, trainer, losses) in results.items():
-        print(name, [round(v, 3) for v in losses])
-        drop[name] = 1 - sum(losses[-4:]) / 4 / losses[0]
-    print(drop)
+def _drop(losses):
+    return 1 - sum(losses[-4:]) / 4 / losses[0]  # mean of the last 4 steps against the first
+
+
+@pytest.fixture(scope="module")
+def adamw_drop(base_path, tmp_path_factory):
+    """LoRA+AdamW on the same QLoRA model and data: 24 steps take its loss 23% down (measured)."""
+    drop = _drop(_train(base_path, tmp_path_factory.mktemp("adamw"), 1e-2)[2])
+    assert drop > 0.15, drop
+    return drop
+
+
+# One test per mode, AdamW's run shared: each stays well inside pytest.ini's 600 s timeout on a busy CPU.
+@pytest.mark.parametrize("mode, lr", [("full", 3e-3), ("efficient", 1e-2)])
+def test_qlora_lorapro_trains_like_lora_adamw_and_saves_a_stock_peft_adapter(base_path, adamw_drop, tmp_path, mode, lr):
+    model, trainer, losses = _train(base_path, tmp_path / "run", lr, {"mode": mode})
     # the pairs LoRA-Pro found are the 4-bit layers, every linear of the model
-    opt = results["full"][1].optimizer.optimizer
-    kinds = {type(p.module).__name__ for p in opt.lora_pairs}
-    assert kinds == {"Linear4bit"} and len(opt.lora_pairs) == 2 * 7
-    assert results["full"][0].base_model.model.is_gradient_checkpointing
-    # 24 steps: LoRA+AdamW's mean loss over the last 4 steps is 23% below its first (measured); LoRA-Pro's
-    # must fall as far, within 20% of that drop
-    assert drop["adamw"] > 0.15, drop
-    for name in ("full", "efficient"):
-        assert drop[name] > 0.8 * drop["adamw"], (name, drop)
+    opt = trainer.optimizer.optimizer
+    assert {type(p.module).__name__ for p in opt.lora_pairs} == {"Linear4bit"} and len(opt.lora_pairs) == 2 * 7
+    assert model.base_model.model.is_gradient_checkpointing
+    # measured: full 22.9%, efficient 22.7%, AdamW 23.4%; LoRA-Pro must fall as far, within 20% of that drop
+    assert _drop(losses) > 0.8 * adamw_drop, (mode, losses, adamw_drop)
 
     # the adapter is plain LoRA: stock PEFT reloads it onto a freshly quantised base
-    model = results["full"][0].eval()
-    model.save_pretrained(tmp_path / "adapter")
+    model.eval().save_pretrained(tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(_quantised(base_path), tmp_path / "adapter").eval()
     ids = torch.tensor(_data()["input_ids"][:2])
     with torch.no_grad():

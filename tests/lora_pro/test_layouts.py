@@ -75,7 +75,7 @@ def test_unsupported_lora_layer_type_names_the_module():
             return self.fc(self.conv(x).mean((2, 3)))
 
     model = get_peft_model(Net(), LoraConfig(r=2, target_modules=["conv", "fc"]))
-    with pytest.raises(TypeError, match=r"module 'base_model\.model\.conv' is a .*Conv2d"):
+    with pytest.raises(TypeError, match=r"Module 'base_model\.model\.conv' is a .*Conv2d and its factors are .*Conv2d, not nn\.Linear"):
         LoraProSGD(model)
     # leaving it out of target_modules, as the message says, works
     LoraProSGD(get_peft_model(Net(), LoraConfig(r=2, target_modules=["fc"])))

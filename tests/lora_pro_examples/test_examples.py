@@ -188,3 +188,34 @@ def test_sft_labels_mask_the_prompt():
     assert ex.extract_answer("so 1,200 + 5\n#### 1,205") == "1205"
     assert ex.extract_answer("the answer is 42.0") == "42"
     assert ex.extract_answer("no number") is None
+
+
+def test_causal_lm_example_load_in_4bit_needs_bitsandbytes_and_says_so(monkeypatch):
+    import importlib.util
+
+    import lora_pro_causal_lm as ex
+
+    assert ex.parse_args(["--load_in_4bit"]).load_in_4bit and not ex.parse_args([]).load_in_4bit
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    with pytest.raises(ImportError, match="--load_in_4bit needs bitsandbytes: `pip install bitsandbytes`"):
+        ex.load_model_and_tokenizer("unused", load_in_4bit=True)
+    with pytest.raises(ValueError, match="GGUF file is already quantised"):
+        ex.load_model_and_tokenizer("unused", gguf_file="m.gguf", load_in_4bit=True)
+
+
+def test_causal_lm_example_qlora(tmp_path):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev extra: pip install -e .[dev]")
+    import lora_pro_causal_lm as ex
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    model_dir = _tiny_llama(tmp_path / "llama")
+    out = tmp_path / "out"
+    metrics = ex.main([
+        "--model", model_dir, "--load_in_4bit", "--optimizer", "lorapro-full", "--lr", "1e-2", "--max_steps", "2",
+        "--batch_size", "2", "--n_train", "8", "--n_eval", "2", "--max_new_tokens", "2", "--max_length", "512",
+        "--output_dir", str(out),
+    ])
+    assert metrics["eval_loss"] > 0
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    _assert_stock_peft_adapter(out, lambda: AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=nf4))

@@ -59,6 +59,7 @@ class GDAConfig(CLIPAdaptedConfig):
     """
 
     model_type = "gda"
+    PRESETS = GDA_PRESETS  # from_preset / from_clip(preset=...), the shared CLIPAdaptedConfig machinery
 
     def __init__(
         self,
@@ -85,9 +86,9 @@ class GDAConfig(CLIPAdaptedConfig):
             raise ValueError(f"new_class_head must be None or one of {NEW_CLASS_HEADS}, got {new_class_head!r}")
         if preset is not None and preset not in GDA_PRESETS:
             raise ValueError(f"unknown GDA preset {preset!r}; choose from {sorted(GDA_PRESETS)}")
-        self.covariance, self.new_class_head, self.preset = covariance, new_class_head, preset
+        self.covariance, self.new_class_head = covariance, new_class_head
         self.use_text_classifier = use_text_classifier
         self.new_class_alpha_rule = new_class_alpha_rule
         # JSON turns float keys into strings; keep them as strings throughout.
         self.alpha_scores = {str(k): float(v) for k, v in (alpha_scores or {}).items()}
-        super().__init__(views=views, **kwargs)
+        super().__init__(views=views, preset=preset, **kwargs)

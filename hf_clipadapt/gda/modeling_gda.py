@@ -28,7 +28,7 @@ from transformers import initialization as init
 
 from ..data.few_shot import train_validation_split
 from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
-from .configuration_gda import GDA_PRESETS, NEW_CLASS_ALPHA_RULES, GDAConfig
+from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
 from .functional import GDAStatistics, ensemble_logits, fit_gda, select_alpha
 
 
@@ -71,13 +71,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
         100, mrflogs/ICLR24 main_few_shots.py:71). `preset` ("imagenet", "base_to_new",
         "imagenet_base_to_new"; `GDA_PRESETS`) applies the official code's dataset- or
         protocol-specific settings; explicit keyword arguments win over it."""
-        if preset is not None:
-            if preset not in GDA_PRESETS:
-                raise ValueError(f"unknown GDA preset {preset!r}; choose from {sorted(GDA_PRESETS)}")
-            config_kwargs = {**GDA_PRESETS[preset], "preset": preset, **config_kwargs}
         if class_names is None:
             config_kwargs["use_text_classifier"] = False
-        return super().from_clip(backbone, class_names, templates, **config_kwargs)
+        return super().from_clip(backbone, class_names, templates, preset=preset, **config_kwargs)
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         text = self.text_weights if self.config.use_text_classifier else None

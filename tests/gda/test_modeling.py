@@ -298,7 +298,7 @@ def test_presets_carry_the_official_dataset_and_protocol_settings(backbone, data
                               b2n.augmented_views(DEFAULT_SEED), views=2, split="train")  # fmt: skip
     w, b = fit_gda(x.double(), y, 3, covariance="class_mean_pinv")
     assert_close_scaled(b2n.weight, w, rtol=1e-4)
-    with pytest.raises(ValueError, match="unknown GDA preset"):
+    with pytest.raises(ValueError, match="unknown preset .eurosat. for GDAConfig"):
         GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="eurosat")
     assert set(GDA_PRESETS) == {"imagenet", "base_to_new", "imagenet_base_to_new"}
 

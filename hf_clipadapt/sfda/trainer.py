@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..features import IndexedRows
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
-from ..training.trainer import AdaptationTrainer
+from ..training.trainer import AdaptationTrainer, last_complete_checkpoint
 from . import functional as SF
 from .configuration_sfda import FIXED_LABEL_STRATEGIES
 from .evaluation import evaluate, predict_logits
@@ -262,7 +262,8 @@ class SFDATrainer(AdaptationTrainer):
         """Trainer's `train`, with the teacher built, method state restored on resume,
         and at the end the final model selection and the classifier unfrozen again."""
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            # the newest checkpoint whose save finished; an interrupted newer one is skipped with a warning
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
         if self.source:  # a copy of the model that never gets gradients
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.method.teacher_started = self.args.ema_teacher_init == "copy_at_start"

@@ -230,11 +230,11 @@ def _checkpoint_folder(resume, args) -> Path | None:
     if resume is None or resume is False:
         return None
     if resume is True:
-        from transformers.trainer_utils import get_last_checkpoint
+        from ..training import last_complete_checkpoint
 
         given = args if isinstance(args, AdaptationTrainingArguments) else None
         output_dir = given.output_dir if given is not None else (args or {}).get("output_dir")
-        last = get_last_checkpoint(output_dir) if output_dir else None
+        last = last_complete_checkpoint(output_dir) if output_dir else None
         return Path(last) if last else None
     return Path(resume)
 

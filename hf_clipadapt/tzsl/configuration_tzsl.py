@@ -8,19 +8,20 @@ from ..configuration_utils import AdaptedConfig
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
 # gan_weight = gammaD = gammaG, feedback_train/eval_weight = a1/a2, decoder_weight =
 # recons_weight, syn_num = synthetic features per unseen class. The paper gives no
-# separate weight for the second critic: we use the same weight as for the first. The per-dataset
+# separate weight for the second critic: we use the same weight as for the first. The final
+# classifiers train 25 epochs with batches of syn_num (train_images.py, lines 273-274). The per-dataset
 # switches come from the same scripts (akshitac8/tfvaegan, scripts/run_*_tfvaegan.py): AWA2 freezes
 # the decoder in the generator step (--freeze_dec), FLO draws critic fakes from N(0, I) (no --encoded_noise).
 PRESETS: dict[str, dict] = {
     "cub": dict(epochs=300, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300),
+                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300, cls_batch_size=300),
     "awa2": dict(epochs=120, lr=1e-5, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=10.0,
-                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800,
+                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800, cls_batch_size=1800,
                  freeze_decoder=True),
     "sun": dict(epochs=400, lr=1e-3, cls_lr=5e-4, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=1.0,
-                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400),
+                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400, cls_batch_size=400),
     "flo": dict(epochs=500, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200,
+                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200, cls_batch_size=1200,
                 encoded_noise=False),
     # Small networks and few steps: minutes on one CPU core for ~15k features of width 256.
     # lr and syn_num were chosen on a pseudo-unseen split of Fashion-MNIST's seen classes

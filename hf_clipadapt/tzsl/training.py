@@ -179,7 +179,10 @@ class TZSLGANTrainer(AdaptationTrainer):
 
     def parameter_groups(self, model):
         c = self.tzsl.config
-        groups = [{"params": list(model.encoder.parameters()) + list(model.generator.parameters())}]
+        # The reference builds the encoder's Adam with torch's default betas (0.9, 0.999), the
+        # generator's and feedback's with beta1 = 0.5 (akshitac8/tfvaegan, train_images.py, lines 109-112).
+        groups = [{"params": list(model.encoder.parameters()), "betas": (0.9, 0.999)},
+                  {"params": list(model.generator.parameters())}]  # fmt: skip
         if model.feedback is not None:
             groups.append({"params": list(model.feedback.parameters()), "lr_scale": c.feedback_lr / c.lr})
         return groups

@@ -90,3 +90,15 @@ def test_training_moves_the_penalty_weight(tiny_data):
     fixed = TZSLModel.from_data(tiny_data, "fast", **{**FEEDBACK, "feedback": False}, epochs=1, steps_per_epoch=2,
                                 adaptive_gp=False)  # fmt: skip
     assert fixed.fit(tiny_data, seed=0, progress=False)["epochs"][-1]["gp_weight"] == 10.0
+
+
+def test_encoder_adam_uses_torch_default_betas_generator_and_feedback_beta1_half(tiny_data):
+    model = TZSLModel.from_data(tiny_data, "fast", **FEEDBACK)
+    x_s, y_s = torch.rand(32, tiny_data.feature_dim), torch.zeros(32, dtype=torch.long)
+    args = T.adam_arguments(epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False)
+    trainer = T.TZSLGANTrainer(model, args, x_s=x_s, y_s=y_s, x_u=None, unseen_idx=torch.tensor([8, 9, 10]),
+                               decoder_optimizer=torch.optim.Adam(model.decoder.parameters()))  # fmt: skip
+    groups = trainer.create_optimizer().param_groups
+    betas = {id(p): g["betas"] for g in groups for p in g["params"]}
+    assert all(betas[id(p)] == (0.9, 0.999) for p in model.encoder.parameters())
+    assert all(betas[id(p)] == (0.5, 0.999) for p in [*model.generator.parameters(), *model.feedback.parameters()])

@@ -102,3 +102,41 @@ def test_encoder_adam_uses_torch_default_betas_generator_and_feedback_beta1_half
     betas = {id(p): g["betas"] for g in groups for p in g["params"]}
     assert all(betas[id(p)] == (0.9, 0.999) for p in model.encoder.parameters())
     assert all(betas[id(p)] == (0.5, 0.999) for p in [*model.generator.parameters(), *model.feedback.parameters()])
+
+
+def _short_fit(data, monkeypatch, **overrides):
+    """A 2-step adversarial phase; returns (decoder optimiser steps, encoder calls) in phase 2."""
+    from hf_clipadapt.tzsl import modeling_tzsl as M
+
+    counts = {"dec_steps": 0, "enc_calls": 0}
+    pretrain = M.pretrain_decoder
+
+    def counting_pretrain(model, x_s, a_s, **kw):
+        history, opt = pretrain(model, x_s, a_s, **kw)
+        step = opt.step
+
+        def counted(*a, **k):
+            counts["dec_steps"] += 1
+            return step(*a, **k)
+
+        opt.step = counted
+        model.encoder.register_forward_hook(lambda *_: counts.__setitem__("enc_calls", counts["enc_calls"] + 1))
+        return history, opt
+
+    monkeypatch.setattr(M, "pretrain_decoder", counting_pretrain)
+    torch.manual_seed(0)
+    cfg = {**FEEDBACK, "feedback": False, "epochs": 1, "steps_per_epoch": 2, "critic_iters": 2, **overrides}
+    TZSLModel.from_data(data, "fast", **cfg).fit(data, seed=0, progress=False)
+    return counts["dec_steps"], counts["enc_calls"]
+
+
+def test_decoder_steps_on_the_generator_loss_unless_frozen(tiny_data, monkeypatch):
+    # per generator step: critic_iters decoder steps on real pairs (+1 on the generator loss)
+    assert _short_fit(tiny_data, monkeypatch, freeze_decoder=False)[0] == 2 * (2 + 1)
+    assert _short_fit(tiny_data, monkeypatch, freeze_decoder=True)[0] == 2 * 2
+
+
+def test_critic_fakes_come_from_the_encoded_noise(tiny_data, monkeypatch):
+    # per generator step: the generator step's encoder pass (+1 per critic step with encoded noise)
+    assert _short_fit(tiny_data, monkeypatch, encoded_noise=True)[1] == 2 * (1 + 2)
+    assert _short_fit(tiny_data, monkeypatch, encoded_noise=False)[1] == 2 * 1

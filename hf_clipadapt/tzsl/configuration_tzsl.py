@@ -8,21 +8,27 @@ from ..configuration_utils import AdaptedConfig, check_sizes
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
 # gan_weight = gammaD = gammaG, feedback_train/eval_weight = a1/a2, decoder_weight =
 # recons_weight, syn_num = synthetic features per unseen class. The paper gives no
-# separate weight for the second critic: we use the same weight as for the first.
+# separate weight for the second critic: we use the same weight as for the first. The final
+# classifiers train 25 epochs with batches of syn_num (train_images.py, lines 273-274). The per-dataset
+# switches come from the same scripts (akshitac8/tfvaegan, scripts/run_*_tfvaegan.py): AWA2 freezes
+# the decoder in the generator step (--freeze_dec), FLO draws critic fakes from N(0, I) (no --encoded_noise).
 PRESETS: dict[str, dict] = {
     "cub": dict(epochs=300, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300),
+                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300, cls_batch_size=300),
     "awa2": dict(epochs=120, lr=1e-5, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=10.0,
-                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800),
+                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800, cls_batch_size=1800,
+                 freeze_decoder=True),
     "sun": dict(epochs=400, lr=1e-3, cls_lr=5e-4, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=1.0,
-                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400),
+                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400, cls_batch_size=400),
     "flo": dict(epochs=500, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200),
+                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200, cls_batch_size=1200,
+                encoded_noise=False),
     # Small networks and few steps: minutes on one CPU core for ~15k features of width 256.
     # lr and syn_num were chosen on a pseudo-unseen split of Fashion-MNIST's seen classes
     # (never on test data): lr 1e-3 + 1500 per class gave validation H 10.6 vs 0.0.
+    # No feedback module, so one pass per epoch (a second pass would only double the steps).
     "fast": dict(epochs=4, hidden_dim=512, decoder_hidden_dim=256, lr=1e-3, cls_lr=1e-3, decoder_lr=1e-3,
-                 gan_weight=1.0, decoder_weight=0.1, feedback=False, syn_num=1500, steps_per_epoch=200,
+                 gan_weight=1.0, decoder_weight=0.1, feedback=False, feedback_passes=1, syn_num=1500, steps_per_epoch=200,
                  decoder_pretrain_epochs=5, cls_epochs=15),
 }  # fmt: skip
 
@@ -43,10 +49,18 @@ class TZSLConfig(AdaptedConfig):
         unseen_prior: how unseen-class conditions are drawn when attributes of unseen
             classes are sampled (unconditional D2 and classifier synthesis): "uniform",
             or "pseudo" = a label-free estimate from decoded attributes of the unlabelled data.
-        feedback: use the feedback module (decoder hidden -> generator hidden).
+        feedback: use the feedback module (decoder hidden, detached -> generator hidden).
+        feedback_passes: passes over the seen data per epoch (`feedback_loop`, 2); the feedback
+            is used and trained only after the first (TF-VAEGAN's `if loop == 1`).
+        encoded_noise: the critic's seen fakes come from the encoder's code of the real batch
+            (TF-VAEGAN's --encoded_noise, used on CUB, SUN, AWA2); False = z ~ N(0, I).
+        freeze_decoder: False (TF-VAEGAN's default) = the decoder also steps on the generator
+            loss; True = only on real seen pairs (--freeze_dec, the AWA2 script).
         epochs / steps_per_epoch: fixed training length (never chosen on test data);
             `steps_per_epoch=None` means one generator step per seen-train batch.
-        critic_iters: critic steps per generator step (5). gp_weight: WGAN-GP lambda (10).
+        critic_iters: critic steps per generator step (5). gp_weight: the initial WGAN-GP
+            lambda (10). adaptive_gp: lambda x1.1 when the mean penalty exceeds 1.05, /1.1
+            below 1.001, after every round of critic steps (TF-VAEGAN; False = fixed).
         gan_weight: weight of the adversarial terms (gammaD = gammaG).
         decoder_weight: beta, weight of the decoder's reconstruction loss.
         syn_num: synthetic features per unseen class for the final classifier.
@@ -70,6 +84,10 @@ class TZSLConfig(AdaptedConfig):
         feedback_train_weight: float = 1.0,
         feedback_eval_weight: float = 1.0,
         normalize_attributes: bool = True,
+        feedback_passes: int = 2,
+        encoded_noise: bool = True,
+        freeze_decoder: bool = False,
+        adaptive_gp: bool = True,
         epochs: int = 100,
         steps_per_epoch: int | None = None,
         batch_size: int = 64,
@@ -95,7 +113,8 @@ class TZSLConfig(AdaptedConfig):
             raise ValueError(f"mode must be 'transductive' or 'inductive', got {mode!r}")
         if unseen_prior not in ("uniform", "pseudo"):
             raise ValueError(f"unseen_prior must be 'uniform' or 'pseudo' (label-free), got {unseen_prior!r}")
-        for name, v in dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num).items():
+        for name, v in dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num,
+                            feedback_passes=feedback_passes).items():  # fmt: skip
             if int(v) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
         sizes = dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes, latent_dim=latent_dim,
@@ -110,6 +129,8 @@ class TZSLConfig(AdaptedConfig):
         self.mode, self.conditional_d2, self.unseen_prior = mode, conditional_d2, unseen_prior
         self.feedback, self.feedback_train_weight, self.feedback_eval_weight = feedback, feedback_train_weight, feedback_eval_weight
         self.normalize_attributes = normalize_attributes
+        self.feedback_passes, self.encoded_noise, self.freeze_decoder = feedback_passes, encoded_noise, freeze_decoder
+        self.adaptive_gp = adaptive_gp
         self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
         self.critic_iters, self.gp_weight, self.gan_weight, self.decoder_weight = critic_iters, gp_weight, gan_weight, decoder_weight
         self.lr, self.decoder_lr, self.feedback_lr = lr, decoder_lr, feedback_lr

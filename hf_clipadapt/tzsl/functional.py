@@ -45,13 +45,41 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
 
 
 def weighted_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 attribute reconstruction in which each dimension is weighted by its share
-    of the squared error: w = e^2 / ||e^2||_2, loss = mean_batch sum_d w_d |e_d|.
-    Large per-dimension errors therefore count more than in a plain L1."""
+    """TF-VAEGAN's weighted L1 attribute reconstruction: each dimension of the error
+    e = pred - target is weighted by w_d = e_d^2 / ||e||_2, so the loss is
+    mean_batch sum_d |e_d|^3 / ||e||_2 and large per-dimension errors count more than
+    in a plain L1 (akshitac8/tfvaegan, train_images.py, `WeightedL1`, lines 74-78;
+    mrflogs/icassp23, train.py, lines 34-38: the normaliser is the square root of the
+    summed squared error, i.e. ||e||_2, not ||e^2||_2). A row with e = 0 gives 0."""
     err = pred - target
-    sq = err.pow(2)
-    w = sq / sq.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (w * err.abs()).sum(-1).mean()
+    norm = err.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (err.pow(2) / norm * err.abs()).sum(-1).mean()
+
+
+def normalize_attributes(attributes: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Class-attribute normalisation of the reference data loaders: each attribute
+    (column, over all classes) to unit L2 norm, then each class (row) to unit L2 norm
+    (mrflogs/icassp23, util.py, lines 46-48; the same two lines in TF-VAEGAN's
+    datasets/image_util.py). A column that is zero for every class stays zero."""
+    if attributes.ndim != 2:
+        raise ValueError(f"attributes must be [num_classes, attribute_dim], got {tuple(attributes.shape)}")
+    a = attributes / attributes.norm(dim=0, keepdim=True).clamp_min(eps)
+    return a / a.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def adapt_gp_weight(weight: float, mean_penalty: float, upper: float = 1.05, lower: float = 1.001,
+                    factor: float = 1.1) -> float:  # fmt: skip
+    """TF-VAEGAN's adaptive gradient-penalty weight (lambda1), updated after every round of
+    critic steps: `mean_penalty` is E[(||grad D|| - 1)^2] averaged over the round's critic
+    steps (and over both critics in the transductive model). Above `upper` the weight is
+    multiplied by `factor`, below `lower` divided by it (akshitac8/tfvaegan,
+    train_images.py, lines 193-197; mrflogs/icassp23, train.py, lines 239-243, which
+    divides the sum over D1 and D2 by 2 * gammaD * lambda1 * critic_iter)."""
+    if mean_penalty > upper:
+        return weight * factor
+    if mean_penalty < lower:
+        return weight / factor
+    return weight
 
 
 def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

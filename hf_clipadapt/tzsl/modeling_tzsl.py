@@ -43,13 +43,18 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class TZSLEncoder(nn.Module):
-    """E(x, a) -> (mu, logvar) of the latent code."""
+    """E(x, a) -> (mu, logvar) of the latent code: [x; a] -> hidden -> 2 * latent (both
+    LeakyReLU 0.2) -> mu, logvar (akshitac8/tfvaegan, networks/TFVAEGAN_model.py, `Encoder`,
+    lines 16-37; mrflogs/icassp23, model.py, lines 5-25: `fc1`, then the extra `fc3`)."""
 
     def __init__(self, cfg: TZSLConfig):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(cfg.feature_dim + cfg.attribute_dim, cfg.hidden_dim), nn.LeakyReLU(0.2))
-        self.mu = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
-        self.logvar = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
+        self.body = nn.Sequential(
+            nn.Linear(cfg.feature_dim + cfg.attribute_dim, cfg.hidden_dim), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.hidden_dim, 2 * cfg.latent_dim), nn.LeakyReLU(0.2),
+        )  # fmt: skip
+        self.mu = nn.Linear(2 * cfg.latent_dim, cfg.latent_dim)
+        self.logvar = nn.Linear(2 * cfg.latent_dim, cfg.latent_dim)
 
     def forward(self, x, a):
         h = self.body(torch.cat([x, a], -1))
@@ -96,6 +101,20 @@ class TZSLAttributeDecoder(nn.Module):
         return F.normalize(self.fc2(h), dim=-1), h
 
 
+class TZSLFeedback(nn.Module):
+    """F(h) -> feedback added to the generator's hidden layer: two Linear layers, each followed
+    by LeakyReLU 0.2, the output too (mrflogs/icassp23, model.py, `Feedback`, lines 105-115;
+    akshitac8/tfvaegan, networks/TFVAEGAN_model.py, `Feedback`)."""
+
+    def __init__(self, cfg: TZSLConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.decoder_hidden_dim, cfg.hidden_dim), nn.LeakyReLU(0.2),
+                                 nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.LeakyReLU(0.2))  # fmt: skip
+
+    def forward(self, hidden):
+        return self.net(hidden)
+
+
 @dataclass
 class TZSLOutput(ModelOutput):
     """logits: [N, num_classes] scores of the GZSL classifier (or of the ZSL one,
@@ -138,7 +157,7 @@ class TZSLModel(TZSLPreTrainedModel):
         self.encoder = TZSLEncoder(c)
         self.generator = TZSLGenerator(c)
         self.decoder = TZSLAttributeDecoder(c)
-        self.feedback = _mlp(c.decoder_hidden_dim, c.hidden_dim, c.hidden_dim) if c.feedback else None
+        self.feedback = TZSLFeedback(c) if c.feedback else None
         self.critic_seen = TZSLCritic(c.feature_dim, c.attribute_dim, c.hidden_dim)
         self.critic_unseen = (
             TZSLCritic(c.feature_dim, c.attribute_dim if c.conditional_d2 else 0, c.hidden_dim)
@@ -196,9 +215,12 @@ class TZSLModel(TZSLPreTrainedModel):
         x = self.generator(z, a)
         if self.feedback is None or feedback_weight == 0:
             return x
-        # Feedback loop: the decoder's hidden view of a first sample refines the generator's hidden layer.
+        # Feedback loop: the decoder's hidden view of a first sample refines the generator's hidden
+        # layer. The hidden is detached, as `getLayersOutDet` does in the reference code
+        # (mrflogs/icassp23, model.py, lines 97-99, used in train.py, e.g. lines 185-188), so the
+        # feedback trains F and the second generator pass, never the decoder or the first pass.
         _, hidden = self.decoder(x)
-        return self.generator(z, a, feedback=feedback_weight * self.feedback(hidden))
+        return self.generator(z, a, feedback=feedback_weight * self.feedback(hidden.detach()))
 
     # ------------------------------------------------------------------ inference
     def forward(self, features: torch.Tensor, task: str = "gzsl", return_dict: bool = True, **kwargs) -> TZSLOutput:
@@ -314,7 +336,7 @@ class TZSLModel(TZSLPreTrainedModel):
         self.feature_min.copy_(lo.to(device))
         self.feature_max.copy_(hi.to(device))
         att = data.attributes.float().to(device)
-        self.class_attributes.copy_(F.normalize(att, dim=-1) if c.normalize_attributes else att)
+        self.class_attributes.copy_(Fz.normalize_attributes(att) if c.normalize_attributes else att)
         x_s, y_s = self.scale(data.train_features.to(device)), data.train_labels.to(device)
         x_u = None
         if c.mode == "transductive":

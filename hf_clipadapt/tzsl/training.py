@@ -114,23 +114,28 @@ class _Steps(Dataset):
 class _GeneratorObjective(nn.Module):
     """The generator step's loss. It owns (for DDP) the encoder, generator and feedback only;
     the decoder and critics it calls are reached through the model, so DDP does not reduce
-    their gradients (their own steps do, with `average_gradients`)."""
+    their gradients (their own steps do, with `average_gradients`).
+
+    `fb_seen` / `fb_unseen` are the feedback weights of this pass (0 in the first pass of an
+    epoch): a1 for the encoded seen features, a2 for the D2 fakes, as in mrflogs/icassp23,
+    train.py, lines 279-284 and 312-317. The unseen reconstruction term is the leak-free
+    one: Dec(G(z, Dec(x_u))) against Dec(x_u), where the reference code draws the condition
+    from the test-unseen labels (train.py, lines 332-348; util.py, lines 105-111)."""
 
     def __init__(self, model, x_u, unseen_idx):
         super().__init__()
         self.encoder, self.generator, self.feedback = model.encoder, model.generator, model.feedback
         self.__dict__.update(tzsl=model, x_u=x_u, unseen_idx=unseen_idx)  # used, not owned
 
-    def forward(self, features, attributes):
+    def forward(self, features, attributes, fb_seen: float = 0.0, fb_unseen: float = 0.0):
         t, c = self.tzsl, self.tzsl.config
-        fb_w = c.feedback_train_weight
         mu, logvar = self.encoder(features, attributes)
-        recon = t._generate(Fz.reparameterize(mu, logvar), attributes, fb_w)
+        recon = t._generate(Fz.reparameterize(mu, logvar), attributes, fb_seen)
         loss_vae = Fz.vae_loss(recon, features, mu, logvar)
         loss_g = -t.critic_seen(recon, attributes).mean()  # adversarial term on the encoded noise's features
         loss_rec = Fz.weighted_l1(t.decoder(recon)[0], attributes)
         if self.x_u is not None:
-            _, cond, fake_u = t._unseen_batch(self.x_u, self.unseen_idx, features.shape[0], features.device, fb_w)
+            _, cond, fake_u = t._unseen_batch(self.x_u, self.unseen_idx, features.shape[0], features.device, fb_unseen)
             loss_g = loss_g - (t.critic_unseen(fake_u, cond) if c.conditional_d2 else t.critic_unseen(fake_u)).mean()
             if c.conditional_d2:
                 loss_rec = loss_rec + Fz.weighted_l1(t.decoder(fake_u)[0], cond)
@@ -147,7 +152,13 @@ class _EpochRecord(TrainerCallback):
 
 
 class TZSLGANTrainer(AdaptationTrainer):
-    """Phase 2 (see the module docstring). `x_u` is None in inductive mode."""
+    """Phase 2 (see the module docstring). `x_u` is None in inductive mode.
+
+    An epoch is `feedback_passes` passes of `steps_per_epoch` generator steps; the feedback
+    module is used, and so trained, only after the first pass (mrflogs/icassp23, train.py,
+    lines 119-121, 183-190 and 359-362: `for loop in range(feedback_loop)`, `if loop == 1`).
+    With `adaptive_gp`, the penalty weight follows `functional.adapt_gp_weight` after every
+    round of critic steps (train.py, lines 239-243)."""
 
     def __init__(self, model, args, *, x_s, y_s, x_u, unseen_idx, decoder_optimizer, accelerator=None):
         c = model.config
@@ -156,7 +167,9 @@ class TZSLGANTrainer(AdaptationTrainer):
         self.opt_d = torch.optim.Adam([p for m in self.critics for p in m.parameters()], lr=c.lr, betas=(0.5, 0.999))
         self.opt_dec, self.log_to, self.history = decoder_optimizer, accelerator, []
         self._sums = dict.fromkeys(_SUMS, 0.0)
-        self.steps_per_epoch = c.steps_per_epoch or max(1, x_s.shape[0] // c.batch_size)
+        self.steps_per_pass = c.steps_per_epoch or max(1, x_s.shape[0] // c.batch_size)
+        self.steps_per_epoch = self.steps_per_pass * c.feedback_passes
+        self.gp_weight, self.gp_weights = float(c.gp_weight), []
         self.batch = args.per_device_train_batch_size  # samples per process and step
         args.per_device_train_batch_size = 1  # the loader hands out step numbers only
         objective = _GeneratorObjective(model, x_u, unseen_idx)
@@ -166,14 +179,18 @@ class TZSLGANTrainer(AdaptationTrainer):
 
     def parameter_groups(self, model):
         c = self.tzsl.config
-        groups = [{"params": list(model.encoder.parameters()) + list(model.generator.parameters())}]
+        # The reference builds the encoder's Adam with torch's default betas (0.9, 0.999), the
+        # generator's and feedback's with beta1 = 0.5 (akshitac8/tfvaegan, train_images.py, lines 109-112).
+        groups = [{"params": list(model.encoder.parameters()), "betas": (0.9, 0.999)},
+                  {"params": list(model.generator.parameters())}]  # fmt: skip
         if model.feedback is not None:
             groups.append({"params": list(model.feedback.parameters()), "lr_scale": c.feedback_lr / c.lr})
         return groups
 
     def get_train_dataloader(self) -> DataLoader:
-        """Every process runs every step (no sharding: each draws its own batches). The loader's
-        own generator keeps epoch starts from drawing on the global RNG the batches come from."""
+        """Every process runs every step (no sharding: each draws its own batches), in order, so
+        a step's number tells its pass. The loader's own generator keeps epoch starts from
+        drawing on the global RNG the batches come from."""
         return DataLoader(self.train_dataset, batch_size=1, collate_fn=self.data_collator,
                           generator=torch.Generator().manual_seed(self.args.seed))  # fmt: skip
 
@@ -191,19 +208,36 @@ class TZSLGANTrainer(AdaptationTrainer):
         return self.x_s[b], self.tzsl.class_attributes[self.y_s[b]]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        c = self.tzsl.config
         if self._seed_pending:
             torch.manual_seed(self.args.seed + self.args.process_index)
             self._seed_pending = False
-        for _ in range(self.tzsl.config.critic_iters):
-            self._critic_and_decoder_step()
+        feedback_on = int(inputs["step"].reshape(-1)[0]) >= self.steps_per_pass  # after the first pass
+        fb = c.feedback_train_weight if feedback_on else 0.0
+        penalty = sum(self._critic_and_decoder_step(fb) for _ in range(c.critic_iters))
+        if c.adaptive_gp:
+            self._adapt_gp(penalty / (c.critic_iters * len(self.critics)))
         xs, as_ = self._seen_batch()
         for m in self.critics:  # the critics only judge the generator step
             m.requires_grad_(False)
+        self.opt_dec.zero_grad(set_to_none=True)
         try:
-            return super().training_step(model, {"features": xs, "attributes": as_}, num_items_in_batch)
+            batch = {"features": xs, "attributes": as_, "fb_seen": fb, "fb_unseen": c.feedback_eval_weight if feedback_on else 0.0}
+            loss = super().training_step(model, batch, num_items_in_batch)
         finally:
             for m in self.critics:
                 m.requires_grad_(True)
+        if not c.freeze_decoder:  # the decoder also descends the generator loss (tfvaegan, lines 258-259)
+            self.average_gradients(list(self.tzsl.decoder.parameters()))
+            self.opt_dec.step()
+        return loss
+
+    def _adapt_gp(self, mean_penalty: float) -> None:
+        if self.accelerator.num_processes > 1:  # one weight for every process
+            t = torch.tensor([mean_penalty], device=self.x_s.device, dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            mean_penalty = t.item() / self.accelerator.num_processes
+        self.gp_weight = Fz.adapt_gp_weight(self.gp_weight, mean_penalty)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         out = model(**inputs)
@@ -211,25 +245,36 @@ class TZSLGANTrainer(AdaptationTrainer):
         self._sums["generator"] += out["generator"].item()
         return (out["loss"], out) if return_outputs else out["loss"]
 
-    def _critic_and_decoder_step(self) -> None:
+    def _critic_and_decoder_step(self, fb: float) -> float:
+        """One decoder step on real seen pairs, then one step of both critics (in the reference
+        order, mrflogs/icassp23, train.py, lines 146-229). Returns the summed unweighted penalty."""
         t, c, sums, k = self.tzsl, self.tzsl.config, self._sums, self.tzsl.config.critic_iters
         xs, as_ = self._seen_batch()
-        with torch.no_grad():
-            fake_s = t.generator(torch.randn(self.batch, c.latent_dim, device=xs.device), as_)
-        d1 = lambda x, a=as_: t.critic_seen(x, a)  # noqa: E731
-        loss_d = Fz.wgan_critic_loss(d1(xs), d1(fake_s)) + Fz.gradient_penalty(d1, xs, fake_s, c.gp_weight)
-        sums["critic_seen"] += loss_d.item() / k
-        if self.x_u is not None:
-            xu, cond, fake_u = t._unseen_batch(self.x_u, self.unseen_idx, self.batch, xs.device)
-            d2 = (lambda x, a=cond: t.critic_unseen(x, a)) if c.conditional_d2 else t.critic_unseen
-            loss_d2 = Fz.wgan_critic_loss(d2(xu), d2(fake_u.detach())) + Fz.gradient_penalty(d2, xu, fake_u, c.gp_weight)
-            loss_d = loss_d + loss_d2
-            sums["critic_unseen"] += loss_d2.item() / k
-        self._own_step(self.opt_d, c.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()])
-        # the decoder keeps learning from real seen pairs
         loss_dec = c.decoder_weight * Fz.weighted_l1(t.decoder(xs)[0], as_)
         self._own_step(self.opt_dec, loss_dec, list(t.decoder.parameters()))
         sums["decoder"] += loss_dec.item() / k
+        with torch.no_grad():
+            if c.encoded_noise:  # fakes from the encoder's code of the real batch (train.py, lines 169-177)
+                z = Fz.reparameterize(*t.encoder(xs, as_))
+            else:
+                z = torch.randn(self.batch, c.latent_dim, device=xs.device)
+            fake_s = t._generate(z, as_, fb)
+        d1 = lambda x, a=as_: t.critic_seen(x, a)  # noqa: E731
+        pen = Fz.gradient_penalty(d1, xs, fake_s, 1.0)
+        loss_d = Fz.wgan_critic_loss(d1(xs), d1(fake_s)) + self.gp_weight * pen
+        sums["critic_seen"] += loss_d.item() / k
+        penalty = pen.item()
+        if self.x_u is not None:
+            with torch.no_grad():
+                xu, cond, fake_u = t._unseen_batch(self.x_u, self.unseen_idx, self.batch, xs.device, fb)
+            d2 = (lambda x, a=cond: t.critic_unseen(x, a)) if c.conditional_d2 else t.critic_unseen
+            pen2 = Fz.gradient_penalty(d2, xu, fake_u, 1.0)
+            loss_d2 = Fz.wgan_critic_loss(d2(xu), d2(fake_u)) + self.gp_weight * pen2
+            loss_d = loss_d + loss_d2
+            sums["critic_unseen"] += loss_d2.item() / k
+            penalty += pen2.item()
+        self._own_step(self.opt_d, c.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()])
+        return penalty
 
     def _own_step(self, optimizer, loss, params) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -238,7 +283,7 @@ class TZSLGANTrainer(AdaptationTrainer):
         optimizer.step()
 
     def record_epoch(self) -> None:
-        record = {k: v / self.steps_per_epoch for k, v in self._sums.items()}
+        record = {**{k: v / self.steps_per_epoch for k, v in self._sums.items()}, "gp_weight": self.gp_weight}
         self.history.append(record)
         if self.log_to is not None:
             self.log_to.log({f"train/{k}": v for k, v in record.items()}, step=len(self.history) - 1)

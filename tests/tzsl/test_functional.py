@@ -40,8 +40,9 @@ def test_wgan_loss_kl_and_weighted_l1_by_hand():
     # 0.5 * sum(mu^2 + var - 1 - log var) = 0.5 * (1 + 0 + (2 - 1 - log 2))
     assert Fz.kl_to_standard_normal(mu, logvar).item() == pytest.approx(0.5 * (1 + 1 - math.log(2.0)))
     pred, target = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])
-    # e = (1, 2); e^2 = (1, 4), ||e^2|| = sqrt(17); loss = (1*1 + 4*2) / sqrt(17)
-    assert Fz.weighted_l1(pred, target).item() == pytest.approx(9.0 / math.sqrt(17.0))
+    # e = (1, 2); w = e^2 / ||e||_2 = (1, 4) / sqrt(5); loss = (1*1 + 4*2) / sqrt(5) (TF-VAEGAN's
+    # WeightedL1; the old normaliser ||e^2||_2 = sqrt(17) gave 9 / sqrt(17))
+    assert Fz.weighted_l1(pred, target).item() == pytest.approx(9.0 / math.sqrt(5.0))
     assert Fz.weighted_l1(target, target).item() == 0.0
 
 

@@ -20,11 +20,17 @@ def test_transductive_training_recovers_unseen_classes_well_above_chance(fitted,
     model, history = fitted
     scores = model.evaluate(tiny_data)
     chance = 100.0 / len(tiny_data.unseen_classes)
-    # This tiny run is noisy: over seeds 0-7 the ZSL accuracy spans 47-68 (59-86 with the
-    # hand-written loop the training path replaced, whose adversarial phase it reproduces
-    # bit for bit from the same RNG state; resampling only the final classifiers spans 40-93
-    # with either). A margin of 10 points over chance holds for every seed measured.
+    # This tiny run is noisy: with 3 unseen classes one misplaced class costs 33 points. Over
+    # seeds 0-7 the ZSL accuracy averages 61.3 and spans 27.8-68.3 with the reference-faithful
+    # losses (seed 0: 58.9); the hand-written loop of commit 7230ca9 gave 69.7 (59-86) and the
+    # first Trainer version 62.0 (47-68), whose adversarial phase is bit-identical to the
+    # loop's from the same RNG state: the loop's own seeds 8-15 average 63.5, so those gaps
+    # are seed noise (benchmarks/tzsl/RESULTS.md, last section). chance+25 (58.3) would hold on
+    # seed 0 by 0.6 points only, so the margin stays chance+10, checked on seed 0. GZSL is what
+    # the fixes moved: H averages 60.7 and is at least 45.5 on every seed (18.5 and 40.6
+    # before), so H > 40 is asserted.
     assert scores["zsl"] > chance + 10, scores
+    assert scores["gzsl_H"] > 40, scores
     assert scores["gzsl_seen"] > 80, scores
     assert len(history["epochs"]) == 3  # the configured, fixed length: no selection
     assert history["decoder_pretrain"][-1] < history["decoder_pretrain"][0]

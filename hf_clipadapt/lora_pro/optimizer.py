@@ -381,7 +381,7 @@ class LoraProAdamW(_LoraProBase):
 
     Two quirks of the official code (mrflogs/LoRA-Pro, the patched DeepSpeed
     `deepspeed/runtime/zero/stage_1_and_2.py`) can be restored in full mode (exact
-    moments, not factored); both are off by default (docs/fidelity/lora_pro.md says why):
+    moments, not factored); both are off by default (docs/fidelity.md (LoRA-Pro section) says why):
     official_bias_correction=True: Adam's bias corrections use step t + 1 (the official
     `step()` increments `global_step` at line 1935 before `lorapro_full_adjustment`
     computes `step = global_step + 1`, line 1867), so the first update is ≈0.74 of Adam's.

@@ -123,7 +123,7 @@ def test_tip_adapter_f_logits_loss_key_gradient_and_optimiser():
 
 
 def test_cache_keys_average_normalised_views():
-    """A documented difference (docs/fidelity/tip_adapter.md): the official keys average the
+    """A documented difference (docs/fidelity.md (Tip-Adapter section)): the official keys average the
     raw views, then normalise; ours average the (already normalised) cached views, then
     normalise. Equal when a image's views have equal norms; this pins both formulas."""
     from hf_clipadapt.tip_adapter.functional import mean_view_keys

@@ -276,6 +276,29 @@ class AdaptedModelTesterMixin:
             self.model_class.from_pretrained(tmp_path / "orphan")
 
 
+def tiny_carded_model_class(model_type: str):
+    """A 2×2-linear `PreTrainedModel` with the package's model card (`ModelCardMixin`), registered
+    under no Auto class: the smallest model whose `save_pretrained` goes through the atomic save
+    and writes a card. Returns the class; build it with `cls(cls.config_class())`."""
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    from .hub import ModelCardMixin, build_model_card
+
+    config_class = type("TinyConfig", (PreTrainedConfig,), {"model_type": model_type})
+
+    class TinyCarded(ModelCardMixin, PreTrainedModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.linear = torch.nn.Linear(2, 2)
+            self.post_init()
+
+        def create_model_card(self, **kwargs):
+            return build_model_card(template="default.md", model_name="tiny", base_model="none", datasets=[])
+
+    TinyCarded.config_class = config_class
+    return TinyCarded
+
+
 def PIL_image(size: int = 16, seed: int = 0):
     """One random RGB PIL image."""
     from PIL import Image

@@ -70,23 +70,10 @@ def test_saving_into_a_folder_that_cannot_be_renamed_replaces_its_contents(tmp_p
 
 
 def test_a_model_saves_and_loads_in_a_folder_that_cannot_be_renamed(tmp_path, unrenamable):
-    from transformers import PreTrainedConfig, PreTrainedModel
+    from hf_clipadapt.testing_utils import tiny_carded_model_class
 
-    from hf_clipadapt.hub import ModelCardMixin, build_model_card
-
-    class TinyConfig(PreTrainedConfig):
-        model_type = "hf_clipadapt_mount_tiny"
-
-    class Tiny(ModelCardMixin, PreTrainedModel):
-        config_class = TinyConfig
-
-        def __init__(self, config):
-            super().__init__(config)
-            self.linear = torch.nn.Linear(2, 2)
-            self.post_init()
-
-        def create_model_card(self, **kwargs):
-            return build_model_card(template="default.md", model_name="tiny", base_model="none", datasets=[])
+    Tiny = tiny_carded_model_class("hf_clipadapt_mount_tiny")
+    TinyConfig = Tiny.config_class
 
     target = tmp_path / "mnt"
     target.mkdir()

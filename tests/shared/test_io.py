@@ -206,24 +206,11 @@ def test_example_output_folder_keeps_results_and_checkpoints_across_model_saves(
     output_dir, the model (with its card) saved there before and after."""
     import json
 
-    from transformers import PreTrainedConfig, PreTrainedModel
-
-    from hf_clipadapt.hub import ModelCardMixin, build_model_card
     from hf_clipadapt.io import MANIFEST_NAME
+    from hf_clipadapt.testing_utils import tiny_carded_model_class
 
-    class TinyConfig(PreTrainedConfig):
-        model_type = "hf_clipadapt_io_tiny"
-
-    class Tiny(ModelCardMixin, PreTrainedModel):
-        config_class = TinyConfig
-
-        def __init__(self, config):
-            super().__init__(config)
-            self.linear = torch.nn.Linear(2, 2)
-            self.post_init()
-
-        def create_model_card(self, **kwargs):
-            return build_model_card(template="default.md", model_name="tiny", base_model="none", datasets=[])
+    Tiny = tiny_carded_model_class("hf_clipadapt_io_tiny")
+    TinyConfig = Tiny.config_class
 
     out = tmp_path / "output_dir"
     (out / "checkpoints" / "step_10").mkdir(parents=True)

@@ -38,7 +38,7 @@ def test_two_processes_equal_one(tmp_path):
     from hf_clipadapt.testing_utils import run_distributed
 
     out = tmp_path / "dist.pt"
-    run_distributed(_fit_sharded, args=(out,), num_processes=2)
+    run_distributed(_fit_sharded, args=(str(out),), num_processes=2)
     dist = torch.load(out)
     assert dist["world"] == 2 and dist["local"] < dist["total"] == 45, "each rank held only part of the data"
     feats, labels = _data()

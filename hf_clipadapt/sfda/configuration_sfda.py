@@ -66,6 +66,9 @@ def _pop_legacy_training_keys(kwargs: dict) -> dict:
     return legacy
 
 
+HEAD_INITS = ("official", "normal")
+
+
 class SFDAConfig(AdaptedConfig):
     r"""Backbone + bottleneck (Linear → BatchNorm1d) + linear classifier.
 
@@ -89,6 +92,11 @@ class SFDAConfig(AdaptedConfig):
     Head:
         bottleneck_dim (`int`, 256), num_labels / id2label (source classes).
         label_smoothing (0.1): the ε of the stage-1 loss `forward` returns with labels.
+        head_init ("official"): SHOT's `init_weights` (tim-learn/SHOT `object/network.py`,
+            used by tim-learn/GeoNet23_casia_tim `network.py`): Xavier-normal Linear weights,
+            zero biases, BatchNorm weight ~ N(1, 0.02). "normal": N(0, `initializer_range`)
+            Linear weights and BatchNorm weight 1. (Before this option a fresh head kept
+            PyTorch's default init: transformers 5 never ran `_init_weights` on it.)
 
     Stage 2 and prediction: `strategy` (default "universal", or the preset's; the target stage's pseudo-labelling): "universal"
         (GeoUniDA), "shot" (SHOT: centroid labels every epoch, 0.3·CE + IM), "topk" (this
@@ -117,6 +125,7 @@ class SFDAConfig(AdaptedConfig):
         unknown_threshold: float | None = _UNSET,
         model_selection: str = "last",
         initializer_range: float = 0.02,
+        head_init: str = "official",
         preset: str | None = None,
         **kwargs,
     ):
@@ -142,6 +151,8 @@ class SFDAConfig(AdaptedConfig):
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if model_selection not in SELECTION:
             raise ValueError(f"model_selection must be one of {SELECTION}, got {model_selection!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if unknown_threshold is not None and not 0.0 < unknown_threshold <= 1.0:
@@ -157,6 +168,7 @@ class SFDAConfig(AdaptedConfig):
         self.unknown_threshold = unknown_threshold
         self.model_selection = model_selection
         self.initializer_range = initializer_range
+        self.head_init = head_init
         self.preset = preset.lower() if preset is not None else None
         super().__init__(**kwargs)
 

@@ -124,12 +124,20 @@ class SFDAPreTrainedModel(AdaptedPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Only our head: a transformers backbone dispatches to its own `_init_weights`,
         # a torch backbone keeps the initialisation its class gave it.
-        if isinstance(module, SFDAHead):
-            for linear in (module.bottleneck, module.classifier):
+        if not isinstance(module, SFDAHead):
+            return
+        official = getattr(self.config, "head_init", "official") == "official"
+        for linear in (module.bottleneck, module.classifier):
+            if official:  # SHOT's init_weights (object/network.py), which GeoNet's network.py reuses
+                init.xavier_normal_(linear.weight)
+            else:
                 init.normal_(linear.weight, mean=0.0, std=self.config.initializer_range)
-                init.zeros_(linear.bias)
+            init.zeros_(linear.bias)
+        if official:
+            init.normal_(module.norm.weight, mean=1.0, std=0.02)
+        else:
             init.ones_(module.norm.weight)
-            init.zeros_(module.norm.bias)
+        init.zeros_(module.norm.bias)
 
 
 class SFDAModelForImageClassification(SFDAPreTrainedModel):
@@ -151,6 +159,10 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         # pipeline("image-classification", model=<folder>) works (None for torch backbones).
         self.image_processor = None
         self.post_init()
+        # transformers 5 runs `_init_weights` only for tensors `from_pretrained` finds missing, so a
+        # fresh head is initialised here (not on the meta device, where from_pretrained builds).
+        if self.head.bottleneck.weight.device.type != "meta":
+            self._init_weights(self.head)
 
     # -- construction -------------------------------------------------------------
 

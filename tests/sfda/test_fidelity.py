@@ -3,6 +3,7 @@ SHOT's first pseudo-label round, the per-stage epochs, the parameter-only EMA te
 GeoImNet/GeoPlace stage-2 losses and the named presets. Each test failed before its fix."""
 
 import importlib.util
+import math
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -152,3 +153,36 @@ def test_example_trains_stage_2_on_augmented_images():
     assert example.training_arguments(ns, "target").num_train_epochs == 1  # GeoImNet's preset
     ns.strategy = "universal"
     assert example.training_arguments(ns, "target").num_train_epochs == 5
+
+
+def test_head_initialisation_is_shot_s_init_weights_unless_asked_for_the_former_one():
+    """tim-learn/SHOT object/network.py `init_weights` (reused by GeoNet23_casia_tim network.py
+    lines 15-25): Xavier-normal Linear weights, zero biases, BatchNorm weight ~ N(1, 0.02)."""
+    from hf_clipadapt.sfda import SFDAModelForImageClassification
+
+    class Pooled512(torch.nn.Module):  # pixel_values -> [B, 512], as a pooled backbone
+        feature_dim = 512
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 512, 1)
+
+        def forward(self, pixel_values):
+            return self.conv(pixel_values).mean((2, 3))
+
+    def head(**kwargs):
+        torch.manual_seed(0)
+        model = SFDAModelForImageClassification.from_backbone(Pooled512(), num_labels=200, bottleneck_dim=256, **kwargs)
+        return model.head
+
+    official = head()
+    for linear, fan in ((official.bottleneck, 512 + 256), (official.classifier, 256 + 200)):
+        xavier_std = math.sqrt(2.0 / fan)  # 0.051 and 0.066; PyTorch's default gave 0.026 and 0.036
+        assert abs(float(linear.weight.std()) / xavier_std - 1) < 0.05
+        assert torch.count_nonzero(linear.bias) == 0
+    norm = official.norm.weight
+    assert abs(float(norm.mean()) - 1) < 0.01 and 0.015 < float(norm.std()) < 0.025  # N(1, 0.02), not all ones
+    former = head(head_init="normal")
+    assert abs(float(former.bottleneck.weight.std()) - 0.02) < 0.002 and torch.equal(former.norm.weight, torch.ones(256))
+    with pytest.raises(ValueError, match="head_init must be one of"):
+        SFDAConfig(backbone=None, torch_backbone="efficientnet-lite0", backbone_feature_dim=8, head_init="xavier")

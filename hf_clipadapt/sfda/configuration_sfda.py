@@ -96,7 +96,7 @@ class SFDAConfig(AdaptedConfig):
             used by tim-learn/GeoNet23_casia_tim `network.py`): Xavier-normal Linear weights,
             zero biases, BatchNorm weight ~ N(1, 0.02). "normal": N(0, `initializer_range`)
             Linear weights and BatchNorm weight 1. (Before this option a fresh head kept
-            PyTorch's default init: transformers 5 never ran `_init_weights` on it.)
+            PyTorch's default init: post_init's initialisation did not reach it.)
 
     Stage 2 and prediction: `strategy` (default "universal", or the preset's; the target stage's pseudo-labelling): "universal"
         (GeoUniDA), "shot" (SHOT: centroid labels every epoch, 0.3·CE + IM), "topk" (this

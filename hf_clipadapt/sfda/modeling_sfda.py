@@ -159,8 +159,9 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         # pipeline("image-classification", model=<folder>) works (None for torch backbones).
         self.image_processor = None
         self.post_init()
-        # transformers 5 runs `_init_weights` only for tensors `from_pretrained` finds missing, so a
-        # fresh head is initialised here (not on the meta device, where from_pretrained builds).
+        # post_init's weight initialisation did not reach the head of a fresh model (measured: it kept
+        # PyTorch's default init), so the head is initialised here; not on the meta device, where
+        # from_pretrained builds and then loads every tensor.
         if self.head.bottleneck.weight.device.type != "meta":
             self._init_weights(self.head)
 

@@ -207,7 +207,7 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
             config_kwargs = {**cls.config_class.preset_settings(preset), **config_kwargs}
         backbone = as_backbone(backbone)
         if class_names is not None:
-            class_names = list(class_names)
+            class_names = check_classnames(class_names)  # a str, "" or two names with one prompt are refused
             config_kwargs.setdefault("id2label", dict(enumerate(class_names)))
             config_kwargs.setdefault("label2id", {c: i for i, c in enumerate(class_names)})
         elif "num_labels" not in config_kwargs and "id2label" not in config_kwargs:

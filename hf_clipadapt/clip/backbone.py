@@ -259,7 +259,8 @@ def prompt_name(classname: str) -> str:
 
 
 def check_classnames(classnames) -> list[str]:
-    """Validate a class-name list: non-empty strings, no duplicates (they would make two identical classes)."""
+    """Validate a class-name list: non-blank strings, no two that become the same prompt
+    (`prompt_name`: "a_b" and "a b" would make two identical classes)."""
     if isinstance(classnames, str):
         raise TypeError(f"classnames must be a list of strings, got the single string {classnames!r}")
     classnames = list(classnames)
@@ -268,11 +269,16 @@ def check_classnames(classnames) -> list[str]:
     not_str = [c for c in classnames if not isinstance(c, str)]
     if not_str:
         raise TypeError(f"classnames must be strings; got {not_str[:5]}. Map label ids to names first.")
-    seen, dup = set(), []
+    blank = [i for i, c in enumerate(classnames) if not c.strip()]
+    if blank:
+        raise ValueError(f"class names at positions {blank[:5]} are empty or blank; every class needs a name "
+                         "to prompt CLIP with.")  # fmt: skip
+    seen, dup = {}, []
     for c in classnames:
-        if c in seen:
-            dup.append(c)
-        seen.add(c)
+        key = " ".join(prompt_name(c).split())
+        if key in seen:
+            dup.append(c if c == seen[key] else f"{seen[key]!r} = {c!r}")
+        seen.setdefault(key, c)
     if dup:
         raise ValueError(
             f"duplicate class names {sorted(set(dup))}: each class needs a distinct name, "

@@ -81,11 +81,22 @@ def test_zero_shot_classifier_matches_independent_derivation(backbone, tiny_clip
         (["cat"], ["a photo of a cat."], "placeholder"),
         (["cat"], [], "empty template"),
         ("cat", None, "single string"),
+        (["cat", " "], None, "positions \\[1\\] are empty or blank"),
+        (["golden_retriever", "golden retriever"], None, "duplicate.*'golden_retriever' = 'golden retriever'"),
     ],
 )
 def test_zero_shot_classifier_errors(backbone, classnames, templates, match):
     with pytest.raises((ValueError, TypeError), match=match):
         backbone.zero_shot_classifier(classnames, templates)
+
+
+@pytest.mark.parametrize("classnames, match", [("cat", "single string"), (["cat", ""], "empty or blank")])
+def test_from_clip_validates_class_names_like_for_classes(backbone, classnames, match):
+    # "cat" used to become three one-letter classes, "" a class prompted with nothing
+    from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        TipAdapterForImageClassification.from_clip(backbone, classnames)
 
 
 def test_missing_tokenizer_or_processor_errors(tiny_clip, images):

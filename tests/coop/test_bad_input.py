@@ -15,7 +15,8 @@ def clip():
 
 
 def test_class_names_that_tokenize_to_nothing(clip):
-    with pytest.raises(ValueError, match="no tokens"):
+    # "" is now refused by the shared class-name check in from_clip, before any tokenising
+    with pytest.raises(ValueError, match="positions \\[1\\] are empty or blank"):
         CoOpForImageClassification.from_clip(clip, ["cat", ""])
 
 

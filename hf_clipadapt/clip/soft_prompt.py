@@ -27,13 +27,21 @@ from torch import nn
 from .backbone import CLIPBackbone, check_classnames, prompt_name
 
 
+# Where CoOp puts the class name among the context tokens (KaiyangZhou/CoOp
+# trainers/coop.py L126-180, CLASS_TOKEN_POSITION): after it ("end", the default of
+# every released config), between its two halves ("middle"), or before it ("front").
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
 @dataclass(frozen=True)
 class PromptTokens:
     """Token ids of "X X ... X {classname}{suffix}" for K classes, ready for `SoftPromptTextEncoder`.
 
-    `input_ids` [K, L] hold placeholder ids at positions ctx_start..ctx_start+n_ctx-1
-    (where the context goes) and are padded to the longest prompt; `eos_positions` [K]
-    is where each prompt is pooled.
+    `input_ids` [K, L] hold placeholder ids where the context goes and are padded to the
+    longest prompt; `eos_positions` [K] is where each prompt is pooled. With the class
+    name at the end the context is contiguous, at ctx_start..ctx_start+n_ctx-1, and
+    `ctx_positions` is None; otherwise `ctx_positions` [K, n_ctx] holds, per class, the
+    position of each context vector (it depends on the length of the class name).
     """
 
     input_ids: torch.Tensor
@@ -41,6 +49,7 @@ class PromptTokens:
     n_ctx: int
     ctx_start: int
     classnames: tuple[str, ...]
+    ctx_positions: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -121,10 +130,21 @@ class SoftPromptTextEncoder(nn.Module):
             return ids[0]
         return bos_id if bos_id is not None else 0
 
-    def tokenize_classnames(self, classnames: list[str], n_ctx: int, suffix: str = ".") -> PromptTokens:
+    def tokenize_classnames(self, classnames: list[str], n_ctx: int, suffix: str = ".",
+                            class_token_position: str = "end") -> PromptTokens:  # fmt: skip
         """Token ids of "X"*n_ctx + " {classname}{suffix}" per class (cached per arguments);
-        "_" in a name is read as a space (`prompt_name`), as every official codebase does."""
+        "_" in a name is read as a space (`prompt_name`), as every official codebase does.
+
+        `class_token_position` moves the name's tokens as CoOp does (`trainers/coop.py`
+        L136-177): "middle" puts them between the first n_ctx // 2 context tokens and the
+        rest, "front" before all of them; the suffix and EOS stay last, so each prompt keeps
+        its length and its EOS position."""
         classnames = check_classnames(classnames)
+        if class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"class_token_position must be one of {CLASS_TOKEN_POSITIONS} (CoOp's CLASS_TOKEN_POSITION), "
+                f"got {class_token_position!r}"
+            )
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise ValueError(f"n_ctx must be a positive int, got {n_ctx!r}")
         if n_ctx > self.max_length - 3:
@@ -132,7 +152,7 @@ class SoftPromptTextEncoder(nn.Module):
                 f"n_ctx={n_ctx} leaves no room for BOS, a class name and EOS in {self.max_length} positions; "
                 f"use n_ctx <= {self.max_length - 3} (CoOp uses 4 or 16)."
             )
-        key = (tuple(classnames), n_ctx, suffix)
+        key = (tuple(classnames), n_ctx, suffix, class_token_position)
         if key in self._token_cache:
             return self._token_cache[key]
         bos = self.tokenizer.bos_token_id
@@ -149,13 +169,42 @@ class SoftPromptTextEncoder(nn.Module):
         ctx_start = 1 if bos is not None and encoded[0][:1] == [bos] else 0
         placeholder = self._placeholder_id(bos)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos_token_id()
-        rows = [ids[:ctx_start] + [placeholder] * n_ctx + ids[ctx_start:] for ids in encoded]
+        if class_token_position == "end":
+            rows = [ids[:ctx_start] + [placeholder] * n_ctx + ids[ctx_start:] for ids in encoded]
+            ctx_positions = None
+        else:
+            rows, ctx_positions = self._place_class_tokens(classnames, encoded, ctx_start, n_ctx, placeholder,
+                                                           class_token_position)  # fmt: skip
         length = max(len(r) for r in rows)
         # Right padding is harmless: under the causal mask the EOS token never sees it.
         input_ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], dtype=torch.long)
-        tokens = PromptTokens(input_ids, self._eos_positions(input_ids), n_ctx, ctx_start, tuple(classnames))
+        tokens = PromptTokens(input_ids, self._eos_positions(input_ids), n_ctx, ctx_start, tuple(classnames),
+                              ctx_positions)  # fmt: skip
         self._token_cache[key] = tokens
         return tokens
+
+    def _place_class_tokens(self, classnames, encoded, ctx_start: int, n_ctx: int, placeholder: int,
+                            position: str) -> tuple[list[list[int]], torch.Tensor]:  # fmt: skip
+        """Rows [BOS][ctx[:h]][name][ctx[h:]][suffix][EOS] with h = n_ctx // 2 ("middle") or
+        h = 0 ("front"), and the [K, n_ctx] positions of the context in them. As in CoOp
+        (`coop.py` L99, L142-143), the name's tokens are the first len(tokenize(name)) tokens
+        after BOS of the tokenised "{name}{suffix}"."""
+        first = n_ctx // 2 if position == "middle" else 0
+        rows, positions = [], []
+        for c, ids in zip(classnames, encoded):
+            name_ids = self.tokenizer(prompt_name(c), add_special_tokens=False)["input_ids"]
+            name_len = len(name_ids)
+            head, name, rest = ids[:ctx_start], ids[ctx_start : ctx_start + name_len], ids[ctx_start + name_len :]
+            if name != name_ids:
+                raise ValueError(
+                    f"the tokens of class name {c!r} change when the suffix follows it ({name_ids} alone, {name} in "
+                    f"the prompt), so its tokens cannot be moved (class_token_position={position!r}); use "
+                    "class_token_position='end' or another suffix."
+                )
+            rows.append(head + [placeholder] * first + name + [placeholder] * (n_ctx - first) + rest)
+            after = ctx_start + first + name_len  # where the second part of the context starts
+            positions.append(list(range(ctx_start, ctx_start + first)) + list(range(after, after + n_ctx - first)))
+        return rows, torch.tensor(positions, dtype=torch.long)
 
     def _check_name_tokens(self, classnames: list[str], n_ctx: int, suffix: str) -> None:
         """Every class name must give at least one real token (not empty, not only
@@ -227,10 +276,15 @@ class SoftPromptTextEncoder(nn.Module):
         context = context.to(dtype=token_embeds.dtype, device=token_embeds.device)
         context = context.expand(*batch_shape, num_classes, n_ctx, width)
         token_embeds = token_embeds.expand(*batch_shape, *token_embeds.shape)
-        start = tokens.ctx_start
-        inputs_embeds = torch.cat(
-            [token_embeds[..., :start, :], context, token_embeds[..., start + n_ctx :, :]], dim=-2
-        ).reshape(-1, input_ids.shape[1], width)
+        if tokens.ctx_positions is None:  # the class name at the end: one contiguous block
+            start = tokens.ctx_start
+            inputs_embeds = torch.cat(
+                [token_embeds[..., :start, :], context, token_embeds[..., start + n_ctx :, :]], dim=-2
+            )
+        else:  # "middle"/"front": each class's context goes to its own positions
+            index = tokens.ctx_positions.to(input_ids.device)[..., None].expand(context.shape)
+            inputs_embeds = token_embeds.scatter(-2, index, context)
+        inputs_embeds = inputs_embeds.reshape(-1, input_ids.shape[1], width)
 
         # Rows are (batch, class)-major, so the K EOS positions repeat once per batch item.
         eos_positions = tokens.eos_positions.to(input_ids.device).repeat(inputs_embeds.shape[0] // num_classes)
@@ -274,6 +328,9 @@ class PromptLearner(nn.Module):
         class_specific: one context per class ([K, n_ctx, W], CoOp-CSC) instead of a shared one.
         suffix: text after the class name (CoOp uses ".").
         generator: torch.Generator for the random initialisation.
+        class_token_position: where the class name sits among the context tokens: "end"
+            (CoOp's default), "middle" or "front" (CoOp's CLASS_TOKEN_POSITION, `trainers/coop.py`
+            L126-180; see `SoftPromptTextEncoder.tokenize_classnames`).
     """
 
     def __init__(
@@ -285,6 +342,7 @@ class PromptLearner(nn.Module):
         class_specific: bool = False,
         suffix: str = ".",
         generator: torch.Generator | None = None,
+        class_token_position: str = "end",
     ):
         super().__init__()
         self.text_encoder = model if isinstance(model, SoftPromptTextEncoder) else SoftPromptTextEncoder(model)
@@ -302,16 +360,21 @@ class PromptLearner(nn.Module):
         self.n_ctx = ctx.shape[-2]
         self.class_specific = class_specific
         self.suffix = suffix
-        tokens = self.text_encoder.tokenize_classnames(self.classnames, self.n_ctx, suffix)
+        self.class_token_position = class_token_position
+        tokens = self.text_encoder.tokenize_classnames(self.classnames, self.n_ctx, suffix, class_token_position)
         # Buffers, so that .to(device) moves the token ids once instead of at every step.
         self.register_buffer("input_ids", tokens.input_ids.clone(), persistent=False)
         self.register_buffer("eos_positions", tokens.eos_positions.clone(), persistent=False)
+        positions = tokens.ctx_positions
+        self.register_buffer("ctx_positions", None if positions is None else positions.clone(), persistent=False)
         self._ctx_start = tokens.ctx_start
 
     @property
     def tokens(self) -> PromptTokens:
-        """The prepared prompts "X ... X {classname}{suffix}", on the learner's device."""
-        return PromptTokens(self.input_ids, self.eos_positions, self.n_ctx, self._ctx_start, tuple(self.classnames))
+        """The prepared prompts "X ... X {classname}{suffix}" (the name moved by
+        `class_token_position`), on the learner's device."""
+        return PromptTokens(self.input_ids, self.eos_positions, self.n_ctx, self._ctx_start, tuple(self.classnames),
+                            self.ctx_positions)  # fmt: skip
 
     def forward(self, context_shift: torch.Tensor | None = None) -> torch.Tensor:
         """[K, D] normalised class features; with `context_shift` (broadcastable to the context,
@@ -320,4 +383,5 @@ class PromptLearner(nn.Module):
         return self.text_encoder(context, self.tokens)
 
     def extra_repr(self) -> str:
-        return f"num_classes={len(self.classnames)}, n_ctx={self.n_ctx}, class_specific={self.class_specific}"
+        position = "" if self.class_token_position == "end" else f", class_token_position={self.class_token_position!r}"
+        return f"num_classes={len(self.classnames)}, n_ctx={self.n_ctx}, class_specific={self.class_specific}{position}"

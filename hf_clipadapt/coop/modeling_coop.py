@@ -17,7 +17,8 @@ from .functional import coop_logits
 
 
 class CoOpForImageClassification(FeatureTrainedCLIPModel):
-    """logits = logit_scale·x·Tᵀ, with T the text features of "[v1 … vM] {class}."."""
+    """logits = logit_scale·x·Tᵀ, with T the text features of "[v1 … vM] {class}." (the class
+    name moved to the middle or the front by `config.class_token_position`)."""
 
     config_class = CoOpConfig
     card_template = "coop.md"
@@ -31,7 +32,8 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
         generator = torch.Generator().manual_seed(config.seed or 0)
         self.prompt_learner = PromptLearner(self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
                                             class_specific=config.class_specific, suffix=config.suffix,
-                                            generator=generator)  # fmt: skip
+                                            generator=generator,
+                                            class_token_position=config.class_token_position)  # fmt: skip
         config.n_ctx = self.prompt_learner.n_ctx
         self.post_init()
 
@@ -55,7 +57,8 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
         c = self.config
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, seed=c.seed, n_ctx=c.n_ctx,
                     ctx_init=c.ctx_init, class_specific=c.class_specific, logit_scale=c.logit_scale,
-                    epochs=self.paper_epochs(), preset=c.preset)  # fmt: skip
+                    epochs=self.paper_epochs(), preset=c.preset,
+                    class_token_position=c.class_token_position)  # fmt: skip
 
 
 register_auto(CoOpConfig, CoOpForImageClassification)

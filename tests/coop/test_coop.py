@@ -53,3 +53,41 @@ class TestCoOpContract(AdaptedModelTesterMixin):
 
     def make_inputs(self, model):
         return {"pixel_values": model.backbone.preprocess([PIL_image(seed=s) for s in range(4)])}
+
+
+def test_class_token_position_survives_save_load_and_for_classes(tmp_path):
+    """CoOp's CLASS_TOKEN_POSITION (trainers/coop.py L126-180) is part of the config: the
+    reloaded model and the model on other class names build the same kind of prompt."""
+    clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))
+    model = CoOpForImageClassification.from_clip(clip, NAMES, class_token_position="middle")
+    with torch.no_grad():
+        model.prompt_learner.ctx.add_(0.05 * torch.randn_like(model.prompt_learner.ctx))
+    model.config.is_fitted = True
+    end = CoOpForImageClassification.from_clip(clip, NAMES)
+    with torch.no_grad():
+        end.prompt_learner.ctx.copy_(model.prompt_learner.ctx)
+    x = F.normalize(torch.randn(4, clip.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert (model.logits_from_features(x) - end.logits_from_features(x)).abs().max() > 1e-3
+
+    model.save_pretrained(tmp_path / "coop-middle")
+    loaded = CoOpForImageClassification.from_pretrained(tmp_path / "coop-middle", backbone=clip)
+    assert loaded.config.class_token_position == "middle"
+    torch.testing.assert_close(loaded.logits_from_features(x), model.logits_from_features(x), rtol=0, atol=0)
+
+    new = ["cyan", "dark_green"]
+    moved = model.for_classes(new)
+    assert moved.config.class_token_position == "middle"
+    # for_classes = a fresh middle-position model on the new names with the trained context
+    fresh = CoOpForImageClassification.from_clip(clip, new, class_token_position="middle")
+    with torch.no_grad():
+        fresh.prompt_learner.ctx.copy_(model.prompt_learner.ctx)
+    torch.testing.assert_close(moved.logits_from_features(x), fresh.logits_from_features(x), rtol=0, atol=0)
+
+
+def test_card_shows_where_the_class_token_sits():
+    clip = backbone()
+    for position, prompt in [("end", '"[v1 … v5] {class}."'), ("middle", '"[v1 … v2] {class} [v3 … v5]."'),
+                             ("front", '"{class} [v1 … v5]."')]:  # fmt: skip
+        model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=None, n_ctx=5, class_token_position=position)
+        card = str(model.create_model_card())
+        assert "\n    logits = " in card and prompt in card, (position, card)

@@ -4,7 +4,12 @@ Reference re-derived from KaiyangZhou/CoOp `trainers/coop.py`:
 * PromptLearner (L60-183): "X X X X {name}." tokenised ("_" read as space, L98), the SOS
   embedding as prefix (L109), the learned context, then the embeddings of the name, "."
   and EOS (L110); class token at the end (L126-134); context N(0, 0.02²) (L85-90) or the
-  word embeddings of CTX_INIT (L72-81).
+  word embeddings of CTX_INIT (L72-81). CLASS_TOKEN_POSITION "middle" (L136-157): per
+  class, the first name_len rows of the suffix (name_len = token count of the name alone,
+  L99) go between ctx[:n_ctx // 2] and ctx[n_ctx // 2:]; "front" (L159-177): the name
+  rows, then all of the context, then the rest of the suffix. The prompt keeps its
+  length, and the text encoder pools at the EOS of the unpermuted "X … X {name}." ids
+  (`tokenized_prompts`, L102, L114, L189, L200).
 * TextEncoder (L37-57): prompts + positional embedding, CLIP's causal transformer,
   ln_final, the state at the EOS token (`argmax` of the ids: EOS has the largest id in
   CLIP's vocabulary; the tiny test vocabulary does not, so the reference looks the EOS
@@ -39,17 +44,34 @@ def clip():
     return CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
 
 
-def reference_text_features(text_model, projection, tokenizer, ctx, names):
+def assemble_prompts(prefix, ctx, suffix, name_lens, position):
+    """PromptLearner.forward (coop.py L118-182): [K, L, W] prompt embeddings."""
+    if position == "end":
+        return torch.cat([prefix, ctx, suffix], dim=1)
+    half = ctx.shape[1] // 2
+    rows = []
+    for i, name_len in enumerate(name_lens):
+        name_i, rest_i = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
+        if position == "middle":
+            parts = [prefix[i : i + 1], ctx[i : i + 1, :half], name_i, ctx[i : i + 1, half:], rest_i]
+        else:  # "front"
+            parts = [prefix[i : i + 1], name_i, ctx[i : i + 1], rest_i]
+        rows.append(torch.cat(parts, dim=1))
+    return torch.cat(rows, dim=0)
+
+
+def reference_text_features(text_model, projection, tokenizer, ctx, names, position="end"):
     """CoOp's PromptLearner + TextEncoder (float64): [K, D] unnormalised text features."""
     n_ctx = ctx.shape[-2]
     names = [n.replace("_", " ") for n in names]
+    name_lens = [len(tokenizer(n, add_special_tokens=False)["input_ids"]) for n in names]  # coop.py L99
     ids = [tokenizer(" ".join(["X"] * n_ctx) + " " + n + ".")["input_ids"] for n in names]
     length = max(len(i) for i in ids)
     eos = tokenizer.eos_token_id
     ids = torch.tensor([i + [eos] * (length - len(i)) for i in ids])
     emb = text_model.embeddings.token_embedding.weight.double()[ids]
     ctx = ctx.double().expand(len(names), n_ctx, ctx.shape[-1]) if ctx.dim() == 2 else ctx.double()
-    x = torch.cat([emb[:, :1], ctx, emb[:, 1 + n_ctx:]], dim=1)
+    x = assemble_prompts(emb[:, :1], ctx, emb[:, 1 + n_ctx :], name_lens, position)
     x = x + text_model.embeddings.position_embedding.weight.double()[:length]
     for layer in text_model.encoder.layers:
         x = x + attention(layer, x)
@@ -79,14 +101,20 @@ def attention(layer, x):
     return F.linear(out, a.out_proj.weight.double(), a.out_proj.bias.double())
 
 
-def reference_logits(clip, ctx, names, x, logit_scale):
-    t = reference_text_features(clip.model.text_model, clip.model.text_projection, clip.tokenizer, ctx, names)
+def reference_logits(clip, ctx, names, x, logit_scale, position="end"):
+    t = reference_text_features(clip.model.text_model, clip.model.text_projection, clip.tokenizer, ctx, names, position)
     return logit_scale * x / x.norm(dim=-1, keepdim=True) @ F.normalize(t, dim=-1).T
 
 
-@pytest.mark.parametrize("ctx_init,n_ctx,csc", [("a photo of a", None, False), (None, 16, False), (None, 4, True)])
-def test_logits_loss_and_context_gradient_match_coop(clip, ctx_init, n_ctx, csc):
-    model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=ctx_init, n_ctx=n_ctx, class_specific=csc, seed=0)
+@pytest.mark.parametrize(
+    "ctx_init,n_ctx,csc,position",
+    [("a photo of a", None, False, "end"), (None, 16, False, "end"), (None, 4, True, "end"),
+     ("a photo of a", None, False, "middle"), (None, 5, True, "middle"), (None, 3, False, "front"),
+     ("a photo of a", None, True, "front")],
+)  # fmt: skip
+def test_logits_loss_and_context_gradient_match_coop(clip, ctx_init, n_ctx, csc, position):
+    model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=ctx_init, n_ctx=n_ctx, class_specific=csc,
+                                                 class_token_position=position, seed=0)  # fmt: skip
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.prompt_learner.ctx.add_(0.05 * torch.randn(model.prompt_learner.ctx.shape, generator=g))
@@ -99,7 +127,7 @@ def test_logits_loss_and_context_gradient_match_coop(clip, ctx_init, n_ctx, csc)
     ctx_ours = model64.prompt_learner.ctx
     ours = coop_logits(x, model64.class_text_features(), scale)
     ctx_ref = ctx_ours.detach().clone().requires_grad_(True)
-    ref = reference_logits(clip, ctx_ref, NAMES, x, scale)
+    ref = reference_logits(clip, ctx_ref, NAMES, x, scale, position)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10 * scale)
     loss_ours, loss_ref = F.cross_entropy(ours, y), F.cross_entropy(ref, y)
     torch.testing.assert_close(loss_ours, loss_ref, rtol=1e-10, atol=1e-12)
@@ -127,3 +155,18 @@ def test_random_context_is_normal_with_std_002(clip):
     ctx = model.prompt_learner.ctx.detach()
     assert ctx.shape == (16, 32)
     assert abs(ctx.std().item() - 0.02) < 0.004 and abs(ctx.mean().item()) < 0.004
+
+
+def test_class_token_positions_give_different_prompts(clip):
+    """The three positions are three different prompts (the names have 3, 8 and 4 tokens
+    here, so the context sits at different positions per class), each pooled at its EOS."""
+    feats = {}
+    for position in ("end", "middle", "front"):
+        model = CoOpForImageClassification.from_clip(clip, NAMES, class_token_position=position).double()
+        feats[position] = model.class_text_features()
+        ref = reference_text_features(clip.model.text_model, clip.model.text_projection, clip.tokenizer,
+                                      model.prompt_learner.ctx.detach(), NAMES, position)  # fmt: skip
+        torch.testing.assert_close(feats[position], F.normalize(ref, dim=-1), rtol=1e-10, atol=1e-12)
+    assert (feats["end"] - feats["middle"]).abs().max() > 1e-3
+    assert (feats["end"] - feats["front"]).abs().max() > 1e-3
+    assert (feats["middle"] - feats["front"]).abs().max() > 1e-3

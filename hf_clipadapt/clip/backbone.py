@@ -147,11 +147,12 @@ class CLIPBackbone(nn.Module):
         return next(self.model.parameters()).dtype
 
     # ------------------------------------------------------------------ images
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] pixel values -> [B, D] L2-normalised image embeddings."""
+    def encode_images(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """[B, 3, H, W] pixel values -> [B, D] L2-normalised image embeddings (with
+        `normalize=False`: the projected embeddings as the CLIP gives them)."""
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
-        out = self.model.get_image_features(pixel_values=pixel_values)
-        return F.normalize(_pooled(out), dim=-1)
+        out = _pooled(self.model.get_image_features(pixel_values=pixel_values))
+        return F.normalize(out, dim=-1) if normalize else out
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Same as `encode_images`, so the backbone itself can be passed as `encode`."""

@@ -12,6 +12,8 @@ _TIP = {"caltech101": ((12, 5), 3.0, 20), "dtd": ((13, 13), 2.0, 20), "eurosat":
         "fgvc": ((30, 30), 5.0, 20), "food101": ((10, 10), 1.17, 20), "imagenet": ((7, 3), 1.17, 20),
         "oxford_flowers": ((50, 50), 10.0, 20), "oxford_pets": ((7, 3), 1.17, 20),
         "stanford_cars": ((20, 10), 3.0, 20), "sun397": ((12, 10), 1.17, 20), "ucf101": ((7, 3), 3.0, 20)}  # fmt: skip
+# How a key averages its image's views: over normalised features (ours) or raw ones (official).
+KEY_AVERAGING = ("normalized", "raw")
 TIP_PRESETS = {name: dict(search_scale=list(scale), alpha=alpha, beta=1.0, epochs=epochs)
                for name, (scale, alpha, epochs) in _TIP.items()}  # fmt: skip
 
@@ -33,6 +35,12 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         train_keys: Tip-Adapter-F: the keys F are a trained parameter (False: the
             training-free Tip-Adapter, keys are fixed buffers).
         views: augmented encodings averaged into each key (10: `augment_epoch` of the official configs).
+        key_averaging: how `fit` averages an image's views into its key. "normalized"
+            (default): the mean of the L2-normalised view features, then normalised.
+            "raw": the official cache (`utils.py` L46-60 `build_cache_model`): the mean of
+            the unnormalised CLIP image features, then normalised; `fit` then encodes the
+            training views without normalising (cached apart from the normalised ones).
+            The two differ as much as the feature norms of an image's crops differ.
         param_scores: validation accuracy of the 10 best "α,β" of the search, recorded by `fit`.
     """
 
@@ -52,8 +60,15 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         search_scale: list[float] | tuple[float, float] = (7.0, 3.0),
         search_step: list[int] | tuple[int, int] = (200, 20),
         epochs: int = 20,
+        key_averaging: str = "normalized",
         **kwargs,
     ):
+        if key_averaging not in KEY_AVERAGING:
+            raise ValueError(
+                f"key_averaging must be one of {KEY_AVERAGING} ('raw': the official cache keys, averaged before "
+                f"normalising), got {key_averaging!r}"
+            )
+        self.key_averaging = key_averaging
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
         if cache_size < 0:

@@ -11,6 +11,9 @@ evaluation, saving and loading are the shared `CLIPAdaptedModel` contract.
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,12 +81,36 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
                     lr_scheduler_type="cosine", per_device_train_batch_size=256,
                     num_train_epochs=self.passes(self.config.epochs))  # fmt: skip
 
+    def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training views, L2-normalised; with `config.key_averaging="raw"` the CLIP's
+        unnormalised image features, which Tip-Adapter's `build_cache_model` averages
+        (`utils.py` L52-60), cached on disk apart from the normalised ones."""
+        if self.config.key_averaging != "raw":
+            return super().encode_training_views(train, seed=seed, views=views, **encode)
+        from ..features import extract_features
+
+        c, backbone = self.config, self.require_backbone("encoding the training views")
+        cache_dir = encode.pop("cache_dir", None)
+        return extract_features(
+            functools.partial(backbone.encode_images, normalize=False), train,
+            self.augmented_views(seed, c.view_scale, c.view_flip), views=views, split="train", cache_dir=cache_dir,
+            cache_name=f"{backbone.cache_name}@{backbone.crop_size}:raw" if cache_dir else None,
+            desc=f"{c.model_type} train (raw)", **encode,
+        )  # fmt: skip
+
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
                      seed: int = 0, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
-        """Keys: the normalised mean of each image's `views` features (plus `extra_features`,
-        e.g. SHIP's synthesized ones, as keys of their own); Tip-Adapter-F then trains the
-        keys on all views; α and β are chosen on `validation` (features, labels) if given."""
+        """Keys: the normalised mean of each image's `views` features as given (plus
+        `extra_features`, e.g. SHIP's synthesized ones, as keys of their own); `fit` gives
+        normalised features, or raw ones under `key_averaging="raw"` (the official keys).
+        Tip-Adapter-F then trains the keys on all views (normalised); α and β are chosen
+        on `validation` (features, labels) if given."""
         device = self.text_weights.device
+        if self.config.key_averaging == "raw" and views > 1 and torch.allclose(
+            features.float().norm(dim=-1), torch.ones(()), atol=1e-4
+        ):
+            warnings.warn("key_averaging='raw' but the training features are already L2-normalised: the keys average "
+                          "normalised views. Pass the CLIP's unnormalised features (fit does).", stacklevel=2)  # fmt: skip
         n = features.shape[0] // views
         keys, key_labels = with_extra(mean_view_keys(features, views), labels[:n], extra_features, self.config.num_labels)
         self.warn_uncovered_classes(key_labels)
@@ -118,7 +145,8 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale,
                     view_flip=c.view_flip, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
                     cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
-                    epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step)  # fmt: skip
+                    epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step,
+                    key_averaging=c.key_averaging)  # fmt: skip
 
 
 register_auto(TipAdapterConfig, TipAdapterForImageClassification)

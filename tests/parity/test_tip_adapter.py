@@ -9,10 +9,12 @@ Reference re-derived from gaopengcuhk/Tip-Adapter:
   layer's weight; AdamW lr cfg['lr'], eps 1e-4, torch's default weight decay 0.01; cosine
   over train_epoch·len(loader) steps; trained at init_alpha, init_beta).
 * `utils.py` L38-62 `build_cache_model`: keys = mean over the augment epochs of the raw
-  features, then normalised.
+  features (`clip_model.encode_image`, L52, never normalised before L59-60), then
+  normalised (`key_averaging="raw"`; the default averages normalised views).
 * `configs/*.yaml`: search_scale, init_alpha/init_beta and train_epoch per dataset.
 """
 
+import copy
 import math
 
 import pytest
@@ -124,7 +126,7 @@ def test_tip_adapter_f_logits_loss_key_gradient_and_optimiser():
 
 def test_cache_keys_average_normalised_views():
     """A documented difference (docs/fidelity.md (Tip-Adapter section)): the official keys average the
-    raw views, then normalise; ours average the (already normalised) cached views, then
+    raw views, then normalise; ours, by default, average the (already normalised) cached views, then
     normalise. Equal when a image's views have equal norms; this pins both formulas."""
     from hf_clipadapt.tip_adapter.functional import mean_view_keys
 
@@ -135,3 +137,50 @@ def test_cache_keys_average_normalised_views():
     same_norm = F.normalize(raw, dim=-1) * 2.5
     torch.testing.assert_close(mean_view_keys(same_norm.reshape(12, 8), 3), F.normalize(same_norm.mean(0), dim=-1))
     assert not torch.allclose(ours, official)
+
+
+def block_images(names, per_class, size=32, seed=0):
+    """Images of two coloured blocks each (a crop sees a different mix of them, so the
+    CLIP feature norms of one image's crops differ, as they do on real photos)."""
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(len(names) * per_class):
+        a = np.zeros((size, size, 3), np.uint8)
+        a[:, : rng.integers(4, size - 4)] = rng.integers(0, 256, 3)
+        a[rng.integers(4, size - 4) :] = rng.integers(0, 256, 3)
+        images.append(a)
+    labels = [c for c in range(len(names)) for _ in range(per_class)]
+    features = Features({"image": Image(), "label": ClassLabel(names=names)})
+    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def test_raw_key_averaging_builds_the_official_cache(tmp_path):
+    """key_averaging="raw" (utils.py L46-60): each key is the normalised mean of the CLIP's
+    unnormalised features of the image's augmented views, re-derived here in float64 from
+    the same crops; the default (mean of normalised views) is a different cache."""
+    from hf_clipadapt.data import sample_few_shot
+
+    backbone = CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
+    names = ["red", "sea_lion", "blue"]
+    data = block_images(names, per_class=4)
+    fit = dict(shots=2, views=3, seed=1)
+    grid = dict(alphas=[1.0], betas=[1.0])  # the α/β search is checked above
+    official = TipAdapterForImageClassification.from_clip(backbone, names, key_averaging="raw", **grid).fit(data, **fit)
+    default = TipAdapterForImageClassification.from_clip(backbone, names, **grid).fit(data, **fit)
+    train = sample_few_shot(data, shots=2, seed=1)["train"]
+    c = official.config
+    crops = official.augmented_views(1, c.view_scale, c.view_flip)  # the crops fit encodes (our RNG, not torchvision's)
+    clip64 = copy.deepcopy(backbone.model).double()
+    with torch.no_grad():
+        raw = torch.stack([clip64.get_image_features(pixel_values=crops(train["image"], range(len(train)), v).double())
+                           .pooler_output for v in range(3)])  # [views, N, D], encode_image per augment epoch  # fmt: skip
+    keys_official = F.normalize(raw.mean(0), dim=-1)  # L59-60
+    keys_ours = F.normalize(F.normalize(raw, dim=-1).mean(0), dim=-1)
+    assert official.cache_labels.tolist() == default.cache_labels.tolist() == list(train["label"])
+    assert_close_scaled(official.cache_keys, keys_official.float(), rtol=1e-5)
+    assert_close_scaled(default.cache_keys, keys_ours.float(), rtol=1e-5)
+    # the crops' feature norms differ by up to ~10% here, so the two caches differ (by ~1e-3, 100x the tolerance)
+    assert (keys_official - keys_ours).abs().max() > 3e-4

@@ -78,3 +78,36 @@ class TestTipAdapterContract(AdaptedModelTesterMixin):
 
     def make_inputs(self, model):
         return {"pixel_values": model.backbone.preprocess([PIL_image(seed=s) for s in range(4)])}
+
+
+def test_raw_key_averaging_is_a_saved_option_with_clear_errors(tmp_path):
+    """key_averaging="raw" (Tip-Adapter utils.py L46-60: raw views averaged, then normalised):
+    fit encodes unnormalised views (the parity test checks the keys); the option is kept
+    by save/load and shown on the card; a bad value and normalised input are flagged."""
+    with pytest.raises(ValueError, match="key_averaging must be one of"):
+        TipAdapterForImageClassification.from_clip(CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "c")),
+                                                   NAMES, key_averaging="mean")  # fmt: skip
+    model, _ = fitted(tmp_path, key_averaging="raw", alphas=[1.0], betas=[1.0])
+    torch.testing.assert_close(model.cache_keys.norm(dim=-1), torch.ones(6), rtol=0, atol=1e-5)
+    assert "unnormalised (as the official code averages them)" in str(model.create_model_card())
+    model.save_pretrained(tmp_path / "tip-raw")
+    loaded = TipAdapterForImageClassification.from_pretrained(tmp_path / "tip-raw", backbone=model.backbone)
+    assert loaded.config.key_averaging == "raw"
+    torch.testing.assert_close(loaded.cache_keys, model.cache_keys, rtol=0, atol=0)
+    normalised = F.normalize(torch.randn(6, model.config.embed_dim), dim=-1)
+    with pytest.warns(UserWarning, match="already L2-normalised"):
+        model.fit_features(normalised, torch.tensor([0, 1, 2]).repeat(2), views=2)
+
+
+def test_raw_views_are_cached_apart_from_normalised_ones(tmp_path):
+    backbone = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))
+    data = tiny_image_dataset(num_classes=3, per_class=6, class_names=NAMES)
+    run = dict(shots=2, views=2, seed=1)
+    grid = dict(alphas=[1.0], betas=[1.0])
+    uncached = TipAdapterForImageClassification.from_clip(backbone, NAMES, key_averaging="raw", **grid).fit(data, **run)
+    cache = tmp_path / "features"
+    TipAdapterForImageClassification.from_clip(backbone, NAMES, **grid).fit(data, cache_dir=cache, **run)
+    raw = TipAdapterForImageClassification.from_clip(backbone, NAMES, key_averaging="raw", **grid)
+    raw.fit(data, cache_dir=cache, **run)  # must not read the normalised views cached just before
+    assert len(list(cache.glob("*.safetensors"))) == 3  # train views (normalised, raw) + validation
+    torch.testing.assert_close(raw.cache_keys, uncached.cache_keys, rtol=0, atol=0)

@@ -63,12 +63,6 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         key_averaging: str = "normalized",
         **kwargs,
     ):
-        if key_averaging not in KEY_AVERAGING:
-            raise ValueError(
-                f"key_averaging must be one of {KEY_AVERAGING} ('raw': the official cache keys, averaged before "
-                f"normalising), got {key_averaging!r}"
-            )
-        self.key_averaging = key_averaging
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
         if cache_size < 0:
@@ -85,6 +79,12 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         del grid_betas, grid_alphas  # validated here, built again by search_grid()
         self.cache_size, self.train_keys = int(cache_size), bool(train_keys)
         self.param_scores = {str(k): float(v) for k, v in (param_scores or {}).items()}
+        if key_averaging not in KEY_AVERAGING:
+            raise ValueError(
+                f"key_averaging must be one of {KEY_AVERAGING} ('raw': the official cache keys, averaged before "
+                f"normalising), got {key_averaging!r}"
+            )
+        self.key_averaging = key_averaging
         super().__init__(views=views, **kwargs)
 
     def search_grid(self) -> tuple[list[float], list[float]]:

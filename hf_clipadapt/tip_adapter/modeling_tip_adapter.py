@@ -100,12 +100,12 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
                      seed: int = 0, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
-        """Keys: the normalised mean of each image's `views` features as given (plus
-        `extra_features`, e.g. SHIP's synthesized ones, as keys of their own); `fit` gives
-        normalised features, or raw ones under `key_averaging="raw"` (the official keys).
-        Tip-Adapter-F then trains the keys on all views (normalised); α and β are chosen
-        on `validation` (features, labels) if given."""
+        """Keys: the normalised mean of each image's `views` features (plus `extra_features`,
+        e.g. SHIP's synthesized ones, as keys of their own); Tip-Adapter-F then trains the
+        keys on all views; α and β are chosen on `validation` (features, labels) if given."""
         device = self.text_weights.device
+        # The views are averaged as given: `fit` gives normalised ones, or under
+        # key_averaging="raw" the unnormalised ones (the official keys); training normalises.
         if self.config.key_averaging == "raw" and views > 1 and torch.allclose(
             features.float().norm(dim=-1), torch.ones(()), atol=1e-4
         ):

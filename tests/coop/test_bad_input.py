@@ -27,6 +27,18 @@ def test_context_too_long_for_the_text_positions(clip):
         CoOpForImageClassification.from_clip(clip, ["cat", "d" * 70], ctx_init=None, n_ctx=8)
 
 
+def test_class_token_position_is_checked_and_every_position_fits_the_text_tower(clip):
+    with pytest.raises(ValueError, match="class_token_position must be one of"):
+        CoOpForImageClassification.from_clip(clip, ["cat", "dog"], class_token_position="start")
+    # moving the name keeps the prompt's length, so the limit is the same for every position: 77 fits, 78 does not
+    for position in ("end", "middle", "front"):
+        with pytest.raises(ValueError, match="exceed the text tower's 77 positions"):
+            CoOpForImageClassification.from_clip(clip, ["cat", "d" * 67], ctx_init=None, n_ctx=8,
+                                                 class_token_position=position)  # fmt: skip
+        CoOpForImageClassification.from_clip(clip, ["cat", "d" * 66], ctx_init=None, n_ctx=8,
+                                             class_token_position=position)  # fmt: skip
+
+
 def test_nan_features_are_refused(clip):
     model = TipAdapterForImageClassification.from_clip(clip, ["cat", "dog"])
     x = torch.full((2, clip.embed_dim), float("nan"))
@@ -38,15 +50,3 @@ def test_features_of_the_wrong_width_are_refused(clip):
     model = CoOpForImageClassification.from_clip(clip, ["cat", "dog"])
     with pytest.raises(ValueError, match=r"\[batch, 16\]"):
         model(image_features=torch.randn(2, 7))
-
-
-def test_class_token_position_is_checked_and_every_position_fits_the_text_tower(clip):
-    with pytest.raises(ValueError, match="class_token_position must be one of"):
-        CoOpForImageClassification.from_clip(clip, ["cat", "dog"], class_token_position="start")
-    # moving the name keeps the prompt's length, so the limit is the same for every position: 77 fits, 78 does not
-    for position in ("end", "middle", "front"):
-        with pytest.raises(ValueError, match="exceed the text tower's 77 positions"):
-            CoOpForImageClassification.from_clip(clip, ["cat", "d" * 67], ctx_init=None, n_ctx=8,
-                                                 class_token_position=position)  # fmt: skip
-        CoOpForImageClassification.from_clip(clip, ["cat", "d" * 66], ctx_init=None, n_ctx=8,
-                                             class_token_position=position)  # fmt: skip

@@ -72,3 +72,21 @@ def test_package_evaluator_takes_a_pipeline_and_scores_open_set(saved):
         label_mapping=model.config.label2id,
     )  # fmt: skip
     assert {k: h[k] for k in ("known", "unknown", "H")} == metrics.h_score(probs.argmax(-1), labels, unknown_index=unknown)
+
+
+def test_readme_evaluator_block_runs_as_written(saved, tmp_path, monkeypatch):
+    # the README block, on a saved tiny model in the folder name it uses ("gda-eurosat")
+    import re
+    import shutil
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Evaluating with the `evaluate` library", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    model, folder, data = saved
+    shutil.copytree(folder, tmp_path / "gda-eurosat")
+    monkeypatch.chdir(tmp_path)
+    namespace = {"ds": {"test": data}}
+    exec(compile(code, "README.md", "exec"), namespace)
+    expected = metrics.accuracy(_own_probs(model, data), list(data["label"]))
+    assert namespace["results"]["accuracy"] == pytest.approx(expected, abs=1e-9)

@@ -86,7 +86,7 @@ def check_hub_reachable(repo_id: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import get_session
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return  # offline mode fails fast by itself, with its own message
     try:
         if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):

@@ -141,6 +141,7 @@ def test_an_unreachable_hub_fails_fast_and_says_so(monkeypatch, tmp_path):
     from hf_clipadapt.clip import CLIPBackbone
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     start = time.perf_counter()

@@ -70,7 +70,37 @@ def check_pretrained_path(name_or_path: str | os.PathLike) -> str:
             f"the checkpoint folder {name!r} does not exist. Check the path (it is read relative to "
             f"{os.getcwd()!r}), or pass a Hub id such as 'openai/clip-vit-base-patch16'."
         )
+    check_hub_reachable(name)
     return name
+
+
+HUB_PROBE_TIMEOUT = 5.0  # seconds for one HEAD request to the Hub endpoint
+
+
+def check_hub_reachable(repo_id: str) -> None:
+    """Fail fast, and say why, when `repo_id` is not in the local cache and the Hub cannot
+    be reached while HF_HUB_OFFLINE is unset: transformers would otherwise retry each file
+    for a minute (71 s measured here) before a generic "couldn't connect". One HEAD request
+    to the endpoint decides; any answer, even an error status, counts as reachable."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return  # offline mode fails fast by itself, with its own message
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return  # cached: transformers can fall back to the local copy
+    except HFValidationError:
+        return  # not a repo id: transformers says so
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as e:  # the HTTP client's transport errors (refused, DNS, timeout, proxy)
+        raise OSError(
+            f"{repo_id!r} is not a local folder nor in the Hugging Face cache, and the Hub at {constants.ENDPOINT} "
+            f"cannot be reached ({type(e).__name__}: {e}). Connect to the network, check the name, or pass a local "
+            "checkpoint folder (with HF_HUB_OFFLINE=1 to stay offline)."
+        ) from e
 
 
 def check_contained(folder: str | os.PathLike) -> None:

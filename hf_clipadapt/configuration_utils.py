@@ -34,6 +34,21 @@ def check_sizes(owner: str, sizes: dict, parameters: int = 0, maximum: int = MAX
                          "anything is allocated")  # fmt: skip
 
 
+def check_number(owner: str, name: str, value, minimum: float | None = None, strict: bool = False) -> float:
+    """`value` as a float, refusing what is not a finite real number (a string, a bool,
+    NaN, ±inf: config.json can hold any of them) and, with `minimum`, a value below it
+    (at or below it with `strict`), naming the field. Run when the config is built, so a
+    bad config.json fails at load, not later as a `'<' not supported` or NaN logits."""
+    import math
+    from numbers import Real
+
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r} (check config.json)")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{owner}: {name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return float(value)
+
+
 class AdaptedConfig(PreTrainedConfig):
     """What every model of the package records about its run, for the model card.
 
@@ -117,7 +132,7 @@ class CLIPAdaptedConfig(AdaptedConfig):
         self.synthesized_classes, self.synthesized_per_class = synthesized_classes, synthesized_per_class
         self.embed_dim = embed_dim
         self.preset = preset
-        self.logit_scale = float(logit_scale)
+        self.logit_scale = check_number(type(self).__name__, "logit_scale", logit_scale, minimum=0, strict=True)
         self.templates = list(templates) if templates is not None else None
         self.save_backbone = save_backbone
         self.backbone_config = backbone_config

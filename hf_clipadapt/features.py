@@ -50,6 +50,22 @@ def dataset_fingerprint(dataset) -> str:
     return fp
 
 
+def check_columns(dataset, **columns: str | None) -> None:
+    """Refuse a dataset that lacks a column the caller will read (a bare KeyError deep in a
+    data loader otherwise), naming the argument that chose it and the columns there are.
+    `columns`: argument name -> column name (None: not read). Datasets without
+    `column_names` (a plain torch Dataset) are not checked."""
+    present = getattr(dataset, "column_names", None)
+    if present is None:
+        return
+    for argument, column in columns.items():
+        if column is not None and column not in present:
+            raise KeyError(
+                f"the dataset has no {column!r} column ({argument}={column!r}); its columns are {list(present)}. "
+                f"Pass {argument}=<the column that holds it>, or rename it: dataset.rename_column(<name>, {column!r})."
+            )
+
+
 class IndexedRows(torch.utils.data.Dataset):
     """(index, image, label) rows of a dataset; label −1 when there is no label column."""
 
@@ -93,6 +109,7 @@ def extract_features(
         raise ValueError(f"views must be >= 1, got {views}")
     if len(dataset) == 0:
         raise ValueError("cannot extract features from an empty dataset")
+    check_columns(dataset, image_column=image_column, label_column=label_column)
     path = None
     if cache_dir is not None:
         if cache_name is None:

@@ -175,8 +175,10 @@ def base_to_new_scores(base_preds, base_labels, new_preds, new_labels) -> dict:
 
 def load_metric(name: str, **kwargs):
     """One of the package's `evaluate` modules by name, offline (they ship inside
-    the package): "h_score", "gzsl", "open_set", "per_class_accuracy",
-    "base_to_new". Keyword arguments go to `evaluate.load` (e.g. `experiment_id`)."""
+    the package): "accuracy", "h_score", "gzsl", "open_set", "per_class_accuracy",
+    "base_to_new". Keyword arguments go to `evaluate.load` (e.g. `experiment_id`), and
+    for "h_score" and "open_set" may set `unknown_index` / `known_classes` once, for
+    evaluate's evaluator, which calls `compute(predictions=, references=)` only."""
     from .evaluate_modules import load
 
     return load(name, **kwargs)

@@ -284,6 +284,7 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         hub = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
         clip_kwargs = _split_load_kwargs(cls, kwargs)
         if not isinstance(config, cls.config_class):
+            _check_saved_embed_dim(cls, path, hub)
             config = cls.config_class.from_pretrained(path, **hub)
         state = load_safetensors(weights_file(path, **hub))
         if config.save_backbone:
@@ -366,6 +367,7 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         from precomputed CLIP image features."""
         if (pixel_values is None) == (image_features is None):
             raise ValueError("pass exactly one of pixel_values or image_features")
+        _check_tensor_input(pixel_values=pixel_values, image_features=image_features)
         if image_features is None:
             image_features = self.require_backbone("encoding pixel_values").encode_images(pixel_values)
         if image_features.ndim != 2 or image_features.shape[1] != self.config.embed_dim:
@@ -532,6 +534,31 @@ def _split_load_kwargs(cls, kwargs: dict) -> dict:
     if unknown:
         raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {unknown}")
     return clip_kwargs
+
+
+def _check_tensor_input(**inputs) -> None:
+    """A list (of images, of arrays, of tensors) where a batched tensor is expected fails
+    deep inside with an AttributeError: refuse it here and say how to batch it."""
+    for name, value in inputs.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            shape = "[batch, 3, H, W]" if name == "pixel_values" else "[batch, D]"
+            raise TypeError(
+                f"{name} must be a torch.Tensor {shape}, got {type(value).__name__}. Batch it first: "
+                "torch.stack(list_of_tensors), or the image processor's output "
+                "processor(images=..., return_tensors='pt')['pixel_values']."
+            )
+
+
+def _check_saved_embed_dim(cls, path, hub: dict) -> None:
+    """A config.json without `embed_dim` would take the default (512) and then be refused as
+    "a CLIP of another width"; say what is really wrong."""
+    saved, _ = cls.config_class.get_config_dict(path, **hub)
+    if "embed_dim" not in saved:
+        raise OSError(
+            f"{path}: config.json has no 'embed_dim' (the embedding width of the CLIP this {cls.__name__} was "
+            "fitted on); the file is incomplete or was edited. Restore the field (the CLIP's projection_dim), "
+            "or save the model again."
+        )
 
 
 def _load_base_clip(ref: str | None, class_name: str, clip_kwargs: dict) -> CLIPBackbone:

@@ -35,13 +35,7 @@ class CLIPBackbone(nn.Module):
 
     def __init__(self, model: nn.Module, tokenizer=None, image_processor=None, *, freeze: bool = True):
         super().__init__()
-        for attr in ("get_image_features", "get_text_features"):
-            if not hasattr(model, attr):
-                raise TypeError(
-                    f"CLIPBackbone needs a CLIP-family dual encoder with `{attr}` (e.g. CLIPModel), "
-                    f"got {type(model).__name__}. "
-                    "Load one with AutoModel.from_pretrained('openai/clip-vit-base-patch16')."
-                )
+        self._check_dual_encoder(model)
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -49,6 +43,17 @@ class CLIPBackbone(nn.Module):
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    @staticmethod
+    def _check_dual_encoder(model, source: str | None = None) -> None:
+        for attr in ("get_image_features", "get_text_features"):
+            if not hasattr(model, attr):
+                where = f" loaded from {source!r}" if source else ""
+                raise TypeError(
+                    f"CLIPBackbone needs a CLIP-family dual encoder with `{attr}` (e.g. CLIPModel), "
+                    f"got {type(model).__name__}{where}, which is not a CLIP. "
+                    "Load one with AutoModel.from_pretrained('openai/clip-vit-base-patch16')."
+                )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, freeze: bool = True, **kwargs) -> CLIPBackbone:
@@ -62,6 +67,7 @@ class CLIPBackbone(nn.Module):
 
         path = check_pretrained_path(name_or_path)  # resolves aliases ("testbed"); clear error for a missing folder
         model = AutoModel.from_pretrained(path, **kwargs)
+        cls._check_dual_encoder(model, name_or_path)  # before the processors: a BERT has none to load
         tokenizer = AutoTokenizer.from_pretrained(path)
         image_processor = AutoImageProcessor.from_pretrained(path)
         return cls(model, tokenizer, image_processor, freeze=freeze)

@@ -87,8 +87,27 @@ def normalize_dataset_name(name: str) -> str:
 def get_templates(dataset_name: str | None) -> list[str]:
     """The templates for `dataset_name` (any common spelling); unknown or None -> ["a photo of a {}."].
 
+    A name that is unknown but close to a known one ("eurosta") is refused with the close
+    matches, rather than silently getting the one default template: pass `templates=`
+    yourself, or `register_templates(name, ...)`, for a dataset that really is another one.
     Returns a fresh list, so callers may append their own templates safely.
     """
     if dataset_name is None:
         return list(DEFAULT_TEMPLATES)
-    return list(DATASET_TEMPLATES.get(normalize_dataset_name(dataset_name), DEFAULT_TEMPLATES))
+    key = normalize_dataset_name(dataset_name)
+    if key not in DATASET_TEMPLATES:
+        _refuse_near_miss(dataset_name, key)
+    return list(DATASET_TEMPLATES.get(key, DEFAULT_TEMPLATES))
+
+
+def _refuse_near_miss(dataset_name: str, key: str, cutoff: float = 0.8) -> None:
+    import difflib
+
+    known = sorted(set(DATASET_TEMPLATES) | set(_ALIASES))
+    close = difflib.get_close_matches(key, known, n=3, cutoff=cutoff)
+    if close:
+        raise ValueError(
+            f"no template set named {dataset_name!r}; did you mean {' or '.join(repr(c) for c in close)}? Known: "
+            f"{sorted(DATASET_TEMPLATES)}. For a dataset of its own, pass templates= or call "
+            f"register_templates({dataset_name!r}, [...]); unknown names far from these get {DEFAULT_TEMPLATES}."
+        )

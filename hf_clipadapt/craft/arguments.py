@@ -53,7 +53,8 @@ class CraFTTrainingArguments:
     Args:
         budget: queries the loop may spend (8,000 officially); None: the black box's
             remaining budget. Every query counts, the refinement step's included (see
-            `refine_inputs`).
+            `refine_inputs`). A budget above what the black box has left is refused when
+            the run starts (it is never cut short silently).
         population: CMA-ES population λ (popsize 40).
         sigma: CMA-ES initial step size on z: 0.1 (measured better on the testbed, see the
             module docstring); officially 1, or 0.02 on dtd, eurosat, fgvc, oxford_pets (presets).

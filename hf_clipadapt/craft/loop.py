@@ -104,9 +104,7 @@ class CollaborativeLoop:
         self.images = black_box.upload_images(fitness_x)  # the fitness images, fixed for the run
         self.output_dir = self.args.output_dir  # None: a temporary run folder, made by the first run()
         available = black_box.remaining if self.args.budget is None else self.args.budget
-        if available is not None and black_box.remaining is not None:
-            available = min(available, black_box.remaining)
-        self.generations = _plan(available, self.args)
+        self.generations = _plan(available, self.args)  # run() refuses a budget above what the box has left
         # CMA-ES evaluations the run makes: the official `budget` its KL switch-off divides by n
         self.evaluation_budget = self.generations * self.args.population
         self.generation, self.history = 0, []
@@ -208,6 +206,8 @@ class CollaborativeLoop:
         if resume_from_checkpoint:
             load_loop_state(self, resume_from_checkpoint)
             self.generations = self._resumed_plan()
+        elif self.generation == 0:  # a fresh run (a resumed one needs only what is left of its plan)
+            _check_budget_fits(self.args.budget, self.black_box)
         folder = self._run_folder()
         todo = self.generations - self.generation
         todo = todo if max_generations is None else min(todo, max_generations)
@@ -262,6 +262,18 @@ class CollaborativeLoop:
             return self.generation + _plan(self.black_box.remaining, self.args)
         except ValueError:  # less than one more generation left
             return self.generation
+
+
+def _check_budget_fits(budget: int | None, black_box) -> None:
+    """Refuse a run that asks for more queries than the black box has left: it used to plan
+    silently with what was left, a shorter run than asked for (and a different KL switch-off)."""
+    left = black_box.remaining
+    if budget is not None and left is not None and budget > left:
+        raise ValueError(
+            f"the run asks for budget={budget} queries, but the black box allows only {left} more (its own budget "
+            f"{getattr(black_box, 'budget', '?')}, {black_box.queries} used): pass budget={left} or lower, or "
+            "budget=None to spend what the black box has left."
+        )
 
 
 def _plan(available: int | None, args: CraFTTrainingArguments) -> int:

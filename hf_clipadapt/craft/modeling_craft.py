@@ -88,9 +88,11 @@ class CraFTModel(AdaptedPreTrainedModel):
     @classmethod
     def from_black_box(cls, black_box, class_names, *, ctx_init: str = "a photo of a", **config_kwargs):
         """A fresh model (z = 0, R = 0) for `class_names` against `black_box` (a `BlackBoxVLM` or an address)."""
+        from ..clip.backbone import check_classnames
+
+        names = check_classnames(class_names)  # [] used to reach a ZeroDivisionError; "cat" to make 3 classes
         box = connect_black_box(black_box) if isinstance(black_box, str) else black_box
         p0 = box.context_embeddings(ctx_init)
-        names = list(class_names)
         config = CraFTConfig(black_box=box.name, ctx_init=ctx_init, n_ctx=int(p0.shape[0]), text_width=int(p0.shape[1]),
                              id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                              is_fitted=False, **config_kwargs)  # fmt: skip
@@ -157,8 +159,10 @@ class CraFTModel(AdaptedPreTrainedModel):
         (budget, population, sigma, ...). CraFT chooses nothing on `validation`: it is
         accepted for the shared signature and left unread."""
         from ..data.few_shot import train_validation_split
+        from ..features import check_columns
         from .arguments import CraFTTrainingArguments
 
+        check_columns(train, image_column=image_column, label_column=label_column)
         train, _ = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
         check_class_names(train, label_column, self.class_names())
         if not isinstance(args, CraFTTrainingArguments):

@@ -6,7 +6,7 @@ A thin wrapper over `hf_clipadapt.metrics.h_score`; load it offline with
 
 import evaluate
 
-from hf_clipadapt.evaluate_modules.common import classification_info
+from hf_clipadapt.evaluate_modules.common import LoadTimeArguments, classification_info
 from hf_clipadapt.metrics import h_score
 
 _DESCRIPTION = """Universal domain adaptation H-score (Fu et al., "Learning to Detect Open Classes for
@@ -25,6 +25,8 @@ Args:
     references (list of int): true class ids; every target-private sample is `unknown_index`.
     unknown_index (int): the id that stands for "unknown".
     known_classes (list of int, optional): the shared classes (default: the known ids present).
+    Both may also be given once at load, `load_metric("h_score", unknown_index=...)`, which is how
+    evaluate's `evaluator("image-classification")` (it passes predictions and references only) uses it.
 Returns:
     known (float), unknown (float), H (float), in percent.
 Example:
@@ -35,9 +37,13 @@ Example:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class HScore(evaluate.Metric):
+class HScore(LoadTimeArguments, evaluate.Metric):
+    load_time_arguments = ("unknown_index", "known_classes")
+
     def _info(self):
         return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
-    def _compute(self, predictions, references, unknown_index, known_classes=None):
+    def _compute(self, predictions, references, unknown_index=None, known_classes=None):
+        unknown_index = self._argument("unknown_index", unknown_index)
+        known_classes = self._argument("known_classes", known_classes, required=False)
         return h_score(predictions, references, unknown_index=unknown_index, known_classes=known_classes)

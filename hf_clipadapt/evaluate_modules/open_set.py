@@ -6,7 +6,7 @@ A thin wrapper over `hf_clipadapt.metrics.open_set_scores`; load it offline with
 
 import evaluate
 
-from hf_clipadapt.evaluate_modules.common import classification_info
+from hf_clipadapt.evaluate_modules.common import LoadTimeArguments, classification_info
 from hf_clipadapt.metrics import open_set_scores
 
 _DESCRIPTION = """Open-set recognition scores as reported by UEO (Liang et al., "Realistic Unsupervised CLIP
@@ -26,6 +26,10 @@ Args:
     scores (list of float): confidence that the sample is known (e.g. max softmax probability).
     unknown_index (int): the id that marks unknown samples in `references`.
     known_classes (list of int, optional): the known classes (default: the known ids present).
+    unknown_index and known_classes may also be given once at load, `load_metric("open_set",
+    unknown_index=...)`. evaluate's own image-classification evaluator drops the scores: use
+    `hf_clipadapt.evaluate_modules.evaluator.image_classification_evaluator()`, which passes the
+    pipeline's top probability as `scores`.
 Returns:
     known (float), auroc (float), H (float), in percent.
 Example:
@@ -36,9 +40,13 @@ Example:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class OpenSet(evaluate.Metric):
+class OpenSet(LoadTimeArguments, evaluate.Metric):
+    load_time_arguments = ("unknown_index", "known_classes")
+
     def _info(self):
         return classification_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, scores="float64")
 
-    def _compute(self, predictions, references, scores, unknown_index, known_classes=None):
+    def _compute(self, predictions, references, scores, unknown_index=None, known_classes=None):
+        unknown_index = self._argument("unknown_index", unknown_index)
+        known_classes = self._argument("known_classes", known_classes, required=False)
         return open_set_scores(predictions, references, scores, unknown_index=unknown_index, known_classes=known_classes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import CLIPAdaptedConfig
+from ..configuration_utils import CLIPAdaptedConfig, check_number
 from .functional import ALPHAS, COVARIANCES, NEW_CLASS_HEADS
 
 #: How `GDAForImageClassification.new_classes_head` sets a new-class head's α:
@@ -74,10 +74,9 @@ class GDAConfig(CLIPAdaptedConfig):
         preset: str | None = None,
         **kwargs,
     ):
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        self.alpha = float(alpha)
-        self.alphas = [float(a) for a in (ALPHAS if alphas is None else alphas)]
+        owner = type(self).__name__
+        self.alpha = check_number(owner, "alpha", alpha, minimum=0)
+        self.alphas = [check_number(owner, "alphas", a, minimum=0) for a in (ALPHAS if alphas is None else alphas)]
         if new_class_alpha_rule is not None and new_class_alpha_rule not in NEW_CLASS_ALPHA_RULES:
             raise ValueError(f"new_class_alpha_rule must be None or one of {NEW_CLASS_ALPHA_RULES}, got {new_class_alpha_rule!r}")
         if covariance not in COVARIANCES:

@@ -17,7 +17,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from ..modeling_utils import AdaptedPreTrainedModel, register_auto
+from ..modeling_utils import AdaptedPreTrainedModel, _check_tensor_input, register_auto
 from . import functional as SF
 from .configuration_sfda import SFDAConfig
 from .torch_backbones import get_torch_backbone, torch_backbone_key
@@ -199,8 +199,9 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         if isinstance(backbone, str):
             from ..checkpoints import check_pretrained_path
 
+            path = check_pretrained_path(backbone)  # first: an unreachable Hub fails fast here
             processor = _load_image_processor(backbone)
-            backbone = AutoModel.from_pretrained(check_pretrained_path(backbone))
+            backbone = AutoModel.from_pretrained(path)
         if isinstance(backbone, PreTrainedModel):
             config = SFDAConfig(
                 backbone=backbone.config.name_or_path or None,
@@ -245,6 +246,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
     # -- computation ----------------------------------------------------------------
 
     def pooled_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        _check_tensor_input(pixel_values=pixel_values)
         out = self.backbone(pixel_values=pixel_values)
         pooled = getattr(out, "pooler_output", None)
         if pooled is None:

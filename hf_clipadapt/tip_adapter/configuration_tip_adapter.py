@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import CLIPAdaptedConfig
+from ..configuration_utils import CLIPAdaptedConfig, check_number
 from .functional import tip_search_grid
 
 # Tip-Adapter's per-dataset settings (gaopengcuhk/Tip-Adapter configs/<dataset>.yaml):
@@ -63,8 +63,8 @@ class TipAdapterConfig(CLIPAdaptedConfig):
         key_averaging: str = "normalized",
         **kwargs,
     ):
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
+        alpha = check_number(type(self).__name__, "alpha", alpha, minimum=0)
+        beta = check_number(type(self).__name__, "beta", beta, minimum=0)
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.alpha, self.beta = float(alpha), float(beta)

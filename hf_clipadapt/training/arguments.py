@@ -119,6 +119,16 @@ class AdaptationTrainingArguments(TrainingArguments):
         if self.use_cpu:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on CPU
 
+    def check_trains_something(self) -> None:
+        """A run of zero epochs (and no max_steps) trains nothing, yet `fit` would mark the
+        model fitted: `train_model` (what every `fit` calls) refuses it. Not checked here,
+        because an internal phase may be switched off with 0 epochs."""
+        if (self.max_steps is None or self.max_steps <= 0) and not self.num_train_epochs > 0:
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs!r} with no max_steps trains nothing, and fit would still mark "
+                "the model fitted: pass num_train_epochs > 0 (or max_steps >= 1); to use the model as it is, skip fit."
+            )
+
     def _check_constant_warmup(self) -> None:
         if self.constant_warmup_lr is None:
             return

@@ -92,7 +92,24 @@ class AdaptationTrainer(Trainer):
             if problem is not None:
                 raise ValueError(f"cannot resume from {str(resume_from_checkpoint)!r}: {problem}. Resume from an "
                                  "earlier checkpoint-* folder (or resume_from_checkpoint=True)")  # fmt: skip
+        if resume_from_checkpoint:
+            self._check_same_model_type(Path(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_same_model_type(self, folder: Path) -> None:
+        """A checkpoint of another method (CLIP-Adapter's, given to CoOp) fails deep in the
+        optimizer's state loading ("parameter group" sizes); name the mismatch instead."""
+        ours = getattr(getattr(self.model, "config", None), "model_type", None)
+        saved = folder / "config.json"
+        if not ours or not saved.is_file():
+            return
+        theirs = json.loads(saved.read_text(encoding="utf-8")).get("model_type")
+        if theirs and theirs != ours:
+            raise ValueError(
+                f"cannot resume from {str(folder)!r}: that checkpoint was saved by a {theirs!r} model, and this is "
+                f"a {ours!r} ({type(self.model).__name__}). Resume from a checkpoint of the same method, or train "
+                "without resume_from_checkpoint."
+            )
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -329,6 +346,8 @@ def train_model(model, train_dataset, args: AdaptationTrainingArguments | None =
     """Train `model` in place on `train_dataset` with `trainer_class` and return the
     log history (`trainer.state.log_history`). The helper every `fit` calls;
     `trainer_kwargs` go to the trainer (e.g. `eval_dataset`, `data_collator`)."""
+    if args is not None and hasattr(args, "check_trains_something"):
+        args.check_trains_something()
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks, **trainer_kwargs)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer.state.log_history

@@ -73,6 +73,7 @@ class ZSLData:
         _check_finite(self.attributes, "attributes")
         self.seen_classes = [int(c) for c in self.seen_classes]
         self.unseen_classes = [int(c) for c in self.unseen_classes]
+        self.class_names = _as_name_list(self.class_names)
         check_split(self.attributes, self.seen_classes, self.unseen_classes, class_names=self.class_names)
         widths = {p: getattr(self, f"{p}_features").shape[1] for p in _PARTS}
         if len(set(widths.values())) != 1:
@@ -111,6 +112,21 @@ class ZSLData:
                 for p in _PARTS
             }
         )
+
+
+def _as_name_list(names) -> list[str] | None:
+    """class_names as a plain list of str: a `datasets` Column, a tuple or an array used to be
+    kept as given and to fail only when the model's config was saved to JSON."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise TypeError(f"class_names must be a list of names, one per class, got the single string {names!r}")
+    names = list(names)
+    bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"class_names must all be strings; positions {[i for i, _ in bad[:5]]} hold "
+                        f"{[type(n).__name__ for _, n in bad[:5]]}")  # fmt: skip
+    return names
 
 
 def check_split(attributes: torch.Tensor, seen_classes, unseen_classes, class_names=None) -> None:

@@ -341,6 +341,12 @@ class TZSLModel(TZSLPreTrainedModel):
         x_u = None
         if c.mode == "transductive":
             pool = data.test_unseen_features if unlabelled_features is None else unlabelled_features
+            if len(pool) == 0:
+                raise ValueError(
+                    "transductive mode trains its second critic on unlabelled unseen-class features, and the pool is "
+                    "empty (" + ("data.test_unseen_features has 0 rows" if unlabelled_features is None else
+                                 "unlabelled_features has 0 rows") + "): give it unlabelled features, or use mode='inductive'"
+                )  # fmt: skip
             self._check_features(pool)
             x_u = self.scale(pool.to(device))
         return x_s, y_s, x_u, torch.tensor(c.unseen_classes, device=device)

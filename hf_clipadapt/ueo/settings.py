@@ -71,11 +71,16 @@ def split_classes(class_names: Sequence[str], *, num_known: int | None = None, k
     return known, [n for n in names if n not in known]
 
 
+def check_setting(setting) -> None:
+    """Refuse a setting name that is not one of `SETTINGS`, naming it and the valid ones."""
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}: setting must be one of {', '.join(SETTINGS)}")
+
+
 def setting_classes(setting: str, known: list[str], unknown: list[str], partial_fraction: float = 0.75,
                     open_unknown_fraction: float = 0.5) -> list[str]:  # fmt: skip
     """The class names present in the unlabelled training data of `setting`."""
-    if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    check_setting(setting)
     if not 0 < partial_fraction < 1 or not 0 < open_unknown_fraction <= 1:
         raise ValueError("partial_fraction must be in (0, 1) and open_unknown_fraction in (0, 1]")
     partial = known[: max(1, min(len(known) - 1, round(partial_fraction * len(known))))]
@@ -90,8 +95,7 @@ def preset_classes(preset: str, setting: str, class_names: Sequence[str]) -> tup
     key = preset.lower()
     if key not in SPLIT_PRESETS:
         raise ValueError(f"unknown split preset {preset!r}; choose from {sorted(SPLIT_PRESETS)}")
-    if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    check_setting(setting)
     p, names = SPLIT_PRESETS[key], list(class_names)
     if len(names) != p["num_classes"]:
         raise ValueError(f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
@@ -114,6 +118,7 @@ def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence
     ablation only (`UEOForImageClassification.fit(..., oracle=True)`). `preset` (a name of
     `SPLIT_PRESETS`, e.g. "office_home") takes the official code's class split instead of
     `known` / `num_known` / the fractions."""
+    check_setting(setting)  # first: a bad name used to be reported as a missing num_known
     names = _class_names(train, label_column)
     if _class_names(test, label_column) != names:
         raise ValueError("train and test must share one ClassLabel (the same class names in the same order)")

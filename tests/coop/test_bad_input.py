@@ -50,3 +50,33 @@ def test_features_of_the_wrong_width_are_refused(clip):
     model = CoOpForImageClassification.from_clip(clip, ["cat", "dog"])
     with pytest.raises(ValueError, match=r"\[batch, 16\]"):
         model(image_features=torch.randn(2, 7))
+
+
+@pytest.fixture
+def features(clip):
+    torch.manual_seed(0)
+    return torch.nn.functional.normalize(torch.randn(8, clip.embed_dim), dim=-1), torch.arange(8) % 2
+
+
+def test_zero_epochs_is_refused_and_leaves_the_model_unfitted(clip, features):
+    # num_train_epochs=0 used to run no step and still set config.is_fitted
+    model = CoOpForImageClassification.from_clip(clip, ["cat", "dog"])
+    with pytest.raises(ValueError, match="num_train_epochs=0 with no max_steps trains nothing"):
+        model.fit_features(*features, args={"num_train_epochs": 0})
+    assert model.config.is_fitted is False
+
+
+def test_resuming_from_a_checkpoint_of_another_method_names_both(clip, features, tmp_path):
+    # used to fail in the optimizer's state loading with a parameter-group error
+    from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
+
+    out = tmp_path / "run"
+    adapter = CLIPAdapterForImageClassification.from_clip(clip, ["cat", "dog"])
+    adapter.fit_features(*features, args={"num_train_epochs": 1, "output_dir": str(out), "save_strategy": "epoch"})
+    checkpoint = next(out.glob("checkpoint-*"))
+    coop = CoOpForImageClassification.from_clip(clip, ["cat", "dog"])
+    args = {"num_train_epochs": 2, "output_dir": str(out), "save_strategy": "epoch"}
+    with pytest.raises(ValueError, match=r"saved by a 'clip_adapter' model, and this is a 'coop'.*same method"):
+        coop.fit_features(*features, args=args, resume_from_checkpoint=str(checkpoint))
+    with pytest.raises(ValueError, match="saved by a 'clip_adapter' model"):
+        coop.fit_features(*features, args=args, resume_from_checkpoint=True)

@@ -49,6 +49,8 @@ def test_base_to_new_and_h_score_match_sklearn():
 
 
 def _inputs(name, preds, refs, rng):
+    if name == "accuracy":
+        return {}, {}
     if name == "h_score":
         return dict(unknown_index=4), {}
     if name == "gzsl":
@@ -61,6 +63,8 @@ def _inputs(name, preds, refs, rng):
 
 
 def _torch_value(name, preds, refs, kwargs, extra):
+    if name == "accuracy":
+        return {"accuracy": metrics.accuracy(preds, refs)}
     if name == "h_score":
         return metrics.h_score(preds, refs, **kwargs)
     if name == "gzsl":
@@ -114,3 +118,28 @@ def test_unknown_metric_name_lists_the_known_ones():
 def test_base_to_new_module_needs_both_sets():
     with pytest.raises(ValueError, match="both the base"):
         metrics.load_metric("base_to_new").compute(predictions=[0, 1], references=[0, 1], is_new=[True, True])
+
+
+def test_accuracy_module_is_offline_and_in_percent(monkeypatch, tmp_path):
+    # the Hub's "accuracy" needs the network; this one ships with the package
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    preds, refs, _ = _data(5)
+    out = metrics.load_metric("accuracy").compute(predictions=preds, references=refs)
+    assert out == {"accuracy": pytest.approx(100 * accuracy_score(refs, preds), rel=1e-12)}
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("name", ["h_score", "open_set"])
+def test_settings_can_be_given_at_load(name):
+    # evaluate's evaluator calls compute(predictions=, references=) only: the unknown id must come at load
+    preds, refs, rng = _data(6)
+    kwargs, extra = _inputs(name, preds, refs, rng)
+    expected = _torch_value(name, preds, refs, kwargs, extra)
+    metric = metrics.load_metric(name, **kwargs)
+    assert metric.compute(predictions=preds.tolist(), references=refs.tolist(), **extra) == expected
+    # a value given to compute() wins over the one given at load
+    other = metrics.load_metric(name, unknown_index=0)
+    assert other.compute(predictions=preds.tolist(), references=refs.tolist(), **extra, **kwargs) == expected
+    with pytest.raises(ValueError, match=f"needs unknown_index=.*load_metric\\('{name}', unknown_index=...\\)"):
+        metrics.load_metric(name).compute(predictions=preds.tolist(), references=refs.tolist(), **extra)

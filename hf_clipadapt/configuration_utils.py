@@ -11,6 +11,9 @@ from numbers import Integral
 
 from transformers import PreTrainedConfig
 
+# One default seed for every `fit`, sampler and example in the package.
+DEFAULT_SEED = 0
+
 # Bounds on what a config may ask a model to allocate, checked when the config is built,
 # i.e. before `from_pretrained` constructs anything: a downloaded config.json cannot make
 # loading allocate gigabytes (SECURITY.md, "Loading"). Far above every published setting.

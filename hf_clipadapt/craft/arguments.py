@@ -132,7 +132,7 @@ class CraFTTrainingArguments:
         """The official settings of a dataset ("eurosat", "dtd", ..., see `PRESETS`; "official" is
         the configuration most official datasets share, the authors' search scale included), any field
         overridden. The preset's model values (projection_std, refine_hidden) go to
-        `CraFTModel.from_black_box(..., preset=name)`, not here."""
+        `CraFTForImageClassification.from_black_box(..., preset=name)`, not here."""
         values = {k: v for k, v in preset_values(name).items() if k not in MODEL_KEYS}
         return cls(**{**values, "preset": str(name).lower(), **overrides})
 

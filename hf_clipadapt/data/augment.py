@@ -85,7 +85,7 @@ class AugmentedViews:
 
     Args:
         preprocess: images -> pixel values, e.g. `CLIPBackbone.preprocess` or
-            `hf_clipadapt.offline.backbones.efficientnet_preprocess`.
+            `efficientnet_preprocess` (examples/offline_assets).
         size: crop output size (the model's input resolution, 224 for ViT-B/16).
         scale: crop area fraction range; (0.5, 1.0) as in Tip-Adapter/GDA.
         ratio: crop aspect-ratio range.

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as init
 
+from ..configuration_utils import DEFAULT_SEED
 from ..data.few_shot import train_validation_split
-from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
+from ..modeling_utils import CLIPAdaptedModel, register_auto
 from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
 from .functional import GDAStatistics, ensemble_logits, fit_gda, select_alpha
 
@@ -138,10 +139,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
         self.weight.copy_(weight)
         self.bias.copy_(bias)
         self._select_alpha(val_feats, self.config.alphas if alphas is None else list(alphas))
-        c = self.config
-        c.views, c.seed, c.num_train_images, c.is_fitted = views, seed, num_images, True
-        c.shots = shots if shots is not None else c.shots
-        c.dataset_name = dataset_name or c.dataset_name or _dataset_name(train)
+        self.config.views = views
+        self.record_provenance(seed=seed, dataset_name=dataset_name or self.config.dataset_name or _dataset_name(train), shots=shots,
+                               num_train_images=num_images)  # fmt: skip
         return self
 
     def _select_alpha(self, val_feats, alphas) -> None:
@@ -185,12 +185,13 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     @torch.no_grad()
     def fit_unlabeled(self, dataset, *, alpha: float | None = None, max_iter: int = 20, tol: float = 1e-4,
-                      batch_size: int = 64, accelerator=None, cache_dir=None, image_column: str = "image") -> dict:  # fmt: skip
-        """Unsupervised GDA: EM on unlabelled images, started from the zero-shot posteriors.
+                      batch_size: int = 64, accelerator=None, cache_dir=None,
+                      image_column: str = "image") -> GDAForImageClassification:  # fmt: skip
+        """Unsupervised GDA: EM on unlabelled images, started from the zero-shot posteriors;
+        returns self, the EM info (iterations, converged, log-likelihood per iteration) in `history_`.
 
         Needs the text classifier (it provides the initial responsibilities and the
-        ensemble in the E-step). `alpha` defaults to `config.alpha`. Returns the EM info
-        (iterations, converged, log-likelihood per iteration).
+        ensemble in the E-step). `alpha` defaults to `config.alpha`.
         """
         from .functional import fit_gda_em
 
@@ -206,7 +207,8 @@ class GDAForImageClassification(CLIPAdaptedModel):
         self.weight.copy_(weight)
         self.bias.copy_(bias)
         self.config.alpha, self.config.num_train_images, self.config.is_fitted = alpha, len(dataset), True
-        return info
+        self.history_ = info
+        return self
 
     @torch.no_grad()
     def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor,

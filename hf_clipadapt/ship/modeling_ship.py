@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from ..clip import PromptTokens, SoftPromptTextEncoder, check_classnames
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel
+from ..training.feature_trained import FeatureTrainedCLIPModel
 from .configuration_ship import SHIPConfig
 from .functional import reparameterize, vae_loss
 

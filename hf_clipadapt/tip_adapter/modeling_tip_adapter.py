@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel, with_extra
+from ..training.feature_trained import FeatureTrainedCLIPModel, with_extra
 from .configuration_tip_adapter import TipAdapterConfig
 from .functional import cache_logits, mean_view_keys, select_tip_params_with_scores
 

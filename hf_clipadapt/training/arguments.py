@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from ..modeling_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED
 
 
 __all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"]

@@ -9,7 +9,7 @@ provided the sampler knows the `accumulation_steps` (an epoch is a whole number 
 optimizer steps).
 
 Give one to `AdaptationTrainer` by overriding `get_train_dataloader` (see
-`hf_clipadapt.sfda.trainer`): the loader must not be re-sharded by Accelerate.
+`hf_clipadapt.sfda.training`): the loader must not be re-sharded by Accelerate.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from transformers import TrainerCallback
 
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
-from .evaluation import known_label_map, to_model_labels
+from ..data.labels import known_label_map
+from .evaluation import to_model_labels
 from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
                          zero_shot_weights)
 
@@ -222,7 +223,7 @@ def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accele
 def oracle_pass(model, train, label_column: str) -> torch.Tensor:
     """[N] the oracle ablation's weights from ground-truth known/unknown membership."""
     labels = torch.as_tensor(list(train[label_column]), dtype=torch.long)
-    known = to_model_labels(labels, known_label_map(model, train, label_column), model.config.num_labels) >= 0
+    known = to_model_labels(labels, known_label_map(train, label_column, model.class_names()), model.config.num_labels) >= 0
     return oracle_weights(known)
 
 
@@ -285,7 +286,6 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
     model.train(was_training)
     model.sample_weights_ = weights
     model.forget_feature_cache()
-    c = model.config
-    c.objective, c.trade, c.seed, c.num_train_images, c.is_fitted = objective, float(trade), seed, len(images), True
-    c.dataset_name = dataset_name or c.dataset_name
+    model.config.objective, model.config.trade = objective, float(trade)
+    model.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(images))
     return model

@@ -8,10 +8,10 @@ import torch
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.craft import CollaborativeLoop, CraFTConfig, CraFTTrainingArguments, LocalBlackBox
-from hf_clipadapt.craft import loop as loop_module
+from hf_clipadapt.craft import training as loop_module
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
 
-from .test_loop import shots, stand_in
+from .test_training import shots, stand_in
 
 
 @pytest.fixture(scope="module")

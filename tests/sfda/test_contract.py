@@ -2,12 +2,12 @@
 
 import torch
 
-from hf_clipadapt.sfda import SFDAConfig, SFDAModelForImageClassification
+from hf_clipadapt.sfda import SFDAConfig, SFDAForImageClassification
 from hf_clipadapt.testing_utils import PIL_image, AdaptedModelTesterMixin, tiny_image_processor
 
 
 class TestSFDAContract(AdaptedModelTesterMixin):
-    model_class = SFDAModelForImageClassification
+    model_class = SFDAForImageClassification
     is_clip_adapted = False  # the backbone is trained, so it is saved with the head
 
     def make_model(self, tmp_path):
@@ -16,7 +16,7 @@ class TestSFDAContract(AdaptedModelTesterMixin):
         torch.manual_seed(0)
         swin = SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2)
         config = SFDAConfig(backbone=None, backbone_config=swin, id2label={0: "a", 1: "b", 2: "c"}, bottleneck_dim=8)
-        model = SFDAModelForImageClassification(config).eval()
+        model = SFDAForImageClassification(config).eval()
         model.image_processor = tiny_image_processor(size=16)
         return model
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..configuration_utils import DEFAULT_SEED
+
 # Per-dataset values of mrflogs/CraFT craft_configs/<name>.yaml (the keys there: sigma,
 # weight, bound, n, batch_size; std is the projection's, see CraFTConfig). bound 0 = unbounded.
 # imagenet runs main_craft_imagenet.py in the official release: R hidden 512 (lines 191-195), the
@@ -100,7 +102,7 @@ class CraFTTrainingArguments:
     fitness_images: str = "augmented"
     prompt_mean: str = "population"
     refiner_init: str = "official"
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     optimize_prompt: bool = True
     train_refinement: bool = True
     output_dir: str | None = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..configuration_utils import DEFAULT_SEED
+
 
 def _check_dataset(dataset, label_column: str) -> None:
     from datasets import DatasetDict
@@ -65,7 +67,7 @@ def class_names(dataset, label_column: str = "label") -> list[str]:
 def sample_few_shot(
     dataset,
     shots: int,
-    seed: int = 1,
+    seed: int = DEFAULT_SEED,
     label_column: str = "label",
     val_shots: int | None = None,
 ):
@@ -136,7 +138,7 @@ def sample_few_shot(
     return DatasetDict(train=dataset.select(train_idx.tolist()), validation=dataset.select(val_idx.tolist()))
 
 
-def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = 0,
+def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED,
                            label_column: str = "label"):  # fmt: skip
     """The (train, validation) pair every `fit` starts from.
 

@@ -44,6 +44,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..configuration_utils import DEFAULT_SEED
+
 __all__ = [
     "ALPHAS",
     "COVARIANCES",
@@ -523,7 +525,7 @@ def new_class_classifier(
     return weight.to(base_features.dtype), bias.to(base_features.dtype)
 
 
-def pseudo_new_splits(num_classes: int, num_folds: int = 4, *, seed: int = 0) -> list[torch.Tensor]:
+def pseudo_new_splits(num_classes: int, num_folds: int = 4, *, seed: int = DEFAULT_SEED) -> list[torch.Tensor]:
     """Disjoint groups of base classes to hold out as pseudo-new classes, one group per fold.
 
     A seeded permutation of the `num_classes` base classes cut into `num_folds`
@@ -554,7 +556,7 @@ def select_new_class_alpha(
     k: int = 64,
     alphas: Sequence[float] = ALPHAS,
     num_folds: int = 4,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     logit_scale: float = 100.0,
     head: str = "official",
     text_copies: int = 16,

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
+from ..configuration_utils import DEFAULT_SEED
+
 SETTINGS = ("closed", "partial", "open", "open_partial")
 UNKNOWN = -1
 
@@ -165,7 +167,7 @@ def name_unknown_classes(dataset: Dataset, name_column: str, label_column: str =
     return dataset.map(relabel, batched=True, features=features)
 
 
-def split_rows(dataset: Dataset, fraction: float = 0.5, *, seed: int = 0, label_column: str = "label"):
+def split_rows(dataset: Dataset, fraction: float = 0.5, *, seed: int = DEFAULT_SEED, label_column: str = "label"):
     """(first, second): each class's rows divided `fraction` / rest at random (seeded), stratified."""
     labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..configuration_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
 
 # Per-dataset values of mrflogs/CraFT craft_configs/<name>.yaml (the keys there: sigma,
 # weight, bound, n, batch_size; std is the projection's, see CraFTConfig). bound 0 = unbounded.
@@ -42,10 +42,7 @@ MODEL_KEYS = ("projection_std", "refine_hidden")  # preset values that belong to
 
 def preset_values(name: str) -> dict:
     """The official values of a dataset preset (both loop and model keys); clear error if unknown."""
-    key = str(name).lower()
-    if key not in PRESETS:
-        raise ValueError(f"unknown CraFT preset {name!r}; choose from {sorted(PRESETS)} (mrflogs/CraFT craft_configs)")
-    return dict(PRESETS[key])
+    return lookup_preset(PRESETS, name, "CraFT", source="mrflogs/CraFT craft_configs")[1]
 
 
 @dataclass

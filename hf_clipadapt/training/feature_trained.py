@@ -68,17 +68,15 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     def training_arguments(self, num_samples: int, seed: int, args=None):
         """The paper's defaults, then `args` (an `AdaptationTrainingArguments`, used as it
         is, or a dict of overrides) on top; the batch never exceeds the data."""
-        from .arguments import AdaptationTrainingArguments
+        from .arguments import AdaptationTrainingArguments, resolve_training_arguments
 
         if isinstance(args, AdaptationTrainingArguments):
             return args
-        args = dict(args or {})
-        settings = {**self.default_training_arguments(), "seed": seed, **args}
-        if settings.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
+        args, defaults = dict(args or {}), self.default_training_arguments()
+        if defaults.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
             # Passes given directly: the warm-up and cosine count the epochs they stand for.
-            settings["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
-        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
-        return AdaptationTrainingArguments(**settings)
+            args["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
+        return resolve_training_arguments(defaults, args, seed=seed, num_samples=num_samples)
 
     def train_on_features(self, features: torch.Tensor, labels: torch.Tensor, *, seed: int = DEFAULT_SEED, args=None,
                           resume_from_checkpoint=None, callbacks=None) -> list[dict]:  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import AdaptedConfig, check_sizes
+from ..configuration_utils import AdaptedConfig, check_sizes, lookup_preset
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
@@ -144,7 +144,5 @@ class TZSLConfig(AdaptedConfig):
     def from_preset(cls, name: str, **overrides) -> "TZSLConfig":
         """A config from a published preset ("cub", "awa2", "sun", "flo") or "fast" (CPU),
         with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...)."""
-        key = name.lower()
-        if key not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[key], "preset": key, **overrides})
+        key, settings = lookup_preset(PRESETS, name, cls.__name__)
+        return cls(**{**settings, "preset": key, **overrides})

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from ..configuration_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
 
 SETTINGS = ("closed", "partial", "open", "open_partial")
 UNKNOWN = -1
@@ -89,12 +89,10 @@ def setting_classes(setting: str, known: list[str], unknown: list[str], partial_
 
 def preset_classes(preset: str, setting: str, class_names: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """(known, unknown, present in training) class names of an official split (`SPLIT_PRESETS`)."""
-    key = preset.lower()
-    if key not in SPLIT_PRESETS:
-        raise ValueError(f"unknown split preset {preset!r}; choose from {sorted(SPLIT_PRESETS)}")
+    key, p = lookup_preset(SPLIT_PRESETS, preset, "UEO's class splits (make_setting)")
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    p, names = SPLIT_PRESETS[key], list(class_names)
+    names = list(class_names)
     if len(names) != p["num_classes"]:
         raise ValueError(f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
                          f"this dataset has {len(names)}. Use known=/num_known= for other data.")  # fmt: skip

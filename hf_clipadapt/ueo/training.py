@@ -28,9 +28,10 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from ..data.labels import known_label_map
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
-from ..data.labels import known_label_map
+from ..training.arguments import resolve_training_arguments
 from .evaluation import to_model_labels
 from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
                          zero_shot_weights)
@@ -241,12 +242,8 @@ def _checkpoint_folder(resume, args) -> Path | None:
 
 
 def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrainingArguments:
-    """The defaults, then `args` (used as is when an `AdaptationTrainingArguments`, else overrides)."""
-    if isinstance(args, AdaptationTrainingArguments):
-        return args
-    settings = {**default_training_arguments(), "seed": seed, **(args or {})}
-    settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
-    return AdaptationTrainingArguments(**settings)
+    """The official defaults, then `args` (see `hf_clipadapt.training.arguments.resolve_training_arguments`)."""
+    return resolve_training_arguments(default_training_arguments(), args, seed=seed, num_samples=num_samples)
 
 
 def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,

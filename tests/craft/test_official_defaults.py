@@ -47,7 +47,7 @@ def test_dataset_presets_carry_the_official_per_dataset_values():
     assert CraFTTrainingArguments.from_preset("oxford_pets").batch_size == 64
     assert CraFTConfig(preset="imagenet").refine_hidden == 512
     assert CraFTTrainingArguments.from_preset("imagenet").prompt_mean == "best"  # main_craft_imagenet.py line 165
-    with pytest.raises(ValueError, match="unknown CraFT preset 'mnist'; choose from"):
+    with pytest.raises(ValueError, match="unknown preset 'mnist' for CraFT; choose from"):
         CraFTTrainingArguments.from_preset("mnist")
 
 

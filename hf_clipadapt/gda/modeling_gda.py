@@ -63,6 +63,11 @@ class GDAForImageClassification(CLIPAdaptedModel):
             init.zeros_(self.weight)
             init.zeros_(self.bias)
 
+    def prepare_config_for_classes(self, config) -> None:
+        raise ValueError("GDA's W and b are the statistics of its own classes: nothing of them carries over to other "
+                         "class names. For new classes, build their heads with new_classes_head(class_names, "
+                         "base_features) (the official base-to-new protocol), or fit a new model on them")  # fmt: skip
+
     @classmethod
     def from_clip(cls, backbone, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                   *, preset: str | None = None, **config_kwargs) -> GDAForImageClassification:  # fmt: skip

@@ -118,6 +118,7 @@ class SFDAPreTrainedModel(AdaptedPreTrainedModel):
     base_model_prefix = "backbone"
     card_template = "sfda.md"
     card_tags = ("domain-adaptation", "source-free")
+    _unfitted_behaviour = "those of the pretrained backbone with an untrained head"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -190,6 +191,7 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
         kwargs that rebuild it at load time and `feature_dim` is D (read from
         `module.feature_dim` if present).
         """
+        config_kwargs.setdefault("is_fitted", False)  # until fit: forward warns
         if id2label is not None:
             config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
         elif num_labels is not None:
@@ -258,6 +260,7 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool | None = None,
                 **kwargs) -> SFDAOutput:  # fmt: skip
+        self._warn_if_unfitted()
         logits, features = self.head(self.pooled_features(pixel_values))
         loss = None
         if labels is not None:

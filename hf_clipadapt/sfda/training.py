@@ -401,6 +401,7 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
                           labels=labels, validation_dataset=validation_dataset, image_column=image_column,
                           label_column=label_column)  # fmt: skip
     trainer.train(resume_from_checkpoint=str(resume_from) if isinstance(resume_from, (str, Path)) else resume_from)
+    model.config.is_fitted = True
     if stage == "target":
         model.config.model_selection = args.model_selection  # recorded for the model card
     return {"history": trainer.method.history, "selected_epoch": trainer.selected_epoch,

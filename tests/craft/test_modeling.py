@@ -11,9 +11,11 @@ from hf_clipadapt.craft import CraFTForImageClassification, CraFTTrainingArgumen
 from hf_clipadapt.testing_utils import (
     AdaptedModelTesterMixin,
     PIL_image,
+    assert_initialised,
     save_tiny_clip,
     tiny_clip_model,
     tiny_clip_tokenizer,
+    tiny_image_dataset,
     tiny_image_processor,
 )
 
@@ -109,6 +111,26 @@ class TestCraFTContract(AdaptedModelTesterMixin):
 
     def make_inputs(self, model):
         return {"pixel_values": pixels(model.black_box)}
+
+    def make_unfitted_model(self, tmp_path):
+        box = LocalBlackBox(str(save_tiny_clip(tmp_path / "fresh-clip")))
+        return CraFTForImageClassification.from_black_box(box, NAMES)
+
+    def tiny_labelled_data(self):
+        return tiny_image_dataset(len(NAMES), 4, class_names=NAMES)
+
+    def fit_model(self, model, seed):
+        return model.fit(self.tiny_labelled_data(), shots=2, seed=seed,
+                         args={"budget": 22, "population": 10, "batch_size": 2})  # fmt: skip
+
+    def check_initialisation(self, model):
+        # z = 0 and R's last layer = 0, so a fresh model is the black box with the prompt ctx_init;
+        # R's first layer keeps nn.Linear's own U(±1/√fan_in)
+        assert_initialised(model.prompt.z, "prompt.z", mean=0.0, std=0)
+        first, last = model.refiner.net[0], model.refiner.net[2]
+        assert_initialised(last.weight, "refiner last weight", mean=0.0, std=0)
+        assert_initialised(last.bias, "refiner last bias", mean=0.0, std=0)
+        assert_initialised(first.weight, "refiner first weight", bound=first.in_features**-0.5)
 
 
 def test_fit_takes_a_dataset_like_every_model(tmp_path):

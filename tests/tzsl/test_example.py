@@ -25,4 +25,4 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
     card = (out / "README.md").read_text()
     assert "h_score" in card and "c10" in card and "library_name: hf_clipadapt" in card
     assert (out / "model.safetensors").exists()
-    assert any(json.loads(line).get("test/zsl") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())
+    assert any(json.loads(line).get("test/zsl_accuracy") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())

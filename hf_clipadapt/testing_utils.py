@@ -188,8 +188,7 @@ class AdaptedModelTesterMixin:
             return model.eval()(**inputs).logits
 
     # ------------------------------------------------------------------ fit / evaluate hooks
-    def tiny_labelled_data(self):
-        """4 images for each of `class_names` (2 shots + 2 validation)."""
+    def tiny_labelled_data(self):  # 4 images a class: 2 shots + 2 validation
         return tiny_image_dataset(num_classes=len(self.class_names), per_class=4, class_names=list(self.class_names))
 
     def make_unfitted_model(self, tmp_path):
@@ -207,8 +206,7 @@ class AdaptedModelTesterMixin:
         """Fit `model` with `seed`; returns what `fit` returned."""
         return model.fit(self.tiny_labelled_data(), seed=seed, dataset_name="tiny-colours", **self.fit_kwargs)
 
-    def evaluation_data(self, model):
-        """(labelled dataset, evaluate kwargs) for `model.evaluate`."""
+    def evaluation_data(self, model):  # (labelled dataset, evaluate kwargs)
         return self.tiny_labelled_data(), {}
 
     def check_initialisation(self, model) -> None:

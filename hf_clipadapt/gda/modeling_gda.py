@@ -198,7 +198,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
         Needs the text classifier (it provides the initial responsibilities and the
         ensemble in the E-step). `alpha` defaults to `config.alpha`.
         """
-        from .functional import fit_gda_em
+        from .em import fit_gda_em
 
         if not self.config.use_text_classifier:
             raise ValueError("fit_unlabeled starts from zero-shot CLIP, so the model needs a text classifier (class_names)")
@@ -246,7 +246,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
           `config.alphas`) maximises their accuracy. It reads no new-class images or
           labels; the scores go to the head's `config.alpha_scores`.
         """
-        from .functional import new_class_classifier, select_new_class_alpha
+        from .new_classes import new_class_classifier, select_new_class_alpha
 
         if alpha_rule not in NEW_CLASS_ALPHA_RULES:
             raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")

@@ -87,22 +87,10 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
-    def fit(
-        self,
-        train,
-        validation=None,
-        *,
-        shots: int | None = None,
-        seed: int = DEFAULT_SEED,
-        views: int | None = None,
-        batch_size: int = 64,
-        accelerator=None,
-        cache_dir: str | Path | None = None,
-        alphas: Sequence[float] | None = None,
-        image_column: str = "image",
-        label_column: str = "label",
-        dataset_name: str | None = None,
-    ) -> GDAForImageClassification:
+    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED,
+            views: int | None = None, batch_size: int = 64, accelerator=None, cache_dir: str | Path | None = None,
+            alphas: Sequence[float] | None = None, image_column: str = "image", label_column: str = "label",
+            dataset_name: str | None = None) -> GDAForImageClassification:  # fmt: skip
         """Fit W and b in closed form and pick α on validation data; returns self.
 
         `train` is one of:
@@ -215,6 +203,17 @@ class GDAForImageClassification(CLIPAdaptedModel):
         self.history_ = info
         return self
 
+    def _check_new_classes_request(self, alpha_rule: str, head: str, base_labels) -> None:
+        if alpha_rule not in NEW_CLASS_ALPHA_RULES:
+            raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")
+        if alpha_rule == "pseudo_new" and not self.config.use_text_classifier:
+            raise ValueError(
+                'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
+                'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
+            )
+        if base_labels is None and (alpha_rule == "pseudo_new" or head == "knn_mean"):
+            raise ValueError(f'alpha_rule={alpha_rule!r} with head={head!r} needs base_labels (the base features\' classes)')
+
     @torch.no_grad()
     def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor,
                          base_labels: torch.Tensor | None = None, templates: Sequence[str] | None = None, k: int = 64,
@@ -248,15 +247,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
         """
         from .new_classes import new_class_classifier, select_new_class_alpha
 
-        if alpha_rule not in NEW_CLASS_ALPHA_RULES:
-            raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")
-        if alpha_rule == "pseudo_new" and not self.config.use_text_classifier:
-            raise ValueError(
-                'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
-                'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
-            )
-        if base_labels is None and (alpha_rule == "pseudo_new" or head == "knn_mean"):
-            raise ValueError(f'alpha_rule={alpha_rule!r} with head={head!r} needs base_labels (the base features\' classes)')
+        self._check_new_classes_request(alpha_rule, head, base_labels)
         templates = list(templates) if templates else self.config.templates
         new = type(self).from_clip(
             self.require_backbone("new_classes_head"), list(class_names), templates, alpha=self.config.alpha,

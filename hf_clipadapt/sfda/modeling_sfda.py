@@ -170,6 +170,24 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
     # -- construction -------------------------------------------------------------
 
     @classmethod
+    def _from_torch_module(cls, backbone: nn.Module, feature_dim, torch_backbone, torch_backbone_kwargs,
+                           config_kwargs: dict) -> SFDAForImageClassification:  # fmt: skip
+        """`from_backbone` for a plain torch module (registered by name, never by import path)."""
+        dim = feature_dim or getattr(backbone, "feature_dim", None)
+        if dim is None:
+            raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
+        config = SFDAConfig(
+            backbone=None,
+            torch_backbone=_registry_name(backbone, torch_backbone),
+            torch_backbone_kwargs=torch_backbone_kwargs or {},
+            backbone_feature_dim=int(dim),
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.backbone.module.load_state_dict(backbone.state_dict())
+        return model
+
+    @classmethod
     def from_backbone(
         cls,
         backbone: str | nn.Module,
@@ -219,19 +237,7 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
             model.image_processor = processor
             return model
         if isinstance(backbone, nn.Module):
-            dim = feature_dim or getattr(backbone, "feature_dim", None)
-            if dim is None:
-                raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
-            config = SFDAConfig(
-                backbone=None,
-                torch_backbone=_registry_name(backbone, torch_backbone),
-                torch_backbone_kwargs=torch_backbone_kwargs or {},
-                backbone_feature_dim=int(dim),
-                **config_kwargs,
-            )
-            model = cls(config)
-            model.backbone.module.load_state_dict(backbone.state_dict())
-            return model
+            return cls._from_torch_module(backbone, feature_dim, torch_backbone, torch_backbone_kwargs, config_kwargs)
         raise TypeError(f"backbone must be a model id, a PreTrainedModel or an nn.Module, got {type(backbone).__name__}")
 
     # -- parameter groups -----------------------------------------------------------

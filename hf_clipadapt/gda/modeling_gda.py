@@ -87,10 +87,10 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
-    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED,
-            views: int | None = None, batch_size: int = 64, accelerator=None, cache_dir: str | Path | None = None,
-            alphas: Sequence[float] | None = None, image_column: str = "image", label_column: str = "label",
-            dataset_name: str | None = None) -> GDAForImageClassification:  # fmt: skip
+    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
+            shots: int | None = None, views: int | None = None, batch_size: int = 64, accelerator=None,
+            cache_dir: str | Path | None = None, alphas: Sequence[float] | None = None, image_column: str = "image",
+            label_column: str = "label", dataset_name: str | None = None) -> GDAForImageClassification:  # fmt: skip
         """Fit W and b in closed form and pick α on validation data; returns self.
 
         `train` is one of:
@@ -109,6 +109,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
         full validation split (on the test set for ImageNet); `shots=` holds out
         min(K, 4) images per class of the training data instead.
         """
+        if args is not None or resume_from_checkpoint is not None:
+            raise ValueError("GDA is fitted in closed form, with no training run: it takes no args and nothing to "
+                             "resume. Its settings are config fields (covariance, alphas, views: see GDAConfig)")  # fmt: skip
         self.require_backbone("fitting")
         views = self.config.views if views is None else views
         train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)

@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import class_names, dataset_display_name
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 
 
 def parse_args(argv=None):

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from hf_clipadapt.craft import CraFTModel, CraFTTrainingArguments, LocalBlackBox, RemoteBlackBox
+from hf_clipadapt.craft import CraFTForImageClassification, CraFTTrainingArguments, LocalBlackBox, RemoteBlackBox
 from hf_clipadapt.craft.modeling_craft import TOKEN_ENV
 from hf_clipadapt.data import class_names, dataset_display_name, sample_few_shot
-from hf_clipadapt.script_utils import add_clip_data_arguments, finish, load_train_test, make_accelerator
+from example_utils import add_clip_data_arguments, finish, load_train_test, make_accelerator
 
 
 def parse_args(argv=None):
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     train, test = load_train_test(args)
     shots = sample_few_shot(train, args.shots, seed=args.seed, label_column=args.label_column, val_shots=0)["train"]
     box = connect(args)
-    model = CraFTModel.from_black_box(box, class_names(train, args.label_column), projection_seed=args.seed,
+    model = CraFTForImageClassification.from_black_box(box, class_names(train, args.label_column), projection_seed=args.seed,
                                       intrinsic_dim=args.intrinsic_dim, dataset_name=dataset_name,
                                       preset=args.preset)  # fmt: skip
     processor = image_processor(args, box)
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     x = model.pixel_values(shots, processor, args.image_column)
     y = torch.as_tensor(shots[args.label_column])
     history = model.fit_pixels(x, y, training, shots=args.shots,
-                        resume_from_checkpoint=training.output_dir if args.resume else None)  # fmt: skip
+                               resume_from_checkpoint=training.output_dir if args.resume else None).history_  # fmt: skip
     seconds = time.perf_counter() - start
     model.config.queries_spent = box.queries - eval_queries
     craft = model.evaluate(test, record_as=dataset_name, **evaluate)

@@ -39,23 +39,25 @@ import time
 
 import torch
 
-from hf_clipadapt.baselines import (
+from hf_clipadapt.clip import get_templates
+from hf_clipadapt.data import sample_few_shot
+from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
+from hf_clipadapt.gda import GDAForImageClassification, fit_gda, gda_logits
+from hf_clipadapt.metrics import accuracy
+from hf_clipadapt.progress import progress_enabled
+from hf_clipadapt.testbed import SceneWorld, load_suite, load_testbed_clip
+
+# examples/ helpers (this script's folder is on sys.path): not part of the installed package
+from baselines import (
     logistic_probe,
     nearest_class_mean,
     select_tip_beta,
     select_tip_params,
     tip_adapter_logits,
 )
-from hf_clipadapt.clip import get_templates
-from hf_clipadapt.data import sample_few_shot
-from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
-from hf_clipadapt.gda import GDAForImageClassification, fit_gda, gda_logits
-from hf_clipadapt.offline.few_shot_features import FewShotFeatures
-from hf_clipadapt.metrics import accuracy
-from hf_clipadapt.offline import EfficientNetLite0Features, load_mnist, load_optdigits
-from hf_clipadapt.offline.datasets import FASHION_MNIST_DIR
-from hf_clipadapt.progress import progress_enabled
-from hf_clipadapt.testbed import SceneWorld, load_suite, load_testbed_clip
+from offline_assets import EfficientNetLite0Features, load_mnist, load_optdigits
+from offline_assets.datasets import FASHION_MNIST_DIR
+from offline_assets.few_shot_features import FewShotFeatures
 
 METHODS = ("GDA", "Linear probe", "Tip-Adapter", "Nearest class mean")
 CLIP_METHODS = ("Zero-shot CLIP", "GDA", "Tip-Adapter", "Linear probe")

@@ -28,7 +28,7 @@ from hf_clipadapt.clip import CLIPBackbone, get_templates
 from hf_clipadapt.data import class_names, dataset_display_name, load_image_dataset
 from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.gda import GDAForImageClassification
-from hf_clipadapt.script_utils import finish, make_accelerator
+from example_utils import finish, make_accelerator
 from hf_clipadapt.testbed import resolve_model_name
 
 

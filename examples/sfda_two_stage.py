@@ -38,7 +38,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hf_clipadapt.sfda import SFDAModelForImageClassification, SFDATrainingArguments, evaluate, fit, load_domain
+from hf_clipadapt.sfda import SFDAForImageClassification, SFDATrainingArguments, evaluate, fit, load_domain
 
 OFFLINE_BACKBONE = "offline:efficientnet-lite0"
 
@@ -46,7 +46,7 @@ OFFLINE_BACKBONE = "offline:efficientnet-lite0"
 def load_data(spec: str, split: str):
     """A domain: `offline:mnist[:N]`, `offline:optdigits[:N]`, a list file, an image folder or a Hub id."""
     if spec.startswith("offline:"):
-        from hf_clipadapt.offline import load_mnist, load_optdigits
+        from offline_assets import load_mnist, load_optdigits
 
         name, _, limit = spec[len("offline:") :].partition(":")
         limit = int(limit) if limit else None
@@ -110,12 +110,12 @@ def stage_transforms(args, mean_std) -> tuple[Preprocess, Preprocess]:
 def build_source_model(args, num_labels: int, id2label: dict | None):
     labels = dict(id2label=id2label) if id2label else dict(num_labels=num_labels)
     if args.backbone == OFFLINE_BACKBONE:
-        from hf_clipadapt.offline import EfficientNetLite0Features
+        from offline_assets import EfficientNetLite0Features
 
-        return SFDAModelForImageClassification.from_backbone(
+        return SFDAForImageClassification.from_backbone(
             EfficientNetLite0Features(pretrained=True), torch_backbone_kwargs={"pretrained": False}, **labels
         )
-    return SFDAModelForImageClassification.from_backbone(args.backbone, **labels)
+    return SFDAForImageClassification.from_backbone(args.backbone, **labels)
 
 
 # the official per-dataset settings of each stage-2 strategy (hf_clipadapt.sfda.PRESETS)
@@ -150,7 +150,7 @@ def prepare_stage(args):
         mean_std = image_stats(None if args.backbone == OFFLINE_BACKBONE else args.backbone)
         stage, (train_tf, eval_tf) = "source", stage_transforms(args, mean_std)
     else:
-        model = SFDAModelForImageClassification.from_pretrained(args.model)
+        model = SFDAForImageClassification.from_pretrained(args.model)
         model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
         data = load_data(args.target, "train")
         if "label" in data.column_names:  # stage 2 never reads target labels
@@ -202,7 +202,7 @@ def main():
     set_seed(args.seed)  # the new head's initialisation
 
     if args.command == "evaluate":
-        model = SFDAModelForImageClassification.from_pretrained(args.model).to(accelerator.device)
+        model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
         tf = Preprocess(args.image_size, *image_stats(None if model.config.torch_backbone else model.config.backbone))
         scores = evaluate(model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size)
         if accelerator.is_main_process:

@@ -30,7 +30,7 @@ from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import base_new_class_split, class_names, dataset_display_name, load_image_dataset, select_classes
 from hf_clipadapt.metrics import harmonic_mean
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, make_accelerator
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, make_accelerator
 from hf_clipadapt.ship import SHIPGenerator, fit_with_synthesized
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 

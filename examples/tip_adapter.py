@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from hf_clipadapt.clip import get_templates
 from hf_clipadapt.data import class_names, dataset_display_name
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
 

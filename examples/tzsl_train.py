@@ -122,14 +122,14 @@ def main(argv=None):
             m.fit(val, seed=args.seed, progress=accelerator.is_main_process)
             scores[e] = m.evaluate(val)
             accelerator.print(f"validation (pseudo-unseen {val.unseen_classes}), {e} epochs: {scores[e]}")
-        best = max(candidates, key=lambda e: scores[e]["gzsl_H"])
+        best = max(candidates, key=lambda e: scores[e]["h_score"])
         selection = {"pseudo_unseen_classes": val.unseen_classes, "scores": scores, "chosen_epochs": best}
         args.epochs = best
 
     model = build(data, args)
     accelerator.init_trackers("tzsl", config={k: v for k, v in model.config.to_dict().items() if isinstance(v, (int, float, str, bool))})
     t0 = time.perf_counter()
-    history = model.fit(data, seed=args.seed, accelerator=accelerator, progress=accelerator.is_main_process)
+    history = model.fit(data, seed=args.seed, accelerator=accelerator, progress=accelerator.is_main_process).history_
     train_s = time.perf_counter() - t0
     model.config.dataset_name, model.config.base_model_name_or_path = dataset_name, args.base_model
     scores = model.evaluate(data, record_as=dataset_name)  # the results go onto the model card

@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 from datasets import concatenate_datasets
 
 from hf_clipadapt.data import class_names, dataset_display_name
-from hf_clipadapt.script_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test
 from hf_clipadapt.ueo import SETTINGS, UEOForImageClassification, make_setting
 from hf_clipadapt.ueo.settings import name_unknown_classes, split_rows
 

@@ -26,12 +26,13 @@ _EXPORTS = {
     **exports_of(".clip_adapter", "CLIPAdapterConfig", "CLIPAdapterForImageClassification"),
     **exports_of(".ship", "SHIPConfig", "SHIPGenerator"),
     **exports_of(".tzsl", "TZSLConfig", "TZSLModel"),
-    **exports_of(".sfda", "SFDAConfig", "SFDAModelForImageClassification"),
+    **exports_of(".sfda", "SFDAConfig", "SFDAForImageClassification"),
     **exports_of(".ueo", "UEOConfig", "UEOForImageClassification"),
+    **exports_of(".craft", "CraFTConfig", "CraFTForImageClassification"),
     **exports_of(".lora_pro", "LoraProAdamW", "LoraProConfig", "LoraProOptimizerFactory", "LoraProSGD",
                  "LoraProTrainer", "create_lorapro_optimizer"),
     # subpackages, importable as attributes too (hf_clipadapt.gda, ...)
-    **{name: f".{name}" for name in ("clip", "data", "gda", "tip_adapter", "coop", "clip_adapter", "ship", "tzsl", "sfda", "ueo", "lora_pro", "craft", "testbed", "offline")},
+    **{name: f".{name}" for name in ("clip", "data", "gda", "tip_adapter", "coop", "clip_adapter", "ship", "tzsl", "sfda", "ueo", "lora_pro", "craft", "testbed")},
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -29,9 +29,9 @@ MODELS: dict[str, tuple[str, str, bool]] = {
                      "hf_clipadapt.clip_adapter.modeling_clip_adapter:CLIPAdapterForImageClassification", True),
     "ship": ("hf_clipadapt.ship.configuration_ship:SHIPConfig", "hf_clipadapt.ship.modeling_ship:SHIPGenerator", False),
     "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
-             "hf_clipadapt.sfda.modeling_sfda:SFDAModelForImageClassification", True),
+             "hf_clipadapt.sfda.modeling_sfda:SFDAForImageClassification", True),
     "ueo": ("hf_clipadapt.ueo.configuration_ueo:UEOConfig", "hf_clipadapt.ueo.modeling_ueo:UEOForImageClassification", True),
-    "craft": ("hf_clipadapt.craft.configuration_craft:CraFTConfig", "hf_clipadapt.craft.modeling_craft:CraFTModel", True),
+    "craft": ("hf_clipadapt.craft.configuration_craft:CraFTConfig", "hf_clipadapt.craft.modeling_craft:CraFTForImageClassification", True),
 }  # fmt: skip
 
 

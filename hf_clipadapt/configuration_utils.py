@@ -11,6 +11,9 @@ from numbers import Integral
 
 from transformers import PreTrainedConfig
 
+# One default seed for every `fit`, sampler and example in the package.
+DEFAULT_SEED = 0
+
 # Bounds on what a config may ask a model to allocate, checked when the config is built,
 # i.e. before `from_pretrained` constructs anything: a downloaded config.json cannot make
 # loading allocate gigabytes (SECURITY.md, "Loading"). Far above every published setting.
@@ -47,6 +50,25 @@ def check_number(owner: str, name: str, value, minimum: float | None = None, str
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise ValueError(f"{owner}: {name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
     return float(value)
+
+
+def lookup_preset(presets: dict, name: str, owner: str, source: str | None = None) -> tuple[str, dict]:
+    """The one preset lookup of the package: `(key, copy of the settings)` of preset `name`
+    (case-insensitive, "-" read as "_"), or one error naming the known presets.
+
+    Args:
+        presets: name -> settings (a method's `PRESETS`).
+        name: the preset asked for.
+        owner: what the presets belong to, for the error (e.g. "GDAConfig", "CraFT").
+        source: where the official values come from, added to the error (e.g. a repository).
+    """
+    if not presets:
+        raise ValueError(f"{owner} has no presets; pass its fields directly")
+    key = str(name).lower().replace("-", "_")
+    if key not in presets:
+        where = f" ({source})" if source else ""
+        raise ValueError(f"unknown preset {name!r} for {owner}; choose from {sorted(presets)}{where}")
+    return key, dict(presets[key])
 
 
 class AdaptedConfig(PreTrainedConfig):
@@ -142,12 +164,8 @@ class CLIPAdaptedConfig(AdaptedConfig):
     @classmethod
     def preset_settings(cls, name: str) -> dict:
         """The config fields of preset `name` (case-insensitive), with "preset" set."""
-        if not cls.PRESETS:
-            raise ValueError(f"{cls.__name__} has no presets; pass its fields directly")
-        key = str(name).lower().replace("-", "_")
-        if key not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r} for {cls.__name__}; choose from {sorted(cls.PRESETS)}")
-        return {**cls.PRESETS[key], "preset": key}
+        key, settings = lookup_preset(cls.PRESETS, name, cls.__name__)
+        return {**settings, "preset": key}
 
     @classmethod
     def from_preset(cls, name: str, **overrides):

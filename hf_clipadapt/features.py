@@ -82,6 +82,37 @@ class IndexedRows(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
+def _cache_path(cache_dir, cache_name, dataset, split: str, views: int, transform) -> Path | None:
+    """Where `extract_features` caches this encoding (None without `cache_dir`)."""
+    if cache_dir is None:
+        return None
+    if cache_name is None:
+        raise ValueError("cache_dir needs cache_name: a string that identifies the encoder")
+    key = feature_cache_key(
+        encoder=cache_name,
+        dataset=dataset_fingerprint(dataset),
+        split=split,
+        views=views,
+        transform=getattr(transform, "cache_id", type(transform).__qualname__),
+    )
+    return Path(cache_dir) / f"{key}.safetensors"
+
+
+def _encode_batches(encode, batches, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of every batch, gathered across processes, on the CPU."""
+    device = accelerator.device if accelerator is not None else None
+    feats, labels = [], []
+    for pixel_values, batch_labels in batches:
+        if device is not None:
+            pixel_values = pixel_values.to(device)
+        out = encode(pixel_values).float()
+        if accelerator is not None:
+            out, batch_labels = accelerator.gather_for_metrics((out, batch_labels.to(out.device)))
+        feats.append(out.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(feats), torch.cat(labels)
+
+
 def extract_features(
     encode: Callable[[torch.Tensor], torch.Tensor],
     dataset,
@@ -110,24 +141,12 @@ def extract_features(
     if len(dataset) == 0:
         raise ValueError("cannot extract features from an empty dataset")
     check_columns(dataset, image_column=image_column, label_column=label_column)
-    path = None
-    if cache_dir is not None:
-        if cache_name is None:
-            raise ValueError("cache_dir needs cache_name: a string that identifies the encoder")
-        key = feature_cache_key(
-            encoder=cache_name,
-            dataset=dataset_fingerprint(dataset),
-            split=split,
-            views=views,
-            transform=getattr(transform, "cache_id", type(transform).__qualname__),
-        )
-        path = Path(cache_dir) / f"{key}.safetensors"
-        if path.exists():
-            cached = load_file(str(path))
-            return cached["features"], cached["labels"]
+    path = _cache_path(cache_dir, cache_name, dataset, split, views, transform)
+    if path is not None and path.exists():
+        cached = load_file(str(path))
+        return cached["features"], cached["labels"]
 
     is_main = accelerator is None or accelerator.is_main_process
-    device = accelerator.device if accelerator is not None else None
     all_feats, all_labels = [], []
     for view in range(views):
         loader = torch.utils.data.DataLoader(
@@ -139,18 +158,10 @@ def extract_features(
         )
         if accelerator is not None:
             loader = accelerator.prepare_data_loader(loader)
-        feats, labels = [], []
         bar = progress_bar(loader, desc=f"{desc} (view {view + 1}/{views})", main_process=is_main, leave=False)
-        for pixel_values, batch_labels in bar:
-            if device is not None:
-                pixel_values = pixel_values.to(device)
-            out = encode(pixel_values).float()
-            if accelerator is not None:
-                out, batch_labels = accelerator.gather_for_metrics((out, batch_labels.to(out.device)))
-            feats.append(out.cpu())
-            labels.append(batch_labels.cpu())
-        all_feats.append(torch.cat(feats))
-        all_labels.append(torch.cat(labels))
+        feats, labels = _encode_batches(encode, bar, accelerator)
+        all_feats.append(feats)
+        all_labels.append(labels)
     features, labels = torch.cat(all_feats), torch.cat(all_labels).long()
 
     if path is not None:

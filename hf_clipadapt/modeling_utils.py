@@ -12,14 +12,14 @@ Two levels, in the manner of transformers' `PreTrainedModel` and peft's adapters
   fitted or trained (persistent buffers, and parameters that require grad) plus a
   reference to the CLIP, never a frozen tower; `from_pretrained` re-attaches that
   CLIP, or takes `backbone=`. A subclass implements `logits_from_features` and
-  `fit`; construction (`from_clip`), `forward`, `evaluate`, saving, loading, the
-  card and the Auto registration (`register_auto`) come from here.
+  `fit`; construction (`from_clip`), `forward`, `for_classes`, saving, loading, the
+  card and the Auto registration (`register_auto`) come from here, and `evaluate`,
+  result recording and dataset encoding from `hf_clipadapt.evaluation`.
 """
 
 from __future__ import annotations
 
 import copy
-
 import itertools
 import warnings
 from collections.abc import Sequence
@@ -43,10 +43,8 @@ from .checkpoints import (
 )
 from .clip.backbone import CLIPBackbone, check_classnames
 from .configuration_utils import AdaptedConfig, CLIPAdaptedConfig
+from .evaluation import CLIPEvaluationMixin, EvaluationMixin
 from .hub import ModelCardMixin, build_model_card
-
-# One default seed for every `fit`, sampler and example in the package.
-DEFAULT_SEED = 0
 
 # Keyword arguments transformers' Auto classes and `pipeline` pass to `from_pretrained`
 # that a CLIP-adapted model reads (dtype, attention) or safely ignores (bookkeeping).
@@ -57,7 +55,7 @@ _IGNORED_LOAD_KWARGS = (
 )  # fmt: skip
 
 
-class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
+class AdaptedPreTrainedModel(EvaluationMixin, ModelCardMixin, PreTrainedModel):
     """Base of every model in the package: checked loading, atomic saving, one card.
 
     Subclasses set `config_class`, `card_template` (a file in `model_cards/`) and
@@ -115,25 +113,6 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
         kwargs.setdefault("state_dict", self.saved_state_dict())
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    # ------------------------------------------------------------------ results
-    def record_result(self, dataset_name: str, metric_type: str, value: float, *, split: str = "test", **extra) -> None:
-        """Store one measured result in `config.eval_results` (replacing an earlier one
-        for the same dataset, split and metric); the model card lists them."""
-        key = (dataset_name, split, metric_type)
-        kept = [r for r in self.config.eval_results if (r["dataset_name"], r.get("dataset_split"), r["metric_type"]) != key]
-        entry = {"dataset_name": dataset_name, "dataset_split": split, "metric_type": metric_type, "metric_value": float(value)}
-        self.config.eval_results = kept + [{**entry, **extra}]
-
-    def record_results(self, dataset_name: str, metrics: dict, *, split: str = "test") -> None:
-        """`record_result` for every scalar in `metrics` (e.g. what `evaluate` returned)."""
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.record_result(dataset_name, name, value, split=split)
-
-    @property
-    def eval_results(self) -> list[dict]:
-        return self.config.eval_results
-
     def _warn_if_unfitted(self) -> None:
         # A model in training mode is being fitted right now: only predictions warn.
         if self.config.is_fitted is False and not self.training and not getattr(self, "_warned_unfitted", False):
@@ -168,7 +147,7 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
         )
 
 
-class CLIPAdaptedModel(AdaptedPreTrainedModel):
+class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
     """A small fitted or trained part around a frozen CLIP: the base of GDA, CoOp,
     CLIP-Adapter, Tip-Adapter, SHIP, UEO and CraFT.
 
@@ -390,23 +369,6 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     # ------------------------------------------------------------------ data
-    def encode_dataset(self, dataset, transform=None, *, views: int = 1, split: str = "test", desc: str | None = None,
-                       batch_size: int = 64, accelerator=None, cache_dir=None, image_column: str = "image",
-                       label_column: str | None = "label"):  # fmt: skip
-        """CLIP image features (and labels) of a `datasets.Dataset`, batched, gathered
-        across processes and cached on disk under `cache_dir` (keyed by the CLIP's
-        weights, the crop size, the transform and the data)."""
-        from .features import extract_features
-
-        backbone = self.require_backbone("encoding a dataset")
-        transform = transform if transform is not None else backbone.image_transform()
-        return extract_features(
-            backbone.encode_images, dataset, transform, views=views, split=split, batch_size=batch_size,
-            accelerator=accelerator, image_column=image_column, label_column=label_column, cache_dir=cache_dir,
-            cache_name=f"{backbone.cache_name}@{backbone.crop_size}" if cache_dir else None,
-            desc=desc or f"{self.config.model_type} {split}",
-        )  # fmt: skip
-
     def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool = True):
         """The paper-style training views (random resized crop of area `scale`, optional
         flip) at the CLIP's input size, seeded per (image, view)."""
@@ -414,71 +376,6 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
 
         backbone = self.require_backbone("augmenting images")
         return AugmentedViews(backbone.preprocess, size=backbone.crop_size, scale=tuple(scale), flip=flip, seed=seed)
-
-    def check_dataset_labels(self, dataset, label_column: str = "label") -> None:
-        """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
-        check_class_names(dataset, label_column, self.class_names())
-
-    def adopt_dataset_labels(self, dataset, label_column: str, *, subset: bool = False) -> torch.Tensor:
-        """A model built from `num_labels` alone (generic LABEL_i names, no text classifier)
-        takes its label names from the data's `ClassLabel`; otherwise the data's classes
-        must be the model's (with `subset=True`: some of the model's, matched by name).
-        Returns `dataset_label_map`: the data's label ids as this model's."""
-        feature = _class_label(dataset, label_column)
-        ours = self.class_names()
-        generic = ours == [f"LABEL_{i}" for i in range(len(ours))]
-        if feature is not None and generic and feature.num_classes == len(ours):
-            self.config.id2label = dict(enumerate(feature.names))
-            self.config.label2id = {n: i for i, n in enumerate(feature.names)}
-        if not subset:
-            self.check_dataset_labels(dataset, label_column)
-        return self.dataset_label_map(dataset, label_column)
-
-    def class_names(self) -> list[str]:
-        return [self.config.id2label[i] for i in range(self.config.num_labels)]
-
-    def dataset_label_map(self, dataset, label_column: str = "label") -> torch.Tensor:
-        """[C_data] tensor: the dataset's label ids → this model's, matched by class name
-        (the identity when the data carry no `ClassLabel`). Refuses names the model lacks."""
-        feature = _class_label(dataset, label_column)
-        if feature is None:
-            return torch.arange(self.config.num_labels)
-        ours = {n: i for i, n in enumerate(self.class_names())}
-        unknown = [n for n in feature.names if n not in ours]
-        if unknown:
-            raise ValueError(f"{len(unknown)} of the dataset's classes are not among this model's "
-                             f"{len(ours)} labels, e.g. {unknown[:5]}; build the model with class names that "
-                             "include every class of the training data.")  # fmt: skip
-        return torch.tensor([ours[n] for n in feature.names], dtype=torch.long)
-
-    @torch.no_grad()
-    def predict_features(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Logits for precomputed image features, in chunks, on the CPU."""
-        chunks = [self.logits_from_features(F.normalize(features[i : i + batch_size].to(self.device).float(), dim=-1)).cpu()
-                  for i in range(0, features.shape[0], batch_size)]  # fmt: skip
-        return torch.cat(chunks) if chunks else torch.empty(0, self.config.num_labels)
-
-    @torch.no_grad()
-    def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,
-                 accelerator=None, cache_dir=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
-        """Top-1 and mean per-class accuracy (%) on a labelled dataset. A dataset whose
-        classes are some of the model's (matched by name, e.g. the new classes of a
-        base-to-new model) is scored within its own label space, as the base-to-new
-        protocol does (Zhou et al., CVPR 2022). With `record_as="<dataset name>"` the
-        results go to `config.eval_results`, and so onto the model card."""
-        from .metrics import accuracy, per_class_accuracy
-
-        columns = self.dataset_label_map(dataset, label_column)
-        was_training = self.training
-        self.eval()
-        feats, labels = self.encode_dataset(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                            cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
-        self.train(was_training)
-        logits = self.predict_features(feats)[:, columns]
-        result = {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
-        if record_as:
-            self.record_results(record_as, result, split=split)
-        return result
 
 
 # ---------------------------------------------------------------------- helpers
@@ -491,27 +388,6 @@ def as_backbone(backbone) -> CLIPBackbone:
     if not isinstance(backbone, CLIPBackbone):
         raise TypeError(f"backbone must be a CLIPBackbone or a checkpoint name, got {type(backbone).__name__}")
     return backbone
-
-
-def check_class_names(dataset, label_column: str, expected: list[str]) -> None:
-    """Refuse a dataset whose `ClassLabel` names differ from `expected` (same order)."""
-    feature = _class_label(dataset, label_column)
-    if feature is None or list(feature.names) == list(expected):
-        return
-    diff = [(i, a, b) for i, (a, b) in enumerate(zip(feature.names, expected)) if a != b][:5]
-    raise ValueError(
-        f"the dataset's class names do not match this model's labels: the dataset has {feature.num_classes} "
-        f"classes, the model {len(expected)}; first differences (id, dataset, model): {diff}. Build the model "
-        "with class_names=hf_clipadapt.data.class_names(dataset)."
-    )
-
-
-def _class_label(dataset, label_column: str):
-    """The dataset's `ClassLabel` feature for `label_column`, or None."""
-    from datasets import ClassLabel
-
-    feature = dataset.features.get(label_column) if hasattr(dataset, "features") else None
-    return feature if isinstance(feature, ClassLabel) else None
 
 
 def _check_backbone_width(backbone: CLIPBackbone, config, class_name: str) -> None:

@@ -155,12 +155,27 @@ class AdaptedModelTesterMixin:
     and may set `is_clip_adapted` (the CLIP-reference checks), `pipeline_task`
     (None when a pipeline does not apply) and `max_saved_bytes` (the size the saved
     weights must stay under). Each check is a `test_*` method, so it runs per class.
+
+    The `fit`/`evaluate` contract checks build a fresh model (`make_unfitted_model`), fit it
+    (`fit_model(model, seed)`, which must return what `fit` returned) and evaluate it
+    (`evaluation_data(model)` -> (dataset, evaluate kwargs)). For a CLIP-adapted model these
+    default to `from_clip` on a tiny saved CLIP with `class_names`, `fit` on a tiny labelled
+    dataset with `fit_kwargs`, and that dataset. `forward_before_fit` says what a forward on an
+    unfitted model does ("warns", or "raises" where its outputs would mean nothing);
+    `check_initialisation(model)` asserts the documented initialisation of a fresh model's
+    trained parts. A check that does not apply calls `pytest.skip` with the reason.
     """
 
     model_class = None
     is_clip_adapted = True
     pipeline_task: str | None = "image-classification"
     max_saved_bytes: int | None = None
+    class_names = ("red", "green", "blue")
+    fit_kwargs: dict = {}
+    fit_seed = 3  # not the default seed, so that recording it is checked
+    forward_before_fit = "warns"
+    fit_keeps_history = True  # False for a closed-form fit, which has no log
+    for_classes_refusal: str | None = None  # the error of a model whose trained parts all belong to its classes
 
     def make_model(self, tmp_path):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -171,6 +186,97 @@ class AdaptedModelTesterMixin:
     def logits(self, model, inputs) -> torch.Tensor:
         with torch.no_grad():
             return model.eval()(**inputs).logits
+
+    # ------------------------------------------------------------------ fit / evaluate hooks
+    def tiny_labelled_data(self):  # 4 images a class: 2 shots + 2 validation
+        return tiny_image_dataset(num_classes=len(self.class_names), per_class=4, class_names=list(self.class_names))
+
+    def make_unfitted_model(self, tmp_path):
+        """A fresh, unfitted model. Default: `from_clip` on a tiny saved CLIP."""
+        import pytest
+
+        if not self.is_clip_adapted:
+            pytest.skip(f"{type(self).__name__} does not say how to build a fresh model (make_unfitted_model)")
+        from .clip import CLIPBackbone
+
+        clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "fresh-clip"))
+        return self.model_class.from_clip(clip, list(self.class_names))
+
+    def fit_model(self, model, seed: int):
+        """Fit `model` with `seed`; returns what `fit` returned."""
+        return model.fit(self.tiny_labelled_data(), seed=seed, dataset_name="tiny-colours", **self.fit_kwargs)
+
+    def evaluation_data(self, model):  # (labelled dataset, evaluate kwargs)
+        return self.tiny_labelled_data(), {}
+
+    def check_initialisation(self, model) -> None:
+        """Assert the documented initialisation of a fresh model's trained parts."""
+        import pytest
+
+        pytest.skip(f"{type(self).__name__} states no initialisation to check (check_initialisation)")
+
+    # ------------------------------------------------------------------ fit / evaluate contract
+    def test_fit_returns_self_and_records_provenance(self, tmp_path):
+        model = self.make_unfitted_model(tmp_path)
+        assert not model.config.is_fitted
+        out = self.fit_model(model, self.fit_seed)
+        assert out is model, f"fit returned {type(out).__name__}, not the model"
+        c = model.config
+        assert c.is_fitted is True and c.seed == self.fit_seed
+        if self.fit_keeps_history:
+            assert model.history_ is not None, "fit keeps its log in history_"
+
+    def test_evaluate_reports_the_shared_metric_names(self, tmp_path):
+        from .evaluation import METRICS
+
+        model = self.make_model(tmp_path)
+        data, kwargs = self.evaluation_data(model)
+        result = model.evaluate(data, record_as="tiny-set", **kwargs)
+        allowed = set(METRICS) | set(type(model).extra_metrics)
+        assert set(result) & set(METRICS), f"evaluate reports none of {METRICS}: {sorted(result)}"
+        assert set(result) <= allowed, f"names outside the vocabulary: {sorted(set(result) - allowed)}"
+        recorded = {r["metric_type"] for r in model.config.eval_results if r["dataset_name"] == "tiny-set"}
+        assert recorded and all(r["dataset_split"] == "test" for r in model.config.eval_results)
+        assert recorded <= set(result)
+
+    def test_for_classes_keeps_the_trained_parts(self, tmp_path):
+        import pytest
+
+        model = self.make_model(tmp_path)
+        if not hasattr(model, "for_classes"):
+            pytest.skip(f"{type(model).__name__} has no for_classes: its classes are fixed by what it was built from")
+        names = list(reversed(model.class_names()))[:2]
+        if self.for_classes_refusal:
+            with pytest.raises(ValueError, match=self.for_classes_refusal):
+                model.for_classes(names)
+            return
+        other = model.for_classes(names)
+        assert type(other) is type(model) and other.class_names() == names
+        assert other.config.eval_results == []
+        kept = {k for k in model.saved_state_dict() if not k.startswith(model.class_specific_state)}
+        for key in kept:
+            assert torch.equal(other.saved_state_dict()[key], model.saved_state_dict()[key]), key
+        assert self.logits(other, self.make_inputs(other)).shape[-1] == len(names)
+
+    def test_forward_before_fit(self, tmp_path):
+        import warnings
+
+        import pytest
+
+        model = self.make_unfitted_model(tmp_path).eval()
+        inputs = self.make_inputs(model)
+        if self.forward_before_fit == "raises":
+            with pytest.raises(RuntimeError, match="not fitted"):
+                model(**inputs)
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.no_grad():
+                model(**inputs)
+        assert any("not been fitted" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+    def test_fresh_model_has_its_documented_initialisation(self, tmp_path):
+        self.check_initialisation(self.make_unfitted_model(tmp_path))
 
     def test_save_load_gives_identical_logits(self, tmp_path):
         model = self.make_model(tmp_path)
@@ -211,7 +317,9 @@ class AdaptedModelTesterMixin:
 
     def test_pipeline_on_saved_folder(self, tmp_path):
         if self.pipeline_task is None:
-            return
+            import pytest
+
+            pytest.skip(f"{self.model_class.__name__} has no pipeline task (pipeline_task=None)")
         from transformers import pipeline
 
         model = self.make_model(tmp_path)
@@ -259,9 +367,10 @@ class AdaptedModelTesterMixin:
             self.model_class.from_pretrained(tmp_path / "saved")
 
     def test_clear_errors_on_wrong_or_missing_clip(self, tmp_path):
-        if not self.is_clip_adapted:
-            return
         import pytest
+
+        if not self.is_clip_adapted:
+            pytest.skip(f"{self.model_class.__name__} refers to no CLIP checkpoint (is_clip_adapted=False)")
 
         from .clip import CLIPBackbone
 
@@ -274,6 +383,25 @@ class AdaptedModelTesterMixin:
         model.save_pretrained(tmp_path / "orphan")
         with pytest.raises(OSError, match="base CLIP"):
             self.model_class.from_pretrained(tmp_path / "orphan")
+
+
+def assert_initialised(tensor: torch.Tensor, name: str, *, mean: float | None = None, std: float | None = None,
+                       bound: float | None = None) -> None:
+    """Assert that `tensor` looks drawn from its documented initialisation: N(`mean`, `std`²)
+    (sample mean within 5 standard errors, sample std within 5 of its standard errors,
+    √(1/2n), and 10 %), or U(−`bound`, `bound`) (inside the bound, std as for σ = bound/√3).
+    `std=0`: every entry equals `mean`."""
+    x = tensor.detach().double().flatten()
+    if std == 0:
+        assert torch.all(x == (mean or 0.0)), f"{name}: expected every entry {mean or 0.0}"
+        return
+    if bound is not None:
+        assert x.abs().max() <= bound * (1 + 1e-6), f"{name}: entries beyond ±{bound:.4g}"
+        mean, std = 0.0, bound / 3**0.5
+    n = x.numel()
+    assert abs(x.mean().item() - mean) < 5 * std / n**0.5, f"{name}: mean {x.mean().item():.4g}, expected {mean}"
+    tolerance = max(0.1, 5 / (2 * n) ** 0.5)
+    assert abs(x.std().item() / std - 1) < tolerance, f"{name}: std {x.std().item():.4g}, expected {std:.4g}"
 
 
 def tiny_carded_model_class(model_type: str):

@@ -13,9 +13,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import inspect  # noqa: E402
 import re  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# The examples' helpers (example_utils, baselines, offline_assets) are not part of the
+# package; scripts in examples/ find them beside themselves, and so do the tests.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "examples"))
 
 # A test that compares floats (directly or through assert_close_scaled) is `numeric`:
 # `make test-blas-variant` runs these again on other BLAS/SIMD kernels. Marked from the

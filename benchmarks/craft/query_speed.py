@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hf_clipadapt.craft import CraFTModel, LocalBlackBox
+from hf_clipadapt.craft import CraFTForImageClassification, LocalBlackBox
 from hf_clipadapt.testbed import load_suite, load_testbed_clip
 
 
@@ -30,7 +30,7 @@ def main():
     suite = load_suite("few_shot", 0)
     names = suite["train"].features["label"].names
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, names)
+    model = CraFTForImageClassification.from_black_box(box, names)
     x = model.pixel_values(suite["train"].select(range(256)))
     handle = box.upload_images(x)
     features = clip.encode_images(x).detach()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hf_clipadapt.coop import CoOpForImageClassification
-from hf_clipadapt.craft import CollaborativeLoop, CraFTModel, CraFTTrainingArguments, LocalBlackBox
+from hf_clipadapt.craft import CollaborativeLoop, CraFTForImageClassification, CraFTTrainingArguments, LocalBlackBox
 from hf_clipadapt.data import sample_few_shot
 from hf_clipadapt.metrics import accuracy
 from hf_clipadapt.testbed import load_suite, load_testbed_clip
@@ -67,7 +67,7 @@ def run_craft(clip, x, y, names, seed, args_kwargs, scorers, checkpoints, popula
     args_kwargs = dict(args_kwargs)
     model_kwargs = {"projection_std": args_kwargs.pop("projection_std")} if "projection_std" in args_kwargs else {}
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, names, projection_seed=seed, **model_kwargs)
+    model = CraFTForImageClassification.from_black_box(box, names, projection_seed=seed, **model_kwargs)
     train_args = CraFTTrainingArguments(budget=max(checkpoints), population=population, seed=seed, **args_kwargs)
     start = time.perf_counter()
     loop = CollaborativeLoop(model, box, x, y, train_args)
@@ -124,7 +124,7 @@ def main():
     suite = load_suite("few_shot", 0)
     names = suite["train"].features["label"].names
     eval_box = LocalBlackBox(clip)  # test scoring only, not counted against any budget
-    helper = CraFTModel.from_black_box(eval_box, names)
+    helper = CraFTForImageClassification.from_black_box(eval_box, names)
     test_x, test_y = helper.pixel_values(suite["test"]), torch.tensor(suite["test"]["label"])
     test_scorer = Scorer(eval_box, test_x, test_y, names)
     out = {"protocol": __doc__, "shots": args.shots, "seeds": args.seeds, "budget": args.budget, "runs": [],

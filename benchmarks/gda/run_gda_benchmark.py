@@ -29,10 +29,13 @@ import numpy as np
 import torch
 
 from hf_clipadapt.gda import GDADegenerateCovarianceWarning, fit_gda, gda_logits
-from hf_clipadapt.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
-from hf_clipadapt.offline.few_shot_features import FewShotFeatures
 from hf_clipadapt.metrics import accuracy
-from hf_clipadapt.offline import load_fashion_mnist, load_mnist
+
+# examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits  # noqa: E402
+from offline_assets.few_shot_features import FewShotFeatures  # noqa: E402
+from offline_assets import load_fashion_mnist, load_mnist  # noqa: E402
 
 HERE = Path(__file__).parent
 LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist}

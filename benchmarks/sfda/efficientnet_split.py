@@ -12,11 +12,17 @@ once this module is imported.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from hf_clipadapt.offline import EfficientNetLite0Features
 from hf_clipadapt.sfda import register_torch_backbone
+
+# examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from offline_assets import EfficientNetLite0Features  # noqa: E402
 
 
 class EfficientNetLite0Trunk(nn.Module):

@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # efficientnet_split, importable by the saved configs
 
@@ -69,8 +72,8 @@ def main():
 
     from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
     from hf_clipadapt.metrics import accuracy, h_score, topk_accuracy
-    from hf_clipadapt.offline import efficientnet_preprocess, load_mnist, load_optdigits
-    from hf_clipadapt.sfda import SFDAModelForImageClassification, fit, predict_logits
+    from offline_assets import efficientnet_preprocess, load_mnist, load_optdigits
+    from hf_clipadapt.sfda import SFDAForImageClassification, fit, predict_logits
     from hf_clipadapt.sfda import PRESETS
     from hf_clipadapt.sfda.arguments import preset_training_defaults
     from hf_clipadapt.sfda.functional import normalized_entropy
@@ -139,7 +142,7 @@ def main():
 
     def train_source(classes, data, **config):
         torch.manual_seed(args.seed)
-        model = SFDAModelForImageClassification.from_backbone(
+        model = SFDAForImageClassification.from_backbone(
             EfficientNetLite0Tail(args.frozen_blocks), id2label={i: str(c) for i, c in enumerate(classes)},
             torch_backbone_kwargs={"start": args.frozen_blocks, "pretrained": False}, batch_size=args.batch_size,
             ema_teacher_init=args.ema_teacher_init, **config,

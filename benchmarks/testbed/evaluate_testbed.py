@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hf_clipadapt.baselines import select_tip_params, tip_adapter_logits
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.features import extract_features
 from hf_clipadapt.gda.functional import ensemble_logits, fit_gda, select_alpha
 from hf_clipadapt.metrics import accuracy, auroc, harmonic_mean
 from hf_clipadapt.testbed import TESTBED_TEMPLATES, UNKNOWN_LABEL, load_suite, testbed_checkpoint_path
 from hf_clipadapt.testbed.world import WEB_NAMES
+
+# examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from baselines import select_tip_params, tip_adapter_logits  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -129,7 +129,7 @@ def run_tzsl(data: ZSLData, method: str, seed: int) -> dict:
     t0 = time.perf_counter()
     model.fit(data, seed=seed, progress=False)
     train_s = time.perf_counter() - t0
-    return {**model.evaluate(data), "train_seconds": train_s, **decoder_diagnostic(model, data)}
+    return {**fashion_benchmark().table_names(model.evaluate(data)), "train_seconds": train_s, **decoder_diagnostic(model, data)}
 
 
 def summarise(runs: dict) -> dict:

@@ -19,8 +19,17 @@ METRICS = ("per_class_accuracy", "auroc", "H")
 EXTRA = ("auroc_scaled", "H_scaled")  # rows since issue 24: the AUROC reported before, beside the official one
 
 
+# evaluate's names before issue 26 (the stored results_*.json use them) → the names the tables use
+_OLD_NAMES = {"h_score": "H", "h_score_scaled": "H_scaled", "h_score_energy": "H_energy"}
+
+
+def _old_names(run: dict) -> dict:
+    return {_OLD_NAMES.get(k, k): v for k, v in run.items()}
+
+
 def summarise(runs: list[dict]) -> dict:
     """{(setting, method): {metric: (mean, std, n)}}."""
+    runs = [_old_names(r) for r in runs]
     groups: dict = {}
     for r in runs:
         groups.setdefault((r["setting"], r["method"]), []).append(r)
@@ -48,6 +57,7 @@ def table(summary: dict, settings: list[str], methods: list[str]) -> str:
 
 def deltas(runs: list[dict]) -> dict:
     """{(setting, method): {metric: [method − zero-shot, per seed]}} (paired: same seed, same data)."""
+    runs = [_old_names(r) for r in runs]
     base = {(r["seed"], r["setting"]): r for r in runs if r["method"] == "zero_shot"}
     out: dict = {}
     for r in runs:

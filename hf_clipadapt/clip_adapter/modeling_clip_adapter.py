@@ -10,7 +10,7 @@ import torch
 from transformers import initialization as init
 
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel
+from ..training.feature_trained import FeatureTrainedCLIPModel
 from .configuration_clip_adapter import CLIPAdapterConfig
 from .functional import adapter_mlp, clip_adapter_logits
 

@@ -11,7 +11,7 @@ import torch
 
 from ..clip import PromptLearner
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel
+from ..training.feature_trained import FeatureTrainedCLIPModel
 from .configuration_coop import CoOpConfig
 from .functional import coop_logits
 

@@ -2,24 +2,21 @@
 
 * the black-box protocol: `BlackBoxVLM` (exact query budget, checked answers),
   `LocalBlackBox` (a CLIP on this machine), `RemoteBlackBox` + `BlackBoxServer`, `serve_black_box` (over HTTP);
-* the method: `CraFTModel` (prompt z found by CMA-ES, refinement module R),
+* the method: `CraFTForImageClassification` (prompt z found by CMA-ES, refinement module R),
   trained by `CollaborativeLoop` with `CraFTTrainingArguments`.
-
-`BlackBoxCLIP` is the older per-image-counted wrapper, kept for its users.
 """
 
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".blackbox", "BlackBoxCLIP", "QueryBudgetExceeded"),
-    **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError", "UnknownImagesError"),
+    **exports_of(".protocol", "BlackBoxVLM", "BlackBoxError", "QueryBudgetExceeded", "UnknownImagesError"),
     **exports_of(".local", "LocalBlackBox"),
     **exports_of(".arguments", "CraFTTrainingArguments"),
-    **exports_of(".loop", "CollaborativeLoop"),
+    **exports_of(".training", "CollaborativeLoop"),
     **exports_of(".configuration_craft", "CraFTConfig"),
     **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
     **exports_of(".serve", "BlackBoxServer", "ServeLimits", "create_app", "serve_black_box"),
-    **exports_of(".modeling_craft", "CraFTModel", "connect_black_box"),
+    **exports_of(".modeling_craft", "CraFTForImageClassification", "connect_black_box"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
+
 # Per-dataset values of mrflogs/CraFT craft_configs/<name>.yaml (the keys there: sigma,
 # weight, bound, n, batch_size; std is the projection's, see CraFTConfig). bound 0 = unbounded.
 # imagenet runs main_craft_imagenet.py in the official release: R hidden 512 (lines 191-195), the
@@ -40,10 +42,7 @@ MODEL_KEYS = ("projection_std", "refine_hidden")  # preset values that belong to
 
 def preset_values(name: str) -> dict:
     """The official values of a dataset preset (both loop and model keys); clear error if unknown."""
-    key = str(name).lower()
-    if key not in PRESETS:
-        raise ValueError(f"unknown CraFT preset {name!r}; choose from {sorted(PRESETS)} (mrflogs/CraFT craft_configs)")
-    return dict(PRESETS[key])
+    return lookup_preset(PRESETS, name, "CraFT", source="mrflogs/CraFT craft_configs")[1]
 
 
 @dataclass
@@ -101,7 +100,7 @@ class CraFTTrainingArguments:
     fitness_images: str = "augmented"
     prompt_mean: str = "population"
     refiner_init: str = "official"
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     optimize_prompt: bool = True
     train_refinement: bool = True
     output_dir: str | None = None
@@ -133,7 +132,7 @@ class CraFTTrainingArguments:
         """The official settings of a dataset ("eurosat", "dtd", ..., see `PRESETS`; "official" is
         the configuration most official datasets share, the authors' search scale included), any field
         overridden. The preset's model values (projection_std, refine_hidden) go to
-        `CraFTModel.from_black_box(..., preset=name)`, not here."""
+        `CraFTForImageClassification.from_black_box(..., preset=name)`, not here."""
         values = {k: v for k, v in preset_values(name).items() if k not in MODEL_KEYS}
         return cls(**{**values, "preset": str(name).lower(), **overrides})
 

@@ -114,7 +114,7 @@ def rebuild_strategy(folder: Path, dim: int, args, fitness: list[list[float]]):
     """A fresh strategy with the same options, told the same fitness values again: the
     same state as the interrupted run (its candidates are redrawn by its seeded sampler)."""
     from ..checkpoints import load_safetensors_numpy
-    from .loop import new_strategy
+    from .training import new_strategy
 
     meta = json.loads((folder / "cmaes.json").read_text())
     if meta.get("format") != _STRATEGY_FORMAT:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .blackbox import QueryBudgetExceeded
+from .protocol import QueryBudgetExceeded
 from .protocol import BlackBoxError, BlackBoxVLM, UnknownImagesError
 from .wire import pack, unpack
 

@@ -1,4 +1,4 @@
-"""Configuration of [`CraFTModel`]."""
+"""Configuration of [`CraFTForImageClassification`]."""
 
 from __future__ import annotations
 

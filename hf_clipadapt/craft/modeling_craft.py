@@ -1,4 +1,4 @@
-"""`CraFTModel`: a black-box VLM adapted by CraFT (Wang et al., ICML 2024), as a transformers model.
+"""`CraFTForImageClassification`: a black-box VLM adapted by CraFT (Wang et al., ICML 2024), as a transformers model.
 
 The model holds what the user owns and nothing else: z (the CMA-ES mean, d0 floats),
 the seed of the projection A, the refinement module R (K→hidden→K) and the address
@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..modeling_utils import DEFAULT_SEED, AdaptedPreTrainedModel, check_class_names, register_auto
+from ..configuration_utils import DEFAULT_SEED
+from ..data.labels import check_class_names
+from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from .configuration_craft import CraFTConfig, _is_url
 from .prompt import PromptModule
 from .refine import RefinementModule
@@ -57,7 +59,7 @@ def _confirmed_url(saved: str) -> str:
     return saved
 
 
-class CraFTModel(AdaptedPreTrainedModel):
+class CraFTForImageClassification(AdaptedPreTrainedModel):
     """logits = Y_I + R(Y_I), Y_I the black box's scores for the prompt "[p0 + A·z] {class}."."""
 
     config_class = CraFTConfig
@@ -146,9 +148,6 @@ class CraFTModel(AdaptedPreTrainedModel):
         """The black box's image processor where it exposes one (a local one does)."""
         return getattr(self.black_box, "image_processor", None)
 
-    def class_names(self) -> list[str]:
-        return [self.config.id2label[i] for i in range(self.config.num_labels)]
-
     # ------------------------------------------------------------------ training
     def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, args=None,
             resume_from_checkpoint=None, image_processor=None, image_column: str = "image", label_column: str = "label",
@@ -168,22 +167,22 @@ class CraFTModel(AdaptedPreTrainedModel):
         if not isinstance(args, CraFTTrainingArguments):
             args = CraFTTrainingArguments(**{"seed": seed, **(args or {})})
         x = self.pixel_values(train, image_processor, image_column)
-        self.fit_pixels(x, torch.as_tensor(train[label_column]), args, resume_from_checkpoint=resume_from_checkpoint,
-                        shots=shots)  # fmt: skip
-        self.config.dataset_name = dataset_name or self.config.dataset_name
-        return self
+        return self.fit_pixels(x, torch.as_tensor(train[label_column]), args, resume_from_checkpoint=resume_from_checkpoint,
+                               shots=shots, dataset_name=dataset_name)  # fmt: skip
 
-    def fit_pixels(self, pixel_values, labels, args=None, *, resume_from_checkpoint=None, shots: int | None = None):
-        """The loop on prepared images [N, 3, H, W] and labels [N]; returns the run's history."""
-        from .loop import CollaborativeLoop
+    def fit_pixels(self, pixel_values, labels, args=None, *, resume_from_checkpoint=None, shots: int | None = None,
+                   dataset_name: str | None = None) -> CraFTForImageClassification:  # fmt: skip
+        """The loop on prepared images [N, 3, H, W] and labels [N]; returns self, the run's
+        history in `history_`."""
+        from .training import CollaborativeLoop
 
         loop = CollaborativeLoop(self, self.require_black_box(), pixel_values, labels, args)
         loop.run(resume_from_checkpoint=resume_from_checkpoint)
-        self.config.shots, self.config.num_train_images = shots, int(len(labels))
+        self.config.shots = shots
         self.config.queries_spent = int(self.black_box.queries)
-        self.config.seed = loop.args.seed
-        self.history_ = loop.history
-        return loop.history
+        self.record_provenance(seed=loop.args.seed, dataset_name=dataset_name, num_train_images=len(labels),
+                               history=loop.history)  # fmt: skip
+        return self
 
     # ------------------------------------------------------------------ forward
     def black_box_scores(self, pixel_values) -> torch.Tensor:
@@ -195,7 +194,7 @@ class CraFTModel(AdaptedPreTrainedModel):
     def forward(self, pixel_values=None, labels=None, return_dict: bool | None = None, **kwargs):
         """[B, 3, H, W] pixel values (the black box's preprocessing) -> `ImageClassifierOutput`."""
         if pixel_values is None:
-            raise ValueError("CraFTModel needs pixel_values (images prepared with the black box's image processor)")
+            raise ValueError("CraFTForImageClassification needs pixel_values (images prepared with the black box's image processor)")
         self._warn_if_unfitted()
         y_i = self.black_box_scores(pixel_values).to(self.device)
         logits = self.refiner(y_i)
@@ -220,19 +219,14 @@ class CraFTModel(AdaptedPreTrainedModel):
         images = [im.convert("RGB") for im in dataset[image_column]]
         return processor(images=images, return_tensors="pt")["pixel_values"]
 
-    @torch.no_grad()
-    def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 1024,
-                 image_processor=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
-        """Top-1 and mean per-class accuracy (%) on a labelled dataset (one query per batch);
-        with `record_as` the results go to the model card."""
+    def compute_metrics(self, dataset, *, split: str = "test", batch_size: int = 1024, image_processor=None,
+                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+        """Top-1 and mean per-class accuracy (%) on a labelled dataset (one query per batch)."""
         from ..metrics import accuracy, per_class_accuracy
 
         logits = self.predict(self.pixel_values(dataset, image_processor, image_column), batch_size)
         labels = torch.as_tensor(dataset[label_column])
-        result = {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
-        if record_as:
-            self.record_results(record_as, result, split=split)
-        return result
+        return {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
 
     # ------------------------------------------------------------------ saving / card
     def _save_extra_files(self, directory) -> None:
@@ -249,4 +243,4 @@ class CraFTModel(AdaptedPreTrainedModel):
                     black_box=c.black_box if not _is_url(c.black_box) else "a served black box (URL not published)")  # fmt: skip
 
 
-register_auto(CraFTConfig, CraFTModel)
+register_auto(CraFTConfig, CraFTForImageClassification)

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blackbox import QueryBudgetExceeded
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """Raised before a black box would be queried past its budget (prompt sets scored);
+    the refused call is not charged."""
 
 
 class BlackBoxError(RuntimeError):
@@ -45,7 +49,7 @@ class BlackBoxVLM:
     Args:
         budget: the most queries (prompt sets scored) allowed in total; None: unlimited.
         name: where the black box lives (a CLIP name or path, or a URL), recorded by
-            `CraFTModel` so a saved model can reconnect.
+            `CraFTForImageClassification` so a saved model can reconnect.
     """
 
     def __init__(self, budget: int | None = None, name: str | None = None):

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .blackbox import QueryBudgetExceeded
+from .protocol import QueryBudgetExceeded
 from .local import DEFAULT_MAX_CACHED_IMAGES, DEFAULT_MAX_CACHED_UPLOADS
 from .protocol import UnknownImagesError
 from .wire import pack, unpack

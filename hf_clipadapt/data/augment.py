@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..configuration_utils import DEFAULT_SEED
+
 
 def _uniform(generator, low: float, high: float) -> float:
     if isinstance(generator, torch.Generator):
@@ -85,7 +87,7 @@ class AugmentedViews:
 
     Args:
         preprocess: images -> pixel values, e.g. `CLIPBackbone.preprocess` or
-            `hf_clipadapt.offline.backbones.efficientnet_preprocess`.
+            `efficientnet_preprocess` (examples/offline_assets).
         size: crop output size (the model's input resolution, 224 for ViT-B/16).
         scale: crop area fraction range; (0.5, 1.0) as in Tip-Adapter/GDA.
         ratio: crop aspect-ratio range.
@@ -94,7 +96,7 @@ class AugmentedViews:
     """
 
     def __init__(
-        self, preprocess, size: int = 224, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = 0
+        self, preprocess, size: int = 224, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = DEFAULT_SEED
     ):
         if not callable(preprocess):
             raise TypeError(f"preprocess must be a callable images -> pixel_values, got {type(preprocess).__name__}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..configuration_utils import DEFAULT_SEED
+
 
 def _check_dataset(dataset, label_column: str) -> None:
     from datasets import DatasetDict
@@ -62,10 +64,28 @@ def class_names(dataset, label_column: str = "label") -> list[str]:
     return list(feature.names)
 
 
+def _too_few_message(short, name, shots: int, val_shots: int, val_rule) -> str:
+    """The error for classes with fewer than shots + val_shots examples: which, and what fits."""
+    need = shots + val_shots
+    listed = ", ".join(f"{name(int(c))!r} ({n})" for c, n in short[:10])
+    more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+    fewest = min(n for _, n in short)
+    # `fit(shots=K)` and the examples' --shots draw val_shots = min(K, 4) for choosing
+    # hyperparameters; say which K fits, and how to skip validation from Python.
+    fits = [k for k in range(1, fewest + 1) if k + val_rule(k) <= fewest]
+    hint = f" (at most {max(fits)} with a validation split, e.g. --shots {max(fits)} in the examples)" if fits else ""
+    skip = (
+        f", or draw the split without validation, sample_few_shot(dataset, shots={min(shots, fewest)}, "
+        f"val_shots=0), and pass it to fit" if val_shots and fewest >= 1 else ""
+    )
+    return (f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
+            f"examples: {listed}{more}. Use fewer shots{hint}{skip}.")  # fmt: skip
+
+
 def sample_few_shot(
     dataset,
     shots: int,
-    seed: int = 1,
+    seed: int = DEFAULT_SEED,
     label_column: str = "label",
     val_shots: int | None = None,
 ):
@@ -107,23 +127,7 @@ def sample_few_shot(
     short = [(c, int(counts[c])) for c in class_ids if counts[c] < need]
     if short:
         name = feature.int2str if isinstance(feature, ClassLabel) else str
-        listed = ", ".join(f"{name(int(c))!r} ({n})" for c, n in short[:10])
-        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
-        fewest = min(n for _, n in short)
-        # `fit(shots=K)` and the examples' --shots draw val_shots = min(K, 4) for choosing
-        # hyperparameters; say which K fits, and how to skip validation from Python.
-        fits = [k for k in range(1, fewest + 1) if k + val_rule(k) <= fewest]
-        hint = (
-            f" (at most {max(fits)} with a validation split, e.g. --shots {max(fits)} in the examples)" if fits else ""
-        )
-        skip = (
-            f", or draw the split without validation, sample_few_shot(dataset, shots={min(shots, fewest)}, "
-            f"val_shots=0), and pass it to fit" if val_shots and fewest >= 1 else ""
-        )
-        raise ValueError(
-            f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
-            f"examples: {listed}{more}. Use fewer shots{hint}{skip}."
-        )
+        raise ValueError(_too_few_message(short, name, shots, val_shots, val_rule))
 
     rng = np.random.default_rng(seed)
     train, val = [], []
@@ -136,7 +140,7 @@ def sample_few_shot(
     return DatasetDict(train=dataset.select(train_idx.tolist()), validation=dataset.select(val_idx.tolist()))
 
 
-def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = 0,
+def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED,
                            label_column: str = "label"):  # fmt: skip
     """The (train, validation) pair every `fit` starts from.
 

@@ -7,8 +7,9 @@ _EXPORTS = {
     **exports_of(".modeling_gda", "GDAForImageClassification"),
     **exports_of(".functional", "ALPHAS", "COVARIANCES", "GDADegenerateCovarianceWarning", "GDAStatistics",
                  "NEW_CLASS_HEADS", "class_mean_covariance", "ensemble_logits", "pinv_psd",
-                 "fit_gda", "fit_gda_em", "gda_logits", "new_class_classifier", "pseudo_new_splits", "select_alpha",
-                 "select_new_class_alpha"),
+                 "fit_gda", "gda_logits", "select_alpha"),
+    **exports_of(".new_classes", "new_class_classifier", "pseudo_new_splits", "select_new_class_alpha"),
+    **exports_of(".em", "fit_gda_em"),
     "functional": ".functional",
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

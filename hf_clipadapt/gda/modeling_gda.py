@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as init
 
+from ..configuration_utils import DEFAULT_SEED
 from ..data.few_shot import train_validation_split
-from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
+from ..modeling_utils import CLIPAdaptedModel, register_auto
 from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
 from .functional import GDAStatistics, ensemble_logits, fit_gda, select_alpha
 
@@ -62,6 +63,11 @@ class GDAForImageClassification(CLIPAdaptedModel):
             init.zeros_(self.weight)
             init.zeros_(self.bias)
 
+    def prepare_config_for_classes(self, config) -> None:
+        raise ValueError("GDA's W and b are the statistics of its own classes: nothing of them carries over to other "
+                         "class names. For new classes, build their heads with new_classes_head(class_names, "
+                         "base_features) (the official base-to-new protocol), or fit a new model on them")  # fmt: skip
+
     @classmethod
     def from_clip(cls, backbone, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                   *, preset: str | None = None, **config_kwargs) -> GDAForImageClassification:  # fmt: skip
@@ -81,22 +87,10 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
-    def fit(
-        self,
-        train,
-        validation=None,
-        *,
-        shots: int | None = None,
-        seed: int = DEFAULT_SEED,
-        views: int | None = None,
-        batch_size: int = 64,
-        accelerator=None,
-        cache_dir: str | Path | None = None,
-        alphas: Sequence[float] | None = None,
-        image_column: str = "image",
-        label_column: str = "label",
-        dataset_name: str | None = None,
-    ) -> GDAForImageClassification:
+    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
+            shots: int | None = None, views: int | None = None, batch_size: int = 64, accelerator=None,
+            cache_dir: str | Path | None = None, alphas: Sequence[float] | None = None, image_column: str = "image",
+            label_column: str = "label", dataset_name: str | None = None) -> GDAForImageClassification:  # fmt: skip
         """Fit W and b in closed form and pick α on validation data; returns self.
 
         `train` is one of:
@@ -115,6 +109,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
         full validation split (on the test set for ImageNet); `shots=` holds out
         min(K, 4) images per class of the training data instead.
         """
+        if args is not None or resume_from_checkpoint is not None:
+            raise ValueError("GDA is fitted in closed form, with no training run: it takes no args and nothing to "
+                             "resume. Its settings are config fields (covariance, alphas, views: see GDAConfig)")  # fmt: skip
         self.require_backbone("fitting")
         views = self.config.views if views is None else views
         train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
@@ -138,10 +135,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
         self.weight.copy_(weight)
         self.bias.copy_(bias)
         self._select_alpha(val_feats, self.config.alphas if alphas is None else list(alphas))
-        c = self.config
-        c.views, c.seed, c.num_train_images, c.is_fitted = views, seed, num_images, True
-        c.shots = shots if shots is not None else c.shots
-        c.dataset_name = dataset_name or c.dataset_name or _dataset_name(train)
+        self.config.views = views
+        self.record_provenance(seed=seed, dataset_name=dataset_name or self.config.dataset_name or _dataset_name(train), shots=shots,
+                               num_train_images=num_images)  # fmt: skip
         return self
 
     def _select_alpha(self, val_feats, alphas) -> None:
@@ -185,14 +181,15 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
     @torch.no_grad()
     def fit_unlabeled(self, dataset, *, alpha: float | None = None, max_iter: int = 20, tol: float = 1e-4,
-                      batch_size: int = 64, accelerator=None, cache_dir=None, image_column: str = "image") -> dict:  # fmt: skip
-        """Unsupervised GDA: EM on unlabelled images, started from the zero-shot posteriors.
+                      batch_size: int = 64, accelerator=None, cache_dir=None,
+                      image_column: str = "image") -> GDAForImageClassification:  # fmt: skip
+        """Unsupervised GDA: EM on unlabelled images, started from the zero-shot posteriors;
+        returns self, the EM info (iterations, converged, log-likelihood per iteration) in `history_`.
 
         Needs the text classifier (it provides the initial responsibilities and the
-        ensemble in the E-step). `alpha` defaults to `config.alpha`. Returns the EM info
-        (iterations, converged, log-likelihood per iteration).
+        ensemble in the E-step). `alpha` defaults to `config.alpha`.
         """
-        from .functional import fit_gda_em
+        from .em import fit_gda_em
 
         if not self.config.use_text_classifier:
             raise ValueError("fit_unlabeled starts from zero-shot CLIP, so the model needs a text classifier (class_names)")
@@ -206,7 +203,19 @@ class GDAForImageClassification(CLIPAdaptedModel):
         self.weight.copy_(weight)
         self.bias.copy_(bias)
         self.config.alpha, self.config.num_train_images, self.config.is_fitted = alpha, len(dataset), True
-        return info
+        self.history_ = info
+        return self
+
+    def _check_new_classes_request(self, alpha_rule: str, head: str, base_labels) -> None:
+        if alpha_rule not in NEW_CLASS_ALPHA_RULES:
+            raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")
+        if alpha_rule == "pseudo_new" and not self.config.use_text_classifier:
+            raise ValueError(
+                'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
+                'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
+            )
+        if base_labels is None and (alpha_rule == "pseudo_new" or head == "knn_mean"):
+            raise ValueError(f'alpha_rule={alpha_rule!r} with head={head!r} needs base_labels (the base features\' classes)')
 
     @torch.no_grad()
     def new_classes_head(self, class_names: Sequence[str], base_features: torch.Tensor,
@@ -239,17 +248,9 @@ class GDAForImageClassification(CLIPAdaptedModel):
           `config.alphas`) maximises their accuracy. It reads no new-class images or
           labels; the scores go to the head's `config.alpha_scores`.
         """
-        from .functional import new_class_classifier, select_new_class_alpha
+        from .new_classes import new_class_classifier, select_new_class_alpha
 
-        if alpha_rule not in NEW_CLASS_ALPHA_RULES:
-            raise ValueError(f"alpha_rule must be one of {NEW_CLASS_ALPHA_RULES}, got {alpha_rule!r}")
-        if alpha_rule == "pseudo_new" and not self.config.use_text_classifier:
-            raise ValueError(
-                'alpha_rule="pseudo_new" gives held-out base classes text heads, so the model needs its base class '
-                'names (a text classifier); build it with class_names or use alpha_rule="reuse"'
-            )
-        if base_labels is None and (alpha_rule == "pseudo_new" or head == "knn_mean"):
-            raise ValueError(f'alpha_rule={alpha_rule!r} with head={head!r} needs base_labels (the base features\' classes)')
+        self._check_new_classes_request(alpha_rule, head, base_labels)
         templates = list(templates) if templates else self.config.templates
         new = type(self).from_clip(
             self.require_backbone("new_classes_head"), list(class_names), templates, alpha=self.config.alpha,

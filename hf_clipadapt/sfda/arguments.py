@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ..training.arguments import AdaptationTrainingArguments
+from ..training.arguments import AdaptationTrainingArguments, split_global_batch
 from .configuration_sfda import CONFIG_PRESET_KEYS, EMA_INIT, LEGACY_TRAINING_KEYS, SELECTION, preset_settings
 
 STAGES = ("source", "target")
@@ -88,12 +88,8 @@ class SFDATrainingArguments(AdaptationTrainingArguments):
         self.topk_weights = tuple(float(w) for w in self.topk_weights)
         super().__post_init__()
         if self.batch_size is not None:  # the global batch, split over processes and accumulation steps
-            split = self.world_size * self.gradient_accumulation_steps
-            if self.batch_size % split:
-                raise ValueError(
-                    f"batch_size {self.batch_size} must divide by processes × accumulation steps = {split}"
-                )
-            self.per_device_train_batch_size = self.batch_size // split
+            self.per_device_train_batch_size = split_global_batch(self.batch_size, self.world_size,
+                                                                  self.gradient_accumulation_steps)  # fmt: skip
 
 
     @classmethod

@@ -7,7 +7,7 @@ import warnings
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from ..configuration_utils import AdaptedConfig, check_sizes
+from ..configuration_utils import AdaptedConfig, check_sizes, lookup_preset
 
 STRATEGIES = ("universal", "shot", "topk", "centroid", "topk_ce")
 # strategies whose pseudo-labels are computed once, from the source model, and then kept fixed
@@ -44,10 +44,7 @@ _UNSET = object()  # unknown_threshold not given: 0.5, or the preset's
 
 def preset_settings(name: str) -> dict:
     """The settings of a named preset ("geounida", "geoimnet", "geoplace"), copied."""
-    key = str(name).lower()
-    if key not in PRESETS:
-        raise ValueError(f"unknown SFDA preset {name!r}; choose from {sorted(PRESETS)}")
-    return dict(PRESETS[key])
+    return lookup_preset(PRESETS, name, "SFDA")[1]
 
 
 def _pop_legacy_training_keys(kwargs: dict) -> dict:

@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import AdaptedPreTrainedModel, _check_tensor_input, register_auto
 from . import functional as SF
 from .configuration_sfda import SFDAConfig
@@ -117,6 +118,7 @@ class SFDAPreTrainedModel(AdaptedPreTrainedModel):
     base_model_prefix = "backbone"
     card_template = "sfda.md"
     card_tags = ("domain-adaptation", "source-free")
+    _unfitted_behaviour = "those of the pretrained backbone with an untrained head"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -140,7 +142,7 @@ class SFDAPreTrainedModel(AdaptedPreTrainedModel):
         init.zeros_(module.norm.bias)
 
 
-class SFDAModelForImageClassification(SFDAPreTrainedModel):
+class SFDAForImageClassification(SFDAPreTrainedModel):
     """Backbone + bottleneck + classifier for two-stage source-free adaptation.
 
     `forward(pixel_values)` returns logits and bottleneck features; `predict` adds
@@ -168,6 +170,24 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
     # -- construction -------------------------------------------------------------
 
     @classmethod
+    def _from_torch_module(cls, backbone: nn.Module, feature_dim, torch_backbone, torch_backbone_kwargs,
+                           config_kwargs: dict) -> SFDAForImageClassification:  # fmt: skip
+        """`from_backbone` for a plain torch module (registered by name, never by import path)."""
+        dim = feature_dim or getattr(backbone, "feature_dim", None)
+        if dim is None:
+            raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
+        config = SFDAConfig(
+            backbone=None,
+            torch_backbone=_registry_name(backbone, torch_backbone),
+            torch_backbone_kwargs=torch_backbone_kwargs or {},
+            backbone_feature_dim=int(dim),
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.backbone.module.load_state_dict(backbone.state_dict())
+        return model
+
+    @classmethod
     def from_backbone(
         cls,
         backbone: str | nn.Module,
@@ -178,7 +198,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         torch_backbone: str | None = None,
         feature_dim: int | None = None,
         **config_kwargs,
-    ) -> SFDAModelForImageClassification:
+    ) -> SFDAForImageClassification:
         """A fresh SFDA model around a pretrained backbone.
 
         `backbone` is a Hub id / path (loaded with `AutoModel.from_pretrained`), a
@@ -189,6 +209,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         kwargs that rebuild it at load time and `feature_dim` is D (read from
         `module.feature_dim` if present).
         """
+        config_kwargs.setdefault("is_fitted", False)  # until fit: forward warns
         if id2label is not None:
             config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
         elif num_labels is not None:
@@ -217,19 +238,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
             model.image_processor = processor
             return model
         if isinstance(backbone, nn.Module):
-            dim = feature_dim or getattr(backbone, "feature_dim", None)
-            if dim is None:
-                raise ValueError("a plain torch backbone needs feature_dim= (the width of its pooled output)")
-            config = SFDAConfig(
-                backbone=None,
-                torch_backbone=_registry_name(backbone, torch_backbone),
-                torch_backbone_kwargs=torch_backbone_kwargs or {},
-                backbone_feature_dim=int(dim),
-                **config_kwargs,
-            )
-            model = cls(config)
-            model.backbone.module.load_state_dict(backbone.state_dict())
-            return model
+            return cls._from_torch_module(backbone, feature_dim, torch_backbone, torch_backbone_kwargs, config_kwargs)
         raise TypeError(f"backbone must be a model id, a PreTrainedModel or an nn.Module, got {type(backbone).__name__}")
 
     # -- parameter groups -----------------------------------------------------------
@@ -259,6 +268,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool | None = None,
                 **kwargs) -> SFDAOutput:  # fmt: skip
+        self._warn_if_unfitted()
         logits, features = self.head(self.pooled_features(pixel_values))
         loss = None
         if labels is not None:
@@ -285,17 +295,40 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
 
     # -- training API (implemented in training.py) ------------------------------------
 
-    def fit(self, train_dataset, *, stage: str, transform, **kwargs):
-        """Stage "source" (labelled source data) or "target" (unlabelled target data);
-        see `hf_clipadapt.sfda.training.fit`."""
+    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
+            stage: str, transform, dataset_name: str | None = None, **kwargs) -> SFDAForImageClassification:  # fmt: skip
+        """Train one stage in place; returns self, the stage's history, selected epoch and log in `history_`.
+
+        Args:
+            train: stage "source": labelled source data; stage "target": unlabelled target data.
+            validation: labelled target data, read only with `model_selection="labelled_target_validation"`.
+            seed: the run's seed (used unless `args` is an `SFDATrainingArguments`, whose own seed wins).
+            args: an `SFDATrainingArguments`, or a dict of overrides of the stage's defaults.
+            resume_from_checkpoint: a checkpoint folder of an interrupted run (True: the last one).
+            stage: "source" or "target".
+            transform: `transform(images, indices, view)` -> pixel values.
+            dataset_name: recorded for the model card.
+            **kwargs: the rest of `hf_clipadapt.sfda.training.fit` (eval_transform, columns, ...).
+        """
         from .training import fit
 
-        return fit(self, train_dataset, stage=stage, transform=transform, **kwargs)
+        if args is None or isinstance(args, dict):
+            kwargs, args = {"seed": seed, **(args or {}), **kwargs}, None
+        self.history_ = fit(self, train, stage=stage, transform=transform, args=args, validation_dataset=validation,
+                            resume_from=resume_from_checkpoint, **kwargs)  # fmt: skip
+        self.record_provenance(seed=args.seed if args is not None else kwargs["seed"], dataset_name=dataset_name)
+        return self
 
-    def evaluate(self, dataset, *, transform, **kwargs) -> dict:
-        """Accuracy (closed set) or H-score (universal); see `training.evaluate`."""
-        from .training import evaluate
+    extra_metrics = ("top3_accuracy", "known_accuracy", "unknown_accuracy", "closed_set_accuracy_on_known")
 
+    def compute_metrics(self, dataset, *, split: str = "test", transform=None, **kwargs) -> dict:
+        """Accuracy (closed set) or H-score (universal); see `hf_clipadapt.sfda.evaluation.evaluate`.
+        `transform(images, indices, view)` makes the pixel values (required)."""
+        from .evaluation import evaluate
+
+        if transform is None:
+            raise TypeError("SFDA's evaluate needs transform=: a function (images, indices, view) -> pixel values, "
+                            "e.g. the eval transform the model was trained with")  # fmt: skip
         return evaluate(self, dataset, transform=transform, **kwargs)
 
     # -- Hub ------------------------------------------------------------------------
@@ -344,6 +377,6 @@ def _load_image_processor(path):
     return load_saved_part(AutoImageProcessor.from_pretrained, resolve_alias(path), "image processor", PROCESSOR_FILES)
 
 
-register_auto(SFDAConfig, SFDAModelForImageClassification)
+register_auto(SFDAConfig, SFDAForImageClassification)
 
-__all__ = ["SFDAModelForImageClassification", "SFDAOutput", "SFDAPreTrainedModel", "TorchModuleBackbone"]
+__all__ = ["SFDAForImageClassification", "SFDAOutput", "SFDAPreTrainedModel", "TorchModuleBackbone"]

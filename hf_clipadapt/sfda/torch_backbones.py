@@ -6,25 +6,22 @@ it with `torch_backbone_kwargs`. Nothing named by config.json is imported, so a
 downloaded checkpoint cannot make `from_pretrained`, `AutoModel.from_pretrained`
 or `pipeline` run code of its choosing (SECURITY.md, "Loading").
 
-Constructors enter the registry only from Python: the ones the package ships
-(EfficientNet-Lite0, `"efficientnet-lite0"`), `register_torch_backbone(name,
-constructor)`, and the class of a module passed to
-`SFDAModelForImageClassification.from_backbone` in the same process. A checkpoint
+Constructors enter the registry only from Python: `register_torch_backbone(name,
+constructor)` (the examples' EfficientNet-Lite0, `examples/offline_assets`, registers
+itself as `"efficientnet-lite0"` when imported), and the class of a module passed to
+`SFDAForImageClassification.from_backbone` in the same process. A checkpoint
 built on your own class loads in a new process once that class is registered again.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 
 _REGISTRY: dict[str, Callable] = {}
 
-# Keys the package itself provides, and the module (a constant here, never read from
-# data) whose import registers each one: loading a checkpoint needs no extra import.
-_BUILTIN_MODULES = {"efficientnet-lite0": "hf_clipadapt.offline.backbones"}
-# Keys written by earlier versions (an import path) that name a built-in constructor.
+# Keys written by earlier versions (an import path, from when the EfficientNet-Lite0 of the
+# examples lived in the package) and the registry name they mean now.
 _LEGACY_KEYS = {"hf_clipadapt.offline.backbones:EfficientNetLite0Features": "efficientnet-lite0"}
 _KEY = re.compile(r"^[A-Za-z0-9_.:<>\-]{1,200}$")
 
@@ -48,14 +45,12 @@ def register_torch_backbone(name: str, constructor: Callable, *, overwrite: bool
 
 def registered_torch_backbones() -> list[str]:
     """The names a checkpoint may give as `torch_backbone` in this process."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    return sorted(_REGISTRY)
 
 
 def get_torch_backbone(name: str) -> Callable:
     """The constructor registered as `name`; an unknown name is refused with the known ones."""
     name = _LEGACY_KEYS.get(name, name)
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])  # a fixed module of this package
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown torch backbone {name!r}: it is not among the registered ones {registered_torch_backbones()}. "
@@ -74,9 +69,6 @@ def torch_backbone_key(module) -> str:
         if constructor is cls:
             return name
     default = f"{cls.__module__}:{cls.__qualname__}"
-    builtin = _LEGACY_KEYS.get(default)
-    if builtin is not None and get_torch_backbone(builtin) is cls:
-        return builtin
     register_torch_backbone(default, cls)
     return default
 

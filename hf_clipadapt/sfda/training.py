@@ -15,17 +15,332 @@ if you want global-batch statistics.
 Checkpoints: Trainer's (`output_dir/checkpoint-<step>` every `save_steps`), plus
 `sfda_state.pt` (EMA teacher, pseudo-labels, selection history); resume with
 `resume_from=<checkpoint folder>` (or True: the last one in `output_dir`).
+
+`SFDATrainer`, both stages on the shared training path (`AdaptationTrainer`).
+What is specific to the recipe (GeoNet 2023 two-stage SFDA, ICCV 2023 workshop):
+
+* data: rows `(index, image, label)` turned into pixels by `transform(images,
+  indices, view)` with `view` = the epoch, drawn by the sharded samplers of
+  `hf_clipadapt.training.samplers` (class-balanced with replacement for the source,
+  a shuffled pass for the target). The loader is not re-sharded by Accelerate: every
+  rank takes its block of one global draw, so the global batch does not depend on
+  the number of processes;
+* optimiser and schedule: backbone at `backbone_lr_ratio` of the head's learning
+  rate, the classifier frozen in stage 2, lr·(1 + γp)^−power;
+* losses in `compute_loss`: label-smoothing CE plus the soft CE to the EMA teacher
+  (source); the strategy's pseudo-label loss (target);
+* per-epoch method state, through `_SFDAEpochCallback`: the EMA teacher (copied when
+  its term starts, averaged at each epoch end), the target pseudo-labels (a full
+  prediction pass at each epoch start) and model selection. It is saved beside
+  every Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read
+  back with `torch.load(weights_only=True)`, which never runs pickled code), so a
+  resumed run continues exactly.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 from pathlib import Path
 
-from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_training_defaults
-from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
-from .trainer import SFDATrainer
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-__all__ = ["check_closed_set_labels", "evaluate", "fit", "predict_logits"]
+from ..features import IndexedRows
+from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
+from ..training.trainer import AdaptationTrainer, last_complete_checkpoint
+from . import functional as SF
+from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_training_defaults
+from .configuration_sfda import FIXED_LABEL_STRATEGIES
+from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
+
+METHOD_STATE_FILE = "sfda_state.pt"
+
+__all__ = ["SFDATrainer", "check_closed_set_labels", "evaluate", "fit", "predict_logits", "pseudo_labels"]
+
+
+class _Collate:
+    """(index, image, label) rows → {"pixel_values", "labels", "indices"}; `view` = epoch."""
+
+    def __init__(self, transform):
+        self.transform, self.view = transform, 0
+
+    def __call__(self, batch):
+        indices = torch.tensor([b[0] for b in batch])
+        labels = torch.tensor([b[2] for b in batch], dtype=torch.long)
+        return {"pixel_values": self.transform([b[1] for b in batch], indices, self.view), "labels": labels,
+                "indices": indices}  # fmt: skip
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader whose `set_epoch` reaches its sharded sampler and the augmentation view
+    (also shared by the loader Accelerate's `skip_first_batches` builds from it)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.collate_fn.view = epoch
+
+
+class _MethodState:
+    """Everything besides model, optimizer, scheduler and RNG that a resume needs."""
+
+    def __init__(self):
+        self.teacher_started = False
+        self.pseudo: dict[str, torch.Tensor] = {}
+        self.pseudo_epoch = -1
+        self.history: list[dict] = []
+        self.best_score, self.best_epoch, self.best_weights = None, None, None
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        unknown = set(state) - set(self.__dict__)
+        if unknown:
+            raise ValueError(f"the SFDA method state holds unknown entries {sorted(unknown)}; it was written by another "
+                             "version: resume from a checkpoint of this one")  # fmt: skip
+        self.__dict__.update(state)
+
+
+class _SFDAEpochCallback(TrainerCallback):
+    """Calls the trainer's per-epoch and per-step hooks (Trainer's public extension point)."""
+
+    def __init__(self, trainer: SFDATrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.begin_epoch()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.trainer.maybe_start_teacher()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.end_epoch()
+
+
+class SFDATrainer(AdaptationTrainer):
+    """One SFDA stage (`args.stage`) on `AdaptationTrainer`; `fit` is the usual entry point.
+
+    `labels` are the source labels (stage "source", required) or None; `transform`
+    makes training pixels, `eval_transform` those of the prediction passes.
+    """
+
+    def __init__(self, model, args, train_dataset, *, transform, eval_transform=None, labels=None,
+                 validation_dataset=None, image_column: str = "image", label_column: str | None = "label",
+                 **kwargs):  # fmt: skip
+        self.source = args.stage == "source"
+        self.transform, self.eval_transform = transform, eval_transform or transform
+        self.labels, self.validation_dataset = labels, validation_dataset
+        self.image_column, self.label_column = image_column, label_column
+        self.method, self.teacher, self._epoch, self._last_loss = _MethodState(), None, 0, None
+        model.head.classifier.requires_grad_(self.source)  # stage 2: the source hypothesis stays fixed
+        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        self.add_callback(_SFDAEpochCallback(self))
+
+    # ------------------------------------------------------------------ data
+    @property
+    def global_batch_size(self) -> int:
+        a = self.args
+        return a.per_device_train_batch_size * a.world_size * a.gradient_accumulation_steps
+
+    def get_train_dataloader(self) -> DataLoader:
+        a = self.args
+        shard = dict(batch_size=a.per_device_train_batch_size, num_replicas=a.world_size, rank=a.process_index,
+                     seed=a.seed, accumulation_steps=a.gradient_accumulation_steps)  # fmt: skip
+        if self.source:
+            sampler = ClassBalancedSampler(self.labels, **shard)
+        else:
+            sampler = ShardedRandomSampler(len(self.train_dataset), **shard)
+        has_labels = self.labels is not None
+        loader = _EpochLoader(
+            IndexedRows(self.train_dataset, self.image_column, self.label_column if has_labels else None),
+            batch_size=a.per_device_train_batch_size, sampler=sampler, collate_fn=_Collate(self.transform),
+            num_workers=a.dataloader_num_workers,
+            # its own generator: starting an epoch (or a resumed one) must not draw from the global
+            # RNG, which the model's own randomness (dropout, stochastic depth) uses and checkpoints save
+            generator=torch.Generator().manual_seed(a.seed),
+        )  # fmt: skip
+        self.steps_per_epoch = max(math.ceil(len(loader) / a.gradient_accumulation_steps), 1)
+        self._loader = loader
+        return loader
+
+    # ------------------------------------------------------------------ optimiser
+    def parameter_groups(self, model):
+        return [
+            {"params": list(model.backbone_parameters()), "lr_scale": self.args.backbone_lr_ratio},
+            {"params": list(model.head_parameters(include_classifier=self.source))},
+        ]
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The recipe's annealing lr·(1 + γp)^−power, p = step / total steps."""
+        if self.lr_scheduler is None:
+            total, gamma, power = max(num_training_steps, 1), self.args.lr_gamma, self.args.lr_power
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, lambda step: SF.lr_factor(step / total, gamma, power)
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ------------------------------------------------------------------ losses
+    @property
+    def progress(self) -> float:
+        return self.state.global_step / max(self.state.max_steps, 1)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        out = model(pixel_values=inputs["pixel_values"])
+        if self.source:
+            loss = self._source_loss(out.logits, inputs["labels"], inputs["pixel_values"])
+        else:
+            loss = self._target_loss(out.logits, inputs["indices"])
+        self._last_loss = loss.detach()
+        return (loss, out) if return_outputs else loss
+
+    def _source_loss(self, logits, labels, pixel_values):
+        a = self.args
+        loss = SF.label_smoothing_cross_entropy(logits, labels, self.model.config.label_smoothing)
+        if self.teacher is not None and a.ema_weight > 0 and self.progress >= a.ema_start:
+            with torch.no_grad():
+                target = self.teacher(pixel_values=pixel_values).logits.softmax(-1)
+            loss = loss + a.ema_weight * SF.soft_cross_entropy(logits, target)
+        return loss
+
+    def _target_loss(self, logits, idx):
+        a, pseudo, strategy = self.args, self._pseudo_on_device, self.model.config.strategy
+        if strategy == "universal":
+            return SF.universal_loss(logits, pseudo["labels"][idx], pseudo["weights"][idx], self.progress,
+                                     delta=a.universal_delta, entropy_weight=a.universal_entropy_weight)  # fmt: skip
+        if strategy == "centroid":  # GeoImNet: no IM term
+            return a.pseudo_label_weight * F.cross_entropy(logits, pseudo["labels"][idx])
+        if strategy == "topk_ce":  # GeoPlace: no IM term
+            return SF.topk_cross_entropy_loss(logits, pseudo["candidates"][idx], a.topk_weights)
+        im = SF.information_maximization_loss(logits)
+        if strategy == "shot":
+            return a.pseudo_label_weight * F.cross_entropy(logits, pseudo["labels"][idx]) + im
+        return SF.topk_pseudo_label_loss(logits, pseudo["candidates"][idx], a.pseudo_label_weight) + im
+
+    # ------------------------------------------------------------------ method state hooks
+    def begin_epoch(self) -> None:
+        self._epoch = self.state.global_step // self.steps_per_epoch
+        # Trainer's own set_epoch call misses the loader it rebuilds to skip batches on resume
+        self._loader.set_epoch(self._epoch)
+        m = self.method
+        if not self.source and m.pseudo_epoch != self._epoch:
+            fixed = self.model.config.strategy in FIXED_LABEL_STRATEGIES and bool(m.pseudo)  # labels never change
+            logits = None
+            if not fixed:
+                logits, feats, _ = self.predict_pass()
+                m.pseudo = pseudo_labels(self.model.config, self.args, logits.float(), feats.float(), m.pseudo)
+            self.select(self._epoch, logits)  # epoch 0 scores the source model itself
+            m.pseudo_epoch = self._epoch
+        if not self.source:
+            self._pseudo_on_device = {k: v.to(self.args.device) for k, v in m.pseudo.items()}
+
+    def maybe_start_teacher(self) -> None:
+        if self.teacher is not None and not self.method.teacher_started and self.progress >= self.args.ema_start:
+            self.teacher.load_state_dict(self.model.state_dict())
+            self.method.teacher_started = True
+
+    def end_epoch(self) -> None:
+        if self.state.global_step % self.steps_per_epoch:
+            return  # stopped inside the epoch (max_steps): no end-of-epoch update, as before
+        if self.teacher is not None and self.method.teacher_started:  # parameters only, unless ema_average_buffers
+            view = (lambda m: m.state_dict().values()) if self.args.ema_average_buffers else (lambda m: m.parameters())
+            SF.ema_update_(view(self.teacher), view(self.model), self.args.ema_decay)
+        loss = self._last_loss.item() if self._last_loss is not None else float("nan")
+        self.method.history.append({"epoch": self._epoch + 1, "loss": loss})
+
+    def predict_pass(self):
+        return predict_logits(self.model, self.train_dataset, self.eval_transform, accelerator=self.accelerator,
+                              batch_size=self.global_batch_size, image_column=self.image_column, label_column=None)  # fmt: skip
+
+    def select(self, epoch_done: int, logits=None) -> None:
+        """Model selection after `epoch_done` epochs (target stage only)."""
+        rule, m = self.args.model_selection, self.method
+        if self.source or rule == "last":
+            return
+        if rule == "im_loss":
+            if logits is None:
+                logits = self.predict_pass()[0]
+            score = -SF.information_maximization_loss(logits.float()).item()
+        else:
+            metrics = evaluate(self.model, self.validation_dataset, transform=self.eval_transform,
+                               accelerator=self.accelerator, batch_size=self.global_batch_size,
+                               image_column=self.image_column, label_column=self.label_column or "label")  # fmt: skip
+            score = metrics.get("h_score", metrics.get("accuracy"))
+        score = float(score)  # a plain number: the state is saved as data only (see _save_checkpoint)
+        m.history.append({"epoch": epoch_done, "selection_score": score})
+        if m.best_score is None or score > m.best_score:
+            m.best_score, m.best_epoch = score, epoch_done
+            m.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    # ------------------------------------------------------------------ train, checkpoints
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """Trainer's `train`, with the teacher built, method state restored on resume,
+        and at the end the final model selection and the classifier unfrozen again."""
+        if resume_from_checkpoint is True:
+            # the newest checkpoint whose save finished; an interrupted newer one is skipped with a warning
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        if self.source:  # a copy of the model that never gets gradients
+            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.method.teacher_started = self.args.ema_teacher_init == "copy_at_start"
+        if resume_from_checkpoint:
+            self._load_method_state(Path(resume_from_checkpoint))
+        try:
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            self._finish()
+        finally:
+            self.model.head.classifier.requires_grad_(True)
+        return output
+
+    def _finish(self) -> None:
+        if self.state.global_step % self.steps_per_epoch == 0:  # not stopped inside an epoch
+            self.select(self.state.global_step // self.steps_per_epoch)
+        m = self.method
+        self.selected_epoch = math.ceil(self.state.global_step / self.steps_per_epoch)
+        if m.best_weights is not None:
+            self.model.load_state_dict(m.best_weights)
+            self.selected_epoch = m.best_epoch
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            extra = {"method": self.method.state_dict(), "teacher": self.teacher.state_dict() if self.teacher else None}
+            tmp = folder / (METHOD_STATE_FILE + ".tmp")
+            torch.save(extra, tmp)
+            os.replace(tmp, folder / METHOD_STATE_FILE)  # whole or absent
+
+    def _load_method_state(self, folder: Path) -> None:
+        path = folder / METHOD_STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder} holds no {METHOD_STATE_FILE} (the teacher and pseudo-labels of the run): it is not an "
+                "SFDA checkpoint, or its save was interrupted. Resume from another checkpoint-* folder."
+            )
+        try:  # data only: a pickled object in a resume folder is refused, never run
+            extra = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch's UnpicklingError on any object that is not plain data
+            raise OSError(f"{path} is not a data-only SFDA state (tensors, numbers, strings): it is refused, since "
+                          f"unpickling it could run code. Resume from a checkpoint this version wrote. ({e})") from e
+        self.method.load_state_dict(extra["method"])
+        if self.teacher is not None and extra["teacher"] is not None:
+            self.teacher.load_state_dict(extra["teacher"])
+
+
+def pseudo_labels(config, args, logits, feats, previous: dict) -> dict:
+    """The target stage's pseudo-labels for every sample, from a full prediction pass."""
+    probs = logits.softmax(-1)
+    if config.strategy == "universal":
+        return {"labels": probs.argmax(1), "weights": SF.confidence_weights(probs)}
+    if previous and config.strategy in FIXED_LABEL_STRATEGIES:  # fixed from the source model
+        return previous
+    if config.strategy in ("shot", "centroid"):
+        return {"labels": SF.shot_pseudo_labels(feats, probs, rounds=args.shot_rounds, threshold=args.shot_threshold)}
+    return {"candidates": SF.topk_candidates(probs, args.topk)}
 
 # fit's keyword (the pre-Trainer API) → SFDATrainingArguments field
 _KEYWORDS = {"epochs": "num_train_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
@@ -86,6 +401,7 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
                           labels=labels, validation_dataset=validation_dataset, image_column=image_column,
                           label_column=label_column)  # fmt: skip
     trainer.train(resume_from_checkpoint=str(resume_from) if isinstance(resume_from, (str, Path)) else resume_from)
+    model.config.is_fitted = True
     if stage == "target":
         model.config.model_selection = args.model_selection  # recorded for the model card
     return {"history": trainer.method.history, "selected_epoch": trainer.selected_epoch,

@@ -19,8 +19,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..clip import PromptTokens, SoftPromptTextEncoder, check_classnames
+from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel
+from ..training.feature_trained import FeatureTrainedCLIPModel
 from .configuration_ship import SHIPConfig
 from .functional import reparameterize, vae_loss
 
@@ -98,7 +99,7 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
         return out if (return_dict if return_dict is not None else self.config.return_dict) else out.to_tuple()
 
     @torch.no_grad()
-    def generate(self, class_names, n_per_class: int, seed: int = 0, batch_size: int = 256):
+    def generate(self, class_names, n_per_class: int, seed: int = DEFAULT_SEED, batch_size: int = 256):
         """Synthetic image features of `class_names` (any names, e.g. classes with no
         images): z ~ N(0, I) decoded through each name. Returns (features [C·n, D],
         labels [C·n] indexing `class_names`), on the CPU, unit-norm."""

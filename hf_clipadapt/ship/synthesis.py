@@ -18,6 +18,7 @@ import warnings
 
 import torch
 
+from ..configuration_utils import DEFAULT_SEED
 from ..data import class_names as dataset_class_names
 
 
@@ -43,7 +44,7 @@ def synthesize_for(model, generator, class_names: list[str], n_per_class: int, s
     return features, labels
 
 
-def fit_with_synthesized(model, train, generator, *, n_per_class: int | None = None, seed: int = 0,
+def fit_with_synthesized(model, train, generator, *, n_per_class: int | None = None, seed: int = DEFAULT_SEED,
                          label_column: str = "label", **fit_kwargs):  # fmt: skip
     """Train `model` on `train` (its labelled classes) plus `generator`'s features of the
     model's label-only classes; returns the fitted model.

@@ -102,6 +102,21 @@ def _render(world, classes, labels, names, per_class, seed, style, part, mark_un
     return Dataset.from_dict(rows, features=Features(cols))
 
 
+def _base_to_new_suite(world, known, seeds: list[int], ntr: int, nte: int) -> DatasetDict:
+    """The "base_to_new" suite: base (colour, object) classes for training and testing, held-out
+    combinations as new classes."""
+    base, new = base_combinations(known), held_out_combinations(known)
+    base_names = [combination_name(*c) for c in base]
+    new_names = [combination_name(*c) for c in new]
+    b_cls, n_cls = [[c] for c in base], [[c] for c in new]
+    b_lab, n_lab = list(range(len(base))), list(range(len(new)))
+    return DatasetDict(
+        train=_render(world, b_cls, b_lab, base_names, ntr, [*seeds, 0], "clean", _TRAIN_PART),
+        test_base=_render(world, b_cls, b_lab, base_names, nte, [*seeds, 1], "clean", _TEST_PART),
+        test_new=_render(world, n_cls, n_lab, new_names, nte, [*seeds, 2], "clean", _TEST_PART),
+    )
+
+
 def load_suite(
     name: str,
     seed: int = 0,
@@ -145,16 +160,7 @@ def load_suite(
             test=objects_split(known, nte, 1, "clean", _TEST_PART),
         )
     if name == "base_to_new":
-        base, new = base_combinations(known), held_out_combinations(known)
-        base_names = [combination_name(*c) for c in base]
-        new_names = [combination_name(*c) for c in new]
-        b_cls, n_cls = [[c] for c in base], [[c] for c in new]
-        b_lab, n_lab = list(range(len(base))), list(range(len(new)))
-        return DatasetDict(
-            train=_render(world, b_cls, b_lab, base_names, ntr, [seed, sid, 0], "clean", _TRAIN_PART),
-            test_base=_render(world, b_cls, b_lab, base_names, nte, [seed, sid, 1], "clean", _TEST_PART),
-            test_new=_render(world, n_cls, n_lab, new_names, nte, [seed, sid, 2], "clean", _TEST_PART),
-        )
+        return _base_to_new_suite(world, known, [seed, sid], ntr, nte)
     if name == "zsl":
         return _zsl_suite(world, known, [seed, sid], ntr, nte)
     if name == "open_set":

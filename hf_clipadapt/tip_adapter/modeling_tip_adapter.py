@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import register_auto
-from ..training_models import FeatureTrainedCLIPModel, with_extra
+from ..training.feature_trained import FeatureTrainedCLIPModel, with_extra
 from .configuration_tip_adapter import TipAdapterConfig
 from .functional import cache_logits, mean_view_keys, select_tip_params_with_scores
 
@@ -99,7 +100,7 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         )  # fmt: skip
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
-                     seed: int = 0, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
+                     seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
         """Keys: the normalised mean of each image's `views` features (plus `extra_features`,
         e.g. SHIP's synthesized ones, as keys of their own); Tip-Adapter-F then trains the
         keys on all views; α and β are chosen on `validation` (features, labels) if given."""

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from ..modeling_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED
 
 
-__all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "sgd_arguments"]
+__all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "resolve_training_arguments", "sgd_arguments",
+           "split_global_batch"]
 
 
 def progress_bars_enabled() -> bool:
@@ -165,3 +166,43 @@ def sgd_arguments(**kwargs) -> dict:
     (CoOp: SGD, momentum 0.9, weight decay 5e-4, cosine schedule); any key can be overridden."""
     defaults = dict(optim="sgd", momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine")
     return {**defaults, **kwargs}
+
+
+def resolve_training_arguments(defaults: dict, args=None, *, seed: int = DEFAULT_SEED, num_samples: int | None = None,
+                               arguments_class=None, **fixed):  # fmt: skip
+    """The arguments of one `fit`: the method's defaults, the run's seed, then `args` on top.
+
+    Args:
+        defaults: the paper's settings, as `TrainingArguments` fields.
+        args: an `AdaptationTrainingArguments` (used as it is), a dict of overrides, or None.
+        seed: the run's seed (an `args` dict may override it).
+        num_samples: the training set's size; the per-device batch never exceeds it.
+        arguments_class: the `AdaptationTrainingArguments` subclass to build (default that class).
+        **fixed: fields the method sets whatever `args` says (e.g. SFDA's `stage`).
+    """
+    arguments_class = arguments_class or AdaptationTrainingArguments
+    if isinstance(args, AdaptationTrainingArguments):
+        return args
+    settings = {**defaults, "seed": seed, **(args or {}), **fixed}
+    if num_samples is not None and "per_device_train_batch_size" in settings:
+        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
+    return arguments_class(**settings)
+
+
+def split_global_batch(global_batch: int, world_size: int, accumulation_steps: int = 1) -> int:
+    """The per-device batch that makes `global_batch` over `world_size` processes and
+    `accumulation_steps` accumulation steps (SFDA's and TZSL's batch sizes are global).
+
+    Args:
+        global_batch: samples per optimizer step, over all processes.
+        world_size: the number of processes.
+        accumulation_steps: gradient accumulation steps per optimizer step.
+
+    Raises:
+        ValueError: the global batch does not divide evenly.
+    """
+    split = world_size * accumulation_steps
+    if global_batch % split:
+        raise ValueError(f"batch_size {global_batch} must divide by processes × accumulation steps = {split} "
+                         f"({world_size} × {accumulation_steps}): choose a multiple of {split}")  # fmt: skip
+    return global_batch // split

@@ -9,7 +9,7 @@ provided the sampler knows the `accumulation_steps` (an epoch is a whole number 
 optimizer steps).
 
 Give one to `AdaptationTrainer` by overriding `get_train_dataloader` (see
-`hf_clipadapt.sfda.trainer`): the loader must not be re-sharded by Accelerate.
+`hf_clipadapt.sfda.training`): the loader must not be re-sharded by Accelerate.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import math
 
 import torch
 from torch.utils.data import Sampler
+
+from ..configuration_utils import DEFAULT_SEED
 
 __all__ = ["ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler", "class_balanced_weights"]
 
@@ -35,7 +37,7 @@ class ShardedDrawSampler(Sampler[int]):
     """Base class: subclasses implement `draw(generator, size)` → a global index draw."""
 
     def __init__(self, dataset_size: int, *, batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 num_samples: int | None = None, seed: int = 0, accumulation_steps: int = 1):  # fmt: skip
+                 num_samples: int | None = None, seed: int = DEFAULT_SEED, accumulation_steps: int = 1):  # fmt: skip
         if dataset_size <= 0:
             raise ValueError("cannot sample from an empty dataset")
         if not 0 <= rank < num_replicas:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..configuration_utils import AdaptedConfig, check_sizes
+from ..configuration_utils import AdaptedConfig, check_sizes, lookup_preset
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
 # method builds (ResNet-101 2048-d features, 4096 hidden units everywhere).
@@ -32,6 +32,23 @@ PRESETS: dict[str, dict] = {
                  decoder_pretrain_epochs=5, cls_epochs=15),
 }  # fmt: skip
 
+
+
+def _check_settings(mode: str, unseen_prior: str, counts: dict, sizes: dict) -> None:
+    """Refuse an unknown mode or prior, a count below 1, and sizes (then the networks' rough
+    parameter count) beyond the limits, before anything is allocated."""
+    if mode not in ("transductive", "inductive"):
+        raise ValueError(f"mode must be 'transductive' or 'inductive', got {mode!r}")
+    if unseen_prior not in ("uniform", "pseudo"):
+        raise ValueError(f"unseen_prior must be 'uniform' or 'pseudo' (label-free), got {unseen_prior!r}")
+    for name, v in counts.items():
+        if int(v) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v}")
+    check_sizes("TZSLConfig", sizes)
+    s = sizes
+    inputs = s["feature_dim"] + s["attribute_dim"] + (s["latent_dim"] or s["attribute_dim"])
+    check_sizes("TZSLConfig", sizes, parameters=4 * s["hidden_dim"] * inputs + 2 * s["decoder_hidden_dim"] * inputs
+                + s["feature_dim"] * s["num_classes"])  # fmt: skip
 
 class TZSLConfig(AdaptedConfig):
     r"""Configuration of [`TZSLModel`].
@@ -109,20 +126,10 @@ class TZSLConfig(AdaptedConfig):
         preset: str | None = None,
         **kwargs,
     ):
-        if mode not in ("transductive", "inductive"):
-            raise ValueError(f"mode must be 'transductive' or 'inductive', got {mode!r}")
-        if unseen_prior not in ("uniform", "pseudo"):
-            raise ValueError(f"unseen_prior must be 'uniform' or 'pseudo' (label-free), got {unseen_prior!r}")
-        for name, v in dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num,
-                            feedback_passes=feedback_passes).items():  # fmt: skip
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v}")
-        sizes = dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes, latent_dim=latent_dim,
-                     hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim)  # fmt: skip
-        check_sizes("TZSLConfig", sizes)  # then the networks' rough size, before anything is allocated
-        inputs = feature_dim + attribute_dim + (latent_dim or attribute_dim)
-        check_sizes("TZSLConfig", sizes, parameters=4 * hidden_dim * inputs + 2 * decoder_hidden_dim * inputs
-                    + feature_dim * num_classes)  # fmt: skip
+        _check_settings(mode, unseen_prior, dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num,
+                                                 feedback_passes=feedback_passes),
+                        dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes,
+                             latent_dim=latent_dim, hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim))  # fmt: skip
         self.feature_dim, self.attribute_dim, self.num_classes = feature_dim, attribute_dim, num_classes
         self.latent_dim = attribute_dim if latent_dim is None else latent_dim
         self.hidden_dim, self.decoder_hidden_dim = hidden_dim, decoder_hidden_dim
@@ -144,7 +151,5 @@ class TZSLConfig(AdaptedConfig):
     def from_preset(cls, name: str, **overrides) -> "TZSLConfig":
         """A config from a published preset ("cub", "awa2", "sun", "flo") or "fast" (CPU),
         with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...)."""
-        key = name.lower()
-        if key not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[key], "preset": key, **overrides})
+        key, settings = lookup_preset(PRESETS, name, cls.__name__)
+        return cls(**{**settings, "preset": key, **overrides})

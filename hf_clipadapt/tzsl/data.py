@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..configuration_utils import DEFAULT_SEED
+
 _PARTS = ("train", "test_seen", "test_unseen")
 
 
@@ -234,7 +236,7 @@ def load_features_file(path: str | os.PathLike) -> ZSLData:
     )
 
 
-def pseudo_unseen_split(data: ZSLData, num_holdout: int, seed: int = 0, test_fraction: float = 0.2) -> ZSLData:
+def pseudo_unseen_split(data: ZSLData, num_holdout: int, seed: int = DEFAULT_SEED, test_fraction: float = 0.2) -> ZSLData:
     """A validation split for model selection that never touches unseen classes or test data.
 
     `num_holdout` seen classes (chosen with `seed`) become pseudo-unseen: their

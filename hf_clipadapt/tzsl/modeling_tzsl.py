@@ -30,6 +30,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from ..metrics import gzsl_scores, per_class_accuracy
 from . import functional as Fz
@@ -251,23 +252,19 @@ class TZSLModel(TZSLPreTrainedModel):
         self.train(was_training)
         return out
 
-    @torch.no_grad()
-    def evaluate(self, data: ZSLData, *, record_as: str | None = None, split: str = "test") -> dict:
-        """ZSL accuracy (unseen test, unseen classes only) and GZSL u / s / H, per-class mean
-        top-1 in %. `record_as="<dataset name>"` stores them for the model card."""
-        result = self._evaluate(data)
-        if record_as:
-            self.record_results(record_as, result, split=split)
-        return result
+    extra_metrics = ("zsl_accuracy",)
 
-    def _evaluate(self, data: ZSLData) -> dict:
+    def compute_metrics(self, data: ZSLData, *, split: str = "test") -> dict:
+        """ZSL accuracy (`zsl_accuracy`: unseen test, unseen classes only) and GZSL
+        `unseen_accuracy` / `seen_accuracy` / `h_score`, per-class mean top-1 in %;
+        `evaluate(data, record_as="<dataset name>")` stores them for the model card."""
         if data.test_unseen_labels.lt(0).any():
             raise ValueError("evaluate needs test-unseen labels; they are -1 (unknown) in this data")
         zsl = per_class_accuracy(self.predict_logits(data.test_unseen_features, "zsl"), data.test_unseen_labels, data.unseen_classes)
         feats = torch.cat([data.test_seen_features, data.test_unseen_features])
         labels = torch.cat([data.test_seen_labels, data.test_unseen_labels])
         g = gzsl_scores(self.predict_logits(feats, "gzsl"), labels, data.seen_classes, data.unseen_classes)
-        return {"zsl": zsl, "gzsl_unseen": g["unseen"], "gzsl_seen": g["seen"], "gzsl_H": g["H"]}
+        return {"zsl_accuracy": zsl, "unseen_accuracy": g["unseen"], "seen_accuracy": g["seen"], "h_score": g["H"]}
 
     # ------------------------------------------------------------------ training
     def _check_data(self, data: ZSLData) -> None:
@@ -285,25 +282,51 @@ class TZSLModel(TZSLPreTrainedModel):
         if c.unseen_classes and list(c.unseen_classes) != list(data.unseen_classes):
             raise ValueError(f"the model was built for unseen classes {c.unseen_classes}, data has {data.unseen_classes}")
 
-    def fit(
-        self,
-        data: ZSLData,
-        unlabelled_features: torch.Tensor | None = None,
-        seed: int = 0,
-        accelerator=None,
-        progress: bool = True,
-    ) -> dict:
-        """Train the decoder, the generator and critics, then both classifiers. Returns a history.
+    def fit(self, train: ZSLData, validation=None, *, seed: int = DEFAULT_SEED, args: dict | None = None,
+            resume_from_checkpoint=None, unlabelled_features: torch.Tensor | None = None, accelerator=None,
+            progress: bool = True, dataset_name: str | None = None) -> TZSLModel:  # fmt: skip
+        """Train the decoder, the generator and critics, then both classifiers; returns self,
+        the run's history (per phase) in `history_`.
 
-        Uses `data.train_*` (labelled seen) and, in transductive mode, the unlabelled
-        pool `unlabelled_features` (default: `data.test_unseen_features`, whose labels
-        are never read, the standard transductive protocol). Pass the whole test set
-        (seen + unseen, unlabelled) for the stricter setting.
+        Args:
+            train: a `ZSLData`. Uses `train.train_*` (labelled seen) and, in transductive mode,
+                the unlabelled pool `unlabelled_features` (default: `train.test_unseen_features`,
+                whose labels are never read, the standard transductive protocol). Pass the whole
+                test set (seen + unseen, unlabelled) for the stricter setting.
+            validation: accepted for the shared signature and left unread: TZSL trains for a
+                fixed number of epochs and chooses nothing (use `pseudo_unseen_split` to choose).
+            seed: seeds the initial draws, the batches and the synthetic features.
+            args: a dict of overrides of the training settings the config holds (`epochs`, `lr`,
+                `batch_size`, ...); the config records what was used.
+            resume_from_checkpoint: not supported (three phases on in-memory features); must be None.
+            accelerator: if given, receives the per-epoch losses through `accelerator.log`.
+            progress: show progress bars (main process).
+            dataset_name: recorded for the model card.
 
         Every phase runs on the shared training path (see `hf_clipadapt.tzsl.training`),
-        under DDP when the script is started with `accelerate launch`; `accelerator`, if
-        given, receives the per-epoch losses through `accelerator.log`.
+        under DDP when the script is started with `accelerate launch`.
         """
+        if resume_from_checkpoint is not None:
+            raise ValueError("TZSL cannot resume a run: its three phases train on in-memory features in minutes; "
+                             "call fit again without resume_from_checkpoint")  # fmt: skip
+        self._apply_training_overrides(args)
+        self.history_ = self._fit(train, unlabelled_features, seed, accelerator, progress)
+        self.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(train.train_labels))
+        return self
+
+    def _apply_training_overrides(self, args: dict | None) -> None:
+        if not args:
+            return
+        if not isinstance(args, dict):
+            raise TypeError(f"TZSL's fit takes args as a dict of training settings, got {type(args).__name__}")
+        unknown = sorted(k for k in args if not hasattr(self.config, k))
+        if unknown:
+            raise ValueError(f"unknown TZSL training settings {unknown}; see TZSLConfig for the fields")
+        for key, value in args.items():
+            setattr(self.config, key, value)
+
+    def _fit(self, data: ZSLData, unlabelled_features, seed: int, accelerator, progress: bool) -> dict:
+        """The three phases; returns their history."""
         self._check_data(data)
         device = training_device()
         self.to(device)

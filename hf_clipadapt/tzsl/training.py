@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback
 
-from ..training.arguments import AdaptationTrainingArguments
+from ..training.arguments import AdaptationTrainingArguments, split_global_batch
 from ..training.collate import TensorRows
 from ..training.trainer import AdaptationTrainer
 from . import functional as Fz
@@ -47,9 +47,7 @@ def adam_arguments(*, epochs: int, batch_size: int, lr: float, seed: int, progre
         weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, logging_strategy="epoch", seed=seed,
         disable_tqdm=None if progress else True, **kwargs,
     )  # fmt: skip
-    if batch_size % args.world_size:
-        raise ValueError(f"batch_size {batch_size} must divide by the number of processes ({args.world_size})")
-    args.per_device_train_batch_size = batch_size // args.world_size
+    args.per_device_train_batch_size = split_global_batch(batch_size, args.world_size)
     return args
 
 

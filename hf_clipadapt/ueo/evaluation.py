@@ -1,17 +1,17 @@
-"""Open-set evaluation of a UEO model: known-class accuracy, AUROC of the OOD score, H.
+"""Open-set evaluation of a UEO model: known-class accuracy, AUROC of the OOD score, H (`h_score`).
 
 The metrics are the package's (`hf_clipadapt.metrics.open_set_scores`, also an
 `evaluate` module: `hf_clipadapt.metrics.load_metric("open_set")`), as UEO (Liang et
 al., ICML 2024) reports them: mean per-class accuracy over the known classes, AUROC
-with known images as positives, and their harmonic mean H.
+with known images as positives, and their harmonic mean H (`h_score`).
 
-`auroc` (and `H`) rank images by the official code's score, the max softmax of the
+`auroc` (and `h_score`) rank images by the official code's score, the max softmax of the
 *unscaled* cosine similarities (tim-learn/UEO, demo.py: `load_features` lines 312-326
 returns cosines without the ×100, `get_score` lines 291-304 ranks by their max softmax
 with sklearn's `roc_curve`/`auc`), so they are comparable with the paper's numbers.
-`auroc_scaled` / `H_scaled` rank by the max softmax of the scaled logits (what this
+`auroc_scaled` / `h_score_scaled` rank by the max softmax of the scaled logits (what this
 package reported before; the temperature changes the ranking, so the two differ), and
-`auroc_energy` / `H_energy` are added for a model whose `config.ood_score` is "energy".
+`auroc_energy` / `h_score_energy` are added for a model whose `config.ood_score` is "energy".
 The official code does not compute H; it is the package's summary of the two.
 """
 
@@ -20,21 +20,8 @@ from __future__ import annotations
 import torch
 
 from ..metrics import accuracy, open_set_scores, per_class_accuracy
-from ..modeling_utils import _class_label
+from ..data.labels import UNKNOWN, known_label_map
 from .functional import ood_score
-
-UNKNOWN = -1
-
-
-def known_label_map(model, dataset, label_column: str) -> torch.Tensor | None:
-    """[C_data] the dataset's label ids -> the model's (by class name), -1 for classes the model
-    does not know; None when the data carry no `ClassLabel` (ids are then the model's)."""
-    feature = _class_label(dataset, label_column)
-    if feature is None:
-        return None
-    ours = {n: i for i, n in enumerate(model.class_names())}
-    return torch.tensor([ours.get(n, UNKNOWN) for n in feature.names], dtype=torch.long)
-
 
 def to_model_labels(labels: torch.Tensor, mapping: torch.Tensor | None, num_labels: int) -> torch.Tensor:
     """Model class ids, -1 for every image of an unknown class (negative, unmapped or >= K)."""
@@ -62,7 +49,7 @@ def open_set_metrics(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ma
             named["_energy"] = "energy"
         for suffix, score in named.items():
             scores = open_set_scores(logits, labels, ood_score(logits, score, logit_scale), unknown_index=UNKNOWN)
-            result.update({f"auroc{suffix}": scores["auroc"], f"H{suffix}": scores["H"]})
+            result.update({f"auroc{suffix}": scores["auroc"], f"h_score{suffix}": scores["H"]})
     result.update(num_known=int(known.sum()), num_unknown=int((~known).sum()))
     return result
 
@@ -73,14 +60,9 @@ def open_set_evaluation(model, dataset, *, split: str = "test", batch_size: int 
     names = getattr(dataset, "column_names", None)
     if names is not None and label_column not in names:
         raise ValueError(f"evaluation needs labels: the dataset has no {label_column!r} column (columns: {names})")
-    mapping = known_label_map(model, dataset, label_column)
-    was_training = model.training
-    model.eval()
-    try:
-        feats, labels = model.encode_dataset(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                             cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
-    finally:
-        model.train(was_training)
+    mapping = known_label_map(dataset, label_column, model.class_names())
+    feats, labels = model.encode_for_evaluation(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
+                                                cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
     logits = model.predict_features(feats)
     return open_set_metrics(logits, to_model_labels(labels, mapping, model.config.num_labels), model.config.ood_score,
                             logit_scale=model.config.logit_scale)  # fmt: skip

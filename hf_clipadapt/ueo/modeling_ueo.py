@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..clip import PromptLearner
-from ..modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, register_auto
+from ..configuration_utils import DEFAULT_SEED
+from ..modeling_utils import CLIPAdaptedModel, register_auto
 from .configuration_ueo import UEOConfig
 from .functional import ood_score
 from .vision_norms import vision_layernorm_parameter_names, vision_layernorms, with_private_vision_layernorms
@@ -143,22 +144,20 @@ class UEOForImageClassification(CLIPAdaptedModel):
                        dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from,
                        log_epsilon=log_epsilon)  # fmt: skip
 
-    @torch.no_grad()
-    def evaluate(self, dataset, *, record_as: str | None = None, split: str = "test", batch_size: int = 64,
-                 accelerator=None, cache_dir=None, image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+    extra_metrics = ("auroc_scaled", "h_score_scaled", "auroc_energy", "h_score_energy", "num_known", "num_unknown")
+
+    def compute_metrics(self, dataset, *, split: str = "test", batch_size: int = 64, accelerator=None, cache_dir=None,
+                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
         """Open-set scores (%) on a labelled dataset whose unknown images are labelled -1 (or
         carry a class name this model does not know): top-1 and mean per-class accuracy on
-        the known images, AUROC of the OOD score (known = positive) and H, the harmonic mean
-        of per-class accuracy and AUROC, as UEO reports them. Without unknown images, the
-        accuracies only. `record_as` writes them to `config.eval_results`."""
+        the known images, AUROC of the OOD score (known = positive) and `h_score`, the
+        harmonic mean of per-class accuracy and AUROC, as UEO reports them. Without unknown
+        images, the accuracies only. `evaluate(..., record_as=)` writes them to `config.eval_results`."""
         from .evaluation import open_set_evaluation
 
         self.forget_feature_cache()
-        result = open_set_evaluation(self, dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                     cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
-        if record_as:
-            self.record_results(record_as, result, split=split)
-        return result
+        return open_set_evaluation(self, dataset, split=split, batch_size=batch_size, accelerator=accelerator,
+                                   cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
 
     def card_vars(self) -> dict:
         c = self.config

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
+
 SETTINGS = ("closed", "partial", "open", "open_partial")
 UNKNOWN = -1
 
@@ -92,11 +94,9 @@ def setting_classes(setting: str, known: list[str], unknown: list[str], partial_
 
 def preset_classes(preset: str, setting: str, class_names: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """(known, unknown, present in training) class names of an official split (`SPLIT_PRESETS`)."""
-    key = preset.lower()
-    if key not in SPLIT_PRESETS:
-        raise ValueError(f"unknown split preset {preset!r}; choose from {sorted(SPLIT_PRESETS)}")
+    key, p = lookup_preset(SPLIT_PRESETS, preset, "UEO's class splits (make_setting)")
     check_setting(setting)
-    p, names = SPLIT_PRESETS[key], list(class_names)
+    names = list(class_names)
     if len(names) != p["num_classes"]:
         raise ValueError(f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
                          f"this dataset has {len(names)}. Use known=/num_known= for other data.")  # fmt: skip
@@ -170,7 +170,7 @@ def name_unknown_classes(dataset: Dataset, name_column: str, label_column: str =
     return dataset.map(relabel, batched=True, features=features)
 
 
-def split_rows(dataset: Dataset, fraction: float = 0.5, *, seed: int = 0, label_column: str = "label"):
+def split_rows(dataset: Dataset, fraction: float = 0.5, *, seed: int = DEFAULT_SEED, label_column: str = "label"):
     """(first, second): each class's rows divided `fraction` / rest at random (seeded), stratified."""
     labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)

@@ -28,9 +28,11 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from ..data.labels import known_label_map
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
-from .evaluation import known_label_map, to_model_labels
+from ..training.arguments import resolve_training_arguments
+from .evaluation import to_model_labels
 from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
                          zero_shot_weights)
 
@@ -222,7 +224,7 @@ def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accele
 def oracle_pass(model, train, label_column: str) -> torch.Tensor:
     """[N] the oracle ablation's weights from ground-truth known/unknown membership."""
     labels = torch.as_tensor(list(train[label_column]), dtype=torch.long)
-    known = to_model_labels(labels, known_label_map(model, train, label_column), model.config.num_labels) >= 0
+    known = to_model_labels(labels, known_label_map(train, label_column, model.class_names()), model.config.num_labels) >= 0
     return oracle_weights(known)
 
 
@@ -240,12 +242,8 @@ def _checkpoint_folder(resume, args) -> Path | None:
 
 
 def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrainingArguments:
-    """The defaults, then `args` (used as is when an `AdaptationTrainingArguments`, else overrides)."""
-    if isinstance(args, AdaptationTrainingArguments):
-        return args
-    settings = {**default_training_arguments(), "seed": seed, **(args or {})}
-    settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
-    return AdaptationTrainingArguments(**settings)
+    """The official defaults, then `args` (see `hf_clipadapt.training.arguments.resolve_training_arguments`)."""
+    return resolve_training_arguments(default_training_arguments(), args, seed=seed, num_samples=num_samples)
 
 
 def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,
@@ -285,7 +283,6 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
     model.train(was_training)
     model.sample_weights_ = weights
     model.forget_feature_cache()
-    c = model.config
-    c.objective, c.trade, c.seed, c.num_train_images, c.is_fitted = objective, float(trade), seed, len(images), True
-    c.dataset_name = dataset_name or c.dataset_name
+    model.config.objective, model.config.trade = objective, float(trade)
+    model.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(images))
     return model

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.clip_adapter.functional import adapter_mlp, clip_adapter_logits
-from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, PIL_image, save_tiny_clip
+from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, PIL_image, assert_initialised, save_tiny_clip
 from hf_clipadapt.testing_utils import assert_close_scaled
 
 
@@ -32,6 +32,14 @@ def test_ratio_zero_is_zero_shot():
 class TestCLIPAdapterContract(AdaptedModelTesterMixin):
     model_class = CLIPAdapterForImageClassification
     max_saved_bytes = 4_000
+    fit_kwargs = {"shots": 2, "views": 1, "args": {"max_steps": 1}}
+
+    def check_initialisation(self, model):
+        # PyTorch's default Linear initialisation, as the paper's code: U(±1/√fan_in), no bias
+        for name, layer in model.adapter.named_modules():
+            if isinstance(layer, torch.nn.Linear):
+                assert_initialised(layer.weight, f"adapter.{name}", bound=layer.in_features**-0.5)
+                assert layer.bias is None
 
     def make_model(self, tmp_path):
         clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))

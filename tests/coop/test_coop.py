@@ -7,6 +7,7 @@ from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.testing_utils import (
     AdaptedModelTesterMixin,
+    assert_initialised,
     PIL_image,
     save_tiny_clip,
     tiny_clip_model,
@@ -42,6 +43,14 @@ def test_only_the_context_is_trainable_and_saved(tmp_path):
 class TestCoOpContract(AdaptedModelTesterMixin):
     model_class = CoOpForImageClassification
     max_saved_bytes = 3_000  # 9 tokens x 32 floats + the header: the text tower is never saved
+    class_names = tuple(NAMES)
+    fit_kwargs = {"shots": 2, "views": 1, "args": {"max_steps": 1}}
+
+    def check_initialisation(self, model):
+        # ctx_init=None: the context is drawn from N(0, 0.02²) (CoOp's `nn.init.normal_(std=0.02)`);
+        # with words, it is their embeddings (test_initial_context_equals_zero_shot_with_that_template)
+        fresh = CoOpForImageClassification.from_clip(model.backbone, NAMES, ctx_init=None, n_ctx=16)
+        assert_initialised(fresh.prompt_learner.ctx, "ctx", mean=0.0, std=0.02)
 
     def make_model(self, tmp_path):
         clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))

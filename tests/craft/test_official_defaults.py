@@ -8,10 +8,10 @@ import torch
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.craft import CollaborativeLoop, CraFTConfig, CraFTTrainingArguments, LocalBlackBox
-from hf_clipadapt.craft import loop as loop_module
+from hf_clipadapt.craft import training as loop_module
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
 
-from .test_loop import shots, stand_in
+from .test_training import shots, stand_in
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_dataset_presets_carry_the_official_per_dataset_values():
     assert CraFTTrainingArguments.from_preset("oxford_pets").batch_size == 64
     assert CraFTConfig(preset="imagenet").refine_hidden == 512
     assert CraFTTrainingArguments.from_preset("imagenet").prompt_mean == "best"  # main_craft_imagenet.py line 165
-    with pytest.raises(ValueError, match="unknown CraFT preset 'mnist'; choose from"):
+    with pytest.raises(ValueError, match="unknown preset 'mnist' for CraFT; choose from"):
         CraFTTrainingArguments.from_preset("mnist")
 
 

@@ -14,7 +14,7 @@ from hf_clipadapt.craft import (
     BlackBoxAuthError,
     BlackBoxConnectionError,
     BlackBoxServer,
-    CraFTModel,
+    CraFTForImageClassification,
     CraFTTrainingArguments,
     LocalBlackBox,
     QueryBudgetExceeded,
@@ -105,7 +105,7 @@ def test_unreachable_server_retries_then_says_what_failed(monkeypatch):
 def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_path):
     server = BlackBoxServer(local, token="t").start()
     remote = RemoteBlackBox(server.url, token="t", retries=1, backoff=0.01)
-    model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
     x, y = torch.randn(6, 3, 30, 30), torch.tensor([0, 1, 2, 0, 1, 2])
     args = CraFTTrainingArguments(budget=33, population=10, batch_size=3, output_dir=str(tmp_path))  # 3 × (10 + 1)
     from hf_clipadapt.craft import CollaborativeLoop
@@ -118,7 +118,7 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
     assert remote.queries == 11 and loop.generation == 1
     with BlackBoxServer(local, token="t") as again:
         box = RemoteBlackBox(again.url, token="t")
-        resumed = CollaborativeLoop(CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4),
+        resumed = CollaborativeLoop(CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4),
                                     box, x, y, args)  # fmt: skip
         resumed.run(resume_from_checkpoint=str(tmp_path))
         assert box.queries == 33 and resumed.generation == 3
@@ -127,7 +127,7 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
 def test_a_model_trained_over_http_reloads_from_its_url_once_confirmed(local, tmp_path, monkeypatch):
     with BlackBoxServer(local, token="t") as server:
         remote = RemoteBlackBox(server.url, token="t")
-        model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+        model = CraFTForImageClassification.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
         with torch.no_grad():
             model.prompt.z.normal_(generator=torch.Generator().manual_seed(0))
         model.config.is_fitted = True
@@ -135,9 +135,9 @@ def test_a_model_trained_over_http_reloads_from_its_url_once_confirmed(local, tm
         assert model.config.black_box == server.url and model.config.base_model_name_or_path is None
         assert server.url not in (tmp_path / "saved" / "README.md").read_text()  # the card does not publish it
         monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_TOKEN", "t")
-        assert CraFTModel.from_pretrained(tmp_path / "saved").black_box is None  # a saved URL is not contacted
+        assert CraFTForImageClassification.from_pretrained(tmp_path / "saved").black_box is None  # a saved URL is not contacted
         monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_URL", server.url)  # the user confirms it beside the token
-        reloaded = CraFTModel.from_pretrained(tmp_path / "saved", connect=True)
+        reloaded = CraFTForImageClassification.from_pretrained(tmp_path / "saved", connect=True)
         assert isinstance(reloaded.black_box, RemoteBlackBox)
         x = torch.randn(3, 3, 30, 30)
         assert torch.equal(reloaded(pixel_values=x).logits, model(pixel_values=x).logits)

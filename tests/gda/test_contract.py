@@ -3,13 +3,21 @@
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.data import class_names
 from hf_clipadapt.gda import GDAForImageClassification
-from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, save_tiny_clip, tiny_image_dataset
+from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, assert_initialised, save_tiny_clip, tiny_image_dataset
 
 
 class TestGDAContract(AdaptedModelTesterMixin):
     model_class = GDAForImageClassification
     # 16 classes at width 512 stay under 100 kB; the tiny head is far smaller.
     max_saved_bytes = 4_000
+    fit_kwargs = {"shots": 2, "views": 1}
+    fit_keeps_history = False  # closed form: the chosen alpha and its scores are in the config
+    for_classes_refusal = "new_classes_head"
+
+    def check_initialisation(self, model):
+        # an unfitted head predicts nothing in particular: its statistics start at zero
+        assert_initialised(model.weight, "weight", mean=0.0, std=0)
+        assert_initialised(model.bias, "bias", mean=0.0, std=0)
 
     def make_model(self, tmp_path):
         backbone = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification,
 import hf_clipadapt  # noqa: F401  (registers the Auto classes)
 from hf_clipadapt.data import class_names, sample_few_shot
 from hf_clipadapt.gda import GDAConfig, GDAForImageClassification, ensemble_logits, fit_gda
-from hf_clipadapt.modeling_utils import DEFAULT_SEED
+from hf_clipadapt.configuration_utils import DEFAULT_SEED
 from hf_clipadapt.testing_utils import assert_close_scaled
 
 
@@ -238,7 +238,7 @@ def test_fit_unlabeled_runs_em_from_zero_shot(backbone, dataset):
     from hf_clipadapt.gda import fit_gda_em
 
     model = GDAForImageClassification.from_clip(backbone, class_names(dataset), alpha=10.0)
-    info = model.fit_unlabeled(dataset.remove_columns("label"), max_iter=5)
+    info = model.fit_unlabeled(dataset.remove_columns("label"), max_iter=5).history_
     x = backbone.encode_images(backbone.preprocess(list(dataset["image"])))
     w, b, ref = fit_gda_em(x.double(), model.text_weights.double(), alpha=10.0, max_iter=5)
     assert info["iterations"] == ref["iterations"]

@@ -21,9 +21,9 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from hf_clipadapt.sfda import SFDAConfig, SFDAModelForImageClassification, SFDATrainingArguments
+from hf_clipadapt.sfda import SFDAConfig, SFDAForImageClassification, SFDATrainingArguments
 from hf_clipadapt.sfda import functional as SF
-from hf_clipadapt.sfda.trainer import pseudo_labels
+from hf_clipadapt.sfda.training import pseudo_labels
 
 EPS = 1e-5  # --epsilon in both repositories
 
@@ -89,7 +89,7 @@ def _tiny_model(num_labels, strategy):
     swin = SwinConfig(image_size=16, patch_size=4, num_channels=3, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
                       window_size=2, drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
     cfg = SFDAConfig(backbone=None, backbone_config=swin, num_labels=num_labels, bottleneck_dim=8, strategy=strategy)
-    model = SFDAModelForImageClassification(cfg).double().eval()
+    model = SFDAForImageClassification(cfg).double().eval()
     with torch.no_grad():  # a head whose argmax misses some classes, as a weak source model's does
         model.head.classifier.bias.copy_(torch.linspace(3.0, -3.0, num_labels, dtype=torch.float64))
     return model

@@ -30,9 +30,9 @@ def edit_config(folder: Path, **changes) -> None:
 @pytest.fixture
 def sfda_folder(tmp_path):
     """A saved SFDA model on a torch backbone (registered in this process)."""
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
-    model = SFDAModelForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
+    model = SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
                                                           torch_backbone_kwargs={"width": 4})  # fmt: skip
     folder = tmp_path / "sfda"
     model.save_pretrained(folder)

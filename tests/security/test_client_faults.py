@@ -17,7 +17,7 @@ from hf_clipadapt.craft import (
     BlackBoxError,
     BlackBoxServer,
     CollaborativeLoop,
-    CraFTModel,
+    CraFTForImageClassification,
     CraFTTrainingArguments,
     LocalBlackBox,
     RemoteBlackBox,
@@ -73,7 +73,7 @@ def test_a_read_timeout_is_retried_then_wrapped_refunded_and_the_loop_saves_a_re
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the default run folder lands here
     x, y = shots()
-    model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
     loop = CollaborativeLoop(model, remote, x, y, CraFTTrainingArguments(**ARGS))  # no output_dir
     with pytest.raises(BlackBoxConnectionError, match=r"before generation 1 of 3 .*saved in .*run\(resume_from"):
         loop.run()
@@ -97,7 +97,7 @@ def test_a_garbage_200_answer_is_a_black_box_error_not_a_bare_value_error(clip):
 def uninterrupted(clip):
     x, y = shots()
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
     CollaborativeLoop(model, box, x, y, CraFTTrainingArguments(**ARGS)).run()
     return model
 
@@ -113,7 +113,7 @@ def stop_mid_run(clip, tmp_path, budget=None):
     x, y = shots()
     server = BlackBoxServer(LocalBlackBox(clip), token="t").start()
     remote = RemoteBlackBox(server.url, token="t", retries=1, backoff=0.01, budget=budget)
-    model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
     loop = CollaborativeLoop(model, remote, x, y, CraFTTrainingArguments(**ARGS, output_dir=str(tmp_path)))
     loop.run(max_generations=1)
     server.stop()
@@ -135,7 +135,7 @@ def test_a_resumed_plan_does_not_shrink_with_the_client_s_own_budget_counter(cli
     loop, remote, port, where = stop_mid_run(clip, tmp_path, budget=33)
     assert remote.queries == 11 and remote.remaining == 22
     with BlackBoxServer(LocalBlackBox(clip), token="t", port=port):
-        model = CraFTModel.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
+        model = CraFTForImageClassification.from_black_box(remote, CLASSES, intrinsic_dim=8, refine_hidden=4)
         x, y = shots()
         resumed = CollaborativeLoop(model, remote, x, y, CraFTTrainingArguments(**ARGS, output_dir=str(tmp_path)))
         resumed.run(resume_from_checkpoint=where)
@@ -147,11 +147,11 @@ def test_without_output_dir_a_run_still_leaves_a_checkpoint_to_resume_from(clip,
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     x, y = shots()
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
     first = CollaborativeLoop(model, box, x, y, CraFTTrainingArguments(**ARGS))
     first.run(max_generations=2)
     assert first.output_dir is not None and (tmp_path / first.output_dir / "craft-checkpoint").is_dir()
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
     CollaborativeLoop(model, box, x, y, CraFTTrainingArguments(**ARGS)).run(resume_from_checkpoint=first.output_dir)
     assert_same_model(model, uninterrupted(clip))

@@ -5,6 +5,7 @@ with `torch_backbone_kwargs`: every one of these loads wrote the marker file.
 """
 
 import pytest
+import torch
 
 from .conftest import edit_config
 
@@ -21,10 +22,10 @@ def _poison(folder, target, marker):
 def _loaders():
     from transformers import AutoModel, pipeline
 
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
     return {
-        "from_pretrained": lambda f: SFDAModelForImageClassification.from_pretrained(f),
+        "from_pretrained": lambda f: SFDAForImageClassification.from_pretrained(f),
         "AutoModel": lambda f: AutoModel.from_pretrained(f, trust_remote_code=False),
         "pipeline": lambda f: pipeline("image-classification", model=str(f)),
     }
@@ -42,11 +43,13 @@ def test_config_naming_a_callable_is_refused_and_never_runs(sfda_folder, tmp_pat
         error = e
     assert not marker.exists(), f"{loader} ran {target} named by config.json"
     assert error is not None and "unknown torch backbone" in str(error), error
-    assert "efficientnet-lite0" in str(error)  # the refusal lists the known names
+    from hf_clipadapt.sfda import registered_torch_backbones
+
+    assert str(registered_torch_backbones()) in str(error)  # the refusal lists the known names
 
 
 def test_only_registered_constructors_are_called(tmp_path):
-    from hf_clipadapt.sfda import SFDAModelForImageClassification, register_torch_backbone, registered_torch_backbones
+    from hf_clipadapt.sfda import SFDAForImageClassification, register_torch_backbone, registered_torch_backbones
 
     from .conftest import TinyPooledNet
 
@@ -58,32 +61,42 @@ def test_only_registered_constructors_are_called(tmp_path):
 
     register_torch_backbone("security-test-net", build)
     assert "security-test-net" in registered_torch_backbones()
-    model = SFDAModelForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
+    model = SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
                                                           torch_backbone="security-test-net")  # fmt: skip
     model.save_pretrained(tmp_path / "m")
-    loaded = SFDAModelForImageClassification.from_pretrained(tmp_path / "m")
+    loaded = SFDAForImageClassification.from_pretrained(tmp_path / "m")
     assert calls == [4, 4] and loaded.config.torch_backbone == "security-test-net"
     with pytest.raises(ValueError, match="is taken"):
         register_torch_backbone("security-test-net", TinyPooledNet)
 
 
 def test_saved_key_of_an_unregistered_class_loads_only_after_registering(sfda_folder):
-    from hf_clipadapt.sfda import SFDAModelForImageClassification, torch_backbones
+    from hf_clipadapt.sfda import SFDAForImageClassification, torch_backbones
 
-    key = SFDAModelForImageClassification.from_pretrained(sfda_folder).config.torch_backbone
+    key = SFDAForImageClassification.from_pretrained(sfda_folder).config.torch_backbone
     constructor = torch_backbones._REGISTRY.pop(key)  # as in a new process
     try:
         with pytest.raises(ValueError, match="register_torch_backbone"):
-            SFDAModelForImageClassification.from_pretrained(sfda_folder)
+            SFDAForImageClassification.from_pretrained(sfda_folder)
     finally:
         torch_backbones.register_torch_backbone(key, constructor)
-    assert SFDAModelForImageClassification.from_pretrained(sfda_folder).config.torch_backbone == key
+    assert SFDAForImageClassification.from_pretrained(sfda_folder).config.torch_backbone == key
 
 
-def test_legacy_import_path_of_the_builtin_backbone_is_a_key_not_an_import():
-    from hf_clipadapt.sfda.torch_backbones import get_torch_backbone
+def test_legacy_import_path_of_the_examples_backbone_is_a_key_not_an_import():
+    """Checkpoints written when EfficientNet-Lite0 lived in the package name it by its old import
+    path; that path is only mapped to the registry key, never imported (the module left the package:
+    `examples/offline_assets` registers the class when a script imports it)."""
+    from hf_clipadapt.sfda.torch_backbones import get_torch_backbone, register_torch_backbone
 
-    from hf_clipadapt.offline.backbones import EfficientNetLite0Features
+    class Stand(torch.nn.Module):
+        pass
 
-    assert get_torch_backbone("efficientnet-lite0") is EfficientNetLite0Features
-    assert get_torch_backbone("hf_clipadapt.offline.backbones:EfficientNetLite0Features") is EfficientNetLite0Features
+    register_torch_backbone("efficientnet-lite0", Stand, overwrite=True)
+    try:
+        assert get_torch_backbone("efficientnet-lite0") is Stand
+        assert get_torch_backbone("hf_clipadapt.offline.backbones:EfficientNetLite0Features") is Stand
+    finally:
+        from hf_clipadapt.sfda import torch_backbones
+
+        torch_backbones._REGISTRY.pop("efficientnet-lite0", None)

@@ -1,6 +1,6 @@
 """Loading a CraFT folder never contacts the address saved in it, nor sends the token.
 
-Before, `CraFTModel.from_pretrained` connected to `config.black_box` and sent
+Before, `CraFTForImageClassification.from_pretrained` connected to `config.black_box` and sent
 $HF_CLIPADAPT_BLACK_BOX_TOKEN with `GET /info`: a loopback listener standing in for an
 attacker's host recorded the connection (and the bearer token).
 """
@@ -58,13 +58,13 @@ def listener():
 
 @pytest.fixture
 def craft_folder(tmp_path, listener):
-    from hf_clipadapt.craft import CraFTModel
+    from hf_clipadapt.craft import CraFTForImageClassification
     from hf_clipadapt.craft.configuration_craft import CraFTConfig
 
     config = CraFTConfig(black_box="http://127.0.0.1:9", n_ctx=2, text_width=8, intrinsic_dim=4, refine_hidden=4,
                          id2label={0: "a", 1: "b"})  # fmt: skip
     folder = tmp_path / "craft"
-    CraFTModel(config).save_pretrained(folder)
+    CraFTForImageClassification(config).save_pretrained(folder)
     edit_config(folder, black_box=listener.url)  # the attacker's address
     return folder
 
@@ -72,9 +72,9 @@ def craft_folder(tmp_path, listener):
 def _loaders():
     from transformers import AutoModel
 
-    from hf_clipadapt.craft import CraFTModel
+    from hf_clipadapt.craft import CraFTForImageClassification
 
-    return {"from_pretrained": CraFTModel.from_pretrained,
+    return {"from_pretrained": CraFTForImageClassification.from_pretrained,
             "AutoModel": lambda f: AutoModel.from_pretrained(f, trust_remote_code=False)}  # fmt: skip
 
 
@@ -92,23 +92,23 @@ def test_loading_makes_no_request_and_sends_no_token(craft_folder, listener, mon
 
 
 def test_connect_needs_the_url_confirmed_beside_the_token(craft_folder, listener, monkeypatch):
-    from hf_clipadapt.craft import CraFTModel
+    from hf_clipadapt.craft import CraFTForImageClassification
 
     monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_TOKEN", TOKEN)
     monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_URL", "http://127.0.0.1:1")  # the user's server, not the saved one
     with pytest.raises(PermissionError, match="never decides where your token goes"):
-        CraFTModel.from_pretrained(craft_folder, connect=True)
+        CraFTForImageClassification.from_pretrained(craft_folder, connect=True)
     with pytest.raises(PermissionError):
-        CraFTModel.from_pretrained(craft_folder, connect=True, token=TOKEN)
+        CraFTForImageClassification.from_pretrained(craft_folder, connect=True, token=TOKEN)
     assert listener.received == []
 
 
 def test_an_unconnected_model_saves_and_reloads(craft_folder, tmp_path):
     import torch
 
-    from hf_clipadapt.craft import CraFTModel
+    from hf_clipadapt.craft import CraFTForImageClassification
 
-    model = CraFTModel.from_pretrained(craft_folder)
+    model = CraFTForImageClassification.from_pretrained(craft_folder)
     model.save_pretrained(tmp_path / "again")
-    again = CraFTModel.from_pretrained(tmp_path / "again")
+    again = CraFTForImageClassification.from_pretrained(tmp_path / "again")
     assert torch.equal(again.prompt.z, model.prompt.z) and again.config.black_box == model.config.black_box

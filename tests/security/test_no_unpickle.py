@@ -40,10 +40,10 @@ def clip():
 
 
 def _craft_loop(clip, output_dir):
-    from hf_clipadapt.craft import CollaborativeLoop, CraFTModel, CraFTTrainingArguments, LocalBlackBox
+    from hf_clipadapt.craft import CollaborativeLoop, CraFTForImageClassification, CraFTTrainingArguments, LocalBlackBox
 
     box = LocalBlackBox(clip)
-    model = CraFTModel.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
+    model = CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 3, 30, 30, generator=g), torch.arange(6) % 3
     # 3 generations of λ + 1 = 11 queries (10 candidates, then R's augmented view)
@@ -86,7 +86,7 @@ def test_craft_checkpoint_with_only_a_pickle_is_refused(clip, tmp_path):
 
 
 def test_sfda_method_state_pickle_is_refused(tmp_path):
-    from hf_clipadapt.sfda.trainer import METHOD_STATE_FILE, SFDATrainer, _MethodState
+    from hf_clipadapt.sfda.training import METHOD_STATE_FILE, SFDATrainer, _MethodState
 
     marker = tmp_path / "pwned"
     torch.save({"method": Payload(marker), "teacher": None}, tmp_path / METHOD_STATE_FILE)

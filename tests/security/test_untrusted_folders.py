@@ -18,18 +18,18 @@ from .conftest import TinyPooledNet, edit_config
 
 
 def _craft():
-    from hf_clipadapt.craft import CraFTModel
+    from hf_clipadapt.craft import CraFTForImageClassification
     from hf_clipadapt.craft.configuration_craft import CraFTConfig
 
     config = CraFTConfig(black_box="http://127.0.0.1:9", n_ctx=2, text_width=8, intrinsic_dim=4, refine_hidden=4,
                          id2label={0: "a", 1: "b"})  # fmt: skip
-    return CraFTModel(config)
+    return CraFTForImageClassification(config)
 
 
 def _sfda():
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
-    return SFDAModelForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
+    return SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
                                                          torch_backbone_kwargs={"width": 4})  # fmt: skip
 
 
@@ -154,16 +154,16 @@ def test_oversized_config_is_refused_before_anything_is_allocated(tmp_path, monk
 
 
 def test_a_processor_that_fails_to_load_is_reported(sfda_folder):
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
     (sfda_folder / "preprocessor_config.json").write_text('{"image_processor_type": "NoSuchImageProcessor"')
     with pytest.warns(UserWarning, match="image processor saved in .* could not be loaded"):
-        model = SFDAModelForImageClassification.from_pretrained(sfda_folder)
+        model = SFDAForImageClassification.from_pretrained(sfda_folder)
     assert model.image_processor is None
     (sfda_folder / "preprocessor_config.json").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # none saved: nothing to report
-        SFDAModelForImageClassification.from_pretrained(sfda_folder)
+        SFDAForImageClassification.from_pretrained(sfda_folder)
 
 
 def test_a_tokenizer_that_fails_to_load_is_reported(tmp_path):

@@ -17,12 +17,12 @@ def tiny_swin_config():
 
 
 def tiny_sfda_model(num_labels=3, seed=0, **overrides):
-    from hf_clipadapt.sfda import SFDAConfig, SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAConfig, SFDAForImageClassification
 
     torch.manual_seed(seed)
     kwargs = dict(backbone=None, backbone_config=tiny_swin_config(), num_labels=num_labels, bottleneck_dim=8)
     kwargs.update(overrides)
-    return SFDAModelForImageClassification(SFDAConfig(**kwargs))
+    return SFDAForImageClassification(SFDAConfig(**kwargs))
 
 
 class TinyNetWithUnusedHead(torch.nn.Module):
@@ -41,10 +41,10 @@ class TinyNetWithUnusedHead(torch.nn.Module):
 
 
 def tiny_torch_sfda_model(seed=0):
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
     torch.manual_seed(seed)
-    return SFDAModelForImageClassification.from_backbone(TinyNetWithUnusedHead(), num_labels=3, bottleneck_dim=8)
+    return SFDAForImageClassification.from_backbone(TinyNetWithUnusedHead(), num_labels=3, bottleneck_dim=8)
 
 
 def pixels(images, indices=None, view=0):

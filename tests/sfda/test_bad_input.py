@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from hf_clipadapt.sfda import SFDAModelForImageClassification
+from hf_clipadapt.sfda import SFDAForImageClassification
 
 
 class _Pooled(torch.nn.Module):
@@ -20,7 +20,7 @@ class _Pooled(torch.nn.Module):
 
 
 def test_pixel_values_as_a_list_is_a_clear_type_error():
-    model = SFDAModelForImageClassification.from_backbone(_Pooled(), num_labels=2, bottleneck_dim=4).eval()
+    model = SFDAForImageClassification.from_backbone(_Pooled(), num_labels=2, bottleneck_dim=4).eval()
     with pytest.raises(TypeError, match=r"pixel_values must be a torch.Tensor \[batch, 3, H, W\], got list"):
         model(pixel_values=list(torch.zeros(2, 3, 8, 8)))
 
@@ -34,5 +34,5 @@ def test_an_unreachable_hub_fails_fast_for_a_backbone_id(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     start = time.perf_counter()
     with pytest.raises(OSError, match="'nobody/no-such-backbone' is not a local folder nor in the Hugging Face cache"):
-        SFDAModelForImageClassification.from_backbone("nobody/no-such-backbone", num_labels=2)
+        SFDAForImageClassification.from_backbone("nobody/no-such-backbone", num_labels=2)
     assert time.perf_counter() - start < 10

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hf_clipadapt.sfda import PRESETS, SFDAConfig, SFDATrainer, SFDATrainingArguments, fit
 from hf_clipadapt.sfda import functional as SF
-from hf_clipadapt.sfda.trainer import pseudo_labels
+from hf_clipadapt.sfda.training import pseudo_labels
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sfda_two_stage.py"
 
@@ -122,7 +122,7 @@ def test_presets_set_strategy_epochs_and_losses(make_model, tiny_dataset, to_pix
     assert SFDATrainingArguments.from_preset("geoplace", "target").topk_weights == (0.3, 0.1)
     assert SFDATrainingArguments.from_preset("geounida", "target").num_train_epochs == 5
     assert SFDATrainingArguments.from_preset("geoplace", "source").num_train_epochs == 10
-    with pytest.raises(ValueError, match="unknown SFDA preset"):
+    with pytest.raises(ValueError, match="unknown preset .* for SFDA"):
         SFDAConfig.from_preset("office")
     # fit takes the preset's training settings as defaults: GeoPlace adapts for 1 epoch
     model = make_model(preset="geoplace")
@@ -158,7 +158,7 @@ def test_example_trains_stage_2_on_augmented_images():
 def test_head_initialisation_is_shot_s_init_weights_unless_asked_for_the_former_one():
     """tim-learn/SHOT object/network.py `init_weights` (reused by GeoNet23_casia_tim network.py
     lines 15-25): Xavier-normal Linear weights, zero biases, BatchNorm weight ~ N(1, 0.02)."""
-    from hf_clipadapt.sfda import SFDAModelForImageClassification
+    from hf_clipadapt.sfda import SFDAForImageClassification
 
     class Pooled512(torch.nn.Module):  # pixel_values -> [B, 512], as a pooled backbone
         feature_dim = 512
@@ -172,7 +172,7 @@ def test_head_initialisation_is_shot_s_init_weights_unless_asked_for_the_former_
 
     def head(**kwargs):
         torch.manual_seed(0)
-        model = SFDAModelForImageClassification.from_backbone(Pooled512(), num_labels=200, bottleneck_dim=256, **kwargs)
+        model = SFDAForImageClassification.from_backbone(Pooled512(), num_labels=200, bottleneck_dim=256, **kwargs)
         return model.head
 
     official = head()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_clipadapt.sfda import SFDAConfig, SFDAModelForImageClassification
+from hf_clipadapt.sfda import SFDAConfig, SFDAForImageClassification
 
 
 class TinyPooledNet(nn.Module):
@@ -66,7 +66,7 @@ def test_save_load_round_trip_with_auto_classes(tmp_path, make_model):
     assert isinstance(AutoConfig.from_pretrained(tmp_path), SFDAConfig)
     for auto in (AutoModel, AutoModelForImageClassification):
         loaded = auto.from_pretrained(tmp_path).eval()
-        assert isinstance(loaded, SFDAModelForImageClassification)
+        assert isinstance(loaded, SFDAForImageClassification)
         assert loaded.config.strategy == "shot" and loaded.config.unknown_threshold == 0.4
         torch.testing.assert_close(loaded(x).logits, model(x).logits)
 
@@ -74,10 +74,10 @@ def test_save_load_round_trip_with_auto_classes(tmp_path, make_model):
 def test_torch_backbone_adapter_saves_its_weights(tmp_path):
     torch.manual_seed(1)
     net = TinyPooledNet()
-    model = SFDAModelForImageClassification.from_backbone(net, num_labels=2, torch_backbone_kwargs={"width": 6}, bottleneck_dim=4)
+    model = SFDAForImageClassification.from_backbone(net, num_labels=2, torch_backbone_kwargs={"width": 6}, bottleneck_dim=4)
     torch.testing.assert_close(model.backbone.module.conv.weight, net.conv.weight)  # pretrained weights kept
     model.eval().save_pretrained(tmp_path)
-    loaded = SFDAModelForImageClassification.from_pretrained(tmp_path).eval()
+    loaded = SFDAForImageClassification.from_pretrained(tmp_path).eval()
     assert loaded.config.torch_backbone.endswith(":TinyPooledNet")
     torch.testing.assert_close(loaded.backbone.module.conv.weight, net.conv.weight)
     x = torch.randn(2, 3, 8, 8)
@@ -102,20 +102,20 @@ def test_bad_backbones(swin_config):
     from transformers import SwinModel
 
     no_pool = SwinModel(swin_config, add_pooling_layer=False)
-    model = SFDAModelForImageClassification.from_backbone(no_pool, num_labels=3).eval()
+    model = SFDAForImageClassification.from_backbone(no_pool, num_labels=3).eval()
     with pytest.raises(ValueError, match="no pooled output"):
         model(torch.randn(2, 3, 16, 16))
     with pytest.raises(ValueError, match="feature_dim"):
-        SFDAModelForImageClassification.from_backbone(nn.Conv2d(3, 4, 3), num_labels=2)
+        SFDAForImageClassification.from_backbone(nn.Conv2d(3, 4, 3), num_labels=2)
     with pytest.raises(ValueError, match="cannot rebuild the torch backbone"):
-        SFDAModelForImageClassification.from_backbone(nn.Conv2d(3, 4, 3), num_labels=2, feature_dim=4)
-    unpooled = SFDAModelForImageClassification.from_backbone(
+        SFDAForImageClassification.from_backbone(nn.Conv2d(3, 4, 3), num_labels=2, feature_dim=4)
+    unpooled = SFDAForImageClassification.from_backbone(
         UnpooledNet(), num_labels=2, feature_dim=6, torch_backbone_kwargs={"width": 6}
     )
     with pytest.raises(ValueError, match=r"pooled features \[batch, dim\]"):
         unpooled(torch.randn(2, 3, 8, 8))
     with pytest.raises(ValueError, match="num_labels or id2label"):
-        SFDAModelForImageClassification.from_backbone(no_pool)
+        SFDAForImageClassification.from_backbone(no_pool)
 
 
 def test_bad_config():

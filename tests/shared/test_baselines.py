@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hf_clipadapt.baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
+from baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
 
 
 def test_tip_adapter_matches_hand_computation():
@@ -42,7 +42,7 @@ def test_logistic_probe_separates_separable_classes():
 def test_tip_params_pick_alpha_that_lets_the_cache_overrule_a_wrong_zero_shot():
     # Zero-shot says class 0 for every validation image; the cache knows better. Only a
     # large enough α flips the predictions to the right labels.
-    from hf_clipadapt.baselines import select_tip_params
+    from baselines import select_tip_params
 
     x = torch.eye(3)
     zero_shot = torch.tensor([[3.0, 0.0, 0.0]]).repeat(3, 1)

@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 
-from hf_clipadapt.offline.datasets import frame_like_mnist, read_idx
+from offline_assets.datasets import frame_like_mnist, read_idx
 
 
 def test_read_idx_roundtrip(tmp_path):

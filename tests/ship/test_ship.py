@@ -9,7 +9,14 @@ import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.ship import SHIPGenerator, kl_to_standard_normal, vae_loss
-from hf_clipadapt.testing_utils import save_tiny_clip, tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
+from hf_clipadapt.testing_utils import (
+    AdaptedModelTesterMixin,
+    assert_initialised,
+    save_tiny_clip,
+    tiny_clip_model,
+    tiny_clip_tokenizer,
+    tiny_image_processor,
+)
 
 BASE = ["cat", "dog", "car"]
 SMALL = dict(encoder_hidden_dim=16, bias_hidden_dim=16)
@@ -77,3 +84,56 @@ def test_save_load_keeps_generation_and_leaves_the_text_tower_out(tmp_path):
     loaded = SHIPGenerator.from_pretrained(tmp_path / "ship")
     assert torch.equal(loaded.generate(["bird"], 3, seed=1)[0], g.generate(["bird"], 3, seed=1)[0])
     assert not any("text_model" in k for k in g.saved_state_dict())
+
+
+class TestSHIPContract(AdaptedModelTesterMixin):
+    """The battery on SHIP's generator. It generates features and classifies nothing, so its
+    "logits" here are generated features (seeded), and the classifier checks are skipped."""
+
+    model_class = SHIPGenerator
+    pipeline_task = None  # a feature generator, not an image classifier
+    max_saved_bytes = 40_000  # encoder, bias net and 4 prompt vectors: never the text tower
+    fit_kwargs = {"views": 1, "args": {"max_steps": 1}}
+
+    def make_model(self, tmp_path):
+        clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))
+        torch.manual_seed(0)
+        model = SHIPGenerator.from_clip(clip, list(self.class_names), **SMALL)
+        with torch.no_grad():  # a generator away from its initialisation, as after training
+            model.ctx.add_(0.05 * torch.randn_like(model.ctx))
+        model.config.is_fitted = True
+        return model
+
+    def make_unfitted_model(self, tmp_path):
+        clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "fresh-clip"))
+        return SHIPGenerator.from_clip(clip, list(self.class_names), **SMALL)
+
+    def make_inputs(self, model):
+        return {"image_features": F.normalize(torch.randn(3, model.config.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1),
+                "labels": torch.tensor([0, 1, 2])}  # fmt: skip
+
+    def logits(self, model, inputs):
+        return model.generate(["bird", "red"], 2, seed=1)[0]
+
+    def check_initialisation(self, model):
+        # the paper's code: N(0, 0.02²) Linear weights, zero biases; prompt vectors N(0, ctx_std²)
+        for name, layer in model.named_modules():
+            if isinstance(layer, torch.nn.Linear) and not name.startswith("backbone"):
+                assert_initialised(layer.weight, name, mean=0.0, std=0.02)
+                assert_initialised(layer.bias, f"{name}.bias", mean=0.0, std=0)
+        assert_initialised(model.ctx, "ctx", mean=0.0, std=model.config.ctx_std)
+
+    def test_return_dict_false_gives_a_tuple(self, tmp_path):
+        model = self.make_model(tmp_path)
+        out = model.train()(**self.make_inputs(model), return_dict=False)
+        assert isinstance(out, tuple) and out[0].ndim == 0  # the VAE loss first
+
+    def test_evaluate_reports_the_shared_metric_names(self, tmp_path):
+        pytest.skip("SHIP's generator classifies nothing; the models it trains (fit_with_synthesized) are evaluated")
+
+    def test_for_classes_keeps_the_trained_parts(self, tmp_path):
+        pytest.skip("SHIP's generator already generates for any class name (generate); it has no classifier to rebuild")
+
+    def test_forward_before_fit(self, tmp_path):
+        pytest.skip("the generator's forward is its VAE training pass; using an unfitted generator is refused where "
+                    "it matters, in fit_with_synthesized (tests/ship/test_synthesis.py::test_refusals)")

@@ -3,7 +3,7 @@ with a tiny budget: it runs, spends what it says, and saves a loadable few-kilob
 
 import json
 
-from hf_clipadapt.craft import BlackBoxServer, CraFTModel, LocalBlackBox
+from hf_clipadapt.craft import BlackBoxServer, CraFTForImageClassification, LocalBlackBox
 
 
 def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
@@ -16,7 +16,7 @@ def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
     assert 0 <= results["zero_shot_accuracy"] <= 100 and 0 <= results["craft_accuracy"] <= 100
     saved = json.loads((tmp_path / "local" / "results.json").read_text())
     assert saved["craft_accuracy"] == results["craft_accuracy"]
-    model = CraFTModel.from_pretrained(tmp_path / "local")
+    model = CraFTForImageClassification.from_pretrained(tmp_path / "local")
     assert model.config.is_fitted and model.config.shots == 2 and model.config.black_box == "testbed"
     floats = 32 + (16 * 256 + 256) + (256 * 16 + 16)  # z, then R = 16→256→16: nothing else is saved
     assert (tmp_path / "local" / "model.safetensors").stat().st_size < 4 * floats + 1_000

@@ -72,6 +72,14 @@ def test_unfitted_model_is_zero_shot_and_warns(tmp_path):
 class TestTipAdapterContract(AdaptedModelTesterMixin):
     model_class = TipAdapterForImageClassification
     max_saved_bytes = 4_000
+    fit_kwargs = {"shots": 2, "views": 1}
+    fit_keeps_history = False  # training-free by default (the cache is built, nothing is trained); -F logs
+
+    def check_initialisation(self, model):
+        import pytest
+
+        pytest.skip("Tip-Adapter's trained part, the cache, is built by fit from the training features: a fresh "
+                    "model has an empty cache (test_unfitted_model_is_zero_shot_and_warns)")  # fmt: skip
 
     def make_model(self, tmp_path):
         return fitted(tmp_path)[0]

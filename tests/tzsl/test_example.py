@@ -18,11 +18,11 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
         "--hidden_dim", "32", "--select_epochs", "1,2", "--output_dir", str(out), "--threads", "1",
     ])  # fmt: skip
     results = json.loads((out / "results.json").read_text())
-    assert set(results["scores"]) == {"zsl", "gzsl_unseen", "gzsl_seen", "gzsl_H"}
+    assert set(results["scores"]) == {"zsl_accuracy", "unseen_accuracy", "seen_accuracy", "h_score"}
     # Selection saw only seen classes: its pseudo-unseen classes are seen ones.
     assert set(results["selection"]["pseudo_unseen_classes"]) <= set(tiny_data.seen_classes)
     assert results["config"]["epochs"] == results["selection"]["chosen_epochs"]
     card = (out / "README.md").read_text()
-    assert "gzsl_H" in card and "c10" in card and "library_name: hf_clipadapt" in card
+    assert "h_score" in card and "c10" in card and "library_name: hf_clipadapt" in card
     assert (out / "model.safetensors").exists()
-    assert any(json.loads(line).get("test/zsl") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())
+    assert any(json.loads(line).get("test/zsl_accuracy") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())

@@ -66,7 +66,7 @@ def test_two_passes_per_epoch_feedback_only_in_the_second(tiny_data, monkeypatch
     model = TZSLModel.from_data(tiny_data, "fast", **FEEDBACK, epochs=1, steps_per_epoch=3, feedback_passes=2,
                                 feedback_train_weight=0.5, feedback_eval_weight=0.25)  # fmt: skip
     start = {k: v.clone() for k, v in model.feedback.state_dict().items()}
-    history = model.fit(tiny_data, seed=0, progress=False)
+    history = model.fit(tiny_data, seed=0, progress=False).history_
     assert calls == [(0.0, 0.0)] * 3 + [(0.5, 0.25)] * 3
     assert any(not torch.equal(v, start[k]) for k, v in model.feedback.state_dict().items())
     assert len(history["epochs"]) == 1
@@ -81,7 +81,7 @@ def test_gradient_penalty_weight_adapts():
 def test_training_moves_the_penalty_weight(tiny_data):
     torch.manual_seed(0)
     model = TZSLModel.from_data(tiny_data, "fast", **{**FEEDBACK, "feedback": False}, epochs=2, steps_per_epoch=4)
-    history = model.fit(tiny_data, seed=0, progress=False)
+    history = model.fit(tiny_data, seed=0, progress=False).history_
     weights = [e["gp_weight"] for e in history["epochs"]]
     # 8 rounds of critic steps, each moving lambda by a factor 1.1 either way (or not at all)
     assert weights[-1] != 10.0 and all(math.isclose(math.log(w / 10.0) / math.log(1.1) % 1, 0, abs_tol=1e-6)
@@ -89,7 +89,7 @@ def test_training_moves_the_penalty_weight(tiny_data):
                                        for w in weights)  # fmt: skip
     fixed = TZSLModel.from_data(tiny_data, "fast", **{**FEEDBACK, "feedback": False}, epochs=1, steps_per_epoch=2,
                                 adaptive_gp=False)  # fmt: skip
-    assert fixed.fit(tiny_data, seed=0, progress=False)["epochs"][-1]["gp_weight"] == 10.0
+    assert fixed.fit(tiny_data, seed=0, progress=False).history_["epochs"][-1]["gp_weight"] == 10.0
 
 
 def test_encoder_adam_uses_torch_default_betas_generator_and_feedback_beta1_half(tiny_data):

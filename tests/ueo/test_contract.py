@@ -23,6 +23,18 @@ def trained_like(model):
 class TestUEOContract(AdaptedModelTesterMixin):
     model_class = UEOForImageClassification
     max_saved_bytes = 4_500  # 4x32 context + 6 LayerNorms x 2 x 32 floats (2 KB) + a 2 KB header; never a tower
+    class_names = tuple(NAMES)
+    fit_kwargs = {"args": {"max_steps": 1}}
+
+    def check_initialisation(self, model):
+        # the context is the embedding of ctx_init's words, the LayerNorms the pretrained CLIP's
+        ctx = model.prompt_learner.ctx.detach()
+        words = model.prompt_learner.text_encoder.init_context_from_text(model.config.ctx_init, ctx.shape[-2])
+        assert torch.equal(ctx.cpu(), words.to(ctx.dtype).cpu())
+        pretrained = dict(CLIPBackbone.from_pretrained(model.config.base_model_name_or_path).model.named_parameters())
+        params = dict(model.named_parameters())
+        for name in model.trainable_parameter_names()[1:]:
+            assert torch.equal(params[name], pretrained[name.removeprefix("backbone.model.")]), name
 
     def make_model(self, tmp_path):
         clip = CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "tiny-clip"))

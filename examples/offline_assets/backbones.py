@@ -48,11 +48,8 @@ class EfficientNetLite0Features(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(pixel_values).mean((2, 3))
 
-    def imagenet_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net._fc(features)
-
 
 # The package's own torch backbone, under the name SFDA checkpoints give it.
-from ..sfda.torch_backbones import register_torch_backbone  # noqa: E402
+from hf_clipadapt.sfda.torch_backbones import register_torch_backbone  # noqa: E402
 
 register_torch_backbone("efficientnet-lite0", EfficientNetLite0Features)

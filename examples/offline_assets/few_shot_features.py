@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hf_clipadapt.clip import PreprocessTransform
 from hf_clipadapt.data import AugmentedViews, sample_few_shot
 from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
-from hf_clipadapt.offline import EfficientNetLite0Features, efficientnet_preprocess
+from offline_assets import EfficientNetLite0Features, efficientnet_preprocess
 
 
 @dataclass

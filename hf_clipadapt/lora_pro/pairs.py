@@ -142,8 +142,9 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
                 raise TypeError(
                     f"module '{mod_name}' (adapter '{adapter}') has factors of shape {tuple(A.shape)}, "
                     f"{tuple(B.shape)}; LoRA-Pro needs 2-D factors. Flattened parameters mean DeepSpeed ZeRO "
-                    "or FSDP owns them, which LoRA-Pro does not support yet: train on one device (QLoRA, "
-                    "load_in_4bit, for large models) or with DDP."
+                    "or FSDP1 (FullyShardedDataParallel with flat parameters) owns them. Use FSDP2 "
+                    f"(fully_shard; Accelerate fsdp_version: 2, or Trainer {FSDP2_TRAINER_ARGS}), DDP, "
+                    "or one device (QLoRA, load_in_4bit, for large models)."
                 )
             prefix = f"{mod_name}." if mod_name else ""
             pairs.append(LoraPair(mod_name, adapter, module, A, B, prefix + a_attr, prefix + b_attr))
@@ -174,27 +175,34 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
     return pairs, plain
 
 
+# Computed (benchmarks/lora_pro/large_models.py; tests/lora_pro/test_deepspeed.py checks these
+# against it): GiB per GPU for Llama-2-7B, LoRA r=8 on every linear layer, activations excluded.
+LLAMA2_7B_GIB = {"fsdp2_full": {2: 31.6, 4: 16.2, 8: 8.5}, "qlora_factored": 17.1, "qlora_efficient": 4.4}
+FSDP2_TRAINER_ARGS = 'fsdp=True, fsdp_config={"version": 2, "state_dict_type": "SHARDED_STATE_DICT"}'
+
 DEEPSPEED_REFUSAL = (
     "LoRA-Pro does not run under DeepSpeed ZeRO: ZeRO gives the optimizer flattened parameter partitions, so "
     "the 2-D LoRA factors it needs are gone (the authors patched DeepSpeed to see them; this package does "
-    "not patch it). Remove the `deepspeed` config and use one of the routes that work: "
-    "(1) one GPU with a 4-bit (QLoRA) base model: from_pretrained(..., quantization_config="
-    'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")), then peft.prepare_model_for_kbit_training '
-    "and LoraProConfig / LoraProOptimizerFactory as usual (examples/lora_pro_causal_lm.py --load_in_4bit); "
-    "(2) several GPUs with DDP (accelerate launch / torchrun without a DeepSpeed or FSDP config). "
-    "Supported there: gradient accumulation, bf16/fp16 autocast, gradient checkpointing. "
-    "Under DDP every rank keeps full mode's m×n moments (about 48 GiB for all of Llama-2-7B in float32, computed), "
-    "so for memory pass factored=True (LoraProTrainer(lorapro_factored=True)): second moment as row/column "
-    'vectors, about 12 GiB with a bf16 first moment or under 10 MiB with betas=(0.0, 0.999); or mode="efficient" '
-    "(plain LoRA's memory). FSDP2 with sharded moments is planned, not yet supported. "
-    "A plain optimizer such as AdamW still works with DeepSpeed, without LoRA-Pro."
+    "not patch it). Remove the `deepspeed` config and use FSDP2 instead, which shards LoRA-Pro's m×n moments "
+    "by rows over the GPUs as ZeRO shards optimizer state: "
+    "`accelerate launch --config_file examples/lora_pro_fsdp2.yaml --num_processes N your_script.py` "
+    "(distributed_type: FSDP, fsdp_version: 2, fsdp_state_dict_type: SHARDED_STATE_DICT), or with Trainer "
+    f"`TrainingArguments(..., {FSDP2_TRAINER_ARGS})`; LoraProTrainer and LoraProOptimizerFactory work unchanged. "
+    "Expected memory per GPU for Llama-2-7B in full mode (LoRA r=8 on all linear layers, bf16 base, computed, "
+    "activations excluded): "
+    + ", ".join(f"{g} GiB on {n} GPUs" for n, g in LLAMA2_7B_GIB["fsdp2_full"].items())
+    + ". On one GPU: a 4-bit (QLoRA) base model, from_pretrained(..., quantization_config="
+    'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")) and peft.prepare_model_for_kbit_training, '
+    f"with factored=True ({LLAMA2_7B_GIB['qlora_factored']} GiB) or mode=\"efficient\" "
+    f"({LLAMA2_7B_GIB['qlora_efficient']} GiB). A plain optimizer such as AdamW still works with DeepSpeed, "
+    "without LoRA-Pro."
 )
 
 
 def check_not_deepspeed(active: bool = False) -> None:
     """DeepSpeed ZeRO hands the optimizer flat fp32 partitions, so LoRA-Pro would
     never see the 2-D A and B it needs. Refuse early, naming the routes that work
-    (QLoRA on one GPU; DDP with the factored option for memory).
+    (FSDP2 on several GPUs, with its Accelerate config and Trainer arguments; QLoRA on one).
     `active=True` refuses unconditionally (callers that already know, e.g. Trainer)."""
     active = active or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
     try:

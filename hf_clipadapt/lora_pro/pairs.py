@@ -96,6 +96,46 @@ def _unsupported(module: nn.Module, adapter: str) -> str | None:
     return None
 
 
+def _check_adapter(mod_name: str, module: nn.Module, adapter: str, A: nn.Parameter, B: nn.Parameter) -> None:
+    """Refuse, naming the module, an adapter LoRA-Pro cannot train."""
+    why = _unsupported(module, adapter)
+    if why is not None:
+        raise TypeError(
+            f"{SUPPORTED}. Module '{mod_name}' is a {type(module).__module__}.{type(module).__name__} "
+            f"and {why} (adapter '{adapter}'). Leave it out of target_modules, or train it with another "
+            "optimizer."
+        )
+    if module.r[adapter] == 0 or A.shape[0] == 0:
+        raise ValueError(
+            f"adapter '{adapter}' of module '{mod_name}' has rank 0; LoRA-Pro needs r ≥ 1. "
+            "Give it a positive rank (rank_pattern) or leave the module out of target_modules."
+        )
+    if A.dim() != 2 or B.dim() != 2:
+        raise TypeError(
+            f"module '{mod_name}' (adapter '{adapter}') has factors of shape {tuple(A.shape)}, "
+            f"{tuple(B.shape)}; LoRA-Pro needs 2-D factors. Flattened parameters mean DeepSpeed ZeRO "
+            "or FSDP1 (FullyShardedDataParallel with flat parameters) owns them. Use FSDP2 "
+            f"(fully_shard; Accelerate fsdp_version: 2, or Trainer {FSDP2_TRAINER_ARGS}), DDP, "
+            "or one device (QLoRA, load_in_4bit, for large models)."
+        )
+
+
+def _untied_ids(pairs: list[LoraPair], names_of: dict[int, list[str]]) -> set[int]:
+    """ids of every LoRA factor; refuses a factor reachable under two names or in two pairs."""
+    lora_ids: set[int] = set()
+    for pair in pairs:
+        for p in (pair.A, pair.B):
+            names = names_of.get(id(p), [])
+            if id(p) in lora_ids or len(names) > 1:
+                raise ValueError(
+                    f"parameter {names or [pair.a_name]} appears twice among the model's LoRA factors "
+                    "(tied or shared adapter weights). LoRA-Pro updates each factor from its own pair, so it would "
+                    "apply two different updates to one tensor; untie the adapter weights."
+                )
+            lora_ids.add(id(p))
+    return lora_ids
+
+
 def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, nn.Parameter]]]:
     """Every trainable LoRA pair of `model`, and every other trainable (name, param).
 
@@ -126,26 +166,7 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
             A, B, a_attr, b_attr = factors
             if not (A.requires_grad or B.requires_grad):
                 continue  # frozen/inactive adapter: not ours to train
-            why = _unsupported(module, adapter)
-            if why is not None:
-                raise TypeError(
-                    f"{SUPPORTED}. Module '{mod_name}' is a {type(module).__module__}.{type(module).__name__} "
-                    f"and {why} (adapter '{adapter}'). Leave it out of target_modules, or train it with another "
-                    "optimizer."
-                )
-            if module.r[adapter] == 0 or A.shape[0] == 0:
-                raise ValueError(
-                    f"adapter '{adapter}' of module '{mod_name}' has rank 0; LoRA-Pro needs r ≥ 1. "
-                    "Give it a positive rank (rank_pattern) or leave the module out of target_modules."
-                )
-            if A.dim() != 2 or B.dim() != 2:
-                raise TypeError(
-                    f"module '{mod_name}' (adapter '{adapter}') has factors of shape {tuple(A.shape)}, "
-                    f"{tuple(B.shape)}; LoRA-Pro needs 2-D factors. Flattened parameters mean DeepSpeed ZeRO "
-                    "or FSDP1 (FullyShardedDataParallel with flat parameters) owns them. Use FSDP2 "
-                    f"(fully_shard; Accelerate fsdp_version: 2, or Trainer {FSDP2_TRAINER_ARGS}), DDP, "
-                    "or one device (QLoRA, load_in_4bit, for large models)."
-                )
+            _check_adapter(mod_name, module, adapter, A, B)
             prefix = f"{mod_name}." if mod_name else ""
             pairs.append(LoraPair(mod_name, adapter, module, A, B, prefix + a_attr, prefix + b_attr))
 
@@ -155,18 +176,7 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
             "peft.get_peft_model(model, LoraConfig(...)) (or LoraProConfig), and check that target_modules match."
         )
 
-    lora_ids: set[int] = set()
-    for pair in pairs:
-        for p in (pair.A, pair.B):
-            names = names_of.get(id(p), [])
-            if id(p) in lora_ids or len(names) > 1:
-                raise ValueError(
-                    f"parameter {names or [pair.a_name]} appears twice among the model's LoRA factors "
-                    "(tied or shared adapter weights). LoRA-Pro updates each factor from its own pair, so it would "
-                    "apply two different updates to one tensor; untie the adapter weights."
-                )
-            lora_ids.add(id(p))
-
+    lora_ids = _untied_ids(pairs, names_of)
     plain = [
         (name, p)
         for name, p in model.named_parameters()  # de-duplicated: a tied plain weight is stepped once
@@ -175,7 +185,7 @@ def find_lora_pairs(model: nn.Module) -> tuple[list[LoraPair], list[tuple[str, n
     return pairs, plain
 
 
-# Computed (benchmarks/lora_pro/large_models.py; tests/lora_pro/test_deepspeed.py checks these
+# Computed (benchmarks/lora_pro/large_models.py; tests/lora_pro/test_large_models.py checks these
 # against it): GiB per GPU for Llama-2-7B, LoRA r=8 on every linear layer, activations excluded.
 LLAMA2_7B_GIB = {"fsdp2_full": {2: 31.6, 4: 16.2, 8: 8.5}, "qlora_factored": 17.1, "qlora_efficient": 4.4}
 FSDP2_TRAINER_ARGS = 'fsdp=True, fsdp_config={"version": 2, "state_dict_type": "SHARDED_STATE_DICT"}'

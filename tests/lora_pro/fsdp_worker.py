@@ -111,6 +111,26 @@ def resumed(mode, mesh, rank, world, ckpt):
     return whole(fresh), exact
 
 
+def refusals(mesh, world):
+    """What LoRA-Pro refuses under sharding, with its message: a mix of sharded and plain
+    trainable parameters, and HSDP's 2-D mesh (Replicate, Shard(0))."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from hf_clipadapt.lora_pro.sharded import shard_spec
+
+    hsdp = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
+    cases = {"mixed": [distribute_tensor(torch.zeros(4, 3), mesh, [Shard(0)]), torch.zeros(2)],
+             "hsdp": [distribute_tensor(torch.zeros(4, 3), hsdp, [Replicate(), Shard(0)])]}  # fmt: skip
+    out = {}
+    for name, params in cases.items():
+        try:
+            shard_spec(params)
+            out[name] = ""
+        except TypeError as e:
+            out[name] = str(e)
+    return out
+
+
 def main(out_dir):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", init_method=os.environ["LORAPRO_STORE"], rank=rank, world_size=world)
@@ -123,6 +143,7 @@ def main(out_dir):
         params, nbytes = whole(model), state_bytes(opt)
         again, exact = resumed(mode, mesh, rank, world, os.path.join(out_dir, f"ckpt_{mode}"))
         result[mode] = {"params": params, "state_bytes": nbytes, "resumed": again, "state_round_trip_exact": exact}
+    result["refusals"] = refusals(mesh, world)
     torch.save({"world": world, "rank": rank, "result": result}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

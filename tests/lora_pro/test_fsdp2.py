@@ -86,3 +86,11 @@ def test_fsdp2_checkpoint_round_trip_and_resume_are_exact(runs, mode):
         assert res["resumed"].keys() == res["params"].keys()
         for n, p in res["params"].items():
             assert torch.equal(res["resumed"][n], p), f"{mode} rank {rank} {n}"
+
+
+def test_fsdp2_refuses_mixed_and_hsdp_sharding_naming_what_works(runs):
+    for rank in range(WORLD):
+        msgs = runs[rank]["refusals"]
+        assert "1 of 2 trainable parameters are plain tensors" in msgs["mixed"]
+        assert "Apply fully_shard to the root module" in msgs["mixed"]
+        assert "2-D mesh" in msgs["hsdp"] and "HSDP" in msgs["hsdp"] and "fsdp_version 2" in msgs["hsdp"]

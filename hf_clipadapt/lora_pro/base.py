@@ -44,7 +44,7 @@ class ShapeGroup:
         dt = functional.compute_dtype(pairs[0].A.dtype)
 
         def stack(ts):
-            return torch.stack([local(t) for t in ts]).to(dt)
+            return torch.stack([LoraPair.flat(local(t)) for t in ts]).to(dt)
 
         A, gA = stack([p.A.detach() for p in pairs]), stack([g[0] for _, g in members])
         r = pairs[0].A.shape[0]
@@ -58,11 +58,12 @@ class ShapeGroup:
 
     @property
     def A_params(self) -> list[Tensor]:
-        return [local(p.A) for p in self.pairs]
+        """This rank's part of each A, as a matrix (a view of the parameter)."""
+        return [LoraPair.flat(local(p.A)) for p in self.pairs]
 
     @property
     def B_params(self) -> list[Tensor]:
-        return [local(p.B) for p in self.pairs]
+        return [LoraPair.flat(local(p.B)) for p in self.pairs]
 
     def own_rows(self, t: Tensor) -> Tensor:
         """The rows of an r×n (batched) tensor that this rank's shard of A holds."""

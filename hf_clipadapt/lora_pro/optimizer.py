@@ -197,7 +197,7 @@ class LoraProAdamW(LoraProBase):
     def _full_state(self, pair: LoraPair, dt: torch.dtype, step: Tensor) -> dict:
         """The m×n moments of one pair (or their factored form); under FSDP2 this rank's
         rows of them, the rows of B it holds, as DTensors."""
-        m, n = pair.B.shape[0], pair.A.shape[1]
+        m, n = pair.B.shape[0], pair.n
         m_local, device = local(pair.B).shape[0], step.device
         if self.factored:
             beta1 = self._lora_group()["betas"][0]
@@ -258,7 +258,8 @@ class LoraProAdamW(LoraProBase):
             )
             gA_hat, gB_hat = functional.apply_projection(coef, g.A, g.B, g.gA, g.gB)
             params += [p.A for p in g.pairs] + [p.B for p in g.pairs]
-            grads += list(g.own_rows(gA_hat).unbind(0)) + list(gB_hat.unbind(0))
+            updates = list(g.own_rows(gA_hat).unbind(0)) + list(gB_hat.unbind(0))
+            grads += [u.reshape(local(p).shape) for u, p in zip(updates, params[len(grads):])]  # conv: (r, in, k...)
         if params:
             self._adamw(self._lora_group(), params, grads)
 

@@ -7,6 +7,7 @@ right scaling s = module.scaling[adapter] (rsLoRA, rank/alpha patterns).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -20,7 +21,13 @@ class LoraPair:
     """One adapter of one layer, in LoRA-Pro's layout: A is r×n, B is m×r and
     ΔW = s·B·A. Linear, Conv1D (fan_in_fan_out) and Embedding adapters all store
     their factors this way; they differ only in how ΔW is laid onto the base
-    weight (transposed for Conv1D and Embedding), which the math never needs."""
+    weight (transposed for Conv1D and Embedding), which the math never needs.
+
+    Convolution adapters (nn.Conv1d/2d/3d factors) keep A as (r, in, k...) and B as
+    (m, r, 1...): flattened, A is r×(in·k...) and B m×r, and s·B·A is the kernel,
+    flattened, of the one convolution that B∘A computes (a 1×1 convolution after A is
+    a per-position linear map of A's r channels), with A's kernel size, stride and
+    padding. `flat(t)` gives that 2-D view of a factor or of its gradient."""
 
     module_name: str
     adapter: str
@@ -38,6 +45,17 @@ class LoraPair:
     @property
     def rank(self) -> int:
         return self.A.shape[0]
+
+    @property
+    def n(self) -> int:
+        """Columns of A as a matrix (in·k... for a convolution)."""
+        return math.prod(self.A.shape[1:])
+
+    @staticmethod
+    def flat(t):
+        """A factor (or its gradient, or this rank's shard of it) as a matrix: a view, so
+        in-place updates reach the parameter."""
+        return t if t.dim() == 2 else t.view(t.shape[0], -1)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -72,9 +90,22 @@ def _lora_factors(module: nn.Module, adapter: str) -> tuple[nn.Parameter, nn.Par
 
 SUPPORTED = (
     "LoRA-Pro trains LoRA adapters whose factors lora_A/lora_B are nn.Linear (PEFT's Linear and GPT-2 "
-    "Conv1D layers, and the quantised ones: bitsandbytes 4-bit/8-bit, HQQ, GPTQ, AWQ, torchao, EETQ, ...) "
-    "or Embedding factors (lora_embedding_A/B)"
+    "Conv1D layers, and the quantised ones: bitsandbytes 4-bit/8-bit, HQQ, GPTQ, AWQ, torchao, EETQ, ...), "
+    "nn.Conv1d/Conv2d/Conv3d with groups=1 (PEFT's convolution LoRA), or Embedding factors "
+    "(lora_embedding_A/B)"
 )
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _conv_unsupported(a: nn.Module, b: nn.Module) -> str | None:
+    """Why a convolution adapter is not one s·B·A, or None when it is."""
+    if type(a) is not type(b):
+        return f"its factors are a {type(a).__name__} and a {type(b).__name__}"
+    if a.groups != 1 or b.groups != 1:
+        return f"its factors are grouped convolutions (groups={b.groups}), whose ΔW is block-diagonal, not one B·A"
+    if any(k != 1 for k in b.kernel_size) or any(st != 1 for st in b.stride):
+        return f"its lora_B has kernel {b.kernel_size} and stride {b.stride}, not 1×1: B∘A is not one convolution"
+    return None
 
 
 def _unsupported(module: nn.Module, adapter: str) -> str | None:
@@ -85,9 +116,11 @@ def _unsupported(module: nn.Module, adapter: str) -> str | None:
     if adapter not in getattr(module, "lora_A", {}):
         return None  # an Embedding adapter: its factors are 2-D parameters
     a, b = module.lora_A[adapter], module.lora_B[adapter]
+    if isinstance(a, _CONVS) and isinstance(b, _CONVS):
+        return _conv_unsupported(a, b)
     if not (isinstance(a, nn.Linear) and isinstance(b, nn.Linear)):
         kinds = {f"{type(f).__module__}.{type(f).__name__}" for f in (a, b)}
-        return f"its factors are {' / '.join(sorted(kinds))}, not nn.Linear"
+        return f"its factors are {' / '.join(sorted(kinds))}, not nn.Linear or a convolution"
     if getattr(module, "num_experts", 1) != 1:  # peft's ParamWrapper on stacked experts
         return (
             f"it holds {module.num_experts} experts' adapters stacked in one lora_A/lora_B, each expert with "
@@ -110,10 +143,10 @@ def _check_adapter(mod_name: str, module: nn.Module, adapter: str, A: nn.Paramet
             f"adapter '{adapter}' of module '{mod_name}' has rank 0; LoRA-Pro needs r ≥ 1. "
             "Give it a positive rank (rank_pattern) or leave the module out of target_modules."
         )
-    if A.dim() != 2 or B.dim() != 2:
+    if A.dim() < 2 or B.dim() < 2:
         raise TypeError(
             f"module '{mod_name}' (adapter '{adapter}') has factors of shape {tuple(A.shape)}, "
-            f"{tuple(B.shape)}; LoRA-Pro needs 2-D factors. Flattened parameters mean DeepSpeed ZeRO "
+            f"{tuple(B.shape)}; LoRA-Pro needs matrix (or convolution) factors. Flattened parameters mean DeepSpeed ZeRO "
             "or FSDP1 (FullyShardedDataParallel with flat parameters) owns them. Use FSDP2 "
             f"(fully_shard; Accelerate fsdp_version: 2, or Trainer {FSDP2_TRAINER_ARGS}), DDP, "
             "or one device (QLoRA, load_in_4bit, for large models)."

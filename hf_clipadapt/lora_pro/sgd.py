@@ -55,7 +55,7 @@ class LoraProSGD(LoraProBase):
     def _sgd_(self, param: Tensor, d: Tensor, group: dict) -> None:
         """One SGD step of `param` (this rank's part) along `d`."""
         p = local(param)
-        d = d.to(functional.compute_dtype(p.dtype))
+        d = d.to(functional.compute_dtype(p.dtype)).view(p.shape)  # conv factors: back to (r, in, k...)
         if group["momentum"]:
             st = self.state[param]
             if not st:

@@ -64,10 +64,14 @@ class NamedStateDictMixin:
     def _by_name(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint keyed by parameter name. torch.distributed.checkpoint.state_dict's
         get/set_optimizer_state_dict hand the state over keyed by position in param_groups
-        (ints); names and positions refer to the same parameters."""
+        (ints, or their decimal strings with full_state_dict=True); names and positions refer
+        to the same parameters."""
         order = [self._names[id(p)] for g in self.param_groups for p in g["params"]]
+        known = set(order)
 
         def name(key):
+            if isinstance(key, str) and key.isdigit() and key not in known:  # full_state_dict=True turns them to str
+                key = int(key)
             return order[key] if isinstance(key, int) and 0 <= key < len(order) else key
 
         groups = [{**g, "params": [name(k) for k in g["params"]]} for g in state_dict["param_groups"]]

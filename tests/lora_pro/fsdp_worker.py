@@ -5,7 +5,8 @@ torch.distributed.fsdp.fully_shard on a CPU mesh, LoRA-Pro on this rank's half o
 global batch for STEPS steps; then the same run stopped after HALF steps, its optimizer
 state saved and loaded back through torch.distributed.checkpoint into a fresh model and
 optimizer, and continued: through torch.distributed.checkpoint.state_dict's
-get/set_optimizer_state_dict, which Accelerate's FSDP2 checkpoints (and so Trainer's) use. Writes, per rank and mode: the final parameters (whole), the
+get/set_optimizer_state_dict, which Accelerate's FSDP2 checkpoints (and so Trainer's) use,
+sharded (SHARDED_STATE_DICT) and whole (FULL_STATE_DICT, Trainer's default). Writes, per rank and mode: the final parameters (whole), the
 bytes of optimizer state this rank holds, and the resumed run's final parameters.
 """
 
@@ -17,6 +18,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -107,6 +109,11 @@ def resumed(mode, mesh, rank, world, ckpt):
     set_model_state_dict(fresh, target["model"])
     set_optimizer_state_dict(fresh, fresh_opt, target["optimizer"])
     exact = same_state(before, fresh_opt.state_dict())
+    # Trainer's default fsdp_config state_dict_type, FULL_STATE_DICT: whole tensors, sharded again on load
+    full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    again = make_optimizer(model, mode)
+    set_optimizer_state_dict(model, again, full, options=StateDictOptions(full_state_dict=True))
+    exact = exact and same_state(before, again.state_dict())
     train(fresh, fresh_opt, HALF, STEPS, rank, world)
     return whole(fresh), exact
 

@@ -3,8 +3,10 @@ processes equal one process on the same global batch (full, efficient, factored)
 rank holds its rows (1/world) of the moments, and a resume through
 torch.distributed.checkpoint equals the uninterrupted run.
 
-One launch of fsdp_worker.py (both ranks, every mode) serves all the tests of this module;
-its cost is the two interpreters' imports (about 20 s on an idle 2-core machine)."""
+One launch of fsdp_worker.py (both ranks, every mode) serves all the tests of this module,
+and each test then takes well under a second. The launch is mostly the two interpreters'
+imports: 70-95 s for the module at load averages 7-12 on the shared 2-core machine (importing
+peft alone took 31 s there at load 8); its timeout is 300 s."""
 
 from pathlib import Path
 

@@ -7,7 +7,7 @@
 """
 
 from . import functional
-from .config import LoraProConfig
+from .configuration_lora_pro import LoraProConfig
 from .functional import equivalent_gradient, lorapro_project, solve_sylvester_spd
 from .factory import create_lorapro_optimizer
 from .optimizer import LoraProAdamW, LoraProSGD

@@ -11,7 +11,9 @@ relative step size: apart from v, the step is Adam's, so learning rates carry ov
 
 The pass over g̃ runs in row blocks and never holds an m×n temporary. The column
 means need all rows of this step's g̃ before any direction is formed, so g̃ is
-computed twice per block (one skinny GEMM, inner size 2r, each time).
+computed twice per block (one skinny GEMM, inner size 2r, each time). Under FSDP2
+(sharded.py) a rank keeps its rows of R and of the first moment; the column sums of g̃²
+and the sum of R are all-reduced (n + 1 numbers per pair and step), C is whole on every rank.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def factored_state(m: int, n: int, beta1: float, moment_dtype: torch.dtype, dt: 
     return st
 
 
-def _fold_second_moment(left: Tensor, right: Tensor, st: dict, beta2: float, rows: int, buf: Tensor) -> None:
-    """Pass 1: fold this step's row and column means of g̃² into R and C."""
+def _fold_second_moment(
+    left: Tensor, right: Tensor, st: dict, beta2: float, rows: int, buf: Tensor, spec=None, m_total: int = 0
+) -> Tensor:
+    """Pass 1: fold this step's row and column means of g̃² into R and C; return mean(R)
+    (over all m rows: under FSDP2 `left` and R are this rank's rows of m_total)."""
     m, n = left.shape[0], right.shape[1]
     row_mean = torch.empty(m, dtype=left.dtype, device=left.device)
     col_sum = torch.zeros(n, dtype=left.dtype, device=left.device)
@@ -53,24 +58,30 @@ def _fold_second_moment(left: Tensor, right: Tensor, st: dict, beta2: float, row
         torch.mean(gt, dim=1, out=row_mean[i:j])
         col_sum += gt.sum(0)
     st["exp_avg_sq_row"].lerp_(row_mean, 1 - beta2)
-    st["exp_avg_sq_col"].lerp_(col_sum.div_(m), 1 - beta2)
+    if spec is None:
+        st["exp_avg_sq_col"].lerp_(col_sum.div_(m), 1 - beta2)
+        return st["exp_avg_sq_row"].mean()
+    sums = spec.all_reduce_(torch.cat([col_sum, st["exp_avg_sq_row"].sum().reshape(1)]))
+    st["exp_avg_sq_col"].lerp_(sums[:n].div_(m_total), 1 - beta2)
+    return sums[n] / m_total
 
 
 def factored_direction_and_map_back(
     left: Tensor, right: Tensor, A: Tensor, B: Tensor, st: dict, betas: tuple[float, float], eps: float,
-    rows: int, buf: Tensor, BtD: Tensor, DAt: Tensor,
+    rows: int, buf: Tensor, BtD: Tensor, DAt: Tensor, spec=None, m_total: int = 0,
 ) -> None:
     """g̃ = left·right; update the factored moments; write BtD = Bᵀ·ĝ and DAt = ĝ·Aᵀ for
     the Adam direction ĝ = m̂/(√v̂ + ε), v̂ = R·Cᵀ/mean(R)/(1 − β2ᵗ). `step` already counts
-    this step; buf is a (rows, n) scratch block."""
+    this step; buf is a (rows, n) scratch block. `st` holds this rank's parts (local
+    tensors); spec/m_total: the FSDP2 shard spec and B's total rows (see sharded.py)."""
     beta1, beta2 = betas
     m = left.shape[0]
     t = float(st["step"])
-    _fold_second_moment(left, right, st, beta2, rows, buf)
+    R_mean = _fold_second_moment(left, right, st, beta2, rows, buf, spec, m_total)
     R, C = st["exp_avg_sq_row"], st["exp_avg_sq_col"]
     # √v̂_ij = √R_i · √(C_j / (mean(R)·(1 − β2ᵗ))): two vectors, no m×n estimate kept.
     r_sqrt = R.sqrt()
-    c_sqrt = (C / (R.mean() * (1 - beta2**t))).sqrt()
+    c_sqrt = (C / (R_mean * (1 - beta2**t))).sqrt()
     exp_avg = st.get("exp_avg")
     bc1 = 1 - beta1**t if exp_avg is not None else 1.0
     BtD.zero_()

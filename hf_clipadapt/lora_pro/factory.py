@@ -8,14 +8,15 @@ from typing import Any
 
 from torch import nn
 
-from .optimizer import LoraProAdamW, LoraProSGD, _LoraProBase
+from .base import LoraProBase
+from .optimizer import LoraProAdamW, LoraProSGD
 
 __all__ = ["create_lorapro_optimizer"]
 
 
 def config_kwargs(model: nn.Module) -> dict:
     """Optimizer settings from the LoraProConfig(s) of a PeftModel's active adapters."""
-    from .config import LoraProConfig
+    from .configuration_lora_pro import LoraProConfig
 
     configs = getattr(model, "peft_config", None) or getattr(getattr(model, "base_model", None), "peft_config", None)
     if not isinstance(configs, dict):
@@ -39,13 +40,13 @@ def config_kwargs(model: nn.Module) -> dict:
 
 def create_lorapro_optimizer(
     model: nn.Module,
-    optimizer_cls: type[_LoraProBase] = None,
+    optimizer_cls: type[LoraProBase] = None,
     *,
     lr: float,
     mode: str | None = None,
     damping: float | None = None,
     **kwargs: Any,
-) -> _LoraProBase:
+) -> LoraProBase:
     """Build a LoRA-Pro optimizer for `model`, in the shape of
     `peft.optimizers.create_loraplus_optimizer`.
 
@@ -54,7 +55,7 @@ def create_lorapro_optimizer(
     eps, weight_decay, moment_dtype / momentum) go to it.
     """
     optimizer_cls = LoraProAdamW if optimizer_cls is None else optimizer_cls
-    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, _LoraProBase)):
+    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, LoraProBase)):
         raise TypeError(f"optimizer_cls must be LoraProAdamW or LoraProSGD, got {optimizer_cls!r}.")
     from_config = config_kwargs(model)
     damping = from_config.get("damping", 1e-8) if damping is None else damping

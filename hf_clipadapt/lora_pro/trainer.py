@@ -64,7 +64,8 @@ class LoraProTrainer(Trainer):
     lorapro_damping default to the model's LoraProConfig, then to "full", 1e-8;
     lorapro_factored=True is full mode's memory option (see LoraProAdamW).
     Everything else (accumulation, clipping, schedules, checkpoints with the
-    optimizer moments, bf16 autocast, DDP) is Trainer's own machinery.
+    optimizer moments, bf16 autocast, DDP, FSDP2 with the moments sharded by rows:
+    `fsdp=True, fsdp_config={"version": 2}`) is Trainer's own machinery.
     DeepSpeed ZeRO is refused: it hands optimizers flat partitions.
     """
 

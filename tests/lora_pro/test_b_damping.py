@@ -6,7 +6,7 @@ import torch
 from lorapro_helpers import clone, make_mlp_peft, train
 
 from hf_clipadapt import LoraProAdamW
-from hf_clipadapt.lora_pro import functional as F
+from hf_clipadapt.lora_pro import functional as lorapro_fn
 
 D = torch.float64
 
@@ -33,11 +33,11 @@ def test_equivalent_gradient_is_P_g_plus_complement_g_PA(b_damping, X, b_scale):
     s = 1.7
     gA, gB = s * B.T @ G, s * G @ A.T
     X = torch.randn(3, 3, dtype=D) if X == "given" else X
-    got_A, got_B = F.lorapro_project(A, B, gA, gB, s, damping=0.0, X=X, b_damping=b_damping)
+    got_A, got_B = lorapro_fn.lorapro_project(A, B, gA, gB, s, damping=0.0, X=X, b_damping=b_damping)
     P = _damped_projector(A, B, b_damping)
     P_A = A.T @ torch.linalg.inv(A @ A.T) @ A
     want = P @ G + (torch.eye(9, dtype=D) - P) @ G @ P_A
-    got = F.equivalent_gradient(A, B, got_A, got_B, s)
+    got = lorapro_fn.equivalent_gradient(A, B, got_A, got_B, s)
     err = (got - want).abs().max() / want.abs().max()
     assert err < 1e-10, err
 
@@ -47,13 +47,13 @@ def test_sylvester_x_is_the_least_squares_x_and_its_residual_vanishes(b_damping)
     A, B, G = _pair(m=8, n=6, r=2, seed=4, b_scale=0.05)
     s, r = 1.3, 2
     gA, gB = s * B.T @ G, s * G @ A.T
-    a0, b0 = F.lorapro_project(A, B, gA, gB, s, damping=0.0, X=None, b_damping=b_damping)
+    a0, b0 = lorapro_fn.lorapro_project(A, B, gA, gB, s, damping=0.0, X=None, b_damping=b_damping)
     design = torch.stack(
         [torch.cat([(E @ A).flatten(), (-B @ E).flatten()]) for E in torch.eye(r * r, dtype=D).view(r * r, r, r)], 1
     )
     target = torch.cat([(gA - a0).flatten(), (gB - b0).flatten()])
     x_star = torch.linalg.lstsq(design, target.unsqueeze(1)).solution.view(r, r)
-    got_A, got_B = F.lorapro_project(A, B, gA, gB, s, damping=0.0, b_damping=b_damping)
+    got_A, got_B = lorapro_fn.lorapro_project(A, B, gA, gB, s, damping=0.0, b_damping=b_damping)
     x_got = (got_A - a0) @ torch.linalg.pinv(A)
     assert (x_got - x_star).abs().max() / x_star.abs().max() < 1e-9
     # The stationarity condition the package solves, written out: BᵀB·X + X·AAᵀ = C.
@@ -70,8 +70,8 @@ def test_damping_bounds_gA_hat_while_B_is_tiny():
     A, B, G = _pair(seed=2, b_scale=1e-4)
     s = 2.0
     gA, gB = s * B.T @ G, s * G @ A.T
-    raw, _ = F.lorapro_project(A, B, gA, gB, s, damping=0.0)
-    damped, _ = F.lorapro_project(A, B, gA, gB, s, damping=0.0, b_damping=1.0)
+    raw, _ = lorapro_fn.lorapro_project(A, B, gA, gB, s, damping=0.0)
+    damped, _ = lorapro_fn.lorapro_project(A, B, gA, gB, s, damping=0.0, b_damping=1.0)
     assert raw.norm() > 100 * G.norm()  # ~1e3 here: ‖B‖ ~ 1e-4
     assert damped.norm() < G.norm()
 

@@ -64,18 +64,85 @@ def test_factor_gradients_follow_the_m_by_n_frame_and_one_step_moves_W_by_the_pr
         assert_close_scaled(delta / -1e-6, g_tilde, rtol=1e-4)
 
 
+class _ConvNet(nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv, self.fc = conv, nn.Linear(conv.out_channels, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean(tuple(range(2, x.dim()))))
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv1d(3, 5, 2)])
+def test_conv_adapters_are_one_flattened_B_A_and_one_step_moves_W_by_the_projection(conv):
+    """PEFT's convolution LoRA: A (r, in, k...) then a 1×1 B (m, r). Flattened, A is r×(in·k...)
+    and s·B·A is the kernel of the base weight's update: the factors' gradients are those of
+    the flattened base-weight gradient G, and one LoRA-Pro step moves that kernel by the
+    projection of G, as for a Linear layer."""
+    torch.manual_seed(0)
+    model = get_peft_model(_ConvNet(conv), LoraConfig(r=2, lora_alpha=3, target_modules=["conv"],
+                                                      init_lora_weights=False)).double()  # fmt: skip
+    opt = LoraProSGD(model, lr=1e-6, damping=0.0)
+    (pair,) = opt.lora_pairs
+    w = pair.module.get_base_layer().weight
+    w.requires_grad_(True)
+    x = torch.randn((4, 3) + (8,) * (conv.weight.dim() - 2), dtype=torch.float64)
+    model(x).square().sum().backward()
+    G, s = w.grad.flatten(1), pair.scaling
+    A, B = pair.A.detach().flatten(1).clone(), pair.B.detach().flatten(1).clone()
+    torch.testing.assert_close(pair.A.grad.flatten(1), s * B.T @ G)
+    torch.testing.assert_close(pair.B.grad.flatten(1), s * G @ A.T)
+    P_B = B @ torch.linalg.inv(B.T @ B) @ B.T
+    P_A = A.T @ torch.linalg.inv(A @ A.T) @ A
+    g_tilde = P_B @ G + (torch.eye(len(B), dtype=G.dtype) - P_B) @ G @ P_A
+    w.grad, W_eff = None, s * B @ A
+    w.requires_grad_(False)
+    opt.step()
+    assert tuple(pair.A.shape) == (2,) + tuple(conv.weight.shape[1:])  # the factors keep their shapes
+    delta = s * pair.B.detach().flatten(1) @ pair.A.detach().flatten(1) - W_eff
+    assert_close_scaled(delta / -1e-6, g_tilde, rtol=1e-4)
+
+
+class _UnfoldedNet(nn.Module):
+    """_ConvNet(nn.Conv1d(3, 5, 2)) as a Linear on the unfolded input patches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Linear(6, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        patches = x.unfold(2, 2, 1).permute(0, 2, 1, 3).flatten(2)  # (N, L-1, in·k), in-major like the kernel
+        return self.fc(self.conv(patches).mean(1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(mode="full"), dict(mode="efficient"), dict(mode="full", factored=True)])
+def test_conv_adapter_trains_as_the_same_adapter_on_unfolded_patches(kwargs):
+    from hf_clipadapt import LoraProAdamW
+
+    torch.manual_seed(0)
+    lcfg = dict(r=2, lora_alpha=3, target_modules=["conv"], modules_to_save=["fc"], init_lora_weights=False)
+    conv = get_peft_model(_ConvNet(nn.Conv1d(3, 5, 2)), LoraConfig(**lcfg)).double()
+    lin = get_peft_model(_UnfoldedNet(), LoraConfig(**lcfg)).double()
+    with torch.no_grad():
+        for (n, p), (n2, q) in zip(conv.named_parameters(), lin.named_parameters()):
+            assert n == n2
+            q.copy_(p.reshape(q.shape))
+    opts = [LoraProAdamW(m, lr=1e-2, **kwargs) for m in (conv, lin)]
+    for i in range(3):
+        x = torch.randn(4, 3, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+        for m, opt in zip((conv, lin), opts):
+            m(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for (n, p), (_, q) in zip(conv.named_parameters(), lin.named_parameters()):
+        torch.testing.assert_close(p.detach().reshape(q.shape), q.detach(), rtol=1e-10, atol=1e-12, msg=n)
+
+
 def test_unsupported_lora_layer_type_names_the_module():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.fc(self.conv(x).mean((2, 3)))
-
-    model = get_peft_model(Net(), LoraConfig(r=2, target_modules=["conv", "fc"]))
-    with pytest.raises(TypeError, match=r"Module 'base_model\.model\.conv' is a .*Conv2d and its factors are .*Conv2d, not nn\.Linear"):
+    # a grouped convolution's LoRA (PEFT gives lora_B the base's groups) is block-diagonal, not one B·A
+    model = get_peft_model(_ConvNet(nn.Conv2d(4, 4, 3, groups=2)), LoraConfig(r=2, target_modules=["conv", "fc"]))
+    with pytest.raises(TypeError, match=r"Module 'base_model\.model\.conv' is a .*Conv2d and its factors are grouped "
+                                        r"convolutions \(groups=2\)"):
         LoraProSGD(model)
     # leaving it out of target_modules, as the message says, works
-    LoraProSGD(get_peft_model(Net(), LoraConfig(r=2, target_modules=["fc"])))
+    LoraProSGD(get_peft_model(_ConvNet(nn.Conv2d(4, 4, 3, groups=2)), LoraConfig(r=2, target_modules=["fc"])))

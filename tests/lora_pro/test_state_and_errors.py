@@ -148,21 +148,6 @@ def test_bad_hyperparameters_are_refused():
         LoraProSGD(model, momentum=1.5)
 
 
-def test_deepspeed_is_refused_with_the_routes_that_replace_it(monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(RuntimeError, match="does not run under DeepSpeed ZeRO") as err:
-        LoraProAdamW(make_mlp_peft())
-    msg = str(err.value)
-    # the routes that work today, with how to ask for them
-    for route in ("one GPU with a 4-bit (QLoRA) base model", "load_in_4bit=True", "prepare_model_for_kbit_training",
-                  "several GPUs with DDP", "factored=True", "lorapro_factored=True", 'mode="efficient"'):
-        assert route in msg, route
-    # FSDP2 is named as planned, never as available
-    assert "FSDP2 with sharded moments is planned, not yet supported" in msg
-    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
-    LoraProAdamW(make_mlp_peft())  # no DeepSpeed, no refusal
-
-
 def test_unused_pair_is_left_alone_like_torch_optimizers():
     model = make_mlp_peft()
     opt = LoraProAdamW(model, lr=1e-2)

@@ -18,6 +18,7 @@ Two levels, in the manner of transformers' `PreTrainedModel` and peft's adapters
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import itertools
@@ -47,6 +48,19 @@ from .hub import ModelCardMixin, build_model_card
 
 # One default seed for every `fit`, sampler and example in the package.
 DEFAULT_SEED = 0
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int):
+    """Run a model's construction with torch's RNG seeded to `seed`, then restore the
+    global RNG state: a model's random initial parameters are then the same in every
+    process (they used to come from the unseeded global RNG, so the same `fit(seed=...)`
+    gave different results in two processes)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
 
 # Keyword arguments transformers' Auto classes and `pipeline` pass to `from_pretrained`
 # that a CLIP-adapted model reads (dtype, attention) or safely ignores (bookkeeping).
@@ -196,13 +210,17 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_clip(cls, backbone: CLIPBackbone | str, class_names: Sequence[str] | None = None,
-                  templates: Sequence[str] | None = None, *, preset: str | None = None, **config_kwargs):  # fmt: skip
+                  templates: Sequence[str] | None = None, *, preset: str | None = None,
+                  init_seed: int = DEFAULT_SEED, **config_kwargs):  # fmt: skip
         """A fresh model on `backbone` (a `CLIPBackbone`, a checkpoint name or an alias
         such as "testbed") for `class_names`, prompted with `templates` (default
         "a photo of a {}."; see `hf_clipadapt.clip.get_templates`). The zero-shot logits
         use the CLIP's own temperature unless `logit_scale=` is given. `preset`: a named
         set of the method's official per-dataset settings (`config_class.PRESETS`, e.g.
-        "eurosat"); explicit keyword arguments override it."""
+        "eurosat"); explicit keyword arguments override it. The randomly initialised
+        parts (a VAE, an adapter, a random context) are drawn from `init_seed` on a
+        private generator state, so the same call gives the same model in every process
+        and the global RNG is left as it was."""
         if preset is not None:
             config_kwargs = {**cls.config_class.preset_settings(preset), **config_kwargs}
         backbone = as_backbone(backbone)
@@ -220,8 +238,9 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
             is_fitted=False,
             **config_kwargs,
         )
-        model = cls(config, backbone=backbone).to(backbone.device)
-        model._init_from_clip(class_names, list(templates) if templates else None)
+        with seeded_init(init_seed):
+            model = cls(config, backbone=backbone).to(backbone.device)
+            model._init_from_clip(class_names, list(templates) if templates else None)
         return model.eval()  # as from_pretrained returns it; fit switches to training mode itself
 
     def create_model_card(self, **kwargs):
@@ -246,8 +265,9 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
         config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
         config.eval_results, config.synthesized_classes, config.synthesized_per_class = [], None, None
         self.prepare_config_for_classes(config)
-        model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
-        model._init_from_clip(names, config.templates)
+        with seeded_init(DEFAULT_SEED):
+            model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
+            model._init_from_clip(names, config.templates)
         state = {k: v for k, v in self.saved_state_dict().items() if not k.startswith(self.class_specific_state)}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:

@@ -425,13 +425,24 @@ class CLIPAdaptedModel(AdaptedPreTrainedModel):
             desc=desc or f"{self.config.model_type} {split}",
         )  # fmt: skip
 
-    def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool = True):
+    def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool | None = True, dataset=None):
         """The paper-style training views (random resized crop of area `scale`, optional
-        flip) at the CLIP's input size, seeded per (image, view)."""
-        from .data import AugmentedViews
+        flip) at the CLIP's input size, seeded per (image, view). `flip=None`: flip unless
+        `dataset` is registered without flips (`data.register_dataset_augmentation`)."""
+        from .data import AugmentedViews, dataset_augmentation
 
         backbone = self.require_backbone("augmenting images")
+        if flip is None:
+            flip = dataset_augmentation(dataset).get("view_flip", True)
         return AugmentedViews(backbone.preprocess, size=backbone.crop_size, scale=tuple(scale), flip=flip, seed=seed)
+
+    def training_views(self, seed: int, dataset):
+        """The augmented views `fit` encodes `dataset` under: `config.view_scale`, and
+        `config.view_flip` (None: the dataset's registered choice, else flips); what was
+        used is recorded in `config.views_flipped`."""
+        views = self.augmented_views(seed, self.config.view_scale, self.config.view_flip, dataset)
+        self.config.views_flipped = views.flip
+        return views
 
     def check_dataset_labels(self, dataset, label_column: str = "label") -> None:
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""

@@ -97,8 +97,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
     def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of `views` augmented views of every training image (cached)."""
-        c = self.config
-        return self.encode_dataset(train, self.augmented_views(seed, c.view_scale, c.view_flip), views=views,
+        return self.encode_dataset(train, self.training_views(seed, train), views=views,
                                    split="train", **encode)  # fmt: skip
 
     def encode_labelled(self, dataset, *, label_column: str, **encode) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,11 +86,15 @@ def _load_suite_spec(name: str, seed: int):
 def _register() -> None:
     from ..checkpoints import register_checkpoint_alias
     from ..clip.templates import register_templates
+    from ..data.augment import register_dataset_augmentation
     from ..data.loading import register_dataset_source
 
     register_checkpoint_alias("testbed", _CHECKPOINT)
     register_templates("testbed", TESTBED_TEMPLATES)
     register_dataset_source("testbed", _load_suite_spec)
+    # Pretraining never mirrored a digit or an item of clothing (its captions never say so):
+    # flipped training views would teach the adapters images the CLIP never saw.
+    register_dataset_augmentation("testbed", view_flip=False)
 
 
 _register()

@@ -46,7 +46,7 @@ from .world import TESTBED_TEMPLATES
 
 _EXPORTS = {
     **exports_of(".suites", "SUITES", "UNKNOWN_LABEL", "base_combinations", "combination_name", "load_suite"),
-    **exports_of(".zsl", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
+    **exports_of(".zsl", "load_zsl_data", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
     **exports_of(".world", "ALL_OBJECTS", "BACKGROUNDS", "COLOUR_NAMES", "KNOWN_OBJECTS", "POSITIONS", "SIZE_NAMES",
                  "UNKNOWN_OBJECTS", "SceneWorld", "held_out_combinations", "seen_combinations"),
 }  # fmt: skip

@@ -174,12 +174,27 @@ class AdaptedPreTrainedModel(ModelCardMixin, PreTrainedModel):
             template=self.card_template,
             model_name=kwargs.pop("model_name", None) or f"{c.model_type}-{c.dataset_name or 'model'}",
             base_model=kwargs.pop("base_model", None) or self.card_base_model(),
-            datasets=[c.dataset_name] if c.dataset_name else None,
+            datasets=card_datasets(c),
             eval_results=c.eval_results,
             tags=list(self.card_tags),
             pipeline_tag=self.card_pipeline_tag,
             **{**self.card_vars(), **kwargs},
         )
+
+
+def card_datasets(config) -> list[str] | None:
+    """The datasets a card names: the training data `fit` recorded, else the datasets
+    its results were recorded on (`evaluate(record_as=...)`), else None."""
+    if config.dataset_name:
+        return [config.dataset_name]
+    evaluated = [r.get("dataset_name") for r in (config.eval_results or []) if r.get("dataset_name")]
+    return list(dict.fromkeys(evaluated)) or None
+
+
+def dataset_name_of(dataset) -> str | None:
+    """A `datasets.Dataset`'s own name (`info.dataset_name`, else its builder's), or None."""
+    info = getattr(dataset, "info", None)
+    return getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or None
 
 
 class CLIPAdaptedModel(AdaptedPreTrainedModel):

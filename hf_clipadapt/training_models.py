@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.few_shot import train_validation_split
-from .modeling_utils import DEFAULT_SEED, CLIPAdaptedModel
+from .modeling_utils import DEFAULT_SEED, CLIPAdaptedModel, dataset_name_of
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -134,7 +134,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
                           seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
         c.seed, c.num_train_images, c.is_fitted = seed, len(train), True
-        c.dataset_name = dataset_name or c.dataset_name
+        c.dataset_name = dataset_name or dataset_name_of(train) or c.dataset_name
         return self
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,

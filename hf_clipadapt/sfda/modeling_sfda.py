@@ -191,6 +191,7 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
         """
         if id2label is not None:
             config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            config_kwargs.setdefault("label2id", {v: int(k) for k, v in id2label.items()})
         elif num_labels is not None:
             config_kwargs["num_labels"] = num_labels
         else:
@@ -319,7 +320,13 @@ class SFDAModelForImageClassification(SFDAPreTrainedModel):
                     model_selection=c.model_selection)  # fmt: skip
 
     def create_model_card(self, **kwargs):
-        kwargs.setdefault("model_name", getattr(self.config, "name_or_path", None) or "sfda-model")
+        # A title from what was trained, never the local folder it was loaded from.
+        c = self.config
+        backbone = (c.backbone or c.torch_backbone or "custom").split("/")[-1]
+        kwargs.setdefault("model_name", f"sfda-{c.strategy or 'source'}-{backbone}" + (f"-{c.dataset_name}" if c.dataset_name else ""))
+        size = getattr(c, "image_size", None)
+        kwargs.setdefault("preprocessing", f"{size}×{size} pixels, normalised with mean {getattr(c, 'image_mean', None)} "
+                          f"and std {getattr(c, 'image_std', None)}" if size else "not recorded")  # fmt: skip
         return super().create_model_card(**kwargs)
 
 

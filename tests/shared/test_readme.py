@@ -61,11 +61,15 @@ def test_every_readme_python_block_runs_on_the_testbed(tmp_path):
     # suite's augmentation (no mirrored digits or clothes) is used by default (it used to
     # mirror them and fall to the zero-shot level, 72.0).
     gda = report["GDA: training-free few-shot CLIP"]
-    acc = [r["value"] for r in gda["eval_results"] if r["metric"] == "accuracy"][0]
+    acc = [r["metric_value"] for r in gda["eval_results"] if r["metric_type"] == "accuracy"][0]
     assert acc > zero_shot_accuracy() + 3.0, (acc, gda)
     assert (tmp_path / "me" / "gda-eurosat-16shot" / "config.json").is_file()
     card = (tmp_path / "me" / "gda-eurosat-16shot" / "README.md").read_text()
     assert "testbed:few_shot" in card and "not recorded" not in card
+    adapter_card = (tmp_path / "adapter" / "README.md").read_text()  # the LoRA-Pro block's PEFT adapter
+    assert "More Information Needed" not in adapter_card and "lora-pro" in adapter_card
+    adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "tiny-bert"  # the model_id given, not a resolved absolute path
 
 
 def _digest(path: Path) -> str:

@@ -115,10 +115,10 @@ def _load_all(root, folders, mode):
            "HF_MODULES_CACHE": str(root / f"modules-{mode}"), "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", LOADER, mode, json.dumps(folders), str(out)], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=root)  # fmt: skip
+                          text=True, timeout=600, env=env, cwd=root, stdin=subprocess.DEVNULL)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("ROUNDTRIP ")][-1]
-    return json.loads(line[len("ROUNDTRIP "):]), out
+    # transformers may print its "run the custom code? [y/N]" prompt (no newline) before the report
+    return json.loads(proc.stdout.rsplit("ROUNDTRIP ", 1)[1].splitlines()[0]), out
 
 
 def test_every_kind_saves_the_shim_and_auto_map(saved):

@@ -110,3 +110,13 @@ def test_sfda_card_title_labels_and_input(tmp_path):
     assert str(tmp_path) not in title and title.startswith("# sfda-"), title
     assert "offline:mnist:64" in str(card) and "32×32 pixels" in str(card)
     assert loaded.config.label2id == {"zero": 0, "one": 1}
+
+
+def test_trainer_metrics_example_prints_the_world_size(tmp_path, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    example = Path(__file__).resolve().parents[2] / "examples" / "trainer_open_set_metrics.py"
+    runpy.run_path(str(example))["main"](["--output_dir", str(tmp_path / "out"), "--epochs", "1"])
+    assert "world size: 1 (not_parallel)" in capsys.readouterr().out

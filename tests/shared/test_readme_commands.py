@@ -63,14 +63,22 @@ def test_offline_readme_commands_run(tmp_path, group):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    outputs = []
     for command in commands:
         argv, _ = as_python(command)
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
         assert "world size: 1" in proc.stdout + proc.stderr, command
+        outputs.append(proc.stdout + proc.stderr)
     if group == "sfda":
-        config = json.loads((tmp_path / "sfda-offline" / "stage2" / "config.json").read_text())
+        folder = tmp_path / "sfda-offline" / "stage2"
+        config = json.loads((folder / "config.json").read_text())
         assert config["label2id"] and config.get("image_size") == 64
+        assert "evaluating at 64×64 pixels" in outputs[-1]  # `evaluate` without --image_size uses the saved size
+        check = ("import hf_clipadapt, sys; from transformers import pipeline; from PIL import Image; "
+                 "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (28, 28)))[0]['label'])")
+        proc = subprocess.run([sys.executable, "-c", check, str(folder)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]  # preprocessor_config.json is there
     if group.startswith("lora_pro"):
         out = tmp_path / ("lora-pro-bbc" if group == "lora_pro_text" else "lora-pro-sft")
         adapter = json.loads((out / "adapter_config.json").read_text())

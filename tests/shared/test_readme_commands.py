@@ -23,7 +23,7 @@ SMALL_ARGS = {
     "sfda_two_stage.py evaluate": "--data offline:optdigits:64 --num_workers 0",
     "tzsl_train.py": "--per_class 4 4 --epochs 1 --steps_per_epoch 3 --syn_num 20 --cls_epochs 1 --decoder_pretrain_epochs 1",
     "lora_pro_text_classification.py": "--max_steps 2 --max_train_samples 32 --max_eval_samples 16 --batch_size 8",
-    "lora_pro_causal_lm.py": "--max_steps 1 --n_train 8 --n_eval 2 --max_new_tokens 4 --batch_size 2 --max_length 128",
+    "lora_pro_causal_lm.py": "--max_steps 1 --n_train 16 --n_eval 2 --max_new_tokens 4 --batch_size 2",
 }
 
 

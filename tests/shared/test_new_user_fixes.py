@@ -1,12 +1,16 @@
 """Issue 27 (a newcomer's first minutes and Hub checkpoints): the pieces, on tiny models."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.testing_utils import save_tiny_clip, tiny_image_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the sfda helpers below
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +124,19 @@ def test_trainer_metrics_example_prints_the_world_size(tmp_path, monkeypatch, ca
     example = Path(__file__).resolve().parents[2] / "examples" / "trainer_open_set_metrics.py"
     runpy.run_path(str(example))["main"](["--output_dir", str(tmp_path / "out"), "--epochs", "1"])
     assert "world size: 1 (not_parallel)" in capsys.readouterr().out
+
+
+def test_sfda_fit_records_the_data_for_the_card():
+    from hf_clipadapt.sfda import fit
+
+    from sfda.conftest import pixels, tiny_sfda_model  # tests/sfda, a namespace package on sys.path
+    from hf_clipadapt.testing_utils import tiny_image_dataset
+
+    model = tiny_sfda_model()
+    source = _named(tiny_image_dataset(num_classes=3, per_class=2, size=16), "digits-source")
+    fit(model, source, stage="source", transform=pixels, epochs=1, batch_size=6)
+    assert model.config.dataset_name == "digits-source"
+    target = _named(tiny_image_dataset(num_classes=3, per_class=2, size=16, seed=1), "digits-target")
+    fit(model, target.remove_columns("label"), stage="target", transform=pixels, epochs=1, batch_size=6)
+    assert model.config.dataset_name == "digits-target"
+    assert "digits-target" in str(model.create_model_card())

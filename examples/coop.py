@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
     ctx_init = None if str(args.ctx_init).lower() == "none" else args.ctx_init
     model = CoOpForImageClassification.from_clip(
         args.model, class_names(train, args.label_column), n_ctx=args.n_ctx, ctx_init=ctx_init,
-        class_specific=args.class_specific, view_flip=not args.no_flip, views=args.views,
+        class_specific=args.class_specific, view_flip=False if args.no_flip else None, views=args.views,
     ).to(accelerator.device)  # fmt: skip
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(test, **encode)  # the initial context is the "a photo of a" prompt

@@ -28,8 +28,11 @@ validation):
 EfficientNet has no text tower, so in part 2 GDA runs on image features alone,
 through `hf_clipadapt.gda.fit_gda`. Features are cached: a second run takes seconds.
 
-Cost, measured from a cold feature cache on the 2-core development machine once it
-was quiet: 37 s of wall time for both parts.
+Cost (wall time of both parts, as the demo's last line prints it): 37 s from a cold
+feature cache, measured once with `make demo` on the project's 2-core development
+machine (Python 3.11, CPU torch 2.13, 2 threads) while nothing else ran on it. It
+depends on the load: a newcomer's run on the same kind of machine, with other jobs
+sharing the 2 cores, took 306 s cold and 31 s with the cache warm.
 """
 
 from __future__ import annotations
@@ -163,6 +166,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=True)  # the demo runs one process; under `accelerate launch` each would redo it
+    print(f"world size: {state.num_processes} ({state.distributed_type.value}), {args.threads} threads")
 
     testbed_rows = None
     if not args.skip_testbed:

@@ -53,7 +53,8 @@ def add_clip_data_arguments(parser: argparse.ArgumentParser, *, shots: int = 16,
     p.add_argument("--seed", type=int, default=seed)
     p.add_argument("--views", type=int, default=10, help="augmented views per training image")
     p.add_argument("--no_flip", action="store_true",
-                   help="no horizontally flipped views (for classes a mirror image changes: digits, text)")
+                   help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
+                        "default: flips unless the dataset is registered without them (the testbed suites are)")
     p.add_argument("--batch_size", type=int, default=64, help="batch size for encoding images")
     p.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="feature cache ('none' to disable)")
     p.add_argument("--output_dir", required=True)

@@ -48,7 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--views", type=int, default=10, help="augmented views per training image")
     p.add_argument("--no_flip", action="store_true",
-                   help="no horizontally flipped views (for classes a mirror image changes: digits, text)")
+                   help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
+                        "default: flips unless the dataset is registered without them (the testbed suites are)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="feature cache ('none' to disable)")
     p.add_argument("--output_dir", default="gda-output")
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
     templates = get_templates(args.templates or dataset_name)
     names = class_names(train, args.label_column)
     # "_" in the names is read as a space by the shared text path (hf_clipadapt.clip.prompt_name).
-    model = GDAForImageClassification.from_clip(backbone, names, templates, view_flip=not args.no_flip)
+    model = GDAForImageClassification.from_clip(backbone, names, templates, view_flip=False if args.no_flip else None)
 
     common = dict(batch_size=args.batch_size, accelerator=accelerator, cache_dir=cache_dir,
                   image_column=args.image_column, label_column=args.label_column)  # fmt: skip

@@ -320,11 +320,14 @@ def main(argv=None):
 
 
 def _write_card(args, model_name: str, kept: dict, metrics: dict, n_em: int) -> None:
-    from lora_pro_card import write_card
+    from hf_clipadapt.hub import write_lora_adapter_card
 
     results = [("held-out", "loss", metrics["eval_loss"]), ("held-out", "exact_match", metrics["test_exact_match"])]
-    write_card(
-        args.output_dir, base_model=model_name, task="text-generation", dataset=args.dataset, args=vars(args),
+    # The offline SmolLM2 is the Hub's SmolLM2-135M-Instruct: record its id, never the site-packages folder.
+    base_model = "HuggingFaceTB/SmolLM2-135M-Instruct" if args.offline_smollm2 else model_name
+    write_lora_adapter_card(
+        args.output_dir, base_model=base_model, task="text-generation", dataset=args.dataset, optimizer=args.optimizer,
+        settings=vars(args),
         data_counts={f"{s} (kept of generated)": f"{k} of {n}" for s, (k, n) in kept.items()}, results=results,
         notes=[f"Examples longer than {args.max_length} tokens were dropped (not truncated), as counted above.",
                f"Loss on the answer tokens of the kept held-out examples; exact match (greedy, the number after "

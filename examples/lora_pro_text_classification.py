@@ -294,12 +294,14 @@ def main(argv=None):
 
 
 def _write_card(args, model_name: str, ds, metrics: dict) -> None:
-    from lora_pro_card import write_card
+    from hf_clipadapt.hub import write_lora_adapter_card
 
     results = [(split, key.split("_", 1)[1], v) for split in ("validation", "test")
                for key, v in metrics[split].items() if key.endswith(("_accuracy", "_loss"))]
-    write_card(args.output_dir, base_model=model_name, task="text-classification", dataset=args.dataset, args=vars(args),
-               data_counts={k: len(ds[k]) for k in ("train", "validation", "test")}, results=results,
+    # The offline MiniLM is the Hub's all-MiniLM-L6-v2: record its id, never the site-packages folder.
+    base_model = "sentence-transformers/all-MiniLM-L6-v2" if args.offline_minilm else model_name
+    write_lora_adapter_card(args.output_dir, base_model=base_model, task="text-classification", dataset=args.dataset,
+               optimizer=args.optimizer, settings=vars(args), data_counts={k: len(ds[k]) for k in ("train", "validation", "test")}, results=results,
                notes=[f"Texts truncated to {args.max_length} tokens; labels: {ds['train'].features['label'].names}"])
 
 

@@ -152,19 +152,34 @@ def prepare_stage(args):
     else:
         model = SFDAForImageClassification.from_pretrained(args.model)
         model.config.update({"strategy": args.strategy, "unknown_threshold": args.unknown_threshold})
+        args.image_size = args.image_size or getattr(model.config, "image_size", None) or 224
         data = load_data(args.target, "train")
         if "label" in data.column_names:  # stage 2 never reads target labels
             data = data.remove_columns("label")
         mean_std = image_stats(None if model.config.torch_backbone else model.config.backbone)
         stage, (train_tf, eval_tf) = "target", stage_transforms(args, mean_std)
+    record_preprocessing(model, args.image_size, *mean_std)
+    model.config.dataset_name = args.source if args.command == "stage1" else args.target
     return model, data, stage, train_tf, eval_tf
+
+
+def record_preprocessing(model, size: int, mean, std) -> None:
+    """Record the input size and normalisation in the config (the card, `evaluate`), and give a
+    model without an image processor (a plain torch backbone) one, so `pipeline` works."""
+    from transformers import ViTImageProcessor
+
+    model.config.image_size, model.config.image_mean, model.config.image_std = int(size), list(mean), list(std)
+    if model.image_processor is None or not getattr(model.config, "backbone", None):
+        model.image_processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean),
+                                                  image_std=list(std), resample=2)  # bilinear, as Preprocess resizes
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--image_size", type=int, default=224)
+    common.add_argument("--image_size", type=int, default=None,
+                        help="input size (default: 224 for training; evaluate: the size the model was trained at)")
     common.add_argument("--batch_size", type=int, default=64, help="global batch (split over processes)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--num_workers", type=int, default=2)
@@ -199,16 +214,23 @@ def main():
     # the prediction passes shard over the processes of `accelerate launch` (cpu=True without a GPU,
     # or each CPU process would think it is alone); training goes through the Trainer
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator.print(f"world size: {accelerator.num_processes} ({accelerator.distributed_type.value})")
     set_seed(args.seed)  # the new head's initialisation
 
     if args.command == "evaluate":
         model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
-        tf = Preprocess(args.image_size, *image_stats(None if model.config.torch_backbone else model.config.backbone))
+        c = model.config
+        size = args.image_size or getattr(c, "image_size", None) or 224
+        stats = (c.image_mean, c.image_std) if getattr(c, "image_mean", None) else image_stats(None if c.torch_backbone else c.backbone)
+        accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
+        tf = Preprocess(size, *stats)
         scores = evaluate(model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size)
         if accelerator.is_main_process:
             print(json.dumps(scores, indent=2))
         return
 
+    if args.image_size is None:  # stage 2 keeps stage 1's size unless told otherwise
+        args.image_size = 224 if args.command == "stage1" else None
     model, data, stage, train_tf, eval_tf = prepare_stage(args)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch BatchNorm statistics

@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     name = dataset_display_name(args.dataset)
     train, test_base, test_new, base, new = base_new_data(args)
     encode = encode_kwargs(args, accelerator)
-    common = dict(templates=get_templates(args.templates or name), view_flip=not args.no_flip, views=args.views)
+    common = dict(templates=get_templates(args.templates or name), view_flip=False if args.no_flip else None, views=args.views)
     fit = dict(shots=args.shots, seed=args.seed, views=args.views, dataset_name=name, **encode)
     cls, kw = METHODS[args.method]
     zero_shot = scores(TipAdapterForImageClassification.from_clip(args.model, base + new, **common), test_base,

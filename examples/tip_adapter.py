@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     train, test = load_train_test(args)
     names = class_names(train, args.label_column)
     model = TipAdapterForImageClassification.from_clip(
-        args.model, names, get_templates(args.templates or dataset_name), view_flip=not args.no_flip
+        args.model, names, get_templates(args.templates or dataset_name), view_flip=False if args.no_flip else None
     ).to(accelerator.device)
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(test, **encode)  # the empty cache is plain zero-shot CLIP

@@ -90,6 +90,7 @@ def main(argv=None) -> dict:
         model=LinearProbe(args.dim, args.num_known), args=training_args, train_dataset=train,
         eval_dataset=evaluation, compute_metrics=compute_metrics_fn(unknown_index=args.num_known),
     )  # fmt: skip
+    print(f"world size: {trainer.args.world_size} ({trainer.args.parallel_mode.value})", flush=True)
     trainer.train()
     results = trainer.evaluate()
     print(json.dumps({k: round(v, 2) for k, v in results.items() if isinstance(v, float)}, indent=1))

@@ -10,7 +10,12 @@ Data, either
   --xlsa17 DIR     a folder of the xlsa17 release (res101.mat + att_splits.mat), or
   --features FILE  a file written by `hf_clipadapt.tzsl.save_features_file`
                    (e.g. `benchmarks/tzsl/make_features.py`: Fashion-MNIST through
-                   EfficientNet-Lite0, MiniLM embeddings of class descriptions).
+                   EfficientNet-Lite0, MiniLM embeddings of class descriptions), or
+  --dataset testbed:zsl  the testbed's compositional suite, built offline
+                   (`hf_clipadapt.testbed.load_zsl_data`: the testbed CLIP's image
+                   features, 26-d attributes or --semantics text).
+
+    accelerate launch examples/tzsl_train.py --dataset testbed:zsl --preset fast --output_dir runs/tzsl-testbed
 
     accelerate launch --cpu --num_processes 1 examples/tzsl_train.py \
         --features ~/.cache/hf_clipadapt/tzsl/fashion_mnist_effnet112_minilm.safetensors \
@@ -74,6 +79,11 @@ def parse_args(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--xlsa17", help="folder with res101.mat and att_splits.mat")
     src.add_argument("--features", help="a TZSL features file (safetensors)")
+    src.add_argument("--dataset", choices=["testbed:zsl"], help="the testbed's zsl suite, offline")
+    p.add_argument("--semantics", default="attributes", choices=["attributes", "text"],
+                   help="class vectors for --dataset testbed:zsl")
+    p.add_argument("--per_class", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=(32, 50),
+                   help="testbed:zsl images per class in train and in each test split")
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     p.add_argument("--mode", default="transductive", choices=["transductive", "inductive"])
     p.add_argument("--unconditional_d2", action="store_true", help="f-VAEGAN-D2-style D2(x) (ablation)")
@@ -81,6 +91,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, help="override the preset's fixed number of epochs")
     p.add_argument("--steps_per_epoch", type=int)
     p.add_argument("--hidden_dim", type=int)
+    p.add_argument("--syn_num", type=int, help="override the synthesized features per unseen class")
+    p.add_argument("--cls_epochs", type=int, help="override the final classifier's epochs")
+    p.add_argument("--decoder_pretrain_epochs", type=int, help="override the decoder's pre-training epochs")
     p.add_argument("--select_epochs", help="comma-separated epoch counts to choose from on a pseudo-unseen seen-class split")
     p.add_argument("--val_holdout", type=int, default=2, help="seen classes held out as pseudo-unseen for --select_epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -92,11 +105,24 @@ def parse_args(argv=None):
 
 
 def build(data, args, **extra):
-    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "hidden_dim") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "hidden_dim", "syn_num", "cls_epochs", "decoder_pretrain_epochs") if getattr(args, k) is not None}
     overrides.update(extra)
     return TZSLModel.from_data(
         data, args.preset, mode=args.mode, conditional_d2=not args.unconditional_d2, unseen_prior=args.unseen_prior, **overrides
     )
+
+
+def load_data(args):
+    """(ZSLData, dataset name) from --xlsa17, --features or --dataset testbed:zsl."""
+    if args.dataset:
+        from hf_clipadapt.testbed import load_zsl_data
+
+        data = load_zsl_data(args.semantics, seed=args.seed, n_train_per_class=args.per_class[0],
+                             n_test_per_class=args.per_class[1])  # fmt: skip
+        args.base_model = args.base_model or "testbed"
+        return data, args.dataset_name or f"{args.dataset}-{args.semantics}"
+    data = load_xlsa17(args.xlsa17) if args.xlsa17 else load_features_file(args.features)
+    return data, args.dataset_name or Path(args.xlsa17 or args.features).stem
 
 
 def main(argv=None):
@@ -106,9 +132,9 @@ def main(argv=None):
     # cpu=True without a GPU: otherwise each process of a CPU `accelerate launch` thinks it is alone
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=[JSONLinesTracker("tzsl", out / "logs")],
                               project_dir=str(out))
+    accelerator.print(f"world size: {accelerator.num_processes} ({accelerator.distributed_type.value})")
     set_seed(args.seed)
-    data = load_xlsa17(args.xlsa17) if args.xlsa17 else load_features_file(args.features)
-    dataset_name = args.dataset_name or Path(args.xlsa17 or args.features).stem
+    data, dataset_name = load_data(args)
     accelerator.print(data)
 
     selection = None

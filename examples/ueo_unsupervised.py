@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     data = load_setting(args)
     known = data["test"].features[args.label_column].names
     model = UEOForImageClassification.from_clip(args.model, known, ood_score=args.ood_score,
-                                                view_flip=not args.no_flip).to(accelerator.device)  # fmt: skip
+                                                view_flip=False if args.no_flip else None).to(accelerator.device)  # fmt: skip
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(data["test"], **encode)
     overrides = {"num_train_epochs": args.epochs, "learning_rate": args.learning_rate,

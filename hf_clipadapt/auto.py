@@ -62,6 +62,52 @@ def _placeholder(config_class, path: str) -> type:
     return type(name, (), attrs)
 
 
+def auto_classes(model_type: str) -> tuple[type, type]:
+    """(config class, model class) of a registered `model_type`: what the `auto_map`
+    shim saved beside every checkpoint (`AUTO_SHIM_FILE`) hands to transformers."""
+    if model_type not in MODELS:
+        raise ValueError(f"hf_clipadapt has no model type {model_type!r}; it knows {sorted(MODELS)}. "
+                         "Upgrade it: pip install -U hf_clipadapt")  # fmt: skip
+    config_path, model_path, _ = MODELS[model_type]
+    return _import(config_path), _import(model_path)
+
+
+# The file every save writes beside config.json, named by its `auto_map`, so that
+# `AutoModel.from_pretrained(folder_or_repo, trust_remote_code=True)` works without
+# `import hf_clipadapt`. It only imports the installed package: when that is missing,
+# transformers' import check says `pip install hf_clipadapt` (see SECURITY.md).
+AUTO_SHIM_FILE = "hf_clipadapt_auto.py"
+_AUTO_SHIM = '''"""Loads this hf_clipadapt checkpoint with transformers' `trust_remote_code=True`.
+
+It holds no model code: it imports the installed hf_clipadapt package
+(`pip install hf_clipadapt`) and returns the classes registered for model type
+{model_type!r}. With `import hf_clipadapt` first, no trust_remote_code is needed.
+"""
+
+import hf_clipadapt.auto
+
+Config, Model = hf_clipadapt.auto.auto_classes({model_type!r})
+'''
+
+
+def auto_map(model_type: str) -> dict[str, str] | None:
+    """The config's `auto_map` pointing at the shim (None for a type outside `MODELS`)."""
+    if model_type not in MODELS:
+        return None
+    stem = AUTO_SHIM_FILE[: -len(".py")]
+    out = {"AutoConfig": f"{stem}.Config", "AutoModel": f"{stem}.Model"}
+    if MODELS[model_type][2]:
+        out["AutoModelForImageClassification"] = f"{stem}.Model"
+    return out
+
+
+def write_auto_shim(directory, model_type: str) -> None:
+    """Write `AUTO_SHIM_FILE` for `model_type` into `directory`."""
+    from pathlib import Path
+
+    (Path(directory) / AUTO_SHIM_FILE).write_text(_AUTO_SHIM.format(model_type=model_type))
+
+
 def register_all() -> None:
     """Register every model of the package (configs now, model classes on first use)."""
     for config_path, model_path, image_classification in MODELS.values():

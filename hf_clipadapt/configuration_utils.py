@@ -111,7 +111,10 @@ class CLIPAdaptedConfig(AdaptedConfig):
             (`save_pretrained(..., include_backbone=True)`), described by this config dict.
         views / view_scale / view_flip: augmented encodings per training image that `fit`
             uses (random resized crop of area `view_scale`, horizontal flip if `view_flip`).
-            Turn the flip off where a mirror image is another class (digits).
+            `view_flip=None` (default): flip unless the training dataset is registered
+            without flips (`hf_clipadapt.data.register_dataset_augmentation`; the testbed
+            suites are); True / False force it. Turn it off where a mirror image is
+            another class (digits). `views_flipped` records what the last `fit` used.
         shots / num_train_images: what `fit` saw, for the model card.
         synthesized_classes / synthesized_per_class: the label-only classes trained on
             synthesized features only (SHIP), for the model card.
@@ -133,7 +136,8 @@ class CLIPAdaptedConfig(AdaptedConfig):
         backbone_config: dict | None = None,
         views: int = 1,
         view_scale: tuple[float, float] | list[float] = (0.5, 1.0),
-        view_flip: bool = True,
+        view_flip: bool | None = None,
+        views_flipped: bool | None = None,
         shots: int | None = None,
         num_train_images: int | None = None,
         synthesized_classes: list[str] | None = None,
@@ -149,7 +153,9 @@ class CLIPAdaptedConfig(AdaptedConfig):
         view_scale = [float(v) for v in view_scale]
         if len(view_scale) != 2 or not 0 < view_scale[0] <= view_scale[1] <= 1:
             raise ValueError(f"view_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {view_scale}")
-        self.views, self.view_scale, self.view_flip = views, view_scale, bool(view_flip)
+        self.views, self.view_scale = views, view_scale
+        self.view_flip = None if view_flip is None else bool(view_flip)
+        self.views_flipped = views_flipped
         self.shots, self.num_train_images = shots, num_train_images
         self.synthesized_classes, self.synthesized_per_class = synthesized_classes, synthesized_per_class
         self.embed_dim = embed_dim

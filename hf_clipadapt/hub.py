@@ -12,6 +12,7 @@ first and our card second; `save_pretrained` writes the card locally too.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def build_model_card(
         license=license,
         eval_results=[_eval_result(model_name, r) for r in eval_results] or None,
     )
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=template_path(template),
         model_name=model_name,
@@ -109,6 +110,30 @@ def build_model_card(
         results_table=results_table(eval_results),
         **template_vars,
     )
+    card.text = card.text.rstrip() + "\n\n" + INSTALL_SECTION
+    return card
+
+
+# Every card says how to install and load: the checkpoint needs the package.
+INSTALL_SECTION = """## Installing and loading
+
+This checkpoint was saved by hf_clipadapt; loading it needs the package:
+
+```bash
+pip install hf_clipadapt
+```
+
+```python
+import hf_clipadapt  # registers its model types with the transformers Auto classes
+from transformers import AutoModel, pipeline
+
+model = AutoModel.from_pretrained("<this repo or folder>")
+```
+
+Without `import hf_clipadapt`, pass `trust_remote_code=True`: the checkpoint's
+`hf_clipadapt_auto.py` holds no model code, it only imports the installed package
+(and transformers says `pip install hf_clipadapt` when it is missing).
+"""
 
 
 class ModelCardMixin:
@@ -131,10 +156,17 @@ class ModelCardMixin:
         that then replaces the old one as a whole (`io.write_directory_atomic`)."""
         if not kwargs.get("is_main_process", True):
             return super().save_pretrained(save_directory, *args, **kwargs)
-        out = []
+        from .auto import auto_map, write_auto_shim
+
+        out, model_type = [], getattr(self.config, "model_type", None)
+        shim = auto_map(model_type) if model_type else None
+        if shim:  # AutoModel.from_pretrained(..., trust_remote_code=True) without `import hf_clipadapt`
+            self.config.auto_map = shim
 
         def write(tmp_dir):
             out.append(super(ModelCardMixin, self).save_pretrained(tmp_dir, *args, **kwargs))
+            if shim:
+                write_auto_shim(tmp_dir, model_type)
             self._save_extra_files(Path(tmp_dir))
             self.create_model_card().save(Path(tmp_dir) / "README.md")
 
@@ -154,3 +186,62 @@ class ModelCardMixin:
             commit_message="Add hf_clipadapt model card",
         )
         return url
+
+
+# ---------------------------------------------------------------------------- PEFT LoRA adapters
+LORA_OPTIMIZER_TEXT = {
+    "adamw": "plain LoRA with Trainer's AdamW",
+    "lorapro-full": "LoRA-Pro, full mode (Adam on the m×n equivalent gradient; Wang et al., ICLR 2025)",
+    "lorapro-efficient": "LoRA-Pro, efficient mode (closed-form gradient adjustment, then AdamW on A and B)",
+}
+_LORA_SETTINGS = ("lora_r", "lora_alpha", "target_modules", "lr", "weight_decay", "warmup_ratio", "batch_size",
+                  "max_steps", "num_train_epochs", "seed")  # fmt: skip
+
+
+def write_lora_adapter_card(output_dir: str | Path, *, base_model: str, task: str, dataset: str,
+                            optimizer: str = "lorapro-full", settings: dict | None = None,
+                            data_counts: dict | None = None, results=(), notes=()) -> Path:  # fmt: skip
+    """Write a real model card over PEFT's blank one ("[More Information Needed]") for a
+    PEFT LoRA adapter saved in `output_dir`: what was trained from which base model, with
+    which optimizer and settings, on what data, and `results` ((split, metric, value)).
+    `base_model` should be the Hub id: it also replaces a local path that PEFT recorded as
+    `base_model_name_or_path` in adapter_config.json, so the adapter names the public model
+    it was trained from, not the folder it was loaded from. Returns the card's path."""
+    out = Path(output_dir)
+    adapter_config = out / "adapter_config.json"
+    if adapter_config.is_file():
+        cfg = json.loads(adapter_config.read_text())
+        if cfg.get("base_model_name_or_path") != base_model:
+            cfg["base_model_name_or_path"] = base_model
+            adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    settings, results = dict(settings or {}), list(results)
+    card_data = ModelCardData(
+        library_name="peft", base_model=base_model, pipeline_tag=task, tags=["lora", "lora-pro", "hf_clipadapt"],
+        datasets=[dataset], model_name=out.resolve().name,
+        eval_results=[EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset, dataset_split=split,
+                                 metric_type=metric, metric_value=float(value)) for split, metric, value in results] or None,
+    )  # fmt: skip
+    opt = LORA_OPTIMIZER_TEXT.get(optimizer, optimizer)
+    trained = ", ".join(f"{k} {settings[k]}" for k in _LORA_SETTINGS if settings.get(k) is not None) or "see the training script"
+    counts = ", ".join(f"{k}: {v}" for k, v in (data_counts or {}).items()) or "not recorded"
+    rows = "\n".join(f"| {s} | {m} | {v:.4g} |" for s, m, v in results) or "| - | - | not measured |"
+    body = (f"---\n{card_data.to_yaml()}\n---\n\n# LoRA adapter for `{base_model}`, trained with {opt}\n\n"
+            "A plain PEFT LoRA adapter (`peft_type: LORA`): it loads with stock\n"
+            f"`PeftModel.from_pretrained(AutoModel...from_pretrained(\"{base_model}\"), this_folder)`; "
+            "hf_clipadapt (`pip install hf_clipadapt`) is only needed to train it again.\n\n"
+            f"## What was trained\n- Base model: `{base_model}`; task: {task}\n- Optimizer: {opt}\n- Settings: {trained}\n\n"
+            f"## Data\n- Dataset: `{dataset}`\n- Examples used: {counts}\n"
+            + "".join(f"- {n}\n" for n in notes)
+            + f"\n## Results\n\n| split | metric | value |\n|---|---|---|\n{rows}\n")  # fmt: skip
+    path = out / "README.md"
+    ModelCard(body).save(path)
+    return path
+
+
+def card_datasets(config) -> list[str] | None:
+    """The datasets a card names: the training data `fit` recorded, else the datasets
+    its results were recorded on (`evaluate(record_as=...)`), else None."""
+    if config.dataset_name:
+        return [config.dataset_name]
+    evaluated = [r.get("dataset_name") for r in (config.eval_results or []) if r.get("dataset_name")]
+    return list(dict.fromkeys(evaluated)) or None

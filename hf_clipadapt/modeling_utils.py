@@ -42,17 +42,20 @@ from .checkpoints import (
     weights_file,
 )
 from .clip.backbone import CLIPBackbone, check_classnames
-from .configuration_utils import AdaptedConfig, CLIPAdaptedConfig
+from .configuration_utils import DEFAULT_SEED, AdaptedConfig, CLIPAdaptedConfig
 from .evaluation import CLIPEvaluationMixin, EvaluationMixin
-from .hub import ModelCardMixin, build_model_card
+from .hub import ModelCardMixin, build_model_card, card_datasets
+from .loading import (
+    _check_backbone_width,
+    _check_saved_embed_dim,
+    _check_tensor_input,
+    _load_base_clip,
+    _split_load_kwargs,
+    as_backbone,
+    seeded_init,
+)
 
-# Keyword arguments transformers' Auto classes and `pipeline` pass to `from_pretrained`
-# that a CLIP-adapted model reads (dtype, attention) or safely ignores (bookkeeping).
-_CLIP_LOAD_KWARGS = ("dtype", "torch_dtype", "attn_implementation")
-_IGNORED_LOAD_KWARGS = (
-    "trust_remote_code", "device_map", "use_safetensors", "weights_only", "output_loading_info", "adapter_kwargs",
-    "adapter_name", "low_cpu_mem_usage", "code_revision",
-)  # fmt: skip
+
 
 
 class AdaptedPreTrainedModel(EvaluationMixin, ModelCardMixin, PreTrainedModel):
@@ -139,7 +142,7 @@ class AdaptedPreTrainedModel(EvaluationMixin, ModelCardMixin, PreTrainedModel):
             template=self.card_template,
             model_name=kwargs.pop("model_name", None) or f"{c.model_type}-{c.dataset_name or 'model'}",
             base_model=kwargs.pop("base_model", None) or self.card_base_model(),
-            datasets=[c.dataset_name] if c.dataset_name else None,
+            datasets=card_datasets(c),
             eval_results=c.eval_results,
             tags=list(self.card_tags),
             pipeline_tag=self.card_pipeline_tag,
@@ -175,13 +178,17 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_clip(cls, backbone: CLIPBackbone | str, class_names: Sequence[str] | None = None,
-                  templates: Sequence[str] | None = None, *, preset: str | None = None, **config_kwargs):  # fmt: skip
+                  templates: Sequence[str] | None = None, *, preset: str | None = None,
+                  init_seed: int = DEFAULT_SEED, **config_kwargs):  # fmt: skip
         """A fresh model on `backbone` (a `CLIPBackbone`, a checkpoint name or an alias
         such as "testbed") for `class_names`, prompted with `templates` (default
         "a photo of a {}."; see `hf_clipadapt.clip.get_templates`). The zero-shot logits
         use the CLIP's own temperature unless `logit_scale=` is given. `preset`: a named
         set of the method's official per-dataset settings (`config_class.PRESETS`, e.g.
-        "eurosat"); explicit keyword arguments override it."""
+        "eurosat"); explicit keyword arguments override it. The randomly initialised
+        parts (a VAE, an adapter, a random context) are drawn from `init_seed` on a
+        private generator state, so the same call gives the same model in every process
+        and the global RNG is left as it was."""
         if preset is not None:
             config_kwargs = {**cls.config_class.preset_settings(preset), **config_kwargs}
         backbone = as_backbone(backbone)
@@ -199,8 +206,9 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
             is_fitted=False,
             **config_kwargs,
         )
-        model = cls(config, backbone=backbone).to(backbone.device)
-        model._init_from_clip(class_names, list(templates) if templates else None)
+        with seeded_init(init_seed):
+            model = cls(config, backbone=backbone).to(backbone.device)
+            model._init_from_clip(class_names, list(templates) if templates else None)
         return model.eval()  # as from_pretrained returns it; fit switches to training mode itself
 
     def create_model_card(self, **kwargs):
@@ -225,8 +233,9 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
         config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
         config.eval_results, config.synthesized_classes, config.synthesized_per_class = [], None, None
         self.prepare_config_for_classes(config)
-        model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
-        model._init_from_clip(names, config.templates)
+        with seeded_init(DEFAULT_SEED):
+            model = type(self)(config, backbone=self.backbone).to(self.backbone.device)
+            model._init_from_clip(names, config.templates)
         state = {k: v for k, v in self.saved_state_dict().items() if not k.startswith(self.class_specific_state)}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
@@ -369,81 +378,21 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     # ------------------------------------------------------------------ data
-    def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool = True):
+    def augmented_views(self, seed: int, scale=(0.5, 1.0), flip: bool | None = True, dataset=None):
         """The paper-style training views (random resized crop of area `scale`, optional
-        flip) at the CLIP's input size, seeded per (image, view)."""
-        from .data import AugmentedViews
+        flip) at the CLIP's input size, seeded per (image, view). `flip=None`: flip unless
+        `dataset` is registered without flips (`data.register_dataset_augmentation`)."""
+        from .data import AugmentedViews, dataset_augmentation
 
         backbone = self.require_backbone("augmenting images")
+        if flip is None:
+            flip = dataset_augmentation(dataset).get("view_flip", True)
         return AugmentedViews(backbone.preprocess, size=backbone.crop_size, scale=tuple(scale), flip=flip, seed=seed)
 
-
-# ---------------------------------------------------------------------- helpers
-
-
-def as_backbone(backbone) -> CLIPBackbone:
-    """A `CLIPBackbone` from itself or from a checkpoint name / alias."""
-    if isinstance(backbone, (str, Path)):
-        backbone = CLIPBackbone.from_pretrained(str(backbone))
-    if not isinstance(backbone, CLIPBackbone):
-        raise TypeError(f"backbone must be a CLIPBackbone or a checkpoint name, got {type(backbone).__name__}")
-    return backbone
-
-
-def _check_backbone_width(backbone: CLIPBackbone, config, class_name: str) -> None:
-    if backbone.embed_dim != config.embed_dim:
-        raise ValueError(
-            f"this {class_name} was built for a CLIP with embedding width {config.embed_dim}, but the given CLIP "
-            f"({backbone.name_or_path}) has width {backbone.embed_dim}. Attach the CLIP it was fitted on "
-            f"({config.base_model_name_or_path!r})."
-        )
-
-
-def _split_load_kwargs(cls, kwargs: dict) -> dict:
-    """Keep the kwargs that go to the CLIP, drop transformers' bookkeeping, refuse the rest."""
-    clip_kwargs = {k: kwargs.pop(k) for k in _CLIP_LOAD_KWARGS if k in kwargs}
-    if "torch_dtype" in clip_kwargs:
-        clip_kwargs["dtype"] = clip_kwargs.pop("torch_dtype")
-    if clip_kwargs.get("dtype") == "auto":
-        clip_kwargs.pop("dtype")
-    unknown = [k for k in kwargs if not k.startswith("_") and k not in _IGNORED_LOAD_KWARGS]
-    if unknown:
-        raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {unknown}")
-    return clip_kwargs
-
-
-def _check_tensor_input(**inputs) -> None:
-    """A list (of images, of arrays, of tensors) where a batched tensor is expected fails
-    deep inside with an AttributeError: refuse it here and say how to batch it."""
-    for name, value in inputs.items():
-        if value is not None and not isinstance(value, torch.Tensor):
-            shape = "[batch, 3, H, W]" if name == "pixel_values" else "[batch, D]"
-            raise TypeError(
-                f"{name} must be a torch.Tensor {shape}, got {type(value).__name__}. Batch it first: "
-                "torch.stack(list_of_tensors), or the image processor's output "
-                "processor(images=..., return_tensors='pt')['pixel_values']."
-            )
-
-
-def _check_saved_embed_dim(cls, path, hub: dict) -> None:
-    """A config.json without `embed_dim` would take the default (512) and then be refused as
-    "a CLIP of another width"; say what is really wrong."""
-    saved, _ = cls.config_class.get_config_dict(path, **hub)
-    if "embed_dim" not in saved:
-        raise OSError(
-            f"{path}: config.json has no 'embed_dim' (the embedding width of the CLIP this {cls.__name__} was "
-            "fitted on); the file is incomplete or was edited. Restore the field (the CLIP's projection_dim), "
-            "or save the model again."
-        )
-
-
-def _load_base_clip(ref: str | None, class_name: str, clip_kwargs: dict) -> CLIPBackbone:
-    if not ref:
-        raise OSError(f"this {class_name} names no base CLIP; pass backbone=CLIPBackbone(...)")
-    try:
-        return CLIPBackbone.from_pretrained(ref, **clip_kwargs)
-    except (OSError, ValueError) as e:
-        raise OSError(
-            f"could not load the base CLIP {ref!r} this {class_name} refers to ({e}). Pass "
-            "backbone=CLIPBackbone(...), or load_backbone=False to use forward(image_features=...) only."
-        ) from e
+    def training_views(self, seed: int, dataset):
+        """The augmented views `fit` encodes `dataset` under: `config.view_scale`, and
+        `config.view_flip` (None: the dataset's registered choice, else flips); what was
+        used is recorded in `config.views_flipped`."""
+        views = self.augmented_views(seed, self.config.view_scale, self.config.view_flip, dataset)
+        self.config.views_flipped = views.flip
+        return views

@@ -41,7 +41,7 @@ class LocalBlackBox(BlackBoxVLM):
     def __init__(self, backbone, *, budget: int | None = None, batch_size: int = 256,
                  max_cached_images: int = DEFAULT_MAX_CACHED_IMAGES,
                  max_cached_uploads: int = DEFAULT_MAX_CACHED_UPLOADS):  # fmt: skip
-        from ..modeling_utils import as_backbone
+        from ..loading import as_backbone
 
         name = backbone if isinstance(backbone, str) else None
         backbone = as_backbone(backbone)

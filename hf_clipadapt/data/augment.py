@@ -82,6 +82,27 @@ def random_resized_crop(
     return img.resize((out_w, out_h), Image.Resampling.BICUBIC, box=box)
 
 
+# dataset name (its `info.dataset_name`, or the part before ":") -> training augmentation settings
+_DATASET_AUGMENTATIONS: dict[str, dict] = {}
+
+
+def register_dataset_augmentation(dataset_name: str, *, view_flip: bool) -> None:
+    """Declare the training augmentation that suits a dataset: `fit` of a model whose
+    `config.view_flip` is None (the default) flips views only if the dataset allows it.
+    `dataset_name` matches a dataset's `info.dataset_name` exactly, or its part before
+    ":" ("testbed" covers "testbed:few_shot"). The testbed registers `view_flip=False`:
+    its digits and clothes are never mirrored in pretraining."""
+    _DATASET_AUGMENTATIONS[str(dataset_name)] = {"view_flip": bool(view_flip)}
+
+
+def dataset_augmentation(dataset) -> dict:
+    """The augmentation settings registered for `dataset` (by its `info.dataset_name`), or {}."""
+    name = getattr(getattr(dataset, "info", None), "dataset_name", None)
+    if not isinstance(name, str):
+        return {}
+    return dict(_DATASET_AUGMENTATIONS.get(name) or _DATASET_AUGMENTATIONS.get(name.split(":")[0]) or {})
+
+
 class AugmentedViews:
     """`(images, indices, view) -> pixel_values`: random-resized-crop, random flip, then `preprocess`.
 

@@ -106,3 +106,9 @@ def adopt_class_names(config, dataset, label_column: str) -> None:
 
 
 __all__ = ["UNKNOWN", "adopt_class_names", "check_class_names", "class_label", "known_label_map", "label_map"]
+
+
+def dataset_name_of(dataset) -> str | None:
+    """A `datasets.Dataset`'s own name (`info.dataset_name`, else its builder's), or None."""
+    info = getattr(dataset, "info", None)
+    return getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or None

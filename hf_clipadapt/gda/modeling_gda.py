@@ -125,7 +125,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
         else:
             num_images, val_feats = len(train), None
             self.adopt_dataset_labels(train, label_column)
-            x, y = self.encode_dataset(train, self.augmented_views(seed, self.config.view_scale, self.config.view_flip), views=views, split="train", **common)
+            x, y = self.encode_dataset(train, self.training_views(seed, train), views=views, split="train", **common)
             weight, bias = fit_gda(x.to(self.weight.device), y.to(self.weight.device), self.config.num_labels,
                                    covariance=self.config.covariance, dtype=stats.dtype)  # fmt: skip
             weight, bias = weight.float(), bias.float()
@@ -227,8 +227,8 @@ class GDAForImageClassification(CLIPAdaptedModel):
 
         `base_features` are the base classes' training features; the official code
         (mrflogs/ICLR24, main_base2new.py, lines 42-53 and 85-111) uses every augmented
-        view `fit` encoded, e.g. ``model.encode_dataset(shots, model.augmented_views(seed,
-        c.view_scale, c.view_flip), views=c.views, split="train")``. Returns a new model on
+        view `fit` encoded, e.g. ``model.encode_dataset(shots, model.training_views(seed,
+        shots), views=c.views, split="train")``. Returns a new model on
         the same backbone, built by `new_class_classifier` with `head`:
 
         * ``"official"`` (default): mean = the `k` nearest base features and `text_copies`
@@ -278,7 +278,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
     def card_vars(self) -> dict:
         c = self.config
         return dict(
-            num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale, view_flip=c.view_flip,
+            num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale, view_flip=c.views_flipped,
             seed=c.seed, alpha=c.alpha, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
             alpha_rows="\n".join(f"| {a} | {s:.2f} |" for a, s in c.alpha_scores.items()) or "| - | - |",
             use_text_classifier=c.use_text_classifier, save_backbone=c.save_backbone,

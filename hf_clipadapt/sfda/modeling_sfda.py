@@ -18,7 +18,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from ..configuration_utils import DEFAULT_SEED
-from ..modeling_utils import AdaptedPreTrainedModel, _check_tensor_input, register_auto
+from ..loading import _check_tensor_input
+from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from . import functional as SF
 from .configuration_sfda import SFDAConfig
 from .torch_backbones import get_torch_backbone, torch_backbone_key
@@ -212,6 +213,7 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
         config_kwargs.setdefault("is_fitted", False)  # until fit: forward warns
         if id2label is not None:
             config_kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            config_kwargs.setdefault("label2id", {v: int(k) for k, v in id2label.items()})
         elif num_labels is not None:
             config_kwargs["num_labels"] = num_labels
         else:
@@ -354,7 +356,13 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
                     model_selection=c.model_selection)  # fmt: skip
 
     def create_model_card(self, **kwargs):
-        kwargs.setdefault("model_name", getattr(self.config, "name_or_path", None) or "sfda-model")
+        # A title from what was trained, never the local folder it was loaded from.
+        c = self.config
+        backbone = (c.backbone or c.torch_backbone or "custom").split("/")[-1]
+        kwargs.setdefault("model_name", f"sfda-{c.strategy or 'source'}-{backbone}" + (f"-{c.dataset_name}" if c.dataset_name else ""))
+        size = getattr(c, "image_size", None)
+        kwargs.setdefault("preprocessing", f"{size}×{size} pixels, normalised with mean {getattr(c, 'image_mean', None)} "
+                          f"and std {getattr(c, 'image_std', None)}" if size else "not recorded")  # fmt: skip
         return super().create_model_card(**kwargs)
 
 

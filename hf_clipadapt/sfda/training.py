@@ -404,6 +404,9 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
     model.config.is_fitted = True
     if stage == "target":
         model.config.model_selection = args.model_selection  # recorded for the model card
+    from ..data.labels import dataset_name_of
+
+    model.config.dataset_name = dataset_name_of(train_dataset) or model.config.dataset_name  # the card's data
     return {"history": trainer.method.history, "selected_epoch": trainer.selected_epoch,
             "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}  # fmt: skip
 

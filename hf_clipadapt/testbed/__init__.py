@@ -46,7 +46,7 @@ from .world import TESTBED_TEMPLATES
 
 _EXPORTS = {
     **exports_of(".suites", "SUITES", "UNKNOWN_LABEL", "base_combinations", "combination_name", "load_suite"),
-    **exports_of(".zsl", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
+    **exports_of(".zsl", "load_zsl_data", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
     **exports_of(".world", "ALL_OBJECTS", "BACKGROUNDS", "COLOUR_NAMES", "KNOWN_OBJECTS", "POSITIONS", "SIZE_NAMES",
                  "UNKNOWN_OBJECTS", "SceneWorld", "held_out_combinations", "seen_combinations"),
 }  # fmt: skip
@@ -86,11 +86,15 @@ def _load_suite_spec(name: str, seed: int):
 def _register() -> None:
     from ..checkpoints import register_checkpoint_alias
     from ..clip.templates import register_templates
+    from ..data.augment import register_dataset_augmentation
     from ..data.loading import register_dataset_source
 
     register_checkpoint_alias("testbed", _CHECKPOINT)
     register_templates("testbed", TESTBED_TEMPLATES)
     register_dataset_source("testbed", _load_suite_spec)
+    # Pretraining never mirrored a digit or an item of clothing (its captions never say so):
+    # flipped training views would teach the adapters images the CLIP never saw.
+    register_dataset_augmentation("testbed", view_flip=False)
 
 
 _register()

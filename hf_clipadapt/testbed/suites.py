@@ -5,6 +5,10 @@ Every suite renders scenes from the real MNIST / Fashion-MNIST **test** images
 half of each object's test images and the evaluation splits the second half, so
 no real image is shared between a train and a test split.
 
+Every split's ``info.dataset_name`` is ``"testbed:<suite>"``: model cards name it, and
+the testbed registers its training augmentation under "testbed" (no flips; see
+`hf_clipadapt.data.register_dataset_augmentation`), which `fit` follows unless told otherwise.
+
 Columns (all suites): ``image`` (PIL, 48×48 RGB), ``label`` (`ClassLabel` whose
 names are the class names the text tower understands, e.g. "sneaker" or
 "red sneaker"), and the scene attributes ``object``, ``colour``, ``size``,
@@ -146,8 +150,13 @@ def load_suite(
         raise ValueError(f"the world holds none of the known objects {KNOWN_OBJECTS}; got {world.objects}")
     seen = set(seen_combinations(known))
     sid = SUITES.index(name)
-    ntr, nte = n_train_per_class, n_test_per_class
+    suite = _build_suite(name, world, known, seen, seed, sid, n_train_per_class, n_test_per_class)
+    for split in suite.values():  # names the suite (cards) and registers its augmentation (no flips)
+        split.info.dataset_name = f"testbed:{name}"
+    return suite
 
+
+def _build_suite(name, world, known, seen, seed, sid, ntr, nte) -> DatasetDict:
     def objects_split(objects, per_class, split_id, style, part, mark_unknown=False):
         # Object classes: each scene draws one of the object's seen colours (any colour for an unknown).
         classes = [[(c, o) for c in COLOUR_NAMES if (c, o) in seen or o not in known] for o in objects]

@@ -68,3 +68,42 @@ def zsl_class_table(objects, names: list[str]) -> Dataset:
         },
         features=features,
     )  # fmt: skip
+
+
+def load_zsl_data(semantics: str = "attributes", *, seed: int = 0, n_train_per_class: int = 32,
+                  n_test_per_class: int = 50, backbone=None, cache_dir=None, batch_size: int = 256):  # fmt: skip
+    """The "zsl" suite as a `hf_clipadapt.tzsl.ZSLData`: the testbed CLIP's normalised
+    image features of ``train`` / ``test_seen`` / ``test_unseen`` and one semantic vector
+    per class, offline. `semantics`: "attributes" (26-d one-hot colour ⊕ object) or
+    "text" (the text tower's zero-shot classifier of the class names under
+    `TESTBED_TEMPLATES`). `backbone`: default `load_testbed_clip()`; `cache_dir`: a
+    feature cache folder (default: none). This is what `examples/tzsl_train.py
+    --dataset testbed:zsl` trains on, and `benchmarks/tzsl/testbed_zsl.py` builds the
+    same data."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..features import extract_features
+    from ..tzsl import ZSLData
+    from . import load_testbed_clip
+    from .suites import load_suite
+    from .world import TESTBED_TEMPLATES
+
+    if semantics not in ("attributes", "text"):
+        raise ValueError(f"unknown semantics {semantics!r}; use 'attributes' or 'text'")
+    backbone = backbone if backbone is not None else load_testbed_clip()
+    suite = load_suite("zsl", seed=seed, n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class)
+    parts = {}
+    for part in ("train", "test_seen", "test_unseen"):
+        x, y = extract_features(backbone.encode_images, suite[part], backbone.image_transform(), split=f"zsl/{part}",
+                                batch_size=batch_size, cache_dir=cache_dir, cache_name=backbone.cache_name)  # fmt: skip
+        parts[f"{part}_features"], parts[f"{part}_labels"] = F.normalize(x.float(), dim=-1), y
+    table = suite["classes"]
+    if semantics == "attributes":
+        vectors = torch.tensor(table["attributes"], dtype=torch.float32)
+    else:
+        with torch.no_grad():
+            vectors = backbone.zero_shot_classifier(table["name"], TESTBED_TEMPLATES).float()
+    seen = [i for i, s in enumerate(table["seen"]) if s]
+    unseen = [i for i, s in enumerate(table["seen"]) if not s]
+    return ZSLData(**parts, attributes=vectors, seen_classes=seen, unseen_classes=unseen, class_names=list(table["name"]))

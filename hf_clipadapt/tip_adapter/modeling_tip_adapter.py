@@ -144,7 +144,7 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     def card_vars(self) -> dict:
         c = self.config
         return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale,
-                    view_flip=c.view_flip, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
+                    view_flip=c.views_flipped, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
                     cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
                     epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step,
                     key_averaging=c.key_averaging)  # fmt: skip

@@ -18,8 +18,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..data.few_shot import train_validation_split
 from ..configuration_utils import DEFAULT_SEED
+from ..data.few_shot import train_validation_split
+from ..data.labels import dataset_name_of
 from ..modeling_utils import CLIPAdaptedModel
 
 
@@ -96,8 +97,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
     def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of `views` augmented views of every training image (cached)."""
-        c = self.config
-        return self.encode_dataset(train, self.augmented_views(seed, c.view_scale, c.view_flip), views=views,
+        return self.encode_dataset(train, self.training_views(seed, train), views=views,
                                    split="train", **encode)  # fmt: skip
 
     def encode_labelled(self, dataset, *, label_column: str, **encode) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +133,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             val = self.encode_labelled(validation, label_column=label_column, split="validation", **encode)
         self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
                           seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
-        self.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(train))
+        self.record_provenance(seed=seed, dataset_name=dataset_name or dataset_name_of(train), num_train_images=len(train))
         return self
 
     def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,

@@ -271,7 +271,7 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
                                                     weights_from=weights_from)  # fmt: skip
     # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
     training_args = training_arguments(len(images), seed, args)
-    transform = model.augmented_views(seed, model.config.view_scale, model.config.view_flip) if augment else \
+    transform = model.training_views(seed, train) if augment else \
         model.backbone.image_transform()  # fmt: skip
     data = UnlabelledViews(images, transform)
     extra = [EpochView(data)] + ([SaveWeights(weights)] if weights is not None else [])

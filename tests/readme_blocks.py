@@ -36,6 +36,10 @@ SUBSTITUTIONS = [
     # MiniLM is not on the testbed: a tiny BERT of the same architecture stands in (the real
     # MiniLM offline: `make assets`, then the examples' --offline_minilm).
     ('model_id = "sentence-transformers/all-MiniLM-L6-v2"', 'model_id = tiny_bert("tiny-bert")'),
+    # SFDA: a tiny random Swin on 10 testbed classes; the block's data names are bound by sfda_testbed().
+    ('model = SFDAForImageClassification.from_backbone("microsoft/swin-base-patch4-window7-224", num_labels=10)',
+     'source, target, target_test, train_tf, eval_tf = sfda_testbed()\n'
+     'model = SFDAForImageClassification.from_backbone(tiny_swin("tiny-swin"), num_labels=10)'),
     ('data = load_xlsa17("xlsa17/data/AWA2")',
      'from hf_clipadapt.testbed import load_zsl_data; data = load_zsl_data(n_train_per_class=4, n_test_per_class=4)'),
 ]
@@ -49,6 +53,8 @@ SIZE_SUBSTITUTIONS = [
      'fit_with_synthesized(model, train, generator, shots=4, seed=1, views=2, args={"num_train_epochs": 2})'),
     ('model.fit(setting["train"])', 'model.fit(setting["train"], args={"num_train_epochs": 1})'),
     ('args={"budget": 8000}', 'args={"budget": 81}'),
+    ('args={"num_train_epochs": 5})   # unlabelled', 'args={"num_train_epochs": 1})   # unlabelled'),
+    ('model.fit(source, stage="source", transform=train_tf)', 'model.fit(source, stage="source", transform=train_tf, args={"num_train_epochs": 1})'),
     ('preset="awa2")', 'preset="fast", epochs=1, steps_per_epoch=3, decoder_pretrain_epochs=1, cls_epochs=1, syn_num=20)'),
     ('TrainingArguments("out", ', 'TrainingArguments("out", max_steps=2, report_to="none", '),
 ]
@@ -98,9 +104,41 @@ def substituted(blocks, pairs) -> list[tuple[str, str]]:
     return [tuple(b) for b in out]
 
 
+def tiny_swin(path: str) -> str:
+    """A randomly initialised 16-px Swin (the SFDA tests' size), saved to `path`."""
+    import torch
+    from transformers import SwinConfig, SwinModel
+
+    config = SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2)
+    torch.manual_seed(0)
+    SwinModel(config).save_pretrained(path)
+    return path
+
+
+def sfda_testbed(per_class: int = 4):
+    """(source, target, target_test, train_tf, eval_tf) for the README's SFDA block: the testbed
+    `few_shot` suite's first 10 classes (source: its training images; target: its test images,
+    unlabelled for stage 2), at 16 px."""
+    import numpy as np
+    import torch
+    from hf_clipadapt.testbed import load_suite
+
+    ds = load_suite("few_shot", seed=0)
+    keep = lambda split: ds[split].filter(lambda y: y < 10, input_columns="label")  # noqa: E731
+    source = keep("train").shuffle(seed=0).select(range(10 * per_class))
+    target_test = keep("test").shuffle(seed=0).select(range(10 * per_class))
+
+    def transform(images, indices=None, view=0):
+        arrays = [np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 for im in images]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+    return source, target_test.remove_columns("label"), target_test, transform, transform
+
+
 def run(blocks, select=None) -> dict:
     """Execute `blocks` in one namespace; per block, the recorded results of `model`."""
-    namespace, report = {"__name__": "__readme__", "tiny_bert": tiny_bert}, {}
+    namespace, report = {"__name__": "__readme__", "tiny_bert": tiny_bert, "tiny_swin": tiny_swin,
+                         "sfda_testbed": sfda_testbed}, {}
     for title, code in blocks:
         if select and not any(s.lower() in title.lower() for s in select):
             continue

@@ -238,9 +238,16 @@ def resolve_training_arguments(defaults: dict | None = None, args=None, *, seed:
         return args
     overrides = check_overrides(args, arguments_class)
     settings = {**(defaults or {}), "seed": seed, **overrides, **fixed}
-    if num_samples is not None and "per_device_train_batch_size" in settings:
-        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
+    if num_samples is not None:
+        batch = settings.get("per_device_train_batch_size", _field_default(arguments_class, "per_device_train_batch_size"))
+        settings["per_device_train_batch_size"] = min(batch, num_samples)
     return arguments_class(**settings)
+
+
+def _field_default(cls, name: str):
+    from dataclasses import fields
+
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def check_overrides(args, arguments_class) -> dict:

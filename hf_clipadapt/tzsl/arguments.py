@@ -12,11 +12,13 @@ training part of `hf_clipadapt.tzsl.PRESETS`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..configuration_utils import lookup_preset
-from ..training.arguments import AdaptationTrainingArguments
+from ..configuration_utils import DEFAULT_SEED
+from ..training.arguments import AdaptationTrainingArguments, resolve_training_arguments
 from .configuration_tzsl import RENAMED, TRAINING_KEYS, training_part  # noqa: F401 (re-exported)
 
 def _presets() -> dict:
@@ -83,3 +85,24 @@ class TZSLTrainingArguments(AdaptationTrainingArguments):
 
 
 TZSLTrainingArguments.PRESETS = _presets()
+
+
+def resolve_tzsl_arguments(config, seed: int = DEFAULT_SEED, args=None) -> TZSLTrainingArguments:
+    """The run's `TZSLTrainingArguments`: the training settings of the preset the model was built
+    from (`config.preset`; else the class defaults), those an old config still carries, then
+    `args` (an instance is used as it is; a dict's unknown key is refused, its old names
+    `epochs`/`lr` are taken with a FutureWarning).
+
+    Args:
+        config: the model's `TZSLConfig`.
+        seed: the run's seed (a dict's "seed" wins).
+        args: a `TZSLTrainingArguments`, a dict of overrides, or None.
+    """
+    old = sorted(set(args) & set(RENAMED)) if isinstance(args, dict) else []
+    if old:
+        warnings.warn(f"TZSL's training settings {old} are now named {[RENAMED[k] for k in old]} "
+                      "(TZSLTrainingArguments)", FutureWarning, stacklevel=4)  # fmt: skip
+        args = {RENAMED.get(k, k): v for k, v in args.items()}
+    defaults = dict(TZSLTrainingArguments.PRESETS.get(config.preset, {})) if config.preset else {}
+    defaults.update(getattr(config, "_legacy_training", None) or {})
+    return resolve_training_arguments(defaults, args, seed=seed, arguments_class=TZSLTrainingArguments)

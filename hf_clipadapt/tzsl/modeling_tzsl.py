@@ -22,7 +22,6 @@ any model selection belongs on `data.pseudo_unseen_split` (seen classes only).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -317,26 +316,10 @@ class TZSLModel(TZSLPreTrainedModel):
         return self
 
     def training_arguments(self, seed: int = DEFAULT_SEED, args=None):
-        """The run's `TZSLTrainingArguments`: the preset's training settings (or the defaults),
-        those an old config still carries, then `args` (an instance is used as it is; a dict's
-        unknown key is refused; its old names `epochs`/`lr` are taken with a FutureWarning).
+        """The run's `TZSLTrainingArguments` (`hf_clipadapt.tzsl.arguments.resolve_tzsl_arguments`)."""
+        from .arguments import resolve_tzsl_arguments
 
-        Args:
-            seed: the run's seed (a dict's "seed" wins).
-            args: a `TZSLTrainingArguments`, a dict of overrides, or None.
-        """
-        from ..training.arguments import resolve_training_arguments
-        from .arguments import RENAMED, TZSLTrainingArguments
-
-        if isinstance(args, dict) and set(args) & set(RENAMED):
-            warnings.warn(f"TZSL's training settings {sorted(set(args) & set(RENAMED))} are now named "
-                          f"{[RENAMED[k] for k in sorted(set(args) & set(RENAMED))]} (TZSLTrainingArguments)",
-                          FutureWarning, stacklevel=3)  # fmt: skip
-            args = {RENAMED.get(k, k): v for k, v in args.items()}
-        preset = self.config.preset
-        defaults = dict(TZSLTrainingArguments.PRESETS.get(preset, {})) if preset else {}
-        defaults.update(getattr(self.config, "_legacy_training", None) or {})
-        return resolve_training_arguments(defaults, args, seed=seed, arguments_class=TZSLTrainingArguments)
+        return resolve_tzsl_arguments(self.config, seed, args)
 
     def _fit(self, data: ZSLData, unlabelled_features, seed: int, accelerator, progress: bool, settings) -> dict:
         """The three phases; returns their history."""

@@ -129,7 +129,8 @@ def main(argv=None):
         scores = {}
         for e in candidates:
             m = build(val, args)
-            m.fit(val, seed=args.seed, args=training_overrides(args, num_train_epochs=e), progress=accelerator.is_main_process)
+            m.fit(val, seed=args.seed, args=training_overrides(args, num_train_epochs=e),
+                  progress=accelerator.is_main_process)
             scores[e] = m.evaluate(val)
             accelerator.print(f"validation (pseudo-unseen {val.unseen_classes}), {e} epochs: {scores[e]}")
         best = max(candidates, key=lambda e: scores[e]["h_score"])
@@ -153,8 +154,8 @@ def main(argv=None):
         model.save_pretrained(out)
         record = {
             "scores": scores, "train_seconds": train_s, "seconds_per_epoch": train_s / max(1, epochs),
-            "config": model.config.to_dict(), "training": training_record(model.training_args_), "selection": selection,
-            "history": history, "args": vars(args),
+            "config": model.config.to_dict(), "training": training_record(model.training_args_),
+            "selection": selection, "history": history, "args": vars(args),
         }  # fmt: skip
         tmp = out / f"results.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(record, indent=2, default=str))

@@ -127,7 +127,8 @@ def run_tzsl(data, method, seed, overrides) -> dict:
     train_s = time.perf_counter() - t0
     c, t = model.config, model.training_args_
     return {
-        **table_names(model.evaluate(data)), "train_seconds": train_s, "seconds_per_epoch": train_s / t.num_train_epochs,
+        **table_names(model.evaluate(data)), "train_seconds": train_s,
+        "seconds_per_epoch": train_s / t.num_train_epochs,
         "epochs": t.num_train_epochs, "steps_per_epoch": t.steps_per_epoch, "hidden_dim": c.hidden_dim,
         "final_losses": history["epochs"][-1],
     }  # fmt: skip
@@ -254,7 +255,8 @@ def main():
             print(f"hidden {h}: {timing[str(h)]['seconds_per_step']:.2f} s/step", flush=True)
     state["summary"] = summarise(state["runs"])
     fast = TZSLTrainingArguments.from_preset("fast", **split_overrides(overrides)[1])
-    state["fast_schedule_steps"] = fast.num_train_epochs * (fast.steps_per_epoch or len(data.train_labels) // fast.batch_size)
+    steps = fast.steps_per_epoch or len(data.train_labels) // fast.batch_size
+    state["fast_schedule_steps"] = fast.num_train_epochs * steps
     atomic_json(state, out)
     out.with_name("results_tables.md").write_text(results_tables(state) + "\n")
     plot(state["summary"], out.with_name("tzsl_benchmark.png"))

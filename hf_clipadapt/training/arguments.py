@@ -44,8 +44,8 @@ from transformers import TrainingArguments
 from ..configuration_utils import DEFAULT_SEED, lookup_preset
 
 
-__all__ = ["AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides", "progress_bars_enabled", "resolve_training_arguments",
-           "sgd_arguments", "split_global_batch"]
+__all__ = ["AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides", "progress_bars_enabled",
+           "resolve_training_arguments", "sgd_arguments", "split_global_batch"]
 
 
 def progress_bars_enabled() -> bool:
@@ -239,8 +239,8 @@ def resolve_training_arguments(defaults: dict | None = None, args=None, *, seed:
     overrides = check_overrides(args, arguments_class)
     settings = {**(defaults or {}), "seed": seed, **overrides, **fixed}
     if num_samples is not None:
-        batch = settings.get("per_device_train_batch_size", _field_default(arguments_class, "per_device_train_batch_size"))
-        settings["per_device_train_batch_size"] = min(batch, num_samples)
+        key = "per_device_train_batch_size"
+        settings[key] = min(settings.get(key, _field_default(arguments_class, key)), num_samples)
     return arguments_class(**settings)
 
 
@@ -269,7 +269,8 @@ def check_overrides(args, arguments_class) -> dict:
     unknown = sorted(set(args) - known)
     if unknown:
         hints = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
-        said = ", ".join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else "") for k, h in hints.items())
+        said = ", ".join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else "")
+                         for k, h in hints.items())  # fmt: skip
         raise ValueError(f"args has keys that are no {arguments_class.__name__} field: {said}. Pass fields of "
                          f"{arguments_class.__name__} (dataclasses.fields lists them).")  # fmt: skip
     return dict(args)

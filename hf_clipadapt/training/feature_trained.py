@@ -104,7 +104,8 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             if getattr(args, "num_train_epochs", 0) is not None:
                 return args
             warmup = getattr(args, "constant_warmup_lr", None) is not None
-            args, derived = copy.copy(args), self.default_training_arguments(getattr(args, "epochs", None), None, warmup)
+            derived = self.default_training_arguments(getattr(args, "epochs", None), None, warmup)
+            args = copy.copy(args)
             for key, value in derived.items():
                 if getattr(args, key, None) is None or key == "num_train_epochs":
                     setattr(args, key, value)

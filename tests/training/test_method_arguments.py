@@ -89,3 +89,12 @@ def test_an_unknown_override_key_is_refused_with_close_names(clip):
         model.training_arguments(num_samples=10, seed=0, args=[("learning_rate", 0.1)])
     with pytest.raises(ValueError, match="unknown preset 'imagenett'"):
         CoOpTrainingArguments.from_preset("imagenett")
+
+
+def test_craft_dict_args_are_checked_by_the_same_helper():
+    from hf_clipadapt.craft import CraFTTrainingArguments
+    from hf_clipadapt.training import check_overrides
+
+    assert check_overrides({"budget": 10}, CraFTTrainingArguments) == {"budget": 10}
+    with pytest.raises(ValueError, match=r"'budgets' \(did you mean 'budget'"):
+        check_overrides({"budgets": 10}, CraFTTrainingArguments)

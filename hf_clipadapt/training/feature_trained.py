@@ -6,9 +6,9 @@ trains on those features through the shared training path
 (`hf_clipadapt.training.AdaptationTrainer`, a `transformers.Trainer`): the image
 tower never runs again during training; checkpoints, exact resume, trackers and
 DDP come from there. The loss is the model's own: `model(image_features=...,
-labels=...).loss`, as for any transformers model. Each model names its paper's
-optimiser and schedule in `default_training_arguments`; any
-`AdaptationTrainingArguments` field can be overridden through `fit(args=...)`.
+labels=...).loss`, as for any transformers model. Each model names its
+`FeatureTrainingArguments` subclass (`training_arguments_class`), whose defaults are its paper's
+optimiser and schedule; `fit(args=...)` takes one, or a dict overriding any of its fields.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
         return CoOpTrainingArguments
 
-    def default_training_arguments(self, epochs: int | None = None, passes: float | None = None,
+    def schedule_defaults(self, epochs: int | None = None, passes: float | None = None,
                                    warmup: bool = True) -> dict:  # fmt: skip
         """The settings that depend on this model: the passes over the cached views
         (`num_train_epochs`) and the epochs the warm-up + cosine schedule counts.
@@ -86,7 +86,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
     def training_arguments(self, num_samples: int, seed: int, args=None):
         """The method's arguments class (its official defaults), the settings that depend on
-        this model (`default_training_arguments`), then `args` on top: an instance (used as it
+        this model (`schedule_defaults`), then `args` on top: an instance (used as it
         is, its passes filled in when left None) or a dict of overrides of its fields (an unknown
         key is refused); the batch never exceeds the data.
 
@@ -104,7 +104,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             if getattr(args, "num_train_epochs", 0) is not None:
                 return args
             warmup = getattr(args, "constant_warmup_lr", None) is not None
-            derived = self.default_training_arguments(getattr(args, "epochs", None), None, warmup)
+            derived = self.schedule_defaults(getattr(args, "epochs", None), None, warmup)
             args = copy.copy(args)
             for key, value in derived.items():
                 if getattr(args, key, None) is None or key == "num_train_epochs":
@@ -113,7 +113,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         given = check_overrides(args, cls)
         epochs = given.get("epochs", cls.method_defaults().get("epochs"))
         warmup = given.get("constant_warmup_lr", cls.method_defaults().get("constant_warmup_lr")) is not None
-        derived = self.default_training_arguments(epochs, given.get("num_train_epochs"), warmup)
+        derived = self.schedule_defaults(epochs, given.get("num_train_epochs"), warmup)
         derived = {k: v for k, v in derived.items() if k not in given}
         return resolve_training_arguments(derived, given, seed=seed, num_samples=num_samples, arguments_class=cls)
 

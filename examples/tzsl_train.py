@@ -104,9 +104,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build(data, args, **extra):
-    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "hidden_dim", "syn_num", "cls_epochs", "decoder_pretrain_epochs") if getattr(args, k) is not None}
-    overrides.update(extra)
+def build(data, args):
+    overrides = {"hidden_dim": args.hidden_dim} if args.hidden_dim is not None else {}
     return TZSLModel.from_data(
         data, args.preset, mode=args.mode, conditional_d2=not args.unconditional_d2, unseen_prior=args.unseen_prior, **overrides
     )
@@ -123,6 +122,18 @@ def load_data(args):
         return data, args.dataset_name or f"{args.dataset}-{args.semantics}"
     data = load_xlsa17(args.xlsa17) if args.xlsa17 else load_features_file(args.features)
     return data, args.dataset_name or Path(args.xlsa17 or args.features).stem
+
+
+def training_overrides(args, **extra) -> dict:
+    """fit(args=...): TZSLTrainingArguments fields over the preset's."""
+    given = {"num_train_epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "syn_num": args.syn_num,
+             "cls_epochs": args.cls_epochs, "decoder_pretrain_epochs": args.decoder_pretrain_epochs, **extra}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def training_record(settings) -> dict:
+    """The run's TZSLTrainingArguments: the fields TZSL sets (its defaults, presets and overrides)."""
+    return {k: getattr(settings, k) for k in type(settings).method_defaults()}
 
 
 def main(argv=None):
@@ -144,8 +155,9 @@ def main(argv=None):
         candidates = [int(e) for e in args.select_epochs.split(",")]
         scores = {}
         for e in candidates:
-            m = build(val, args, epochs=e)
-            m.fit(val, seed=args.seed, progress=accelerator.is_main_process)
+            m = build(val, args)
+            m.fit(val, seed=args.seed, args=training_overrides(args, num_train_epochs=e),
+                  progress=accelerator.is_main_process)
             scores[e] = m.evaluate(val)
             accelerator.print(f"validation (pseudo-unseen {val.unseen_classes}), {e} epochs: {scores[e]}")
         best = max(candidates, key=lambda e: scores[e]["h_score"])
@@ -155,19 +167,22 @@ def main(argv=None):
     model = build(data, args)
     accelerator.init_trackers("tzsl", config={k: v for k, v in model.config.to_dict().items() if isinstance(v, (int, float, str, bool))})
     t0 = time.perf_counter()
-    history = model.fit(data, seed=args.seed, accelerator=accelerator, progress=accelerator.is_main_process).history_
+    history = model.fit(data, seed=args.seed, args=training_overrides(args), accelerator=accelerator,
+                        progress=accelerator.is_main_process).history_
+    epochs = model.training_args_.num_train_epochs
     train_s = time.perf_counter() - t0
     model.config.dataset_name, model.config.base_model_name_or_path = dataset_name, args.base_model
     scores = model.evaluate(data, record_as=dataset_name)  # the results go onto the model card
-    accelerator.log({f"test/{k}": v for k, v in scores.items()}, step=model.config.epochs)
+    accelerator.log({f"test/{k}": v for k, v in scores.items()}, step=int(epochs))
     accelerator.print({k: round(v, 2) for k, v in scores.items()})
 
     if accelerator.is_main_process:
         # The model folder is output_dir itself, so AutoModel.from_pretrained(output_dir) works.
         model.save_pretrained(out)
         record = {
-            "scores": scores, "train_seconds": train_s, "seconds_per_epoch": train_s / max(1, model.config.epochs),
-            "config": model.config.to_dict(), "selection": selection, "history": history, "args": vars(args),
+            "scores": scores, "train_seconds": train_s, "seconds_per_epoch": train_s / max(1, epochs),
+            "config": model.config.to_dict(), "training": training_record(model.training_args_),
+            "selection": selection, "history": history, "args": vars(args),
         }  # fmt: skip
         tmp = out / f"results.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(record, indent=2, default=str))

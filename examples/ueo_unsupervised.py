@@ -89,9 +89,9 @@ def main(argv=None) -> dict:
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(data["test"], **encode)
     overrides = {"num_train_epochs": args.epochs, "learning_rate": args.learning_rate,
-                 "per_device_train_batch_size": args.train_batch_size, "report_to": args.report_to or "none"}  # fmt: skip
-    model.fit(data["train"], seed=args.seed, args=overrides, trade=args.trade, no_weight=args.no_weight,
-              oracle=args.oracle, batch_size=args.batch_size, accelerator=accelerator,
+                 "per_device_train_batch_size": args.train_batch_size, "report_to": args.report_to or "none",
+                 "trade": args.trade, "no_weight": args.no_weight, "oracle": args.oracle}  # fmt: skip
+    model.fit(data["train"], seed=args.seed, args=overrides, batch_size=args.batch_size, accelerator=accelerator,
               image_column=args.image_column, label_column=args.label_column,
               dataset_name=f"{dataset_name}-{args.setting}")  # fmt: skip
     ueo = model.evaluate(data["test"], record_as=f"{dataset_name}-{args.setting}", **encode)

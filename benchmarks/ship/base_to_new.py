@@ -20,7 +20,7 @@ Protocol (Zhou et al., CVPR 2022), for each seed:
   No test label is read before the final scores.
 
 Every method sees the same cached features of the same draw. Training schedules are
-the models' defaults (`default_training_arguments`: CoOp's epochs by shot count with its
+the models' defaults (their `<Method>TrainingArguments`: CoOp's epochs by shot count with its
 1-epoch constant warm-up, for CoOp and CLIP-Adapter); --coop-epochs E trains CoOp for E
 epochs instead (a reduced protocol, for CPU time; said in RESULTS.md). Wall-clock times are
 reported as ratios to the bare CLIP forward over the test images, measured in the

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.metrics import gzsl_scores, per_class_accuracy
-from hf_clipadapt.tzsl import TZSLModel, load_features_file, pseudo_unseen_split
+from hf_clipadapt.tzsl import TZSLModel, TZSLTrainingArguments, load_features_file, pseudo_unseen_split
 from hf_clipadapt.tzsl import functional as Fz
 
 HERE = Path(__file__).resolve().parent
@@ -120,26 +120,35 @@ def table_names(scores: dict) -> dict:
 
 def run_tzsl(data, method, seed, overrides) -> dict:
     torch.manual_seed(seed)
-    model = TZSLModel.from_data(data, "fast", **METHODS[method], **overrides)
+    config, training = split_overrides(overrides)
+    model = TZSLModel.from_data(data, "fast", **METHODS[method], **config)
     t0 = time.perf_counter()
-    history = model.fit(data, seed=seed, progress=False).history_
+    history = model.fit(data, seed=seed, args=training, progress=False).history_
     train_s = time.perf_counter() - t0
-    c = model.config
+    c, t = model.config, model.training_args_
     return {
-        **table_names(model.evaluate(data)), "train_seconds": train_s, "seconds_per_epoch": train_s / c.epochs,
-        "epochs": c.epochs, "steps_per_epoch": c.steps_per_epoch, "hidden_dim": c.hidden_dim,
+        **table_names(model.evaluate(data)), "train_seconds": train_s,
+        "seconds_per_epoch": train_s / t.num_train_epochs,
+        "epochs": t.num_train_epochs, "steps_per_epoch": t.steps_per_epoch, "hidden_dim": c.hidden_dim,
         "final_losses": history["epochs"][-1],
     }  # fmt: skip
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """The command line's overrides as (TZSLConfig fields, TZSLTrainingArguments fields)."""
+    config = {k: v for k, v in overrides.items() if k == "hidden_dim"}
+    training = {{"epochs": "num_train_epochs"}.get(k, k): v for k, v in overrides.items() if k != "hidden_dim"}
+    return config, training
 
 
 def time_steps(data, hidden_dim: int, steps: int, repeats: int) -> float:
     """Median seconds per generator step (incl. its 5 critic steps), full transductive method."""
     times = []
     for r in range(repeats):
-        m = TZSLModel.from_data(data, "fast", hidden_dim=hidden_dim, decoder_hidden_dim=hidden_dim, epochs=1,
-                                steps_per_epoch=steps, decoder_pretrain_epochs=0, cls_epochs=0, syn_num=1)  # fmt: skip
+        m = TZSLModel.from_data(data, "fast", hidden_dim=hidden_dim, decoder_hidden_dim=hidden_dim)
         t0 = time.perf_counter()
-        m.fit(data, seed=r, progress=False)
+        m.fit(data, seed=r, progress=False, args=dict(num_train_epochs=1, steps_per_epoch=steps,
+                                                      decoder_pretrain_epochs=0, cls_epochs=0, syn_num=1))  # fmt: skip
         times.append((time.perf_counter() - t0) / steps)
     return statistics.median(times)
 
@@ -245,8 +254,9 @@ def main():
             atomic_json(state, out)
             print(f"hidden {h}: {timing[str(h)]['seconds_per_step']:.2f} s/step", flush=True)
     state["summary"] = summarise(state["runs"])
-    fast = TZSLModel.from_data(data, "fast", **overrides).config
-    state["fast_schedule_steps"] = fast.epochs * (fast.steps_per_epoch or len(data.train_labels) // fast.batch_size)
+    fast = TZSLTrainingArguments.from_preset("fast", **split_overrides(overrides)[1])
+    steps = fast.steps_per_epoch or len(data.train_labels) // fast.batch_size
+    state["fast_schedule_steps"] = fast.num_train_epochs * steps
     atomic_json(state, out)
     out.with_name("results_tables.md").write_text(results_tables(state) + "\n")
     plot(state["summary"], out.with_name("tzsl_benchmark.png"))

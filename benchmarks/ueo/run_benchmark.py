@@ -79,9 +79,10 @@ def run_one(backbone, data, method: str, seed: int, epochs: int, lr: float) -> d
     model = UEOForImageClassification.from_clip(backbone, known)
     start = time.perf_counter()
     if method != "zero_shot":
-        args = dict(num_train_epochs=epochs, learning_rate=lr, dataloader_drop_last=False)
-        model.fit(data["train"], seed=seed, args=args, no_weight=method == "information_maximization",
-                  weights_from="logits" if method == "ueo_logit_weights" else "cosine")  # fmt: skip
+        args = dict(num_train_epochs=epochs, learning_rate=lr, dataloader_drop_last=False,
+                    no_weight=method == "information_maximization",
+                    weights_from="logits" if method == "ueo_logit_weights" else "cosine")  # fmt: skip
+        model.fit(data["train"], seed=seed, args=args)
     else:
         model.config.is_fitted = True
     result = model.evaluate(data["test"])

@@ -3,6 +3,7 @@
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
+    **exports_of(".arguments", "CLIPAdapterTrainingArguments"),
     **exports_of(".configuration_clip_adapter", "CLIPAdapterConfig"),
     **exports_of(".modeling_clip_adapter", "CLIPAdapterForImageClassification"),
     "functional": ".functional",

@@ -11,6 +11,7 @@ from transformers import initialization as init
 
 from ..modeling_utils import register_auto
 from ..training.feature_trained import FeatureTrainedCLIPModel
+from .arguments import CLIPAdapterTrainingArguments
 from .configuration_clip_adapter import CLIPAdapterConfig
 from .functional import adapter_mlp, clip_adapter_logits
 
@@ -19,6 +20,7 @@ class CLIPAdapterForImageClassification(FeatureTrainedCLIPModel):
     """logits = logit_scale·normalise(ρ·A(x) + (1 − ρ)·x)·Tᵀ with a trained bottleneck MLP A."""
 
     config_class = CLIPAdapterConfig
+    training_arguments_class = CLIPAdapterTrainingArguments
     card_template = "clip_adapter.md"
     card_tags = ("clip-adapter", "clip", "few-shot")
     _unfitted_behaviour = "those of a random adapter blended into zero-shot CLIP"

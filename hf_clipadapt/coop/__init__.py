@@ -3,6 +3,7 @@
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
+    **exports_of(".arguments", "CoOpTrainingArguments"),
     **exports_of(".configuration_coop", "CoOpConfig"),
     **exports_of(".modeling_coop", "CoOpForImageClassification"),
     "functional": ".functional",

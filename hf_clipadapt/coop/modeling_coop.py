@@ -12,6 +12,7 @@ import torch
 from ..clip import PromptLearner
 from ..modeling_utils import register_auto
 from ..training.feature_trained import FeatureTrainedCLIPModel
+from .arguments import CoOpTrainingArguments
 from .configuration_coop import CoOpConfig
 from .functional import coop_logits
 
@@ -21,6 +22,7 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
     name moved to the middle or the front by `config.class_token_position`)."""
 
     config_class = CoOpConfig
+    training_arguments_class = CoOpTrainingArguments
     card_template = "coop.md"
     card_tags = ("coop", "prompt-learning", "clip", "few-shot")
     _unfitted_behaviour = "zero-shot CLIP prompted with the initial context"

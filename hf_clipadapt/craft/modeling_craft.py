@@ -165,7 +165,9 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
         train, _ = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
         check_class_names(train, label_column, self.class_names())
         if not isinstance(args, CraFTTrainingArguments):
-            args = CraFTTrainingArguments(**{"seed": seed, **(args or {})})
+            from ..training.arguments import check_overrides
+
+            args = CraFTTrainingArguments(**{"seed": seed, **check_overrides(args, CraFTTrainingArguments)})
         x = self.pixel_values(train, image_processor, image_column)
         return self.fit_pixels(x, torch.as_tensor(train[label_column]), args, resume_from_checkpoint=resume_from_checkpoint,
                                shots=shots, dataset_name=dataset_name)  # fmt: skip

@@ -51,6 +51,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..features import IndexedRows
+from ..configuration_utils import DEFAULT_SEED
+from ..training.arguments import resolve_training_arguments
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
 from ..training.trainer import AdaptationTrainer, last_complete_checkpoint
 from . import functional as SF
@@ -369,7 +371,8 @@ def training_arguments(model, stage: str, *, accelerator=None, checkpoint_dir=No
         kwargs.setdefault("gradient_accumulation_steps", accelerator.gradient_accumulation_steps)
     if checkpoint_dir is not None and checkpoint_every:
         kwargs.update(output_dir=str(checkpoint_dir), save_strategy="steps", save_steps=checkpoint_every)
-    return SFDATrainingArguments(stage=stage, **kwargs)
+    return resolve_training_arguments(None, kwargs, seed=kwargs.pop("seed", DEFAULT_SEED),
+                                      arguments_class=SFDATrainingArguments, stage=stage)  # fmt: skip
 
 
 def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, args: SFDATrainingArguments | None = None,

@@ -8,6 +8,7 @@ join the real base features to train CoOp, CLIP-Adapter or Tip-Adapter(-F).
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
+    **exports_of(".arguments", "SHIPTrainingArguments"),
     **exports_of(".configuration_ship", "SHIPConfig"),
     **exports_of(".modeling_ship", "SHIPGenerator", "SHIPOutput"),
     **exports_of(".functional", "kl_to_standard_normal", "reparameterize", "vae_loss"),

@@ -22,6 +22,7 @@ from ..clip import PromptTokens, SoftPromptTextEncoder, check_classnames
 from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import register_auto
 from ..training.feature_trained import FeatureTrainedCLIPModel
+from .arguments import SHIPTrainingArguments
 from .configuration_ship import SHIPConfig
 from .functional import reparameterize, vae_loss
 
@@ -42,6 +43,7 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
     """E(x) → q(z|x); z → local bias r; CLIP's text tower reads "[p1+r … pL+r] {class}."."""
 
     config_class = SHIPConfig
+    training_arguments_class = SHIPTrainingArguments
     main_input_name = "image_features"
     card_template = "ship.md"
     card_tags = ("ship", "clip", "feature-generation", "base-to-new")
@@ -116,12 +118,6 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
                   for i in range(0, len(labels), batch_size)]  # fmt: skip
         self.train(was_training)
         return F.normalize(torch.cat(chunks), dim=-1), labels
-
-    def default_training_arguments(self) -> dict:
-        # mrflogs/SHIP main_coop_vae.py L360-366: AdamW lr 1e-3 with torch's default weight decay
-        # 0.01, no schedule, batch 256 (L346), 50 epochs (here passes over cached views).
-        return dict(optim="adamw_torch", learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="constant",
-                    per_device_train_batch_size=256, num_train_epochs=self.passes(50))  # fmt: skip
 
     def logits_from_features(self, features):
         raise TypeError("SHIPGenerator generates features; it is not a classifier. Train one with hf_clipadapt.ship.fit_with_synthesized")

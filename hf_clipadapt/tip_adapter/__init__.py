@@ -9,6 +9,7 @@ keys (Tip-Adapter-F).
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
+    **exports_of(".arguments", "TipAdapterTrainingArguments"),
     **exports_of(".configuration_tip_adapter", "TIP_PRESETS", "TipAdapterConfig"),
     **exports_of(".modeling_tip_adapter", "TipAdapterForImageClassification"),
     **exports_of(".functional", "TIP_ALPHAS", "TIP_BETAS", "cache_logits", "mean_view_keys", "select_tip_beta",

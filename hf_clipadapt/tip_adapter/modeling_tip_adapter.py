@@ -21,6 +21,7 @@ from torch import nn
 from ..configuration_utils import DEFAULT_SEED
 from ..modeling_utils import register_auto
 from ..training.feature_trained import FeatureTrainedCLIPModel, with_extra
+from .arguments import TipAdapterTrainingArguments
 from .configuration_tip_adapter import TipAdapterConfig
 from .functional import cache_logits, mean_view_keys, select_tip_params_with_scores
 
@@ -35,6 +36,7 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     """
 
     config_class = TipAdapterConfig
+    training_arguments_class = TipAdapterTrainingArguments
     card_template = "tip_adapter.md"
     card_tags = ("tip-adapter", "clip", "few-shot")
     _unfitted_behaviour = "plain zero-shot CLIP (the cache is empty)"
@@ -74,14 +76,6 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         return logits + c.alpha * cache_logits(features, self.cache_keys, self.cache_labels, c.num_labels, c.beta)
 
     # ------------------------------------------------------------------ fitting
-    def default_training_arguments(self) -> dict:
-        # Tip-Adapter-F (main.py L72-73, L181): AdamW lr 1e-3, eps 1e-4, torch's default weight
-        # decay 0.01, cosine per step, batch 256, config.epochs (20; EuroSAT 100) epochs over
-        # freshly augmented images, i.e. passes(epochs) over the cached views.
-        return dict(optim="adamw_torch", learning_rate=1e-3, adam_epsilon=1e-4, weight_decay=0.01,
-                    lr_scheduler_type="cosine", per_device_train_batch_size=256,
-                    num_train_epochs=self.passes(self.config.epochs))  # fmt: skip
-
     def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
         """The training views, L2-normalised; with `config.key_averaging="raw"` the CLIP's
         unnormalised image features, which Tip-Adapter's `build_cache_model` averages

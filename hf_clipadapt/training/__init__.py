@@ -12,7 +12,8 @@ Names load on first use (the trainer imports `transformers.Trainer`).
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".arguments", "AdaptationTrainingArguments", "progress_bars_enabled", "resolve_training_arguments",
+    **exports_of(".arguments", "AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides",
+                 "progress_bars_enabled", "resolve_training_arguments",
                  "sgd_arguments", "split_global_batch"),
     **exports_of(".collate", "TensorRows", "stack_collate"),
     **exports_of(".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler",

@@ -36,15 +36,16 @@ import atexit
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import TrainingArguments
 
-from ..configuration_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
 
 
-__all__ = ["AdaptationTrainingArguments", "progress_bars_enabled", "resolve_training_arguments", "sgd_arguments",
-           "split_global_batch"]
+__all__ = ["AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides", "progress_bars_enabled",
+           "resolve_training_arguments", "sgd_arguments", "split_global_batch"]
 
 
 def progress_bars_enabled() -> bool:
@@ -120,6 +121,19 @@ class AdaptationTrainingArguments(TrainingArguments):
         if self.use_cpu:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on CPU
 
+    @classmethod
+    def method_defaults(cls) -> dict:
+        """The fields whose defaults this class changes against `AdaptationTrainingArguments`:
+        a method's official settings, as `{field: default}`."""
+        from dataclasses import MISSING, fields
+
+        def default(f):
+            return f.default_factory() if f.default_factory is not MISSING else f.default
+
+        base = {f.name: default(f) for f in fields(AdaptationTrainingArguments)}
+        return {f.name: default(f) for f in fields(cls)
+                if f.init and (f.name not in base or base[f.name] != default(f))}  # fmt: skip
+
     def check_trains_something(self) -> None:
         """A run of zero epochs (and no max_steps) trains nothing, yet `fit` would mark the
         model fitted: `train_model` (what every `fit` calls) refuses it. Not checked here,
@@ -161,6 +175,39 @@ class AdaptationTrainingArguments(TrainingArguments):
         self.optim_args = ",".join(f"{k}={v}" for k, v in given.items())
 
 
+@dataclass
+class FeatureTrainingArguments(AdaptationTrainingArguments):
+    """Arguments of a model trained on cached augmented views (`FeatureTrainedCLIPModel`).
+
+    `epochs` are the paper's epochs of freshly augmented images; with `views` cached views per
+    image, one pass over them sees as many images as `views` epochs, so `num_train_epochs`
+    (passes) defaults to `epochs / views` and the warm-up + cosine schedule counts `epochs`.
+    `epochs=None` takes the model's (`config.epochs`, else CoOp's rule by shot count).
+    `PRESETS` (a class attribute): the method's named training presets, `from_preset(name)`.
+    """
+
+    PRESETS: ClassVar[dict] = {}
+
+    num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Passes over the cached views (default: epochs / views)."}
+    )
+    epochs: int | None = field(
+        default=None, metadata={"help": "The paper's epochs of fresh images (default: the model's config and shots)."}
+    )
+    preset: str | None = field(default=None, metadata={"help": "The named preset these values came from."})
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        """The method's training settings of a named preset (`PRESETS`), any field overridden.
+
+        Args:
+            name: a key of `PRESETS` (case-insensitive).
+            **overrides: any field of this class.
+        """
+        key, values = lookup_preset(cls.PRESETS, name, cls.__name__)
+        return cls(**{**values, "preset": key, **overrides})
+
+
 def sgd_arguments(**kwargs) -> dict:
     """Keyword arguments for an SGD run the way the CLIP few-shot papers train
     (CoOp: SGD, momentum 0.9, weight decay 5e-4, cosine schedule); any key can be overridden."""
@@ -168,25 +215,65 @@ def sgd_arguments(**kwargs) -> dict:
     return {**defaults, **kwargs}
 
 
-def resolve_training_arguments(defaults: dict, args=None, *, seed: int = DEFAULT_SEED, num_samples: int | None = None,
-                               arguments_class=None, **fixed):  # fmt: skip
+def resolve_training_arguments(defaults: dict | None = None, args=None, *, seed: int = DEFAULT_SEED,
+                               num_samples: int | None = None, arguments_class=None, **fixed):  # fmt: skip
     """The arguments of one `fit`: the method's defaults, the run's seed, then `args` on top.
 
     Args:
-        defaults: the paper's settings, as `TrainingArguments` fields.
-        args: an `AdaptationTrainingArguments` (used as it is), a dict of overrides, or None.
+        defaults: settings that depend on the model (e.g. epochs from its shot count), applied
+            under `args`; the fixed official defaults are `arguments_class`'s field defaults.
+        args: an `arguments_class` (or any `AdaptationTrainingArguments`, used as it is), a dict
+            of overrides of the defaults, or None.
         seed: the run's seed (an `args` dict may override it).
         num_samples: the training set's size; the per-device batch never exceeds it.
-        arguments_class: the `AdaptationTrainingArguments` subclass to build (default that class).
+        arguments_class: the method's `AdaptationTrainingArguments` subclass (default that class).
         **fixed: fields the method sets whatever `args` says (e.g. SFDA's `stage`).
+
+    Raises:
+        TypeError: `args` is neither arguments nor a dict.
+        ValueError: a dict key that is no field of `arguments_class` (the message lists close names).
     """
     arguments_class = arguments_class or AdaptationTrainingArguments
     if isinstance(args, AdaptationTrainingArguments):
         return args
-    settings = {**defaults, "seed": seed, **(args or {}), **fixed}
-    if num_samples is not None and "per_device_train_batch_size" in settings:
-        settings["per_device_train_batch_size"] = min(settings["per_device_train_batch_size"], num_samples)
+    overrides = check_overrides(args, arguments_class)
+    settings = {**(defaults or {}), "seed": seed, **overrides, **fixed}
+    if num_samples is not None:
+        key = "per_device_train_batch_size"
+        settings[key] = min(settings.get(key, _field_default(arguments_class, key)), num_samples)
     return arguments_class(**settings)
+
+
+def _field_default(cls, name: str):
+    from dataclasses import fields
+
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def check_overrides(args, arguments_class) -> dict:
+    """`args` as a dict of overrides of `arguments_class`'s fields; an unknown key is refused.
+
+    Args:
+        args: a dict (or None).
+        arguments_class: the dataclass whose fields the keys must name.
+    """
+    import difflib
+    from dataclasses import fields
+
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise TypeError(f"args must be a {arguments_class.__name__} or a dict of its fields, got "
+                        f"{type(args).__name__}")  # fmt: skip
+    known = {f.name for f in fields(arguments_class) if f.init}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
+        said = ", ".join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else "")
+                         for k, h in hints.items())  # fmt: skip
+        raise ValueError(f"args has keys that are no {arguments_class.__name__} field: {said}. Pass fields of "
+                         f"{arguments_class.__name__} (dataclasses.fields lists them).")  # fmt: skip
+    return dict(args)
 
 
 def split_global_batch(global_batch: int, world_size: int, accumulation_steps: int = 1) -> int:

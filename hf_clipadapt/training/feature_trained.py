@@ -6,9 +6,9 @@ trains on those features through the shared training path
 (`hf_clipadapt.training.AdaptationTrainer`, a `transformers.Trainer`): the image
 tower never runs again during training; checkpoints, exact resume, trackers and
 DDP come from there. The loss is the model's own: `model(image_features=...,
-labels=...).loss`, as for any transformers model. Each model names its paper's
-optimiser and schedule in `default_training_arguments`; any
-`AdaptationTrainingArguments` field can be overridden through `fit(args=...)`.
+labels=...).loss`, as for any transformers model. Each model names its
+`FeatureTrainingArguments` subclass (`training_arguments_class`), whose defaults are its paper's
+optimiser and schedule; `fit(args=...)` takes one, or a dict overriding any of its fields.
 """
 
 from __future__ import annotations
@@ -44,15 +44,34 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     # α, β); the others never read them, so `fit` does not encode them.
     uses_validation = False
 
-    def default_training_arguments(self) -> dict:
-        """The paper's optimiser and schedule. Default: CoOp's (Dassl config
-        `configs/trainers/CoOp/*.yaml`: SGD lr 2e-3, momentum 0.9, weight decay 5e-4,
-        batch 32, 1 warm-up epoch at a constant 1e-5, then cosine) over `coop_epochs`
-        epochs, counted as passes over the cached views (`passes`)."""
-        epochs = self.paper_epochs()
-        return dict(optim="sgd", learning_rate=2e-3, momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine",
-                    constant_warmup_lr=1e-5, constant_warmup_epochs=1, schedule_epochs=epochs,
-                    per_device_train_batch_size=32, num_train_epochs=self.passes(epochs))  # fmt: skip
+    # The method's `FeatureTrainingArguments` subclass: its official optimiser and schedule.
+    # Default: CoOp's (`hf_clipadapt.coop.arguments.CoOpTrainingArguments`).
+    training_arguments_class = None
+
+    def arguments_class(self):
+        """The method's `FeatureTrainingArguments` subclass (CoOp's when the model names none)."""
+        if self.training_arguments_class is not None:
+            return self.training_arguments_class
+        from ..coop.arguments import CoOpTrainingArguments
+
+        return CoOpTrainingArguments
+
+    def schedule_defaults(self, epochs: int | None = None, passes: float | None = None,
+                                   warmup: bool = True) -> dict:  # fmt: skip
+        """The settings that depend on this model: the passes over the cached views
+        (`num_train_epochs`) and the epochs the warm-up + cosine schedule counts.
+
+        Args:
+            epochs: the paper's epochs of fresh images (None: `paper_epochs()`).
+            passes: passes asked for directly; the schedule then counts `passes × views` epochs.
+            warmup: whether the method's schedule has the constant warm-up (which counts epochs).
+        """
+        if passes is None:
+            epochs = self.paper_epochs() if epochs is None else int(epochs)
+            out = dict(num_train_epochs=self.passes(epochs))
+        else:
+            epochs, out = max(1, round(passes * max(1, self.config.views))), {}
+        return {**out, "schedule_epochs": epochs} if warmup else out
 
     def paper_epochs(self) -> int:
         """Epochs of freshly augmented images the paper trains for: `config.epochs` when
@@ -67,17 +86,37 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         return max(1, round(paper_epochs / max(1, self.config.views)))
 
     def training_arguments(self, num_samples: int, seed: int, args=None):
-        """The paper's defaults, then `args` (an `AdaptationTrainingArguments`, used as it
-        is, or a dict of overrides) on top; the batch never exceeds the data."""
-        from .arguments import AdaptationTrainingArguments, resolve_training_arguments
+        """The method's arguments class (its official defaults), the settings that depend on
+        this model (`schedule_defaults`), then `args` on top: an instance (used as it
+        is, its passes filled in when left None) or a dict of overrides of its fields (an unknown
+        key is refused); the batch never exceeds the data.
 
+        Args:
+            num_samples: the training set's size.
+            seed: the run's seed (a dict's "seed" wins; an instance keeps its own).
+            args: an `AdaptationTrainingArguments`, a dict, or None.
+        """
+        import copy
+
+        from .arguments import AdaptationTrainingArguments, check_overrides, resolve_training_arguments
+
+        cls = self.arguments_class()
         if isinstance(args, AdaptationTrainingArguments):
+            if getattr(args, "num_train_epochs", 0) is not None:
+                return args
+            warmup = getattr(args, "constant_warmup_lr", None) is not None
+            derived = self.schedule_defaults(getattr(args, "epochs", None), None, warmup)
+            args = copy.copy(args)
+            for key, value in derived.items():
+                if getattr(args, key, None) is None or key == "num_train_epochs":
+                    setattr(args, key, value)
             return args
-        args, defaults = dict(args or {}), self.default_training_arguments()
-        if defaults.get("constant_warmup_lr") is not None and "num_train_epochs" in args and "schedule_epochs" not in args:
-            # Passes given directly: the warm-up and cosine count the epochs they stand for.
-            args["schedule_epochs"] = max(1, round(args["num_train_epochs"] * max(1, self.config.views)))
-        return resolve_training_arguments(defaults, args, seed=seed, num_samples=num_samples)
+        given = check_overrides(args, cls)
+        epochs = given.get("epochs", cls.method_defaults().get("epochs"))
+        warmup = given.get("constant_warmup_lr", cls.method_defaults().get("constant_warmup_lr")) is not None
+        derived = self.schedule_defaults(epochs, given.get("num_train_epochs"), warmup)
+        derived = {k: v for k, v in derived.items() if k not in given}
+        return resolve_training_arguments(derived, given, seed=seed, num_samples=num_samples, arguments_class=cls)
 
     def train_on_features(self, features: torch.Tensor, labels: torch.Tensor, *, seed: int = DEFAULT_SEED, args=None,
                           resume_from_checkpoint=None, callbacks=None) -> list[dict]:  # fmt: skip

@@ -26,6 +26,7 @@ validation split from seen classes for any model selection.
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
+    **exports_of(".arguments", "TZSLTrainingArguments"),
     **exports_of(".configuration_tzsl", "PRESETS", "TZSLConfig"),
     **exports_of(".data", "ZSLData", "load_features_file", "load_xlsa17", "pseudo_unseen_split", "save_features_file"),
     **exports_of(".modeling_tzsl", "TZSLModel", "TZSLOutput"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ..configuration_utils import AdaptedConfig, check_sizes, lookup_preset
 
 # Published hyper-parameters of the TF-VAEGAN image scripts, on which the ICASSP 2023
@@ -32,6 +34,29 @@ PRESETS: dict[str, dict] = {
                  decoder_pretrain_epochs=5, cls_epochs=15),
 }  # fmt: skip
 
+# The keys above (old TZSLConfig fields) that are training settings, now `TZSLTrainingArguments`
+# fields (hf_clipadapt.tzsl.arguments); two changed their names there.
+RENAMED = {"epochs": "num_train_epochs", "lr": "learning_rate"}
+TRAINING_KEYS = ("epochs", "steps_per_epoch", "batch_size", "critic_iters", "gp_weight", "adaptive_gp", "gan_weight",
+                 "decoder_weight", "lr", "decoder_lr", "feedback_lr", "feedback_train_weight",
+                 "decoder_pretrain_epochs", "syn_num", "cls_lr", "cls_epochs", "cls_batch_size")  # fmt: skip
+
+
+def training_part(settings: dict) -> dict:
+    """The training settings among old-style config settings, under their new names."""
+    return {RENAMED.get(k, k): v for k, v in settings.items() if k in TRAINING_KEYS}
+
+
+def _pop_training_keys(kwargs: dict) -> dict:
+    """Take training settings out of a config's keywords (an old config.json, or old-style
+    keywords) with a FutureWarning naming their new place; returns them under the new names."""
+    old = {k: kwargs.pop(k) for k in TRAINING_KEYS if k in kwargs}
+    if old:
+        warnings.warn(f"TZSLConfig no longer holds training settings ({', '.join(sorted(old))}): since issue 26 they "
+                      "are fields of hf_clipadapt.tzsl.TZSLTrainingArguments (epochs -> num_train_epochs, lr -> "
+                      "learning_rate), passed as TZSLModel.fit(args=...). This config's values are used as fit's "
+                      "defaults (under args) and are not saved again.", FutureWarning, stacklevel=3)  # fmt: skip
+    return training_part(old)
 
 
 def _check_settings(mode: str, unseen_prior: str, counts: dict, sizes: dict) -> None:
@@ -67,21 +92,20 @@ class TZSLConfig(AdaptedConfig):
             classes are sampled (unconditional D2 and classifier synthesis): "uniform",
             or "pseudo" = a label-free estimate from decoded attributes of the unlabelled data.
         feedback: use the feedback module (decoder hidden, detached -> generator hidden).
+        feedback_eval_weight: a2, the feedback's weight when features are generated.
         feedback_passes: passes over the seen data per epoch (`feedback_loop`, 2); the feedback
             is used and trained only after the first (TF-VAEGAN's `if loop == 1`).
         encoded_noise: the critic's seen fakes come from the encoder's code of the real batch
             (TF-VAEGAN's --encoded_noise, used on CUB, SUN, AWA2); False = z ~ N(0, I).
         freeze_decoder: False (TF-VAEGAN's default) = the decoder also steps on the generator
             loss; True = only on real seen pairs (--freeze_dec, the AWA2 script).
-        epochs / steps_per_epoch: fixed training length (never chosen on test data);
-            `steps_per_epoch=None` means one generator step per seen-train batch.
-        critic_iters: critic steps per generator step (5). gp_weight: the initial WGAN-GP
-            lambda (10). adaptive_gp: lambda x1.1 when the mean penalty exceeds 1.05, /1.1
-            below 1.001, after every round of critic steps (TF-VAEGAN; False = fixed).
-        gan_weight: weight of the adversarial terms (gammaD = gammaG).
-        decoder_weight: beta, weight of the decoder's reconstruction loss.
-        syn_num: synthetic features per unseen class for the final classifier.
         seen_classes / unseen_classes: filled in by `fit`.
+        preset: the named preset the model was built from; `fit` starts from its training
+            settings (`TZSLTrainingArguments.from_preset`).
+
+    Training settings (epochs, learning rates, batch sizes, loss weights, `syn_num`, ...) are
+    `TZSLTrainingArguments` fields, given to `fit(args=...)`; a config that still carries them
+    (an old config.json) loads with a FutureWarning and `fit` uses its values under `args`.
     """
 
     model_type = "tzsl"
@@ -98,51 +122,28 @@ class TZSLConfig(AdaptedConfig):
         conditional_d2: bool = True,
         unseen_prior: str = "uniform",
         feedback: bool = True,
-        feedback_train_weight: float = 1.0,
         feedback_eval_weight: float = 1.0,
         normalize_attributes: bool = True,
         feedback_passes: int = 2,
         encoded_noise: bool = True,
         freeze_decoder: bool = False,
-        adaptive_gp: bool = True,
-        epochs: int = 100,
-        steps_per_epoch: int | None = None,
-        batch_size: int = 64,
-        critic_iters: int = 5,
-        gp_weight: float = 10.0,
-        gan_weight: float = 10.0,
-        decoder_weight: float = 0.01,
-        lr: float = 1e-4,
-        decoder_lr: float = 1e-4,
-        feedback_lr: float = 1e-5,
-        decoder_pretrain_epochs: int = 20,
-        syn_num: int = 300,
-        cls_lr: float = 1e-3,
-        cls_epochs: int = 25,
-        cls_batch_size: int = 128,
         seen_classes: list[int] | None = None,
         unseen_classes: list[int] | None = None,
         class_names: list[str] | None = None,
         preset: str | None = None,
         **kwargs,
     ):
-        _check_settings(mode, unseen_prior, dict(critic_iters=critic_iters, batch_size=batch_size, syn_num=syn_num,
-                                                 feedback_passes=feedback_passes),
+        self._legacy_training = _pop_training_keys(kwargs)
+        _check_settings(mode, unseen_prior, dict(feedback_passes=feedback_passes),
                         dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes,
                              latent_dim=latent_dim, hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim))  # fmt: skip
         self.feature_dim, self.attribute_dim, self.num_classes = feature_dim, attribute_dim, num_classes
         self.latent_dim = attribute_dim if latent_dim is None else latent_dim
         self.hidden_dim, self.decoder_hidden_dim = hidden_dim, decoder_hidden_dim
         self.mode, self.conditional_d2, self.unseen_prior = mode, conditional_d2, unseen_prior
-        self.feedback, self.feedback_train_weight, self.feedback_eval_weight = feedback, feedback_train_weight, feedback_eval_weight
+        self.feedback, self.feedback_eval_weight = feedback, feedback_eval_weight
         self.normalize_attributes = normalize_attributes
         self.feedback_passes, self.encoded_noise, self.freeze_decoder = feedback_passes, encoded_noise, freeze_decoder
-        self.adaptive_gp = adaptive_gp
-        self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
-        self.critic_iters, self.gp_weight, self.gan_weight, self.decoder_weight = critic_iters, gp_weight, gan_weight, decoder_weight
-        self.lr, self.decoder_lr, self.feedback_lr = lr, decoder_lr, feedback_lr
-        self.decoder_pretrain_epochs = decoder_pretrain_epochs
-        self.syn_num, self.cls_lr, self.cls_epochs, self.cls_batch_size = syn_num, cls_lr, cls_epochs, cls_batch_size
         self.seen_classes, self.unseen_classes, self.class_names = seen_classes, unseen_classes, class_names
         self.preset = preset
         super().__init__(**kwargs)
@@ -150,6 +151,14 @@ class TZSLConfig(AdaptedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TZSLConfig":
         """A config from a published preset ("cub", "awa2", "sun", "flo") or "fast" (CPU),
-        with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...)."""
+        with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...). The
+        preset's training settings are `TZSLTrainingArguments.from_preset(name)`, which `fit`
+        starts from (the config records the name)."""
         key, settings = lookup_preset(PRESETS, name, cls.__name__)
+        settings = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
         return cls(**{**settings, "preset": key, **overrides})
+
+    def to_dict(self):
+        out = super().to_dict()
+        out.pop("_legacy_training", None)  # training settings: TZSLTrainingArguments, not written again
+        return out

@@ -286,7 +286,7 @@ class TZSLModel(TZSLPreTrainedModel):
             resume_from_checkpoint=None, unlabelled_features: torch.Tensor | None = None, accelerator=None,
             progress: bool = True, dataset_name: str | None = None) -> TZSLModel:  # fmt: skip
         """Train the decoder, the generator and critics, then both classifiers; returns self,
-        the run's history (per phase) in `history_`.
+        the run's history (per phase) in `history_`, its `TZSLTrainingArguments` in `training_args_`.
 
         Args:
             train: a `ZSLData`. Uses `train.train_*` (labelled seen) and, in transductive mode,
@@ -296,8 +296,9 @@ class TZSLModel(TZSLPreTrainedModel):
             validation: accepted for the shared signature and left unread: TZSL trains for a
                 fixed number of epochs and chooses nothing (use `pseudo_unseen_split` to choose).
             seed: seeds the initial draws, the batches and the synthetic features.
-            args: a dict of overrides of the training settings the config holds (`epochs`, `lr`,
-                `batch_size`, ...); the config records what was used.
+            args: a `TZSLTrainingArguments` (used as it is) or a dict of overrides of the
+                training settings: those of the preset the model was built from
+                (`TZSLTrainingArguments.from_preset(config.preset)`), else the class defaults.
             resume_from_checkpoint: not supported (three phases on in-memory features); must be None.
             accelerator: if given, receives the per-epoch losses through `accelerator.log`.
             progress: show progress bars (main process).
@@ -309,23 +310,18 @@ class TZSLModel(TZSLPreTrainedModel):
         if resume_from_checkpoint is not None:
             raise ValueError("TZSL cannot resume a run: its three phases train on in-memory features in minutes; "
                              "call fit again without resume_from_checkpoint")  # fmt: skip
-        self._apply_training_overrides(args)
-        self.history_ = self._fit(train, unlabelled_features, seed, accelerator, progress)
+        settings = self.training_args_ = self.training_arguments(seed, args)
+        self.history_ = self._fit(train, unlabelled_features, seed, accelerator, progress, settings)
         self.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(train.train_labels))
         return self
 
-    def _apply_training_overrides(self, args: dict | None) -> None:
-        if not args:
-            return
-        if not isinstance(args, dict):
-            raise TypeError(f"TZSL's fit takes args as a dict of training settings, got {type(args).__name__}")
-        unknown = sorted(k for k in args if not hasattr(self.config, k))
-        if unknown:
-            raise ValueError(f"unknown TZSL training settings {unknown}; see TZSLConfig for the fields")
-        for key, value in args.items():
-            setattr(self.config, key, value)
+    def training_arguments(self, seed: int = DEFAULT_SEED, args=None):
+        """The run's `TZSLTrainingArguments` (`hf_clipadapt.tzsl.arguments.resolve_tzsl_arguments`)."""
+        from .arguments import resolve_tzsl_arguments
 
-    def _fit(self, data: ZSLData, unlabelled_features, seed: int, accelerator, progress: bool) -> dict:
+        return resolve_tzsl_arguments(self.config, seed, args)
+
+    def _fit(self, data: ZSLData, unlabelled_features, seed: int, accelerator, progress: bool, settings) -> dict:
         """The three phases; returns their history."""
         self._check_data(data)
         device = training_device()
@@ -333,18 +329,18 @@ class TZSLModel(TZSLPreTrainedModel):
         torch.manual_seed(seed)
         x_s, y_s, x_u, unseen_idx = self._prepare_training(data, unlabelled_features, device)
         history = {}
-        history["decoder_pretrain"], opt_dec = pretrain_decoder(self, x_s, self.class_attributes[y_s], seed=seed,
-                                                                progress=progress)  # fmt: skip
+        history["decoder_pretrain"], opt_dec = pretrain_decoder(self, x_s, self.class_attributes[y_s],
+                                                                settings=settings, seed=seed, progress=progress)  # fmt: skip
         self._fit_unseen_prior(x_u, unseen_idx)
-        args = adam_arguments(epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr,
-                              seed=seed, progress=progress)  # fmt: skip
-        gan = TZSLGANTrainer(self, args, x_s=x_s, y_s=y_s, x_u=x_u, unseen_idx=unseen_idx, decoder_optimizer=opt_dec,
+        args = adam_arguments(epochs=settings.num_train_epochs, batch_size=settings.batch_size,
+                              lr=settings.learning_rate, seed=seed, progress=progress)  # fmt: skip
+        gan = TZSLGANTrainer(self, args, settings=settings, x_s=x_s, y_s=y_s, x_u=x_u, unseen_idx=unseen_idx, decoder_optimizer=opt_dec,
                              accelerator=accelerator)  # fmt: skip
         self.train()
         gan.train()
         history["epochs"] = gan.history
         self.eval()
-        history["classifier"] = self._fit_classifiers(x_s, y_s, unseen_idx, seed, progress)
+        history["classifier"] = self._fit_classifiers(x_s, y_s, unseen_idx, seed, progress, settings)
         self.eval()
         return history
 
@@ -400,14 +396,14 @@ class TZSLModel(TZSLPreTrainedModel):
         z = torch.randn(B, self.config.latent_dim, device=device)
         return xu, cond, self._generate(z, cond, feedback_weight)
 
-    def _fit_classifiers(self, x_s, y_s, unseen_idx, seed: int, progress: bool) -> dict:
+    def _fit_classifiers(self, x_s, y_s, unseen_idx, seed: int, progress: bool, settings) -> dict:
         """ZSL head on synthetic unseen features, GZSL head on real seen + synthetic unseen ones.
         The synthetic set is drawn from its own generator, so every process builds the same one."""
         c, device = self.config, x_s.device
         g = torch.Generator().manual_seed(seed)
-        per_class = [c.syn_num] * len(unseen_idx)
+        per_class = [settings.syn_num] * len(unseen_idx)
         if c.unseen_prior == "pseudo":
-            draws = torch.multinomial(self.unseen_prior.cpu(), c.syn_num * len(unseen_idx), True, generator=g)
+            draws = torch.multinomial(self.unseen_prior.cpu(), settings.syn_num * len(unseen_idx), True, generator=g)
             per_class = torch.bincount(draws, minlength=len(unseen_idx)).clamp_min(1).tolist()
         with torch.no_grad():
             y_syn = torch.cat([torch.full((k,), int(u), device=device) for k, u in zip(per_class, unseen_idx.tolist())])
@@ -423,14 +419,15 @@ class TZSLModel(TZSLPreTrainedModel):
             with torch.no_grad():
                 head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.02)
                 head.bias.zero_()
-            losses[name] = train_head(head, feats, labels, config=c, seed=seed, progress=progress)
+            losses[name] = train_head(head, feats, labels, settings=settings, seed=seed, progress=progress)
         return {**losses, "synthetic_per_class": per_class}
 
     # ------------------------------------------------------------------ hub
     def card_vars(self) -> dict:
         c = self.config
         names = c.class_names or [str(i) for i in range(c.num_classes)]
-        return dict(config=c, seen_names=[names[i] for i in (c.seen_classes or [])],
+        settings = getattr(self, "training_args_", None)
+        return dict(config=c, epochs=settings.num_train_epochs if settings is not None else "preset", seen_names=[names[i] for i in (c.seen_classes or [])],
                     unseen_names=[names[i] for i in (c.unseen_classes or [])])  # fmt: skip
 
     def create_model_card(self, **kwargs):

@@ -14,7 +14,7 @@ the script is started with `accelerate launch`:
 3. `train_head`: the ZSL and GZSL softmax classifiers on synthetic unseen (and
    real seen) features.
 
-Batch sizes in the config are global: each of W processes draws `batch_size / W`
+Batch sizes (`TZSLTrainingArguments.batch_size`, `cls_batch_size`) are global: each of W processes draws `batch_size / W`
 samples per step, so the averaged gradients are those of the global batch. Every
 process draws its own samples (the global RNG is seeded with seed + rank at the
 first adversarial step; on one process the phase then draws exactly as the
@@ -74,9 +74,10 @@ class _HeadObjective(nn.Module):
         return {"loss": F.cross_entropy(self.head(inputs), labels)}
 
 
-def pretrain_decoder(model, x_s, a_s, *, seed: int, progress: bool):
-    """Phase 1; returns (per-epoch mean losses, the decoder's optimiser, which phase 2 continues)."""
-    c = model.config
+def pretrain_decoder(model, x_s, a_s, *, settings=None, seed: int, progress: bool):
+    """Phase 1; returns (per-epoch mean losses, the decoder's optimiser, which phase 2 continues).
+    `settings`: the run's `TZSLTrainingArguments` (None: `model.training_arguments(seed)`)."""
+    c = settings if settings is not None else model.training_arguments(seed)
     args = adam_arguments(epochs=c.decoder_pretrain_epochs, batch_size=c.batch_size, lr=c.decoder_lr, seed=seed,
                           progress=progress)  # fmt: skip
     trainer = AdaptationTrainer(model=_DecoderObjective(model.decoder), args=args, train_dataset=TensorRows(x_s, a_s))
@@ -86,9 +87,10 @@ def pretrain_decoder(model, x_s, a_s, *, seed: int, progress: bool):
     return history, optimizer
 
 
-def train_head(head: nn.Linear, feats, labels, *, config, seed: int, progress: bool) -> float:
-    """Phase 3, one classifier: cross-entropy on fixed features; returns the last logged loss."""
-    args = adam_arguments(epochs=config.cls_epochs, batch_size=config.cls_batch_size, lr=config.cls_lr, seed=seed,
+def train_head(head: nn.Linear, feats, labels, *, settings, seed: int, progress: bool) -> float:
+    """Phase 3, one classifier: cross-entropy on fixed features; returns the last logged loss.
+    `settings`: the run's `TZSLTrainingArguments`."""
+    args = adam_arguments(epochs=settings.cls_epochs, batch_size=settings.cls_batch_size, lr=settings.cls_lr, seed=seed,
                           progress=progress)  # fmt: skip
     trainer = AdaptationTrainer(model=_HeadObjective(head), args=args, train_dataset=TensorRows(feats, labels))
     trainer.train()
@@ -120,10 +122,10 @@ class _GeneratorObjective(nn.Module):
     one: Dec(G(z, Dec(x_u))) against Dec(x_u), where the reference code draws the condition
     from the test-unseen labels (train.py, lines 332-348; util.py, lines 105-111)."""
 
-    def __init__(self, model, x_u, unseen_idx):
+    def __init__(self, model, x_u, unseen_idx, settings):
         super().__init__()
         self.encoder, self.generator, self.feedback = model.encoder, model.generator, model.feedback
-        self.__dict__.update(tzsl=model, x_u=x_u, unseen_idx=unseen_idx)  # used, not owned
+        self.__dict__.update(tzsl=model, x_u=x_u, unseen_idx=unseen_idx, settings=settings)  # used, not owned
 
     def forward(self, features, attributes, fb_seen: float = 0.0, fb_unseen: float = 0.0):
         t, c = self.tzsl, self.tzsl.config
@@ -137,7 +139,7 @@ class _GeneratorObjective(nn.Module):
             loss_g = loss_g - (t.critic_unseen(fake_u, cond) if c.conditional_d2 else t.critic_unseen(fake_u)).mean()
             if c.conditional_d2:
                 loss_rec = loss_rec + Fz.weighted_l1(t.decoder(fake_u)[0], cond)
-        loss = loss_vae + c.gan_weight * loss_g + c.decoder_weight * loss_rec
+        loss = loss_vae + self.settings.gan_weight * loss_g + self.settings.decoder_weight * loss_rec
         return {"loss": loss, "vae": loss_vae.detach(), "generator": loss_g.detach()}
 
 
@@ -156,33 +158,34 @@ class TZSLGANTrainer(AdaptationTrainer):
     module is used, and so trained, only after the first pass (mrflogs/icassp23, train.py,
     lines 119-121, 183-190 and 359-362: `for loop in range(feedback_loop)`, `if loop == 1`).
     With `adaptive_gp`, the penalty weight follows `functional.adapt_gp_weight` after every
-    round of critic steps (train.py, lines 239-243)."""
+    round of critic steps (train.py, lines 239-243). `args`: the phase's Trainer arguments;
+    `settings`: the run's `TZSLTrainingArguments` (None: `model.training_arguments(args.seed)`)."""
 
-    def __init__(self, model, args, *, x_s, y_s, x_u, unseen_idx, decoder_optimizer, accelerator=None):
-        c = model.config
+    def __init__(self, model, args, *, settings=None, x_s, y_s, x_u, unseen_idx, decoder_optimizer, accelerator=None):
+        c = self.settings = settings if settings is not None else model.training_arguments(args.seed)
         self.tzsl, self.x_s, self.y_s, self.x_u, self.unseen_idx = model, x_s, y_s, x_u, unseen_idx
         self.critics = [model.critic_seen] + ([model.critic_unseen] if x_u is not None else [])
-        self.opt_d = torch.optim.Adam([p for m in self.critics for p in m.parameters()], lr=c.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam([p for m in self.critics for p in m.parameters()], lr=c.learning_rate, betas=(0.5, 0.999))
         self.opt_dec, self.log_to, self.history = decoder_optimizer, accelerator, []
         self._sums = dict.fromkeys(_SUMS, 0.0)
         self.steps_per_pass = c.steps_per_epoch or max(1, x_s.shape[0] // c.batch_size)
-        self.steps_per_epoch = self.steps_per_pass * c.feedback_passes
+        self.steps_per_epoch = self.steps_per_pass * model.config.feedback_passes
         self.gp_weight, self.gp_weights = float(c.gp_weight), []
         self.batch = args.per_device_train_batch_size  # samples per process and step
         args.per_device_train_batch_size = 1  # the loader hands out step numbers only
-        objective = _GeneratorObjective(model, x_u, unseen_idx)
+        objective = _GeneratorObjective(model, x_u, unseen_idx, settings)
         super().__init__(model=objective, args=args, train_dataset=_Steps(self.steps_per_epoch))
         self.add_callback(_EpochRecord(self))
         self._seed_pending = False
 
     def parameter_groups(self, model):
-        c = self.tzsl.config
+        c = self.settings
         # The reference builds the encoder's Adam with torch's default betas (0.9, 0.999), the
         # generator's and feedback's with beta1 = 0.5 (akshitac8/tfvaegan, train_images.py, lines 109-112).
         groups = [{"params": list(model.encoder.parameters()), "betas": (0.9, 0.999)},
                   {"params": list(model.generator.parameters())}]  # fmt: skip
         if model.feedback is not None:
-            groups.append({"params": list(model.feedback.parameters()), "lr_scale": c.feedback_lr / c.lr})
+            groups.append({"params": list(model.feedback.parameters()), "lr_scale": c.feedback_lr / c.learning_rate})
         return groups
 
     def get_train_dataloader(self) -> DataLoader:
@@ -206,15 +209,15 @@ class TZSLGANTrainer(AdaptationTrainer):
         return self.x_s[b], self.tzsl.class_attributes[self.y_s[b]]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        c = self.tzsl.config
+        c, s = self.tzsl.config, self.settings
         if self._seed_pending:
             torch.manual_seed(self.args.seed + self.args.process_index)
             self._seed_pending = False
         feedback_on = int(inputs["step"].reshape(-1)[0]) >= self.steps_per_pass  # after the first pass
-        fb = c.feedback_train_weight if feedback_on else 0.0
-        penalty = sum(self._critic_and_decoder_step(fb) for _ in range(c.critic_iters))
-        if c.adaptive_gp:
-            self._adapt_gp(penalty / (c.critic_iters * len(self.critics)))
+        fb = s.feedback_train_weight if feedback_on else 0.0
+        penalty = sum(self._critic_and_decoder_step(fb) for _ in range(s.critic_iters))
+        if s.adaptive_gp:
+            self._adapt_gp(penalty / (s.critic_iters * len(self.critics)))
         xs, as_ = self._seen_batch()
         for m in self.critics:  # the critics only judge the generator step
             m.requires_grad_(False)
@@ -246,9 +249,9 @@ class TZSLGANTrainer(AdaptationTrainer):
     def _critic_and_decoder_step(self, fb: float) -> float:
         """One decoder step on real seen pairs, then one step of both critics (in the reference
         order, mrflogs/icassp23, train.py, lines 146-229). Returns the summed unweighted penalty."""
-        t, c, sums, k = self.tzsl, self.tzsl.config, self._sums, self.tzsl.config.critic_iters
+        t, c, sums, k = self.tzsl, self.tzsl.config, self._sums, self.settings.critic_iters
         xs, as_ = self._seen_batch()
-        loss_dec = c.decoder_weight * Fz.weighted_l1(t.decoder(xs)[0], as_)
+        loss_dec = self.settings.decoder_weight * Fz.weighted_l1(t.decoder(xs)[0], as_)
         self._own_step(self.opt_dec, loss_dec, list(t.decoder.parameters()))
         sums["decoder"] += loss_dec.item() / k
         with torch.no_grad():
@@ -271,7 +274,7 @@ class TZSLGANTrainer(AdaptationTrainer):
             loss_d = loss_d + loss_d2
             sums["critic_unseen"] += loss_d2.item() / k
             penalty += pen2.item()
-        self._own_step(self.opt_d, c.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()])
+        self._own_step(self.opt_d, self.settings.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()])
         return penalty
 
     def _own_step(self, optimizer, loss, params) -> None:

@@ -102,31 +102,28 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
     # ------------------------------------------------------------------ fit / evaluate
     def default_training_arguments(self) -> dict:
-        """The official code's settings (SGD lr 1e-4 for the context and the LayerNorms, cosine,
-        batch 64, 50 epochs, no gradient clipping); `fit(args={...})` overrides any of them."""
-        from .training import default_training_arguments
+        """The official settings, `UEOTrainingArguments`' defaults (SGD lr 1e-4 for the context and
+        the LayerNorms, cosine, batch 64, 50 epochs, no gradient clipping, trade 1)."""
+        from .arguments import UEOTrainingArguments
 
-        return default_training_arguments()
+        return UEOTrainingArguments.method_defaults()
 
-    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, trade: float = 1.0,
-            no_weight: bool = False, oracle: bool = False, augment: bool = True, batch_size: int = 64,
-            accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
-            resume_from_checkpoint=None, dataset_name: str | None = None, trainer_class=None,
-            weights_from: str = "cosine", log_epsilon: float = 1e-5):  # fmt: skip
+    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
+            batch_size: int = 64, accelerator=None, image_column: str = "image", label_column: str = "label",
+            callbacks=None, dataset_name: str | None = None, trainer_class=None):  # fmt: skip
         """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
 
         The weights w are the initial model's max softmax probabilities, computed in one
         pass before training and kept fixed (saved beside each checkpoint, so a resumed run
-        uses the same ones). `no_weight=True`: information maximisation (uniform w).
-        `oracle=True`: the official code's ablation, w = 1[known] + 1e-3 from the label
-        column (the only switch that reads labels; otherwise a label column is ignored with a
-        warning). `args`: `AdaptationTrainingArguments` or a dict of overrides of the
-        defaults (the official code's: SGD lr 1e-4 for both groups, cosine, batch 64, 50
-        epochs, no gradient clipping). `validation` is not used: UEO selects no model.
-        `batch_size` is for the weight pass. `weights_from`: "cosine" (default, as the
-        official code: softmax of the unscaled cosine similarities; nearly uniform weights)
-        or "logits" (softmax of the scaled logits the model predicts with). `log_epsilon`:
-        the ε of −Σ p·log(p + ε) in both entropies (official 1e-5; 0 = exact).
+        uses the same ones). `args`: a `UEOTrainingArguments` or a dict of overrides of its
+        defaults (the official code's: SGD lr 1e-4 for both groups, cosine, batch 64, 50 epochs,
+        no gradient clipping), which also holds the method's switches: `trade`, `no_weight=True`
+        (information maximisation, uniform w), `oracle=True` (the official ablation, w =
+        1[known] + 1e-3 from the label column: the only switch that reads labels; otherwise a
+        label column is ignored with a warning), `augment`, `weights_from` ("cosine", as the
+        official code: softmax of the unscaled cosine similarities, nearly uniform weights; or
+        "logits") and `log_epsilon` (the ε of −Σ p·log(p + ε), official 1e-5; 0 = exact).
+        `validation` is not used: UEO selects no model. `batch_size` is for the weight pass.
 
         Backbone: HF's `CLIPModel` has only ViT image towers, so UEO here needs a ViT CLIP. It
         trains the affine weight and bias of every vision LayerNorm (pre_layrnorm, layer_norm1/2
@@ -138,11 +135,11 @@ class UEOForImageClassification(CLIPAdaptedModel):
         """
         from .training import fit_ueo
 
-        return fit_ueo(self, train, validation, seed=seed, args=args, trade=trade, no_weight=no_weight, oracle=oracle,
-                       augment=augment, batch_size=batch_size, accelerator=accelerator, image_column=image_column,
-                       label_column=label_column, callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
-                       dataset_name=dataset_name, trainer_class=trainer_class, weights_from=weights_from,
-                       log_epsilon=log_epsilon)  # fmt: skip
+        options = dict(batch_size=batch_size, accelerator=accelerator, image_column=image_column,
+                       label_column=label_column, callbacks=callbacks, dataset_name=dataset_name,
+                       trainer_class=trainer_class)  # fmt: skip
+        return fit_ueo(self, train, validation, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint,
+                       **options)  # fmt: skip
 
     extra_metrics = ("auroc_scaled", "h_score_scaled", "auroc_energy", "h_score_energy", "num_known", "num_unknown")
 

@@ -31,22 +31,13 @@ from transformers import TrainerCallback
 from ..data.labels import known_label_map
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
+from .arguments import UEOTrainingArguments, method_settings
 from ..training.arguments import resolve_training_arguments
 from .evaluation import to_model_labels
 from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
                          zero_shot_weights)
 
 WEIGHTS_FILE = "ueo_weights.pt"
-
-
-def default_training_arguments() -> dict:
-    """The official code's settings (tim-learn/UEO, demo.py): SGD without momentum or weight
-    decay (line 450), lr 1e-4 for the context and the LayerNorms alike (`--plr`/`--vlr`, lines
-    589-590), a cosine schedule to 0 over every step without warm-up (line 451), batch 64
-    (line 591), 50 epochs (line 592), and no gradient clipping (lines 487-490 step the raw
-    gradient): `max_grad_norm=0` switches off the Trainer's default clipping at 1.0."""
-    return dict(optim="sgd", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
-                per_device_train_batch_size=64, num_train_epochs=50, max_grad_norm=0.0)  # fmt: skip
 
 
 class CheckedImages(torch.utils.data.Dataset):
@@ -241,17 +232,19 @@ def _checkpoint_folder(resume, args) -> Path | None:
     return Path(resume)
 
 
-def training_arguments(num_samples: int, seed: int, args=None) -> AdaptationTrainingArguments:
-    """The official defaults, then `args` (see `hf_clipadapt.training.arguments.resolve_training_arguments`)."""
-    return resolve_training_arguments(default_training_arguments(), args, seed=seed, num_samples=num_samples)
+def training_arguments(num_samples: int, seed: int, args=None) -> UEOTrainingArguments:
+    """`UEOTrainingArguments` (the official defaults), then `args` (an instance, used as it is, or
+    a dict of overrides: `hf_clipadapt.training.arguments.resolve_training_arguments`)."""
+    return resolve_training_arguments(None, args, seed=seed, num_samples=num_samples,
+                                      arguments_class=UEOTrainingArguments)  # fmt: skip
 
 
-def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, oracle, augment, batch_size, accelerator,
-            image_column, label_column, callbacks, resume_from_checkpoint, dataset_name, trainer_class,
-            weights_from="cosine", log_epsilon=OFFICIAL_LOG_EPSILON):  # fmt: skip
-    """`UEOForImageClassification.fit` (see there)."""
-    if no_weight and oracle:
-        raise ValueError("no_weight=True and oracle=True are two different ablations; choose one")
+def fit_ueo(model, train, validation=None, *, seed: int, args=None, resume_from_checkpoint=None, batch_size: int = 64,
+            accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
+            dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+    """`UEOForImageClassification.fit` (see there); UEO's switches come from `args`."""
+    settings = method_settings(args)
+    trade, no_weight, oracle = settings["trade"], settings["no_weight"], settings["oracle"]
     check_unlabelled(train, image_column, label_column, oracle)
     if validation is not None:
         warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
@@ -268,14 +261,14 @@ def fit_ueo(model, train, validation=None, *, seed, args, trade, no_weight, orac
         objective, weights = "oracle", oracle_pass(model, train, label_column)
     else:
         objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator,
-                                                    weights_from=weights_from)  # fmt: skip
+                                                    weights_from=settings["weights_from"])  # fmt: skip
     # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
     training_args = training_arguments(len(images), seed, args)
-    transform = model.training_views(seed, train) if augment else \
+    transform = model.training_views(seed, train) if settings["augment"] else \
         model.backbone.image_transform()  # fmt: skip
     data = UnlabelledViews(images, transform)
     extra = [EpochView(data)] + ([SaveWeights(weights)] if weights is not None else [])
-    trainer_kwargs = dict(sample_weights=weights, trade=trade, log_epsilon=log_epsilon)
+    trainer_kwargs = dict(sample_weights=weights, trade=trade, log_epsilon=settings["log_epsilon"])
     was_training = model.training
     model.history_ = train_model(model, data, training_args, trainer_class=trainer_class or UEOTrainer,
                                  callbacks=extra + list(callbacks or []), resume_from_checkpoint=resume_from_checkpoint,

@@ -21,7 +21,7 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
     assert set(results["scores"]) == {"zsl_accuracy", "unseen_accuracy", "seen_accuracy", "h_score"}
     # Selection saw only seen classes: its pseudo-unseen classes are seen ones.
     assert set(results["selection"]["pseudo_unseen_classes"]) <= set(tiny_data.seen_classes)
-    assert results["config"]["epochs"] == results["selection"]["chosen_epochs"]
+    assert results["training"]["num_train_epochs"] == results["selection"]["chosen_epochs"]
     card = (out / "README.md").read_text()
     assert "h_score" in card and "c10" in card and "library_name: hf_clipadapt" in card
     assert (out / "model.safetensors").exists()

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 import hf_clipadapt  # noqa: F401  (registers the Auto classes)
-from hf_clipadapt.tzsl import PRESETS, TZSLConfig, TZSLModel
+from hf_clipadapt.tzsl import PRESETS, TZSLConfig, TZSLModel, TZSLTrainingArguments
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,8 @@ def test_bad_input_raises_clear_errors(tiny_data, tiny_kwargs):
 
 def test_presets_follow_the_published_hyperparameters():
     cub = TZSLConfig.from_preset("cub", attribute_dim=312)
-    assert (cub.epochs, cub.hidden_dim, cub.critic_iters, cub.gp_weight, cub.syn_num) == (300, 4096, 5, 10.0, 300)
+    training = TZSLTrainingArguments.from_preset("cub")
+    assert (training.num_train_epochs, cub.hidden_dim, training.critic_iters, training.gp_weight, training.syn_num) == \
+        (300, 4096, 5, 10.0, 300)  # fmt: skip
     assert cub.latent_dim == 312 and cub.feedback
     assert set(PRESETS) == {"cub", "awa2", "sun", "flo", "fast"}

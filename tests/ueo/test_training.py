@@ -48,11 +48,11 @@ def test_fit_trains_with_weights_fixed_at_the_initial_zero_shot_prediction():
 
 def test_no_weight_is_information_maximisation_and_oracle_reads_labels():
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
-    model.fit(unlabelled(), args=ARGS, no_weight=True)
+    model.fit(unlabelled(), args={**ARGS, "no_weight": True})
     assert model.config.objective == "information_maximization" and model.sample_weights_ is None
     data = tiny_image_dataset(4, 2, class_names=[*NAMES, "black"])  # "black" is not a known class
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
-    model.fit(data, args=ARGS, oracle=True)
+    model.fit(data, args={**ARGS, "oracle": True})
     known = torch.tensor([label < 3 for label in data["label"]])
     torch.testing.assert_close(model.sample_weights_, known.float() + 1e-3)
 
@@ -134,8 +134,8 @@ def test_training_does_not_clip_gradients_as_the_official_code():
     assert torch.cat([g.flatten() for g in grads.values()]).norm() > 3  # clipping at 1 would shrink the step 3x+
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
     start = trained(model)
-    model.fit(data, augment=False, trade=trade, args=dict(per_device_train_batch_size=9, max_steps=1, learning_rate=lr,
-                                                          lr_scheduler_type="constant"))  # fmt: skip
+    model.fit(data, args=dict(per_device_train_batch_size=9, max_steps=1, learning_rate=lr, lr_scheduler_type="constant",
+                              augment=False, trade=trade))  # fmt: skip
     for name, value in trained(model).items():
         assert_close_scaled(value - start[name], -lr * grads[name], rtol=1e-3, msg=name)
 
@@ -147,9 +147,9 @@ def test_bad_unlabelled_sets():
     with pytest.raises(ValueError, match="no images"):
         model.fit(unlabelled().select([]), args=ARGS)
     with pytest.raises(ValueError, match="oracle=True reads"):
-        model.fit(unlabelled(), args=ARGS, oracle=True)
+        model.fit(unlabelled(), args={**ARGS, "oracle": True})
     with pytest.raises(ValueError, match="choose one"):
-        model.fit(unlabelled(), args=ARGS, oracle=True, no_weight=True)
+        model.fit(unlabelled(), args={**ARGS, "oracle": True, "no_weight": True})
 
 
 def test_an_image_that_fails_to_decode_is_named_by_its_row():

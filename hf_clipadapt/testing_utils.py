@@ -20,15 +20,26 @@ def tiny_clip_config(**overrides):
 
     kwargs = dict(
         text_config=dict(
-            vocab_size=99, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            image_size=TINY_IMAGE_SIZE, patch_size=2,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=TINY_IMAGE_SIZE,
+            patch_size=2,
         ),
         projection_dim=16,
-    )  # fmt: skip
+    )
     kwargs.update(overrides)
     return CLIPConfig(**kwargs)
 
@@ -125,7 +136,15 @@ def run_distributed(function, args=(), num_processes: int = 2, timeout: float = 
             args_file.write_text(json.dumps(list(args)), encoding="utf-8")
         except TypeError as e:
             raise TypeError(f"run_distributed passes args as JSON: give strings/numbers/lists ({e})") from e
-        cmd = [sys.executable, "-c", _LAUNCH, inspect.getfile(function), function.__name__, str(args_file), str(num_processes)]
+        cmd = [
+            sys.executable,
+            "-c",
+            _LAUNCH,
+            inspect.getfile(function),
+            function.__name__,
+            str(args_file),
+            str(num_processes),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -286,7 +305,9 @@ class AdaptedModelTesterMixin:
         assert torch.equal(self.logits(reloaded, inputs), self.logits(model, inputs))
         ignore = {"_name_or_path"}  # where it was loaded from
         config, expected = reloaded.config.to_dict(), model.config.to_dict()
-        assert {k: v for k, v in config.items() if k not in ignore} == {k: v for k, v in expected.items() if k not in ignore}
+        assert {k: v for k, v in config.items() if k not in ignore} == {
+            k: v for k, v in expected.items() if k not in ignore
+        }
 
     def test_saved_weights_hold_only_what_was_fitted(self, tmp_path):
         from safetensors.torch import load_file
@@ -385,8 +406,9 @@ class AdaptedModelTesterMixin:
             self.model_class.from_pretrained(tmp_path / "orphan")
 
 
-def assert_initialised(tensor: torch.Tensor, name: str, *, mean: float | None = None, std: float | None = None,
-                       bound: float | None = None) -> None:
+def assert_initialised(
+    tensor: torch.Tensor, name: str, *, mean: float | None = None, std: float | None = None, bound: float | None = None
+) -> None:
     """Assert that `tensor` looks drawn from its documented initialisation: N(`mean`, `std`²)
     (sample mean within 5 standard errors, sample std within 5 of its standard errors,
     √(1/2n), and 10 %), or U(−`bound`, `bound`) (inside the bound, std as for σ = bound/√3).

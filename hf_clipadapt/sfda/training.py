@@ -29,12 +29,11 @@ What is specific to the recipe (GeoNet 2023 two-stage SFDA, ICCV 2023 workshop):
   rate, the classifier frozen in stage 2, lr·(1 + γp)^−power;
 * losses in `compute_loss`: label-smoothing CE plus the soft CE to the EMA teacher
   (source); the strategy's pseudo-label loss (target);
-* per-epoch method state, through `_SFDAEpochCallback`: the EMA teacher (copied when
-  its term starts, averaged at each epoch end), the target pseudo-labels (a full
-  prediction pass at each epoch start) and model selection. It is saved beside
-  every Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read
-  back with `torch.load(weights_only=True)`, which never runs pickled code), so a
-  resumed run continues exactly.
+* per-epoch method state, through `_SFDAEpochCallback` (`.epochs`): the EMA teacher (copied
+  when its term starts, averaged at each epoch end), the target pseudo-labels (a full
+  prediction pass at each epoch start) and model selection. It is saved beside every
+  Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read back with
+  `torch.load(weights_only=True)`, which never runs pickled code), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..configuration_utils import DEFAULT_SEED
@@ -58,75 +56,12 @@ from ..training.trainer import AdaptationTrainer, last_complete_checkpoint
 from . import functional as SF
 from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_training_defaults
 from .configuration_sfda import FIXED_LABEL_STRATEGIES
+from .epochs import _Collate, _EpochLoader, _MethodState, _SFDAEpochCallback
 from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
 
 METHOD_STATE_FILE = "sfda_state.pt"
 
 __all__ = ["SFDATrainer", "check_closed_set_labels", "evaluate", "fit", "predict_logits", "pseudo_labels"]
-
-
-class _Collate:
-    """(index, image, label) rows → {"pixel_values", "labels", "indices"}; `view` = epoch."""
-
-    def __init__(self, transform):
-        self.transform, self.view = transform, 0
-
-    def __call__(self, batch):
-        indices = torch.tensor([b[0] for b in batch])
-        labels = torch.tensor([b[2] for b in batch], dtype=torch.long)
-        return {
-            "pixel_values": self.transform([b[1] for b in batch], indices, self.view),
-            "labels": labels,
-            "indices": indices,
-        }
-
-
-class _EpochLoader(DataLoader):
-    """A DataLoader whose `set_epoch` reaches its sharded sampler and the augmentation view
-    (also shared by the loader Accelerate's `skip_first_batches` builds from it)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.collate_fn.view = epoch
-
-
-class _MethodState:
-    """Everything besides model, optimizer, scheduler and RNG that a resume needs."""
-
-    def __init__(self):
-        self.teacher_started = False
-        self.pseudo: dict[str, torch.Tensor] = {}
-        self.pseudo_epoch = -1
-        self.history: list[dict] = []
-        self.best_score, self.best_epoch, self.best_weights = None, None, None
-
-    def state_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict) -> None:
-        unknown = set(state) - set(self.__dict__)
-        if unknown:
-            raise ValueError(
-                f"the SFDA method state holds unknown entries {sorted(unknown)}; it was written by another "
-                "version: resume from a checkpoint of this one"
-            )
-        self.__dict__.update(state)
-
-
-class _SFDAEpochCallback(TrainerCallback):
-    """Calls the trainer's per-epoch and per-step hooks (Trainer's public extension point)."""
-
-    def __init__(self, trainer: SFDATrainer):
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.trainer.begin_epoch()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.trainer.maybe_start_teacher()
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self.trainer.end_epoch()
 
 
 class SFDATrainer(AdaptationTrainer):

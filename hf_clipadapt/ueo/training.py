@@ -275,6 +275,24 @@ def training_arguments(num_samples: int, seed: int, args=None) -> UEOTrainingArg
     )
 
 
+def _initial_weights(model, train, images, folder, settings, *, label_column, batch_size, accelerator):
+    """`fit_ueo`'s objective name and per-sample weights, before training: none for the
+    information-maximization ablation, those saved with a resumed checkpoint (the initial
+    model's, not the checkpoint's), the oracle's from the labels, or UEO's from a zero-shot
+    pass. Kept apart so `fit_ueo` reads as the training run. Returns (objective, weights or None).
+    """
+    if settings["no_weight"]:
+        return "information_maximization", None
+    if folder is not None and (folder / WEIGHTS_FILE).is_file():
+        return ("oracle" if settings["oracle"] else "ueo"), load_initial_weights(folder)
+    if settings["oracle"]:
+        return "oracle", oracle_pass(model, train, label_column)
+    weights = zero_shot_pass(
+        model, images, batch_size=batch_size, accelerator=accelerator, weights_from=settings["weights_from"]
+    )
+    return "ueo", weights
+
+
 def fit_ueo(
     model,
     train,
@@ -293,28 +311,23 @@ def fit_ueo(
 ):
     """`UEOForImageClassification.fit` (see there); UEO's switches come from `args`."""
     settings = method_settings(args)
-    trade, no_weight, oracle = settings["trade"], settings["no_weight"], settings["oracle"]
-    check_unlabelled(train, image_column, label_column, oracle)
+    trade = settings["trade"]
+    check_unlabelled(train, image_column, label_column, settings["oracle"])
     if validation is not None:
         warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
     model.require_backbone("fitting UEO")
     images = CheckedImages(train, image_column)
     folder = _checkpoint_folder(resume_from_checkpoint, args)
-    weights = None
-    if no_weight:
-        objective = "information_maximization"
-    elif folder is not None and (folder / WEIGHTS_FILE).is_file():
-        objective = "oracle" if oracle else "ueo"
-        weights = load_initial_weights(folder)  # the initial model's, not the checkpoint's
-    elif oracle:
-        objective, weights = "oracle", oracle_pass(model, train, label_column)
-    else:
-        objective, weights = (
-            "ueo",
-            zero_shot_pass(
-                model, images, batch_size=batch_size, accelerator=accelerator, weights_from=settings["weights_from"]
-            ),
-        )
+    objective, weights = _initial_weights(
+        model,
+        train,
+        images,
+        folder,
+        settings,
+        label_column=label_column,
+        batch_size=batch_size,
+        accelerator=accelerator,
+    )
     # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
     training_args = training_arguments(len(images), seed, args)
     transform = model.training_views(seed, train) if settings["augment"] else model.backbone.image_transform()

@@ -180,7 +180,9 @@ def record_preprocessing(model, size: int, mean, std) -> None:
         )  # bilinear, as Preprocess resizes
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `stage1`, `stage2` and `evaluate`, sharing the options of `common`
+    (and `train` for the two training stages). Kept apart so `main` reads as the run."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -227,7 +229,36 @@ def main():
     ev = sub.add_parser("evaluate", parents=[common], help="score a model on labelled data")
     ev.add_argument("--model", required=True)
     ev.add_argument("--data", required=True)
-    args = ap.parse_args()
+    return ap
+
+
+def run_evaluate(args, accelerator) -> None:
+    """The `evaluate` command: score a saved model on labelled data at the size and
+    normalisation recorded in its config (or the backbone's), printing the scores as JSON.
+
+    Args:
+        args: the parsed command line (`model`, `data`, `image_size`, `batch_size`).
+        accelerator: shards the prediction pass over the launched processes.
+    """
+    model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
+    c = model.config
+    size = args.image_size or getattr(c, "image_size", None) or 224
+    stats = (
+        (c.image_mean, c.image_std)
+        if getattr(c, "image_mean", None)
+        else image_stats(None if c.torch_backbone else c.backbone)
+    )
+    accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
+    tf = Preprocess(size, *stats)
+    scores = evaluate(
+        model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size
+    )
+    if accelerator.is_main_process:
+        print(json.dumps(scores, indent=2))
+
+
+def main():
+    args = build_parser().parse_args()
 
     # the prediction passes shard over the processes of `accelerate launch` (cpu=True without a GPU,
     # or each CPU process would think it is alone); training goes through the Trainer
@@ -236,21 +267,7 @@ def main():
     set_seed(args.seed)  # the new head's initialisation
 
     if args.command == "evaluate":
-        model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
-        c = model.config
-        size = args.image_size or getattr(c, "image_size", None) or 224
-        stats = (
-            (c.image_mean, c.image_std)
-            if getattr(c, "image_mean", None)
-            else image_stats(None if c.torch_backbone else c.backbone)
-        )
-        accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
-        tf = Preprocess(size, *stats)
-        scores = evaluate(
-            model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size
-        )
-        if accelerator.is_main_process:
-            print(json.dumps(scores, indent=2))
+        run_evaluate(args, accelerator)
         return
 
     if args.image_size is None:  # stage 2 keeps stage 1's size unless told otherwise

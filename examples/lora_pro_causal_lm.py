@@ -284,6 +284,33 @@ def parse_args(argv=None):
     return args
 
 
+def sft_training_arguments(args) -> TrainingArguments:
+    """Trainer's settings from the command line: cosine schedule with warm-up, no
+    checkpoints (the adapter is saved once at the end), no trackers. Kept apart so
+    `main` reads as the run.
+
+    Args:
+        args: the parsed command line (`parse_args`).
+    """
+    return TrainingArguments(
+        output_dir=args.output_dir,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=args.warmup_ratio,
+        save_strategy="no",
+        logging_steps=5,
+        bf16=args.bf16,
+        seed=args.seed,
+        report_to="none",
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     set_seed(args.seed)
@@ -319,23 +346,7 @@ def main(argv=None):
         ),
     )
 
-    training_args = TrainingArguments(
-        output_dir=args.output_dir,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        lr_scheduler_type="cosine",
-        warmup_steps=args.warmup_ratio,
-        save_strategy="no",
-        logging_steps=5,
-        bf16=args.bf16,
-        seed=args.seed,
-        report_to="none",
-    )
+    training_args = sft_training_arguments(args)
     trainer = Trainer(
         model=model,
         args=training_args,

@@ -316,6 +316,67 @@ def fmt(x, d: int) -> str:
     return "-" if x is None else f"{x:.{d}f}"
 
 
+def _gap_rows(res: dict) -> list[str]:
+    """cls_table.md's gap table: the LoRA → full-FT gap over seeds and the share each method closes
+    (empty without `gap_over_seeds`). Kept apart from `markdown` so each table reads on its own."""
+    lines = []
+    if res.get("gap_over_seeds"):
+        lines += [
+            "",
+            "| method | metric | LoRA → full-FT gap, mean ± std | method − LoRA, mean ± std | share of the gap closed, mean ± std |",
+            "|---|---|---|---|---|",
+        ]
+        for m, g in res["gap_over_seeds"].items():
+            for key, label, d in (
+                ("test_accuracy", "test accuracy (points)", 1),
+                ("train_loss_end", "train loss, last 40 steps", 3),
+            ):
+                x = g[key]
+                sh = (
+                    "n/a"
+                    if x["share"] is None
+                    else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
+                )
+                lines.append(
+                    f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
+                    f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |"
+                )
+    return lines
+
+
+def _distance_rows(res: dict) -> list[str]:
+    """cls_table.md's ΔW tables: cosine to full fine-tuning's update along training, and the
+    final distances (each empty when its entry is missing)."""
+    lines = []
+    if res.get("update_distance_curves"):
+        lines += [
+            "",
+            "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps "
+            + ", ".join(sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int))
+            + " |",
+            "|---|---|---|",
+        ]
+        for lr, per in res["update_distance_curves"].items():
+            for m, c in per.items():
+                lines.append(
+                    f"| {lr} | {C.LABELS[m]} | "
+                    + ", ".join(f"{c[t]['cosine']:.2f}" for t in sorted(c, key=int))
+                    + " |"
+                )
+    if res.get("update_distance_to_full_ft"):
+        lines += [
+            "",
+            "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |",
+            "|---|---|---|---|",
+        ]
+        for key, d in res["update_distance_to_full_ft"].items():
+            m, lr = key.split("@")
+            lines.append(
+                f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |"
+            )
+    return lines
+
+
 def markdown(res: dict) -> str:
     """cls_table.md: every run of the sweep, the chosen runs, the gap shares and the ΔW distances."""
     lines = [
@@ -352,55 +413,10 @@ def markdown(res: dict) -> str:
                 f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.1f} ± {fmt(a['std'], 1)} | {per} | "
                 f"{t['mean']:.3f} ± {fmt(t['std'], 3)} |"
             )
-    if res.get("gap_over_seeds"):
-        lines += [
-            "",
-            "| method | metric | LoRA → full-FT gap, mean ± std | method − LoRA, mean ± std | share of the gap closed, mean ± std |",
-            "|---|---|---|---|---|",
-        ]
-        for m, g in res["gap_over_seeds"].items():
-            for key, label, d in (
-                ("test_accuracy", "test accuracy (points)", 1),
-                ("train_loss_end", "train loss, last 40 steps", 3),
-            ):
-                x = g[key]
-                sh = (
-                    "n/a"
-                    if x["share"] is None
-                    else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
-                )
-                lines.append(
-                    f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
-                    f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |"
-                )
+    lines += _gap_rows(res)
     if res.get("bootstrap"):
         lines += B.markdown(res["bootstrap"], C.LABELS, "reviews", "test accuracy (points)", scale=100, digits=1)
-    if res.get("update_distance_curves"):
-        lines += [
-            "",
-            "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps "
-            + ", ".join(sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int))
-            + " |",
-            "|---|---|---|",
-        ]
-        for lr, per in res["update_distance_curves"].items():
-            for m, c in per.items():
-                lines.append(
-                    f"| {lr} | {C.LABELS[m]} | "
-                    + ", ".join(f"{c[t]['cosine']:.2f}" for t in sorted(c, key=int))
-                    + " |"
-                )
-    if res.get("update_distance_to_full_ft"):
-        lines += [
-            "",
-            "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |",
-            "|---|---|---|---|",
-        ]
-        for key, d in res["update_distance_to_full_ft"].items():
-            m, lr = key.split("@")
-            lines.append(
-                f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |"
-            )
+    lines += _distance_rows(res)
     return "\n".join(lines) + "\n"
 
 

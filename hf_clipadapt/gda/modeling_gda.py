@@ -125,21 +125,22 @@ class GDAForImageClassification(CLIPAdaptedModel):
     ) -> GDAForImageClassification:
         """Fit W and b in closed form and pick α on validation data; returns self.
 
-        `train` is one of:
-        * a `datasets.Dataset`; with `shots=K` the CoOp K-shot train/validation split
-          is drawn from it first (`hf_clipadapt.data.sample_few_shot`, seeded);
-        * a `DatasetDict` with "train" and "validation" (what `sample_few_shot` returns);
-        * a `DataLoader` yielding {"pixel_values", "labels"} batches, augmented by you;
-          it is iterated `views` times and the statistics are summed across processes.
-
-        Training images are encoded under `views` random-resized-crop (+ flip) views
-        (`AugmentedViews`, `config.view_scale` / `config.view_flip`), each view a sample.
-        The covariance estimator is `config.covariance` ("ks" for few-shot; the
-        "base_to_new" preset gives the official base-to-new script's base head).
-        α is chosen from `alphas` by accuracy on the validation split (never test data);
-        without one, `config.alpha` stays. The official code picks α on the dataset's
-        full validation split (on the test set for ImageNet); `shots=` holds out
+        Training images are encoded under `views` random-resized-crop (+ flip) views (`AugmentedViews`,
+        `config.view_scale` / `config.view_flip`), each view a sample. The covariance estimator is `config.covariance`
+        ("ks" for few-shot; the "base_to_new" preset gives the official base-to-new script's base head). The official
+        code picks α on the dataset's full validation split (on the test set for ImageNet); `shots=` holds out
         min(K, 4) images per class of the training data instead.
+
+        Args:
+            train: a `datasets.Dataset` (with `shots=K` the CoOp K-shot train/validation split is drawn from it
+                first, `hf_clipadapt.data.sample_few_shot`, seeded); a `DatasetDict` with "train" and "validation"
+                (what `sample_few_shot` returns); or a `DataLoader` yielding {"pixel_values", "labels"} batches,
+                augmented by you, iterated `views` times, its statistics summed across processes.
+            validation: data on which α is chosen from `alphas` by accuracy (never test data); without
+                any, `config.alpha` stays. seed: the few-shot draw and the augmented views.
+            args, resume_from_checkpoint: refused (no training run). shots, views, alphas: see above.
+            batch_size, accelerator, cache_dir, image_column, label_column: encoding (`encode_dataset`).
+            dataset_name: recorded in the provenance (default: the config's, else the dataset's).
         """
         _reject_training_run(args, resume_from_checkpoint)
         self.require_backbone("fitting")
@@ -328,30 +329,27 @@ class GDAForImageClassification(CLIPAdaptedModel):
         num_folds: int = 4,
         seed: int = DEFAULT_SEED,
     ) -> GDAForImageClassification:
-        """Base-to-new: a head for classes that have no images, only names.
+        """Base-to-new: a head for classes that have no images, only names; returns a new model on the
+        same backbone, built by `new_class_classifier` with `head`.
 
-        `base_features` are the base classes' training features; the official code
-        (mrflogs/ICLR24, main_base2new.py, lines 42-53 and 85-111) uses every augmented
-        view `fit` encoded, e.g. ``model.encode_dataset(shots, model.training_views(seed,
-        shots), views=c.views, split="train")``. Returns a new model on
-        the same backbone, built by `new_class_classifier` with `head`:
-
-        * ``"official"`` (default): mean = the `k` nearest base features and `text_copies`
-          copies of the class's text embedding; precision = the KS estimate of each new
-          class's neighbours about its text embedding, averaged over the new classes.
-          `base_labels` are needed only for ``alpha_rule="pseudo_new"``.
-        * ``"knn_mean"``: this library's earlier head (mean of the `k` nearest base
-          features, the base classes' KS precision), not the official one.
-
-        The new head's α comes from `alpha_rule`:
-
-        * ``"reuse"`` (the official code, line 113): the base α.
-        * ``"pseudo_new"`` (this library's rule, not in the official code): chosen on the
-          base data alone by `select_new_class_alpha`: `num_folds` groups of base classes
-          are held out in turn, given heads the way new classes are (same `head`, `k`,
-          `text_copies`, from the remaining base features), and α from `alphas` (default
-          `config.alphas`) maximises their accuracy. It reads no new-class images or
-          labels; the scores go to the head's `config.alpha_scores`.
+        Args:
+            class_names: the new classes. templates: their prompt templates (default: the config's).
+            base_features: the base classes' training features; the official code (mrflogs/ICLR24,
+                main_base2new.py, lines 42-53 and 85-111) uses every augmented view `fit` encoded, e.g.
+                ``model.encode_dataset(shots, model.training_views(seed, shots), views=c.views, split="train")``.
+            base_labels: their labels, needed only for ``alpha_rule="pseudo_new"``.
+            k: nearest base features per new class. text_copies: copies of the text embedding in the mean.
+            head: ``"official"`` (default): mean = the `k` nearest base features and `text_copies` copies
+                of the class's text embedding; precision = the KS estimate of each new class's neighbours
+                about its text embedding, averaged over the new classes. ``"knn_mean"``: this library's
+                earlier head (mean of the `k` nearest base features, the base classes' KS precision).
+            alpha_rule: ``"reuse"`` (the official code, line 113): the base α. ``"pseudo_new"`` (this
+                library's rule, not in the official code): chosen on the base data alone by
+                `select_new_class_alpha`: `num_folds` groups of base classes are held out in turn, given
+                heads the way new classes are (same `head`, `k`, `text_copies`, from the remaining base
+                features), and α from `alphas` (default `config.alphas`) maximises their accuracy. It reads
+                no new-class images or labels; the scores go to the head's `config.alpha_scores`.
+            alphas, num_folds, seed: the ``"pseudo_new"`` search (see `select_new_class_alpha`).
         """
         from .new_classes import fill_new_head, new_head_model, set_pseudo_new_alpha
 

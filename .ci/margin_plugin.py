@@ -98,7 +98,9 @@ def report(path: str, below: float = 50.0) -> None:
     for row in sorted(worst.values(), key=lambda r: -r["ratio"]):
         margin = 1.0 / max(row["ratio"], 1e-300)
         if margin < below:
-            print(f"{margin:8.1f}x  {row['at']:45s} {row['dtype']:8s} max|expected|={row['max_expected']:.3g} max|err|={row['max_err']:.2g}")
+            print(
+                f"{margin:8.1f}x  {row['at']:45s} {row['dtype']:8s} max|expected|={row['max_expected']:.3g} max|err|={row['max_err']:.2g}"
+            )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def nearest_class_mean(features: torch.Tensor, labels: torch.Tensor, num_classes
     return F.normalize(sums, dim=1)
 
 
-def logistic_probe(train_x, train_y, val_x, val_y, Cs: Sequence[float] = PROBE_CS, seed: int = 0, max_iter: int = 1000):
+def logistic_probe(
+    train_x, train_y, val_x, val_y, Cs: Sequence[float] = PROBE_CS, seed: int = 0, max_iter: int = 1000
+):
     """A scikit-learn LogisticRegression with C picked by validation accuracy (smaller C on ties)."""
     from sklearn.linear_model import LogisticRegression
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 
 from accelerate.utils import set_seed
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import class_names, dataset_display_name
-from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 
 
 def parse_args(argv=None):
@@ -44,9 +44,14 @@ def main(argv=None) -> dict:
     train, test = load_train_test(args)
     ctx_init = None if str(args.ctx_init).lower() == "none" else args.ctx_init
     model = CoOpForImageClassification.from_clip(
-        args.model, class_names(train, args.label_column), n_ctx=args.n_ctx, ctx_init=ctx_init,
-        class_specific=args.class_specific, view_flip=False if args.no_flip else None, views=args.views,
-    ).to(accelerator.device)  # fmt: skip
+        args.model,
+        class_names(train, args.label_column),
+        n_ctx=args.n_ctx,
+        ctx_init=ctx_init,
+        class_specific=args.class_specific,
+        view_flip=False if args.no_flip else None,
+        views=args.views,
+    ).to(accelerator.device)
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(test, **encode)  # the initial context is the "a photo of a" prompt
     overrides = {"report_to": args.report_to or "none"}
@@ -54,16 +59,25 @@ def main(argv=None) -> dict:
         overrides["num_train_epochs"] = model.passes(args.epochs)  # epochs of images = passes over the cached views
     if args.learning_rate is not None:
         overrides["learning_rate"] = args.learning_rate
-    model.fit(train, shots=args.shots, seed=args.seed, views=args.views, args=overrides, dataset_name=dataset_name,
-              **encode)  # fmt: skip
+    model.fit(
+        train, shots=args.shots, seed=args.seed, views=args.views, args=overrides, dataset_name=dataset_name, **encode
+    )
     coop = model.evaluate(test, record_as=dataset_name, **encode)
     results = {
-        "model": args.model, "dataset": dataset_name, "shots": args.shots, "seed": args.seed, "views": args.views,
-        "n_ctx": model.config.n_ctx, "class_specific": args.class_specific, "zero_shot_accuracy": zero_shot["accuracy"],
-        "coop_accuracy": coop["accuracy"], "coop_per_class_accuracy": coop["per_class_accuracy"],
-        "final_train_loss": model.history_[-1].get("train_loss"), "test_images": len(test),
+        "model": args.model,
+        "dataset": dataset_name,
+        "shots": args.shots,
+        "seed": args.seed,
+        "views": args.views,
+        "n_ctx": model.config.n_ctx,
+        "class_specific": args.class_specific,
+        "zero_shot_accuracy": zero_shot["accuracy"],
+        "coop_accuracy": coop["accuracy"],
+        "coop_per_class_accuracy": coop["per_class_accuracy"],
+        "final_train_loss": model.history_[-1].get("train_loss"),
+        "test_images": len(test),
         "world_size": accelerator.num_processes,
-    }  # fmt: skip
+    }
     finish(model, args, accelerator, results)
     return results
 

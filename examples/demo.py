@@ -42,14 +42,6 @@ import time
 
 import torch
 
-from hf_clipadapt.clip import get_templates
-from hf_clipadapt.data import sample_few_shot
-from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
-from hf_clipadapt.gda import GDAForImageClassification, fit_gda, gda_logits
-from hf_clipadapt.metrics import accuracy
-from hf_clipadapt.progress import progress_enabled
-from hf_clipadapt.testbed import SceneWorld, load_suite, load_testbed_clip
-
 # examples/ helpers (this script's folder is on sys.path): not part of the installed package
 from baselines import (
     logistic_probe,
@@ -62,6 +54,14 @@ from offline_assets import EfficientNetLite0Features, load_mnist, load_optdigits
 from offline_assets.datasets import FASHION_MNIST_DIR
 from offline_assets.few_shot_features import FewShotFeatures
 
+from hf_clipadapt.clip import get_templates
+from hf_clipadapt.data import sample_few_shot
+from hf_clipadapt.features import DEFAULT_CACHE_DIR, extract_features
+from hf_clipadapt.gda import GDAForImageClassification, fit_gda, gda_logits
+from hf_clipadapt.metrics import accuracy
+from hf_clipadapt.progress import progress_enabled
+from hf_clipadapt.testbed import SceneWorld, load_suite, load_testbed_clip
+
 METHODS = ("GDA", "Linear probe", "Tip-Adapter", "Nearest class mean")
 CLIP_METHODS = ("Zero-shot CLIP", "GDA", "Tip-Adapter", "Linear probe")
 
@@ -69,9 +69,13 @@ CLIP_METHODS = ("Zero-shot CLIP", "GDA", "Tip-Adapter", "Linear probe")
 def encode_split(backbone, dataset, split: str):
     """Normalised image features and labels of one split, cached under the weights' fingerprint."""
     x, y = extract_features(
-        backbone.encode_images, dataset, backbone.image_transform(), split=split,
-        cache_dir=DEFAULT_CACHE_DIR, cache_name=backbone.cache_name,
-    )  # fmt: skip
+        backbone.encode_images,
+        dataset,
+        backbone.image_transform(),
+        split=split,
+        cache_dir=DEFAULT_CACHE_DIR,
+        cache_name=backbone.cache_name,
+    )
     return torch.nn.functional.normalize(x.float(), dim=-1), y
 
 
@@ -81,7 +85,9 @@ def run_testbed(shots, seeds, views):
     backbone = load_testbed_clip()
     world = None  # the default: real MNIST digits and Fashion-MNIST items
     if not FASHION_MNIST_DIR.is_dir():
-        print(f"{FASHION_MNIST_DIR} is missing (`make assets-full` installs it): part 1 runs on the 8 known digits only")
+        print(
+            f"{FASHION_MNIST_DIR} is missing (`make assets-full` installs it): part 1 runs on the 8 known digits only"
+        )
         world = SceneWorld.from_offline("test", digits_only=True)
     suite = load_suite("few_shot", seed=0, world=world)
     names = suite["train"].features["label"].names
@@ -106,12 +112,14 @@ def run_testbed(shots, seeds, views):
             va_zs = backbone.logit_scale * va_x @ text.T
             alpha, beta = select_tip_params(va_x, va_y, tr_x, tr_y, k, zero_shot_logits=va_zs)
             probe = logistic_probe(tr_x, tr_y, va_x, va_y, seed=seed)
-            runs.append({
-                "Zero-shot CLIP": zero_shot,
-                "GDA": gda_acc,
-                "Tip-Adapter": accuracy(tip_adapter_logits(test_x, tr_x, tr_y, k, beta, alpha, test_zs), test_y),
-                "Linear probe": accuracy(torch.from_numpy(probe.predict(test_x.numpy())), test_y),
-            })  # fmt: skip
+            runs.append(
+                {
+                    "Zero-shot CLIP": zero_shot,
+                    "GDA": gda_acc,
+                    "Tip-Adapter": accuracy(tip_adapter_logits(test_x, tr_x, tr_y, k, beta, alpha, test_zs), test_y),
+                    "Linear probe": accuracy(torch.from_numpy(probe.predict(test_x.numpy())), test_y),
+                }
+            )
         rows.append((shots_k, {m: sum(r[m] for r in runs) / len(runs) for m in CLIP_METHODS}))
     return rows, k, len(test_y)
 
@@ -157,7 +165,9 @@ def main(argv=None):
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-testbed", action="store_true", help="skip part 1")
-    parser.add_argument("--testbed-seeds", nargs="+", type=int, default=[1, 2, 3], help="part 1 is cheap: average seeds")
+    parser.add_argument(
+        "--testbed-seeds", nargs="+", type=int, default=[1, 2, 3], help="part 1 is cheap: average seeds"
+    )
     args = parser.parse_args(argv)
     if not progress_enabled():  # written to a log, not a terminal: no bar from transformers' loading either
         from transformers.utils import logging as hf_logging
@@ -182,7 +192,14 @@ def main(argv=None):
     rows = []
     for name, (pool, test) in datasets.items():
         feats = FewShotFeatures(
-            pool, test, shots=args.shots, seeds=args.seeds, size=args.size, views=args.views, encoder=encoder, desc=name
+            pool,
+            test,
+            shots=args.shots,
+            seeds=args.seeds,
+            size=args.size,
+            views=args.views,
+            encoder=encoder,
+            desc=name,
         )
         for k in args.shots:
             runs = [run_methods(feats, seed, k) for seed in args.seeds]
@@ -192,13 +209,18 @@ def main(argv=None):
         print_table(
             f"Part 1. Testbed CLIP, 'few_shot' suite ({testbed_classes} objects, {testbed_test} test scenes), "
             f"test accuracy (%), mean over seeds {args.testbed_seeds}, GDA on {args.views} augmented views per image",
-            ["shots"], [((k,), r) for k, r in testbed_rows], CLIP_METHODS,
-        )  # fmt: skip
+            ["shots"],
+            [((k,), r) for k, r in testbed_rows],
+            CLIP_METHODS,
+        )
     print_table(
         f"Part 2. Few-shot test accuracy (%), EfficientNet-Lite0 @ {args.size} px, {args.test_size} test images, "
         f"seed(s) {args.seeds}, GDA on {args.views} augmented views per image",
-        ["dataset  ", "shots"], rows, METHODS, extra=("GDA fit (ms)", lambda r: f"{r['gda_fit_ms']:.1f}"),
-    )  # fmt: skip
+        ["dataset  ", "shots"],
+        rows,
+        METHODS,
+        extra=("GDA fit (ms)", lambda r: f"{r['gda_fit_ms']:.1f}"),
+    )
     print(f"\n* best in row. Total time {time.perf_counter() - start:.0f}s (features are cached for the next run).")
 
 

@@ -39,22 +39,33 @@ def add_clip_data_arguments(parser: argparse.ArgumentParser, *, shots: int = 16,
     from hf_clipadapt.features import DEFAULT_CACHE_DIR
 
     p = parser
-    p.add_argument("--model", default="openai/clip-vit-base-patch16",
-                   help="CLIP checkpoint: Hub id, local folder, or 'testbed' (the offline testbed CLIP)")
-    p.add_argument("--dataset", default="tanganke/eurosat",
-                   help="Hub dataset id, an imagefolder directory, or 'testbed:<suite>' (offline)")
+    p.add_argument(
+        "--model",
+        default="openai/clip-vit-base-patch16",
+        help="CLIP checkpoint: Hub id, local folder, or 'testbed' (the offline testbed CLIP)",
+    )
+    p.add_argument(
+        "--dataset",
+        default="tanganke/eurosat",
+        help="Hub dataset id, an imagefolder directory, or 'testbed:<suite>' (offline)",
+    )
     p.add_argument("--dataset_config", default=None, help="Hub dataset configuration name")
     p.add_argument("--train_split", default="train")
     p.add_argument("--test_split", default="test")
     p.add_argument("--image_column", default="image")
     p.add_argument("--label_column", default="label")
-    p.add_argument("--templates", default=None, help="template set name (e.g. eurosat, imagenet); default: from --dataset")
+    p.add_argument(
+        "--templates", default=None, help="template set name (e.g. eurosat, imagenet); default: from --dataset"
+    )
     p.add_argument("--shots", type=int, default=shots)
     p.add_argument("--seed", type=int, default=seed)
     p.add_argument("--views", type=int, default=10, help="augmented views per training image")
-    p.add_argument("--no_flip", action="store_true",
-                   help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
-                        "default: flips unless the dataset is registered without them (the testbed suites are)")
+    p.add_argument(
+        "--no_flip",
+        action="store_true",
+        help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
+        "default: flips unless the dataset is registered without them (the testbed suites are)",
+    )
     p.add_argument("--batch_size", type=int, default=64, help="batch size for encoding images")
     p.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="feature cache ('none' to disable)")
     p.add_argument("--output_dir", required=True)
@@ -79,9 +90,13 @@ def load_train_test(args):
 
 def encode_kwargs(args, accelerator) -> dict:
     """The keyword arguments `fit` and `evaluate` take for encoding images."""
-    return dict(batch_size=args.batch_size, accelerator=accelerator,
-                cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
-                image_column=args.image_column, label_column=args.label_column)  # fmt: skip
+    return dict(
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+        cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
+        image_column=args.image_column,
+        label_column=args.label_column,
+    )
 
 
 def write_results(output_dir, results: dict) -> None:

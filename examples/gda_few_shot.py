@@ -22,34 +22,43 @@ from __future__ import annotations
 import argparse
 
 from accelerate.utils import set_seed
+from example_utils import finish, make_accelerator
 
 import hf_clipadapt  # noqa: F401  (registers GDA with the Auto classes)
 from hf_clipadapt.clip import CLIPBackbone, get_templates
 from hf_clipadapt.data import class_names, dataset_display_name, load_image_dataset
 from hf_clipadapt.features import DEFAULT_CACHE_DIR
 from hf_clipadapt.gda import GDAForImageClassification
-from example_utils import finish, make_accelerator
 from hf_clipadapt.testbed import resolve_model_name
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="openai/clip-vit-base-patch16",
-                   help="CLIP checkpoint: Hub id, path, or 'testbed' (the offline testbed CLIP)")
-    p.add_argument("--dataset", required=True,
-                   help="Hub dataset id, an imagefolder directory, or 'testbed:<suite>' (offline)")
+    p.add_argument(
+        "--model",
+        default="openai/clip-vit-base-patch16",
+        help="CLIP checkpoint: Hub id, path, or 'testbed' (the offline testbed CLIP)",
+    )
+    p.add_argument(
+        "--dataset", required=True, help="Hub dataset id, an imagefolder directory, or 'testbed:<suite>' (offline)"
+    )
     p.add_argument("--dataset_config", default=None, help="Hub dataset configuration name")
     p.add_argument("--train_split", default="train")
     p.add_argument("--test_split", default="test")
     p.add_argument("--image_column", default="image")
     p.add_argument("--label_column", default="label")
-    p.add_argument("--templates", default=None, help="template set name (e.g. eurosat, imagenet); default: from --dataset")
+    p.add_argument(
+        "--templates", default=None, help="template set name (e.g. eurosat, imagenet); default: from --dataset"
+    )
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--views", type=int, default=10, help="augmented views per training image")
-    p.add_argument("--no_flip", action="store_true",
-                   help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
-                        "default: flips unless the dataset is registered without them (the testbed suites are)")
+    p.add_argument(
+        "--no_flip",
+        action="store_true",
+        help="no horizontally flipped views (for classes a mirror image changes: digits, text); "
+        "default: flips unless the dataset is registered without them (the testbed suites are)",
+    )
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="feature cache ('none' to disable)")
     p.add_argument("--output_dir", default="gda-output")
@@ -88,8 +97,13 @@ def main(argv=None) -> dict:
     # "_" in the names is read as a space by the shared text path (hf_clipadapt.clip.prompt_name).
     model = GDAForImageClassification.from_clip(backbone, names, templates, view_flip=False if args.no_flip else None)
 
-    common = dict(batch_size=args.batch_size, accelerator=accelerator, cache_dir=cache_dir,
-                  image_column=args.image_column, label_column=args.label_column)  # fmt: skip
+    common = dict(
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+        cache_dir=cache_dir,
+        image_column=args.image_column,
+        label_column=args.label_column,
+    )
     alpha = model.config.alpha
     model.config.alpha = 0.0  # zero-shot CLIP alone, for reference (same cached test features)
     zero_shot = model.evaluate(test, **common)

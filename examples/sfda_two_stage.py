@@ -126,11 +126,16 @@ def training_arguments(args, stage: str) -> SFDATrainingArguments:
     """The stage's SFDATrainingArguments from the command line (checkpoints under output_dir/checkpoints),
     over the official preset of the stage-2 strategy (e.g. 1 epoch and one centroid round for centroid)."""
     kwargs = dict(
-        output_dir=str(Path(args.output_dir) / "checkpoints"), batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, dataloader_num_workers=args.num_workers,
-        report_to=args.report_to or "none", save_strategy="steps" if args.checkpoint_every else "no",
-        save_steps=args.checkpoint_every or 500, model_selection=getattr(args, "model_selection", "last"),
-    )  # fmt: skip
+        output_dir=str(Path(args.output_dir) / "checkpoints"),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        dataloader_num_workers=args.num_workers,
+        report_to=args.report_to or "none",
+        save_strategy="steps" if args.checkpoint_every else "no",
+        save_steps=args.checkpoint_every or 500,
+        model_selection=getattr(args, "model_selection", "last"),
+    )
     if args.epochs is not None:
         kwargs["num_train_epochs"] = args.epochs
     preset = STRATEGY_PRESET.get(getattr(args, "strategy", "universal"))
@@ -170,16 +175,23 @@ def record_preprocessing(model, size: int, mean, std) -> None:
 
     model.config.image_size, model.config.image_mean, model.config.image_std = int(size), list(mean), list(std)
     if model.image_processor is None or not getattr(model.config, "backbone", None):
-        model.image_processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean),
-                                                  image_std=list(std), resample=2)  # bilinear, as Preprocess resizes
+        model.image_processor = ViTImageProcessor(
+            size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std), resample=2
+        )  # bilinear, as Preprocess resizes
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `stage1`, `stage2` and `evaluate`, sharing the options of `common`
+    (and `train` for the two training stages). Kept apart so `main` reads as the run."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--image_size", type=int, default=None,
-                        help="input size (default: 224 for training; evaluate: the size the model was trained at)")
+    common.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        help="input size (default: 224 for training; evaluate: the size the model was trained at)",
+    )
     common.add_argument("--batch_size", type=int, default=64, help="global batch (split over processes)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--num_workers", type=int, default=2)
@@ -189,7 +201,9 @@ def main():
     train.add_argument("--no_flip", action="store_true", help="no horizontal flips (digits, text)")
     train.add_argument("--learning_rate", type=float, default=1e-2, help="head lr; the backbone gets 0.1x")
     train.add_argument("--checkpoint_every", type=int, default=0, help="optimizer steps between Trainer checkpoints")
-    train.add_argument("--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every, or 'last'")
+    train.add_argument(
+        "--resume_from", default=None, help="a checkpoint folder written by --checkpoint_every, or 'last'"
+    )
     train.add_argument("--report_to", default=None, help="Trainer tracker(s), e.g. tensorboard")
 
     s1 = sub.add_parser("stage1", parents=[common, train], help="train on the labelled source domain")
@@ -199,17 +213,52 @@ def main():
     s2 = sub.add_parser("stage2", parents=[common, train], help="adapt to the unlabelled target domain")
     s2.add_argument("--model", required=True, help="stage-1 output folder")
     s2.add_argument("--target", required=True)
-    s2.add_argument("--strategy", choices=["universal", "shot", "topk", "centroid", "topk_ce"], default="universal",
-                    help="universal (GeoUniDA, 5 epochs), centroid (GeoImNet, 1 epoch), topk_ce (GeoPlace, 1 epoch)")
+    s2.add_argument(
+        "--strategy",
+        choices=["universal", "shot", "topk", "centroid", "topk_ce"],
+        default="universal",
+        help="universal (GeoUniDA, 5 epochs), centroid (GeoImNet, 1 epoch), topk_ce (GeoPlace, 1 epoch)",
+    )
     s2.add_argument("--unknown_threshold", type=float, default=0.5)
     s2.add_argument("--model_selection", choices=["last", "im_loss", "labelled_target_validation"], default="last")
     s2.add_argument("--validation", default=None, help="labelled target data, only for labelled_target_validation")
-    s2.add_argument("--evaluate_on", default=None, help="labelled target test data scored after training (not used for selection)")
+    s2.add_argument(
+        "--evaluate_on", default=None, help="labelled target test data scored after training (not used for selection)"
+    )
 
     ev = sub.add_parser("evaluate", parents=[common], help="score a model on labelled data")
     ev.add_argument("--model", required=True)
     ev.add_argument("--data", required=True)
-    args = ap.parse_args()
+    return ap
+
+
+def run_evaluate(args, accelerator) -> None:
+    """The `evaluate` command: score a saved model on labelled data at the size and
+    normalisation recorded in its config (or the backbone's), printing the scores as JSON.
+
+    Args:
+        args: the parsed command line (`model`, `data`, `image_size`, `batch_size`).
+        accelerator: shards the prediction pass over the launched processes.
+    """
+    model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
+    c = model.config
+    size = args.image_size or getattr(c, "image_size", None) or 224
+    stats = (
+        (c.image_mean, c.image_std)
+        if getattr(c, "image_mean", None)
+        else image_stats(None if c.torch_backbone else c.backbone)
+    )
+    accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
+    tf = Preprocess(size, *stats)
+    scores = evaluate(
+        model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size
+    )
+    if accelerator.is_main_process:
+        print(json.dumps(scores, indent=2))
+
+
+def main():
+    args = build_parser().parse_args()
 
     # the prediction passes shard over the processes of `accelerate launch` (cpu=True without a GPU,
     # or each CPU process would think it is alone); training goes through the Trainer
@@ -218,15 +267,7 @@ def main():
     set_seed(args.seed)  # the new head's initialisation
 
     if args.command == "evaluate":
-        model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
-        c = model.config
-        size = args.image_size or getattr(c, "image_size", None) or 224
-        stats = (c.image_mean, c.image_std) if getattr(c, "image_mean", None) else image_stats(None if c.torch_backbone else c.backbone)
-        accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
-        tf = Preprocess(size, *stats)
-        scores = evaluate(model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size)
-        if accelerator.is_main_process:
-            print(json.dumps(scores, indent=2))
+        run_evaluate(args, accelerator)
         return
 
     if args.image_size is None:  # stage 2 keeps stage 1's size unless told otherwise
@@ -237,12 +278,25 @@ def main():
 
     validation = load_data(args.validation, "test") if getattr(args, "validation", None) else None
     resume = True if args.resume_from == "last" else args.resume_from
-    result = fit(model, data, stage=stage, transform=train_tf, eval_transform=eval_tf, args=training_arguments(args, stage),
-                 validation_dataset=validation, resume_from=resume)  # fmt: skip
+    result = fit(
+        model,
+        data,
+        stage=stage,
+        transform=train_tf,
+        eval_transform=eval_tf,
+        args=training_arguments(args, stage),
+        validation_dataset=validation,
+        resume_from=resume,
+    )
     result.pop("log_history")  # the trackers and checkpoints/trainer_state.json hold it
     if stage == "target" and args.evaluate_on:
-        scores = evaluate(model, load_data(args.evaluate_on, "test"), transform=eval_tf, accelerator=accelerator,
-                          batch_size=args.batch_size)  # fmt: skip
+        scores = evaluate(
+            model,
+            load_data(args.evaluate_on, "test"),
+            transform=eval_tf,
+            accelerator=accelerator,
+            batch_size=args.batch_size,
+        )
         result["test_scores"] = scores
         model.record_results(args.evaluate_on, scores)
     accelerator.wait_for_everyone()

@@ -24,13 +24,19 @@ import argparse
 from pathlib import Path
 
 from accelerate.utils import set_seed
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, make_accelerator
 
 from hf_clipadapt.clip import get_templates
 from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.coop import CoOpForImageClassification
-from hf_clipadapt.data import base_new_class_split, class_names, dataset_display_name, load_image_dataset, select_classes
+from hf_clipadapt.data import (
+    base_new_class_split,
+    class_names,
+    dataset_display_name,
+    load_image_dataset,
+    select_classes,
+)
 from hf_clipadapt.metrics import harmonic_mean
-from example_utils import add_clip_data_arguments, encode_kwargs, finish, make_accelerator
 from hf_clipadapt.ship import SHIPGenerator, fit_with_synthesized
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
@@ -79,11 +85,14 @@ def main(argv=None) -> dict:
     name = dataset_display_name(args.dataset)
     train, test_base, test_new, base, new = base_new_data(args)
     encode = encode_kwargs(args, accelerator)
-    common = dict(templates=get_templates(args.templates or name), view_flip=False if args.no_flip else None, views=args.views)
+    common = dict(
+        templates=get_templates(args.templates or name), view_flip=False if args.no_flip else None, views=args.views
+    )
     fit = dict(shots=args.shots, seed=args.seed, views=args.views, dataset_name=name, **encode)
     cls, kw = METHODS[args.method]
-    zero_shot = scores(TipAdapterForImageClassification.from_clip(args.model, base + new, **common), test_base,
-                       test_new, new, encode)  # fmt: skip
+    zero_shot = scores(
+        TipAdapterForImageClassification.from_clip(args.model, base + new, **common), test_base, test_new, new, encode
+    )
     plain = cls.from_clip(args.model, base, **common, **kw)
     # --epochs counts epochs of augmented images, as the papers do: passes over the cached views
     method_args = {} if args.epochs is None else {"num_train_epochs": plain.passes(args.epochs)}
@@ -93,9 +102,20 @@ def main(argv=None) -> dict:
     model = cls.from_clip(args.model, base + new, **common, **kw)
     fit_with_synthesized(model, train, generator, args=method_args, **fit)
     with_ship = scores(model, test_base, test_new, new, encode, record_as=name)
-    results = {"model": args.model, "dataset": name, "method": args.method, "shots": args.shots, "seed": args.seed,
-               "views": args.views, "base_classes": len(base), "new_classes": len(new), "zero_shot": zero_shot,
-               args.method: without, f"{args.method}+ship": with_ship, "world_size": accelerator.num_processes}  # fmt: skip
+    results = {
+        "model": args.model,
+        "dataset": name,
+        "method": args.method,
+        "shots": args.shots,
+        "seed": args.seed,
+        "views": args.views,
+        "base_classes": len(base),
+        "new_classes": len(new),
+        "zero_shot": zero_shot,
+        args.method: without,
+        f"{args.method}+ship": with_ship,
+        "world_size": accelerator.num_processes,
+    }
     generator.save_pretrained(Path(args.output_dir) / "generator", is_main_process=accelerator.is_main_process)
     finish(model, args, accelerator, results)
     return results

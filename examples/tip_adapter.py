@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 
 from accelerate.utils import set_seed
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 
 from hf_clipadapt.clip import get_templates
 from hf_clipadapt.data import class_names, dataset_display_name
-from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test, make_accelerator
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
 
@@ -47,11 +47,19 @@ def main(argv=None) -> dict:
     model.fit(train, shots=args.shots, seed=args.seed, views=args.views, dataset_name=dataset_name, **encode)
     tip = model.evaluate(test, record_as=dataset_name, **encode)
     results = {
-        "model": args.model, "dataset": dataset_name, "shots": args.shots, "seed": args.seed, "views": args.views,
-        "alpha": model.config.alpha, "beta": model.config.beta, "zero_shot_accuracy": zero_shot["accuracy"],
-        "tip_adapter_accuracy": tip["accuracy"], "tip_adapter_per_class_accuracy": tip["per_class_accuracy"],
-        "test_images": len(test), "world_size": accelerator.num_processes,
-    }  # fmt: skip
+        "model": args.model,
+        "dataset": dataset_name,
+        "shots": args.shots,
+        "seed": args.seed,
+        "views": args.views,
+        "alpha": model.config.alpha,
+        "beta": model.config.beta,
+        "zero_shot_accuracy": zero_shot["accuracy"],
+        "tip_adapter_accuracy": tip["accuracy"],
+        "tip_adapter_per_class_accuracy": tip["per_class_accuracy"],
+        "test_images": len(test),
+        "world_size": accelerator.num_processes,
+    }
     finish(model, args, accelerator, results)
     return results
 

@@ -82,14 +82,24 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     train, evaluation = make_data(args.num_known, args.dim, args.seed)
     training_args = TrainingArguments(
-        output_dir=args.output_dir, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-        learning_rate=5e-2, seed=args.seed, use_cpu=True, report_to="none", save_strategy="no",
-        logging_strategy="no", disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=args.output_dir,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=16,
+        learning_rate=5e-2,
+        seed=args.seed,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
     trainer = Trainer(
-        model=LinearProbe(args.dim, args.num_known), args=training_args, train_dataset=train,
-        eval_dataset=evaluation, compute_metrics=compute_metrics_fn(unknown_index=args.num_known),
-    )  # fmt: skip
+        model=LinearProbe(args.dim, args.num_known),
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        compute_metrics=compute_metrics_fn(unknown_index=args.num_known),
+    )
     print(f"world size: {trainer.args.world_size} ({trainer.args.parallel_mode.value})", flush=True)
     trainer.train()
     results = trainer.evaluate()

@@ -80,10 +80,20 @@ def parse_args(argv=None):
     src.add_argument("--xlsa17", help="folder with res101.mat and att_splits.mat")
     src.add_argument("--features", help="a TZSL features file (safetensors)")
     src.add_argument("--dataset", choices=["testbed:zsl"], help="the testbed's zsl suite, offline")
-    p.add_argument("--semantics", default="attributes", choices=["attributes", "text"],
-                   help="class vectors for --dataset testbed:zsl")
-    p.add_argument("--per_class", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=(32, 50),
-                   help="testbed:zsl images per class in train and in each test split")
+    p.add_argument(
+        "--semantics",
+        default="attributes",
+        choices=["attributes", "text"],
+        help="class vectors for --dataset testbed:zsl",
+    )
+    p.add_argument(
+        "--per_class",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "TEST"),
+        default=(32, 50),
+        help="testbed:zsl images per class in train and in each test split",
+    )
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     p.add_argument("--mode", default="transductive", choices=["transductive", "inductive"])
     p.add_argument("--unconditional_d2", action="store_true", help="f-VAEGAN-D2-style D2(x) (ablation)")
@@ -94,8 +104,12 @@ def parse_args(argv=None):
     p.add_argument("--syn_num", type=int, help="override the synthesized features per unseen class")
     p.add_argument("--cls_epochs", type=int, help="override the final classifier's epochs")
     p.add_argument("--decoder_pretrain_epochs", type=int, help="override the decoder's pre-training epochs")
-    p.add_argument("--select_epochs", help="comma-separated epoch counts to choose from on a pseudo-unseen seen-class split")
-    p.add_argument("--val_holdout", type=int, default=2, help="seen classes held out as pseudo-unseen for --select_epochs")
+    p.add_argument(
+        "--select_epochs", help="comma-separated epoch counts to choose from on a pseudo-unseen seen-class split"
+    )
+    p.add_argument(
+        "--val_holdout", type=int, default=2, help="seen classes held out as pseudo-unseen for --select_epochs"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--base_model", default=None, help="the backbone that produced the features (for the card)")
@@ -107,7 +121,12 @@ def parse_args(argv=None):
 def build(data, args):
     overrides = {"hidden_dim": args.hidden_dim} if args.hidden_dim is not None else {}
     return TZSLModel.from_data(
-        data, args.preset, mode=args.mode, conditional_d2=not args.unconditional_d2, unseen_prior=args.unseen_prior, **overrides
+        data,
+        args.preset,
+        mode=args.mode,
+        conditional_d2=not args.unconditional_d2,
+        unseen_prior=args.unseen_prior,
+        **overrides,
     )
 
 
@@ -116,8 +135,9 @@ def load_data(args):
     if args.dataset:
         from hf_clipadapt.testbed import load_zsl_data
 
-        data = load_zsl_data(args.semantics, seed=args.seed, n_train_per_class=args.per_class[0],
-                             n_test_per_class=args.per_class[1])  # fmt: skip
+        data = load_zsl_data(
+            args.semantics, seed=args.seed, n_train_per_class=args.per_class[0], n_test_per_class=args.per_class[1]
+        )
         args.base_model = args.base_model or "testbed"
         return data, args.dataset_name or f"{args.dataset}-{args.semantics}"
     data = load_xlsa17(args.xlsa17) if args.xlsa17 else load_features_file(args.features)
@@ -126,8 +146,14 @@ def load_data(args):
 
 def training_overrides(args, **extra) -> dict:
     """fit(args=...): TZSLTrainingArguments fields over the preset's."""
-    given = {"num_train_epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "syn_num": args.syn_num,
-             "cls_epochs": args.cls_epochs, "decoder_pretrain_epochs": args.decoder_pretrain_epochs, **extra}
+    given = {
+        "num_train_epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "syn_num": args.syn_num,
+        "cls_epochs": args.cls_epochs,
+        "decoder_pretrain_epochs": args.decoder_pretrain_epochs,
+        **extra,
+    }
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -141,8 +167,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     out = Path(args.output_dir)
     # cpu=True without a GPU: otherwise each process of a CPU `accelerate launch` thinks it is alone
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=[JSONLinesTracker("tzsl", out / "logs")],
-                              project_dir=str(out))
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), log_with=[JSONLinesTracker("tzsl", out / "logs")], project_dir=str(out)
+    )
     accelerator.print(f"world size: {accelerator.num_processes} ({accelerator.distributed_type.value})")
     set_seed(args.seed)
     data, dataset_name = load_data(args)
@@ -156,8 +183,12 @@ def main(argv=None):
         scores = {}
         for e in candidates:
             m = build(val, args)
-            m.fit(val, seed=args.seed, args=training_overrides(args, num_train_epochs=e),
-                  progress=accelerator.is_main_process)
+            m.fit(
+                val,
+                seed=args.seed,
+                args=training_overrides(args, num_train_epochs=e),
+                progress=accelerator.is_main_process,
+            )
             scores[e] = m.evaluate(val)
             accelerator.print(f"validation (pseudo-unseen {val.unseen_classes}), {e} epochs: {scores[e]}")
         best = max(candidates, key=lambda e: scores[e]["h_score"])
@@ -165,10 +196,17 @@ def main(argv=None):
         args.epochs = best
 
     model = build(data, args)
-    accelerator.init_trackers("tzsl", config={k: v for k, v in model.config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+    accelerator.init_trackers(
+        "tzsl", config={k: v for k, v in model.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+    )
     t0 = time.perf_counter()
-    history = model.fit(data, seed=args.seed, args=training_overrides(args), accelerator=accelerator,
-                        progress=accelerator.is_main_process).history_
+    history = model.fit(
+        data,
+        seed=args.seed,
+        args=training_overrides(args),
+        accelerator=accelerator,
+        progress=accelerator.is_main_process,
+    ).history_
     epochs = model.training_args_.num_train_epochs
     train_s = time.perf_counter() - t0
     model.config.dataset_name, model.config.base_model_name_or_path = dataset_name, args.base_model
@@ -180,10 +218,15 @@ def main(argv=None):
         # The model folder is output_dir itself, so AutoModel.from_pretrained(output_dir) works.
         model.save_pretrained(out)
         record = {
-            "scores": scores, "train_seconds": train_s, "seconds_per_epoch": train_s / max(1, epochs),
-            "config": model.config.to_dict(), "training": training_record(model.training_args_),
-            "selection": selection, "history": history, "args": vars(args),
-        }  # fmt: skip
+            "scores": scores,
+            "train_seconds": train_s,
+            "seconds_per_epoch": train_s / max(1, epochs),
+            "config": model.config.to_dict(),
+            "training": training_record(model.training_args_),
+            "selection": selection,
+            "history": history,
+            "args": vars(args),
+        }
         tmp = out / f"results.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(record, indent=2, default=str))
         os.replace(tmp, out / "results.json")

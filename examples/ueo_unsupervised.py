@@ -27,9 +27,9 @@ import argparse
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import concatenate_datasets
+from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test
 
 from hf_clipadapt.data import class_names, dataset_display_name
-from example_utils import add_clip_data_arguments, encode_kwargs, finish, load_train_test
 from hf_clipadapt.ueo import SETTINGS, UEOForImageClassification, make_setting
 from hf_clipadapt.ueo.settings import name_unknown_classes, split_rows
 
@@ -38,8 +38,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_clip_data_arguments(p, seed=0)
     p.add_argument("--setting", choices=SETTINGS, default="open", help="which classes the unlabelled data hold")
-    p.add_argument("--num_known", type=int, default=None,
-                   help="known classes (the first ones); default: an open-set dataset's own, else 3/4 of the classes")
+    p.add_argument(
+        "--num_known",
+        type=int,
+        default=None,
+        help="known classes (the first ones); default: an open-set dataset's own, else 3/4 of the classes",
+    )
     p.add_argument("--unknown_name_column", default="object", help="column naming the classes of -1 test rows")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--learning_rate", type=float, default=1e-4)
@@ -47,7 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--trade", type=float, default=1.0, help="weight of the marginal-entropy term")
     p.add_argument("--no_weight", action="store_true", help="information maximisation (uniform weights)")
     p.add_argument("--oracle", action="store_true", help="ablation: weights from ground-truth known/unknown")
-    p.add_argument("--ood_score", choices=("max_softmax_cosine", "max_softmax", "energy"), default="max_softmax_cosine")
+    p.add_argument(
+        "--ood_score", choices=("max_softmax_cosine", "max_softmax", "energy"), default="max_softmax_cosine"
+    )
     return p.parse_args(argv)
 
 
@@ -71,9 +77,16 @@ def load_setting(args):
     train, test = load_train_test(args)
     train, test, known = open_set_pool(train, test, args)
     num_known = args.num_known or (None if known else round(0.75 * len(class_names(train, args.label_column))))
-    return make_setting(train, test, args.setting, known=None if args.num_known else known, num_known=num_known,
-                        image_column=args.image_column, label_column=args.label_column,
-                        keep_labels=args.oracle)  # fmt: skip  (only the oracle ablation reads training labels)
+    return make_setting(
+        train,
+        test,
+        args.setting,
+        known=None if args.num_known else known,
+        num_known=num_known,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        keep_labels=args.oracle,
+    )  # only the oracle ablation reads training labels
 
 
 def main(argv=None) -> dict:
@@ -84,24 +97,45 @@ def main(argv=None) -> dict:
     dataset_name = dataset_display_name(args.dataset)
     data = load_setting(args)
     known = data["test"].features[args.label_column].names
-    model = UEOForImageClassification.from_clip(args.model, known, ood_score=args.ood_score,
-                                                view_flip=False if args.no_flip else None).to(accelerator.device)  # fmt: skip
+    model = UEOForImageClassification.from_clip(
+        args.model, known, ood_score=args.ood_score, view_flip=False if args.no_flip else None
+    ).to(accelerator.device)
     encode = encode_kwargs(args, accelerator)
     zero_shot = model.evaluate(data["test"], **encode)
-    overrides = {"num_train_epochs": args.epochs, "learning_rate": args.learning_rate,
-                 "per_device_train_batch_size": args.train_batch_size, "report_to": args.report_to or "none",
-                 "trade": args.trade, "no_weight": args.no_weight, "oracle": args.oracle}  # fmt: skip
-    model.fit(data["train"], seed=args.seed, args=overrides, batch_size=args.batch_size, accelerator=accelerator,
-              image_column=args.image_column, label_column=args.label_column,
-              dataset_name=f"{dataset_name}-{args.setting}")  # fmt: skip
+    overrides = {
+        "num_train_epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "per_device_train_batch_size": args.train_batch_size,
+        "report_to": args.report_to or "none",
+        "trade": args.trade,
+        "no_weight": args.no_weight,
+        "oracle": args.oracle,
+    }
+    model.fit(
+        data["train"],
+        seed=args.seed,
+        args=overrides,
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        dataset_name=f"{dataset_name}-{args.setting}",
+    )
     ueo = model.evaluate(data["test"], record_as=f"{dataset_name}-{args.setting}", **encode)
     results = {
-        "model": args.model, "dataset": dataset_name, "setting": args.setting, "seed": args.seed,
-        "objective": model.config.objective, "known_classes": len(known), "train_images": len(data["train"]),
-        "test_images": len(data["test"]), "zero_shot": zero_shot, "ueo": ueo,
+        "model": args.model,
+        "dataset": dataset_name,
+        "setting": args.setting,
+        "seed": args.seed,
+        "objective": model.config.objective,
+        "known_classes": len(known),
+        "train_images": len(data["train"]),
+        "test_images": len(data["test"]),
+        "zero_shot": zero_shot,
+        "ueo": ueo,
         "final_train_loss": next((h["train_loss"] for h in reversed(model.history_) if "train_loss" in h), None),
         "world_size": accelerator.num_processes,
-    }  # fmt: skip
+    }
     finish(model, args, accelerator, results)
     return results
 

@@ -21,21 +21,47 @@ _EXPORTS = {
     **exports_of(".clip", "CLIPBackbone", "PromptLearner", "SoftPromptTextEncoder", "get_templates"),
     **exports_of(".data", "AugmentedViews", "class_names", "sample_few_shot"),
     **exports_of(".gda", "GDAConfig", "GDAForImageClassification"),
-    **exports_of(".tip_adapter", "TipAdapterConfig", "TipAdapterForImageClassification",
-                 "TipAdapterTrainingArguments"),
+    **exports_of(
+        ".tip_adapter", "TipAdapterConfig", "TipAdapterForImageClassification", "TipAdapterTrainingArguments"
+    ),
     **exports_of(".coop", "CoOpConfig", "CoOpForImageClassification", "CoOpTrainingArguments"),
-    **exports_of(".clip_adapter", "CLIPAdapterConfig", "CLIPAdapterForImageClassification",
-                 "CLIPAdapterTrainingArguments"),
+    **exports_of(
+        ".clip_adapter", "CLIPAdapterConfig", "CLIPAdapterForImageClassification", "CLIPAdapterTrainingArguments"
+    ),
     **exports_of(".ship", "SHIPConfig", "SHIPGenerator", "SHIPTrainingArguments"),
     **exports_of(".tzsl", "TZSLConfig", "TZSLModel", "TZSLTrainingArguments"),
     **exports_of(".sfda", "SFDAConfig", "SFDAForImageClassification", "SFDATrainingArguments"),
     **exports_of(".ueo", "UEOConfig", "UEOForImageClassification", "UEOTrainingArguments"),
     **exports_of(".craft", "CraFTConfig", "CraFTForImageClassification", "CraFTTrainingArguments"),
-    **exports_of(".lora_pro", "LoraProAdamW", "LoraProConfig", "LoraProOptimizerFactory", "LoraProSGD",
-                 "LoraProTrainer", "create_lorapro_optimizer"),
+    **exports_of(
+        ".lora_pro",
+        "LoraProAdamW",
+        "LoraProConfig",
+        "LoraProOptimizerFactory",
+        "LoraProSGD",
+        "LoraProTrainer",
+        "create_lorapro_optimizer",
+    ),
     # subpackages, importable as attributes too (hf_clipadapt.gda, ...)
-    **{name: f".{name}" for name in ("clip", "data", "gda", "tip_adapter", "coop", "clip_adapter", "ship", "tzsl", "sfda", "ueo", "lora_pro", "craft", "testbed")},
-}  # fmt: skip
+    **{
+        name: f".{name}"
+        for name in (
+            "clip",
+            "data",
+            "gda",
+            "tip_adapter",
+            "coop",
+            "clip_adapter",
+            "ship",
+            "tzsl",
+            "sfda",
+            "ueo",
+            "lora_pro",
+            "craft",
+            "testbed",
+        )
+    },
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -19,20 +19,48 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 # model_type: ("module:ConfigClass", "module:ModelClass", registered for image classification)
 MODELS: dict[str, tuple[str, str, bool]] = {
-    "gda": ("hf_clipadapt.gda.configuration_gda:GDAConfig", "hf_clipadapt.gda.modeling_gda:GDAForImageClassification", True),
+    "gda": (
+        "hf_clipadapt.gda.configuration_gda:GDAConfig",
+        "hf_clipadapt.gda.modeling_gda:GDAForImageClassification",
+        True,
+    ),
     "tzsl": ("hf_clipadapt.tzsl.configuration_tzsl:TZSLConfig", "hf_clipadapt.tzsl.modeling_tzsl:TZSLModel", False),
-    "tip_adapter": ("hf_clipadapt.tip_adapter.configuration_tip_adapter:TipAdapterConfig",
-                    "hf_clipadapt.tip_adapter.modeling_tip_adapter:TipAdapterForImageClassification", True),
-    "coop": ("hf_clipadapt.coop.configuration_coop:CoOpConfig", "hf_clipadapt.coop.modeling_coop:CoOpForImageClassification",
-             True),
-    "clip_adapter": ("hf_clipadapt.clip_adapter.configuration_clip_adapter:CLIPAdapterConfig",
-                     "hf_clipadapt.clip_adapter.modeling_clip_adapter:CLIPAdapterForImageClassification", True),
-    "ship": ("hf_clipadapt.ship.configuration_ship:SHIPConfig", "hf_clipadapt.ship.modeling_ship:SHIPGenerator", False),
-    "sfda": ("hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
-             "hf_clipadapt.sfda.modeling_sfda:SFDAForImageClassification", True),
-    "ueo": ("hf_clipadapt.ueo.configuration_ueo:UEOConfig", "hf_clipadapt.ueo.modeling_ueo:UEOForImageClassification", True),
-    "craft": ("hf_clipadapt.craft.configuration_craft:CraFTConfig", "hf_clipadapt.craft.modeling_craft:CraFTForImageClassification", True),
-}  # fmt: skip
+    "tip_adapter": (
+        "hf_clipadapt.tip_adapter.configuration_tip_adapter:TipAdapterConfig",
+        "hf_clipadapt.tip_adapter.modeling_tip_adapter:TipAdapterForImageClassification",
+        True,
+    ),
+    "coop": (
+        "hf_clipadapt.coop.configuration_coop:CoOpConfig",
+        "hf_clipadapt.coop.modeling_coop:CoOpForImageClassification",
+        True,
+    ),
+    "clip_adapter": (
+        "hf_clipadapt.clip_adapter.configuration_clip_adapter:CLIPAdapterConfig",
+        "hf_clipadapt.clip_adapter.modeling_clip_adapter:CLIPAdapterForImageClassification",
+        True,
+    ),
+    "ship": (
+        "hf_clipadapt.ship.configuration_ship:SHIPConfig",
+        "hf_clipadapt.ship.modeling_ship:SHIPGenerator",
+        False,
+    ),
+    "sfda": (
+        "hf_clipadapt.sfda.configuration_sfda:SFDAConfig",
+        "hf_clipadapt.sfda.modeling_sfda:SFDAForImageClassification",
+        True,
+    ),
+    "ueo": (
+        "hf_clipadapt.ueo.configuration_ueo:UEOConfig",
+        "hf_clipadapt.ueo.modeling_ueo:UEOForImageClassification",
+        True,
+    ),
+    "craft": (
+        "hf_clipadapt.craft.configuration_craft:CraFTConfig",
+        "hf_clipadapt.craft.modeling_craft:CraFTForImageClassification",
+        True,
+    ),
+}
 
 
 def register_auto(config_class, model_class, *, image_classification: bool = True) -> None:
@@ -66,8 +94,10 @@ def auto_classes(model_type: str) -> tuple[type, type]:
     """(config class, model class) of a registered `model_type`: what the `auto_map`
     shim saved beside every checkpoint (`AUTO_SHIM_FILE`) hands to transformers."""
     if model_type not in MODELS:
-        raise ValueError(f"hf_clipadapt has no model type {model_type!r}; it knows {sorted(MODELS)}. "
-                         "Upgrade it: pip install -U hf_clipadapt")  # fmt: skip
+        raise ValueError(
+            f"hf_clipadapt has no model type {model_type!r}; it knows {sorted(MODELS)}. "
+            "Upgrade it: pip install -U hf_clipadapt"
+        )
     config_path, model_path, _ = MODELS[model_type]
     return _import(config_path), _import(model_path)
 

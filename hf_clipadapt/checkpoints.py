@@ -46,10 +46,7 @@ def alias_of(path: str | os.PathLike) -> str | None:
 def looks_like_local_path(name: str) -> bool:
     """A path the user meant as a folder on this machine (not a Hub id "owner/name")."""
     return (
-        os.path.isabs(name)
-        or name.startswith((".", "~"))
-        or name.count("/") > 1
-        or os.sep != "/" and os.sep in name
+        os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
     )
 
 
@@ -118,8 +115,10 @@ def check_contained(folder: str | os.PathLike) -> None:
                 continue
             target = path.resolve()
             if not any(target == base or base in target.parents for base in allowed):
-                raise OSError(f"{path} links outside the checkpoint folder {root} (to {target}); refused: a checkpoint "
-                              "is read from its own folder only. Copy the file into the folder if you trust it.")  # fmt: skip
+                raise OSError(
+                    f"{path} links outside the checkpoint folder {root} (to {target}); refused: a checkpoint "
+                    "is read from its own folder only. Copy the file into the folder if you trust it."
+                )
 
 
 def read_config_dict(name_or_path: str, **hub_kwargs) -> dict:
@@ -186,22 +185,29 @@ def _check_finite(path, key: str, tensor) -> None:
     import torch
 
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise OSError(f"the weights file {path} holds non-finite values (NaN or inf) in {key!r}; refused: such a model "
-                      "would return NaN logits. Re-save it from a healthy run, or re-download the checkpoint.")  # fmt: skip
+        raise OSError(
+            f"the weights file {path} holds non-finite values (NaN or inf) in {key!r}; refused: such a model "
+            "would return NaN logits. Re-save it from a healthy run, or re-download the checkpoint."
+        )
 
 
 def check_loading_info(path, info: dict, class_name: str) -> None:
     """Refuse a load that left tensors missing, unexpected or of another shape (transformers
     only warns, and fills the missing ones with fresh initial values)."""
     problems = {kind: sorted(str(k) for k in info.get(kind) or ()) for kind in ("missing_keys", "unexpected_keys")}
-    problems["mismatched_keys"] = sorted(str(m[0] if isinstance(m, (tuple, list)) else m)
-                                         for m in info.get("mismatched_keys") or ())  # fmt: skip
+    problems["mismatched_keys"] = sorted(
+        str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or ()
+    )
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems:
-        said = "; ".join(f"{kind.replace('_keys', '')}: {keys[:8]}" + (f" (+{len(keys) - 8})" if len(keys) > 8 else "")
-                         for kind, keys in problems.items())  # fmt: skip
-        raise OSError(f"the weights in {path} do not match {class_name} ({said}). The checkpoint is incomplete or was "
-                      "saved by another class or version; refused rather than run with freshly initialised tensors.")
+        said = "; ".join(
+            f"{kind.replace('_keys', '')}: {keys[:8]}" + (f" (+{len(keys) - 8})" if len(keys) > 8 else "")
+            for kind, keys in problems.items()
+        )
+        raise OSError(
+            f"the weights in {path} do not match {class_name} ({said}). The checkpoint is incomplete or was "
+            "saved by another class or version; refused rather than run with freshly initialised tensors."
+        )
 
 
 def load_safetensors_numpy(path: str | os.PathLike) -> dict:
@@ -239,8 +245,11 @@ def load_saved_part(load, name_or_path, what: str, files: tuple[str, ...]):
     try:
         return load(str(name_or_path))
     except Exception as e:  # noqa: BLE001 - reported, not raised: the weights themselves loaded
-        warnings.warn(f"the {what} saved in {name_or_path} could not be loaded ({type(e).__name__}: {e}); the model "
-                      f"loads without it. Re-save the {what} (save_pretrained) or pass your own.", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"the {what} saved in {name_or_path} could not be loaded ({type(e).__name__}: {e}); the model "
+            f"loads without it. Re-save the {what} (save_pretrained) or pass your own.",
+            stacklevel=3,
+        )
         return None
 
 

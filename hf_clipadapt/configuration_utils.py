@@ -29,12 +29,16 @@ def check_sizes(owner: str, sizes: dict, parameters: int = 0, maximum: int = MAX
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= value <= maximum:
-            raise ValueError(f"{owner}: {name} must be an int in [1, {maximum:,}], got {value!r} (a config asking for "
-                             "more is refused before anything is allocated)")  # fmt: skip
+            raise ValueError(
+                f"{owner}: {name} must be an int in [1, {maximum:,}], got {value!r} (a config asking for "
+                "more is refused before anything is allocated)"
+            )
     if parameters > MAX_PARAMETERS:
-        raise ValueError(f"{owner}: these sizes {sizes} describe about {parameters:,} parameters, above the limit of "
-                         f"{MAX_PARAMETERS:,} (hf_clipadapt.configuration_utils.MAX_PARAMETERS); refused before "
-                         "anything is allocated")  # fmt: skip
+        raise ValueError(
+            f"{owner}: these sizes {sizes} describe about {parameters:,} parameters, above the limit of "
+            f"{MAX_PARAMETERS:,} (hf_clipadapt.configuration_utils.MAX_PARAMETERS); refused before "
+            "anything is allocated"
+        )
 
 
 def check_number(owner: str, name: str, value, minimum: float | None = None, strict: bool = False) -> float:
@@ -84,8 +88,9 @@ class AdaptedConfig(PreTrainedConfig):
         is_fitted: False until `fit` has run; None for checkpoints that predate the flag.
     """
 
-    def __init__(self, base_model_name_or_path=None, dataset_name=None, seed=None, eval_results=None, is_fitted=None,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, base_model_name_or_path=None, dataset_name=None, seed=None, eval_results=None, is_fitted=None, **kwargs
+    ):
         self.base_model_name_or_path = base_model_name_or_path
         self.dataset_name = dataset_name
         self.seed = seed
@@ -93,8 +98,10 @@ class AdaptedConfig(PreTrainedConfig):
         self.is_fitted = is_fitted
         super().__init__(**kwargs)
         if self.num_labels > MAX_LABELS:  # (too few classes: each model says so in its own words)
-            raise ValueError(f"{type(self).__name__}: {self.num_labels:,} classes is above the limit of {MAX_LABELS:,} "
-                             "(hf_clipadapt.configuration_utils.MAX_LABELS); refused before anything is allocated")  # fmt: skip
+            raise ValueError(
+                f"{type(self).__name__}: {self.num_labels:,} classes is above the limit of {MAX_LABELS:,} "
+                "(hf_clipadapt.configuration_utils.MAX_LABELS); refused before anything is allocated"
+            )
 
 
 class CLIPAdaptedConfig(AdaptedConfig):

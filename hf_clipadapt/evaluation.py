@@ -64,12 +64,21 @@ class EvaluationMixin:
         raise NotImplementedError(f"{type(self).__name__} must implement compute_metrics (or evaluate)")
 
     # ------------------------------------------------------------------ results
-    def record_result(self, dataset_name: str, metric_type: str, value: float, *, split: str = "test", **extra) -> None:
+    def record_result(
+        self, dataset_name: str, metric_type: str, value: float, *, split: str = "test", **extra
+    ) -> None:
         """Store one measured result in `config.eval_results` (replacing an earlier one
         for the same dataset, split and metric); the model card lists them."""
         key = (dataset_name, split, metric_type)
-        kept = [r for r in self.config.eval_results if (r["dataset_name"], r.get("dataset_split"), r["metric_type"]) != key]
-        entry = {"dataset_name": dataset_name, "dataset_split": split, "metric_type": metric_type, "metric_value": float(value)}
+        kept = [
+            r for r in self.config.eval_results if (r["dataset_name"], r.get("dataset_split"), r["metric_type"]) != key
+        ]
+        entry = {
+            "dataset_name": dataset_name,
+            "dataset_split": split,
+            "metric_type": metric_type,
+            "metric_value": float(value),
+        }
         self.config.eval_results = kept + [{**entry, **extra}]
 
     def record_results(self, dataset_name: str, metrics: dict, *, split: str = "test") -> None:
@@ -83,8 +92,15 @@ class EvaluationMixin:
         return self.config.eval_results
 
     # ------------------------------------------------------------------ provenance
-    def record_provenance(self, *, seed: int | None, dataset_name: str | None = None, shots: int | None = None,
-                          num_train_images: int | None = None, history=None) -> None:  # fmt: skip
+    def record_provenance(
+        self,
+        *,
+        seed: int | None,
+        dataset_name: str | None = None,
+        shots: int | None = None,
+        num_train_images: int | None = None,
+        history=None,
+    ) -> None:
         """What `fit` ran on, for the card: marks the model fitted and records `seed`, the data's
         name (kept when None), the shots and image count (where the config has those fields)
         and the run's `history` (`history_`)."""
@@ -106,9 +122,20 @@ class EvaluationMixin:
 class CLIPEvaluationMixin(EvaluationMixin):
     """Dataset encoding, label matching and closed-set metrics of a model around a CLIP."""
 
-    def encode_dataset(self, dataset, transform=None, *, views: int = 1, split: str = "test", desc: str | None = None,
-                       batch_size: int = 64, accelerator=None, cache_dir=None, image_column: str = "image",
-                       label_column: str | None = "label"):  # fmt: skip
+    def encode_dataset(
+        self,
+        dataset,
+        transform=None,
+        *,
+        views: int = 1,
+        split: str = "test",
+        desc: str | None = None,
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+        label_column: str | None = "label",
+    ):
         """CLIP image features (and labels) of a `datasets.Dataset`, batched, gathered
         across processes and cached on disk under `cache_dir` (keyed by the CLIP's
         weights, the crop size, the transform and the data)."""
@@ -117,11 +144,19 @@ class CLIPEvaluationMixin(EvaluationMixin):
         backbone = self.require_backbone("encoding a dataset")
         transform = transform if transform is not None else backbone.image_transform()
         return extract_features(
-            backbone.encode_images, dataset, transform, views=views, split=split, batch_size=batch_size,
-            accelerator=accelerator, image_column=image_column, label_column=label_column, cache_dir=cache_dir,
+            backbone.encode_images,
+            dataset,
+            transform,
+            views=views,
+            split=split,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            image_column=image_column,
+            label_column=label_column,
+            cache_dir=cache_dir,
             cache_name=f"{backbone.cache_name}@{backbone.crop_size}" if cache_dir else None,
             desc=desc or f"{self.config.model_type} {split}",
-        )  # fmt: skip
+        )
 
     def check_dataset_labels(self, dataset, label_column: str = "label") -> None:
         """The dataset's class names (a `ClassLabel` column) must be this model's labels, in order."""
@@ -145,23 +180,50 @@ class CLIPEvaluationMixin(EvaluationMixin):
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Logits for precomputed image features, in chunks, on the CPU."""
-        chunks = [self.logits_from_features(F.normalize(features[i : i + batch_size].to(self.device).float(), dim=-1)).cpu()
-                  for i in range(0, features.shape[0], batch_size)]  # fmt: skip
+        chunks = [
+            self.logits_from_features(F.normalize(features[i : i + batch_size].to(self.device).float(), dim=-1)).cpu()
+            for i in range(0, features.shape[0], batch_size)
+        ]
         return torch.cat(chunks) if chunks else torch.empty(0, self.config.num_labels)
 
-    def encode_for_evaluation(self, dataset, *, split: str, batch_size: int = 64, accelerator=None, cache_dir=None,
-                              image_column: str = "image", label_column: str = "label"):  # fmt: skip
+    def encode_for_evaluation(
+        self,
+        dataset,
+        *,
+        split: str,
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+        label_column: str = "label",
+    ):
         """Features and labels of `dataset` encoded in eval mode (the mode is restored after)."""
         was_training = self.training
         self.eval()
         try:
-            return self.encode_dataset(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                       cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
+            return self.encode_dataset(
+                dataset,
+                split=split,
+                batch_size=batch_size,
+                accelerator=accelerator,
+                cache_dir=cache_dir,
+                image_column=image_column,
+                label_column=label_column,
+            )
         finally:
             self.train(was_training)
 
-    def compute_metrics(self, dataset, *, split: str = "test", batch_size: int = 64, accelerator=None, cache_dir=None,
-                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+    def compute_metrics(
+        self,
+        dataset,
+        *,
+        split: str = "test",
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+        label_column: str = "label",
+    ) -> dict:
         """Top-1 and mean per-class accuracy (%) on a labelled dataset. A dataset whose
         classes are some of the model's (matched by name, e.g. the new classes of a
         base-to-new model) is scored within its own label space, as the base-to-new
@@ -169,9 +231,15 @@ class CLIPEvaluationMixin(EvaluationMixin):
         from .metrics import accuracy, per_class_accuracy
 
         columns = self.dataset_label_map(dataset, label_column)
-        feats, labels = self.encode_for_evaluation(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                                   cache_dir=cache_dir, image_column=image_column,
-                                                   label_column=label_column)  # fmt: skip
+        feats, labels = self.encode_for_evaluation(
+            dataset,
+            split=split,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            cache_dir=cache_dir,
+            image_column=image_column,
+            label_column=label_column,
+        )
         logits = self.predict_features(feats)[:, columns]
         return {"accuracy": accuracy(logits, labels), "per_class_accuracy": per_class_accuracy(logits, labels)}
 

@@ -166,7 +166,9 @@ def extract_features(
 
     if path is not None:
         if is_main:
-            save_safetensors_atomic({"features": features, "labels": labels}, path, {"cache_name": cache_name, "split": split})
+            save_safetensors_atomic(
+                {"features": features, "labels": labels}, path, {"cache_name": cache_name, "split": split}
+            )
         if accelerator is not None:
             accelerator.wait_for_everyone()
     return features, labels

@@ -27,7 +27,9 @@ def template_path(name: str) -> str:
     """Path of a card template shipped in `model_cards/` (installed as hf_clipadapt.model_cards)."""
     path = resources.files("hf_clipadapt.model_cards") / name
     if not path.is_file():
-        available = sorted(p.name for p in resources.files("hf_clipadapt.model_cards").iterdir() if p.name.endswith(".md"))
+        available = sorted(
+            p.name for p in resources.files("hf_clipadapt.model_cards").iterdir() if p.name.endswith(".md")
+        )
         raise FileNotFoundError(f"no model card template {name!r}; available: {available}")
     return str(path)
 
@@ -56,12 +58,14 @@ def results_table(eval_results: list[dict]) -> str:
     for r in eval_results:
         value = r["metric_value"]
         value = f"{value:.2f}" if isinstance(value, float) else value
-        lines.append(f"| {r['dataset_name']} | {r.get('dataset_split') or '-'} | {r.get('metric_name') or r['metric_type']} | {value} |")
+        lines.append(
+            f"| {r['dataset_name']} | {r.get('dataset_split') or '-'} | {r.get('metric_name') or r['metric_type']} | {value} |"
+        )
     return "\n".join(lines)
 
 
 def _looks_like_repo_id(name: str) -> bool:
-    """"owner/name" or "name" as the Hub spells repo ids, and not a folder on this machine."""
+    """ "owner/name" or "name" as the Hub spells repo ids, and not a folder on this machine."""
     import os
     import re
 
@@ -194,45 +198,107 @@ LORA_OPTIMIZER_TEXT = {
     "lorapro-full": "LoRA-Pro, full mode (Adam on the m×n equivalent gradient; Wang et al., ICLR 2025)",
     "lorapro-efficient": "LoRA-Pro, efficient mode (closed-form gradient adjustment, then AdamW on A and B)",
 }
-_LORA_SETTINGS = ("lora_r", "lora_alpha", "target_modules", "lr", "weight_decay", "warmup_ratio", "batch_size",
-                  "max_steps", "num_train_epochs", "seed")  # fmt: skip
+_LORA_SETTINGS = (
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "lr",
+    "weight_decay",
+    "warmup_ratio",
+    "batch_size",
+    "max_steps",
+    "num_train_epochs",
+    "seed",
+)
 
 
-def write_lora_adapter_card(output_dir: str | Path, *, base_model: str, task: str, dataset: str,
-                            optimizer: str = "lorapro-full", settings: dict | None = None,
-                            data_counts: dict | None = None, results=(), notes=()) -> Path:  # fmt: skip
-    """Write a real model card over PEFT's blank one ("[More Information Needed]") for a
-    PEFT LoRA adapter saved in `output_dir`: what was trained from which base model, with
-    which optimizer and settings, on what data, and `results` ((split, metric, value)).
-    `base_model` should be the Hub id: it also replaces a local path that PEFT recorded as
-    `base_model_name_or_path` in adapter_config.json, so the adapter names the public model
-    it was trained from, not the folder it was loaded from. Returns the card's path."""
-    out = Path(output_dir)
+def _point_adapter_at(out: Path, base_model: str) -> None:
+    """Rewrite adapter_config.json's `base_model_name_or_path` to the Hub id `base_model`
+    (PEFT records the local folder it loaded from); kept apart from the card's text."""
     adapter_config = out / "adapter_config.json"
     if adapter_config.is_file():
         cfg = json.loads(adapter_config.read_text())
         if cfg.get("base_model_name_or_path") != base_model:
             cfg["base_model_name_or_path"] = base_model
             adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def _lora_card_data(out: Path, base_model: str, task: str, dataset: str, results: list) -> ModelCardData:
+    """The card's YAML metadata (library, base model, tags, Hub eval results) for
+    `write_lora_adapter_card`; kept apart so that function reads as the card's text."""
+    return ModelCardData(
+        library_name="peft",
+        base_model=base_model,
+        pipeline_tag=task,
+        tags=["lora", "lora-pro", "hf_clipadapt"],
+        datasets=[dataset],
+        model_name=out.resolve().name,
+        eval_results=[
+            EvalResult(
+                task_type=task,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split,
+                metric_type=metric,
+                metric_value=float(value),
+            )
+            for split, metric, value in results
+        ]
+        or None,
+    )
+
+
+def write_lora_adapter_card(
+    output_dir: str | Path,
+    *,
+    base_model: str,
+    task: str,
+    dataset: str,
+    optimizer: str = "lorapro-full",
+    settings: dict | None = None,
+    data_counts: dict | None = None,
+    results=(),
+    notes=(),
+) -> Path:
+    """Write a real model card over PEFT's blank one ("[More Information Needed]") for a
+    PEFT LoRA adapter saved in `output_dir`: what was trained from which base model, with
+    which optimizer and settings, on what data, and `results` ((split, metric, value)).
+    `base_model` should be the Hub id: it also replaces a local path that PEFT recorded as
+    `base_model_name_or_path` in adapter_config.json, so the adapter names the public model
+    it was trained from, not the folder it was loaded from. Returns the card's path.
+
+    Args:
+        output_dir: the folder PEFT saved the adapter in; README.md is written there.
+        base_model: Hub id of the base model.
+        task: the pipeline tag (e.g. "text-classification", "text-generation").
+        dataset: the dataset's name or Hub id.
+        optimizer: a key of `LORA_OPTIMIZER_TEXT` (or free text) naming the optimizer.
+        settings: training settings; those named in `_LORA_SETTINGS` are listed.
+        data_counts: examples used per split, e.g. {"train": 1000}.
+        results: (split, metric, value) triples.
+        notes: extra lines for the Data section.
+    """
+    out = Path(output_dir)
+    _point_adapter_at(out, base_model)
     settings, results = dict(settings or {}), list(results)
-    card_data = ModelCardData(
-        library_name="peft", base_model=base_model, pipeline_tag=task, tags=["lora", "lora-pro", "hf_clipadapt"],
-        datasets=[dataset], model_name=out.resolve().name,
-        eval_results=[EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset, dataset_split=split,
-                                 metric_type=metric, metric_value=float(value)) for split, metric, value in results] or None,
-    )  # fmt: skip
+    card_data = _lora_card_data(out, base_model, task, dataset, results)
     opt = LORA_OPTIMIZER_TEXT.get(optimizer, optimizer)
-    trained = ", ".join(f"{k} {settings[k]}" for k in _LORA_SETTINGS if settings.get(k) is not None) or "see the training script"
+    trained = (
+        ", ".join(f"{k} {settings[k]}" for k in _LORA_SETTINGS if settings.get(k) is not None)
+        or "see the training script"
+    )
     counts = ", ".join(f"{k}: {v}" for k, v in (data_counts or {}).items()) or "not recorded"
     rows = "\n".join(f"| {s} | {m} | {v:.4g} |" for s, m, v in results) or "| - | - | not measured |"
-    body = (f"---\n{card_data.to_yaml()}\n---\n\n# LoRA adapter for `{base_model}`, trained with {opt}\n\n"
-            "A plain PEFT LoRA adapter (`peft_type: LORA`): it loads with stock\n"
-            f"`PeftModel.from_pretrained(AutoModel...from_pretrained(\"{base_model}\"), this_folder)`; "
-            "hf_clipadapt (`pip install hf_clipadapt`) is only needed to train it again.\n\n"
-            f"## What was trained\n- Base model: `{base_model}`; task: {task}\n- Optimizer: {opt}\n- Settings: {trained}\n\n"
-            f"## Data\n- Dataset: `{dataset}`\n- Examples used: {counts}\n"
-            + "".join(f"- {n}\n" for n in notes)
-            + f"\n## Results\n\n| split | metric | value |\n|---|---|---|\n{rows}\n")  # fmt: skip
+    body = (
+        f"---\n{card_data.to_yaml()}\n---\n\n# LoRA adapter for `{base_model}`, trained with {opt}\n\n"
+        "A plain PEFT LoRA adapter (`peft_type: LORA`): it loads with stock\n"
+        f'`PeftModel.from_pretrained(AutoModel...from_pretrained("{base_model}"), this_folder)`; '
+        "hf_clipadapt (`pip install hf_clipadapt`) is only needed to train it again.\n\n"
+        f"## What was trained\n- Base model: `{base_model}`; task: {task}\n- Optimizer: {opt}\n- Settings: {trained}\n\n"
+        f"## Data\n- Dataset: `{dataset}`\n- Examples used: {counts}\n"
+        + "".join(f"- {n}\n" for n in notes)
+        + f"\n## Results\n\n| split | metric | value |\n|---|---|---|\n{rows}\n"
+    )
     path = out / "README.md"
     ModelCard(body).save(path)
     return path

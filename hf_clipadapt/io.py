@@ -220,7 +220,9 @@ def write_directory_atomic(directory: str | os.PathLike, write) -> None:
     """
     directory = _target(directory)
     if Path.cwd() == directory or directory in Path.cwd().parents:
-        raise ValueError(f"cannot save into {str(directory)!r}, the working folder (or one above it): save into a subfolder")
+        raise ValueError(
+            f"cannot save into {str(directory)!r}, the working folder (or one above it): save into a subfolder"
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(directory)
     if directory.exists() and not directory.is_dir():
@@ -251,8 +253,13 @@ def write_directory_atomic(directory: str | os.PathLike, write) -> None:
 
 
 def _plain_name(name) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
-        and name not in _INTERNAL  # fmt: skip
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and name not in _INTERNAL
+    )
 
 
 def _copy_saved(source: Path, staging: Path) -> None:
@@ -307,9 +314,11 @@ def _finish_in_place(directory: Path) -> bool:
     except FileNotFoundError:
         return False
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise OSError(f"{str(directory / _JOURNAL)!r} is unreadable ({e}): an in-place save of {str(directory)!r} "
-                      f"was interrupted; keep {_STAGING} (the new save) or the folder's files (the old one) "
-                      "and delete the journal") from e  # fmt: skip
+        raise OSError(
+            f"{str(directory / _JOURNAL)!r} is unreadable ({e}): an in-place save of {str(directory)!r} "
+            f"was interrupted; keep {_STAGING} (the new save) or the folder's files (the old one) "
+            "and delete the journal"
+        ) from e
     staging, previous = directory / _STAGING, directory / _PREVIOUS
     if staging.is_symlink() or previous.is_symlink():
         raise OSError(f"refusing to finish the in-place save of {str(directory)!r}: its staging folder is a link")

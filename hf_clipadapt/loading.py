@@ -28,10 +28,16 @@ def seeded_init(seed: int):
 # that a CLIP-adapted model reads (dtype, attention) or safely ignores (bookkeeping).
 _CLIP_LOAD_KWARGS = ("dtype", "torch_dtype", "attn_implementation")
 _IGNORED_LOAD_KWARGS = (
-    "trust_remote_code", "device_map", "use_safetensors", "weights_only", "output_loading_info", "adapter_kwargs",
-    "adapter_name", "low_cpu_mem_usage", "code_revision",
-)  # fmt: skip
-
+    "trust_remote_code",
+    "device_map",
+    "use_safetensors",
+    "weights_only",
+    "output_loading_info",
+    "adapter_kwargs",
+    "adapter_name",
+    "low_cpu_mem_usage",
+    "code_revision",
+)
 
 
 def as_backbone(backbone) -> CLIPBackbone:

@@ -34,9 +34,9 @@ from .auto import register_auto  # noqa: F401  (re-exported: every modelling mod
 from .checkpoints import (
     HUB_KWARGS,
     alias_of,
-    check_model_type,
     check_finite_weights,
     check_loading_info,
+    check_model_type,
     check_pretrained_path,
     load_safetensors,
     weights_file,
@@ -54,8 +54,6 @@ from .loading import (
     as_backbone,
     seeded_init,
 )
-
-
 
 
 class AdaptedPreTrainedModel(EvaluationMixin, ModelCardMixin, PreTrainedModel):
@@ -177,9 +175,16 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_clip(cls, backbone: CLIPBackbone | str, class_names: Sequence[str] | None = None,
-                  templates: Sequence[str] | None = None, *, preset: str | None = None,
-                  init_seed: int = DEFAULT_SEED, **config_kwargs):  # fmt: skip
+    def from_clip(
+        cls,
+        backbone: CLIPBackbone | str,
+        class_names: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+        *,
+        preset: str | None = None,
+        init_seed: int = DEFAULT_SEED,
+        **config_kwargs,
+    ):
         """A fresh model on `backbone` (a `CLIPBackbone`, a checkpoint name or an alias
         such as "testbed") for `class_names`, prompted with `templates` (default
         "a photo of a {}."; see `hf_clipadapt.clip.get_templates`). The zero-shot logits
@@ -197,7 +202,9 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
             config_kwargs.setdefault("id2label", dict(enumerate(class_names)))
             config_kwargs.setdefault("label2id", {c: i for i, c in enumerate(class_names)})
         elif "num_labels" not in config_kwargs and "id2label" not in config_kwargs:
-            raise ValueError("pass class_names (for the text side), or num_labels= for a model without text classifier")
+            raise ValueError(
+                "pass class_names (for the text side), or num_labels= for a model without text classifier"
+            )
         config_kwargs.setdefault("logit_scale", backbone.logit_scale)
         config = cls.config_class(
             base_model_name_or_path=alias_of(backbone.name_or_path) or backbone.name_or_path,
@@ -239,7 +246,9 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
         state = {k: v for k, v in self.saved_state_dict().items() if not k.startswith(self.class_specific_state)}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
-            raise RuntimeError(f"{type(self).__name__}.for_classes: tensors {unexpected} have no place in the new model")
+            raise RuntimeError(
+                f"{type(self).__name__}.for_classes: tensors {unexpected} have no place in the new model"
+            )
         return model.eval()
 
     def prepare_config_for_classes(self, config) -> None:
@@ -263,8 +272,15 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
             self.text_weights.zero_()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, backbone: CLIPBackbone | None = None,
-                        load_backbone: bool = True, config=None, **kwargs):  # fmt: skip
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        backbone: CLIPBackbone | None = None,
+        load_backbone: bool = True,
+        config=None,
+        **kwargs,
+    ):
         """Load the saved part, then attach the CLIP: `backbone=` if given, the CLIP stored
         in the checkpoint (`include_backbone=True` saves), or `config.base_model_name_or_path`.
         `load_backbone=False` skips the CLIP (models that need only image features)."""
@@ -295,8 +311,10 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
             )
         for key, value in state.items():
             if key in expected and value.shape != self.saved_state_dict()[key].shape:
-                raise OSError(f"{path}: {key} has shape {tuple(value.shape)}, this model expects "
-                              f"{tuple(self.saved_state_dict()[key].shape)}")  # fmt: skip
+                raise OSError(
+                    f"{path}: {key} has shape {tuple(value.shape)}, this model expects "
+                    f"{tuple(self.saved_state_dict()[key].shape)}"
+                )
         self.load_state_dict(state, strict=False)
 
     # ------------------------------------------------------------------ saving
@@ -359,7 +377,9 @@ class CLIPAdaptedModel(CLIPEvaluationMixin, AdaptedPreTrainedModel):
         if image_features is None:
             image_features = self.require_backbone("encoding pixel_values").encode_images(pixel_values)
         if image_features.ndim != 2 or image_features.shape[1] != self.config.embed_dim:
-            raise ValueError(f"image_features must be [batch, {self.config.embed_dim}], got {tuple(image_features.shape)}")
+            raise ValueError(
+                f"image_features must be [batch, {self.config.embed_dim}], got {tuple(image_features.shape)}"
+            )
         if not torch.isfinite(image_features).all():
             raise ValueError("image_features contain NaN or inf; check the encoder and the images that produced them")
         return F.normalize(image_features.float(), dim=-1)

@@ -74,8 +74,15 @@ def progress_enabled(total: int | None = None, main_process: bool | None = None,
     return forced_on or _interactive()
 
 
-def progress_bar(iterable=None, *, total: int | None = None, main_process: bool | None = None,
-                 min_steps: int = MIN_STEPS, disable: bool = False, **kwargs) -> tqdm:
+def progress_bar(
+    iterable=None,
+    *,
+    total: int | None = None,
+    main_process: bool | None = None,
+    min_steps: int = MIN_STEPS,
+    disable: bool = False,
+    **kwargs,
+) -> tqdm:
     """`tqdm(iterable, total=..., **kwargs)`, disabled unless `progress_enabled`.
 
     `main_process` is the caller's `accelerator.is_main_process`; the RANK/LOCAL_RANK

@@ -12,6 +12,8 @@ import string
 import numpy as np
 import torch
 
+from .testing_distributed import run_distributed as run_distributed  # re-exported: tests import it from here
+
 TINY_IMAGE_SIZE = 30
 
 
@@ -20,15 +22,26 @@ def tiny_clip_config(**overrides):
 
     kwargs = dict(
         text_config=dict(
-            vocab_size=99, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            image_size=TINY_IMAGE_SIZE, patch_size=2,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=TINY_IMAGE_SIZE,
+            patch_size=2,
         ),
         projection_dim=16,
-    )  # fmt: skip
+    )
     kwargs.update(overrides)
     return CLIPConfig(**kwargs)
 
@@ -82,56 +95,6 @@ def tiny_image_dataset(num_classes: int = 3, per_class: int = 6, size: int = 16,
     names = class_names or [f"class{c}" for c in range(num_classes)]
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     return Dataset.from_dict({"image": images, "label": labels}, features=features)
-
-
-_LAUNCH = """
-import json, runpy, sys
-from accelerate import debug_launcher
-
-path, name, args_file, num_processes = sys.argv[1:5]
-sys.path.insert(0, str(__import__("pathlib").Path(path).parent))
-function = runpy.run_path(path)[name]
-with open(args_file, encoding="utf-8") as f:
-    args = tuple(json.load(f))
-debug_launcher(function, args=args, num_processes=int(num_processes))
-"""
-
-
-def run_distributed(function, args=(), num_processes: int = 2, timeout: float = 300):
-    """Run `function(*args)` in `num_processes` CPU processes (gloo) through
-    `accelerate.debug_launcher`, from a fresh Python interpreter.
-
-    debug_launcher forks the calling process. Inside a long test session that parent
-    has already run BLAS/OpenMP work, whose thread pools do not survive a fork: a
-    child that then calls, say, `torch.linalg.cholesky` waits forever. The parent
-    may also hold Accelerate's state singletons, which would make each child think
-    it is a lone process. So the launch happens in a new interpreter that only loads
-    the module defining `function` (a module-level function) and forks from there.
-    `args` travel as JSON (strings, numbers, lists: nothing is unpickled); failures
-    raise with the workers' output.
-    """
-    import inspect
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    if function.__qualname__ != function.__name__:
-        raise ValueError(f"run_distributed needs a module-level function, got {function.__qualname__}")
-    with tempfile.TemporaryDirectory() as tmp:
-        args_file = Path(tmp) / "args.json"
-        try:
-            args_file.write_text(json.dumps(list(args)), encoding="utf-8")
-        except TypeError as e:
-            raise TypeError(f"run_distributed passes args as JSON: give strings/numbers/lists ({e})") from e
-        cmd = [sys.executable, "-c", _LAUNCH, inspect.getfile(function), function.__name__, str(args_file), str(num_processes)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"distributed run of {function.__name__} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        )
 
 
 def save_tiny_clip(path) -> str:
@@ -286,7 +249,9 @@ class AdaptedModelTesterMixin:
         assert torch.equal(self.logits(reloaded, inputs), self.logits(model, inputs))
         ignore = {"_name_or_path"}  # where it was loaded from
         config, expected = reloaded.config.to_dict(), model.config.to_dict()
-        assert {k: v for k, v in config.items() if k not in ignore} == {k: v for k, v in expected.items() if k not in ignore}
+        assert {k: v for k, v in config.items() if k not in ignore} == {
+            k: v for k, v in expected.items() if k not in ignore
+        }
 
     def test_saved_weights_hold_only_what_was_fitted(self, tmp_path):
         from safetensors.torch import load_file
@@ -385,8 +350,9 @@ class AdaptedModelTesterMixin:
             self.model_class.from_pretrained(tmp_path / "orphan")
 
 
-def assert_initialised(tensor: torch.Tensor, name: str, *, mean: float | None = None, std: float | None = None,
-                       bound: float | None = None) -> None:
+def assert_initialised(
+    tensor: torch.Tensor, name: str, *, mean: float | None = None, std: float | None = None, bound: float | None = None
+) -> None:
     """Assert that `tensor` looks drawn from its documented initialisation: N(`mean`, `std`²)
     (sample mean within 5 standard errors, sample std within 5 of its standard errors,
     √(1/2n), and 10 %), or U(−`bound`, `bound`) (inside the bound, std as for σ = bound/√3).

@@ -28,7 +28,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # (README text, what runs instead): the README on the offline testbed.
 SUBSTITUTIONS = [
-    ('ds = load_dataset("tanganke/eurosat")', 'from hf_clipadapt.testbed import load_suite; ds = load_suite("few_shot", seed=0)'),
+    (
+        'ds = load_dataset("tanganke/eurosat")',
+        'from hf_clipadapt.testbed import load_suite; ds = load_suite("few_shot", seed=0)',
+    ),
     ('"openai/clip-vit-base-patch16"', '"testbed"'),
     ('get_templates("eurosat")', 'get_templates("testbed")'),
     ('record_as="eurosat"', 'record_as="testbed:few_shot"'),
@@ -37,25 +40,41 @@ SUBSTITUTIONS = [
     # MiniLM offline: `make assets`, then the examples' --offline_minilm).
     ('model_id = "sentence-transformers/all-MiniLM-L6-v2"', 'model_id = tiny_bert("tiny-bert")'),
     # SFDA: a tiny random Swin on 10 testbed classes; the block's data names are bound by sfda_testbed().
-    ('model = SFDAForImageClassification.from_backbone("microsoft/swin-base-patch4-window7-224", num_labels=10)',
-     'source, target, target_test, train_tf, eval_tf = sfda_testbed()\n'
-     'model = SFDAForImageClassification.from_backbone(tiny_swin("tiny-swin"), num_labels=10)'),
-    ('data = load_xlsa17("xlsa17/data/AWA2")',
-     'from hf_clipadapt.testbed import load_zsl_data; data = load_zsl_data(n_train_per_class=4, n_test_per_class=4)'),
+    (
+        'model = SFDAForImageClassification.from_backbone("microsoft/swin-base-patch4-window7-224", num_labels=10)',
+        "source, target, target_test, train_tf, eval_tf = sfda_testbed()\n"
+        'model = SFDAForImageClassification.from_backbone(tiny_swin("tiny-swin"), num_labels=10)',
+    ),
+    (
+        'data = load_xlsa17("xlsa17/data/AWA2")',
+        "from hf_clipadapt.testbed import load_zsl_data; data = load_zsl_data(n_train_per_class=4, n_test_per_class=4)",
+    ),
 ]
 # (README text, smaller settings): shorter schedules only, nothing skipped.
 SIZE_SUBSTITUTIONS = [
-    ('coop = CoOpForImageClassification.from_clip(clip, base).fit(train, shots=16, seed=1)',
-     'coop = CoOpForImageClassification.from_clip(clip, base).fit(train, shots=4, seed=1, views=2, args={"num_train_epochs": 2})'),
-    ("generator = SHIPGenerator.from_clip(clip, base).fit(train, shots=16, seed=1)",
-     'generator = SHIPGenerator.from_clip(clip, base).fit(train, shots=4, seed=1, views=2, args={"num_train_epochs": 1})'),
-    ("fit_with_synthesized(model, train, generator, shots=16, seed=1)",
-     'fit_with_synthesized(model, train, generator, shots=4, seed=1, views=2, args={"num_train_epochs": 2})'),
+    (
+        "coop = CoOpForImageClassification.from_clip(clip, base).fit(train, shots=16, seed=1)",
+        'coop = CoOpForImageClassification.from_clip(clip, base).fit(train, shots=4, seed=1, views=2, args={"num_train_epochs": 2})',
+    ),
+    (
+        "generator = SHIPGenerator.from_clip(clip, base).fit(train, shots=16, seed=1)",
+        'generator = SHIPGenerator.from_clip(clip, base).fit(train, shots=4, seed=1, views=2, args={"num_train_epochs": 1})',
+    ),
+    (
+        "fit_with_synthesized(model, train, generator, shots=16, seed=1)",
+        'fit_with_synthesized(model, train, generator, shots=4, seed=1, views=2, args={"num_train_epochs": 2})',
+    ),
     ('model.fit(setting["train"])', 'model.fit(setting["train"], args={"num_train_epochs": 1})'),
     ('args={"budget": 8000}', 'args={"budget": 81}'),
     ('args={"num_train_epochs": 5})   # unlabelled', 'args={"num_train_epochs": 1})   # unlabelled'),
-    ('model.fit(source, stage="source", transform=train_tf)', 'model.fit(source, stage="source", transform=train_tf, args={"num_train_epochs": 1})'),
-    ('preset="awa2")', 'preset="fast", epochs=1, steps_per_epoch=3, decoder_pretrain_epochs=1, cls_epochs=1, syn_num=20)'),
+    (
+        'model.fit(source, stage="source", transform=train_tf)',
+        'model.fit(source, stage="source", transform=train_tf, args={"num_train_epochs": 1})',
+    ),
+    (
+        'preset="awa2")',
+        'preset="fast", epochs=1, steps_per_epoch=3, decoder_pretrain_epochs=1, cls_epochs=1, syn_num=20)',
+    ),
     ('TrainingArguments("out", ', 'TrainingArguments("out", max_steps=2, report_to="none", '),
 ]
 
@@ -68,8 +87,14 @@ def tiny_bert(path: str) -> str:
     Path(path).mkdir(parents=True, exist_ok=True)
     words = "great coffee will buy again stale love it arrived broken and bland".split()
     (Path(path) / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
-    config = BertConfig(vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)  # fmt: skip
+    config = BertConfig(
+        vocab_size=5 + len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(path)
     BertTokenizerFast(vocab_file=str(Path(path) / "vocab.txt")).save_pretrained(path)
@@ -121,6 +146,7 @@ def sfda_testbed(per_class: int = 4):
     unlabelled for stage 2), at 16 px."""
     import numpy as np
     import torch
+
     from hf_clipadapt.testbed import load_suite
 
     ds = load_suite("few_shot", seed=0)
@@ -137,15 +163,19 @@ def sfda_testbed(per_class: int = 4):
 
 def run(blocks, select=None) -> dict:
     """Execute `blocks` in one namespace; per block, the recorded results of `model`."""
-    namespace, report = {"__name__": "__readme__", "tiny_bert": tiny_bert, "tiny_swin": tiny_swin,
-                         "sfda_testbed": sfda_testbed}, {}
+    namespace, report = (
+        {"__name__": "__readme__", "tiny_bert": tiny_bert, "tiny_swin": tiny_swin, "sfda_testbed": sfda_testbed},
+        {},
+    )
     for title, code in blocks:
         if select and not any(s.lower() in title.lower() for s in select):
             continue
         exec(compile(code, f"README.md: {title}", "exec"), namespace)  # noqa: S102 - the README's own code
         config = getattr(namespace.get("model"), "config", None)
-        report[title] = {"model": type(namespace.get("model")).__name__,
-                         "eval_results": getattr(config, "eval_results", None)}  # fmt: skip
+        report[title] = {
+            "model": type(namespace.get("model")).__name__,
+            "eval_results": getattr(config, "eval_results", None),
+        }
     return report
 
 

@@ -47,13 +47,23 @@ def main():
     bare(), query()
     # Adjacent pairs, many times: on a shared machine load drifts over seconds, so each
     # ratio compares two timings taken under the same load; the median ratio is reported.
-    pairs = [(timeit.timeit(bare, number=args.number), timeit.timeit(query, number=args.number))
-             for _ in range(args.repeat)]  # fmt: skip
+    pairs = [
+        (timeit.timeit(bare, number=args.number), timeit.timeit(query, number=args.number)) for _ in range(args.repeat)
+    ]
     ratios = sorted(q / b for b, q in pairs)
-    out = {"classes": len(names), "images": len(x), "pairs": len(pairs), "number": args.number,
-           "best_seconds": {"bare": min(b for b, _ in pairs) / args.number, "query": min(q for _, q in pairs) / args.number},
-           "median_ratio": ratios[len(ratios) // 2], "ratio_of_best": min(q for _, q in pairs) / min(b for b, _ in pairs),
-           "target": 1.2}  # fmt: skip
+    out = {
+        "classes": len(names),
+        "images": len(x),
+        "pairs": len(pairs),
+        "number": args.number,
+        "best_seconds": {
+            "bare": min(b for b, _ in pairs) / args.number,
+            "query": min(q for _, q in pairs) / args.number,
+        },
+        "median_ratio": ratios[len(ratios) // 2],
+        "ratio_of_best": min(q for _, q in pairs) / min(b for b, _ in pairs),
+        "target": 1.2,
+    }
     print(json.dumps(out, indent=1))
     (Path(__file__).parent / "query_speed.json").write_text(json.dumps(out, indent=1))
 

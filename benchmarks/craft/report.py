@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-METHODS = ("prompt_only", "refinement_only", "craft", "prompt_only_official_scale", "craft_official_scale",
-           "craft_clean_views")
+METHODS = (
+    "prompt_only",
+    "refinement_only",
+    "craft",
+    "prompt_only_official_scale",
+    "craft_official_scale",
+    "craft_clean_views",
+)
 
 
 def mean_std(values) -> str:
@@ -42,18 +48,27 @@ def tables(results) -> str:
     budgets = sorted({b for m in c.values() for b in m})
     coop = [r for r in results["runs"] if r["method"] == "coop"]
     seeds = sorted({r["seed"] for r in results["runs"]})
-    lines = [f"Test accuracy (%), testbed few_shot suite, {results['shots']} shots, seeds {seeds} (mean ± std over seeds)", "",
-             "| method | " + " | ".join(f"{b} queries" for b in budgets) + " |", "|---" * (len(budgets) + 1) + "|",
-             f"| zero-shot | {results['zero_shot']:.2f} (1 query) |" + " |" * (len(budgets) - 1)]  # fmt: skip
+    lines = [
+        f"Test accuracy (%), testbed few_shot suite, {results['shots']} shots, seeds {seeds} (mean ± std over seeds)",
+        "",
+        "| method | " + " | ".join(f"{b} queries" for b in budgets) + " |",
+        "|---" * (len(budgets) + 1) + "|",
+        f"| zero-shot | {results['zero_shot']:.2f} (1 query) |" + " |" * (len(budgets) - 1),
+    ]
     for method in METHODS:
         if method in c:
             lines.append(f"| {method} | " + " | ".join(mean_std(c[method].get(b, [np.nan])) for b in budgets) + " |")
     if coop:
-        lines.append(f"| CoOp (white-box) | {mean_std([r['accuracy'] for r in coop])} (gradients, no query budget) |"
-                     + " |" * (len(budgets) - 1))  # fmt: skip
+        lines.append(
+            f"| CoOp (white-box) | {mean_std([r['accuracy'] for r in coop])} (gradients, no query budget) |"
+            + " |" * (len(budgets) - 1)
+        )
     if results.get("sigma_selection"):
-        lines += ["", f"CMA-ES σ chosen on validation shots: {results.get('sigma')} (validation accuracy per σ: "
-                  f"{results.get('sigma_selection')})"]  # fmt: skip
+        lines += [
+            "",
+            f"CMA-ES σ chosen on validation shots: {results.get('sigma')} (validation accuracy per σ: "
+            f"{results.get('sigma_selection')})",
+        ]
     lines += [""]
     lines += ["| method | wall time (s, mean) | user-side memory (MB) |", "|---|---|---|"]
     for method in (*METHODS, "coop"):
@@ -68,8 +83,10 @@ def before_after(before, after) -> str:
     """Old rows beside new ones at the budgets both runs read."""
     old, new = curves(before), curves(after)
     budgets = sorted({b for m in new.values() for b in m} & {b for m in old.values() for b in m})
-    lines = ["| method | " + " | ".join(f"before, {b} q | now, {b} q" for b in budgets) + " |",
-             "|---" * (2 * len(budgets) + 1) + "|"]  # fmt: skip
+    lines = [
+        "| method | " + " | ".join(f"before, {b} q | now, {b} q" for b in budgets) + " |",
+        "|---" * (2 * len(budgets) + 1) + "|",
+    ]
     for method in METHODS:
         if method in new:
             cells = [f"{mean_std(old.get(method, {}).get(b, [np.nan]))} | {mean_std(new[method][b])}" for b in budgets]

@@ -42,8 +42,18 @@ def parse_args():
     p.add_argument("--budget", type=int, default=8000)
     p.add_argument("--checkpoints", type=int, nargs="+", default=[1000, 2000, 4000, 8000])
     p.add_argument("--sigmas", type=float, nargs="*", default=[])
-    p.add_argument("--variants", nargs="+", default=["craft", "prompt_only", "refinement_only", "craft_official_scale",
-                                                      "prompt_only_official_scale", "craft_clean_views"])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=[
+            "craft",
+            "prompt_only",
+            "refinement_only",
+            "craft_official_scale",
+            "prompt_only_official_scale",
+            "craft_clean_views",
+        ],
+    )
     p.add_argument("--coop", action="store_true", help="also run white-box CoOp (unchanged by the CraFT fixes)")
     p.add_argument("--select_budget", type=int, default=2000)
     p.add_argument("--out", default=str(HERE / "results.json"))
@@ -88,8 +98,9 @@ def run_craft(clip, x, y, names, seed, args_kwargs, scorers, checkpoints, popula
 def user_side_bytes(model, loop) -> dict:
     """What the CraFT user holds: z, the regenerated A, R, Adam's moments, the CMA-ES state,
     and one generation of black-box outputs ([λ, N, K] float32)."""
-    optimizer = sum(t.numel() * t.element_size() for s in loop.optimizer.state.values() for t in s.values()
-                    if torch.is_tensor(t))  # fmt: skip
+    optimizer = sum(
+        t.numel() * t.element_size() for s in loop.optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+    )
     parts = {
         "z": model.prompt.z.numel() * 4,
         "projection_A": model.prompt.projection.nbytes,
@@ -110,9 +121,13 @@ def run_coop(clip, train, test, names, seed, shots):
     acc = model.evaluate(test)["accuracy"]
     params = sum(p.numel() * p.element_size() for p in clip.model.parameters())
     ctx = model.prompt_learner.ctx
-    memory = {"clip_weights": params, "context": ctx.numel() * 4, "sgd_momentum": ctx.numel() * 4,
-              "note": "white-box: the user holds the whole CLIP (to backpropagate through the text tower); "
-                      "activations not counted"}  # fmt: skip
+    memory = {
+        "clip_weights": params,
+        "context": ctx.numel() * 4,
+        "sgd_momentum": ctx.numel() * 4,
+        "note": "white-box: the user holds the whole CLIP (to backpropagate through the text tower); "
+        "activations not counted",
+    }
     memory["total"] = params + 2 * ctx.numel() * 4
     return acc, seconds, memory
 
@@ -127,17 +142,27 @@ def main():
     helper = CraFTForImageClassification.from_black_box(eval_box, names)
     test_x, test_y = helper.pixel_values(suite["test"]), torch.tensor(suite["test"]["label"])
     test_scorer = Scorer(eval_box, test_x, test_y, names)
-    out = {"protocol": __doc__, "shots": args.shots, "seeds": args.seeds, "budget": args.budget, "runs": [],
-           "defaults": CraFTTrainingArguments().to_dict()}
+    out = {
+        "protocol": __doc__,
+        "shots": args.shots,
+        "seeds": args.seeds,
+        "budget": args.budget,
+        "runs": [],
+        "defaults": CraFTTrainingArguments().to_dict(),
+    }
     out["zero_shot"] = test_scorer(helper, refine=False)
     print("zero-shot", out["zero_shot"], flush=True)
 
     official_scale = {"sigma": 1.0, "projection_std": 0.2}  # the authors' search scale (preset "official")
-    variants = {"craft": {}, "prompt_only": {"train_refinement": False}, "refinement_only": {"optimize_prompt": False},
-                "craft_official_scale": official_scale,
-                "prompt_only_official_scale": {**official_scale, "train_refinement": False},
-                # diagnosis: no augmented views (fitness and R on the clean shots, R on the best candidate's scores)
-                "craft_clean_views": {"fitness_images": "clean", "refine_inputs": "best_candidate"}}  # fmt: skip
+    variants = {
+        "craft": {},
+        "prompt_only": {"train_refinement": False},
+        "refinement_only": {"optimize_prompt": False},
+        "craft_official_scale": official_scale,
+        "prompt_only_official_scale": {**official_scale, "train_refinement": False},
+        # diagnosis: no augmented views (fitness and R on the clean shots, R on the best candidate's scores)
+        "craft_clean_views": {"fitness_images": "clean", "refine_inputs": "best_candidate"},
+    }
     if args.sigmas:
         sigma = select_sigma(args, clip, suite, helper, eval_box, names, out)
         variants = {k: {**v, "sigma": sigma} for k, v in variants.items()}
@@ -145,8 +170,9 @@ def main():
         split = sample_few_shot(suite["train"], args.shots, seed=seed, val_shots=4)
         x, y = helper.pixel_values(split["train"]), torch.tensor(split["train"]["label"])
         for method in args.variants:
-            curve, seconds, memory = run_craft(clip, x, y, names, seed, variants[method], {"test": test_scorer},
-                                               args.checkpoints)  # fmt: skip
+            curve, seconds, memory = run_craft(
+                clip, x, y, names, seed, variants[method], {"test": test_scorer}, args.checkpoints
+            )
             out["runs"].append({"method": method, "seed": seed, "curve": curve, "seconds": seconds, "memory": memory})
             print(method, seed, {b: c["test"] for b, c in curve.items()}, f"{seconds:.0f}s", flush=True)
             save(out, args.out)
@@ -164,8 +190,9 @@ def select_sigma(args, clip, suite, helper, eval_box, names, out) -> float:
     val = Scorer(eval_box, helper.pixel_values(split["validation"]), torch.tensor(split["validation"]["label"]), names)
     out["sigma_selection"] = {}
     for sigma in args.sigmas:
-        curve, seconds, _ = run_craft(clip, x, y, names, args.seeds[0], {"sigma": sigma}, {"val": val},
-                                      [args.select_budget])  # fmt: skip
+        curve, seconds, _ = run_craft(
+            clip, x, y, names, args.seeds[0], {"sigma": sigma}, {"val": val}, [args.select_budget]
+        )
         out["sigma_selection"][sigma] = curve[args.select_budget]["val"]
         print("sigma", sigma, "val", curve[args.select_budget]["val"], f"{seconds:.0f}s", flush=True)
     sigma = max(out["sigma_selection"], key=out["sigma_selection"].get)

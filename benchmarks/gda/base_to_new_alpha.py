@@ -56,9 +56,13 @@ def make_encoder(backbone, cache_dir=DEFAULT_CACHE_DIR):
 
     def encode(dataset, split):
         x, y = extract_features(
-            backbone.encode_images, dataset, backbone.image_transform(), split=split, cache_dir=cache_dir,
+            backbone.encode_images,
+            dataset,
+            backbone.image_transform(),
+            split=split,
+            cache_dir=cache_dir,
             cache_name=backbone.cache_name if cache_dir else None,
-        )  # fmt: skip
+        )
         return torch.nn.functional.normalize(x.float(), dim=-1), y
 
     return encode
@@ -74,7 +78,9 @@ def _oracle(head, x, y, alphas) -> dict:
     return out
 
 
-def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_dir=DEFAULT_CACHE_DIR, k: int = 64) -> dict:
+def run_one(
+    backbone, suite, shots: int, seed: int, views: int, encode, cache_dir=DEFAULT_CACHE_DIR, k: int = 64
+) -> dict:
     """Both base heads fitted on the same K shots of `suite["train"]`; every row evaluated on the same tests.
 
     Only `train` is used to fit and to choose α; `test_base` / `test_new` are read for
@@ -84,23 +90,37 @@ def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_di
     new_names = suite["test_new"].features["label"].names
     fits = {}
     for cov in ("class_mean_pinv", "ks"):
-        fits[cov] = GDAForImageClassification.from_clip(backbone, base_names, templates, view_flip=False, covariance=cov)
+        fits[cov] = GDAForImageClassification.from_clip(
+            backbone, base_names, templates, view_flip=False, covariance=cov
+        )
         fits[cov].fit(suite["train"], shots=shots, seed=seed, views=views, cache_dir=cache_dir)
     shots_split = sample_few_shot(suite["train"], shots=shots, seed=seed)["train"]
     c = fits["ks"].config  # the views `fit` encoded (read back from the feature cache)
-    view_x, view_y = fits["ks"].encode_dataset(shots_split, fits["ks"].augmented_views(seed, c.view_scale, c.view_flip),
-                                               views=views, split="train", cache_dir=cache_dir)  # fmt: skip
+    view_x, view_y = fits["ks"].encode_dataset(
+        shots_split,
+        fits["ks"].augmented_views(seed, c.view_scale, c.view_flip),
+        views=views,
+        split="train",
+        cache_dir=cache_dir,
+    )
     shot_x, shot_y = encode(shots_split, f"b2n/train@{shots}-{seed}")
     kv, ks = min(k, len(view_y)), min(k, len(shot_y))
     pinv, ksfit = fits["class_mean_pinv"], fits["ks"]
     heads = {
         OFFICIAL: (pinv, pinv.new_classes_head(new_names, view_x, view_y, k=kv)),
-        OFFICIAL_PSEUDO: (pinv, pinv.new_classes_head(new_names, view_x, view_y, k=kv, alpha_rule="pseudo_new", seed=seed)),
+        OFFICIAL_PSEUDO: (
+            pinv,
+            pinv.new_classes_head(new_names, view_x, view_y, k=kv, alpha_rule="pseudo_new", seed=seed),
+        ),
         KS_OFFICIAL: (ksfit, ksfit.new_classes_head(new_names, view_x, view_y, k=kv)),
         V1: (ksfit, ksfit.new_classes_head(new_names, shot_x, shot_y, k=ks, head="knn_mean")),
-        V1_PSEUDO: (ksfit, ksfit.new_classes_head(new_names, shot_x, shot_y, k=ks, head="knn_mean",
-                                                  alpha_rule="pseudo_new", seed=seed)),
-    }  # fmt: skip
+        V1_PSEUDO: (
+            ksfit,
+            ksfit.new_classes_head(
+                new_names, shot_x, shot_y, k=ks, head="knn_mean", alpha_rule="pseudo_new", seed=seed
+            ),
+        ),
+    }
     # Every choice is made; only now are the test splits read.
     base_x, base_y = encode(suite["test_base"], "base_to_new/test_base")
     new_x, new_y = encode(suite["test_new"], "base_to_new/test_new")
@@ -108,17 +128,27 @@ def run_one(backbone, suite, shots: int, seed: int, views: int, encode, cache_di
     base = {"zero-shot": accuracy(scale * base_x @ ksfit.text_weights.T, base_y)}
     new = {"zero-shot": accuracy(scale * new_x @ heads[V1][1].text_weights.T, new_y)}
     for row, (fit, head) in heads.items():
-        base[row], new[row] = accuracy(fit(image_features=base_x).logits, base_y), accuracy(head(image_features=new_x).logits, new_y)
+        base[row], new[row] = (
+            accuracy(fit(image_features=base_x).logits, base_y),
+            accuracy(head(image_features=new_x).logits, new_y),
+        )
     alphas = ksfit.config.alphas
     return {
-        "shots": shots, "seed": seed, "k_views": kv, "k_shots": ks,
+        "shots": shots,
+        "seed": seed,
+        "k_views": kv,
+        "k_shots": ks,
         "base_alpha": {cov: f.config.alpha for cov, f in fits.items()},
         "new_alpha": {row: heads[row][1].config.alpha for row in (OFFICIAL_PSEUDO, V1_PSEUDO)},
         "pseudo_new_scores": {row: heads[row][1].config.alpha_scores for row in (OFFICIAL_PSEUDO, V1_PSEUDO)},
-        "base": base, "new": new, "H": {r: harmonic_mean(base[r], new[r]) for r in ROWS},
-        "new_accuracy_per_alpha_oracle": {"official": _oracle(heads[OFFICIAL][1], new_x, new_y, alphas),
-                                          "knn_mean": _oracle(heads[V1][1], new_x, new_y, alphas)},
-    }  # fmt: skip
+        "base": base,
+        "new": new,
+        "H": {r: harmonic_mean(base[r], new[r]) for r in ROWS},
+        "new_accuracy_per_alpha_oracle": {
+            "official": _oracle(heads[OFFICIAL][1], new_x, new_y, alphas),
+            "knn_mean": _oracle(heads[V1][1], new_x, new_y, alphas),
+        },
+    }
 
 
 def summarise(runs: list[dict], shots: list[int]) -> dict:
@@ -126,10 +156,15 @@ def summarise(runs: list[dict], shots: list[int]) -> dict:
     for k in shots:
         sel = [r for r in runs if r["shots"] == k]
         out[str(k)] = {
-            metric: {row: {"mean": float(np.mean([r[metric][row] for r in sel])),
-                           "std": float(np.std([r[metric][row] for r in sel]))} for row in ROWS}
+            metric: {
+                row: {
+                    "mean": float(np.mean([r[metric][row] for r in sel])),
+                    "std": float(np.std([r[metric][row] for r in sel])),
+                }
+                for row in ROWS
+            }
             for metric in ("base", "new", "H")
-        }  # fmt: skip
+        }
         out[str(k)]["alphas"] = {
             **{f"base ({cov})": [r["base_alpha"][cov] for r in sel] for cov in ("class_mean_pinv", "ks")},
             **{f"new ({row})": [r["new_alpha"][row] for r in sel] for row in (OFFICIAL_PSEUDO, V1_PSEUDO)},
@@ -155,7 +190,9 @@ def plot(summary: dict, shots: list[int], path: Path) -> None:
         ax.set_title(f"{metric} accuracy (%)" if metric != "H" else "harmonic mean H (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("GDA base-to-new on the testbed: official heads (reused α / pseudo-new α) vs the earlier knn_mean heads")
+    fig.suptitle(
+        "GDA base-to-new on the testbed: official heads (reused α / pseudo-new α) vs the earlier knn_mean heads"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -183,11 +220,16 @@ def main(argv=None):
     summary = summarise(runs, args.shots)
     (HERE / "base_to_new_alpha.partial.json").unlink()
     meta = {"seeds": args.seeds, "shots": args.shots, "views": args.views, "wall_time_s": round(time.time() - t0, 1)}
-    (HERE / "base_to_new_alpha.json").write_text(json.dumps({"summary": summary, "runs": runs, "_meta": meta}, indent=1))
+    (HERE / "base_to_new_alpha.json").write_text(
+        json.dumps({"summary": summary, "runs": runs, "_meta": meta}, indent=1)
+    )
     plot(summary, args.shots, HERE / "base_to_new_alpha.png")
     for k in args.shots:
-        print(f"{k} shots:", {m: {r: round(summary[str(k)][m][r]["mean"], 1) for r in ROWS} for m in ("base", "new", "H")},
-              summary[str(k)]["alphas"])  # fmt: skip
+        print(
+            f"{k} shots:",
+            {m: {r: round(summary[str(k)][m][r]["mean"], 1) for r in ROWS} for m in ("base", "new", "H")},
+            summary[str(k)]["alphas"],
+        )
     print(f"wall time {meta['wall_time_s']} s")
 
 

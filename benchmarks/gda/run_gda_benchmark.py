@@ -34,8 +34,8 @@ from hf_clipadapt.metrics import accuracy
 # examples/ holds the offline assets and baselines the benchmarks share (not in the wheel)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits  # noqa: E402
-from offline_assets.few_shot_features import FewShotFeatures  # noqa: E402
 from offline_assets import load_fashion_mnist, load_mnist  # noqa: E402
+from offline_assets.few_shot_features import FewShotFeatures  # noqa: E402
 
 HERE = Path(__file__).parent
 LOADERS = {"fashion_mnist": load_fashion_mnist, "mnist": load_mnist}
@@ -92,7 +92,9 @@ def sklearn_lda(x: torch.Tensor, y: torch.Tensor):
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x.numpy(), y.numpy())
 
 
-def fit_time_table(real: dict[str, tuple[torch.Tensor, torch.Tensor, int]], repeats: int, sklearn_repeats: int) -> list[dict]:
+def fit_time_table(
+    real: dict[str, tuple[torch.Tensor, torch.Tensor, int]], repeats: int, sklearn_repeats: int
+) -> list[dict]:
     rows = []
     for name, (x, y, k) in real.items():
         row = {"problem": name, "n": x.shape[0], "dim": x.shape[1], "classes": k}
@@ -161,29 +163,11 @@ def plot(results: dict, shots: list[int], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def _accuracy_tables(report: dict) -> list[str]:
+    """RESULTS.md's accuracy table per dataset (best cell in bold); one of
+    `write_markdown`'s sections, kept apart so each section reads on its own."""
     cfg = report["config"]
-    lines = [
-        "# GDA on real images: EfficientNet-Lite0 features, Fashion-MNIST and MNIST",
-        "",
-        "Reproduce with `make bench-gda` (or `python benchmarks/gda/run_gda_benchmark.py`). Features are cached,",
-        "so a re-run takes seconds. These are small-scale stand-ins for the paper's CLIP setup, reported as",
-        "*measured on these data*, not as a reproduction of the paper's tables.",
-        "",
-        f"- Backbone: EfficientNet-Lite0 (ImageNet-1k), {cfg['size']} px, pooled 1280-d features, L2-normalised.",
-        f"- Few-shot draws: CoOp protocol (`sample_few_shot`), K train + min(K, 4) validation images per class, from a "
-        f"{cfg['pool_size']:,}-image random subset of the training split; seeds {cfg['seeds']}.",
-        f"- Test: {cfg['test_size']:,} random test images. Mean ± std over seeds, accuracy in %.",
-        f"- GDA (10 views): each training image encoded under {cfg['views']} random-resized-crop (0.5–1) + flip views, all "
-        "kept as samples (the paper's recipe); GDA (no views): plain features only (1-shot falls back to Σ = I, i.e. "
-        "Euclidean nearest class mean, with a warning).",
-        "- Linear probe: scikit-learn LogisticRegression (L-BFGS), C ∈ {0.1, 1, 10, 100, 1000} picked on validation.",
-        "- Tip-Adapter (training-free): cache keys = mean of the 10 augmented views per image, β picked on validation; "
-        "no zero-shot term (no text encoder).",
-        "- Nearest class mean: cosine similarity to the normalised class means of the plain features.",
-        "- No text classifier exists for this backbone, so GDA here is x·Wᵀ + b alone (no α ensemble).",
-        "",
-    ]
+    lines = []
     for dataset, per_method in report["accuracy"].items():
         lines += [f"## {dataset}", "", "| method | " + " | ".join(f"{k}-shot" for k in cfg["shots"]) + " |"]
         lines.append("|---|" + "---|" * len(cfg["shots"]))
@@ -196,7 +180,13 @@ def write_markdown(report: dict, path: Path) -> None:
                 cells.append(f"**{cell}**" if r["mean"] == best[k] else cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "## Fit time", ""]
+    return lines
+
+
+def _fit_time_section(report: dict) -> list[str]:
+    """RESULTS.md's fit-time table (GDA vs scikit-learn LDA) and the note on machine load."""
+    cfg = report["config"]
+    lines = []
     reps = report.get("timing_repeats") or {"gda": cfg["repeats"], "sklearn": cfg["sklearn_repeats"]}
     lines += [
         f"Median wall time of the fit alone on features already in memory ({report['machine']}; "
@@ -229,6 +219,13 @@ def write_markdown(report: dict, path: Path) -> None:
         "## Reading the numbers",
         "",
     ]
+    return lines
+
+
+def _reading_section(report: dict) -> list[str]:
+    """RESULTS.md's "Reading the numbers" bullets, computed from the accuracy table."""
+    cfg = report["config"]
+    lines = []
     for dataset, per_method in report["accuracy"].items():
         k = str(max(cfg["shots"]))
         gda, lp, ncm = (per_method[m][k]["mean"] for m in ("GDA (10 views)", "Linear probe", "Nearest class mean"))
@@ -244,15 +241,46 @@ def write_markdown(report: dict, path: Path) -> None:
         )
     lines += [
         "- Augmented views matter little on these centred grayscale images; they matter most where 1-shot GDA would",
-        "  otherwise have no within-class scatter at all (the \"no views\" 1-shot column is the Σ = I fallback).",
+        '  otherwise have no within-class scatter at all (the "no views" 1-shot column is the Σ = I fallback).',
         "",
     ]
+    return lines
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    cfg = report["config"]
+    lines = [
+        "# GDA on real images: EfficientNet-Lite0 features, Fashion-MNIST and MNIST",
+        "",
+        "Reproduce with `make bench-gda` (or `python benchmarks/gda/run_gda_benchmark.py`). Features are cached,",
+        "so a re-run takes seconds. These are small-scale stand-ins for the paper's CLIP setup, reported as",
+        "*measured on these data*, not as a reproduction of the paper's tables.",
+        "",
+        f"- Backbone: EfficientNet-Lite0 (ImageNet-1k), {cfg['size']} px, pooled 1280-d features, L2-normalised.",
+        f"- Few-shot draws: CoOp protocol (`sample_few_shot`), K train + min(K, 4) validation images per class, from a "
+        f"{cfg['pool_size']:,}-image random subset of the training split; seeds {cfg['seeds']}.",
+        f"- Test: {cfg['test_size']:,} random test images. Mean ± std over seeds, accuracy in %.",
+        f"- GDA (10 views): each training image encoded under {cfg['views']} random-resized-crop (0.5–1) + flip views, all "
+        "kept as samples (the paper's recipe); GDA (no views): plain features only (1-shot falls back to Σ = I, i.e. "
+        "Euclidean nearest class mean, with a warning).",
+        "- Linear probe: scikit-learn LogisticRegression (L-BFGS), C ∈ {0.1, 1, 10, 100, 1000} picked on validation.",
+        "- Tip-Adapter (training-free): cache keys = mean of the 10 augmented views per image, β picked on validation; "
+        "no zero-shot term (no text encoder).",
+        "- Nearest class mean: cosine similarity to the normalised class means of the plain features.",
+        "- No text classifier exists for this backbone, so GDA here is x·Wᵀ + b alone (no α ensemble).",
+        "",
+    ]
+    lines += _accuracy_tables(report)
+    lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "## Fit time", ""]
+    lines += _fit_time_section(report)
+    lines += _reading_section(report)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line; kept apart so `main` reads as the run's stages."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["fashion_mnist", "mnist"], choices=sorted(LOADERS))
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
@@ -265,21 +293,24 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9, help="GDA timing repeats (median)")
     parser.add_argument("--sklearn-repeats", type=int, default=3, help="scikit-learn LDA timing repeats (median)")
     parser.add_argument(
-        "--stage", choices=["features", "all", "timing", "report"], default="all",
+        "--stage",
+        choices=["features", "all", "timing", "report"],
+        default="all",
         help="features: only encode (cached); timing: redo the fit-time table into results.json; "
         "report: rewrite RESULTS.md and the plot from results.json",
     )
     parser.add_argument("--output-dir", type=Path, default=HERE)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    return parser
 
-    if args.stage == "report":
-        report = json.loads((args.output_dir / "results.json").read_text())
-        plot(report["accuracy"], report["config"]["shots"], args.output_dir / "accuracy_vs_shots.png")
-        write_markdown(report, args.output_dir / "RESULTS.md")
-        return
 
+def encode_features(args) -> dict:
+    """Encode (or load from the cache) the few-shot pools and test sets of `args.datasets`.
+
+    Args:
+        args: the parsed command line (datasets, pool/test sizes, shots, seeds, size, views).
+    Returns:
+        {dataset name: FewShotFeatures}.
+    """
     feats = {}
     for name in args.datasets:
         start = time.perf_counter()
@@ -288,22 +319,23 @@ def main(argv=None):
         feats[name] = FewShotFeatures(
             pool, test, shots=args.shots, seeds=args.seeds, size=args.size, views=args.views, desc=name
         )
-        print(f"{name}: features ready in {time.perf_counter() - start:.1f}s "
-              f"({feats[name].num_used} training images × (1 + {args.views} views), {len(test)} test)", flush=True)
-    if args.stage == "features":
-        return
+        print(
+            f"{name}: features ready in {time.perf_counter() - start:.1f}s "
+            f"({feats[name].num_used} training images × (1 + {args.views} views), {len(test)} test)",
+            flush=True,
+        )
+    return feats
 
-    if args.stage == "timing":
-        path = args.output_dir / "results.json"
-        report = json.loads(path.read_text())
-        report["fit_time"] = fit_time_table(timing_problems(feats, args), args.repeats, args.sklearn_repeats)
-        report["load_average_during_timing"] = os.getloadavg()[0]
-        report["timing_repeats"] = {"gda": args.repeats, "sklearn": args.sklearn_repeats}
-        _write_json(report, path)
-        plot(report["accuracy"], report["config"]["shots"], args.output_dir / "accuracy_vs_shots.png")
-        write_markdown(report, args.output_dir / "RESULTS.md")
-        return
 
+def accuracy_tables(feats: dict, args) -> dict:
+    """Accuracy of every method for each dataset, shot count and seed, with mean and std over seeds.
+
+    Args:
+        feats: {dataset name: FewShotFeatures} from `encode_features`.
+        args: the parsed command line (shots, seeds).
+    Returns:
+        {dataset: {method: {"<K>": {"mean", "std", "per_seed"}}}}.
+    """
     accuracy_table = {}
     for name, f in feats.items():
         runs = {(seed, k): evaluate_split(f, seed, k) for seed in args.seeds for k in args.shots}
@@ -319,7 +351,42 @@ def main(argv=None):
             for m in METHODS
         }
         for k in args.shots:
-            print(name, f"{k:>2}-shot", {m: round(accuracy_table[name][m][str(k)]["mean"], 1) for m in METHODS}, flush=True)
+            print(
+                name,
+                f"{k:>2}-shot",
+                {m: round(accuracy_table[name][m][str(k)]["mean"], 1) for m in METHODS},
+                flush=True,
+            )
+    return accuracy_table
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    if args.stage == "report":
+        report = json.loads((args.output_dir / "results.json").read_text())
+        plot(report["accuracy"], report["config"]["shots"], args.output_dir / "accuracy_vs_shots.png")
+        write_markdown(report, args.output_dir / "RESULTS.md")
+        return
+
+    feats = encode_features(args)
+    if args.stage == "features":
+        return
+
+    if args.stage == "timing":
+        path = args.output_dir / "results.json"
+        report = json.loads(path.read_text())
+        report["fit_time"] = fit_time_table(timing_problems(feats, args), args.repeats, args.sklearn_repeats)
+        report["load_average_during_timing"] = os.getloadavg()[0]
+        report["timing_repeats"] = {"gda": args.repeats, "sklearn": args.sklearn_repeats}
+        _write_json(report, path)
+        plot(report["accuracy"], report["config"]["shots"], args.output_dir / "accuracy_vs_shots.png")
+        write_markdown(report, args.output_dir / "RESULTS.md")
+        return
+
+    accuracy_table = accuracy_tables(feats, args)
 
     fit_rows = fit_time_table(timing_problems(feats, args), args.repeats, args.sklearn_repeats)
     load_average = os.getloadavg()[0]

@@ -61,9 +61,13 @@ def base_to_new(backbone, seed: int, shots: int, views: int, encode) -> dict[str
     gda = GDAForImageClassification.from_clip(backbone, base_names, templates, preset="base_to_new", view_flip=False)
     gda.fit(suite["train"], shots=shots, seed=seed, views=views, cache_dir=DEFAULT_CACHE_DIR)
     c = gda.config  # the official new heads take their neighbours among the augmented views `fit` encoded
-    view_x, view_y = gda.encode_dataset(sample_few_shot(suite["train"], shots=shots, seed=seed)["train"],
-                                        gda.augmented_views(seed, c.view_scale, c.view_flip), views=views, split="train",
-                                        cache_dir=DEFAULT_CACHE_DIR)  # fmt: skip
+    view_x, view_y = gda.encode_dataset(
+        sample_few_shot(suite["train"], shots=shots, seed=seed)["train"],
+        gda.augmented_views(seed, c.view_scale, c.view_flip),
+        views=views,
+        split="train",
+        cache_dir=DEFAULT_CACHE_DIR,
+    )
     new_head = gda.new_classes_head(new_names, view_x, view_y, k=min(64, len(view_y)))
 
     zs_base = accuracy(backbone.logit_scale * base_x @ gda.text_weights.T, base_y)
@@ -71,13 +75,20 @@ def base_to_new(backbone, seed: int, shots: int, views: int, encode) -> dict[str
     gda_base = accuracy(gda(image_features=base_x).logits, base_y)
     gda_new = accuracy(new_head(image_features=new_x).logits, new_y)
     return {
-        "zero-shot base": zs_base, "zero-shot new": zs_new, "zero-shot H": harmonic_mean(zs_base, zs_new),
-        "GDA base": gda_base, "GDA new": gda_new, "GDA H": harmonic_mean(gda_base, gda_new), "alpha": gda.config.alpha,
-    }  # fmt: skip
+        "zero-shot base": zs_base,
+        "zero-shot new": zs_new,
+        "zero-shot H": harmonic_mean(zs_base, zs_new),
+        "GDA base": gda_base,
+        "GDA new": gda_new,
+        "GDA H": harmonic_mean(gda_base, gda_new),
+        "alpha": gda.config.alpha,
+    }
 
 
 def mean_std(runs: list[dict]) -> dict:
-    return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in runs[0]}
+    return {
+        k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in runs[0]
+    }
 
 
 def main(argv=None):
@@ -95,8 +106,11 @@ def main(argv=None):
     backbone = load_testbed_clip()
     encode = partial(demo.encode_split, backbone)
     b2n = mean_std([base_to_new(backbone, s, 16, args.views, encode) for s in args.seeds])
-    results = {"few_shot": few_shot, "base_to_new_16_shots": b2n,
-               "_meta": {"seeds": args.seeds, "views": args.views, "wall_time_s": round(time.time() - t0, 1)}}  # fmt: skip
+    results = {
+        "few_shot": few_shot,
+        "base_to_new_16_shots": b2n,
+        "_meta": {"seeds": args.seeds, "views": args.views, "wall_time_s": round(time.time() - t0, 1)},
+    }
     (HERE / "testbed_gda.json").write_text(json.dumps(results, indent=1))
 
     cell = lambda d: f"{d['mean']:.1f} ± {d['std']:.1f}"  # noqa: E731
@@ -111,9 +125,14 @@ def main(argv=None):
         "|---|" + "---|" * len(methods),
     ]
     lines += [f"| {k} | " + " | ".join(cell(few_shot[k][m]) for m in methods) + " |" for k in args.shots]
-    lines += ["", "Base-to-new suite, 16 shots of the 32 base classes; the 32 new classes have names only. GDA: the "
-              "official base-to-new protocol (base head without shrinkage, official new heads, base α reused).", "",
-              "| | base | new | H |", "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Base-to-new suite, 16 shots of the 32 base classes; the 32 new classes have names only. GDA: the "
+        "official base-to-new protocol (base head without shrinkage, official new heads, base α reused).",
+        "",
+        "| | base | new | H |",
+        "|---|---|---|---|",
+    ]
     for who in ("zero-shot", "GDA"):
         lines.append(f"| {who} | {cell(b2n[who + ' base'])} | {cell(b2n[who + ' new'])} | {cell(b2n[who + ' H'])} |")
     lines += ["", f"Wall time {results['_meta']['wall_time_s']:.0f} s on the 2-core CPU machine."]

@@ -33,8 +33,9 @@ def timed(code: str, pythonpath: str | None = None) -> float:
     env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     # From a neutral folder: `python -c` puts the working directory first on sys.path,
     # which would shadow PYTHONPATH with a checkout found there.
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env,
-                         cwd=tempfile.gettempdir())  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir()
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,9 +54,14 @@ def main() -> None:
             samples[name].append(timed(code, path))
     medians = {name: statistics.median(v) for name, v in samples.items()}
     ratio = medians["hf_clipadapt"] / medians["transformers+peft"]
-    result = {"rounds": args.rounds, "median_seconds": medians, "samples": samples,
-              "ratio_hf_clipadapt_to_transformers_peft": ratio, "python": sys.version.split()[0],
-              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    result = {
+        "rounds": args.rounds,
+        "median_seconds": medians,
+        "samples": samples,
+        "ratio_hf_clipadapt_to_transformers_peft": ratio,
+        "python": sys.version.split()[0],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     Path(args.out).write_text(json.dumps(result, indent=2))
     for name, m in medians.items():
         print(f"{name:32s} {m:6.2f} s")

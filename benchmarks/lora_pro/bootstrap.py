@@ -18,8 +18,13 @@ def quantiles(x: torch.Tensor, lo: float, hi: float) -> list[float]:
     return [float(x[int(q * (len(x) - 1))]) for q in (lo, hi)]
 
 
-def gap_bootstrap(lora: dict[int, torch.Tensor], full: dict[int, torch.Tensor], pro: dict[int, torch.Tensor],
-                  n: int = 2000, seed: int = 0) -> dict:
+def gap_bootstrap(
+    lora: dict[int, torch.Tensor],
+    full: dict[int, torch.Tensor],
+    pro: dict[int, torch.Tensor],
+    n: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Seed-pooled metric of LoRA, full FT and one LoRA-Pro method (each: seed → P×2 rows) over
     the seeds all three ran, and over `n` resamples of the test items, drawn within each seed
     (a seed may draw its own test items) and shared by the three methods (paired): the
@@ -37,11 +42,18 @@ def gap_bootstrap(lora: dict[int, torch.Tensor], full: dict[int, torch.Tensor], 
     point = {m: float(value(m, False)) for m in per}
     boot = {m: value(m, True) for m in per}
     gap, d = boot["full"] - boot["lora"], boot["pro"] - boot["lora"]
-    share = (point["pro"] - point["lora"]) / (point["full"] - point["lora"]) if point["full"] != point["lora"] else float("nan")
-    return {"seeds": seeds, "value": point,
-            "gap": {"point": point["full"] - point["lora"], "p025_p975": quantiles(gap, 0.025, 0.975)},
-            "diff_vs_lora": {"point": point["pro"] - point["lora"], "p025_p975": quantiles(d, 0.025, 0.975)},
-            "share": {"point": share, "p05_p95": quantiles(d / gap, 0.05, 0.95)}}
+    share = (
+        (point["pro"] - point["lora"]) / (point["full"] - point["lora"])
+        if point["full"] != point["lora"]
+        else float("nan")
+    )
+    return {
+        "seeds": seeds,
+        "value": point,
+        "gap": {"point": point["full"] - point["lora"], "p025_p975": quantiles(gap, 0.025, 0.975)},
+        "diff_vs_lora": {"point": point["pro"] - point["lora"], "p025_p975": quantiles(d, 0.025, 0.975)},
+        "share": {"point": share, "p05_p95": quantiles(d / gap, 0.05, 0.95)},
+    }
 
 
 def at_chosen_lrs(work: Path, runs: list[dict], best: dict, rows: Callable[[Path, dict], torch.Tensor]) -> dict:
@@ -49,22 +61,33 @@ def at_chosen_lrs(work: Path, runs: list[dict], best: dict, rows: Callable[[Path
     chosen LRs; `rows(work, run)` gives a run's P×2 test rows."""
     if "lora" not in best or "full" not in best:
         return {}
-    per = {m: {r["seed"]: rows(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
-           for m, b in best.items()}
+    per = {
+        m: {r["seed"]: rows(work, r) for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")}
+        for m, b in best.items()
+    }
     return {m: gap_bootstrap(per["lora"], per["full"], per[m]) for m in per if m.startswith("lorapro")}
 
 
-def markdown(boot: dict, labels: dict[str, str], items: str, metric: str, scale: float = 1.0, digits: int = 4) -> list[str]:
+def markdown(
+    boot: dict, labels: dict[str, str], items: str, metric: str, scale: float = 1.0, digits: int = 4
+) -> list[str]:
     """Table lines of `at_chosen_lrs`'s result; `scale` turns fractions into points (accuracy)."""
+
     def ci(x: dict, q: str) -> str:
         lo, hi = x[q]
         return f"{scale * x['point']:+.{digits}f} ({scale * lo:+.{digits}f} to {scale * hi:+.{digits}f})"
 
-    lines = ["", f"Paired bootstrap over test {items} (resampled within each seed; the seeds pooled):", "",
-             f"| method | seeds | LoRA → full-FT gap (95%) | {metric} − LoRA's (95%) | share of the gap closed (5–95%) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Paired bootstrap over test {items} (resampled within each seed; the seeds pooled):",
+        "",
+        f"| method | seeds | LoRA → full-FT gap (95%) | {metric} − LoRA's (95%) | share of the gap closed (5–95%) |",
+        "|---|---|---|---|---|",
+    ]
     for m, b in boot.items():
         sh = b["share"]
-        lines.append(f"| {labels[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
-                     f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |")
+        lines.append(
+            f"| {labels[m]} | {b['seeds']} | {ci(b['gap'], 'p025_p975')} | {ci(b['diff_vs_lora'], 'p025_p975')} | "
+            f"{100 * sh['point']:+.0f}% ({100 * sh['p05_p95'][0]:+.0f}% to {100 * sh['p05_p95'][1]:+.0f}%) |"
+        )
     return lines

@@ -40,7 +40,9 @@ def chosen(runs: list[dict], method: str, seed: int = 0) -> dict | None:
 
 def bracketed(runs: list[dict], best: dict) -> str:
     """'yes' when a worse LR on each side of the chosen one ran (seed 0), else which side is open."""
-    grid = sorted((r for r in runs if r["method"] == best["method"] and r["seed"] == best["seed"]), key=lambda r: r["lr"])
+    grid = sorted(
+        (r for r in runs if r["method"] == best["method"] and r["seed"] == best["seed"]), key=lambda r: r["lr"]
+    )
     lower = [r for r in grid if r["lr"] < best["lr"]]
     upper = [r for r in grid if r["lr"] > best["lr"]]
     if lower and upper:
@@ -99,8 +101,12 @@ def compare(dw: dict, ref: dict) -> dict:
     keys = sorted(set(dw) & set(ref))
     a = torch.cat([dw[k].flatten() for k in keys]).double()
     b = torch.cat([ref[k].flatten() for k in keys]).double()
-    return {"rel_distance": float((a - b).norm() / b.norm()), "cosine": float(a @ b / (a.norm() * b.norm())),
-            "norm_ratio": float(a.norm() / b.norm()), "matrices": len(keys)}
+    return {
+        "rel_distance": float((a - b).norm() / b.norm()),
+        "cosine": float(a @ b / (a.norm() * b.norm())),
+        "norm_ratio": float(a.norm() / b.norm()),
+        "matrices": len(keys),
+    }
 
 
 def base_state() -> dict:
@@ -113,24 +119,39 @@ def base_state() -> dict:
 def update_distances(work: Path, best: dict, runs: list[dict], base_sd: dict) -> dict:
     """Final ΔW of every LoRA run (seed 0) against the chosen full-FT run's; keyed "method@lr"."""
     ref = delta_w(work, best["full"], base_sd)
-    return {f"{r['method']}@{r['lr']:g}": compare(delta_w(work, r, base_sd), ref)
-            for r in sorted((r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"]))}
+    return {
+        f"{r['method']}@{r['lr']:g}": compare(delta_w(work, r, base_sd), ref)
+        for r in sorted(
+            (r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0), key=lambda r: (r["method"], r["lr"])
+        )
+    }
 
 
 def update_distance_curves(work: Path, runs: list[dict], base_sd: dict) -> dict:
     """ΔW over training at the same LR and data order: at every snapshot step, each LoRA method's
     ΔW_t against full fine-tuning's ΔW_t (seed 0). Keyed by LR, then method, then step."""
+
     def snap(r: dict) -> Path:
         return work / f"{C.run_name('cls', r['method'], r['lr'], r['seed'])}.snaps.pt"
 
     out = {}
     for full in (r for r in runs if r["method"] == "full" and r["seed"] == 0):
-        peers = [r for r in runs if r["method"] in LORA_METHODS and r["seed"] == 0 and r["lr"] == full["lr"] and snap(r).exists()]
+        peers = [
+            r
+            for r in runs
+            if r["method"] in LORA_METHODS and r["seed"] == 0 and r["lr"] == full["lr"] and snap(r).exists()
+        ]
         if not snap(full).exists() or not peers:
             continue
         ref = {t: delta_w_of(sd, "full", base_sd) for t, sd in torch.load(snap(full)).items()}
-        out[f"{full['lr']:g}"] = {r["method"]: {str(t): compare(delta_w_of(sd, r["method"], base_sd), ref[t])
-                                                for t, sd in torch.load(snap(r)).items() if t in ref} for r in peers}
+        out[f"{full['lr']:g}"] = {
+            r["method"]: {
+                str(t): compare(delta_w_of(sd, r["method"], base_sd), ref[t])
+                for t, sd in torch.load(snap(r)).items()
+                if t in ref
+            }
+            for r in peers
+        }
     return out
 
 
@@ -159,8 +180,14 @@ def plot_curves(curves: dict) -> None:
     fig.savefig(HERE / "cls_delta_w.png", dpi=110)
 
 
-def plots(runs: list[dict], best: dict, metric: str = "accuracy", ylabel: str = "accuracy %", smooth: int = 21,
-          name: str = "cls_lr_sweep.png") -> None:
+def plots(
+    runs: list[dict],
+    best: dict,
+    metric: str = "accuracy",
+    ylabel: str = "accuracy %",
+    smooth: int = 21,
+    name: str = "cls_lr_sweep.png",
+) -> None:
     """Left: the seed-0 LR sweep of every method on one axis (validation solid, test dashed).
     Right: the training-loss curves of the chosen runs (moving average over `smooth` steps)."""
     import matplotlib
@@ -174,17 +201,25 @@ def plots(runs: list[dict], best: dict, metric: str = "accuracy", ylabel: str = 
         if not grid:
             continue
         lrs = [r["lr"] for r in grid]
-        line, = axes[0].semilogx(lrs, [r["val"][metric] for r in grid], "o-", label=f"{C.LABELS[m]} (validation)")
+        (line,) = axes[0].semilogx(lrs, [r["val"][metric] for r in grid], "o-", label=f"{C.LABELS[m]} (validation)")
         if all(r.get("test") for r in grid):
-            axes[0].semilogx(lrs, [r["test"][metric] for r in grid], "x--", color=line.get_color(), alpha=0.6,
-                             label=f"{C.LABELS[m]} (test)")
+            axes[0].semilogx(
+                lrs,
+                [r["test"][metric] for r in grid],
+                "x--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{C.LABELS[m]} (test)",
+            )
     axes[0].set(xlabel="learning rate", ylabel=ylabel, title="LR sweep, seed 0 (all methods on one axis)")
     if metric == "loss":  # a diverged run's loss would flatten every other point
         axes[0].set_yscale("log")
     axes[0].legend(fontsize=6, loc="lower left" if metric == "accuracy" else "upper right")
     for m, r in best.items():
         y = torch.tensor(r["train_loss"])
-        ys = torch.nn.functional.avg_pool1d(y[None, None], smooth, 1, padding=smooth // 2, count_include_pad=False)[0, 0]
+        ys = torch.nn.functional.avg_pool1d(y[None, None], smooth, 1, padding=smooth // 2, count_include_pad=False)[
+            0, 0
+        ]
         axes[1].plot(range(1, len(ys) + 1), ys.tolist(), label=f"{C.LABELS[m]} (lr {r['lr']:g})")
     axes[1].set(xlabel="step", ylabel=f"train loss (moving average, {smooth} steps)", title="chosen runs, seed 0")
     axes[1].legend(fontsize=7)
@@ -207,10 +242,22 @@ def seed_stats(runs: list[dict], best: dict) -> dict:
     """Per method at its (seed-0) chosen LR: per-seed test accuracy (cls), test loss and end-of-training loss."""
     out = {}
     for m, b in best.items():
-        rs = sorted((r for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")), key=lambda r: r["seed"])
-        per = {r["seed"]: {"test_loss": r["test"]["loss"], "train_loss_end": train_loss_end(r),
-                           **({"test_accuracy": r["test"]["accuracy"]} if "accuracy" in r["test"] else {})} for r in rs}
-        out[m] = {"lr": b["lr"], "per_seed": per, **{k: mean_std([v[k] for v in per.values()]) for k in next(iter(per.values()), {})}}
+        rs = sorted(
+            (r for r in runs if r["method"] == m and r["lr"] == b["lr"] and r.get("test")), key=lambda r: r["seed"]
+        )
+        per = {
+            r["seed"]: {
+                "test_loss": r["test"]["loss"],
+                "train_loss_end": train_loss_end(r),
+                **({"test_accuracy": r["test"]["accuracy"]} if "accuracy" in r["test"] else {}),
+            }
+            for r in rs
+        }
+        out[m] = {
+            "lr": b["lr"],
+            "per_seed": per,
+            **{k: mean_std([v[k] for v in per.values()]) for k in next(iter(per.values()), {})},
+        }
     return out
 
 
@@ -231,7 +278,11 @@ def gap_over_seeds(stats: dict, keys=("test_accuracy", "train_loss_end")) -> dic
             gap = [fu[s][key] - lo[s][key] for s in seeds]
             diff = [pro[s][key] - lo[s][key] for s in seeds]
             share = [d / g for d, g in zip(diff, gap) if abs(g) > 1e-9]
-            out[m][key] = {"gap": mean_std(gap), "diff_vs_lora": mean_std(diff), "share": mean_std(share) if share else None}
+            out[m][key] = {
+                "gap": mean_std(gap),
+                "diff_vs_lora": mean_std(diff),
+                "share": mean_std(share) if share else None,
+            }
     return out
 
 
@@ -240,11 +291,24 @@ def summarize(runs: list[dict], task: str, gap_keys: tuple[str, ...]) -> tuple[d
     bracketed, seed statistics at that LR and the per-seed gap shares. Returns (best, results)."""
     best = {m: b for m in C.METHODS if (b := chosen(runs, m)) is not None}
     stats = seed_stats(runs, best)
-    res = {"runs": [{**{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")},
-                     "train_loss_end": train_loss_end(r), "split_sizes": r.get("split_sizes")} for r in runs],
-           "chosen": {m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)} for m, b in best.items()},
-           "seeds_at_chosen_lr": stats, "gap_over_seeds": gap_over_seeds(stats, gap_keys), "config": C.TASKS[task],
-           "train_loss_chosen": {m: b["train_loss"] for m, b in best.items()}}
+    res = {
+        "runs": [
+            {
+                **{k: r[k] for k in ("method", "lr", "seed", "val", "test", "median_step_s", "wall_s", "steps")},
+                "train_loss_end": train_loss_end(r),
+                "split_sizes": r.get("split_sizes"),
+            }
+            for r in runs
+        ],
+        "chosen": {
+            m: {"lr": b["lr"], "val": b["val"], "test": b["test"], "bracketed": bracketed(runs, b)}
+            for m, b in best.items()
+        },
+        "seeds_at_chosen_lr": stats,
+        "gap_over_seeds": gap_over_seeds(stats, gap_keys),
+        "config": C.TASKS[task],
+        "train_loss_chosen": {m: b["train_loss"] for m, b in best.items()},
+    }
     return best, res
 
 
@@ -252,47 +316,107 @@ def fmt(x, d: int) -> str:
     return "-" if x is None else f"{x:.{d}f}"
 
 
+def _gap_rows(res: dict) -> list[str]:
+    """cls_table.md's gap table: the LoRA → full-FT gap over seeds and the share each method closes
+    (empty without `gap_over_seeds`). Kept apart from `markdown` so each table reads on its own."""
+    lines = []
+    if res.get("gap_over_seeds"):
+        lines += [
+            "",
+            "| method | metric | LoRA → full-FT gap, mean ± std | method − LoRA, mean ± std | share of the gap closed, mean ± std |",
+            "|---|---|---|---|---|",
+        ]
+        for m, g in res["gap_over_seeds"].items():
+            for key, label, d in (
+                ("test_accuracy", "test accuracy (points)", 1),
+                ("train_loss_end", "train loss, last 40 steps", 3),
+            ):
+                x = g[key]
+                sh = (
+                    "n/a"
+                    if x["share"] is None
+                    else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
+                )
+                lines.append(
+                    f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
+                    f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |"
+                )
+    return lines
+
+
+def _distance_rows(res: dict) -> list[str]:
+    """cls_table.md's ΔW tables: cosine to full fine-tuning's update along training, and the
+    final distances (each empty when its entry is missing)."""
+    lines = []
+    if res.get("update_distance_curves"):
+        lines += [
+            "",
+            "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps "
+            + ", ".join(sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int))
+            + " |",
+            "|---|---|---|",
+        ]
+        for lr, per in res["update_distance_curves"].items():
+            for m, c in per.items():
+                lines.append(
+                    f"| {lr} | {C.LABELS[m]} | "
+                    + ", ".join(f"{c[t]['cosine']:.2f}" for t in sorted(c, key=int))
+                    + " |"
+                )
+    if res.get("update_distance_to_full_ft"):
+        lines += [
+            "",
+            "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |",
+            "|---|---|---|---|",
+        ]
+        for key, d in res["update_distance_to_full_ft"].items():
+            m, lr = key.split("@")
+            lines.append(
+                f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |"
+            )
+    return lines
+
+
 def markdown(res: dict) -> str:
     """cls_table.md: every run of the sweep, the chosen runs, the gap shares and the ΔW distances."""
-    lines = ["| method | LR | seed | val acc % | val loss | test acc % | median s/step (shared CPU) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | LR | seed | val acc % | val loss | test acc % | median s/step (shared CPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     order = {m: i for i, m in enumerate(C.METHODS)}
     for r in sorted(res["runs"], key=lambda r: (order[r["method"]], r["lr"], r["seed"])):
         t = f"{r['test']['accuracy']:.1f}" if r.get("test") else "-"
-        lines.append(f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['accuracy']:.1f} | "
-                     f"{r['val']['loss']:.3f} | {t} | {r['median_step_s']:.1f} |")
-    lines += ["", "| method | chosen LR (validation) | bracketed | val acc % | test acc % | test loss |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['accuracy']:.1f} | "
+            f"{r['val']['loss']:.3f} | {t} | {r['median_step_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "| method | chosen LR (validation) | bracketed | val acc % | test acc % | test loss |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, c in res["chosen"].items():
-        lines.append(f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['accuracy']:.1f} | "
-                     f"{c['test']['accuracy']:.1f} | {c['test']['loss']:.3f} |")
+        lines.append(
+            f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['accuracy']:.1f} | "
+            f"{c['test']['accuracy']:.1f} | {c['test']['loss']:.3f} |"
+        )
     if res.get("seeds_at_chosen_lr"):
-        lines += ["", "| method | LR (chosen on seed 0) | seeds | test acc % mean ± std | per seed | train loss, last 40 steps |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| method | LR (chosen on seed 0) | seeds | test acc % mean ± std | per seed | train loss, last 40 steps |",
+            "|---|---|---|---|---|---|",
+        ]
         for m, st in res["seeds_at_chosen_lr"].items():
             a, t = st["test_accuracy"], st["train_loss_end"]
             per = ", ".join(f"{v['test_accuracy']:.1f}" for v in st["per_seed"].values())
-            lines.append(f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.1f} ± {fmt(a['std'], 1)} | {per} | "
-                         f"{t['mean']:.3f} ± {fmt(t['std'], 3)} |")
-    if res.get("gap_over_seeds"):
-        lines += ["", "| method | metric | LoRA → full-FT gap, mean ± std | method − LoRA, mean ± std | share of the gap closed, mean ± std |",
-                  "|---|---|---|---|---|"]
-        for m, g in res["gap_over_seeds"].items():
-            for key, label, d in (("test_accuracy", "test accuracy (points)", 1), ("train_loss_end", "train loss, last 40 steps", 3)):
-                x = g[key]
-                sh = "n/a" if x["share"] is None else f"{100 * x['share']['mean']:+.0f}% ± {fmt(x['share']['std'] and 100 * x['share']['std'], 0)}%"
-                lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seeds) | {x['gap']['mean']:+.{d}f} ± {fmt(x['gap']['std'], d)} | "
-                             f"{x['diff_vs_lora']['mean']:+.{d}f} ± {fmt(x['diff_vs_lora']['std'], d)} | {sh} |")
+            lines.append(
+                f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.1f} ± {fmt(a['std'], 1)} | {per} | "
+                f"{t['mean']:.3f} ± {fmt(t['std'], 3)} |"
+            )
+    lines += _gap_rows(res)
     if res.get("bootstrap"):
         lines += B.markdown(res["bootstrap"], C.LABELS, "reviews", "test accuracy (points)", scale=100, digits=1)
-    if res.get("update_distance_curves"):
-        lines += ["", "| LR | method | cosine(ΔW_t, ΔW_t of full FT) at steps " + ", ".join(
-            sorted(next(iter(next(iter(res["update_distance_curves"].values())).values())), key=int)) + " |", "|---|---|---|"]
-        for lr, per in res["update_distance_curves"].items():
-            for m, c in per.items():
-                lines.append(f"| {lr} | {C.LABELS[m]} | " + ", ".join(f"{c[t]['cosine']:.2f}" for t in sorted(c, key=int)) + " |")
-    if res.get("update_distance_to_full_ft"):
-        lines += ["", "| run (method @ LR) | ‖ΔW − ΔW_full‖ / ‖ΔW_full‖ | cosine(ΔW, ΔW_full) | ‖ΔW‖ / ‖ΔW_full‖ |", "|---|---|---|---|"]
-        for key, d in res["update_distance_to_full_ft"].items():
-            m, lr = key.split("@")
-            lines.append(f"| {C.LABELS[m]} @ {lr} | {d['rel_distance']:.3f} | {d['cosine']:.3f} | {d['norm_ratio']:.3f} |")
+    lines += _distance_rows(res)
     return "\n".join(lines) + "\n"
 
 

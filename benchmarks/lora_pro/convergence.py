@@ -47,8 +47,13 @@ sys.path.insert(0, str(ROOT))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 METHODS = ("lora", "lorapro-full", "lorapro-efficient", "lorapro-factored", "full")
-LABELS = {"lora": "LoRA + AdamW", "lorapro-full": "LoRA-Pro (full)", "lorapro-efficient": "LoRA-Pro (efficient)",
-          "lorapro-factored": "LoRA-Pro (full, factored v, no m)", "full": "Full fine-tuning"}
+LABELS = {
+    "lora": "LoRA + AdamW",
+    "lorapro-full": "LoRA-Pro (full)",
+    "lorapro-efficient": "LoRA-Pro (efficient)",
+    "lorapro-factored": "LoRA-Pro (full, factored v, no m)",
+    "full": "Full fine-tuning",
+}
 
 TASKS = {
     # The issue's SFT protocol: a pool of >= 1,000 problems, 150 steps x 4 problems (600 seen),
@@ -57,14 +62,40 @@ TASKS = {
     # step a run costs ~20 CPU-minutes, which bounds how many grid points a 2-core session affords.
     # Each grid is the set of LRs run at seed 0 (RESULTS.md): widened until every chosen LR had a
     # worse one on each side (the factored option on SFT ran at exact full mode's LR only).
-    "sft": {"steps": 150, "batch_size": 4, "max_length": 256, "n_train": 1250, "n_val": 140, "n_test": 140, "warmup": 0.1,
-            "grid": {"lora": [6e-4, 2e-3, 6e-3, 2e-2], "lorapro-full": [6e-5, 2e-4, 6e-4, 2e-3, 6e-3],
-                     "lorapro-efficient": [6e-4, 2e-3, 6e-3, 2e-2], "lorapro-factored": [2e-3], "full": [6e-5, 2e-4, 6e-4]}},
+    "sft": {
+        "steps": 150,
+        "batch_size": 4,
+        "max_length": 256,
+        "n_train": 1250,
+        "n_val": 140,
+        "n_test": 140,
+        "warmup": 0.1,
+        "grid": {
+            "lora": [6e-4, 2e-3, 6e-3, 2e-2],
+            "lorapro-full": [6e-5, 2e-4, 6e-4, 2e-3, 6e-3],
+            "lorapro-efficient": [6e-4, 2e-3, 6e-3, 2e-2],
+            "lorapro-factored": [2e-3],
+            "full": [6e-5, 2e-4, 6e-4],
+        },
+    },
     # 400 steps x batch 16 = 1.8 epochs of the 3,500 training reviews; 32 tokens (the first
     # sentence or two of a review) halve the CPU time of 64, which the shared 2-core machine needed.
-    "cls": {"steps": 400, "batch_size": 16, "max_length": 32, "n_val": 500, "warmup": 0.1, "eval_every": 200, "snapshot_every": 50,
-            "grid": {"lora": [1e-4, 3e-4, 1e-3, 3e-3], "lorapro-full": [3e-5, 1e-4, 3e-4], "lorapro-efficient": [1e-4, 3e-4, 1e-3],
-                     "lorapro-factored": [3e-5, 1e-4, 3e-4], "full": [1e-5, 3e-5, 1e-4]}},
+    "cls": {
+        "steps": 400,
+        "batch_size": 16,
+        "max_length": 32,
+        "n_val": 500,
+        "warmup": 0.1,
+        "eval_every": 200,
+        "snapshot_every": 50,
+        "grid": {
+            "lora": [1e-4, 3e-4, 1e-3, 3e-3],
+            "lorapro-full": [3e-5, 1e-4, 3e-4],
+            "lorapro-efficient": [1e-4, 3e-4, 1e-3],
+            "lorapro-factored": [3e-5, 1e-4, 3e-4],
+            "full": [1e-5, 3e-5, 1e-4],
+        },
+    },
 }
 
 
@@ -92,7 +123,14 @@ def load_task(task: str, seed: int = 0):
     model = AutoModelForSequenceClassification.from_pretrained(d, num_labels=2)
     raw = load_fine_foods(seed=seed)
     raw["validation"] = raw["validation"].select(range(cfg["n_val"]))
-    splits = {k: raw[k].map(lambda b: tok(b["text"], truncation=True, max_length=cfg["max_length"]), batched=True, remove_columns=["text"]) for k in raw}
+    splits = {
+        k: raw[k].map(
+            lambda b: tok(b["text"], truncation=True, max_length=cfg["max_length"]),
+            batched=True,
+            remove_columns=["text"],
+        )
+        for k in raw
+    }
     return model, tok, splits
 
 
@@ -105,9 +143,17 @@ def wrap(model, task: str, method: str, seed: int):
 
     torch.manual_seed(seed)  # identical LoRA init for every LoRA method
     if task == "sft":
-        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
+        cfg = LoraConfig(
+            task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"
+        )
     else:  # every linear layer of BERT, incl. the pooler; the new classifier is trained fully (modules_to_save)
-        cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "key", "value", "dense"])
+        cfg = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["query", "key", "value", "dense"],
+        )
     return get_peft_model(model, cfg)
 
 
@@ -137,14 +183,16 @@ def batches(ds, bs: int, collator, shuffle_seed: int | None = None):
         g = torch.Generator().manual_seed(shuffle_seed)
         idx = torch.randperm(len(ds), generator=g).tolist()
     for i in range(0, len(idx), bs):
-        yield {k: v.to(DEVICE) for k, v in collator([ds[j] for j in idx[i:i + bs]]).items()}
+        yield {k: v.to(DEVICE) for k, v in collator([ds[j] for j in idx[i : i + bs]]).items()}
 
 
 def token_loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> list[list]:
     """[summed next-token loss, answer-token count] of each sequence of a batch: per-problem
     values from which the token-mean loss of any resample of problems is a ratio of sums."""
     tgt = labels[:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), tgt, ignore_index=-100, reduction="none"
+    )
     return [[float(s), int(k)] for s, k in zip(nll.double().sum(1), (tgt != -100).sum(1))]
 
 
@@ -180,8 +228,11 @@ def adapted_weights(model, method: str) -> dict[str, torch.Tensor]:
     """What ΔW is computed from, copied: LoRA factors for LoRA runs; for full fine-tuning,
     the 2-D weights that LoRA adapts (no embeddings, no classifier)."""
     if method == "full":
-        return {n: p.detach().cpu().clone() for n, p in model.named_parameters()
-                if p.dim() == 2 and "embeddings" not in n and "classifier" not in n}
+        return {
+            n: p.detach().cpu().clone()
+            for n, p in model.named_parameters()
+            if p.dim() == 2 and "embeddings" not in n and "classifier" not in n
+        }
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
 
 
@@ -260,19 +311,42 @@ def _run(task, method, lr, work, seed, threads, name, out_json):
         if task == "cls" and step % cfg["eval_every"] == 0 and step != cfg["steps"]:
             val_curve.append({"step": step, **evaluate(model, task, splits["validation"], col, 64)})
         if step % 10 == 0:
-            print(f"[{name}] step {step} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} {sum(step_times[-10:]) / 10:.2f}s/step", flush=True)
-    val = evaluate(model, task, splits["validation"], col, 8 if task == "sft" else 64) if math.isfinite(losses[-1]) else {"loss": float("inf"), "accuracy": 0.0}
+            print(
+                f"[{name}] step {step} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} {sum(step_times[-10:]) / 10:.2f}s/step",
+                flush=True,
+            )
+    val = (
+        evaluate(model, task, splits["validation"], col, 8 if task == "sft" else 64)
+        if math.isfinite(losses[-1])
+        else {"loss": float("inf"), "accuracy": 0.0}
+    )
     val_curve.append({"step": len(losses), **val})
     # Test of every run is recorded for the equal-LR view; selection reads only "val".
-    test = evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64, per_example=True) if math.isfinite(losses[-1]) else None
+    test = (
+        evaluate(model, task, splits["test"], col, 8 if task == "sft" else 64, per_example=True)
+        if math.isfinite(losses[-1])
+        else None
+    )
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     torch.save(state, work / f"{name}.pt")
     if snapshots:  # ΔW over training (cls_report.update_distance_curves)
         torch.save(snapshots, work / f"{name}.snaps.pt")
-    res = {"task": task, "method": method, "lr": lr, "seed": seed, "steps": len(losses), "train_loss": losses,
-           "val": val, "test": test, "val_curve": val_curve, "median_step_s": sorted(step_times)[len(step_times) // 2],
-           "wall_s": time.perf_counter() - t_start, "config": {k: v for k, v in cfg.items() if k != "grid"},
-           "split_sizes": {k: len(splits[k]) for k in ("train", "validation", "test")}, "device": str(DEVICE)}
+    res = {
+        "task": task,
+        "method": method,
+        "lr": lr,
+        "seed": seed,
+        "steps": len(losses),
+        "train_loss": losses,
+        "val": val,
+        "test": test,
+        "val_curve": val_curve,
+        "median_step_s": sorted(step_times)[len(step_times) // 2],
+        "wall_s": time.perf_counter() - t_start,
+        "config": {k: v for k, v in cfg.items() if k != "grid"},
+        "split_sizes": {k: len(splits[k]) for k in ("train", "validation", "test")},
+        "device": str(DEVICE),
+    }
     out_json.write_text(json.dumps(res))
     print(f"[{name}] done: val {val}", flush=True)
     return res

@@ -112,9 +112,13 @@ def summary(results: dict) -> dict:
     for method, log in results.items():
         n = len(log["loss"])
         out[method] = {
-            "v_A_step2": log["v_A"][1], "v_A_step100": log["v_A"][min(99, n - 1)], "v_A_last": log["v_A"][-1],
-            "dA_step2": log["dA"][1], "mean_dA_steps_50_100": sum(log["dA"][49:100]) / len(log["dA"][49:100]),
-            "loss_last": log["loss"][-1], "loss_first": log["loss"][0],
+            "v_A_step2": log["v_A"][1],
+            "v_A_step100": log["v_A"][min(99, n - 1)],
+            "v_A_last": log["v_A"][-1],
+            "dA_step2": log["dA"][1],
+            "mean_dA_steps_50_100": sum(log["dA"][49:100]) / len(log["dA"][49:100]),
+            "loss_last": log["loss"][-1],
+            "loss_first": log["loss"][0],
         }
     return out
 

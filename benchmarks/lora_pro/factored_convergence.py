@@ -65,8 +65,13 @@ def main():
         for lr in LRS:
             losses = [final_loss(variant, lr, s) for s in SEEDS]
             res[name][f"{lr:g}"] = {"mean": statistics.mean(losses), "std": statistics.stdev(losses), "losses": losses}
-            print(f"{name:28s} lr {lr:g}: held-out MSE {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f}", flush=True)
-    (HERE / "factored_convergence.json").write_text(json.dumps({"steps": STEPS, "seeds": SEEDS, "results": res}, indent=1))
+            print(
+                f"{name:28s} lr {lr:g}: held-out MSE {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f}",
+                flush=True,
+            )
+    (HERE / "factored_convergence.json").write_text(
+        json.dumps({"steps": STEPS, "seeds": SEEDS, "results": res}, indent=1)
+    )
 
 
 if __name__ == "__main__":

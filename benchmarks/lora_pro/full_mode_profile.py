@@ -55,13 +55,31 @@ def bandwidth(elems: int, repeats: int) -> dict:
     step = torch.zeros(())
 
     def adam():
-        torch._fused_adamw_([p], [g], [m], [v], [], [step], lr=-1.0, beta1=0.9, beta2=0.999, weight_decay=0.0,
-                            eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
+        torch._fused_adamw_(
+            [p],
+            [g],
+            [m],
+            [v],
+            [],
+            [step],
+            lr=-1.0,
+            beta1=0.9,
+            beta2=0.999,
+            weight_decay=0.0,
+            eps=1e-8,
+            amsgrad=False,
+            maximize=False,
+        )
 
     adam()
     adam_ms, _ = _cpu_ms(adam, repeats)
-    return {"elems": elems, "copy_GBps": 8 * elems / copy_ms / 1e6, "fused_adamw_GBps": 28 * elems / adam_ms / 1e6,
-            "copy_ms": copy_ms, "fused_adamw_ms": adam_ms}  # fmt: skip
+    return {
+        "elems": elems,
+        "copy_GBps": 8 * elems / copy_ms / 1e6,
+        "fused_adamw_GBps": 28 * elems / adam_ms / 1e6,
+        "copy_ms": copy_ms,
+        "fused_adamw_ms": adam_ms,
+    }
 
 
 def _model(layers=4, vocab=2048, rows=256):
@@ -93,11 +111,17 @@ def profile(repeats: int) -> dict:
             opt.step()
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ops)
-    top = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / repeats}
-           for e in ops[:12]]  # fmt: skip
+    top = [
+        {"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / repeats} for e in ops[:12]
+    ]
     mn = _sum_mn(model)
-    return {"sum_mn": mn, "moment_bytes_moved_per_step": 16 * mn, "step_ms": step_ms, "step_ms_all": all_ms,
-            "ops_by_self_time": top}  # fmt: skip
+    return {
+        "sum_mn": mn,
+        "moment_bytes_moved_per_step": 16 * mn,
+        "step_ms": step_ms,
+        "step_ms_all": all_ms,
+        "ops_by_self_time": top,
+    }
 
 
 def ratios(repeats: int) -> dict:
@@ -106,9 +130,11 @@ def ratios(repeats: int) -> dict:
     model, batch = _model()
     params = [p for p in model.parameters() if p.requires_grad]
     p0 = [p.detach().clone() for p in params]
-    opts = {"LoRA + AdamW (fused)": torch.optim.AdamW(params, lr=1e-4, fused=True),
-            "LoRA-Pro full": LoraProAdamW(model, lr=1e-4, mode="full"),
-            "LoRA-Pro efficient": LoraProAdamW(model, lr=1e-4, mode="efficient")}  # fmt: skip
+    opts = {
+        "LoRA + AdamW (fused)": torch.optim.AdamW(params, lr=1e-4, fused=True),
+        "LoRA-Pro full": LoraProAdamW(model, lr=1e-4, mode="full"),
+        "LoRA-Pro efficient": LoraProAdamW(model, lr=1e-4, mode="efficient"),
+    }
 
     def train_step(opt):
         opt.zero_grad(set_to_none=True)
@@ -126,8 +152,9 @@ def ratios(repeats: int) -> dict:
                 for p, q in zip(params, p0):
                     p.copy_(q)
     base = statistics.median(times["LoRA + AdamW (fused)"])
-    return {k: {"train_ms": statistics.median(v), "ratio": statistics.median(v) / base, "all": v}
-            for k, v in times.items()}  # fmt: skip
+    return {
+        k: {"train_ms": statistics.median(v), "ratio": statistics.median(v) / base, "all": v} for k, v in times.items()
+    }
 
 
 def sharded_worker(out: str, repeats: int) -> None:
@@ -170,12 +197,20 @@ def sharded_worker(out: str, repeats: int) -> None:
         w0 = time.perf_counter()
         ms, all_ms = _cpu_ms(opt.step, repeats)
         wall = 1e3 * (time.perf_counter() - w0) / repeats
-        state = sum(v.to_local().numel() * v.element_size() for st in opt.state.values() for v in st.values()
-                    if hasattr(v, "to_local"))  # fmt: skip
-        results[mode] = {"step_cpu_ms": ms, "step_wall_ms": wall, "step_cpu_ms_all": all_ms,
-                         "all_reduce_bytes_per_step": counted["all_reduce"] / repeats,
-                         "all_gather_bytes_received_per_step": counted["all_gather"] / repeats,
-                         "sharded_state_bytes_this_rank": state}  # fmt: skip
+        state = sum(
+            v.to_local().numel() * v.element_size()
+            for st in opt.state.values()
+            for v in st.values()
+            if hasattr(v, "to_local")
+        )
+        results[mode] = {
+            "step_cpu_ms": ms,
+            "step_wall_ms": wall,
+            "step_cpu_ms_all": all_ms,
+            "all_reduce_bytes_per_step": counted["all_reduce"] / repeats,
+            "all_gather_bytes_received_per_step": counted["all_gather"] / repeats,
+            "sharded_state_bytes_this_rank": state,
+        }
     Path(out, f"rank{rank}.json").write_text(json.dumps(results))
     dist.destroy_process_group()
 
@@ -184,9 +219,19 @@ def sharded(repeats: int) -> dict:
     out = {}
     for world in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1", "LORAPRO_STORE": f"file://{tmp}/store"}
-            procs = [subprocess.Popen([sys.executable, __file__, "--sharded_worker", tmp, "--repeats", str(repeats)],
-                                      env={**env, "RANK": str(r)}) for r in range(world)]  # fmt: skip
+            env = {
+                **os.environ,
+                "WORLD_SIZE": str(world),
+                "OMP_NUM_THREADS": "1",
+                "LORAPRO_STORE": f"file://{tmp}/store",
+            }
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--sharded_worker", tmp, "--repeats", str(repeats)],
+                    env={**env, "RANK": str(r)},
+                )
+                for r in range(world)
+            ]
             if any(p.wait(timeout=1200) for p in procs):
                 raise RuntimeError(f"sharded run at world {world} failed")
             out[f"world{world}"] = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
@@ -205,8 +250,13 @@ def main(argv=None):
         return sharded_worker(a.sharded_worker, a.repeats)
     path = Path(a.out)
     res = json.loads(path.read_text()) if path.exists() else {}
-    res["machine"] = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                      "threads": 1, "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}  # fmt: skip
+    res["machine"] = {
+        "load_average_at_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": 1,
+        "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
     parts = a.parts.split(",")
     for part in parts:  # each part records the load it ran under
         res.setdefault("load_average_per_part", {})[part] = os.getloadavg()

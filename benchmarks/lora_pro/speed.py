@@ -55,9 +55,15 @@ def smollm2_like(layers: int, vocab: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
-        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-        tie_word_embeddings=True, rms_norm_eps=1e-5,
+        vocab_size=vocab,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=layers,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg)
@@ -127,7 +133,9 @@ def state_bytes(opt) -> dict:
         for st in base.state.values():
             for v in st.values():
                 add(v)
-    scratch = sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in getattr(opt, "_scratch", {}).values())
+    scratch = sum(
+        a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in getattr(opt, "_scratch", {}).values()
+    )
     return {"state_bytes": total, "scratch_bytes": scratch}
 
 
@@ -155,7 +163,7 @@ def bench(model, batch, names, repeats: int, warmup: int = 2, train_step: bool =
     p0 = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     opts = build_optimizers(model, include=names)
     res = {k: {"step_ms": [], "train_ms": [], "step_wall_ms": [], "train_wall_ms": []} for k in opts}
-    for k, opt in opts.items():  # warm-up: moments exist, general path, allocations done
+    for opt in opts.values():  # warm-up: moments exist, general path, allocations done
         for _ in range(warmup):
             set_grads(model, grads)
             opt.step()
@@ -180,8 +188,11 @@ def bench(model, batch, names, repeats: int, warmup: int = 2, train_step: bool =
             p.copy_(q)
     out = {}
     for k, opt in opts.items():
-        r = {"step_ms": statistics.median(res[k]["step_ms"]), "step_wall_ms": statistics.median(res[k]["step_wall_ms"]),
-             "step_ms_all": [round(x, 3) for x in res[k]["step_ms"]]}
+        r = {
+            "step_ms": statistics.median(res[k]["step_ms"]),
+            "step_wall_ms": statistics.median(res[k]["step_wall_ms"]),
+            "step_ms_all": [round(x, 3) for x in res[k]["step_ms"]],
+        }
         if train_step:
             r["train_ms"] = statistics.median(res[k]["train_ms"])
             r["train_wall_ms"] = statistics.median(res[k]["train_wall_ms"])
@@ -216,13 +227,16 @@ def sylvester_check(trials: int = 20, r: int = 8, m: int = 1536, n: int = 576):
             qa = torch.linalg.qr(torch.randn(n, r, generator=g))[0]
             qb = torch.linalg.qr(torch.randn(m, r, generator=g))[0]
             return (qa * sig).T.contiguous(), qb * sig[torch.randperm(r, generator=g)] * 0.1
+
         return make
 
-    cases = (("unit normal A, B", isotropic(1.0, 1.0)),
-             ("PEFT-like, B std 0.02", isotropic((1 / n) ** 0.5, 0.02)),
-             ("PEFT-like, early training, B std 1e-3", isotropic((1 / n) ** 0.5, 1e-3)),
-             ("anisotropic, singular values spread 10x", anisotropic(10.0)),
-             ("anisotropic, singular values spread 100x", anisotropic(100.0)))
+    cases = (
+        ("unit normal A, B", isotropic(1.0, 1.0)),
+        ("PEFT-like, B std 0.02", isotropic((1 / n) ** 0.5, 0.02)),
+        ("PEFT-like, early training, B std 1e-3", isotropic((1 / n) ** 0.5, 1e-3)),
+        ("anisotropic, singular values spread 10x", anisotropic(10.0)),
+        ("anisotropic, singular values spread 100x", anisotropic(100.0)),
+    )
     for scale_name, make in cases:
         rows = {"peer vec (default)": [], "peer eig": [], "ours (eigh)": []}
         for _ in range(trials):
@@ -232,9 +246,11 @@ def sylvester_check(trials: int = 20, r: int = 8, m: int = 1536, n: int = 576):
             P = B.T @ B + 1e-6 * torch.eye(r)
             Q = A @ A.T + 1e-6 * torch.eye(r)
             C = -torch.linalg.solve(P, gA) @ A.T / s**2
-            for name, fn in (("peer vec (default)", lambda: _solve_sylvester_vec(P, Q, C)),
-                             ("peer eig", lambda: torch.as_tensor(_solve_sylvester(P, Q, C)).real.float()),
-                             ("ours (eigh)", lambda: solve_sylvester_spd(P, Q, C))):
+            for name, fn in (
+                ("peer vec (default)", lambda: _solve_sylvester_vec(P, Q, C)),
+                ("peer eig", lambda: torch.as_tensor(_solve_sylvester(P, Q, C)).real.float()),
+                ("ours (eigh)", lambda: solve_sylvester_spd(P, Q, C)),
+            ):
                 X = fn().to(torch.float64)
                 res = (P.double() @ X + X @ Q.double() - C.double()).norm() / C.double().norm()
                 rows[name].append(float(res))
@@ -246,12 +262,26 @@ def sylvester_check(trials: int = 20, r: int = 8, m: int = 1536, n: int = 576):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=4, help="decoder layers of the SmolLM2-sized model (30 = real)")
-    p.add_argument("--vocab", type=int, default=2048, help="49152 = real; small by default so the ratio reflects the decoder layers")
+    p.add_argument(
+        "--vocab",
+        type=int,
+        default=2048,
+        help="49152 = real; small by default so the ratio reflects the decoder layers",
+    )
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--repeats_7b", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1, help="timings are process CPU time; 1 thread keeps them clean on a shared machine")
-    p.add_argument("--parts", default="sylvester,smollm2,7b", help="comma list of sylvester, smollm2, 7b; results merge into --out")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="timings are process CPU time; 1 thread keeps them clean on a shared machine",
+    )
+    p.add_argument(
+        "--parts",
+        default="sylvester,smollm2,7b",
+        help="comma list of sylvester, smollm2, 7b; results merge into --out",
+    )
     p.add_argument("--out", default=str(HERE / "speed.json"))
     p.add_argument("--report", action="store_true", help="print the markdown tables of --out and exit")
     a = p.parse_args(argv)
@@ -261,8 +291,13 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     parts = set(a.parts.split(","))
     results = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
-    results["env"] = {"torch": torch.__version__, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-                       "nproc": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    results["env"] = {
+        "torch": torch.__version__,
+        "threads": a.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "nproc": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+    }
 
     if "sylvester" in parts:
         print("Sylvester residuals ...", flush=True)
@@ -285,9 +320,13 @@ def markdown(results) -> str:
         sm = results["smollm2"]
         r = sm["results"]
         base = r["LoRA + AdamW (fused)"]
-        out.append(f"**(a) SmolLM2-135M widths**: {sm['layers']} decoder layers, {sm['lora_pairs']} LoRA pairs (r=8, every linear), "
-                   f"{sm['rows']} rows a batch, median of {sm['repeats']} interleaved repeats, process CPU ms, 1 thread.\n")
-        out.append("| optimizer | `step()` ms | vs peer (same mode) | train step ms (fwd+bwd+step) | vs LoRA+AdamW | optimizer state MB |")
+        out.append(
+            f"**(a) SmolLM2-135M widths**: {sm['layers']} decoder layers, {sm['lora_pairs']} LoRA pairs (r=8, every linear), "
+            f"{sm['rows']} rows a batch, median of {sm['repeats']} interleaved repeats, process CPU ms, 1 thread.\n"
+        )
+        out.append(
+            "| optimizer | `step()` ms | vs peer (same mode) | train step ms (fwd+bwd+step) | vs LoRA+AdamW | optimizer state MB |"
+        )
         out.append("|---|---|---|---|---|---|")
         pf = r.get("peer full", {}).get("step_ms")
         pe = r.get("peer efficient", {}).get("step_ms")
@@ -296,14 +335,18 @@ def markdown(results) -> str:
             vs_peer = f"{ref / v['step_ms']:.1f}x faster" if ref and not k.startswith("peer") else "-"
             mb = v["state_bytes"] / 2**20
             scratch = f" (+{v['scratch_bytes'] / 2**20:.1f} scratch)" if v.get("scratch_bytes") else ""
-            out.append(f"| {k} | {v['step_ms']:.2f} | {vs_peer} | {v['train_ms']:.1f} | {v['train_ms'] / base['train_ms']:.2f}x | {mb:.1f}{scratch} |")
+            out.append(
+                f"| {k} | {v['step_ms']:.2f} | {vs_peer} | {v['train_ms']:.1f} | {v['train_ms'] / base['train_ms']:.2f}x | {mb:.1f}{scratch} |"
+            )
         out.append("")
     if "llama7b_mlp" in results:
         lm = results["llama7b_mlp"]
         r = lm["results"]
         pf = r.get("peer full", {}).get("step_ms")
         pe = r.get("peer efficient", {}).get("step_ms")
-        out.append(f"**(b) Llama-2-7B MLP widths** (4096→11008→4096, r=8, 2 LoRA pairs), median of {lm['repeats']} repeats, process CPU ms, 1 thread.\n")
+        out.append(
+            f"**(b) Llama-2-7B MLP widths** (4096→11008→4096, r=8, 2 LoRA pairs), median of {lm['repeats']} repeats, process CPU ms, 1 thread.\n"
+        )
         out.append("| optimizer | `step()` ms | vs peer (same mode) | optimizer state MB |")
         out.append("|---|---|---|---|")
         for k, v in r.items():
@@ -313,7 +356,9 @@ def markdown(results) -> str:
             out.append(f"| {k} | {v['step_ms']:.1f} | {vs} | {v['state_bytes'] / 2**20:.1f}{scratch} |")
         out.append("")
     if "sylvester" in results:
-        out.append("**(d) Sylvester residual** ||P X + X Q − C|| / ||C|| (median over 20 random r=8 systems, m=1536, n=576, float32):\n")
+        out.append(
+            "**(d) Sylvester residual** ||P X + X Q − C|| / ||C|| (median over 20 random r=8 systems, m=1536, n=576, float32):\n"
+        )
         names = list(next(iter(results["sylvester"].values())))
         out.append("| factors | " + " | ".join(names) + " |")
         out.append("|---|" + "---|" * len(names))
@@ -330,10 +375,31 @@ def bench_smollm2(a, results):
     ids = torch.randint(0, a.vocab, (1, a.rows))
     batch = {"input_ids": ids, "labels": ids}
     n_pairs = sum(1 for n, _ in model.named_parameters() if "lora_A" in n)
-    names = ["LoRA + AdamW (fused)", "ours full", "ours full, bf16 moments", "ours efficient", "peer full", "peer efficient"]
-    results["smollm2"] = {"layers": a.layers, "lora_pairs": n_pairs, "rows": a.rows, "repeats": a.repeats,
-                          "results": bench(model, batch, names, a.repeats)}
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if not kk.endswith("_all")} for k, v in results["smollm2"]["results"].items()}, indent=1), flush=True)
+    names = [
+        "LoRA + AdamW (fused)",
+        "ours full",
+        "ours full, bf16 moments",
+        "ours efficient",
+        "peer full",
+        "peer efficient",
+    ]
+    results["smollm2"] = {
+        "layers": a.layers,
+        "lora_pairs": n_pairs,
+        "rows": a.rows,
+        "repeats": a.repeats,
+        "results": bench(model, batch, names, a.repeats),
+    }
+    print(
+        json.dumps(
+            {
+                k: {kk: vv for kk, vv in v.items() if not kk.endswith("_all")}
+                for k, v in results["smollm2"]["results"].items()
+            },
+            indent=1,
+        ),
+        flush=True,
+    )
     del model
     gc.collect()
 
@@ -343,9 +409,21 @@ def bench_7b(a, results):
     model = add_lora(LlamaMLP7B(), ["up", "down"])
     x = torch.randn(a.rows, 4096)
     names7 = ["LoRA + AdamW (fused)", "ours full", "ours efficient", "peer full", "peer efficient"]
-    results["llama7b_mlp"] = {"rows": a.rows, "repeats": a.repeats_7b,
-                              "results": bench(model, x, names7, a.repeats_7b, warmup=2, train_step=False)}
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if not kk.endswith("_all")} for k, v in results["llama7b_mlp"]["results"].items()}, indent=1), flush=True)
+    results["llama7b_mlp"] = {
+        "rows": a.rows,
+        "repeats": a.repeats_7b,
+        "results": bench(model, x, names7, a.repeats_7b, warmup=2, train_step=False),
+    }
+    print(
+        json.dumps(
+            {
+                k: {kk: vv for kk, vv in v.items() if not kk.endswith("_all")}
+                for k, v in results["llama7b_mlp"]["results"].items()
+            },
+            indent=1,
+        ),
+        flush=True,
+    )
     del model
     gc.collect()
 

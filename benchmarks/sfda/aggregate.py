@@ -17,8 +17,14 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 CLOSED_METRICS = ("accuracy", "top3_accuracy", "train_seconds")
-UNIVERSAL_METRICS = ("h_score", "known_accuracy", "unknown_accuracy", "closed_accuracy_on_shared",
-                     "median_normalized_entropy", "train_seconds")  # fmt: skip
+UNIVERSAL_METRICS = (
+    "h_score",
+    "known_accuracy",
+    "unknown_accuracy",
+    "closed_accuracy_on_shared",
+    "median_normalized_entropy",
+    "train_seconds",
+)
 
 
 def _stats(values: list[float]) -> dict:
@@ -52,7 +58,9 @@ def summarise(runs: dict[str, dict]) -> dict:
                 if values:
                     per_metric[m] = _stats(values)
             summary[phase][row] = per_metric
-    head = [r["head_only"]["logistic_regression_on_frozen_features"]["accuracy"] for r in runs.values() if "head_only" in r]
+    head = [
+        r["head_only"]["logistic_regression_on_frozen_features"]["accuracy"] for r in runs.values() if "head_only" in r
+    ]
     if head:
         summary["head_only"] = _stats(head)
     return summary
@@ -69,23 +77,39 @@ def _cell(stats: dict | None, digits: int = 1) -> str:
 def markdown_tables(results: dict) -> str:
     """The RESULTS.md tables: earlier run beside the re-run (mean ± std over seeds, then each seed)."""
     old, new = results.get("previous_single_seed_run", {}), results["summary"]
-    lines = ["| model | earlier run, seed 0 (4,000 images, 10 + 5 epochs) | re-run (2,000 images, 5 + 5 epochs): mean ± std (each seed) | top-3, re-run |",
-             "|---|---|---|---|"]  # fmt: skip
-    for row, label in (("source_only", "stage 1, source only"), ("shot", "+ stage 2 `shot` (5 epochs)"),
-                       ("topk", "+ stage 2 `topk` (ours, 5 epochs)"), ("universal", "+ stage 2 `universal` (5 epochs)"),
-                       ("centroid", "+ stage 2 `centroid` (GeoImNet preset, 1 epoch)"),
-                       ("topk_ce", "+ stage 2 `topk_ce` (GeoPlace preset, 1 epoch)")):  # fmt: skip
+    lines = [
+        "| model | earlier run, seed 0 (4,000 images, 10 + 5 epochs) | re-run (2,000 images, 5 + 5 epochs): mean ± std (each seed) | top-3, re-run |",
+        "|---|---|---|---|",
+    ]
+    for row, label in (
+        ("source_only", "stage 1, source only"),
+        ("shot", "+ stage 2 `shot` (5 epochs)"),
+        ("topk", "+ stage 2 `topk` (ours, 5 epochs)"),
+        ("universal", "+ stage 2 `universal` (5 epochs)"),
+        ("centroid", "+ stage 2 `centroid` (GeoImNet preset, 1 epoch)"),
+        ("topk_ce", "+ stage 2 `topk_ce` (GeoPlace preset, 1 epoch)"),
+    ):
         o = old.get("closed", {}).get(row, {}).get("accuracy")
         n = new["closed"].get(row, {})
-        lines.append(f"| {label} | {f'{o:.1f}' if o is not None else '–'} | {_cell(n.get('accuracy'))} | "
-                     f"{_cell(n.get('top3_accuracy'))} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {f'{o:.1f}' if o is not None else '–'} | {_cell(n.get('accuracy'))} | "
+            f"{_cell(n.get('top3_accuracy'))} |"
+        )
     lines += ["", "| model | metric | earlier run, seed 0 | re-run: mean ± std (each seed) |", "|---|---|---|---|"]
     for row in ("source_only", "universal"):
-        for m in ("h_score", "known_accuracy", "unknown_accuracy", "closed_accuracy_on_shared", "median_normalized_entropy"):
+        for m in (
+            "h_score",
+            "known_accuracy",
+            "unknown_accuracy",
+            "closed_accuracy_on_shared",
+            "median_normalized_entropy",
+        ):
             o = old.get("universal", {}).get(row, {}).get(m)
             d = 2 if m == "median_normalized_entropy" else 1
-            lines.append(f"| {row} | {m} | {f'{o:.{d}f}' if o is not None else '–'} | "
-                         f"{_cell(new['universal'].get(row, {}).get(m), d)} |")  # fmt: skip
+            lines.append(
+                f"| {row} | {m} | {f'{o:.{d}f}' if o is not None else '–'} | "
+                f"{_cell(new['universal'].get(row, {}).get(m), d)} |"
+            )
     return "\n".join(lines)
 
 
@@ -113,7 +137,9 @@ def main():
             s = stats.get(metric)
             if s:
                 std = f" ± {s['std']:.1f}" if s["std"] is not None else ""
-                print(f"{phase:9s} {row:12s} {metric} {s['mean']:.1f}{std} (n={s['n']}: {[round(v, 1) for v in s['values']]})")
+                print(
+                    f"{phase:9s} {row:12s} {metric} {s['mean']:.1f}{std} (n={s['n']}: {[round(v, 1) for v in s['values']]})"
+                )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ class EfficientNetLite0Trunk(nn.Module):
         super().__init__()
         net = EfficientNetLite0Features(pretrained=pretrained).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks, self.total, self.rate = net._blocks[:start], len(net._blocks), net._global_params.drop_connect_rate
+        self.blocks, self.total, self.rate = (
+            net._blocks[:start],
+            len(net._blocks),
+            net._global_params.drop_connect_rate,
+        )
         self.eval().requires_grad_(False)
 
     @torch.no_grad()

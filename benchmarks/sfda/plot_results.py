@@ -10,8 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
-CLOSED_ROWS = (("source_only", "source only"), ("shot", "SHOT"), ("topk", "top-k (ours)"), ("universal", "universal"),
-               ("centroid", "centroid\n(GeoImNet)"), ("topk_ce", "top-k CE\n(GeoPlace)"))  # fmt: skip
+CLOSED_ROWS = (
+    ("source_only", "source only"),
+    ("shot", "SHOT"),
+    ("topk", "top-k (ours)"),
+    ("universal", "universal"),
+    ("centroid", "centroid\n(GeoImNet)"),
+    ("topk_ce", "top-k CE\n(GeoPlace)"),
+)
 UNIVERSAL_ROWS = (("source_only", "source only"), ("universal", "+ universal"))
 
 
@@ -25,8 +31,9 @@ def _panel(ax, rows, old, new, metric):
     means = [s["mean"] if s else 0 for s in stats]
     errs = [s["std"] or 0 if s else 0 for s in stats]
     b = ax.bar([i + w / 2 for i in x], means, w, yerr=errs, capsize=3, color="#55a868", label="re-run, mean ± std")
-    ax.bar_label(b, labels=[f"{s['mean']:.1f}\n(n={s['n']})" if s else "not run" for s in stats], fontsize=7,
-                 padding=6)  # fmt: skip
+    ax.bar_label(
+        b, labels=[f"{s['mean']:.1f}\n(n={s['n']})" if s else "not run" for s in stats], fontsize=7, padding=6
+    )
     for i, s in enumerate(stats):
         if s:
             ax.scatter([i + w / 2] * len(s["values"]), s["values"], s=8, color="black", zorder=3)

@@ -63,15 +63,21 @@ def suite_splits(name: str):
         train, test_base, test_new = suite["train"], suite["test_base"], suite["test_new"]
         return train, test_base, test_new, train.features["label"].names, test_new.features["label"].names
     base, new = base_new_class_split(suite["train"].features["label"].names)
-    return (select_classes(suite["train"], base), select_classes(suite["test"], base),
-            select_classes(suite["test"], new), base, new)  # fmt: skip
+    return (
+        select_classes(suite["train"], base),
+        select_classes(suite["test"], base),
+        select_classes(suite["test"], new),
+        base,
+        new,
+    )
 
 
 def encode_all(clip, train_pool, test_base, test_new, base, new, *, shots, seed, views):
     """Cached features of one draw: train views, validation, both test halves."""
     split = sample_few_shot(train_pool, shots=shots, seed=seed)
-    encoder = TipAdapterForImageClassification.from_clip(clip, base, get_templates("testbed"), view_flip=False,
-                                                         views=views)  # fmt: skip
+    encoder = TipAdapterForImageClassification.from_clip(
+        clip, base, get_templates("testbed"), view_flip=False, views=views
+    )
     train = encoder.encode_training_views(split["train"], seed=seed, views=views)
     val = encoder.encode_dataset(split["validation"], split="validation")
     start = time.perf_counter()
@@ -89,7 +95,9 @@ def score(model, feats, labels, columns=None) -> float:
 def build(cls, kw, clip, names, args):
     if cls is CoOpForImageClassification and args.coop_epochs is not None:
         kw = {**kw, "epochs": args.coop_epochs}
-    return cls.from_clip(clip, names, get_templates("testbed"), view_flip=False, views=args.views, shots=args.shots, **kw)
+    return cls.from_clip(
+        clip, names, get_templates("testbed"), view_flip=False, views=args.views, shots=args.shots, **kw
+    )
 
 
 def fit(model, feats, labels, val, extra, args, seed, lr=None):
@@ -99,8 +107,9 @@ def fit(model, feats, labels, val, extra, args, seed, lr=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # label-only classes of the plain baselines warn by design
         start = time.perf_counter()
-        model.fit_features(feats, labels, views=args.views, validation=val, extra_features=extra, seed=seed,
-                           args=overrides)  # fmt: skip
+        model.fit_features(
+            feats, labels, views=args.views, validation=val, extra_features=extra, seed=seed, args=overrides
+        )
     return time.perf_counter() - start
 
 
@@ -128,14 +137,20 @@ def run_method(name, clip, data, base, new, synth, args, seed) -> dict:
         lr, val_scores = None, None
         plain = build(cls, kw, clip, base, args)
         t_plain = fit(plain, x, y, val, None, args, seed)
-    out[name] = dict(base=score(plain, *data["test_base"]), new=score(plain.for_classes(new), *data["test_new"]),
-                     train_s=t_plain, lr=lr, validation_by_lr=val_scores)  # fmt: skip
+    out[name] = dict(
+        base=score(plain, *data["test_base"]),
+        new=score(plain.for_classes(new), *data["test_new"]),
+        train_s=t_plain,
+        lr=lr,
+        validation_by_lr=val_scores,
+    )
     both = build(cls, kw, clip, base + new, args)
     syn_x, syn_y = synth
     t_ship = fit(both, x, y, val, (syn_x, syn_y + len(base)), args, seed, lr)
     cols_b, cols_n = list(range(len(base))), list(range(len(base), len(base) + len(new)))
-    out[name + "+SHIP"] = dict(base=score(both, *data["test_base"], cols_b), new=score(both, *data["test_new"], cols_n),
-                               train_s=t_ship, lr=lr)  # fmt: skip
+    out[name + "+SHIP"] = dict(
+        base=score(both, *data["test_base"], cols_b), new=score(both, *data["test_new"], cols_n), train_s=t_ship, lr=lr
+    )
     return out
 
 
@@ -144,8 +159,13 @@ def run_seed(clip, suite, args, seed) -> dict:
     data = encode_all(clip, train_pool, test_base, test_new, base, new, shots=args.shots, seed=seed, views=args.views)
     zs = TipAdapterForImageClassification.from_clip(clip, base + new, get_templates("testbed"))
     nb = len(base)
-    rows = {"zero-shot": dict(base=score(zs, *data["test_base"], list(range(nb))),
-                              new=score(zs, *data["test_new"], list(range(nb, nb + len(new)))), train_s=0.0)}  # fmt: skip
+    rows = {
+        "zero-shot": dict(
+            base=score(zs, *data["test_base"], list(range(nb))),
+            new=score(zs, *data["test_new"], list(range(nb, nb + len(new)))),
+            train_s=0.0,
+        )
+    }
     generator = SHIPGenerator.from_clip(clip, base, view_flip=False, views=args.views, shots=args.shots)
     start = time.perf_counter()
     generator.fit_features(*data["train"], views=args.views, seed=seed)
@@ -162,9 +182,13 @@ def summarize(per_seed: list[dict]) -> dict:
     names = per_seed[0]["rows"].keys()
     summary = {}
     for name in names:
-        summary[name] = {k: (float(np.mean([s["rows"][name][k] for s in per_seed])),
-                             float(np.std([s["rows"][name][k] for s in per_seed])))
-                         for k in ("base", "new", "H", "train_s")}  # fmt: skip
+        summary[name] = {
+            k: (
+                float(np.mean([s["rows"][name][k] for s in per_seed])),
+                float(np.std([s["rows"][name][k] for s in per_seed])),
+            )
+            for k in ("base", "new", "H", "train_s")
+        }
     return summary
 
 
@@ -176,8 +200,13 @@ def main(argv=None):
     p.add_argument("--coop-epochs", type=int, default=None, help="CoOp's epochs (default: its rule by shot count)")
     p.add_argument("--suites", nargs="+", default=["base_to_new", "few_shot"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--lr-grid", type=float, nargs="*", default=[],
-                   help="learning rates to choose from on the base validation shots (default: each paper's own)")
+    p.add_argument(
+        "--lr-grid",
+        type=float,
+        nargs="*",
+        default=[],
+        help="learning rates to choose from on the base validation shots (default: each paper's own)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
@@ -191,12 +220,15 @@ def main(argv=None):
             start = time.perf_counter()
             per_seed.append(run_seed(clip, suite, args, seed))
             print(f"{suite_name} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-            results["suites"][suite_name] = dict(per_seed=per_seed, summary=summarize(per_seed),
-                                                 base=list(suite[3]), new=list(suite[4]))  # fmt: skip
+            results["suites"][suite_name] = dict(
+                per_seed=per_seed, summary=summarize(per_seed), base=list(suite[3]), new=list(suite[4])
+            )
             Path(args.out).write_text(json.dumps(results, indent=1))
         for name, row in results["suites"][suite_name]["summary"].items():
-            print(f"  {name:22s} base {row['base'][0]:5.1f}±{row['base'][1]:.1f}  new {row['new'][0]:5.1f}±{row['new'][1]:.1f}"
-                  f"  H {row['H'][0]:5.1f}±{row['H'][1]:.1f}")  # fmt: skip
+            print(
+                f"  {name:22s} base {row['base'][0]:5.1f}±{row['base'][1]:.1f}  new {row['new'][0]:5.1f}±{row['new'][1]:.1f}"
+                f"  H {row['H'][0]:5.1f}±{row['H'][1]:.1f}"
+            )
 
 
 if __name__ == "__main__":

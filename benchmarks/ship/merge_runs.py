@@ -31,8 +31,10 @@ def merge(paths: list[str]) -> dict:
         suite["summary"] = {}
         for m in methods:
             rows = [s["rows"][m] for s in suite["per_seed"] if m in s["rows"]]
-            summary = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
-                       for k in ("base", "new", "H", "train_s")}  # fmt: skip
+            summary = {
+                k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
+                for k in ("base", "new", "H", "train_s")
+            }
             suite["summary"][m] = {**summary, "n_seeds": len(rows)}
     out["settings"]["shots"] = runs[0]["settings"]["shots"]
     return out

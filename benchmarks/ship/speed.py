@@ -40,9 +40,18 @@ HERE = Path(__file__).resolve().parent
 
 def clip_b16_text_sized() -> CLIPBackbone:
     """Random CLIP with ViT-B/16's text tower (timing only) and a tiny vision tower."""
-    config = CLIPConfig(text_config=dict(vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                           num_hidden_layers=1, image_size=30, patch_size=15), projection_dim=512)  # fmt: skip
+    config = CLIPConfig(
+        text_config=dict(vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=1,
+            image_size=30,
+            patch_size=15,
+        ),
+        projection_dim=512,
+    )
     torch.manual_seed(0)
     return CLIPBackbone(CLIPModel(config).eval(), tiny_clip_tokenizer(), tiny_image_processor())
 
@@ -114,11 +123,23 @@ def measure(clip: CLIPBackbone, label: str, args) -> dict:
     names = [f"class {chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(args.classes)]
     coop, coop_ids = coop_step(clip, names, args.batch)
     ship, ship_ids = ship_step(clip, names, args.ship_batch)
-    times = median_seconds({"coop_step": coop, "bare_text_coop": bare_text_step(clip, coop_ids),
-                            "ship_step": ship, "bare_text_ship": bare_text_step(clip, ship_ids)}, args.rounds)  # fmt: skip
-    return dict(tower=label, classes=args.classes, ship_batch=args.ship_batch, median_seconds=times,
-                coop_ratio=times["coop_step"] / times["bare_text_coop"],
-                ship_ratio=times["ship_step"] / times["bare_text_ship"])  # fmt: skip
+    times = median_seconds(
+        {
+            "coop_step": coop,
+            "bare_text_coop": bare_text_step(clip, coop_ids),
+            "ship_step": ship,
+            "bare_text_ship": bare_text_step(clip, ship_ids),
+        },
+        args.rounds,
+    )
+    return dict(
+        tower=label,
+        classes=args.classes,
+        ship_batch=args.ship_batch,
+        median_seconds=times,
+        coop_ratio=times["coop_step"] / times["bare_text_coop"],
+        ship_ratio=times["ship_step"] / times["bare_text_ship"],
+    )
 
 
 def main(argv=None):
@@ -130,12 +151,19 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [measure(load_testbed_clip(), "testbed (width 128, 3 layers)", args), measure(clip_b16_text_sized(), "ViT-B/16 text (512, 12 layers)", args)]
-    out = dict(settings=vars(args), machine=platform.processor() or platform.machine(), torch=torch.__version__, rows=rows)
+    rows = [
+        measure(load_testbed_clip(), "testbed (width 128, 3 layers)", args),
+        measure(clip_b16_text_sized(), "ViT-B/16 text (512, 12 layers)", args),
+    ]
+    out = dict(
+        settings=vars(args), machine=platform.processor() or platform.machine(), torch=torch.__version__, rows=rows
+    )
     (HERE / "speed.json").write_text(json.dumps(out, indent=1))
     for r in rows:
-        print(f"{r['tower']:22s} CoOp step / bare text fwd+bwd: {r['coop_ratio']:.2f}   "
-              f"SHIP step / bare text fwd+bwd: {r['ship_ratio']:.2f}")
+        print(
+            f"{r['tower']:22s} CoOp step / bare text fwd+bwd: {r['coop_ratio']:.2f}   "
+            f"SHIP step / bare text fwd+bwd: {r['ship_ratio']:.2f}"
+        )
 
 
 if __name__ == "__main__":

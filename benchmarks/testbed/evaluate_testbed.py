@@ -118,8 +118,15 @@ def evaluate_suite(backbone, name: str, seed: int, cache_dir) -> dict:
     transform = backbone.image_transform()
     feats = {}
     for split, ds in suite.items():
-        x, y = extract_features(backbone.encode_images, ds, transform, batch_size=256, cache_dir=cache_dir,
-                                cache_name=backbone.cache_name, split=f"{name}/{split}")  # fmt: skip
+        x, y = extract_features(
+            backbone.encode_images,
+            ds,
+            transform,
+            batch_size=256,
+            cache_dir=cache_dir,
+            cache_name=backbone.cache_name,
+            split=f"{name}/{split}",
+        )
         feats[split] = (x.numpy(), y.numpy())
 
     def zero_shot(split, templates, w=None):
@@ -193,14 +200,19 @@ def main(argv=None):
     results = {}
     for name in args.suites:
         runs = [evaluate_suite(backbone, name, s, args.cache_dir) for s in args.seeds]
-        results[name] = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))}
-                         for k in runs[0]}  # fmt: skip
+        results[name] = {
+            k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))}
+            for k in runs[0]
+        }
         print(f"## {name} ({runs[0]['num_classes']} classes, seeds {args.seeds})")
         for k, v in results[name].items():
             if k != "num_classes":
                 print(f"  {k:24s} {v['mean']:6.1f} ± {v['std']:.1f}")
-    results["_meta"] = {"checkpoint": args.checkpoint or "committed", "seeds": args.seeds,
-                        "eval_wall_time_s": round(time.time() - t0, 1)}  # fmt: skip
+    results["_meta"] = {
+        "checkpoint": args.checkpoint or "committed",
+        "seeds": args.seeds,
+        "eval_wall_time_s": round(time.time() - t0, 1),
+    }
     args.output.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.output} in {time.time() - t0:.0f}s")
 

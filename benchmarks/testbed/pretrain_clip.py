@@ -68,15 +68,21 @@ def parse_args(argv=None):
     p.add_argument("--p-size", type=float, default=0.1)
     p.add_argument("--p-position", type=float, default=0.1)
     p.add_argument("--p-background", type=float, default=0.1)
-    p.add_argument("--p-label-name", type=float, default=0.0,
-                   help="probability that a caption uses a dataset label name rather than its web name (world.WEB_NAMES)")
+    p.add_argument(
+        "--p-label-name",
+        type=float,
+        default=0.0,
+        help="probability that a caption uses a dataset label name rather than its web name (world.WEB_NAMES)",
+    )
     p.add_argument("--patch-size", type=int, default=8)
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--snapshot-every", type=int, default=0, help="also save to --snapshot-dir every N steps")
     p.add_argument("--snapshot-dir", type=Path, default=None)
     p.add_argument("--save-dtype", choices=["float32", "float16"], default="float32")
-    p.add_argument("--report-to", default=None, help="a Trainer tracker (report_to) for the loss curve, e.g. tensorboard, wandb")
+    p.add_argument(
+        "--report-to", default=None, help="a Trainer tracker (report_to) for the loss curve, e.g. tensorboard, wandb"
+    )
     return p.parse_args(argv)
 
 
@@ -100,9 +106,17 @@ class _Batches(torch.utils.data.Dataset):
     demand: with Trainer's sequential, sharded loader each rank renders only its own."""
 
     def __init__(self, args, world, tokenizer, processor, world_size: int):
-        self.args, self.world, self.tokenizer, self.processor, self.world_size = args, world, tokenizer, processor, world_size
-        self.caption_probs = {k: getattr(args, k) for k in ("p_object", "p_colour", "p_size", "p_position", "p_background",
-                                                            "p_label_name")}  # fmt: skip
+        self.args, self.world, self.tokenizer, self.processor, self.world_size = (
+            args,
+            world,
+            tokenizer,
+            processor,
+            world_size,
+        )
+        self.caption_probs = {
+            k: getattr(args, k)
+            for k in ("p_object", "p_colour", "p_size", "p_position", "p_background", "p_label_name")
+        }
 
     def __len__(self):
         return self.args.steps * self.world_size
@@ -110,8 +124,17 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, i):
         a = self.args
         step, rank = divmod(i, self.world_size)
-        batch = make_batch(self.world, self.tokenizer, self.processor, a.batch_size, a.noisy_fraction, a.seed, step, rank,
-                           self.caption_probs)  # fmt: skip
+        batch = make_batch(
+            self.world,
+            self.tokenizer,
+            self.processor,
+            a.batch_size,
+            a.noisy_fraction,
+            a.seed,
+            step,
+            rank,
+            self.caption_probs,
+        )
         return {**batch, "return_loss": True}
 
 
@@ -162,8 +185,13 @@ def make_trainer(args, model, dataset, log: list):
                 out = trainer.last_output
                 with torch.no_grad():
                     acc = (out.logits_per_image.argmax(-1) == torch.arange(len(out.logits_per_image))).float().mean()
-                entry = {"step": step, "loss": round(out.loss.item(), 4), "batch_i2t_acc": round(acc.item(), 4),
-                         "lr": trainer.lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}  # fmt: skip
+                entry = {
+                    "step": step,
+                    "loss": round(out.loss.item(), 4),
+                    "batch_i2t_acc": round(acc.item(), 4),
+                    "lr": trainer.lr_scheduler.get_last_lr()[0],
+                    "elapsed_s": round(time.time() - t0, 1),
+                }
                 log.append(entry)
                 if state.is_world_process_zero:
                     print(json.dumps(entry), flush=True)
@@ -173,11 +201,22 @@ def make_trainer(args, model, dataset, log: list):
                 CLIPProcessor(image_processor=dataset.processor, tokenizer=dataset.tokenizer).save_pretrained(snap)
 
     targs = AdaptationTrainingArguments(
-        max_steps=args.steps, per_device_train_batch_size=1, learning_rate=args.lr, optim="adamw_torch",
-        adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, weight_decay=args.weight_decay, max_grad_norm=1.0,
-        seed=args.seed, logging_steps=args.log_every, report_to=args.report_to or "none",
-    )  # fmt: skip
-    trainer = PretrainTrainer(model=model, args=targs, train_dataset=dataset, data_collator=_one_batch, callbacks=[StepEnd()])
+        max_steps=args.steps,
+        per_device_train_batch_size=1,
+        learning_rate=args.lr,
+        optim="adamw_torch",
+        adam_beta1=0.9,
+        adam_beta2=0.98,
+        adam_epsilon=1e-6,
+        weight_decay=args.weight_decay,
+        max_grad_norm=1.0,
+        seed=args.seed,
+        logging_steps=args.log_every,
+        report_to=args.report_to or "none",
+    )
+    trainer = PretrainTrainer(
+        model=model, args=targs, train_dataset=dataset, data_collator=_one_batch, callbacks=[StepEnd()]
+    )
     t0 = time.time()
     return trainer
 
@@ -197,7 +236,9 @@ def main(argv=None):
     set_seed(args.seed)
     tokenizer = build_testbed_tokenizer()
     image_processor = build_processor()
-    config = testbed_clip_config(vocab_size=len(tokenizer), patch_size=args.patch_size, vision_layers=args.vision_layers)
+    config = testbed_clip_config(
+        vocab_size=len(tokenizer), patch_size=args.patch_size, vision_layers=args.vision_layers
+    )
     model = CLIPModel(config)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"CLIPModel with {n_params / 1e6:.2f}M parameters")

@@ -51,9 +51,14 @@ def train_context(backbone, names, x, y, class_specific: bool, steps: int, lr: f
     torch.manual_seed(seed)
     learner = PromptLearner(backbone, names, ctx_init="a photo of a", class_specific=class_specific)
     args = AdaptationTrainingArguments(
-        max_steps=steps, per_device_train_batch_size=len(x), learning_rate=lr, max_grad_norm=0.0,
-        seed=seed, **sgd_arguments(weight_decay=0.0), logging_strategy="no",
-    )  # fmt: skip
+        max_steps=steps,
+        per_device_train_batch_size=len(x),
+        learning_rate=lr,
+        max_grad_norm=0.0,
+        seed=seed,
+        **sgd_arguments(weight_decay=0.0),
+        logging_strategy="no",
+    )
     train_model(ContextObjective(learner, backbone.logit_scale), TensorRows(x, y), args)
     return learner
 
@@ -79,7 +84,11 @@ def main(argv=None):
         x, xt = F.normalize(x, dim=-1), F.normalize(xt, dim=-1)
         scale = backbone.logit_scale
         with torch.no_grad():
-            row = {"zero-shot": accuracy(scale * xt @ backbone.zero_shot_classifier(names, get_templates("testbed")).T, yt)}
+            row = {
+                "zero-shot": accuracy(
+                    scale * xt @ backbone.zero_shot_classifier(names, get_templates("testbed")).T, yt
+                )
+            }
             row["zero-shot, 'a photo of a' only"] = accuracy(scale * xt @ PromptLearner(backbone, names)().T, yt)
         for label, csc in (("CoOp", False), ("CoOp-CSC", True)):
             learner = train_context(backbone, names, x, y, csc, args.steps, args.lr, seed)
@@ -87,9 +96,16 @@ def main(argv=None):
                 row[label] = accuracy(scale * xt @ learner().T, yt)
         runs.append(row)
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
-    summary = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in runs[0]}
-    summary["_meta"] = {"seeds": args.seeds, "shots": args.shots, "steps": args.steps, "lr": args.lr,
-                        "wall_time_s": round(time.time() - t0, 1)}  # fmt: skip
+    summary = {
+        k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in runs[0]
+    }
+    summary["_meta"] = {
+        "seeds": args.seeds,
+        "shots": args.shots,
+        "steps": args.steps,
+        "lr": args.lr,
+        "wall_time_s": round(time.time() - t0, 1),
+    }
     (HERE / "prompt_learning.json").write_text(json.dumps(summary, indent=1))
     for k, v in summary.items():
         if not k.startswith("_"):

@@ -41,10 +41,14 @@ def crop_norm_spread(clip, train_pool, names, shots: int, seed: int) -> dict:
     raw = raw.view(model.config.views, -1, raw.shape[-1]).double()
     norms = raw.norm(dim=-1)
     cos = (F.normalize(raw.mean(0), dim=-1) * F.normalize(F.normalize(raw, dim=-1).mean(0), dim=-1)).sum(-1)
-    return dict(seed=seed, norm_cv_mean=(norms.std(0) / norms.mean(0)).mean().item(),
-                norm_cv_max=(norms.std(0) / norms.mean(0)).max().item(),
-                norm_range_over_mean=((norms.max(0).values - norms.min(0).values) / norms.mean(0)).mean().item(),
-                key_cosine_min=cos.min().item(), key_cosine_mean=cos.mean().item())  # fmt: skip
+    return dict(
+        seed=seed,
+        norm_cv_mean=(norms.std(0) / norms.mean(0)).mean().item(),
+        norm_cv_max=(norms.std(0) / norms.mean(0)).max().item(),
+        norm_range_over_mean=((norms.max(0).values - norms.min(0).values) / norms.mean(0)).mean().item(),
+        key_cosine_min=cos.min().item(),
+        key_cosine_mean=cos.mean().item(),
+    )
 
 
 def main():
@@ -71,19 +75,32 @@ def main():
         for train_keys in (False, True):
             for mode in ("normalized", "raw"):
                 start = time.perf_counter()
-                model = TipAdapterForImageClassification.from_clip(clip, names, get_templates("testbed"),
-                                                                   key_averaging=mode, train_keys=train_keys)  # fmt: skip
+                model = TipAdapterForImageClassification.from_clip(
+                    clip, names, get_templates("testbed"), key_averaging=mode, train_keys=train_keys
+                )
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     model.fit(suite["train"], shots=args.shots, seed=seed)
                 acc = accuracy(model.predict_features(test_x), test_y)
-                row = dict(seed=seed, method="Tip-Adapter-F" if train_keys else "Tip-Adapter", key_averaging=mode,
-                           test_accuracy=acc, alpha=model.config.alpha, beta=model.config.beta,
-                           seconds=time.perf_counter() - start)  # fmt: skip
+                row = dict(
+                    seed=seed,
+                    method="Tip-Adapter-F" if train_keys else "Tip-Adapter",
+                    key_averaging=mode,
+                    test_accuracy=acc,
+                    alpha=model.config.alpha,
+                    beta=model.config.beta,
+                    seconds=time.perf_counter() - start,
+                )
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    out = dict(suite=args.suite, shots=args.shots, seeds=args.seeds, zero_shot=accuracy(probe.predict_features(test_x), test_y),
-               crop_norms=spread, rows=rows)  # fmt: skip
+    out = dict(
+        suite=args.suite,
+        shots=args.shots,
+        seeds=args.seeds,
+        zero_shot=accuracy(probe.predict_features(test_x), test_y),
+        crop_norms=spread,
+        rows=rows,
+    )
     (HERE / "key_averaging.json").write_text(json.dumps(out, indent=1))
 
 

@@ -40,7 +40,9 @@ def main():
             pseudo = model(x).pseudo_attributes
             sims = F.normalize(pseudo, dim=-1) @ F.normalize(model.class_attributes, dim=-1).T
             out[f"{part}_nearest_is_own_class"] = 100 * (sims.argmax(-1) == y).float().mean().item()
-            out[f"{part}_nearest_is_a_seen_class"] = 100 * torch.isin(sims.argmax(-1), torch.tensor(data.seen_classes)).float().mean().item()
+            out[f"{part}_nearest_is_a_seen_class"] = (
+                100 * torch.isin(sims.argmax(-1), torch.tensor(data.seen_classes)).float().mean().item()
+            )
             u = torch.tensor(data.unseen_classes)
             out[f"{part}_nearest_unseen_is_own_class"] = 100 * (u[sims[:, u].argmax(-1)] == y).float().mean().item()
     out["evaluate"] = model.evaluate(data)

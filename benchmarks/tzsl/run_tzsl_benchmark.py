@@ -46,7 +46,12 @@ METHODS = {
     "tzsl-uncond-D2": dict(mode="transductive", conditional_d2=False),
     "tzsl-full": dict(mode="transductive", conditional_d2=True),
 }
-LABELS = {"eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2", "tzsl-full": "TZSL full (D2 conditioned on Dec(x))"}
+LABELS = {
+    "eszsl": "ESZSL",
+    "tzsl-inductive": "TZSL inductive",
+    "tzsl-uncond-D2": "TZSL unconditional D2",
+    "tzsl-full": "TZSL full (D2 conditioned on Dec(x))",
+}
 
 
 def atomic_json(obj, path: Path):
@@ -111,7 +116,12 @@ def run_eszsl(data, seed) -> dict:
 
 # ----------------------------------------------------------------------------- TZSL
 # TZSLModel.evaluate's names (the package's metric vocabulary) → this benchmark's table names
-TABLE_NAMES = {"zsl_accuracy": "zsl", "unseen_accuracy": "gzsl_unseen", "seen_accuracy": "gzsl_seen", "h_score": "gzsl_H"}
+TABLE_NAMES = {
+    "zsl_accuracy": "zsl",
+    "unseen_accuracy": "gzsl_unseen",
+    "seen_accuracy": "gzsl_seen",
+    "h_score": "gzsl_H",
+}
 
 
 def table_names(scores: dict) -> dict:
@@ -127,11 +137,14 @@ def run_tzsl(data, method, seed, overrides) -> dict:
     train_s = time.perf_counter() - t0
     c, t = model.config, model.training_args_
     return {
-        **table_names(model.evaluate(data)), "train_seconds": train_s,
+        **table_names(model.evaluate(data)),
+        "train_seconds": train_s,
         "seconds_per_epoch": train_s / t.num_train_epochs,
-        "epochs": t.num_train_epochs, "steps_per_epoch": t.steps_per_epoch, "hidden_dim": c.hidden_dim,
+        "epochs": t.num_train_epochs,
+        "steps_per_epoch": t.steps_per_epoch,
+        "hidden_dim": c.hidden_dim,
         "final_losses": history["epochs"][-1],
-    }  # fmt: skip
+    }
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -147,8 +160,12 @@ def time_steps(data, hidden_dim: int, steps: int, repeats: int) -> float:
     for r in range(repeats):
         m = TZSLModel.from_data(data, "fast", hidden_dim=hidden_dim, decoder_hidden_dim=hidden_dim)
         t0 = time.perf_counter()
-        m.fit(data, seed=r, progress=False, args=dict(num_train_epochs=1, steps_per_epoch=steps,
-                                                      decoder_pretrain_epochs=0, cls_epochs=0, syn_num=1))  # fmt: skip
+        m.fit(
+            data,
+            seed=r,
+            progress=False,
+            args=dict(num_train_epochs=1, steps_per_epoch=steps, decoder_pretrain_epochs=0, cls_epochs=0, syn_num=1),
+        )
         times.append((time.perf_counter() - t0) / steps)
     return statistics.median(times)
 
@@ -159,7 +176,11 @@ def summarise(runs: dict) -> dict:
     for method, per_seed in runs.items():
         vals = list(per_seed.values())
         out[method] = {
-            k: {"median": statistics.median(v[k] for v in vals), "min": min(v[k] for v in vals), "max": max(v[k] for v in vals)}
+            k: {
+                "median": statistics.median(v[k] for v in vals),
+                "min": min(v[k] for v in vals),
+                "max": max(v[k] for v in vals),
+            }
             for k in ("zsl", "gzsl_unseen", "gzsl_seen", "gzsl_H", "train_seconds")
         }
         out[method]["n_seeds"] = len(vals)
@@ -175,9 +196,15 @@ def results_tables(state: dict) -> str:
     for m in LABELS:
         if m in state["summary"]:
             r = state["summary"][m]
-            lines.append(f"| {LABELS[m]} | {fmt(r['zsl'])} | {fmt(r['gzsl_unseen'])} | {fmt(r['gzsl_seen'])} | {fmt(r['gzsl_H'])} | {r['train_seconds']['median']:.0f} |")
+            lines.append(
+                f"| {LABELS[m]} | {fmt(r['zsl'])} | {fmt(r['gzsl_unseen'])} | {fmt(r['gzsl_seen'])} | {fmt(r['gzsl_H'])} | {r['train_seconds']['median']:.0f} |"
+            )
     if state.get("timing"):
-        lines += ["", "| hidden units (G, E, D1, D2, Dec) | s / step | load avg | minutes for the fast schedule |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| hidden units (G, E, D1, D2, Dec) | s / step | load avg | minutes for the fast schedule |",
+            "|---|---|---|---|",
+        ]
         steps = state.get("fast_schedule_steps")
         for h, t in sorted(state["timing"].items(), key=lambda kv: int(kv[0])):
             total = f"{t['seconds_per_step'] * steps / 60:.1f}" if steps else "-"
@@ -197,8 +224,18 @@ def plot(summary: dict, path: Path):
     w = 0.8 / len(methods)
     for i, m in enumerate(methods):
         med = [summary[m][k]["median"] for k, _ in metrics]
-        err = [[med[j] - summary[m][k]["min"] for j, (k, _) in enumerate(metrics)], [summary[m][k]["max"] - med[j] for j, (k, _) in enumerate(metrics)]]
-        ax.bar([j + (i - (len(methods) - 1) / 2) * w for j in range(len(metrics))], med, w, yerr=err, capsize=3, label=LABELS[m])
+        err = [
+            [med[j] - summary[m][k]["min"] for j, (k, _) in enumerate(metrics)],
+            [summary[m][k]["max"] - med[j] for j, (k, _) in enumerate(metrics)],
+        ]
+        ax.bar(
+            [j + (i - (len(methods) - 1) / 2) * w for j in range(len(metrics))],
+            med,
+            w,
+            yerr=err,
+            capsize=3,
+            label=LABELS[m],
+        )
     ax.axhline(100 / 3, color="grey", ls=":", lw=1, label="ZSL chance (3 unseen)")
     ax.set_xticks(range(len(metrics)), [t for _, t in metrics])
     ax.set_ylabel("per-class top-1 (%)")
@@ -231,12 +268,20 @@ def main():
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {}
     state.setdefault("runs", {})
-    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "hidden_dim") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "hidden_dim") if getattr(args, k) is not None
+    }
     state["setup"] = {
-        "features": Path(args.features).name, "data": repr(data), "class_names": data.class_names,
-        "seen": data.seen_classes, "unseen": data.unseen_classes, "tzsl_overrides": overrides,
-        "threads": args.threads, "compact": compact_info, "machine": platform.processor() or platform.machine(),
-    }  # fmt: skip
+        "features": Path(args.features).name,
+        "data": repr(data),
+        "class_names": data.class_names,
+        "seen": data.seen_classes,
+        "unseen": data.unseen_classes,
+        "tzsl_overrides": overrides,
+        "threads": args.threads,
+        "compact": compact_info,
+        "machine": platform.processor() or platform.machine(),
+    }
     for method in args.methods:
         for seed in args.seeds:
             if str(seed) in state["runs"].get(method, {}):
@@ -246,11 +291,17 @@ def main():
             r["load_average"] = os.getloadavg()[0]
             state["runs"].setdefault(method, {})[str(seed)] = r
             atomic_json(state, out)
-            print(f"{method} seed {seed}: ZSL {r['zsl']:.1f}  u {r['gzsl_unseen']:.1f}  s {r['gzsl_seen']:.1f}  H {r['gzsl_H']:.1f}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+            print(
+                f"{method} seed {seed}: ZSL {r['zsl']:.1f}  u {r['gzsl_unseen']:.1f}  s {r['gzsl_seen']:.1f}  H {r['gzsl_H']:.1f}  ({time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
     timing = state.setdefault("timing", {})
     for h in args.timing_sizes:
         if str(h) not in timing:
-            timing[str(h)] = {"seconds_per_step": time_steps(data, h, args.timing_steps, 3), "load_average": os.getloadavg()[0]}
+            timing[str(h)] = {
+                "seconds_per_step": time_steps(data, h, args.timing_steps, 3),
+                "load_average": os.getloadavg()[0],
+            }
             atomic_json(state, out)
             print(f"hidden {h}: {timing[str(h)]['seconds_per_step']:.2f} s/step", flush=True)
     state["summary"] = summarise(state["runs"])

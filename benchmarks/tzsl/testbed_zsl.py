@@ -48,8 +48,13 @@ TZSL_METHODS = {
     "tzsl-uncond-D2": dict(mode="transductive", conditional_d2=False),
     "tzsl-full": dict(mode="transductive", conditional_d2=True),
 }
-LABELS = {"clip-zero-shot": "testbed CLIP zero-shot (class names, no training)", "eszsl": "ESZSL", "tzsl-inductive": "TZSL inductive", "tzsl-uncond-D2": "TZSL unconditional D2",
-          "tzsl-full": "TZSL full (D2 conditioned on Dec(x))"}  # fmt: skip
+LABELS = {
+    "clip-zero-shot": "testbed CLIP zero-shot (class names, no training)",
+    "eszsl": "ESZSL",
+    "tzsl-inductive": "TZSL inductive",
+    "tzsl-uncond-D2": "TZSL unconditional D2",
+    "tzsl-full": "TZSL full (D2 conditioned on Dec(x))",
+}
 METRICS = ("zsl", "gzsl_unseen", "gzsl_seen", "gzsl_H")
 
 
@@ -70,9 +75,13 @@ def build_data(variant: str) -> ZSLData:
     parts = {}
     for part in ("train", "test_seen", "test_unseen"):
         x, y = extract_features(
-            backbone.encode_images, suite[part], backbone.image_transform(), split=f"zsl/{part}",
-            cache_dir=DEFAULT_CACHE_DIR, cache_name=backbone.cache_name,
-        )  # fmt: skip
+            backbone.encode_images,
+            suite[part],
+            backbone.image_transform(),
+            split=f"zsl/{part}",
+            cache_dir=DEFAULT_CACHE_DIR,
+            cache_name=backbone.cache_name,
+        )
         parts[f"{part}_features"], parts[f"{part}_labels"] = F.normalize(x.float(), dim=-1), y
     table = suite["classes"]
     if variant == "attributes":
@@ -113,12 +122,18 @@ def run_clip_zero_shot(data: ZSLData) -> dict:
 def decoder_diagnostic(model: TZSLModel, data: ZSLData) -> dict:
     """Where Dec(x) of test-unseen images lands among the class semantic vectors (reads test labels)."""
     model.eval()
-    pseudo = torch.cat([model(data.test_unseen_features[i : i + 4096]).pseudo_attributes for i in range(0, len(data.test_unseen_labels), 4096)])
+    pseudo = torch.cat(
+        [
+            model(data.test_unseen_features[i : i + 4096]).pseudo_attributes
+            for i in range(0, len(data.test_unseen_labels), 4096)
+        ]
+    )
     sims = F.normalize(pseudo, dim=-1) @ F.normalize(model.class_attributes, dim=-1).T
     y, u = data.test_unseen_labels, torch.tensor(data.unseen_classes)
     return {
         "unseen_nearest_is_own_class": 100 * (sims.argmax(-1) == y).float().mean().item(),
-        "unseen_nearest_is_a_seen_class": 100 * torch.isin(sims.argmax(-1), torch.tensor(data.seen_classes)).float().mean().item(),
+        "unseen_nearest_is_a_seen_class": 100
+        * torch.isin(sims.argmax(-1), torch.tensor(data.seen_classes)).float().mean().item(),
         "unseen_nearest_unseen_is_own_class": 100 * (u[sims[:, u].argmax(-1)] == y).float().mean().item(),
     }
 
@@ -129,7 +144,11 @@ def run_tzsl(data: ZSLData, method: str, seed: int) -> dict:
     t0 = time.perf_counter()
     model.fit(data, seed=seed, progress=False)
     train_s = time.perf_counter() - t0
-    return {**fashion_benchmark().table_names(model.evaluate(data)), "train_seconds": train_s, **decoder_diagnostic(model, data)}
+    return {
+        **fashion_benchmark().table_names(model.evaluate(data)),
+        "train_seconds": train_s,
+        **decoder_diagnostic(model, data),
+    }
 
 
 def summarise(runs: dict) -> dict:
@@ -137,8 +156,15 @@ def summarise(runs: dict) -> dict:
     for key, per_seed in runs.items():
         vals = list(per_seed.values())
         keys = [k for k in vals[0] if isinstance(vals[0][k], float) and k not in ("gamma", "lambda", "load_average")]
-        out[key] = {k: {"mean": statistics.fmean(v[k] for v in vals), "std": statistics.pstdev(v[k] for v in vals),
-                        "min": min(v[k] for v in vals), "max": max(v[k] for v in vals)} for k in keys}  # fmt: skip
+        out[key] = {
+            k: {
+                "mean": statistics.fmean(v[k] for v in vals),
+                "std": statistics.pstdev(v[k] for v in vals),
+                "min": min(v[k] for v in vals),
+                "max": max(v[k] for v in vals),
+            }
+            for k in keys
+        }
         out[key]["n_seeds"] = len(vals)
     return out
 
@@ -157,8 +183,15 @@ def plot(summary: dict, variants: list[str], path: Path) -> None:
         w = 0.8 / max(len(methods), 1)
         for i, m in enumerate(methods):
             s = summary[f"{variant}/{m}"]
-            ax.bar([j + (i - (len(methods) - 1) / 2) * w for j in range(4)], [s[k]["mean"] for k, _ in names], w,
-                   yerr=[s[k]["std"] for k, _ in names], capsize=3, label=LABELS[m], color=colours[m])  # fmt: skip
+            ax.bar(
+                [j + (i - (len(methods) - 1) / 2) * w for j in range(4)],
+                [s[k]["mean"] for k, _ in names],
+                w,
+                yerr=[s[k]["std"] for k, _ in names],
+                capsize=3,
+                label=LABELS[m],
+                color=colours[m],
+            )
         ax.axhline(100 / 32, color="grey", ls=":", lw=1)
         ax.set_xticks(range(4), [t for _, t in names])
         ax.set_ylim(0, 100)
@@ -176,7 +209,9 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["attributes", "text"])
     p.add_argument("--methods", nargs="+", default=["clip-zero-shot", "eszsl", *TZSL_METHODS])
-    p.add_argument("--eszsl_holdout", type=int, default=32, help="seen classes held out as pseudo-unseen for ESZSL's grid")
+    p.add_argument(
+        "--eszsl_holdout", type=int, default=32, help="seen classes held out as pseudo-unseen for ESZSL's grid"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "testbed_zsl.json"))
     args = p.parse_args()
@@ -198,11 +233,20 @@ def main():
                 if method == "clip-zero-shot":
                     r = run_clip_zero_shot(data)
                 else:
-                    r = run_eszsl(bench, data, seed, args.eszsl_holdout) if method == "eszsl" else run_tzsl(data, method, seed)
+                    r = (
+                        run_eszsl(bench, data, seed, args.eszsl_holdout)
+                        if method == "eszsl"
+                        else run_tzsl(data, method, seed)
+                    )
                 r["wall_seconds"], r["load_average"] = time.perf_counter() - t0, os.getloadavg()[0]
                 runs.setdefault(key, {})[str(seed)] = r
                 bench.atomic_json(state, out)
-                print(f"{key} seed {seed}: " + "  ".join(f"{k} {r[k]:.1f}" for k in METRICS) + f"  ({r['wall_seconds']:.0f}s)", flush=True)
+                print(
+                    f"{key} seed {seed}: "
+                    + "  ".join(f"{k} {r[k]:.1f}" for k in METRICS)
+                    + f"  ({r['wall_seconds']:.0f}s)",
+                    flush=True,
+                )
     state["summary"] = summarise(runs)
     state.setdefault("wall_seconds_this_invocation", []).append(round(time.perf_counter() - t_start, 1))
     bench.atomic_json(state, out)

@@ -36,8 +36,9 @@ def summarise(runs: list[dict]) -> dict:
     out = {}
     for key, rows in groups.items():
         present = [m for m in METRICS + EXTRA if all(m in r for r in rows)]
-        out[key] = {m: (float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows])), len(rows))
-                    for m in present}  # fmt: skip
+        out[key] = {
+            m: (float(np.mean([r[m] for r in rows])), float(np.std([r[m] for r in rows])), len(rows)) for m in present
+        }
     return out
 
 
@@ -83,8 +84,13 @@ def plot(runs: list[dict], settings: list[str], methods: list[str], path: Path, 
     for ax, metric in zip(axes, METRICS):
         for j, m in enumerate(trained):
             vals = [d.get((s, m), {}).get(metric, [np.nan]) for s in settings]
-            ax.bar(np.arange(len(settings)) + j * width, [np.mean(v) for v in vals], width,
-                   yerr=[np.std(v) for v in vals], label=m)  # fmt: skip
+            ax.bar(
+                np.arange(len(settings)) + j * width,
+                [np.mean(v) for v in vals],
+                width,
+                yerr=[np.std(v) for v in vals],
+                label=m,
+            )
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings)
         ax.set_title(f"Δ {metric} vs zero-shot (points)")
@@ -95,18 +101,27 @@ def plot(runs: list[dict], settings: list[str], methods: list[str], path: Path, 
 
 
 def weights_table(weights: dict) -> str:
-    lines = ["| seed | w from | mean | std | min | max | max/min | AUROC of w (known vs unknown) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | w from | mean | std | min | max | max/min | AUROC of w (known vs unknown) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for seed, row in sorted(weights.items()):
         for kind, v in row.items():
-            lines.append(f"| {seed} | {kind} | {v['mean']:.3f} | {v['std']:.3f} | {v['min']:.3f} | {v['max']:.3f} | "
-                         f"{v['ratio_max_min']:.2f} | {v['auroc_known_vs_unknown']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {seed} | {kind} | {v['mean']:.3f} | {v['std']:.3f} | {v['min']:.3f} | {v['max']:.3f} | "
+                f"{v['ratio_max_min']:.2f} | {v['auroc_known_vs_unknown']:.2f} |"
+            )
     return "\n".join(lines)
 
 
 # Before issue 24, "ueo" took its weights from the scaled logits and "ueo_cosine_weights" from
 # unscaled cosines; now "ueo" (the default) takes the official cosine weights.
-OLD_NAME = {"zero_shot": "zero_shot", "information_maximization": "information_maximization",
-            "ueo": "ueo_cosine_weights", "ueo_logit_weights": "ueo"}  # fmt: skip
+OLD_NAME = {
+    "zero_shot": "zero_shot",
+    "information_maximization": "information_maximization",
+    "ueo": "ueo_cosine_weights",
+    "ueo_logit_weights": "ueo",
+}
 
 
 def old_vs_new(new_runs: list[dict], old_runs: list[dict]) -> str:
@@ -119,9 +134,16 @@ def old_vs_new(new_runs: list[dict], old_runs: list[dict]) -> str:
         o = old.get((r["seed"], r["setting"], OLD_NAME[r["method"]]))
         if o is not None:
             groups.setdefault((r["setting"], r["method"]), []).append(
-                (r["per_class_accuracy"] - o["per_class_accuracy"], r["auroc_scaled"] - o["auroc"], r["auroc"] - o["auroc"]))
-    lines = ["| setting | method (old name) | Δ per-class acc. | Δ AUROC, same scaled ranking | official AUROC − old AUROC | seeds |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+                (
+                    r["per_class_accuracy"] - o["per_class_accuracy"],
+                    r["auroc_scaled"] - o["auroc"],
+                    r["auroc"] - o["auroc"],
+                )
+            )
+    lines = [
+        "| setting | method (old name) | Δ per-class acc. | Δ AUROC, same scaled ranking | official AUROC − old AUROC | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     for (setting, method), rows in sorted(groups.items(), key=lambda kv: (SETTINGS.index(kv[0][0]), kv[0][1])):
         cells = " | ".join(f"{np.mean(c):+.2f} (max abs {np.max(np.abs(c)):.2f})" for c in zip(*rows))
         lines.append(f"| {setting} | {method} ({OLD_NAME[method]}) | {cells} | {len(rows)} |")
@@ -133,8 +155,11 @@ SETTINGS = ["closed", "partial", "open", "open_partial"]
 
 def orders(summary):
     settings = [s for s in ("closed", "partial", "open", "open_partial") if any(k[0] == s for k in summary)]
-    methods = [m for m in ("zero_shot", "information_maximization", "ueo", "ueo_logit_weights", "ueo_cosine_weights")
-               if any(k[1] == m for k in summary)]  # fmt: skip
+    methods = [
+        m
+        for m in ("zero_shot", "information_maximization", "ueo", "ueo_logit_weights", "ueo_cosine_weights")
+        if any(k[1] == m for k in summary)
+    ]
     return settings, methods
 
 
@@ -148,9 +173,14 @@ def main():
     print(weights_table(results.get("weights", {})))
     print("\n## speed\n", results.get("speed"))
     cfg = results["config"]
-    plot(results["runs"], settings, methods, HERE / "results.png",
-         f"UEO on the testbed open-set suite: {cfg['epochs']} epochs, lr {cfg['learning_rate']:g}, "
-         f"{len({r['seed'] for r in results['runs']})} seeds; official AUROC, no gradient clipping")  # fmt: skip
+    plot(
+        results["runs"],
+        settings,
+        methods,
+        HERE / "results.png",
+        f"UEO on the testbed open-set suite: {cfg['epochs']} epochs, lr {cfg['learning_rate']:g}, "
+        f"{len({r['seed'] for r in results['runs']})} seeds; official AUROC, no gradient clipping",
+    )
     before = HERE / "results_before_issue24.json"
     if before.exists():
         print("\n## new − before issue 24 (paired)\n")

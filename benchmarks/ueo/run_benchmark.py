@@ -52,9 +52,19 @@ def example():
 
 
 def load_data(seed: int, setting: str, keep_labels: bool = False):
-    args = Namespace(dataset=f"testbed:open_set@{seed}", dataset_config=None, train_split="train", test_split="test",
-                     image_column="image", label_column="label", unknown_name_column="object", seed=seed,
-                     num_known=None, setting=setting, oracle=keep_labels)  # fmt: skip
+    args = Namespace(
+        dataset=f"testbed:open_set@{seed}",
+        dataset_config=None,
+        train_split="train",
+        test_split="test",
+        image_column="image",
+        label_column="label",
+        unknown_name_column="object",
+        seed=seed,
+        num_known=None,
+        setting=setting,
+        oracle=keep_labels,
+    )
     return example().load_setting(args)
 
 
@@ -68,9 +78,15 @@ def weight_check(backbone, seed: int) -> dict:
     is_known = torch.tensor(data["train"]["label"]) >= 0
     row = {}
     for name, w in (("scaled", scaled), ("unscaled", raw)):
-        row[name] = {"mean": w.mean().item(), "std": w.std().item(), "min": w.min().item(), "max": w.max().item(),
-                     "ratio_max_min": (w.max() / w.min()).item(), "auroc_known_vs_unknown": auroc(w, is_known),
-                     "uniform": 1 / len(known)}  # fmt: skip
+        row[name] = {
+            "mean": w.mean().item(),
+            "std": w.std().item(),
+            "min": w.min().item(),
+            "max": w.max().item(),
+            "ratio_max_min": (w.max() / w.min()).item(),
+            "auroc_known_vs_unknown": auroc(w, is_known),
+            "uniform": 1 / len(known),
+        }
     return row
 
 
@@ -79,9 +95,13 @@ def run_one(backbone, data, method: str, seed: int, epochs: int, lr: float) -> d
     model = UEOForImageClassification.from_clip(backbone, known)
     start = time.perf_counter()
     if method != "zero_shot":
-        args = dict(num_train_epochs=epochs, learning_rate=lr, dataloader_drop_last=False,
-                    no_weight=method == "information_maximization",
-                    weights_from="logits" if method == "ueo_logit_weights" else "cosine")  # fmt: skip
+        args = dict(
+            num_train_epochs=epochs,
+            learning_rate=lr,
+            dataloader_drop_last=False,
+            no_weight=method == "information_maximization",
+            weights_from="logits" if method == "ueo_logit_weights" else "cosine",
+        )
         model.fit(data["train"], seed=seed, args=args)
     else:
         model.config.is_fitted = True
@@ -157,8 +177,13 @@ def main(argv=None):
             for method in args.methods:
                 if (seed, setting, method) in done:
                     continue
-                row = {"seed": seed, "setting": setting, "method": method, "train_images": len(data["train"]),
-                       **run_one(backbone, data, method, seed, args.epochs, args.learning_rate)}  # fmt: skip
+                row = {
+                    "seed": seed,
+                    "setting": setting,
+                    "method": method,
+                    "train_images": len(data["train"]),
+                    **run_one(backbone, data, method, seed, args.epochs, args.learning_rate),
+                }
                 runs.append(row)
                 print(json.dumps(row), flush=True)
                 out.write_text(json.dumps(results, indent=1))

@@ -15,9 +15,17 @@ from hf_clipadapt.testbed.sprites import FASHION_MNIST_DIR, package_dir, read_id
 
 MNIST_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_MNIST_CLASSES = [
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-]  # fmt: skip
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int):

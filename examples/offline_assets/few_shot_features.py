@@ -59,8 +59,12 @@ class FewShotFeatures:
         subset = pool.select(used).remove_columns("pool_index")
 
         with torch.inference_mode():
-            self.test, self.test_labels = extract_features(encoder, test, plain, split="test", desc=f"{desc} test", **kw)
-            self.plain, self.plain_labels = extract_features(encoder, subset, plain, split="train", desc=f"{desc} train", **kw)
+            self.test, self.test_labels = extract_features(
+                encoder, test, plain, split="test", desc=f"{desc} test", **kw
+            )
+            self.plain, self.plain_labels = extract_features(
+                encoder, subset, plain, split="train", desc=f"{desc} train", **kw
+            )
             self.aug, self.aug_labels = extract_features(
                 encoder, subset, augment, views=views, split="train", desc=f"{desc} views", **kw
             )

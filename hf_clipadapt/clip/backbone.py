@@ -80,8 +80,9 @@ class CLIPBackbone(nn.Module):
         from ..checkpoints import PROCESSOR_FILES, TOKENIZER_FILES, load_saved_part
 
         if self.image_processor is None:
-            self.image_processor = load_saved_part(AutoImageProcessor.from_pretrained, path, "image processor",
-                                                   PROCESSOR_FILES)  # fmt: skip
+            self.image_processor = load_saved_part(
+                AutoImageProcessor.from_pretrained, path, "image processor", PROCESSOR_FILES
+            )
         if self.tokenizer is None:
             self.tokenizer = load_saved_part(AutoTokenizer.from_pretrained, path, "tokenizer", TOKENIZER_FILES)
 
@@ -209,7 +210,9 @@ class CLIPBackbone(nn.Module):
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Texts -> [T, D] L2-normalised text embeddings (no gradients; see SoftPromptTextEncoder for those)."""
         if isinstance(texts, str):
-            raise TypeError(f"encode_texts takes a list of strings, got the single string {texts!r}; wrap it in a list")
+            raise TypeError(
+                f"encode_texts takes a list of strings, got the single string {texts!r}; wrap it in a list"
+            )
         if len(texts) == 0:
             raise ValueError("encode_texts got no texts")
         chunks = []
@@ -278,8 +281,9 @@ def check_classnames(classnames) -> list[str]:
         raise TypeError(f"classnames must be strings; got {not_str[:5]}. Map label ids to names first.")
     blank = [i for i, c in enumerate(classnames) if not c.strip()]
     if blank:
-        raise ValueError(f"class names at positions {blank[:5]} are empty or blank; every class needs a name "
-                         "to prompt CLIP with.")  # fmt: skip
+        raise ValueError(
+            f"class names at positions {blank[:5]} are empty or blank; every class needs a name to prompt CLIP with."
+        )
     seen, dup = {}, []
     for c in classnames:
         key = " ".join(prompt_name(c).split())

@@ -26,7 +26,6 @@ from torch import nn
 
 from .backbone import CLIPBackbone, check_classnames, prompt_name
 
-
 # Where CoOp puts the class name among the context tokens (KaiyangZhou/CoOp
 # trainers/coop.py L126-180, CLASS_TOKEN_POSITION): after it ("end", the default of
 # every released config), between its two halves ("middle"), or before it ("front").
@@ -130,8 +129,9 @@ class SoftPromptTextEncoder(nn.Module):
             return ids[0]
         return bos_id if bos_id is not None else 0
 
-    def tokenize_classnames(self, classnames: list[str], n_ctx: int, suffix: str = ".",
-                            class_token_position: str = "end") -> PromptTokens:  # fmt: skip
+    def tokenize_classnames(
+        self, classnames: list[str], n_ctx: int, suffix: str = ".", class_token_position: str = "end"
+    ) -> PromptTokens:
         """Token ids of "X"*n_ctx + " {classname}{suffix}" per class (cached per arguments);
         "_" in a name is read as a space (`prompt_name`), as every official codebase does.
 
@@ -173,18 +173,21 @@ class SoftPromptTextEncoder(nn.Module):
             rows = [ids[:ctx_start] + [placeholder] * n_ctx + ids[ctx_start:] for ids in encoded]
             ctx_positions = None
         else:
-            rows, ctx_positions = self._place_class_tokens(classnames, encoded, ctx_start, n_ctx, placeholder,
-                                                           class_token_position)  # fmt: skip
+            rows, ctx_positions = self._place_class_tokens(
+                classnames, encoded, ctx_start, n_ctx, placeholder, class_token_position
+            )
         length = max(len(r) for r in rows)
         # Right padding is harmless: under the causal mask the EOS token never sees it.
         input_ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], dtype=torch.long)
-        tokens = PromptTokens(input_ids, self._eos_positions(input_ids), n_ctx, ctx_start, tuple(classnames),
-                              ctx_positions)  # fmt: skip
+        tokens = PromptTokens(
+            input_ids, self._eos_positions(input_ids), n_ctx, ctx_start, tuple(classnames), ctx_positions
+        )
         self._token_cache[key] = tokens
         return tokens
 
-    def _place_class_tokens(self, classnames, encoded, ctx_start: int, n_ctx: int, placeholder: int,
-                            position: str) -> tuple[list[list[int]], torch.Tensor]:  # fmt: skip
+    def _place_class_tokens(
+        self, classnames, encoded, ctx_start: int, n_ctx: int, placeholder: int, position: str
+    ) -> tuple[list[list[int]], torch.Tensor]:
         """Rows [BOS][ctx[:h]][name][ctx[h:]][suffix][EOS] with h = n_ctx // 2 ("middle") or
         h = 0 ("front"), and the [K, n_ctx] positions of the context in them. As in CoOp
         (`coop.py` L99, L142-143), the name's tokens are the first len(tokenize(name)) tokens
@@ -209,9 +212,19 @@ class SoftPromptTextEncoder(nn.Module):
     def _check_name_tokens(self, classnames: list[str], n_ctx: int, suffix: str) -> None:
         """Every class name must give at least one real token (not empty, not only
         unknown or special tokens): its prompt would otherwise not name the class."""
-        special = {self.tokenizer.unk_token_id, self._eos_token_id(), self.tokenizer.pad_token_id, self.tokenizer.bos_token_id}
-        empty = [c for c in classnames
-                 if not [t for t in self.tokenizer(prompt_name(c), add_special_tokens=False)["input_ids"] if t not in special]]  # fmt: skip
+        special = {
+            self.tokenizer.unk_token_id,
+            self._eos_token_id(),
+            self.tokenizer.pad_token_id,
+            self.tokenizer.bos_token_id,
+        }
+        empty = [
+            c
+            for c in classnames
+            if not [
+                t for t in self.tokenizer(prompt_name(c), add_special_tokens=False)["input_ids"] if t not in special
+            ]
+        ]
         if empty:
             raise ValueError(
                 f"these class names give no tokens the text tower knows: {empty[:5]}. Give each class a name in words "
@@ -373,8 +386,9 @@ class PromptLearner(nn.Module):
     def tokens(self) -> PromptTokens:
         """The prepared prompts "X ... X {classname}{suffix}" (the name moved by
         `class_token_position`), on the learner's device."""
-        return PromptTokens(self.input_ids, self.eos_positions, self.n_ctx, self._ctx_start, tuple(self.classnames),
-                            self.ctx_positions)  # fmt: skip
+        return PromptTokens(
+            self.input_ids, self.eos_positions, self.n_ctx, self._ctx_start, tuple(self.classnames), self.ctx_positions
+        )
 
     def forward(self, context_shift: torch.Tensor | None = None) -> torch.Tensor:
         """[K, D] normalised class features; with `context_shift` (broadcastable to the context,
@@ -383,5 +397,9 @@ class PromptLearner(nn.Module):
         return self.text_encoder(context, self.tokens)
 
     def extra_repr(self) -> str:
-        position = "" if self.class_token_position == "end" else f", class_token_position={self.class_token_position!r}"
-        return f"num_classes={len(self.classnames)}, n_ctx={self.n_ctx}, class_specific={self.class_specific}{position}"
+        position = (
+            "" if self.class_token_position == "end" else f", class_token_position={self.class_token_position!r}"
+        )
+        return (
+            f"num_classes={len(self.classnames)}, n_ctx={self.n_ctx}, class_specific={self.class_specific}{position}"
+        )

@@ -67,7 +67,7 @@ def register_templates(dataset_name: str, templates: list[str]) -> None:
 
 
 def normalize_dataset_name(name: str) -> str:
-    """"OxfordPets", "oxford-pets", "user/Oxford_Pets" -> "oxford_pets"; a variant of a
+    """ "OxfordPets", "oxford-pets", "user/Oxford_Pets" -> "oxford_pets"; a variant of a
     known dataset ("eurosat:rgb", "eurosat-rgb") maps to that dataset."""
     name = name.strip().rsplit("/", 1)[-1]
     # CamelCase -> snake_case before lowercasing, so "OxfordPets" keeps its word break.

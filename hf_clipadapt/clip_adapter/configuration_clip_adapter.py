@@ -25,8 +25,7 @@ class CLIPAdapterConfig(CLIPAdaptedConfig):
     model_type = "clip_adapter"
     PRESETS = {"imagenet": dict(epochs=50)}  # CoOp's ImageNet schedule, which the official code runs under
 
-    def __init__(self, reduction: int = 4, ratio: float = 0.2, views: int = 10, epochs: int | None = None,
-                 **kwargs):  # fmt: skip
+    def __init__(self, reduction: int = 4, ratio: float = 0.2, views: int = 10, epochs: int | None = None, **kwargs):
         if epochs is not None and int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1 (or None for CoOp's rule by shot count), got {epochs}")
         self.epochs = None if epochs is None else int(epochs)

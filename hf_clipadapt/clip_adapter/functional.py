@@ -22,7 +22,10 @@ def adapter_mlp(dim: int, reduction: int = 4) -> nn.Sequential:
     if dim % reduction:
         raise ValueError(f"the embedding width {dim} must divide by the reduction {reduction}")
     return nn.Sequential(
-        nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(), nn.Linear(dim // reduction, dim, bias=False), nn.ReLU()
+        nn.Linear(dim, dim // reduction, bias=False),
+        nn.ReLU(),
+        nn.Linear(dim // reduction, dim, bias=False),
+        nn.ReLU(),
     )
 
 

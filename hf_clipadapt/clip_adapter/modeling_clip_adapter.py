@@ -44,9 +44,18 @@ class CLIPAdapterForImageClassification(FeatureTrainedCLIPModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, seed=c.seed, ratio=c.ratio,
-                    reduction=c.reduction, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
-                    epochs=self.paper_epochs(), preset=c.preset)  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            shots=c.shots,
+            views=c.views,
+            seed=c.seed,
+            ratio=c.ratio,
+            reduction=c.reduction,
+            logit_scale=c.logit_scale,
+            templates=c.templates or ["a photo of a {}."],
+            epochs=self.paper_epochs(),
+            preset=c.preset,
+        )
 
 
 register_auto(CLIPAdapterConfig, CLIPAdapterForImageClassification)

@@ -7,6 +7,6 @@ _EXPORTS = {
     **exports_of(".configuration_coop", "CoOpConfig"),
     **exports_of(".modeling_coop", "CoOpForImageClassification"),
     "functional": ".functional",
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -34,17 +34,30 @@ class CoOpConfig(CLIPAdaptedConfig):
 
     model_type = "coop"
     # Official per-setting values (KaiyangZhou/CoOp COOP.md L13 and configs/trainers/CoOp/).
-    PRESETS = {"imagenet": dict(epochs=50), "rand16": dict(n_ctx=16, ctx_init=None),
-               "imagenet_rand16": dict(epochs=50, n_ctx=16, ctx_init=None)}  # fmt: skip
+    PRESETS = {
+        "imagenet": dict(epochs=50),
+        "rand16": dict(n_ctx=16, ctx_init=None),
+        "imagenet_rand16": dict(epochs=50, n_ctx=16, ctx_init=None),
+    }
 
-    def __init__(self, n_ctx: int | None = None, ctx_init: str | None = "a photo of a", class_specific: bool = False,
-                 suffix: str = ".", views: int = 10, epochs: int | None = None, class_token_position: str = "end",
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        n_ctx: int | None = None,
+        ctx_init: str | None = "a photo of a",
+        class_specific: bool = False,
+        suffix: str = ".",
+        views: int = 10,
+        epochs: int | None = None,
+        class_token_position: str = "end",
+        **kwargs,
+    ):
         from ..clip.soft_prompt import CLASS_TOKEN_POSITIONS
 
         if class_token_position not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f"class_token_position must be one of {CLASS_TOKEN_POSITIONS} (CoOp's "
-                             f"CLASS_TOKEN_POSITION), got {class_token_position!r}")  # fmt: skip
+            raise ValueError(
+                f"class_token_position must be one of {CLASS_TOKEN_POSITIONS} (CoOp's "
+                f"CLASS_TOKEN_POSITION), got {class_token_position!r}"
+            )
         if n_ctx is not None and n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         if epochs is not None and int(epochs) < 1:

@@ -32,10 +32,16 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
         self.require_backbone("CoOp's prompts (they run through the CLIP text tower)")
         names = [config.id2label[i] for i in range(config.num_labels)]
         generator = torch.Generator().manual_seed(config.seed or 0)
-        self.prompt_learner = PromptLearner(self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
-                                            class_specific=config.class_specific, suffix=config.suffix,
-                                            generator=generator,
-                                            class_token_position=config.class_token_position)  # fmt: skip
+        self.prompt_learner = PromptLearner(
+            self.backbone,
+            names,
+            n_ctx=config.n_ctx,
+            ctx_init=config.ctx_init,
+            class_specific=config.class_specific,
+            suffix=config.suffix,
+            generator=generator,
+            class_token_position=config.class_token_position,
+        )
         config.n_ctx = self.prompt_learner.n_ctx
         self.post_init()
 
@@ -45,8 +51,10 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
 
     def prepare_config_for_classes(self, config) -> None:
         if config.class_specific:
-            raise ValueError("class-specific contexts (CoOp-CSC) belong to their classes and cannot move to other "
-                             "class names; use a shared context (class_specific=False) for base-to-new")  # fmt: skip
+            raise ValueError(
+                "class-specific contexts (CoOp-CSC) belong to their classes and cannot move to other "
+                "class names; use a shared context (class_specific=False) for base-to-new"
+            )
 
     def class_text_features(self) -> torch.Tensor:
         """[K, D] normalised text features of the prompted class names."""
@@ -57,10 +65,19 @@ class CoOpForImageClassification(FeatureTrainedCLIPModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, seed=c.seed, n_ctx=c.n_ctx,
-                    ctx_init=c.ctx_init, class_specific=c.class_specific, logit_scale=c.logit_scale,
-                    epochs=self.paper_epochs(), preset=c.preset,
-                    class_token_position=c.class_token_position)  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            shots=c.shots,
+            views=c.views,
+            seed=c.seed,
+            n_ctx=c.n_ctx,
+            ctx_init=c.ctx_init,
+            class_specific=c.class_specific,
+            logit_scale=c.logit_scale,
+            epochs=self.paper_epochs(),
+            preset=c.preset,
+            class_token_position=c.class_token_position,
+        )
 
 
 register_auto(CoOpConfig, CoOpForImageClassification)

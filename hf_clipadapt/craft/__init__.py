@@ -17,6 +17,6 @@ _EXPORTS = {
     **exports_of(".client", "RemoteBlackBox", "BlackBoxConnectionError", "BlackBoxAuthError"),
     **exports_of(".serve", "BlackBoxServer", "ServeLimits", "create_app", "serve_black_box"),
     **exports_of(".modeling_craft", "CraFTForImageClassification", "connect_black_box"),
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

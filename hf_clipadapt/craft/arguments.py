@@ -29,14 +29,22 @@ PRESETS: dict[str, dict] = {
     "eurosat": dict(sigma=0.02, kl_weight=0.01, bound=5.0, kl_off_divisor=1, batch_size=256, projection_std=1.0),
     "fgvc": dict(sigma=0.02, kl_weight=0.1, bound=0.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "food101": dict(sigma=1.0, kl_weight=1.0, bound=0.0, kl_off_divisor=1, batch_size=256, projection_std=0.2),
-    "imagenet": dict(sigma=1.0, kl_weight=0.0, bound=0.0, kl_off_divisor=1, batch_size=256, prompt_mean="best",
-                     projection_std=(3 * 512) ** -0.5, refine_hidden=512),
+    "imagenet": dict(
+        sigma=1.0,
+        kl_weight=0.0,
+        bound=0.0,
+        kl_off_divisor=1,
+        batch_size=256,
+        prompt_mean="best",
+        projection_std=(3 * 512) ** -0.5,
+        refine_hidden=512,
+    ),
     "oxford_flowers": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "oxford_pets": dict(sigma=0.02, kl_weight=0.1, bound=5.0, kl_off_divisor=1, batch_size=64, projection_std=0.2),
     "stanford_cars": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "sun397": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
     "ucf101": dict(sigma=1.0, kl_weight=0.1, bound=5.0, kl_off_divisor=4, batch_size=256, projection_std=0.2),
-}  # fmt: skip
+}
 MODEL_KEYS = ("projection_std", "refine_hidden")  # preset values that belong to CraFTConfig, not the loop
 
 
@@ -112,23 +120,32 @@ class CraFTTrainingArguments:
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be a positive number of queries, got {self.budget}")
         if self.sigma <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
-            raise ValueError("sigma and learning_rate must be > 0 and batch_size >= 1, got "
-                             f"{self.sigma}, {self.learning_rate}, {self.batch_size}")  # fmt: skip
+            raise ValueError(
+                "sigma and learning_rate must be > 0 and batch_size >= 1, got "
+                f"{self.sigma}, {self.learning_rate}, {self.batch_size}"
+            )
         if self.bound < 0 or self.kl_weight < 0 or self.weight_decay < 0:
-            raise ValueError(f"bound, kl_weight and weight_decay must be >= 0, got {self.bound}, {self.kl_weight}, "
-                             f"{self.weight_decay}")  # fmt: skip
+            raise ValueError(
+                f"bound, kl_weight and weight_decay must be >= 0, got {self.bound}, {self.kl_weight}, "
+                f"{self.weight_decay}"
+            )
         if self.kl_off_divisor is not None and self.kl_off_divisor < 1:
-            raise ValueError(f"kl_off_divisor must be a positive int (n) or None (never off), got {self.kl_off_divisor}")
-        for name, allowed in (("refine_inputs", ("augmented", "best_candidate")),
-                              ("fitness_images", ("augmented", "clean")),
-                              ("prompt_mean", ("population", "distribution", "best")), ("refiner_init", ("official", "zero"))):  # fmt: skip
+            raise ValueError(
+                f"kl_off_divisor must be a positive int (n) or None (never off), got {self.kl_off_divisor}"
+            )
+        for name, allowed in (
+            ("refine_inputs", ("augmented", "best_candidate")),
+            ("fitness_images", ("augmented", "clean")),
+            ("prompt_mean", ("population", "distribution", "best")),
+            ("refiner_init", ("official", "zero")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (self.optimize_prompt or self.train_refinement):
             raise ValueError("optimize_prompt and train_refinement are both off: there is nothing to train")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "CraFTTrainingArguments":
+    def from_preset(cls, name: str, **overrides) -> CraFTTrainingArguments:
         """The official settings of a dataset ("eurosat", "dtd", ..., see `PRESETS`; "official" is
         the configuration most official datasets share, the authors' search scale included), any field
         overridden. The preset's model values (projection_std, refine_hidden) go to

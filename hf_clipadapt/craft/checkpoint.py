@@ -35,11 +35,18 @@ def save_loop_state(loop, output_dir) -> Path:
     target = Path(output_dir) / CHECKPOINT
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".craft-", dir=target.parent))
-    torch.save({
-        "generation": loop.generation, "queries": loop.black_box.queries, "history": loop.history,
-        "refiner": loop.model.refiner.state_dict(), "optimizer": loop.optimizer.state_dict(),
-        "z": loop.model.prompt.z.clone(), "fixed_outputs": loop._fixed_outputs,
-    }, tmp / "state.pt")  # fmt: skip
+    torch.save(
+        {
+            "generation": loop.generation,
+            "queries": loop.black_box.queries,
+            "history": loop.history,
+            "refiner": loop.model.refiner.state_dict(),
+            "optimizer": loop.optimizer.state_dict(),
+            "z": loop.model.prompt.z.clone(),
+            "fixed_outputs": loop._fixed_outputs,
+        },
+        tmp / "state.pt",
+    )
     if loop.strategy is not None:
         save_strategy(loop.strategy, loop.cmaes_fitness, loop.args.population, tmp)
     (tmp / "args.json").write_text(json.dumps(loop.args.to_dict(), indent=1))
@@ -58,10 +65,14 @@ def load_loop_state(loop, path) -> None:
     if not (path / "state.pt").is_file():
         raise FileNotFoundError(f"no CraFT checkpoint in {path} (expected state.pt); pass the run's output_dir")
     saved_args = json.loads((path / "args.json").read_text())
-    differ = {k: (saved_args[k], getattr(loop.args, k)) for k in _CHECKED if saved_args.get(k) != getattr(loop.args, k)}
+    differ = {
+        k: (saved_args[k], getattr(loop.args, k)) for k in _CHECKED if saved_args.get(k) != getattr(loop.args, k)
+    }
     if differ:
-        raise ValueError(f"the checkpoint in {path} was made with other settings (saved, now): {differ}; resume "
-                         "with the same CraFTTrainingArguments")  # fmt: skip
+        raise ValueError(
+            f"the checkpoint in {path} was made with other settings (saved, now): {differ}; resume "
+            "with the same CraFTTrainingArguments"
+        )
     state = torch.load(path / "state.pt", weights_only=True)
     loop.generation, loop.history = state["generation"], list(state["history"])
     loop.model.refiner.load_state_dict(state["refiner"])
@@ -86,9 +97,15 @@ def save_strategy(strategy, fitness: list[list[float]], population: int, folder:
 
     # [G, λ], also for G = 0 (a run stopped before its first generation)
     told = np.asarray(fitness, dtype=np.float64).reshape(len(fitness), population)
-    save_file({"fitness": told, "mean": np.asarray(strategy.mean, dtype=np.float64)}, str(folder / "cmaes.safetensors"))
-    meta = {"format": _STRATEGY_FORMAT, "cma_version": cma.__version__, "sigma": float(strategy.sigma),
-            "generations": len(fitness)}  # fmt: skip
+    save_file(
+        {"fitness": told, "mean": np.asarray(strategy.mean, dtype=np.float64)}, str(folder / "cmaes.safetensors")
+    )
+    meta = {
+        "format": _STRATEGY_FORMAT,
+        "cma_version": cma.__version__,
+        "sigma": float(strategy.sigma),
+        "generations": len(fitness),
+    }
     (folder / "cmaes.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -97,16 +114,23 @@ def load_fitness(folder: Path, generations: int, population: int) -> list[list[f
     from ..checkpoints import load_safetensors_numpy
 
     if not (folder / "cmaes.safetensors").is_file():
-        old = " (it holds a pickled cmaes.pkl from an earlier version, which is never read)" if (
-            folder / "cmaes.pkl").exists() else ""  # fmt: skip
-        raise FileNotFoundError(f"{folder} holds no cmaes.safetensors, the CMA-ES state{old}; start the run again "
-                                "or resume from a checkpoint written by this version")  # fmt: skip
+        old = (
+            " (it holds a pickled cmaes.pkl from an earlier version, which is never read)"
+            if (folder / "cmaes.pkl").exists()
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{folder} holds no cmaes.safetensors, the CMA-ES state{old}; start the run again "
+            "or resume from a checkpoint written by this version"
+        )
     arrays = load_safetensors_numpy(folder / "cmaes.safetensors")
     told = arrays.get("fitness")
     if told is None or told.ndim != 2 or told.shape != (generations, population) or not np.isfinite(told).all():
         shape = None if told is None else told.shape
-        raise ValueError(f"{folder}/cmaes.safetensors: fitness has shape {shape}, expected ({generations}, "
-                         f"{population}) finite values (one row per generation done); the checkpoint is damaged")  # fmt: skip
+        raise ValueError(
+            f"{folder}/cmaes.safetensors: fitness has shape {shape}, expected ({generations}, "
+            f"{population}) finite values (one row per generation done); the checkpoint is damaged"
+        )
     return told.tolist()
 
 
@@ -118,7 +142,9 @@ def rebuild_strategy(folder: Path, dim: int, args, fitness: list[list[float]]):
 
     meta = json.loads((folder / "cmaes.json").read_text())
     if meta.get("format") != _STRATEGY_FORMAT:
-        raise ValueError(f"{folder}/cmaes.json has format {meta.get('format')!r}; this version reads {_STRATEGY_FORMAT}")
+        raise ValueError(
+            f"{folder}/cmaes.json has format {meta.get('format')!r}; this version reads {_STRATEGY_FORMAT}"
+        )
     strategy = new_strategy(dim, args)
     for values in fitness:
         strategy.tell(strategy.ask(), list(values))
@@ -126,7 +152,7 @@ def rebuild_strategy(folder: Path, dim: int, args, fitness: list[list[float]]):
     if saved_mean.shape != (dim,) or not (
         np.allclose(strategy.mean, saved_mean, rtol=1e-6, atol=1e-9)
         and np.isclose(strategy.sigma, meta.get("sigma", np.nan), rtol=1e-6)
-    ):  # fmt: skip
+    ):
         raise ValueError(
             f"the CMA-ES state rebuilt from {folder} does not match the saved one (saved with cma "
             f"{meta.get('cma_version')}; the replay differs): resume with the same cma version and settings"

@@ -20,8 +20,7 @@ import time
 
 import numpy as np
 
-from .protocol import QueryBudgetExceeded
-from .protocol import BlackBoxError, BlackBoxVLM, UnknownImagesError
+from .protocol import BlackBoxError, BlackBoxVLM, QueryBudgetExceeded, UnknownImagesError
 from .wire import pack, unpack
 
 
@@ -46,8 +45,16 @@ class RemoteBlackBox(BlackBoxVLM):
             as `BlackBoxConnectionError`).
     """
 
-    def __init__(self, url: str, *, token: str | None = None, budget: int | None = None, retries: int = 3,
-                 backoff: float = 0.5, timeout: float = 120.0):  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        budget: int | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        timeout: float = 120.0,
+    ):
         import httpx
 
         super().__init__(budget=budget, name=url.rstrip("/"))
@@ -85,9 +92,11 @@ class RemoteBlackBox(BlackBoxVLM):
             body = response.json() if as_json else unpack(response.content)[0]
             return body[key]
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise BlackBoxError(f"the black box at {self.name} answered {what} with something unreadable (expected "
-                                f"{'JSON' if as_json else 'safetensors'} with {key!r}: {type(e).__name__}); is the "
-                                "URL a hf_clipadapt black box?") from e  # fmt: skip
+            raise BlackBoxError(
+                f"the black box at {self.name} answered {what} with something unreadable (expected "
+                f"{'JSON' if as_json else 'safetensors'} with {key!r}: {type(e).__name__}); is the "
+                "URL a hf_clipadapt black box?"
+            ) from e
 
     @property
     def info(self) -> dict:
@@ -102,7 +111,9 @@ class RemoteBlackBox(BlackBoxVLM):
         """How many prompts one /query may carry under the server's published limits."""
         limits = self.info.get("limits") if isinstance(self.info.get("limits"), dict) else {}
         most = limits.get("max_prompts"), limits.get("max_prompt_classes")
-        per = [m for m in (most[0], most[1] // num_classes if isinstance(most[1], int) else None) if isinstance(m, int)]
+        per = [
+            m for m in (most[0], most[1] // num_classes if isinstance(most[1], int) else None) if isinstance(m, int)
+        ]
         return max(1, min(per)) if per else 2**31
 
     @property
@@ -170,8 +181,10 @@ def _raise_for_status(response, what: str, url: str) -> None:
         return
     detail, status = _detail(response), response.status_code
     if status == 401:
-        raise BlackBoxAuthError(f"the black box at {url} refused {what}: {detail}; pass the right token= "
-                                "(or set HF_CLIPADAPT_BLACK_BOX_TOKEN)")  # fmt: skip
+        raise BlackBoxAuthError(
+            f"the black box at {url} refused {what}: {detail}; pass the right token= "
+            "(or set HF_CLIPADAPT_BLACK_BOX_TOKEN)"
+        )
     if status == 413:
         raise ValueError(f"the black box at {url} refused {what} as too large: {detail}")
     if status == 404 and "image handle" in detail:

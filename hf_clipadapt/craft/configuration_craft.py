@@ -33,11 +33,22 @@ class CraFTConfig(AdaptedConfig):
 
     model_type = "craft"
 
-    def __init__(self, black_box: str | None = None, ctx_init: str = "a photo of a", n_ctx: int = 4,
-                 text_width: int = 512, intrinsic_dim: int = 512, projection_seed: int = 0,
-                 projection_std: float | None = None, refine_hidden: int | None = None, shots: int | None = None,
-                 num_train_images: int | None = None, queries_spent: int | None = None, preset: str | None = None,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        black_box: str | None = None,
+        ctx_init: str = "a photo of a",
+        n_ctx: int = 4,
+        text_width: int = 512,
+        intrinsic_dim: int = 512,
+        projection_seed: int = 0,
+        projection_std: float | None = None,
+        refine_hidden: int | None = None,
+        shots: int | None = None,
+        num_train_images: int | None = None,
+        queries_spent: int | None = None,
+        preset: str | None = None,
+        **kwargs,
+    ):
         from .arguments import preset_values
 
         official = {"projection_std": 0.02, "refine_hidden": 256, **(preset_values(preset) if preset else {})}
@@ -56,8 +67,12 @@ class CraFTConfig(AdaptedConfig):
         kwargs.setdefault("problem_type", "single_label_classification")
         kwargs.setdefault("base_model_name_or_path", None if _is_url(black_box) else black_box)
         super().__init__(**kwargs)
-        check_sizes("CraFTConfig", {"refine_hidden": refine_hidden, "num_labels": self.num_labels},
-                    parameters=2 * self.num_labels * refine_hidden, maximum=1 << 17)  # fmt: skip
+        check_sizes(
+            "CraFTConfig",
+            {"refine_hidden": refine_hidden, "num_labels": self.num_labels},
+            parameters=2 * self.num_labels * refine_hidden,
+            maximum=1 << 17,
+        )
 
 
 def _is_url(ref) -> bool:

@@ -38,9 +38,15 @@ class LocalBlackBox(BlackBoxVLM):
 
     _refund_on_failure = True  # a query whose scoring raised got no answer
 
-    def __init__(self, backbone, *, budget: int | None = None, batch_size: int = 256,
-                 max_cached_images: int = DEFAULT_MAX_CACHED_IMAGES,
-                 max_cached_uploads: int = DEFAULT_MAX_CACHED_UPLOADS):  # fmt: skip
+    def __init__(
+        self,
+        backbone,
+        *,
+        budget: int | None = None,
+        batch_size: int = 256,
+        max_cached_images: int = DEFAULT_MAX_CACHED_IMAGES,
+        max_cached_uploads: int = DEFAULT_MAX_CACHED_UPLOADS,
+    ):
         from ..loading import as_backbone
 
         name = backbone if isinstance(backbone, str) else None
@@ -120,26 +126,34 @@ class LocalBlackBox(BlackBoxVLM):
     def _context_embeddings(self, text: str) -> np.ndarray:
         p0 = self._text_encoder().init_context_from_text(text).cpu().numpy()
         if len(p0) > self.max_context_tokens:
-            raise ValueError(f"the text is {len(p0)} tokens; a prompt context holds at most {self.max_context_tokens} "
-                             "(the text tower's positions less start, end and a class name)")  # fmt: skip
+            raise ValueError(
+                f"the text is {len(p0)} tokens; a prompt context holds at most {self.max_context_tokens} "
+                "(the text tower's positions less start, end and a class name)"
+            )
         return p0
 
     @torch.no_grad()
     def _upload(self, pixel_values: np.ndarray) -> str:
         n, c, h, w = pixel_values.shape
         if (c, h, w) != (self.num_channels, self.image_size, self.image_size):
-            raise ValueError(f"pixel_values must be [N, {self.num_channels}, {self.image_size}, {self.image_size}] "
-                             f"(this CLIP's channels and crop), got {pixel_values.shape}")  # fmt: skip
+            raise ValueError(
+                f"pixel_values must be [N, {self.num_channels}, {self.image_size}, {self.image_size}] "
+                f"(this CLIP's channels and crop), got {pixel_values.shape}"
+            )
         if not np.isfinite(pixel_values).all():
             raise ValueError("pixel_values hold NaN or inf values")
         if n > self.max_cached_images:
-            raise ValueError(f"{n} images are more than this black box caches (max_cached_images="
-                             f"{self.max_cached_images}); upload fewer at a time")  # fmt: skip
+            raise ValueError(
+                f"{n} images are more than this black box caches (max_cached_images="
+                f"{self.max_cached_images}); upload fewer at a time"
+            )
         handle = hashlib.sha256(pixel_values.tobytes() + str(pixel_values.shape).encode()).hexdigest()[:32]
         if handle not in self.__features:  # the same images uploaded twice are encoded once
             x = torch.from_numpy(pixel_values)
-            chunks = [self.__backbone.encode_images(x[i : i + self.batch_size]).float()
-                      for i in range(0, len(x), self.batch_size)]  # fmt: skip
+            chunks = [
+                self.__backbone.encode_images(x[i : i + self.batch_size]).float()
+                for i in range(0, len(x), self.batch_size)
+            ]
             self.__features[handle] = torch.cat(chunks)
         self.__features.move_to_end(handle)
         self._evict(keep=handle)
@@ -151,8 +165,10 @@ class LocalBlackBox(BlackBoxVLM):
 
     def _image_features(self, handle: str) -> torch.Tensor:
         if handle not in self.__features:
-            raise UnknownImagesError(f"unknown image handle {handle!r} (never uploaded, or evicted from the cache); "
-                                     "upload the images with upload_images (again)")  # fmt: skip
+            raise UnknownImagesError(
+                f"unknown image handle {handle!r} (never uploaded, or evicted from the cache); "
+                "upload the images with upload_images (again)"
+            )
         self.__features.move_to_end(handle)
         return self.__features[handle]
 

@@ -43,8 +43,10 @@ def connect_black_box(ref: str, token: str | None = None, **kwargs):
     try:
         return LocalBlackBox(ref, **kwargs)
     except (OSError, ValueError) as e:
-        raise OSError(f"could not load the black box {ref!r} this CraFT model was trained against ({e}); pass "
-                      "black_box=... to from_pretrained") from e  # fmt: skip
+        raise OSError(
+            f"could not load the black box {ref!r} this CraFT model was trained against ({e}); pass "
+            "black_box=... to from_pretrained"
+        ) from e
 
 
 def _confirmed_url(saved: str) -> str:
@@ -71,8 +73,9 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
 
     def __init__(self, config: CraFTConfig, black_box=None):
         super().__init__(config)
-        self.prompt = PromptModule(config.n_ctx, config.text_width, config.intrinsic_dim, config.projection_seed,
-                                   config.projection_std)  # fmt: skip
+        self.prompt = PromptModule(
+            config.n_ctx, config.text_width, config.intrinsic_dim, config.projection_seed, config.projection_std
+        )
         self.refiner = RefinementModule(config.num_labels, config.refine_hidden)
         self.black_box = None
         self.post_init()
@@ -95,14 +98,28 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
         names = check_classnames(class_names)  # [] used to reach a ZeroDivisionError; "cat" to make 3 classes
         box = connect_black_box(black_box) if isinstance(black_box, str) else black_box
         p0 = box.context_embeddings(ctx_init)
-        config = CraFTConfig(black_box=box.name, ctx_init=ctx_init, n_ctx=int(p0.shape[0]), text_width=int(p0.shape[1]),
-                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-                             is_fitted=False, **config_kwargs)  # fmt: skip
+        config = CraFTConfig(
+            black_box=box.name,
+            ctx_init=ctx_init,
+            n_ctx=int(p0.shape[0]),
+            text_width=int(p0.shape[1]),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            is_fitted=False,
+            **config_kwargs,
+        )
         return cls(config, black_box=box).eval()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, black_box=None, connect: bool = False,
-                        token: str | None = None, **kwargs):  # fmt: skip
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *args,
+        black_box=None,
+        connect: bool = False,
+        token: str | None = None,
+        **kwargs,
+    ):
         """Load z and R, then attach a black box, never contacting a served one on the
         folder's say-so (SECURITY.md, "Loading"):
 
@@ -128,19 +145,29 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
     def connect(self, black_box) -> None:
         """Attach a black box (fetches p0 from it; it must embed the same prompt width)."""
         if black_box.text_width != self.config.text_width:
-            raise ValueError(f"the black box has text width {black_box.text_width}, this CraFT model was trained "
-                             f"against one of width {self.config.text_width}: connect the black box it was trained on")  # fmt: skip
+            raise ValueError(
+                f"the black box has text width {black_box.text_width}, this CraFT model was trained "
+                f"against one of width {self.config.text_width}: connect the black box it was trained on"
+            )
         self.prompt.attach(black_box, self.config.ctx_init)
         self.black_box = black_box
 
     def require_black_box(self):
         if self.black_box is None:
             saved = self.config.black_box
-            hint = (f"; it was trained against {saved!r}: connect with model.connect(RemoteBlackBox({saved!r}, "
+            hint = (
+                (
+                    f"; it was trained against {saved!r}: connect with model.connect(RemoteBlackBox({saved!r}, "
                     f"token=...)), or load with from_pretrained(..., connect=True) after setting {URL_ENV} to that "
-                    f"URL beside {TOKEN_ENV}") if _is_url(saved) else ""  # fmt: skip
-            raise ValueError("this CraFT model has no black box connected; call connect(black_box) first, or load "
-                             f"it with from_pretrained(..., black_box=...){hint}")  # fmt: skip
+                    f"URL beside {TOKEN_ENV}"
+                )
+                if _is_url(saved)
+                else ""
+            )
+            raise ValueError(
+                "this CraFT model has no black box connected; call connect(black_box) first, or load "
+                f"it with from_pretrained(..., black_box=...){hint}"
+            )
         return self.black_box
 
     @property
@@ -149,9 +176,20 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
         return getattr(self.black_box, "image_processor", None)
 
     # ------------------------------------------------------------------ training
-    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, args=None,
-            resume_from_checkpoint=None, image_processor=None, image_column: str = "image", label_column: str = "label",
-            dataset_name: str | None = None):  # fmt: skip
+    def fit(
+        self,
+        train,
+        validation=None,
+        *,
+        shots: int | None = None,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+        image_processor=None,
+        image_column: str = "image",
+        label_column: str = "label",
+        dataset_name: str | None = None,
+    ):
         """Run CraFT's collaborative loop on the labelled shots of `train` (a `datasets.Dataset`;
         with `shots=K` the CoOp K-shot draw is taken from it); returns self, the run's
         history in `history_`. `args`: `CraFTTrainingArguments` or a dict of overrides
@@ -169,11 +207,25 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
 
             args = CraFTTrainingArguments(**{"seed": seed, **check_overrides(args, CraFTTrainingArguments)})
         x = self.pixel_values(train, image_processor, image_column)
-        return self.fit_pixels(x, torch.as_tensor(train[label_column]), args, resume_from_checkpoint=resume_from_checkpoint,
-                               shots=shots, dataset_name=dataset_name)  # fmt: skip
+        return self.fit_pixels(
+            x,
+            torch.as_tensor(train[label_column]),
+            args,
+            resume_from_checkpoint=resume_from_checkpoint,
+            shots=shots,
+            dataset_name=dataset_name,
+        )
 
-    def fit_pixels(self, pixel_values, labels, args=None, *, resume_from_checkpoint=None, shots: int | None = None,
-                   dataset_name: str | None = None) -> CraFTForImageClassification:  # fmt: skip
+    def fit_pixels(
+        self,
+        pixel_values,
+        labels,
+        args=None,
+        *,
+        resume_from_checkpoint=None,
+        shots: int | None = None,
+        dataset_name: str | None = None,
+    ) -> CraFTForImageClassification:
         """The loop on prepared images [N, 3, H, W] and labels [N]; returns self, the run's
         history in `history_`."""
         from .training import CollaborativeLoop
@@ -182,8 +234,9 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
         loop.run(resume_from_checkpoint=resume_from_checkpoint)
         self.config.shots = shots
         self.config.queries_spent = int(self.black_box.queries)
-        self.record_provenance(seed=loop.args.seed, dataset_name=dataset_name, num_train_images=len(labels),
-                               history=loop.history)  # fmt: skip
+        self.record_provenance(
+            seed=loop.args.seed, dataset_name=dataset_name, num_train_images=len(labels), history=loop.history
+        )
         return self
 
     # ------------------------------------------------------------------ forward
@@ -196,7 +249,9 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
     def forward(self, pixel_values=None, labels=None, return_dict: bool | None = None, **kwargs):
         """[B, 3, H, W] pixel values (the black box's preprocessing) -> `ImageClassifierOutput`."""
         if pixel_values is None:
-            raise ValueError("CraFTForImageClassification needs pixel_values (images prepared with the black box's image processor)")
+            raise ValueError(
+                "CraFTForImageClassification needs pixel_values (images prepared with the black box's image processor)"
+            )
         self._warn_if_unfitted()
         y_i = self.black_box_scores(pixel_values).to(self.device)
         logits = self.refiner(y_i)
@@ -216,13 +271,23 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
         """The images of a `datasets.Dataset` prepared with the black box's image processor."""
         processor = image_processor or self.image_processor
         if processor is None:
-            raise ValueError("this black box exposes no image processor: pass image_processor= (the owner's, e.g. "
-                             "AutoImageProcessor.from_pretrained(<its CLIP name>))")  # fmt: skip
+            raise ValueError(
+                "this black box exposes no image processor: pass image_processor= (the owner's, e.g. "
+                "AutoImageProcessor.from_pretrained(<its CLIP name>))"
+            )
         images = [im.convert("RGB") for im in dataset[image_column]]
         return processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def compute_metrics(self, dataset, *, split: str = "test", batch_size: int = 1024, image_processor=None,
-                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+    def compute_metrics(
+        self,
+        dataset,
+        *,
+        split: str = "test",
+        batch_size: int = 1024,
+        image_processor=None,
+        image_column: str = "image",
+        label_column: str = "label",
+    ) -> dict:
         """Top-1 and mean per-class accuracy (%) on a labelled dataset (one query per batch)."""
         from ..metrics import accuracy, per_class_accuracy
 
@@ -240,9 +305,17 @@ class CraFTForImageClassification(AdaptedPreTrainedModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, shots=c.shots, seed=c.seed, ctx_init=c.ctx_init, n_ctx=c.n_ctx,
-                    intrinsic_dim=c.intrinsic_dim, refine_hidden=c.refine_hidden, queries_spent=c.queries_spent,
-                    black_box=c.black_box if not _is_url(c.black_box) else "a served black box (URL not published)")  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            shots=c.shots,
+            seed=c.seed,
+            ctx_init=c.ctx_init,
+            n_ctx=c.n_ctx,
+            intrinsic_dim=c.intrinsic_dim,
+            refine_hidden=c.refine_hidden,
+            queries_spent=c.queries_spent,
+            black_box=c.black_box if not _is_url(c.black_box) else "a served black box (URL not published)",
+        )
 
 
 register_auto(CraFTConfig, CraFTForImageClassification)

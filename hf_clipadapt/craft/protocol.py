@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 class QueryBudgetExceeded(RuntimeError):
     """Raised before a black box would be queried past its budget (prompt sets scored);
     the refused call is not charged."""
@@ -105,8 +104,9 @@ class BlackBoxVLM:
         single = contexts.ndim == 2
         contexts = contexts[None] if single else contexts
         if contexts.ndim != 3 or contexts.shape[-1] != self.text_width or contexts.shape[0] == 0:
-            raise ValueError(f"contexts must be [n, {self.text_width}] or [P, n, {self.text_width}], got "
-                             f"{contexts.shape}")  # fmt: skip
+            raise ValueError(
+                f"contexts must be [n, {self.text_width}] or [P, n, {self.text_width}], got {contexts.shape}"
+            )
         if not np.isfinite(contexts).all():
             raise ValueError("contexts hold NaN or inf values; send finite prompt vectors")
         class_names = _check_class_names(class_names)
@@ -151,8 +151,10 @@ class BlackBoxVLM:
         bad = ~np.isfinite(scores).all(axis=(1, 2))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise BlackBoxError(f"query {first + i + 1} (prompt {i} of this call): the black box returned NaN or inf "
-                                "scores; check the prompt (its norm) and the black box")  # fmt: skip
+            raise BlackBoxError(
+                f"query {first + i + 1} (prompt {i} of this call): the black box returned NaN or inf "
+                "scores; check the prompt (its norm) and the black box"
+            )
         return scores.astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ subclass hooks

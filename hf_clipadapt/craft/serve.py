@@ -38,9 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .protocol import QueryBudgetExceeded
 from .local import DEFAULT_MAX_CACHED_IMAGES, DEFAULT_MAX_CACHED_UPLOADS
-from .protocol import UnknownImagesError
+from .protocol import QueryBudgetExceeded, UnknownImagesError
 from .wire import pack, unpack
 
 logger = logging.getLogger(__name__)
@@ -132,8 +131,11 @@ def _array(arrays: dict, name: str, ndims: tuple[int, ...]) -> np.ndarray:
         raise _Refused(422, f"the payload needs a '{name}' array")
     value = arrays[name]
     if value.ndim not in ndims or 0 in value.shape:
-        raise _Refused(422, f"'{name}' must be a non-empty array with {' or '.join(map(str, ndims))} dimensions, "
-                            f"got shape {value.shape}")  # fmt: skip
+        raise _Refused(
+            422,
+            f"'{name}' must be a non-empty array with {' or '.join(map(str, ndims))} dimensions, "
+            f"got shape {value.shape}",
+        )
     if not np.isfinite(value).all():
         raise _Refused(422, f"'{name}' holds NaN or inf values; send finite numbers")
     return value
@@ -151,8 +153,13 @@ class _Handlers:
 
     def images(self, data: bytes) -> dict:
         x = _array(unpack(data)[0], "pixel_values", (4,))
-        _over("the images in this upload", len(x), "max_images_per_upload", self.limits.max_images_per_upload,
-              "upload fewer at a time")  # fmt: skip
+        _over(
+            "the images in this upload",
+            len(x),
+            "max_images_per_upload",
+            self.limits.max_images_per_upload,
+            "upload fewer at a time",
+        )
         return {"handle": self.box.upload_images(x)}
 
     def query(self, data: bytes) -> bytes:
@@ -161,8 +168,13 @@ class _Handlers:
         names, lim = _names(meta.get("class_names"), "class_names", self.limits), self.limits
         p = 1 if contexts.ndim == 2 else len(contexts)
         _over("the prompts P in this query", p, "max_prompts", lim.max_prompts, "send fewer prompts per request")
-        _over(f"P×K = {p}×{len(names)}, the text sequences of this query,", p * len(names), "max_prompt_classes",
-              lim.max_prompt_classes, "send fewer prompts per request")  # fmt: skip
+        _over(
+            f"P×K = {p}×{len(names)}, the text sequences of this query,",
+            p * len(names),
+            "max_prompt_classes",
+            lim.max_prompt_classes,
+            "send fewer prompts per request",
+        )
         n, most = contexts.shape[-2], getattr(self.box, "max_context_tokens", None)
         if most is not None and n > most:
             raise _Refused(422, f"a context of {n} tokens is longer than a prompt can hold ({most})")
@@ -197,8 +209,9 @@ def _guarded(http_error, fn, data):
         raise http_error(500, "internal error in the black box; its owner's log has the details") from None
 
 
-def create_app(black_box, *, token: str | None = None, max_request_bytes: int | None = None,
-               limits: ServeLimits | None = None):  # fmt: skip
+def create_app(
+    black_box, *, token: str | None = None, max_request_bytes: int | None = None, limits: ServeLimits | None = None
+):
     """A FastAPI app serving `black_box` (a `LocalBlackBox`) within `limits` (see `ServeLimits`;
     `max_request_bytes`, if given, overrides its field of that name)."""
     from fastapi import FastAPI, HTTPException, Request, Response
@@ -207,8 +220,10 @@ def create_app(black_box, *, token: str | None = None, max_request_bytes: int | 
     if max_request_bytes is not None:
         limits = dataclasses.replace(limits, max_request_bytes=max_request_bytes)
     if hasattr(black_box, "limit_cache"):  # the tighter of the box's own bounds and the server's
-        black_box.limit_cache(min(black_box.max_cached_images, limits.max_cached_images),
-                              min(black_box.max_cached_uploads, limits.max_cached_uploads))  # fmt: skip
+        black_box.limit_cache(
+            min(black_box.max_cached_images, limits.max_cached_images),
+            min(black_box.max_cached_uploads, limits.max_cached_uploads),
+        )
     app = FastAPI(title="hf_clipadapt black box", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-clipadapt-black-box")
     app.state.limits = limits
@@ -219,15 +234,22 @@ def create_app(black_box, *, token: str | None = None, max_request_bytes: int | 
         data = await _read_body(request, most, HTTPException)
         future = queue.submit(app.state.executor, _guarded, HTTPException, fn, data)
         if future is None:
-            raise HTTPException(503, f"the black box is busy ({limits.max_pending} requests waiting, max_pending="
-                                     f"{limits.max_pending}); retry later")  # fmt: skip
+            raise HTTPException(
+                503,
+                f"the black box is busy ({limits.max_pending} requests waiting, max_pending="
+                f"{limits.max_pending}); retry later",
+            )
         return await asyncio.wrap_future(future)
 
     @app.get("/info")
     async def info(request: Request):
         _authorize(request, token, HTTPException)
-        return {**black_box.info(), "queries": black_box.queries, "budget": black_box.budget,
-                "limits": limits.as_dict()}  # fmt: skip
+        return {
+            **black_box.info(),
+            "queries": black_box.queries,
+            "budget": black_box.budget,
+            "limits": limits.as_dict(),
+        }
 
     @app.post("/context")
     async def context(request: Request):
@@ -305,11 +327,17 @@ def check_bind(host: str, token: str | None) -> None:
     if token:
         return
     if not _is_loopback(host):
-        raise ValueError(f"refusing to serve the black box on {host!r} without a token: anyone who can reach it "
-                         "could spend its budget. Pass token=... (clients send it as a bearer token), or bind "
-                         "127.0.0.1")  # fmt: skip
-    warnings.warn(f"serving the black box on {host} without a token: any process on this machine can query it "
-                  "and spend its budget; pass token=... to require one", UserWarning, stacklevel=3)  # fmt: skip
+        raise ValueError(
+            f"refusing to serve the black box on {host!r} without a token: anyone who can reach it "
+            "could spend its budget. Pass token=... (clients send it as a bearer token), or bind "
+            "127.0.0.1"
+        )
+    warnings.warn(
+        f"serving the black box on {host} without a token: any process on this machine can query it "
+        "and spend its budget; pass token=... to require one",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 class BlackBoxServer:
@@ -319,8 +347,16 @@ class BlackBoxServer:
     `limits` bounds every request (`ServeLimits`).
     """
 
-    def __init__(self, black_box, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 max_request_bytes: int | None = None, limits: ServeLimits | None = None):  # fmt: skip
+    def __init__(
+        self,
+        black_box,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_request_bytes: int | None = None,
+        limits: ServeLimits | None = None,
+    ):
         import uvicorn
 
         check_bind(host, token)
@@ -360,8 +396,15 @@ class BlackBoxServer:
         self.stop()
 
 
-def serve_black_box(black_box, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-                    max_request_bytes: int | None = None, limits: ServeLimits | None = None) -> None:  # fmt: skip
+def serve_black_box(
+    black_box,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_request_bytes: int | None = None,
+    limits: ServeLimits | None = None,
+) -> None:
     """Serve `black_box` in the foreground until interrupted (the binding rule of `check_bind`)."""
     import uvicorn
 

@@ -55,9 +55,19 @@ class _Randn:
 def new_strategy(dim: int, args: CraFTTrainingArguments):
     import cma
 
-    options = {"popsize": args.population, "seed": np.nan, "randn": _Randn(args.seed), "verbose": -9,
-               "verb_log": 0, "verb_disp": 0, "maxiter": np.inf, "tolfun": 0, "tolx": 0, "tolstagnation": np.inf,
-               "tolflatfitness": np.inf}  # fmt: skip  (no early stop: the budget decides; no log files)
+    options = {
+        "popsize": args.population,
+        "seed": np.nan,
+        "randn": _Randn(args.seed),
+        "verbose": -9,
+        "verb_log": 0,
+        "verb_disp": 0,
+        "maxiter": np.inf,
+        "tolfun": 0,
+        "tolx": 0,
+        "tolstagnation": np.inf,
+        "tolflatfitness": np.inf,
+    }  # no early stop: the budget decides; no log files
     if args.bound > 0:  # mrflogs/CraFT main_craft.py lines 178-179 (bound 5; 0 = unbounded)
         options["bounds"] = [-args.bound, args.bound]
     return cma.CMAEvolutionStrategy(np.zeros(dim), args.sigma, options)
@@ -114,7 +124,9 @@ class CollaborativeLoop:
         model.refiner.reset_parameters(generator, zero_last=self.args.refiner_init == "zero")
         params, lr, decay = model.refiner.parameters(), self.args.learning_rate, self.args.weight_decay
         # official: plain Adam (main_craft.py line 191); weight_decay > 0: AdamW, the library's former choice
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay) if decay else torch.optim.Adam(params, lr=lr)
+        self.optimizer = (
+            torch.optim.AdamW(params, lr=lr, weight_decay=decay) if decay else torch.optim.Adam(params, lr=lr)
+        )
         self._fixed_outputs = None  # refinement-only: the initial prompt's scores, queried once
 
     # ------------------------------------------------------------------ one generation
@@ -187,9 +199,13 @@ class CollaborativeLoop:
         with torch.no_grad():
             y_o = self.model.refiner(y_i) if self.args.train_refinement else y_i
         self.generation += 1
-        record = {"generation": self.generation, "queries": self.black_box.queries, "loss_o": loss_o,
-                  "train_accuracy": float((y_o.argmax(-1) == self.labels).float().mean() * 100),
-                  "planned_generations": self.generations}  # fmt: skip
+        record = {
+            "generation": self.generation,
+            "queries": self.black_box.queries,
+            "loss_o": loss_o,
+            "train_accuracy": float((y_o.argmax(-1) == self.labels).float().mean() * 100),
+            "planned_generations": self.generations,
+        }
         self.history.append(record)
         self.last_candidates = candidates
         return record
@@ -240,13 +256,14 @@ class CollaborativeLoop:
                 f"run(resume_from_checkpoint={str(where)!r})"
             ) from e
 
-
     def _run_folder(self) -> str:
         if self.output_dir is None:
             self.output_dir = tempfile.mkdtemp(prefix="craft-run-")
-            logger.warning("CraFTTrainingArguments.output_dir is not set: this run's checkpoints go to %s (resume "
-                           "with run(resume_from_checkpoint=...)); set output_dir to keep them elsewhere",
-                           self.output_dir)  # fmt: skip
+            logger.warning(
+                "CraFTTrainingArguments.output_dir is not set: this run's checkpoints go to %s (resume "
+                "with run(resume_from_checkpoint=...)); set output_dir to keep them elsewhere",
+                self.output_dir,
+            )
         return self.output_dir
 
     def _resumed_plan(self) -> int:
@@ -283,8 +300,10 @@ def _plan(available: int | None, args: CraFTTrainingArguments) -> int:
     refine_query = int(args.train_refinement and args.refine_inputs == "augmented")
     per_generation = args.population + refine_query if args.optimize_prompt else refine_query
     if args.optimize_prompt and available < per_generation:
-        raise ValueError(f"a budget of {available} queries is less than one CMA-ES generation ({per_generation} "
-                         "queries, the population): raise the budget or lower the population")  # fmt: skip
+        raise ValueError(
+            f"a budget of {available} queries is less than one CMA-ES generation ({per_generation} "
+            "queries, the population): raise the budget or lower the population"
+        )
     if not args.optimize_prompt:  # refinement-only: as many epochs as the full method gets generations
         if available < 1:
             raise ValueError("refinement-only needs one query for the initial prompt; the budget is 0")

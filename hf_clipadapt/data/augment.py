@@ -65,9 +65,7 @@ def random_resized_crop_box(width: int, height: int, scale=(0.5, 1.0), ratio=(3 
     return left, top, left + w, top + h
 
 
-def random_resized_crop(
-    img: Image.Image, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), generator=None
-) -> Image.Image:
+def random_resized_crop(img: Image.Image, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), generator=None) -> Image.Image:
     """Crop a random region (area fraction in `scale`, aspect ratio in `ratio`) and resize it
     to `size` (int for square, or (height, width)) with bicubic interpolation.
 
@@ -117,7 +115,13 @@ class AugmentedViews:
     """
 
     def __init__(
-        self, preprocess, size: int = 224, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = DEFAULT_SEED
+        self,
+        preprocess,
+        size: int = 224,
+        scale=(0.5, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        flip: bool = True,
+        seed: int = DEFAULT_SEED,
     ):
         if not callable(preprocess):
             raise TypeError(f"preprocess must be a callable images -> pixel_values, got {type(preprocess).__name__}")

@@ -51,8 +51,12 @@ def select_classes(dataset, names, label_column: str = "label"):
     feature = ClassLabel(names=list(names))
     features = kept.features.copy()
     features[label_column] = feature
-    return kept.map(lambda y: {label_column: mapping[np.asarray(y)].tolist()}, input_columns=label_column,
-                    batched=True, features=features)  # fmt: skip
+    return kept.map(
+        lambda y: {label_column: mapping[np.asarray(y)].tolist()},
+        input_columns=label_column,
+        batched=True,
+        features=features,
+    )
 
 
 def base_to_new_split(dataset, label_column: str = "label"):
@@ -60,4 +64,6 @@ def base_to_new_split(dataset, label_column: str = "label"):
     from datasets import DatasetDict
 
     base, new = base_new_class_split(class_names(dataset, label_column))
-    return DatasetDict(base=select_classes(dataset, base, label_column), new=select_classes(dataset, new, label_column))
+    return DatasetDict(
+        base=select_classes(dataset, base, label_column), new=select_classes(dataset, new, label_column)
+    )

@@ -76,10 +76,14 @@ def _too_few_message(short, name, shots: int, val_shots: int, val_rule) -> str:
     hint = f" (at most {max(fits)} with a validation split, e.g. --shots {max(fits)} in the examples)" if fits else ""
     skip = (
         f", or draw the split without validation, sample_few_shot(dataset, shots={min(shots, fewest)}, "
-        f"val_shots=0), and pass it to fit" if val_shots and fewest >= 1 else ""
+        f"val_shots=0), and pass it to fit"
+        if val_shots and fewest >= 1
+        else ""
     )
-    return (f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
-            f"examples: {listed}{more}. Use fewer shots{hint}{skip}.")  # fmt: skip
+    return (
+        f"{len(short)} class(es) have fewer than shots + val_shots = {shots} + {val_shots} = {need} "
+        f"examples: {listed}{more}. Use fewer shots{hint}{skip}."
+    )
 
 
 def sample_few_shot(
@@ -140,8 +144,9 @@ def sample_few_shot(
     return DatasetDict(train=dataset.select(train_idx.tolist()), validation=dataset.select(val_idx.tolist()))
 
 
-def train_validation_split(train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED,
-                           label_column: str = "label"):  # fmt: skip
+def train_validation_split(
+    train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, label_column: str = "label"
+):
     """The (train, validation) pair every `fit` starts from.
 
     `train` is a `datasets.Dataset` (with `shots=K`, the CoOp K-shot train and

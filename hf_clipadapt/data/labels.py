@@ -66,9 +66,11 @@ def label_map(dataset, label_column: str, class_names: Sequence[str]) -> torch.T
     ours = {n: i for i, n in enumerate(class_names)}
     unknown = [n for n in feature.names if n not in ours]
     if unknown:
-        raise ValueError(f"{len(unknown)} of the dataset's classes are not among this model's "
-                         f"{len(ours)} labels, e.g. {unknown[:5]}; build the model with class names that "
-                         "include every class of the training data.")  # fmt: skip
+        raise ValueError(
+            f"{len(unknown)} of the dataset's classes are not among this model's "
+            f"{len(ours)} labels, e.g. {unknown[:5]}; build the model with class names that "
+            "include every class of the training data."
+        )
     return torch.tensor([ours[n] for n in feature.names], dtype=torch.long)
 
 

@@ -41,7 +41,9 @@ class BaseToNew(evaluate.Metric):
     def _compute(self, predictions, references, is_new):
         new = [bool(n) for n in is_new]
         if all(new) or not any(new):
-            raise ValueError("base-to-new needs samples of both the base (is_new=False) and the new classes (is_new=True)")
+            raise ValueError(
+                "base-to-new needs samples of both the base (is_new=False) and the new classes (is_new=True)"
+            )
         base_p = [p for p, n in zip(predictions, new) if not n]
         base_r = [r for r, n in zip(references, new) if not n]
         new_p = [p for p, n in zip(predictions, new) if n]

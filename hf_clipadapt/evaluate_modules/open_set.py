@@ -49,4 +49,6 @@ class OpenSet(LoadTimeArguments, evaluate.Metric):
     def _compute(self, predictions, references, scores, unknown_index=None, known_classes=None):
         unknown_index = self._argument("unknown_index", unknown_index)
         known_classes = self._argument("known_classes", known_classes, required=False)
-        return open_set_scores(predictions, references, scores, unknown_index=unknown_index, known_classes=known_classes)
+        return open_set_scores(
+            predictions, references, scores, unknown_index=unknown_index, known_classes=known_classes
+        )

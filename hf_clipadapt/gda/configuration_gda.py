@@ -78,7 +78,9 @@ class GDAConfig(CLIPAdaptedConfig):
         self.alpha = check_number(owner, "alpha", alpha, minimum=0)
         self.alphas = [check_number(owner, "alphas", a, minimum=0) for a in (ALPHAS if alphas is None else alphas)]
         if new_class_alpha_rule is not None and new_class_alpha_rule not in NEW_CLASS_ALPHA_RULES:
-            raise ValueError(f"new_class_alpha_rule must be None or one of {NEW_CLASS_ALPHA_RULES}, got {new_class_alpha_rule!r}")
+            raise ValueError(
+                f"new_class_alpha_rule must be None or one of {NEW_CLASS_ALPHA_RULES}, got {new_class_alpha_rule!r}"
+            )
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         if new_class_head is not None and new_class_head not in NEW_CLASS_HEADS:

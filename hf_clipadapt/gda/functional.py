@@ -103,14 +103,18 @@ def _check_features(features: torch.Tensor, name: str = "features") -> None:
             f"{name} contain NaN or infinite values in {int(bad.sum())} row(s) (first: {rows}); "
             "check the encoder's output (e.g. fp16 overflow) before fitting"
         )
-    raise ValueError(f"{name} are too large to sum in {features.dtype}; normalise them (GDA expects L2-normalised features)")
+    raise ValueError(
+        f"{name} are too large to sum in {features.dtype}; normalise them (GDA expects L2-normalised features)"
+    )
 
 
 def _check_labels(labels: torch.Tensor, num_samples: int, num_classes: int) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
         labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.shape[0] != num_samples:
-        raise ValueError(f"labels must be 1-D with one entry per feature row ({num_samples}), got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be 1-D with one entry per feature row ({num_samples}), got shape {tuple(labels.shape)}"
+        )
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
     out = (labels < 0) | (labels >= num_classes)
@@ -145,7 +149,9 @@ def _is_degenerate(scatter: torch.Tensor, num_samples: int, total_energy: float)
     return num_samples < 2 or trace <= 100 * torch.finfo(scatter.dtype).eps * max(total_energy, 1e-300)
 
 
-def ks_precision_solve(scatter: torch.Tensor, num_samples: int, rhs: torch.Tensor, total_energy: float) -> torch.Tensor:
+def ks_precision_solve(
+    scatter: torch.Tensor, num_samples: int, rhs: torch.Tensor, total_energy: float
+) -> torch.Tensor:
     """Σ⁻¹ · rhs for the Kubokawa–Srivastava precision Σ⁻¹ = D·(W + tr(W)/(N−1)·I)⁻¹.
 
     `scatter` is the within-class scatter W = (N−1)·S [D, D], `rhs` is [D, M],
@@ -355,7 +361,9 @@ class GDAStatistics:
         scaled = self.sums / self.counts.sqrt().unsqueeze(1).to(self.dtype)
         return torch.addmm(self.second_moment, scaled.T, scaled, alpha=-1.0)
 
-    def solve(self, out_dtype: torch.dtype = torch.float32, covariance: str = "ks") -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(
+        self, out_dtype: torch.dtype = torch.float32, covariance: str = "ks"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [K, D], bias [K]) in `out_dtype`, exactly as `fit_gda` on all the updates.
 
         `covariance="class_mean_pinv"` needs equal class counts (the K-shot protocol:
@@ -396,7 +404,9 @@ def ensemble_logits(
     if text_weights is None:
         return gda
     if text_weights.shape != weight.shape:
-        raise ValueError(f"text classifier {tuple(text_weights.shape)} and GDA weight {tuple(weight.shape)} differ in shape")
+        raise ValueError(
+            f"text classifier {tuple(text_weights.shape)} and GDA weight {tuple(weight.shape)} differ in shape"
+        )
     return torch.addmm(alpha * gda, features, text_weights.to(features.dtype).T, alpha=logit_scale)
 
 

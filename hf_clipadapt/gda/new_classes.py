@@ -88,7 +88,9 @@ def new_class_classifier(
     _check_features(base_features, "base_features")
     _check_features(new_text_weights, "new_text_weights")
     if new_text_weights.shape[1] != base_features.shape[1]:
-        raise ValueError(f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}")
+        raise ValueError(
+            f"text embeddings have dim {new_text_weights.shape[1]}, base features {base_features.shape[1]}"
+        )
     min_k = 2 if head == "official" else 1  # the official scatter about the text divides by k − 1
     if not isinstance(k, int) or k < min_k:
         raise ValueError(f"k must be an int >= {min_k} for head={head!r}, got {k!r}")
@@ -163,6 +165,18 @@ def select_new_class_alpha(
     ties keep the smaller α (closer to zero-shot). The base heads keep their own α,
     so for the harmonic mean of base and new accuracy on the pseudo split this is
     also the H-maximising α. No new-class data enters.
+
+    Args:
+        base_features: (N, D) L2-normalised base-class training features.
+        base_labels: (N,) base class ids in [0, C).
+        base_text_weights: (C, D) the base classes' text embeddings.
+        k: nearest base features per new-class head (capped at the pseudo-base count).
+        alphas: candidate α values; ties keep the smaller.
+        num_folds: groups of base classes held out in turn (at most C // 2).
+        seed: seeds the split of base classes into folds.
+        logit_scale: CLIP's logit scale for the zero-shot term.
+        head: "official" or "knn_mean", as in `new_class_classifier`.
+        text_copies: copies of the text embedding in the official head's mean.
     """
     if len(alphas) == 0:
         raise ValueError("alphas is empty")
@@ -174,27 +188,124 @@ def select_new_class_alpha(
     correct = torch.zeros(len(grid), dtype=torch.float64)
     total = 0
     for held in pseudo_new_splits(num_classes, num_folds, seed=seed):
-        held = held.to(labels.device)
-        is_held = torch.isin(labels, held)
-        kept = torch.ones(num_classes, dtype=torch.bool, device=labels.device)
-        kept[held] = False
-        remap = torch.cumsum(kept, 0) - 1  # base id -> pseudo-base id
-        x_base, y_base = base_features[~is_held], remap[labels[~is_held]]
-        text = base_text_weights[held].to(base_features.dtype)
-        weight, bias = new_class_classifier(
-            x_base, y_base, text, k=min(k, x_base.shape[0]), head=head, text_copies=text_copies,
-            num_base_classes=int(kept.sum()),
-        )  # fmt: skip
-        x_new = base_features[is_held]
-        y_new = torch.searchsorted(held, labels[is_held])  # base id -> position among the held-out
-        zero_shot = logit_scale * x_new @ text.T
-        gda = gda_logits(x_new, weight, bias)
-        for i, a in enumerate(grid):
-            correct[i] += ((zero_shot + a * gda).argmax(1) == y_new).sum().item()
-        total += x_new.shape[0]
+        fold_correct, fold_total = _pseudo_new_fold(
+            base_features, labels, base_text_weights, held.to(labels.device), grid, k, head, text_copies, logit_scale
+        )
+        correct += fold_correct
+        total += fold_total
     scores = {a: 100.0 * c / total for a, c in zip(grid, correct.tolist())}
     best = max(scores.values())
     return next(a for a, s in scores.items() if s == best), scores
+
+
+def _pseudo_new_fold(base_features, labels, base_text_weights, held, grid, k, head, text_copies, logit_scale):
+    """One fold of `select_new_class_alpha`: give the `held` classes new-class heads from
+    the other classes' features, classify the held-out features among themselves under
+    each α of `grid`. Kept apart so the selection loop reads as a sum over folds.
+    Returns (correct count per α as a float64 tensor, number of held-out features).
+    """
+    num_classes = base_text_weights.shape[0]
+    is_held = torch.isin(labels, held)
+    kept = torch.ones(num_classes, dtype=torch.bool, device=labels.device)
+    kept[held] = False
+    remap = torch.cumsum(kept, 0) - 1  # base id -> pseudo-base id
+    x_base, y_base = base_features[~is_held], remap[labels[~is_held]]
+    text = base_text_weights[held].to(base_features.dtype)
+    weight, bias = new_class_classifier(
+        x_base,
+        y_base,
+        text,
+        k=min(k, x_base.shape[0]),
+        head=head,
+        text_copies=text_copies,
+        num_base_classes=int(kept.sum()),
+    )
+    x_new = base_features[is_held]
+    y_new = torch.searchsorted(held, labels[is_held])  # base id -> position among the held-out
+    zero_shot = logit_scale * x_new @ text.T
+    gda = gda_logits(x_new, weight, bias)
+    correct = torch.zeros(len(grid), dtype=torch.float64)
+    for i, a in enumerate(grid):
+        correct[i] += ((zero_shot + a * gda).argmax(1) == y_new).sum().item()
+    return correct, x_new.shape[0]
+
+
+def new_head_model(base_model, class_names, templates, alpha_rule, head):
+    """An unfitted GDA model for `class_names` on `base_model`'s backbone, carrying its config
+    (α, scale, views, covariance, preset) and the new-class rules, for `new_classes_head`
+    to fill. Kept here so the modeling module stays within its size limit.
+
+    Args:
+        base_model: the fitted `GDAForImageClassification` on the base classes.
+        class_names: the new classes' names.
+        templates: prompt templates for the new classes' text embeddings.
+        alpha_rule: "reuse" or "pseudo_new", recorded in the config.
+        head: "official" or "knn_mean", recorded in the config.
+    """
+    c = base_model.config
+    return type(base_model).from_clip(
+        base_model.require_backbone("new_classes_head"),
+        class_names,
+        templates,
+        alpha=c.alpha,
+        logit_scale=c.logit_scale,
+        views=c.views,
+        dataset_name=c.dataset_name,
+        new_class_alpha_rule=alpha_rule,
+        new_class_head=head,
+        covariance=c.covariance,
+        view_scale=c.view_scale,
+        view_flip=c.view_flip,
+        preset=c.preset,
+    )
+
+
+def fill_new_head(new, x, labels, k, head, text_copies, num_base_classes):
+    """Copy `new_class_classifier`'s W and b, built from the base features `x` and the
+    `new` model's own text embeddings, into `new` (for `new_classes_head`).
+
+    Args:
+        new: the new-class model from `new_head_model`.
+        x: (N, D) normalised float64 base features; labels: (N,) base class ids or None.
+        k, head, text_copies, num_base_classes: as in `new_class_classifier`.
+    """
+    weight, bias = new_class_classifier(
+        x,
+        labels,
+        new.text_weights.double(),
+        k=k,
+        head=head,
+        text_copies=text_copies,
+        num_base_classes=num_base_classes,
+    )
+    new.weight.copy_(weight)
+    new.bias.copy_(bias)
+
+
+def set_pseudo_new_alpha(new, base_model, x, labels, k, alphas, num_folds, seed, head, text_copies):
+    """`new_classes_head`'s ``alpha_rule="pseudo_new"``: α of the `new` head chosen on the
+    base data by `select_new_class_alpha`, its scores kept in `new.config.alpha_scores`.
+
+    Args:
+        new: the new-class model whose config receives α and the scores.
+        base_model: the base model (its text embeddings and logit scale are used).
+        x: (N, D) normalised float64 base features; labels: (N,) base class ids.
+        k, alphas, num_folds, seed, head, text_copies: as in `select_new_class_alpha`.
+    """
+    alpha, scores = select_new_class_alpha(
+        x,
+        labels,
+        base_model.text_weights.double(),
+        k=k,
+        alphas=alphas,
+        num_folds=num_folds,
+        seed=seed,
+        logit_scale=base_model.config.logit_scale,
+        head=head,
+        text_copies=text_copies,
+    )
+    new.config.alpha = alpha
+    new.config.alpha_scores = {str(a): s for a, s in scores.items()}
 
 
 # --------------------------------------------------------------------------- unsupervised EM

@@ -8,12 +8,11 @@
 
 from . import functional
 from .configuration_lora_pro import LoraProConfig
-from .functional import equivalent_gradient, lorapro_project, solve_sylvester_spd
 from .factory import create_lorapro_optimizer
+from .functional import equivalent_gradient, lorapro_project, solve_sylvester_spd
 from .optimizer import LoraProAdamW, LoraProSGD
 from .pairs import LoraPair, find_lora_pairs
 from .trainer import LoraProOptimizerFactory, LoraProTrainer
-
 
 __all__ = [
     "functional",

@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,7 @@ class ShapeGroup:
     a_rows: tuple[int, int] = (0, 0)
 
     @classmethod
-    def build(cls, members: list[tuple[LoraPair, tuple[Tensor, Tensor]]], spec: ShardSpec | None) -> "ShapeGroup":
+    def build(cls, members: list[tuple[LoraPair, tuple[Tensor, Tensor]]], spec: ShardSpec | None) -> ShapeGroup:
         pairs = [p for p, _ in members]
         dt = functional.compute_dtype(pairs[0].A.dtype)
 
@@ -53,8 +54,9 @@ class ShapeGroup:
             a_rows = spec.rows(r)
             A, gA = spec.gather_rows(torch.cat([A, gA]), r).chunk(2)
         s = torch.tensor([p.scaling for p in pairs], dtype=dt, device=A.device)
-        return cls(pairs, A, stack([p.B.detach() for p in pairs]), gA, stack([g[1] for _, g in members]), s,
-                   spec, a_rows)  # fmt: skip
+        return cls(
+            pairs, A, stack([p.B.detach() for p in pairs]), gA, stack([g[1] for _, g in members]), s, spec, a_rows
+        )
 
     @property
     def A_params(self) -> list[Tensor]:
@@ -67,7 +69,7 @@ class ShapeGroup:
 
     def own_rows(self, t: Tensor) -> Tensor:
         """The rows of an r×n (batched) tensor that this rank's shard of A holds."""
-        return t[..., self.a_rows[0]:self.a_rows[1], :]
+        return t[..., self.a_rows[0] : self.a_rows[1], :]
 
     def all_reduce_(self, t: Tensor) -> Tensor:
         """Sum over the ranks' rows of B (FSDP2); identity on one device."""
@@ -209,8 +211,14 @@ class LoraProBase(NamedStateDictMixin, torch.optim.Optimizer):
         for pair in self._pairs:
             grads = self._pair_grads(pair)
             if grads is not None:
-                key = (tuple(pair.A.shape), tuple(pair.B.shape), tuple(local(pair.B).shape), pair.A.dtype,
-                       pair.B.dtype, pair.A.device)  # fmt: skip
+                key = (
+                    tuple(pair.A.shape),
+                    tuple(pair.B.shape),
+                    tuple(local(pair.B).shape),
+                    pair.A.dtype,
+                    pair.B.dtype,
+                    pair.A.device,
+                )
                 buckets[key].append((pair, grads))
         return [ShapeGroup.build(members, self._shards) for members in buckets.values()]
 

@@ -27,8 +27,7 @@ def warn_if_classifier_frozen(model: nn.Module) -> bool:
     if not type(base).__name__.endswith("ForSequenceClassification"):
         return False
     head = [
-        (n, p) for n, p in model.named_parameters()
-        if any(h in n.split(".") for h in HEAD_NAMES) and "lora_" not in n
+        (n, p) for n, p in model.named_parameters() if any(h in n.split(".") for h in HEAD_NAMES) and "lora_" not in n
     ]
     if not head or any(p.requires_grad for _, p in head):
         return False

@@ -67,8 +67,19 @@ def _fold_second_moment(
 
 
 def factored_direction_and_map_back(
-    left: Tensor, right: Tensor, A: Tensor, B: Tensor, st: dict, betas: tuple[float, float], eps: float,
-    rows: int, buf: Tensor, BtD: Tensor, DAt: Tensor, spec=None, m_total: int = 0,
+    left: Tensor,
+    right: Tensor,
+    A: Tensor,
+    B: Tensor,
+    st: dict,
+    betas: tuple[float, float],
+    eps: float,
+    rows: int,
+    buf: Tensor,
+    BtD: Tensor,
+    DAt: Tensor,
+    spec=None,
+    m_total: int = 0,
 ) -> None:
     """g̃ = left·right; update the factored moments; write BtD = Bᵀ·ĝ and DAt = ĝ·Aᵀ for
     the Adam direction ĝ = m̂/(√v̂ + ε), v̂ = R·Cᵀ/mean(R)/(1 − β2ᵗ). `step` already counts

@@ -29,9 +29,20 @@ def adam_direction_(
         # direction there.
         out.zero_()
         torch._fused_adamw_(
-            [out], [gt], [m], [v], [], [step],
-            lr=-1.0, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
-        )  # fmt: skip
+            [out],
+            [gt],
+            [m],
+            [v],
+            [],
+            [step],
+            lr=-1.0,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=eps,
+            amsgrad=False,
+            maximize=False,
+        )
         return
     # bf16/fp16 moments (memory option): math in gt's dtype, moments rounded once.
     t = float(step)
@@ -44,8 +55,17 @@ def adam_direction_(
 
 
 def adam_and_map_back(
-    left: Tensor, right: Tensor, A: Tensor, B: Tensor, moments: tuple[Tensor, Tensor], bc_step: Tensor,
-    betas: tuple[float, float], eps: float, bufs: tuple[Tensor, Tensor], BtD: Tensor, DAt: Tensor,
+    left: Tensor,
+    right: Tensor,
+    A: Tensor,
+    B: Tensor,
+    moments: tuple[Tensor, Tensor],
+    bc_step: Tensor,
+    betas: tuple[float, float],
+    eps: float,
+    bufs: tuple[Tensor, Tensor],
+    BtD: Tensor,
+    DAt: Tensor,
 ) -> None:
     """Fold g̃ = left·right into the m×n moments and write BtD = Bᵀ·ĝ, DAt = ĝ·Aᵀ,
     block by block of `bufs[0].shape[0]` rows (bufs: two row blocks of scratch)."""

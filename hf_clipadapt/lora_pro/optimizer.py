@@ -35,11 +35,14 @@ __all__ = ["LoraProAdamW", "LoraProSGD"]
 
 def _check_official_options(mode: str, factored: bool, bias_correction: bool, clip_norm: float) -> None:
     if not (isinstance(clip_norm, (int, float)) and clip_norm >= 0):
-        raise ValueError(f"official_clip_norm must be a number ≥ 0 (0 = off; the official runs use 1.0), "
-                         f"got {clip_norm!r}.")  # fmt: skip
+        raise ValueError(
+            f"official_clip_norm must be a number ≥ 0 (0 = off; the official runs use 1.0), got {clip_norm!r}."
+        )
     if (bias_correction or clip_norm) and (mode != "full" or factored):
-        raise ValueError("official_bias_correction / official_clip_norm restore quirks of the official full mode "
-                         '(exact moments): use mode="full" without factored=True, or drop them.')  # fmt: skip
+        raise ValueError(
+            "official_bias_correction / official_clip_norm restore quirks of the official full mode "
+            '(exact moments): use mode="full" without factored=True, or drop them.'
+        )
 
 
 def _small_adamw_(
@@ -98,7 +101,6 @@ def _default_b_damping(mode: str) -> float:
     `functional.b_damping_value`). Full mode runs Adam on g̃, which has no such scale, and
     keeps the paper's undamped projection."""
     return 1.0 if mode == "efficient" else 0.0
-
 
 
 class LoraProAdamW(LoraProBase):
@@ -166,7 +168,7 @@ class LoraProAdamW(LoraProBase):
         if factored and mode != "full":
             raise ValueError(
                 'factored=True factors the m×n second moment of mode="full"; efficient mode already keeps '
-                "LoRA-sized moments. Use mode=\"full\" with factored=True, or drop factored."
+                'LoRA-sized moments. Use mode="full" with factored=True, or drop factored.'
             )
         b_damping = _default_b_damping(mode) if b_damping is None else b_damping
         if not (isinstance(b_damping, (int, float)) and b_damping >= 0):
@@ -234,9 +236,15 @@ class LoraProAdamW(LoraProBase):
         """AdamW on parameters whose moments are shaped like them, on this rank's parts."""
         beta1, beta2 = group["betas"]
         _small_adamw_(
-            [local(p) for p in params], grads, [self._local_state(p) for p in params],
-            lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-        )  # fmt: skip
+            [local(p) for p in params],
+            grads,
+            [self._local_state(p) for p in params],
+            lr=float(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+        )
 
     # ------------------------------------------------------------------ plain
     def _step_plain(self) -> None:
@@ -259,7 +267,7 @@ class LoraProAdamW(LoraProBase):
             gA_hat, gB_hat = functional.apply_projection(coef, g.A, g.B, g.gA, g.gB)
             params += [p.A for p in g.pairs] + [p.B for p in g.pairs]
             updates = list(g.own_rows(gA_hat).unbind(0)) + list(gB_hat.unbind(0))
-            grads += [u.reshape(local(p).shape) for u, p in zip(updates, params[len(grads):])]  # conv: (r, in, k...)
+            grads += [u.reshape(local(p).shape) for u, p in zip(updates, params[len(grads) :])]  # conv: (r, in, k...)
         if params:
             self._adamw(self._lora_group(), params, grads)
 
@@ -282,11 +290,18 @@ class LoraProAdamW(LoraProBase):
             return 1.0
         grads = self._all_grads()
         if self._shards is not None:  # sum of squares over this rank's parts, then over the ranks
-            sq = torch.stack([g.double().square().sum() for g in grads]).sum() if grads else torch.zeros((), dtype=torch.float64)
+            sq = (
+                torch.stack([g.double().square().sum() for g in grads]).sum()
+                if grads
+                else torch.zeros((), dtype=torch.float64)
+            )
             norm = self._shards.all_reduce_(sq.reshape(1)).sqrt()
         else:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])) \
-                if grads else torch.zeros(())  # fmt: skip
+            norm = (
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads]))
+                if grads
+                else torch.zeros(())
+            )
         return max(1.0, (float(norm) + 1e-6) / self.official_clip_norm)
 
     def _step_full(self, clip_factor: float = 1.0) -> None:
@@ -323,8 +338,16 @@ class LoraProAdamW(LoraProBase):
         return functional.apply_projection(coef, A, B, gA1, gB1)
 
     def _pair_full_step(
-        self, pair: LoraPair, left: Tensor, right: Tensor, A: Tensor, B: Tensor, betas: tuple[float, float],
-        eps: float, BtD: Tensor, DAt: Tensor,
+        self,
+        pair: LoraPair,
+        left: Tensor,
+        right: Tensor,
+        A: Tensor,
+        B: Tensor,
+        betas: tuple[float, float],
+        eps: float,
+        BtD: Tensor,
+        DAt: Tensor,
     ) -> None:
         """Fold g̃ = left·right into the pair's m×n moments (this rank's rows) and write
         BtD = Bᵀ·ĝ (this rank's part of the sum), DAt = ĝ·Aᵀ."""

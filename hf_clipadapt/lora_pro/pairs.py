@@ -236,7 +236,7 @@ DEEPSPEED_REFUSAL = (
     + ", ".join(f"{g} GiB on {n} GPUs" for n, g in LLAMA2_7B_GIB["fsdp2_full"].items())
     + ". On one GPU: a 4-bit (QLoRA) base model, from_pretrained(..., quantization_config="
     'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")) and peft.prepare_model_for_kbit_training, '
-    f"with factored=True ({LLAMA2_7B_GIB['qlora_factored']} GiB) or mode=\"efficient\" "
+    f'with factored=True ({LLAMA2_7B_GIB["qlora_factored"]} GiB) or mode="efficient" '
     f"({LLAMA2_7B_GIB['qlora_efficient']} GiB). A plain optimizer such as AdamW still works with DeepSpeed, "
     "without LoRA-Pro."
 )

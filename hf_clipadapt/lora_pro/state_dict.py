@@ -76,8 +76,7 @@ class NamedStateDictMixin:
 
         groups = [{**g, "params": [name(k) for k in g["params"]]} for g in state_dict["param_groups"]]
         meta = state_dict.get("lorapro") or next((g.get(META_KEY) for g in groups if g.get(META_KEY)), None)
-        return {"state": {name(k): v for k, v in state_dict["state"].items()}, "param_groups": groups,
-                "lorapro": meta}  # fmt: skip
+        return {"state": {name(k): v for k, v in state_dict["state"].items()}, "param_groups": groups, "lorapro": meta}
 
     def _check_meta(self, meta: dict | None) -> None:
         if meta is None:

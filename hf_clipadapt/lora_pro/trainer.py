@@ -50,7 +50,7 @@ class LoraProOptimizerFactory:
     def __call__(self, model: torch.nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
         if "lr" not in kwargs:
             raise TypeError(
-                'LoraProOptimizerFactory needs the learning rate in its kwargs, e.g. '
+                "LoraProOptimizerFactory needs the learning rate in its kwargs, e.g. "
                 '(LoraProOptimizerFactory, {"lr": 2e-5}): Trainer does not pass TrainingArguments to factories.'
             )
         return create_lorapro_optimizer(model, **kwargs)

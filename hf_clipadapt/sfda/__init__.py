@@ -12,14 +12,15 @@ from .._lazy import exports_of, lazy_exports
 _EXPORTS = {
     **exports_of(".configuration_sfda", "PRESETS", "SFDAConfig"),
     **exports_of(".data", "load_domain", "load_image_list"),
-    **exports_of(".modeling_sfda", "SFDAForImageClassification", "SFDAOutput", "SFDAPreTrainedModel",
-                 "TorchModuleBackbone"),
+    **exports_of(
+        ".modeling_sfda", "SFDAForImageClassification", "SFDAOutput", "SFDAPreTrainedModel", "TorchModuleBackbone"
+    ),
     **exports_of(".torch_backbones", "register_torch_backbone", "registered_torch_backbones"),
     **exports_of("..training.samplers", "ClassBalancedSampler", "ShardedRandomSampler"),
     **exports_of(".arguments", "SFDATrainingArguments"),
     **exports_of(".evaluation", "evaluate", "predict_logits"),
     **exports_of(".training", "SFDATrainer", "fit"),
     "functional": ".functional",
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

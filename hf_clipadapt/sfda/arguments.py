@@ -52,7 +52,9 @@ class SFDATrainingArguments(AdaptationTrainingArguments):
 
     stage: str = field(default="source", metadata={"help": "'source' (labelled) or 'target' (unlabelled)."})
     learning_rate: float = field(default=1e-2, metadata={"help": "Head learning rate."})
-    num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs of the stage (None: 10 source, 5 target)."})
+    num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of the stage (None: 10 source, 5 target)."}
+    )
     batch_size: int | None = field(default=64, metadata={"help": "Global batch; None: per_device_train_batch_size."})
     optim: str = field(default="sgd", metadata={"help": "The recipe's optimizer."})
     momentum: float | None = field(default=0.9, metadata={"help": "SGD momentum."})
@@ -66,7 +68,9 @@ class SFDATrainingArguments(AdaptationTrainingArguments):
     ema_start: float = field(default=0.4, metadata={"help": "Fraction of training when the teacher term starts."})
     ema_weight: float = field(default=1.0, metadata={"help": "Weight of the soft CE to the teacher (0: off)."})
     ema_teacher_init: str = field(default="copy_at_ema_start", metadata={"help": f"One of {EMA_INIT}."})
-    ema_average_buffers: bool = field(default=False, metadata={"help": "Also average BatchNorm statistics (official: no)."})
+    ema_average_buffers: bool = field(
+        default=False, metadata={"help": "Also average BatchNorm statistics (official: no)."}
+    )
     universal_delta: float = field(default=0.2, metadata={"help": "Universal: threshold margin growth."})
     universal_entropy_weight: float = field(default=0.3, metadata={"help": "Universal: entropy term weight."})
     shot_rounds: int = field(default=2, metadata={"help": "SHOT: centroid rounds."})
@@ -77,8 +81,11 @@ class SFDATrainingArguments(AdaptationTrainingArguments):
     model_selection: str = field(default="last", metadata={"help": f"Target stage: one of {SELECTION}."})
 
     def __post_init__(self):
-        for name, value, allowed in (("stage", self.stage, STAGES), ("model_selection", self.model_selection, SELECTION),
-                                     ("ema_teacher_init", self.ema_teacher_init, EMA_INIT)):  # fmt: skip
+        for name, value, allowed in (
+            ("stage", self.stage, STAGES),
+            ("model_selection", self.model_selection, SELECTION),
+            ("ema_teacher_init", self.ema_teacher_init, EMA_INIT),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
@@ -88,9 +95,9 @@ class SFDATrainingArguments(AdaptationTrainingArguments):
         self.topk_weights = tuple(float(w) for w in self.topk_weights)
         super().__post_init__()
         if self.batch_size is not None:  # the global batch, split over processes and accumulation steps
-            self.per_device_train_batch_size = split_global_batch(self.batch_size, self.world_size,
-                                                                  self.gradient_accumulation_steps)  # fmt: skip
-
+            self.per_device_train_batch_size = split_global_batch(
+                self.batch_size, self.world_size, self.gradient_accumulation_steps
+            )
 
     @classmethod
     def from_preset(cls, name: str, stage: str, **overrides) -> SFDATrainingArguments:

@@ -18,10 +18,26 @@ EMA_INIT = ("copy_at_ema_start", "copy_at_start")
 # Training settings SFDAConfig held before they moved to `SFDATrainingArguments`
 # (`arguments.legacy_training_defaults` maps them onto it).
 LEGACY_TRAINING_KEYS = (
-    "learning_rate", "target_lr", "source_epochs", "target_epochs", "batch_size", "backbone_lr_ratio", "momentum",
-    "weight_decay", "lr_gamma", "lr_power", "ema_decay", "ema_start", "ema_weight", "ema_teacher_init",
-    "universal_delta", "universal_entropy_weight", "shot_rounds", "pseudo_label_weight", "topk",
-)  # fmt: skip
+    "learning_rate",
+    "target_lr",
+    "source_epochs",
+    "target_epochs",
+    "batch_size",
+    "backbone_lr_ratio",
+    "momentum",
+    "weight_decay",
+    "lr_gamma",
+    "lr_power",
+    "ema_decay",
+    "ema_start",
+    "ema_weight",
+    "ema_teacher_init",
+    "universal_delta",
+    "universal_entropy_weight",
+    "shot_rounds",
+    "pseudo_label_weight",
+    "topk",
+)
 _warned_legacy = False
 
 # The official per-dataset settings of the GeoNet 2023 solution (tim-learn/GeoNet23_casia_tim):
@@ -33,11 +49,18 @@ _warned_legacy = False
 # `source_epochs` / `target_epochs`; and any other SFDATrainingArguments field.
 PRESETS: dict[str, dict] = {
     "geounida": dict(strategy="universal", unknown_threshold=0.5, source_epochs=10, target_epochs=5),
-    "geoimnet": dict(strategy="centroid", unknown_threshold=None, source_epochs=10, target_epochs=1, shot_rounds=1,
-                     pseudo_label_weight=0.3),
-    "geoplace": dict(strategy="topk_ce", unknown_threshold=None, source_epochs=10, target_epochs=1, topk=2,
-                     topk_weights=(0.3, 0.1)),
-}  # fmt: skip
+    "geoimnet": dict(
+        strategy="centroid",
+        unknown_threshold=None,
+        source_epochs=10,
+        target_epochs=1,
+        shot_rounds=1,
+        pseudo_label_weight=0.3,
+    ),
+    "geoplace": dict(
+        strategy="topk_ce", unknown_threshold=None, source_epochs=10, target_epochs=1, topk=2, topk_weights=(0.3, 0.1)
+    ),
+}
 CONFIG_PRESET_KEYS = ("strategy", "unknown_threshold")
 _UNSET = object()  # unknown_threshold not given: 0.5, or the preset's
 
@@ -64,6 +87,43 @@ def _pop_legacy_training_keys(kwargs: dict) -> dict:
 
 
 HEAD_INITS = ("official", "normal")
+
+
+def _check_backbone(backbone_config, torch_backbone, torch_backbone_kwargs, backbone_feature_dim, bottleneck_dim):
+    """`SFDAConfig`'s backbone arguments checked, a dict `backbone_config` turned into a
+    `PreTrainedConfig`; kept apart so `__init__` reads as its fields. Returns the backbone config."""
+    if isinstance(backbone_config, dict):
+        backbone_config = dict(backbone_config)
+        model_type = backbone_config.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("backbone_config as a dict needs a 'model_type' key (e.g. 'swin')")
+        backbone_config = AutoConfig.for_model(model_type, **backbone_config)
+    if torch_backbone is not None and not isinstance(torch_backbone, str):
+        raise ValueError(f"torch_backbone is a registry name (a str), got {type(torch_backbone).__name__}")
+    if torch_backbone_kwargs is not None and not isinstance(torch_backbone_kwargs, dict):
+        raise ValueError(f"torch_backbone_kwargs must be a dict, got {type(torch_backbone_kwargs).__name__}")
+    if torch_backbone is not None and backbone_feature_dim is None:
+        raise ValueError("a torch_backbone needs backbone_feature_dim (the width of its pooled output)")
+    check_sizes(
+        "SFDAConfig",
+        dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
+        parameters=(backbone_feature_dim or 0) * bottleneck_dim,
+    )
+    return backbone_config
+
+
+def _check_choices(strategy, model_selection, head_init, label_smoothing, unknown_threshold) -> None:
+    """`SFDAConfig`'s named choices and ranges checked (kept apart from `__init__` for its size)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if model_selection not in SELECTION:
+        raise ValueError(f"model_selection must be one of {SELECTION}, got {model_selection!r}")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if unknown_threshold is not None and not 0.0 < unknown_threshold <= 1.0:
+        raise ValueError(f"unknown_threshold is a normalised entropy in (0, 1], got {unknown_threshold}")
 
 
 class SFDAConfig(AdaptedConfig):
@@ -129,31 +189,13 @@ class SFDAConfig(AdaptedConfig):
         self._legacy_training = _pop_legacy_training_keys(kwargs)
         settings = preset_settings(preset) if preset is not None else {}  # a clear error for an unknown name
         strategy = strategy if strategy is not None else settings.get("strategy", "universal")
-        unknown_threshold = settings.get("unknown_threshold", 0.5) if unknown_threshold is _UNSET else unknown_threshold
-        if isinstance(backbone_config, dict):
-            backbone_config = dict(backbone_config)
-            model_type = backbone_config.pop("model_type", None)
-            if model_type is None:
-                raise ValueError("backbone_config as a dict needs a 'model_type' key (e.g. 'swin')")
-            backbone_config = AutoConfig.for_model(model_type, **backbone_config)
-        if torch_backbone is not None and not isinstance(torch_backbone, str):
-            raise ValueError(f"torch_backbone is a registry name (a str), got {type(torch_backbone).__name__}")
-        if torch_backbone_kwargs is not None and not isinstance(torch_backbone_kwargs, dict):
-            raise ValueError(f"torch_backbone_kwargs must be a dict, got {type(torch_backbone_kwargs).__name__}")
-        if torch_backbone is not None and backbone_feature_dim is None:
-            raise ValueError("a torch_backbone needs backbone_feature_dim (the width of its pooled output)")
-        check_sizes("SFDAConfig", dict(backbone_feature_dim=backbone_feature_dim, bottleneck_dim=bottleneck_dim),
-                    parameters=(backbone_feature_dim or 0) * bottleneck_dim)  # fmt: skip
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if model_selection not in SELECTION:
-            raise ValueError(f"model_selection must be one of {SELECTION}, got {model_selection!r}")
-        if head_init not in HEAD_INITS:
-            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if unknown_threshold is not None and not 0.0 < unknown_threshold <= 1.0:
-            raise ValueError(f"unknown_threshold is a normalised entropy in (0, 1], got {unknown_threshold}")
+        unknown_threshold = (
+            settings.get("unknown_threshold", 0.5) if unknown_threshold is _UNSET else unknown_threshold
+        )
+        backbone_config = _check_backbone(
+            backbone_config, torch_backbone, torch_backbone_kwargs, backbone_feature_dim, bottleneck_dim
+        )
+        _check_choices(strategy, model_selection, head_init, label_smoothing, unknown_threshold)
         self.backbone = backbone
         self.backbone_config = backbone_config
         self.torch_backbone = torch_backbone

@@ -45,11 +45,14 @@ def load_image_list(path: str | Path, root: str | Path | None = None, class_name
     label_feature = ClassLabel(names=class_names) if class_names else Value("int64")
     if class_names and max(labels) >= len(class_names):
         raise ValueError(f"{path}: label {max(labels)} but only {len(class_names)} class names were given")
-    return Dataset.from_dict({"image": images, "label": labels}, features=Features({"image": Image(), "label": label_feature}))
+    return Dataset.from_dict(
+        {"image": images, "label": labels}, features=Features({"image": Image(), "label": label_feature})
+    )
 
 
-def load_domain(spec: str | Path, *, split: str = "train", root: str | Path | None = None,
-                class_names: list[str] | None = None) -> Dataset:  # fmt: skip
+def load_domain(
+    spec: str | Path, *, split: str = "train", root: str | Path | None = None, class_names: list[str] | None = None
+) -> Dataset:
     """A domain from a list file (`*.txt`), an image folder, or a Hub dataset id."""
     p = Path(spec)
     if p.is_file():

@@ -39,8 +39,16 @@ def check_closed_set_labels(labels: torch.Tensor | None, num_labels: int, what: 
 
 
 @torch.no_grad()
-def predict_logits(model, dataset, transform, *, accelerator=None, batch_size: int = 64,
-                   image_column: str = "image", label_column: str | None = "label"):  # fmt: skip
+def predict_logits(
+    model,
+    dataset,
+    transform,
+    *,
+    accelerator=None,
+    batch_size: int = 64,
+    image_column: str = "image",
+    label_column: str | None = "label",
+):
     """Logits [N, C], bottleneck features [N, d] and labels [N] (−1 when absent) for a
     whole dataset, in eval mode, sharded over processes and gathered in order."""
     model = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -55,20 +63,41 @@ def predict_logits(model, dataset, transform, *, accelerator=None, batch_size: i
 
     try:
         out, labels = extract_features(
-            encode, dataset, transform, batch_size=batch_size, accelerator=accelerator,
-            image_column=image_column, label_column=label_column if has_labels else None, desc="predict",
-        )  # fmt: skip
+            encode,
+            dataset,
+            transform,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            image_column=image_column,
+            label_column=label_column if has_labels else None,
+            desc="predict",
+        )
     finally:
         model.train(was_training)
     return out[:, :num_labels], out[:, num_labels:], labels
 
 
-def evaluate(model, dataset, *, transform, accelerator=None, batch_size: int = 64,
-             image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+def evaluate(
+    model,
+    dataset,
+    *,
+    transform,
+    accelerator=None,
+    batch_size: int = 64,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> dict:
     """Closed set: top-1 / top-3 / mean per-class accuracy (%). Universal mode: the
     H-score, with every label outside the source classes pooled as "unknown"."""
-    logits, _, labels = predict_logits(model, dataset, transform, accelerator=accelerator, batch_size=batch_size,
-                                       image_column=image_column, label_column=label_column)  # fmt: skip
+    logits, _, labels = predict_logits(
+        model,
+        dataset,
+        transform,
+        accelerator=accelerator,
+        batch_size=batch_size,
+        image_column=image_column,
+        label_column=label_column,
+    )
     if (labels < 0).all():
         raise ValueError(f"evaluate needs labels: the dataset has no usable {label_column!r} column")
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -80,8 +109,12 @@ def evaluate(model, dataset, *, transform, accelerator=None, batch_size: int = 6
         scores = h_score(preds, y, unknown_index=unknown)
         known = y != unknown
         closed = accuracy(logits[known], y[known]) if known.any() else 0.0
-        return {"h_score": scores["H"], "known_accuracy": scores["known"], "unknown_accuracy": scores["unknown"],
-                "closed_set_accuracy_on_known": closed}  # fmt: skip
+        return {
+            "h_score": scores["H"],
+            "known_accuracy": scores["known"],
+            "unknown_accuracy": scores["unknown"],
+            "closed_set_accuracy_on_known": closed,
+        }
     check_closed_set_labels(labels, num_labels, "evaluation")
     return {
         "accuracy": accuracy(logits, labels),

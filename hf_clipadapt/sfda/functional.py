@@ -117,7 +117,9 @@ def topk_cross_entropy_loss(logits: torch.Tensor, candidates: torch.Tensor, weig
     with the candidates fixed from the source model (tim-learn/GeoNet23_casia_tim, main_place.py,
     lines 360-370 and 404-408). No IM term."""
     if candidates.shape[1] < len(weights):
-        raise ValueError(f"{len(weights)} weights need at least {len(weights)} candidates per sample, got {candidates.shape[1]}")
+        raise ValueError(
+            f"{len(weights)} weights need at least {len(weights)} candidates per sample, got {candidates.shape[1]}"
+        )
     log_p = logits.log_softmax(-1)
     terms = [-w * log_p.gather(1, candidates[:, j : j + 1].long()).mean() for j, w in enumerate(weights)]
     return torch.stack(terms).sum()
@@ -128,7 +130,9 @@ def topk_cross_entropy_loss(logits: torch.Tensor, candidates: torch.Tensor, weig
 # ---------------------------------------------------------------------------------
 
 
-def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, rounds: int = 2, threshold: int = 0) -> torch.Tensor:
+def shot_pseudo_labels(
+    features: torch.Tensor, probs: torch.Tensor, rounds: int = 2, threshold: int = 0
+) -> torch.Tensor:
     """SHOT's self-supervised pseudo-labels from target features and predictions.
 
     Re-derived from `obtain_label` in tim-learn/SHOT, object/image_target.py, lines

@@ -62,7 +62,9 @@ class TorchModuleBackbone(nn.Module):
         pooled = self.module(pixel_values)
         if not isinstance(pooled, torch.Tensor) or pooled.ndim != 2:
             shape = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
-            raise ValueError(f"a torch backbone must return pooled features [batch, dim]; got {shape}. Pool it (e.g. .mean((2, 3)))")
+            raise ValueError(
+                f"a torch backbone must return pooled features [batch, dim]; got {shape}. Pool it (e.g. .mean((2, 3)))"
+            )
         return BaseModelOutputWithPooling(pooler_output=pooled)
 
 
@@ -171,8 +173,9 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
     # -- construction -------------------------------------------------------------
 
     @classmethod
-    def _from_torch_module(cls, backbone: nn.Module, feature_dim, torch_backbone, torch_backbone_kwargs,
-                           config_kwargs: dict) -> SFDAForImageClassification:  # fmt: skip
+    def _from_torch_module(
+        cls, backbone: nn.Module, feature_dim, torch_backbone, torch_backbone_kwargs, config_kwargs: dict
+    ) -> SFDAForImageClassification:
         """`from_backbone` for a plain torch module (registered by name, never by import path)."""
         dim = feature_dim or getattr(backbone, "feature_dim", None)
         if dim is None:
@@ -241,7 +244,9 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
             return model
         if isinstance(backbone, nn.Module):
             return cls._from_torch_module(backbone, feature_dim, torch_backbone, torch_backbone_kwargs, config_kwargs)
-        raise TypeError(f"backbone must be a model id, a PreTrainedModel or an nn.Module, got {type(backbone).__name__}")
+        raise TypeError(
+            f"backbone must be a model id, a PreTrainedModel or an nn.Module, got {type(backbone).__name__}"
+        )
 
     # -- parameter groups -----------------------------------------------------------
 
@@ -268,8 +273,9 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
             )
         return pooled.flatten(1) if pooled.ndim > 2 else pooled
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool | None = None,
-                **kwargs) -> SFDAOutput:  # fmt: skip
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool | None = None, **kwargs
+    ) -> SFDAOutput:
         self._warn_if_unfitted()
         logits, features = self.head(self.pooled_features(pixel_values))
         loss = None
@@ -297,8 +303,19 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
 
     # -- training API (implemented in training.py) ------------------------------------
 
-    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
-            stage: str, transform, dataset_name: str | None = None, **kwargs) -> SFDAForImageClassification:  # fmt: skip
+    def fit(
+        self,
+        train,
+        validation=None,
+        *,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+        stage: str,
+        transform,
+        dataset_name: str | None = None,
+        **kwargs,
+    ) -> SFDAForImageClassification:
         """Train one stage in place; returns self, the stage's history, selected epoch and log in `history_`.
 
         Args:
@@ -316,8 +333,16 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
 
         if args is None or isinstance(args, dict):
             kwargs, args = {"seed": seed, **(args or {}), **kwargs}, None
-        self.history_ = fit(self, train, stage=stage, transform=transform, args=args, validation_dataset=validation,
-                            resume_from=resume_from_checkpoint, **kwargs)  # fmt: skip
+        self.history_ = fit(
+            self,
+            train,
+            stage=stage,
+            transform=transform,
+            args=args,
+            validation_dataset=validation,
+            resume_from=resume_from_checkpoint,
+            **kwargs,
+        )
         self.record_provenance(seed=args.seed if args is not None else kwargs["seed"], dataset_name=dataset_name)
         return self
 
@@ -329,8 +354,10 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
         from .evaluation import evaluate
 
         if transform is None:
-            raise TypeError("SFDA's evaluate needs transform=: a function (images, indices, view) -> pixel values, "
-                            "e.g. the eval transform the model was trained with")  # fmt: skip
+            raise TypeError(
+                "SFDA's evaluate needs transform=: a function (images, indices, view) -> pixel values, "
+                "e.g. the eval transform the model was trained with"
+            )
         return evaluate(self, dataset, transform=transform, **kwargs)
 
     # -- Hub ------------------------------------------------------------------------
@@ -351,18 +378,31 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(backbone_name=c.backbone or c.torch_backbone or "custom", strategy=c.strategy,
-                    unknown_threshold=c.unknown_threshold, num_labels=c.num_labels, bottleneck_dim=c.bottleneck_dim,
-                    model_selection=c.model_selection)  # fmt: skip
+        return dict(
+            backbone_name=c.backbone or c.torch_backbone or "custom",
+            strategy=c.strategy,
+            unknown_threshold=c.unknown_threshold,
+            num_labels=c.num_labels,
+            bottleneck_dim=c.bottleneck_dim,
+            model_selection=c.model_selection,
+        )
 
     def create_model_card(self, **kwargs):
         # A title from what was trained, never the local folder it was loaded from.
         c = self.config
         backbone = (c.backbone or c.torch_backbone or "custom").split("/")[-1]
-        kwargs.setdefault("model_name", f"sfda-{c.strategy or 'source'}-{backbone}" + (f"-{c.dataset_name}" if c.dataset_name else ""))
+        kwargs.setdefault(
+            "model_name",
+            f"sfda-{c.strategy or 'source'}-{backbone}" + (f"-{c.dataset_name}" if c.dataset_name else ""),
+        )
         size = getattr(c, "image_size", None)
-        kwargs.setdefault("preprocessing", f"{size}×{size} pixels, normalised with mean {getattr(c, 'image_mean', None)} "
-                          f"and std {getattr(c, 'image_std', None)}" if size else "not recorded")  # fmt: skip
+        kwargs.setdefault(
+            "preprocessing",
+            f"{size}×{size} pixels, normalised with mean {getattr(c, 'image_mean', None)} "
+            f"and std {getattr(c, 'image_std', None)}"
+            if size
+            else "not recorded",
+        )
         return super().create_model_card(**kwargs)
 
 

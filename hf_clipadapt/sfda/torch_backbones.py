@@ -38,8 +38,9 @@ def register_torch_backbone(name: str, constructor: Callable, *, overwrite: bool
         raise TypeError(f"the constructor registered as {name!r} must be callable, got {type(constructor).__name__}")
     known = _REGISTRY.get(name)
     if known is not None and known is not constructor and not overwrite:
-        raise ValueError(f"the torch backbone name {name!r} is taken by {known!r}; pick another name or pass "
-                         "overwrite=True")  # fmt: skip
+        raise ValueError(
+            f"the torch backbone name {name!r} is taken by {known!r}; pick another name or pass overwrite=True"
+        )
     _REGISTRY[name] = constructor
 
 

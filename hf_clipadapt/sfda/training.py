@@ -29,12 +29,11 @@ What is specific to the recipe (GeoNet 2023 two-stage SFDA, ICCV 2023 workshop):
   rate, the classifier frozen in stage 2, lr·(1 + γp)^−power;
 * losses in `compute_loss`: label-smoothing CE plus the soft CE to the EMA teacher
   (source); the strategy's pseudo-label loss (target);
-* per-epoch method state, through `_SFDAEpochCallback`: the EMA teacher (copied when
-  its term starts, averaged at each epoch end), the target pseudo-labels (a full
-  prediction pass at each epoch start) and model selection. It is saved beside
-  every Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read
-  back with `torch.load(weights_only=True)`, which never runs pickled code), so a
-  resumed run continues exactly.
+* per-epoch method state, through `_SFDAEpochCallback` (`.epochs`): the EMA teacher (copied
+  when its term starts, averaged at each epoch end), the target pseudo-labels (a full
+  prediction pass at each epoch start) and model selection. It is saved beside every
+  Trainer checkpoint (`sfda_state.pt`: tensors, numbers and strings only, read back with
+  `torch.load(weights_only=True)`, which never runs pickled code), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -47,81 +46,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..features import IndexedRows
 from ..configuration_utils import DEFAULT_SEED
+from ..features import IndexedRows
 from ..training.arguments import resolve_training_arguments
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
 from ..training.trainer import AdaptationTrainer, last_complete_checkpoint
 from . import functional as SF
 from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_training_defaults
 from .configuration_sfda import FIXED_LABEL_STRATEGIES
+from .epochs import _Collate, _EpochLoader, _MethodState, _SFDAEpochCallback
 from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
 
 METHOD_STATE_FILE = "sfda_state.pt"
 
 __all__ = ["SFDATrainer", "check_closed_set_labels", "evaluate", "fit", "predict_logits", "pseudo_labels"]
-
-
-class _Collate:
-    """(index, image, label) rows → {"pixel_values", "labels", "indices"}; `view` = epoch."""
-
-    def __init__(self, transform):
-        self.transform, self.view = transform, 0
-
-    def __call__(self, batch):
-        indices = torch.tensor([b[0] for b in batch])
-        labels = torch.tensor([b[2] for b in batch], dtype=torch.long)
-        return {"pixel_values": self.transform([b[1] for b in batch], indices, self.view), "labels": labels,
-                "indices": indices}  # fmt: skip
-
-
-class _EpochLoader(DataLoader):
-    """A DataLoader whose `set_epoch` reaches its sharded sampler and the augmentation view
-    (also shared by the loader Accelerate's `skip_first_batches` builds from it)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.collate_fn.view = epoch
-
-
-class _MethodState:
-    """Everything besides model, optimizer, scheduler and RNG that a resume needs."""
-
-    def __init__(self):
-        self.teacher_started = False
-        self.pseudo: dict[str, torch.Tensor] = {}
-        self.pseudo_epoch = -1
-        self.history: list[dict] = []
-        self.best_score, self.best_epoch, self.best_weights = None, None, None
-
-    def state_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict) -> None:
-        unknown = set(state) - set(self.__dict__)
-        if unknown:
-            raise ValueError(f"the SFDA method state holds unknown entries {sorted(unknown)}; it was written by another "
-                             "version: resume from a checkpoint of this one")  # fmt: skip
-        self.__dict__.update(state)
-
-
-class _SFDAEpochCallback(TrainerCallback):
-    """Calls the trainer's per-epoch and per-step hooks (Trainer's public extension point)."""
-
-    def __init__(self, trainer: SFDATrainer):
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.trainer.begin_epoch()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.trainer.maybe_start_teacher()
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self.trainer.end_epoch()
 
 
 class SFDATrainer(AdaptationTrainer):
@@ -131,9 +71,20 @@ class SFDATrainer(AdaptationTrainer):
     makes training pixels, `eval_transform` those of the prediction passes.
     """
 
-    def __init__(self, model, args, train_dataset, *, transform, eval_transform=None, labels=None,
-                 validation_dataset=None, image_column: str = "image", label_column: str | None = "label",
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        args,
+        train_dataset,
+        *,
+        transform,
+        eval_transform=None,
+        labels=None,
+        validation_dataset=None,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        **kwargs,
+    ):
         self.source = args.stage == "source"
         self.transform, self.eval_transform = transform, eval_transform or transform
         self.labels, self.validation_dataset = labels, validation_dataset
@@ -151,8 +102,13 @@ class SFDATrainer(AdaptationTrainer):
 
     def get_train_dataloader(self) -> DataLoader:
         a = self.args
-        shard = dict(batch_size=a.per_device_train_batch_size, num_replicas=a.world_size, rank=a.process_index,
-                     seed=a.seed, accumulation_steps=a.gradient_accumulation_steps)  # fmt: skip
+        shard = dict(
+            batch_size=a.per_device_train_batch_size,
+            num_replicas=a.world_size,
+            rank=a.process_index,
+            seed=a.seed,
+            accumulation_steps=a.gradient_accumulation_steps,
+        )
         if self.source:
             sampler = ClassBalancedSampler(self.labels, **shard)
         else:
@@ -160,12 +116,14 @@ class SFDATrainer(AdaptationTrainer):
         has_labels = self.labels is not None
         loader = _EpochLoader(
             IndexedRows(self.train_dataset, self.image_column, self.label_column if has_labels else None),
-            batch_size=a.per_device_train_batch_size, sampler=sampler, collate_fn=_Collate(self.transform),
+            batch_size=a.per_device_train_batch_size,
+            sampler=sampler,
+            collate_fn=_Collate(self.transform),
             num_workers=a.dataloader_num_workers,
             # its own generator: starting an epoch (or a resumed one) must not draw from the global
             # RNG, which the model's own randomness (dropout, stochastic depth) uses and checkpoints save
             generator=torch.Generator().manual_seed(a.seed),
-        )  # fmt: skip
+        )
         self.steps_per_epoch = max(math.ceil(len(loader) / a.gradient_accumulation_steps), 1)
         self._loader = loader
         return loader
@@ -213,8 +171,14 @@ class SFDATrainer(AdaptationTrainer):
     def _target_loss(self, logits, idx):
         a, pseudo, strategy = self.args, self._pseudo_on_device, self.model.config.strategy
         if strategy == "universal":
-            return SF.universal_loss(logits, pseudo["labels"][idx], pseudo["weights"][idx], self.progress,
-                                     delta=a.universal_delta, entropy_weight=a.universal_entropy_weight)  # fmt: skip
+            return SF.universal_loss(
+                logits,
+                pseudo["labels"][idx],
+                pseudo["weights"][idx],
+                self.progress,
+                delta=a.universal_delta,
+                entropy_weight=a.universal_entropy_weight,
+            )
         if strategy == "centroid":  # GeoImNet: no IM term
             return a.pseudo_label_weight * F.cross_entropy(logits, pseudo["labels"][idx])
         if strategy == "topk_ce":  # GeoPlace: no IM term
@@ -256,8 +220,15 @@ class SFDATrainer(AdaptationTrainer):
         self.method.history.append({"epoch": self._epoch + 1, "loss": loss})
 
     def predict_pass(self):
-        return predict_logits(self.model, self.train_dataset, self.eval_transform, accelerator=self.accelerator,
-                              batch_size=self.global_batch_size, image_column=self.image_column, label_column=None)  # fmt: skip
+        return predict_logits(
+            self.model,
+            self.train_dataset,
+            self.eval_transform,
+            accelerator=self.accelerator,
+            batch_size=self.global_batch_size,
+            image_column=self.image_column,
+            label_column=None,
+        )
 
     def select(self, epoch_done: int, logits=None) -> None:
         """Model selection after `epoch_done` epochs (target stage only)."""
@@ -269,9 +240,15 @@ class SFDATrainer(AdaptationTrainer):
                 logits = self.predict_pass()[0]
             score = -SF.information_maximization_loss(logits.float()).item()
         else:
-            metrics = evaluate(self.model, self.validation_dataset, transform=self.eval_transform,
-                               accelerator=self.accelerator, batch_size=self.global_batch_size,
-                               image_column=self.image_column, label_column=self.label_column or "label")  # fmt: skip
+            metrics = evaluate(
+                self.model,
+                self.validation_dataset,
+                transform=self.eval_transform,
+                accelerator=self.accelerator,
+                batch_size=self.global_batch_size,
+                image_column=self.image_column,
+                label_column=self.label_column or "label",
+            )
             score = metrics.get("h_score", metrics.get("accuracy"))
         score = float(score)  # a plain number: the state is saved as data only (see _save_checkpoint)
         m.history.append({"epoch": epoch_done, "selection_score": score})
@@ -311,7 +288,10 @@ class SFDATrainer(AdaptationTrainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            extra = {"method": self.method.state_dict(), "teacher": self.teacher.state_dict() if self.teacher else None}
+            extra = {
+                "method": self.method.state_dict(),
+                "teacher": self.teacher.state_dict() if self.teacher else None,
+            }
             tmp = folder / (METHOD_STATE_FILE + ".tmp")
             torch.save(extra, tmp)
             os.replace(tmp, folder / METHOD_STATE_FILE)  # whole or absent
@@ -326,8 +306,10 @@ class SFDATrainer(AdaptationTrainer):
         try:  # data only: a pickled object in a resume folder is refused, never run
             extra = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch's UnpicklingError on any object that is not plain data
-            raise OSError(f"{path} is not a data-only SFDA state (tensors, numbers, strings): it is refused, since "
-                          f"unpickling it could run code. Resume from a checkpoint this version wrote. ({e})") from e
+            raise OSError(
+                f"{path} is not a data-only SFDA state (tensors, numbers, strings): it is refused, since "
+                f"unpickling it could run code. Resume from a checkpoint this version wrote. ({e})"
+            ) from e
         self.method.load_state_dict(extra["method"])
         if self.teacher is not None and extra["teacher"] is not None:
             self.teacher.load_state_dict(extra["teacher"])
@@ -344,10 +326,17 @@ def pseudo_labels(config, args, logits, feats, previous: dict) -> dict:
         return {"labels": SF.shot_pseudo_labels(feats, probs, rounds=args.shot_rounds, threshold=args.shot_threshold)}
     return {"candidates": SF.topk_candidates(probs, args.topk)}
 
+
 # fit's keyword (the pre-Trainer API) → SFDATrainingArguments field
-_KEYWORDS = {"epochs": "num_train_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-             "seed": "seed", "num_workers": "dataloader_num_workers", "max_steps": "max_steps",
-             "log_every": "logging_steps"}  # fmt: skip
+_KEYWORDS = {
+    "epochs": "num_train_epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "seed": "seed",
+    "num_workers": "dataloader_num_workers",
+    "max_steps": "max_steps",
+    "log_every": "logging_steps",
+}
 
 
 def _check_source(labels, num_labels):
@@ -355,11 +344,14 @@ def _check_source(labels, num_labels):
         raise ValueError("stage 'source' needs a label for every source sample (a 'label' column of class ids)")
     bad = labels[labels >= num_labels].unique()
     if bad.numel():
-        raise ValueError(f"source labels {bad.tolist()[:10]} are >= num_labels={num_labels}; build the model with every source class")
+        raise ValueError(
+            f"source labels {bad.tolist()[:10]} are >= num_labels={num_labels}; build the model with every source class"
+        )
 
 
-def training_arguments(model, stage: str, *, accelerator=None, checkpoint_dir=None, checkpoint_every: int = 0,
-                       **keywords) -> SFDATrainingArguments:  # fmt: skip
+def training_arguments(
+    model, stage: str, *, accelerator=None, checkpoint_dir=None, checkpoint_every: int = 0, **keywords
+) -> SFDATrainingArguments:
     """SFDATrainingArguments from `fit`'s keywords, over the model config's legacy training
     settings (if it still holds any), over its preset's (`SFDAConfig.from_preset`).
     `accelerator` gives the gradient accumulation steps."""
@@ -371,13 +363,25 @@ def training_arguments(model, stage: str, *, accelerator=None, checkpoint_dir=No
         kwargs.setdefault("gradient_accumulation_steps", accelerator.gradient_accumulation_steps)
     if checkpoint_dir is not None and checkpoint_every:
         kwargs.update(output_dir=str(checkpoint_dir), save_strategy="steps", save_steps=checkpoint_every)
-    return resolve_training_arguments(None, kwargs, seed=kwargs.pop("seed", DEFAULT_SEED),
-                                      arguments_class=SFDATrainingArguments, stage=stage)  # fmt: skip
+    return resolve_training_arguments(
+        None, kwargs, seed=kwargs.pop("seed", DEFAULT_SEED), arguments_class=SFDATrainingArguments, stage=stage
+    )
 
 
-def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, args: SFDATrainingArguments | None = None,
-        validation_dataset=None, image_column: str = "image", label_column: str | None = "label",
-        resume_from: str | Path | bool | None = None, **keywords) -> dict:  # fmt: skip
+def fit(
+    model,
+    train_dataset,
+    *,
+    stage: str,
+    transform,
+    eval_transform=None,
+    args: SFDATrainingArguments | None = None,
+    validation_dataset=None,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    resume_from: str | Path | bool | None = None,
+    **keywords,
+) -> dict:
     """Train one stage of the recipe in place; returns {"history", "selected_epoch", "global_step", "log_history"}.
 
     stage="source": class-balanced re-sampling, label-smoothing CE, soft CE to the
@@ -400,9 +404,17 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
     if args.stage != stage:
         raise ValueError(f"fit(stage={stage!r}) got SFDATrainingArguments(stage={args.stage!r})")
     labels = _check_data(model, train_dataset, args, label_column, validation_dataset)
-    trainer = SFDATrainer(model, args, train_dataset, transform=transform, eval_transform=eval_transform,
-                          labels=labels, validation_dataset=validation_dataset, image_column=image_column,
-                          label_column=label_column)  # fmt: skip
+    trainer = SFDATrainer(
+        model,
+        args,
+        train_dataset,
+        transform=transform,
+        eval_transform=eval_transform,
+        labels=labels,
+        validation_dataset=validation_dataset,
+        image_column=image_column,
+        label_column=label_column,
+    )
     trainer.train(resume_from_checkpoint=str(resume_from) if isinstance(resume_from, (str, Path)) else resume_from)
     model.config.is_fitted = True
     if stage == "target":
@@ -410,8 +422,12 @@ def fit(model, train_dataset, *, stage: str, transform, eval_transform=None, arg
     from ..data.labels import dataset_name_of
 
     model.config.dataset_name = dataset_name_of(train_dataset) or model.config.dataset_name  # the card's data
-    return {"history": trainer.method.history, "selected_epoch": trainer.selected_epoch,
-            "global_step": trainer.state.global_step, "log_history": trainer.state.log_history}  # fmt: skip
+    return {
+        "history": trainer.method.history,
+        "selected_epoch": trainer.selected_epoch,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+    }
 
 
 def _check_data(model, train_dataset, args, label_column, validation_dataset):
@@ -428,5 +444,7 @@ def _check_data(model, train_dataset, args, label_column, validation_dataset):
     elif cfg.strategy != "universal":
         check_closed_set_labels(labels, cfg.num_labels)
     if args.model_selection == "labelled_target_validation" and not source and validation_dataset is None:
-        raise ValueError("model_selection='labelled_target_validation' needs validation_dataset= (labelled target data)")
+        raise ValueError(
+            "model_selection='labelled_target_validation' needs validation_dataset= (labelled target data)"
+        )
     return labels

@@ -14,6 +14,6 @@ _EXPORTS = {
     **exports_of(".functional", "kl_to_standard_normal", "reparameterize", "vae_loss"),
     **exports_of(".synthesis", "fit_with_synthesized", "label_only_classes", "synthesize_for"),
     "functional": ".functional",
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -19,9 +19,19 @@ class SHIPConfig(CLIPAdaptedConfig):
 
     model_type = "ship"
 
-    def __init__(self, encoder_hidden_dim: int = 2048, latent_dim: int | None = None, bias_hidden_dim: int = 4096,
-                 n_ctx: int = 4, ctx_std: float = 0.02, suffix: str = ".", **kwargs):  # fmt: skip
-        for name, value in dict(encoder_hidden_dim=encoder_hidden_dim, bias_hidden_dim=bias_hidden_dim, n_ctx=n_ctx).items():
+    def __init__(
+        self,
+        encoder_hidden_dim: int = 2048,
+        latent_dim: int | None = None,
+        bias_hidden_dim: int = 4096,
+        n_ctx: int = 4,
+        ctx_std: float = 0.02,
+        suffix: str = ".",
+        **kwargs,
+    ):
+        for name, value in dict(
+            encoder_hidden_dim=encoder_hidden_dim, bias_hidden_dim=bias_hidden_dim, n_ctx=n_ctx
+        ).items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         self.encoder_hidden_dim, self.bias_hidden_dim = int(encoder_hidden_dim), int(bias_hidden_dim)

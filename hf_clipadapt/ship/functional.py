@@ -33,5 +33,9 @@ def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, mu: torch.Tenso
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """z = μ + σ·ε with ε ~ N(0, I) (drawn from `generator` when given)."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) if generator else torch.randn_like(mu)
+    eps = (
+        torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if generator
+        else torch.randn_like(mu)
+    )
     return mu + torch.exp(0.5 * logvar) * eps

@@ -86,8 +86,13 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
         bias = self.bias_mlp(z)  # [B, W]
         context = self.ctx.unsqueeze(0) + bias.unsqueeze(1)  # [B, L, W]: one prompt per sample
         rows = rows.to(tokens.input_ids.device)
-        picked = PromptTokens(tokens.input_ids[rows], tokens.eos_positions[rows], tokens.n_ctx, tokens.ctx_start,
-                              tuple(tokens.classnames[i] for i in rows.tolist()))  # fmt: skip
+        picked = PromptTokens(
+            tokens.input_ids[rows],
+            tokens.eos_positions[rows],
+            tokens.n_ctx,
+            tokens.ctx_start,
+            tuple(tokens.classnames[i] for i in rows.tolist()),
+        )
         return self.text_encoder(context, picked).float()
 
     def forward(self, image_features: torch.Tensor, labels: torch.Tensor, return_dict: bool | None = None, **kwargs):
@@ -114,18 +119,29 @@ class SHIPGenerator(FeatureTrainedCLIPModel):
         labels = torch.arange(len(names)).repeat_interleave(n_per_class)
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(len(labels), self.config.latent_dim, generator=g)
-        chunks = [self.decode(z[i : i + batch_size].to(self.ctx.device), tokens, labels[i : i + batch_size]).cpu()
-                  for i in range(0, len(labels), batch_size)]  # fmt: skip
+        chunks = [
+            self.decode(z[i : i + batch_size].to(self.ctx.device), tokens, labels[i : i + batch_size]).cpu()
+            for i in range(0, len(labels), batch_size)
+        ]
         self.train(was_training)
         return F.normalize(torch.cat(chunks), dim=-1), labels
 
     def logits_from_features(self, features):
-        raise TypeError("SHIPGenerator generates features; it is not a classifier. Train one with hf_clipadapt.ship.fit_with_synthesized")
+        raise TypeError(
+            "SHIPGenerator generates features; it is not a classifier. Train one with hf_clipadapt.ship.fit_with_synthesized"
+        )
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, class_names=self.base_class_names(), n_ctx=c.n_ctx,
-                    latent_dim=c.latent_dim, shots=c.shots, views=c.views, seed=c.seed)  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            class_names=self.base_class_names(),
+            n_ctx=c.n_ctx,
+            latent_dim=c.latent_dim,
+            shots=c.shots,
+            views=c.views,
+            seed=c.seed,
+        )
 
 
 register_auto(SHIPConfig, SHIPGenerator, image_classification=False)

@@ -35,17 +35,27 @@ def synthesize_for(model, generator, class_names: list[str], n_per_class: int, s
         warnings.warn("the SHIP generator has not been fitted: its features are those of a random VAE", stacklevel=3)
     seen_by_generator = set(generator.class_names()) & set(class_names)
     if seen_by_generator:
-        raise ValueError(f"the generator was trained on images of {sorted(seen_by_generator)[:5]}, which the training "
-                         "data leave unlabelled: base and new classes overlap. Train the generator on the labelled "
-                         "classes only.")  # fmt: skip
+        raise ValueError(
+            f"the generator was trained on images of {sorted(seen_by_generator)[:5]}, which the training "
+            "data leave unlabelled: base and new classes overlap. Train the generator on the labelled "
+            "classes only."
+        )
     features, rows = generator.generate(class_names, n_per_class=n_per_class, seed=seed)
     label2id = {name: i for i, name in enumerate(model.class_names())}
     labels = torch.tensor([label2id[class_names[r]] for r in rows.tolist()], dtype=torch.long)
     return features, labels
 
 
-def fit_with_synthesized(model, train, generator, *, n_per_class: int | None = None, seed: int = DEFAULT_SEED,
-                         label_column: str = "label", **fit_kwargs):  # fmt: skip
+def fit_with_synthesized(
+    model,
+    train,
+    generator,
+    *,
+    n_per_class: int | None = None,
+    seed: int = DEFAULT_SEED,
+    label_column: str = "label",
+    **fit_kwargs,
+):
     """Train `model` on `train` (its labelled classes) plus `generator`'s features of the
     model's label-only classes; returns the fitted model.
 
@@ -56,10 +66,14 @@ def fit_with_synthesized(model, train, generator, *, n_per_class: int | None = N
     """
     new = label_only_classes(model, train, label_column)
     if not new:
-        raise ValueError("every class of the model is labelled in the training data: there is nothing to synthesize; "
-                         "build the model over the base and the new class names")  # fmt: skip
+        raise ValueError(
+            "every class of the model is labelled in the training data: there is nothing to synthesize; "
+            "build the model over the base and the new class names"
+        )
     if n_per_class is None:
-        n_per_class = (fit_kwargs.get("shots") or model.config.shots or 16) * (fit_kwargs.get("views") or model.config.views)
+        n_per_class = (fit_kwargs.get("shots") or model.config.shots or 16) * (
+            fit_kwargs.get("views") or model.config.views
+        )
     extra = synthesize_for(model, generator, new, n_per_class, seed)
     model.fit(train, extra_features=extra, seed=seed, label_column=label_column, **fit_kwargs)
     model.config.synthesized_classes, model.config.synthesized_per_class = new, n_per_class

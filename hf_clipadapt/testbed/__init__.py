@@ -47,9 +47,20 @@ from .world import TESTBED_TEMPLATES
 _EXPORTS = {
     **exports_of(".suites", "SUITES", "UNKNOWN_LABEL", "base_combinations", "combination_name", "load_suite"),
     **exports_of(".zsl", "load_zsl_data", "zsl_attributes", "zsl_classes", "zsl_split_ids"),
-    **exports_of(".world", "ALL_OBJECTS", "BACKGROUNDS", "COLOUR_NAMES", "KNOWN_OBJECTS", "POSITIONS", "SIZE_NAMES",
-                 "UNKNOWN_OBJECTS", "SceneWorld", "held_out_combinations", "seen_combinations"),
-}  # fmt: skip
+    **exports_of(
+        ".world",
+        "ALL_OBJECTS",
+        "BACKGROUNDS",
+        "COLOUR_NAMES",
+        "KNOWN_OBJECTS",
+        "POSITIONS",
+        "SIZE_NAMES",
+        "UNKNOWN_OBJECTS",
+        "SceneWorld",
+        "held_out_combinations",
+        "seen_combinations",
+    ),
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 _CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
@@ -70,7 +81,7 @@ testbed_checkpoint_path.__test__ = False
 
 
 def resolve_model_name(name: str) -> str:
-    """"testbed" -> the committed checkpoint's folder; any other name is returned as is.
+    """ "testbed" -> the committed checkpoint's folder; any other name is returned as is.
     (`CLIPBackbone.from_pretrained("testbed")` resolves the name itself.)"""
     return testbed_checkpoint_path() if name == "testbed" else name
 
@@ -113,4 +124,9 @@ def load_testbed_clip(*, freeze: bool = True, **kwargs):
     return CLIPBackbone.from_pretrained(testbed_checkpoint_path(), freeze=freeze, **kwargs)
 
 
-__all__ = sorted(_EXPORTS) + ["TESTBED_TEMPLATES", "load_testbed_clip", "resolve_model_name", "testbed_checkpoint_path"]
+__all__ = sorted(_EXPORTS) + [
+    "TESTBED_TEMPLATES",
+    "load_testbed_clip",
+    "resolve_model_name",
+    "testbed_checkpoint_path",
+]

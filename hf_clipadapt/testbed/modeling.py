@@ -8,24 +8,42 @@ CANVAS_SIZE = 48
 PATCH_SIZE = 8
 
 
-def testbed_clip_config(vocab_size: int, *, width: int = 128, vision_width: int = 128, text_layers: int = 3,
-                        vision_layers: int = 4, projection_dim: int = 128, max_length: int = 24,
-                        patch_size: int = PATCH_SIZE):  # fmt: skip
+def testbed_clip_config(
+    vocab_size: int,
+    *,
+    width: int = 128,
+    vision_width: int = 128,
+    text_layers: int = 3,
+    vision_layers: int = 4,
+    projection_dim: int = 128,
+    max_length: int = 24,
+    patch_size: int = PATCH_SIZE,
+):
     """A small CLIPConfig for 48×48 canvases (8-pixel patches: 36 patch tokens)."""
     from transformers import CLIPConfig
 
     return CLIPConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, num_attention_heads=4,
-            num_hidden_layers=text_layers, max_position_embeddings=max_length,
-            bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=vocab_size,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_attention_heads=4,
+            num_hidden_layers=text_layers,
+            max_position_embeddings=max_length,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ),
         vision_config=dict(
-            hidden_size=vision_width, intermediate_size=4 * vision_width, num_attention_heads=4,
-            num_hidden_layers=vision_layers, image_size=CANVAS_SIZE, patch_size=patch_size,
+            hidden_size=vision_width,
+            intermediate_size=4 * vision_width,
+            num_attention_heads=4,
+            num_hidden_layers=vision_layers,
+            image_size=CANVAS_SIZE,
+            patch_size=patch_size,
         ),
         projection_dim=projection_dim,
-    )  # fmt: skip
+    )
 
 
 def build_processor(size: int = CANVAS_SIZE):

@@ -161,7 +161,9 @@ def _build_suite(name, world, known, seen, seed, sid, ntr, nte) -> DatasetDict:
         # Object classes: each scene draws one of the object's seen colours (any colour for an unknown).
         classes = [[(c, o) for c in COLOUR_NAMES if (c, o) in seen or o not in known] for o in objects]
         labels = [known.index(o) if o in known else UNKNOWN_LABEL for o in objects]
-        return _render(world, classes, labels, list(known), per_class, [seed, sid, split_id], style, part, mark_unknown)
+        return _render(
+            world, classes, labels, list(known), per_class, [seed, sid, split_id], style, part, mark_unknown
+        )
 
     if name == "few_shot":
         return DatasetDict(

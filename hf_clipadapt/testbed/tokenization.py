@@ -72,6 +72,9 @@ def build_testbed_tokenizer(words: list[str] | None = None, model_max_length: in
 
     vocab, merges = build_vocab_and_merges(words)
     return CLIPTokenizer(
-        vocab=vocab, merges=[(a, b) for a, b in merges], unk_token=EOS, pad_token=EOS,
+        vocab=vocab,
+        merges=[(a, b) for a, b in merges],
+        unk_token=EOS,
+        pad_token=EOS,
         model_max_length=model_max_length,
-    )  # fmt: skip
+    )

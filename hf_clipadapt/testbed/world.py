@@ -33,11 +33,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 FASHION_OBJECTS = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-)  # fmt: skip
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 DIGIT_OBJECTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ALL_OBJECTS = FASHION_OBJECTS + DIGIT_OBJECTS
 # Never shown nor named in pretraining: the open-set unknowns.
@@ -111,10 +118,15 @@ def grammar_words() -> list[str]:
     import re
 
     text = " ".join(
-        [t.replace("{}", " ") for t in CAPTION_TEMPLATES + tuple(TESTBED_TEMPLATES)] + list(ALL_OBJECTS) + list(COLOUR_NAMES)
-        + list(SIZE_NAMES) + list(POSITIONS) + [f"on a {b} background" for b in BACKGROUNDS] + ["thing", "noisy"]
+        [t.replace("{}", " ") for t in CAPTION_TEMPLATES + tuple(TESTBED_TEMPLATES)]
+        + list(ALL_OBJECTS)
+        + list(COLOUR_NAMES)
+        + list(SIZE_NAMES)
+        + list(POSITIONS)
+        + [f"on a {b} background" for b in BACKGROUNDS]
+        + ["thing", "noisy"]
         + list(WEB_NAMES.values())
-    )  # fmt: skip
+    )
     words = re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())
     return sorted(set(words))
 
@@ -311,8 +323,16 @@ class SceneWorld:
 
     # ------------------------------------------------------------------ captions
     @staticmethod
-    def captions(scenes: Scenes, seed: int | None = None, p_object=0.9, p_colour=0.8, p_size=0.5, p_position=0.4,
-                 p_background=0.4, p_label_name=1.0) -> list[str]:  # fmt: skip
+    def captions(
+        scenes: Scenes,
+        seed: int | None = None,
+        p_object=0.9,
+        p_colour=0.8,
+        p_size=0.5,
+        p_position=0.4,
+        p_background=0.4,
+        p_label_name=1.0,
+    ) -> list[str]:
         """Captions from the grammar; each attribute is mentioned with its probability,
         the object (or "thing" when left out), and one of `CAPTION_TEMPLATES`.
 
@@ -321,7 +341,9 @@ class SceneWorld:
         names everywhere; pretraining passes 0."""
         rng = np.random.default_rng([scenes.seed if seed is None else seed, 2])
         # A stream of its own, so that p_label_name changes object names and nothing else.
-        label_name = np.random.default_rng([scenes.seed if seed is None else seed, 4]).random(len(scenes)) < p_label_name
+        label_name = (
+            np.random.default_rng([scenes.seed if seed is None else seed, 4]).random(len(scenes)) < p_label_name
+        )
         out = []
         for i in range(len(scenes)):
             words = []
@@ -345,4 +367,6 @@ class SceneWorld:
 def pretraining_scenes(world: SceneWorld, n: int, seed, style: str = "clean") -> Scenes:
     """Scenes of the pretraining distribution: uniform over the seen combinations of
     the known objects the world holds (no unknown object, no held-out pair)."""
-    return world.sample(n, seed, combinations=seen_combinations([o for o in KNOWN_OBJECTS if o in world.sprites]), style=style)
+    return world.sample(
+        n, seed, combinations=seen_combinations([o for o in KNOWN_OBJECTS if o in world.sprites]), style=style
+    )

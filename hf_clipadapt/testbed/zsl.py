@@ -56,22 +56,39 @@ def zsl_class_table(objects, names: list[str]) -> Dataset:
     classes = zsl_classes(objects)
     seen_ids = set(zsl_split_ids(objects)[0])
     att = zsl_attributes(objects)
-    features = Features({
-        "label": ClassLabel(names=names), "name": Value("string"), "colour": Value("string"),
-        "object": Value("string"), "seen": Value("bool"), "attributes": Sequence(Value("float32")),
-    })  # fmt: skip
+    features = Features(
+        {
+            "label": ClassLabel(names=names),
+            "name": Value("string"),
+            "colour": Value("string"),
+            "object": Value("string"),
+            "seen": Value("bool"),
+            "attributes": Sequence(Value("float32")),
+        }
+    )
     return Dataset.from_dict(
         {
-            "label": list(range(len(classes))), "name": names, "colour": [c for c, _ in classes],
-            "object": [o for _, o in classes], "seen": [i in seen_ids for i in range(len(classes))],
+            "label": list(range(len(classes))),
+            "name": names,
+            "colour": [c for c, _ in classes],
+            "object": [o for _, o in classes],
+            "seen": [i in seen_ids for i in range(len(classes))],
             "attributes": att.tolist(),
         },
         features=features,
-    )  # fmt: skip
+    )
 
 
-def load_zsl_data(semantics: str = "attributes", *, seed: int = 0, n_train_per_class: int = 32,
-                  n_test_per_class: int = 50, backbone=None, cache_dir=None, batch_size: int = 256):  # fmt: skip
+def load_zsl_data(
+    semantics: str = "attributes",
+    *,
+    seed: int = 0,
+    n_train_per_class: int = 32,
+    n_test_per_class: int = 50,
+    backbone=None,
+    cache_dir=None,
+    batch_size: int = 256,
+):
     """The "zsl" suite as a `hf_clipadapt.tzsl.ZSLData`: the testbed CLIP's normalised
     image features of ``train`` / ``test_seen`` / ``test_unseen`` and one semantic vector
     per class, offline. `semantics`: "attributes" (26-d one-hot colour ⊕ object) or
@@ -95,8 +112,15 @@ def load_zsl_data(semantics: str = "attributes", *, seed: int = 0, n_train_per_c
     suite = load_suite("zsl", seed=seed, n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class)
     parts = {}
     for part in ("train", "test_seen", "test_unseen"):
-        x, y = extract_features(backbone.encode_images, suite[part], backbone.image_transform(), split=f"zsl/{part}",
-                                batch_size=batch_size, cache_dir=cache_dir, cache_name=backbone.cache_name)  # fmt: skip
+        x, y = extract_features(
+            backbone.encode_images,
+            suite[part],
+            backbone.image_transform(),
+            split=f"zsl/{part}",
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            cache_name=backbone.cache_name,
+        )
         parts[f"{part}_features"], parts[f"{part}_labels"] = F.normalize(x.float(), dim=-1), y
     table = suite["classes"]
     if semantics == "attributes":
@@ -106,4 +130,6 @@ def load_zsl_data(semantics: str = "attributes", *, seed: int = 0, n_train_per_c
             vectors = backbone.zero_shot_classifier(table["name"], TESTBED_TEMPLATES).float()
     seen = [i for i, s in enumerate(table["seen"]) if s]
     unseen = [i for i, s in enumerate(table["seen"]) if not s]
-    return ZSLData(**parts, attributes=vectors, seen_classes=seen, unseen_classes=unseen, class_names=list(table["name"]))
+    return ZSLData(
+        **parts, attributes=vectors, seen_classes=seen, unseen_classes=unseen, class_names=list(table["name"])
+    )

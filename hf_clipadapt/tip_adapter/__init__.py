@@ -12,9 +12,18 @@ _EXPORTS = {
     **exports_of(".arguments", "TipAdapterTrainingArguments"),
     **exports_of(".configuration_tip_adapter", "TIP_PRESETS", "TipAdapterConfig"),
     **exports_of(".modeling_tip_adapter", "TipAdapterForImageClassification"),
-    **exports_of(".functional", "TIP_ALPHAS", "TIP_BETAS", "cache_logits", "mean_view_keys", "select_tip_beta",
-                 "select_tip_params", "tip_adapter_logits", "tip_search_grid"),
+    **exports_of(
+        ".functional",
+        "TIP_ALPHAS",
+        "TIP_BETAS",
+        "cache_logits",
+        "mean_view_keys",
+        "select_tip_beta",
+        "select_tip_params",
+        "tip_adapter_logits",
+        "tip_search_grid",
+    ),
     "functional": ".functional",
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

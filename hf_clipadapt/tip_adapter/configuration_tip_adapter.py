@@ -8,14 +8,25 @@ from .functional import tip_search_grid
 # Tip-Adapter's per-dataset settings (gaopengcuhk/Tip-Adapter configs/<dataset>.yaml):
 # search_scale = the upper bounds of the β and α grids, alpha = init_alpha (Tip-Adapter-F's
 # starting α; init_beta is 1 everywhere), epochs = train_epoch of Tip-Adapter-F.
-_TIP = {"caltech101": ((12, 5), 3.0, 20), "dtd": ((13, 13), 2.0, 20), "eurosat": ((12, 10), 2.0, 100),
-        "fgvc": ((30, 30), 5.0, 20), "food101": ((10, 10), 1.17, 20), "imagenet": ((7, 3), 1.17, 20),
-        "oxford_flowers": ((50, 50), 10.0, 20), "oxford_pets": ((7, 3), 1.17, 20),
-        "stanford_cars": ((20, 10), 3.0, 20), "sun397": ((12, 10), 1.17, 20), "ucf101": ((7, 3), 3.0, 20)}  # fmt: skip
+_TIP = {
+    "caltech101": ((12, 5), 3.0, 20),
+    "dtd": ((13, 13), 2.0, 20),
+    "eurosat": ((12, 10), 2.0, 100),
+    "fgvc": ((30, 30), 5.0, 20),
+    "food101": ((10, 10), 1.17, 20),
+    "imagenet": ((7, 3), 1.17, 20),
+    "oxford_flowers": ((50, 50), 10.0, 20),
+    "oxford_pets": ((7, 3), 1.17, 20),
+    "stanford_cars": ((20, 10), 3.0, 20),
+    "sun397": ((12, 10), 1.17, 20),
+    "ucf101": ((7, 3), 3.0, 20),
+}
 # How a key averages its image's views: over normalised features (ours) or raw ones (official).
 KEY_AVERAGING = ("normalized", "raw")
-TIP_PRESETS = {name: dict(search_scale=list(scale), alpha=alpha, beta=1.0, epochs=epochs)
-               for name, (scale, alpha, epochs) in _TIP.items()}  # fmt: skip
+TIP_PRESETS = {
+    name: dict(search_scale=list(scale), alpha=alpha, beta=1.0, epochs=epochs)
+    for name, (scale, alpha, epochs) in _TIP.items()
+}
 
 
 class TipAdapterConfig(CLIPAdaptedConfig):
@@ -90,4 +101,6 @@ class TipAdapterConfig(CLIPAdaptedConfig):
     def search_grid(self) -> tuple[list[float], list[float]]:
         """(αs, βs) that `fit` searches: `alphas`/`betas` if given, else Tip-Adapter's grid."""
         betas, alphas = tip_search_grid(self.search_scale, self.search_step)
-        return (list(alphas) if self.alphas is None else self.alphas), (list(betas) if self.betas is None else self.betas)
+        return (list(alphas) if self.alphas is None else self.alphas), (
+            list(betas) if self.betas is None else self.betas
+        )

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from ..metrics import accuracy
 
 
-
 def tip_search_grid(search_scale=(7.0, 3.0), search_step=(200, 20)) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(βs, αs) of Tip-Adapter's search: search_step[j] values 0.1 + i·(search_scale[j] − 0.1)/search_step[j],
     i = 0 … search_step[j] − 1, for β (j = 0) and α (j = 1); the upper bound itself is never
@@ -39,8 +38,9 @@ def tip_search_grid(search_scale=(7.0, 3.0), search_step=(200, 20)) -> tuple[tup
 TIP_BETAS, TIP_ALPHAS = tip_search_grid()
 
 
-def cache_logits(features: torch.Tensor, cache_keys: torch.Tensor, cache_labels: torch.Tensor, num_classes: int,
-                 beta: float) -> torch.Tensor:  # fmt: skip
+def cache_logits(
+    features: torch.Tensor, cache_keys: torch.Tensor, cache_labels: torch.Tensor, num_classes: int, beta: float
+) -> torch.Tensor:
     """exp(−β(1 − x·Fᵀ))·L: [B, K] votes of the cache entries, weighted by affinity."""
     affinity = features @ cache_keys.T
     values = F.one_hot(cache_labels, num_classes).to(affinity.dtype)
@@ -62,21 +62,36 @@ def tip_adapter_logits(
 
 
 def select_tip_params(
-    val_features, val_labels, cache_keys, cache_labels, num_classes, zero_shot_logits=None,
-    betas: Sequence[float] = TIP_BETAS, alphas: Sequence[float] = TIP_ALPHAS,
-) -> tuple[float, float]:  # fmt: skip
+    val_features,
+    val_labels,
+    cache_keys,
+    cache_labels,
+    num_classes,
+    zero_shot_logits=None,
+    betas: Sequence[float] = TIP_BETAS,
+    alphas: Sequence[float] = TIP_ALPHAS,
+) -> tuple[float, float]:
     """(α, β) with the best validation accuracy, Tip-Adapter's grid search.
 
     With `zero_shot_logits` (the validation images' zero-shot logits) the full
     Tip-Adapter is scored; without them α only scales the cache logits, which
     cannot change a prediction, so α = 1. Ties go to the smaller β, then smaller α.
     """
-    return select_tip_params_with_scores(val_features, val_labels, cache_keys, cache_labels, num_classes,
-                                         zero_shot_logits, betas, alphas)[0]  # fmt: skip
+    return select_tip_params_with_scores(
+        val_features, val_labels, cache_keys, cache_labels, num_classes, zero_shot_logits, betas, alphas
+    )[0]
 
 
-def select_tip_params_with_scores(val_features, val_labels, cache_keys, cache_labels, num_classes,
-                                  zero_shot_logits=None, betas=TIP_BETAS, alphas=TIP_ALPHAS):  # fmt: skip
+def select_tip_params_with_scores(
+    val_features,
+    val_labels,
+    cache_keys,
+    cache_labels,
+    num_classes,
+    zero_shot_logits=None,
+    betas=TIP_BETAS,
+    alphas=TIP_ALPHAS,
+):
     """`select_tip_params` plus the validation accuracy of every (α, β) tried."""
     alphas = sorted(alphas) if zero_shot_logits is not None else [1.0]
     best, best_acc, scores = (1.0, float(sorted(betas)[0])), -1.0, {}

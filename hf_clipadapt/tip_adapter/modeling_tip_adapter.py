@@ -87,35 +87,58 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         c, backbone = self.config, self.require_backbone("encoding the training views")
         cache_dir = encode.pop("cache_dir", None)
         return extract_features(
-            functools.partial(backbone.encode_images, normalize=False), train,
-            self.augmented_views(seed, c.view_scale, c.view_flip), views=views, split="train", cache_dir=cache_dir,
+            functools.partial(backbone.encode_images, normalize=False),
+            train,
+            self.augmented_views(seed, c.view_scale, c.view_flip),
+            views=views,
+            split="train",
+            cache_dir=cache_dir,
             cache_name=f"{backbone.cache_name}@{backbone.crop_size}:raw" if cache_dir else None,
-            desc=f"{c.model_type} train (raw)", **encode,
-        )  # fmt: skip
+            desc=f"{c.model_type} train (raw)",
+            **encode,
+        )
 
-    def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
-                     seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
+    def fit_features(
+        self,
+        features,
+        labels,
+        *,
+        views: int = 1,
+        validation=None,
+        extra_features=None,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+    ) -> None:
         """Keys: the normalised mean of each image's `views` features (plus `extra_features`,
         e.g. SHIP's synthesized ones, as keys of their own); Tip-Adapter-F then trains the
         keys on all views; α and β are chosen on `validation` (features, labels) if given."""
         device = self.text_weights.device
         # The views are averaged as given: `fit` gives normalised ones, or under
         # key_averaging="raw" the unnormalised ones (the official keys); training normalises.
-        if self.config.key_averaging == "raw" and views > 1 and torch.allclose(
-            features.float().norm(dim=-1), torch.ones(()), atol=1e-4
+        if (
+            self.config.key_averaging == "raw"
+            and views > 1
+            and torch.allclose(features.float().norm(dim=-1), torch.ones(()), atol=1e-4)
         ):
-            warnings.warn("key_averaging='raw' but the training features are already L2-normalised: the keys average "
-                          "normalised views. Pass the CLIP's unnormalised features (fit does).", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                "key_averaging='raw' but the training features are already L2-normalised: the keys average "
+                "normalised views. Pass the CLIP's unnormalised features (fit does).",
+                stacklevel=2,
+            )
         n = features.shape[0] // views
-        keys, key_labels = with_extra(mean_view_keys(features, views), labels[:n], extra_features, self.config.num_labels)
+        keys, key_labels = with_extra(
+            mean_view_keys(features, views), labels[:n], extra_features, self.config.num_labels
+        )
         self.warn_uncovered_classes(key_labels)
         self.config.cache_size = keys.shape[0]
         self.cache_labels = key_labels.to(device)
         self._set_cache_keys(F.normalize(keys.float(), dim=-1).to(device))
         if self.config.train_keys:
             train_x, train_y = with_extra(features, labels, extra_features, self.config.num_labels)
-            self.history_ = self.train_on_features(train_x, train_y, seed=seed, args=args,
-                                                   resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+            self.history_ = self.train_on_features(
+                train_x, train_y, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint
+            )
         if validation is not None:
             self.select_params(*validation)
         self.config.is_fitted = True
@@ -127,9 +150,15 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
         grid_alphas, grid_betas = c.search_grid()
         x = F.normalize(val_features.to(self.text_weights.device).float(), dim=-1)
         (alpha, beta), scores = select_tip_params_with_scores(
-            x, val_labels.to(x.device), self.cache_keys, self.cache_labels, c.num_labels, self.zero_shot_logits(x),
-            betas=grid_betas if betas is None else betas, alphas=grid_alphas if alphas is None else alphas,
-        )  # fmt: skip
+            x,
+            val_labels.to(x.device),
+            self.cache_keys,
+            self.cache_labels,
+            c.num_labels,
+            self.zero_shot_logits(x),
+            betas=grid_betas if betas is None else betas,
+            alphas=grid_alphas if alphas is None else alphas,
+        )
         c.alpha, c.beta = alpha, beta
         best = sorted(scores.items(), key=lambda item: -item[1])[:10]  # the grid has 4,000 points: keep the best 10
         c.param_scores = {f"{a:.4g},{b:.4g}": s for (a, b), s in best}
@@ -137,11 +166,25 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, shots=c.shots, views=c.views, view_scale=c.view_scale,
-                    view_flip=c.views_flipped, seed=c.seed, alpha=c.alpha, beta=c.beta, train_keys=c.train_keys,
-                    cache_size=c.cache_size, logit_scale=c.logit_scale, templates=c.templates or ["a photo of a {}."],
-                    epochs=c.epochs, preset=c.preset, search_scale=c.search_scale, search_step=c.search_step,
-                    key_averaging=c.key_averaging)  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            shots=c.shots,
+            views=c.views,
+            view_scale=c.view_scale,
+            view_flip=c.views_flipped,
+            seed=c.seed,
+            alpha=c.alpha,
+            beta=c.beta,
+            train_keys=c.train_keys,
+            cache_size=c.cache_size,
+            logit_scale=c.logit_scale,
+            templates=c.templates or ["a photo of a {}."],
+            epochs=c.epochs,
+            preset=c.preset,
+            search_scale=c.search_scale,
+            search_step=c.search_step,
+            key_averaging=c.key_averaging,
+        )
 
 
 register_auto(TipAdapterConfig, TipAdapterForImageClassification)

@@ -12,13 +12,21 @@ Names load on first use (the trainer imports `transformers.Trainer`).
 from .._lazy import exports_of, lazy_exports
 
 _EXPORTS = {
-    **exports_of(".arguments", "AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides",
-                 "progress_bars_enabled", "resolve_training_arguments",
-                 "sgd_arguments", "split_global_batch"),
+    **exports_of(
+        ".arguments",
+        "AdaptationTrainingArguments",
+        "FeatureTrainingArguments",
+        "check_overrides",
+        "progress_bars_enabled",
+        "resolve_training_arguments",
+        "sgd_arguments",
+        "split_global_batch",
+    ),
     **exports_of(".collate", "TensorRows", "stack_collate"),
-    **exports_of(".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler",
-                 "class_balanced_weights"),
+    **exports_of(
+        ".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler", "class_balanced_weights"
+    ),
     **exports_of(".trainer", "AdaptationTrainer", "last_complete_checkpoint", "train_model"),
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -43,9 +43,15 @@ from transformers import TrainingArguments
 
 from ..configuration_utils import DEFAULT_SEED, lookup_preset
 
-
-__all__ = ["AdaptationTrainingArguments", "FeatureTrainingArguments", "check_overrides", "progress_bars_enabled",
-           "resolve_training_arguments", "sgd_arguments", "split_global_batch"]
+__all__ = [
+    "AdaptationTrainingArguments",
+    "FeatureTrainingArguments",
+    "check_overrides",
+    "progress_bars_enabled",
+    "resolve_training_arguments",
+    "sgd_arguments",
+    "split_global_batch",
+]
 
 
 def progress_bars_enabled() -> bool:
@@ -89,14 +95,18 @@ class AdaptationTrainingArguments(TrainingArguments):
         default=True, metadata={"help": "DDP tolerates parameters outside the loss (e.g. an unused backbone head)."}
     )
     disable_tqdm: bool | None = field(
-        default=None, metadata={"help": "Default: bars only on a terminal and without HF_CLIPADAPT_DISABLE_PROGRESS_BARS."}
+        default=None,
+        metadata={"help": "Default: bars only on a terminal and without HF_CLIPADAPT_DISABLE_PROGRESS_BARS."},
     )
     use_cpu: bool | None = field(default=None, metadata={"help": "Default: True when no GPU/MPS/XPU is present."})
     momentum: float | None = field(default=None, metadata={"help": "SGD momentum (optim='sgd' only)."})
     nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (optim='sgd' only)."})
     constant_warmup_lr: float | None = field(
-        default=None, metadata={"help": "Dassl's constant warm-up: this rate for the first constant_warmup_epochs, "
-                                        "then cosine over schedule_epochs (lr_scheduler_type='cosine' only)."}
+        default=None,
+        metadata={
+            "help": "Dassl's constant warm-up: this rate for the first constant_warmup_epochs, "
+            "then cosine over schedule_epochs (lr_scheduler_type='cosine' only)."
+        },
     )
     constant_warmup_epochs: int = field(default=1, metadata={"help": "Epochs of the constant warm-up."})
     schedule_epochs: int | None = field(
@@ -131,8 +141,9 @@ class AdaptationTrainingArguments(TrainingArguments):
             return f.default_factory() if f.default_factory is not MISSING else f.default
 
         base = {f.name: default(f) for f in fields(AdaptationTrainingArguments)}
-        return {f.name: default(f) for f in fields(cls)
-                if f.init and (f.name not in base or base[f.name] != default(f))}  # fmt: skip
+        return {
+            f.name: default(f) for f in fields(cls) if f.init and (f.name not in base or base[f.name] != default(f))
+        }
 
     def check_trains_something(self) -> None:
         """A run of zero epochs (and no max_steps) trains nothing, yet `fit` would mark the
@@ -148,8 +159,10 @@ class AdaptationTrainingArguments(TrainingArguments):
         if self.constant_warmup_lr is None:
             return
         if str(self.lr_scheduler_type).split(".")[-1].lower() != "cosine":
-            raise ValueError(f"constant_warmup_lr is Dassl's warm-up before a cosine schedule; got "
-                             f"lr_scheduler_type={self.lr_scheduler_type!r}: pass 'cosine' or drop constant_warmup_lr")  # fmt: skip
+            raise ValueError(
+                f"constant_warmup_lr is Dassl's warm-up before a cosine schedule; got "
+                f"lr_scheduler_type={self.lr_scheduler_type!r}: pass 'cosine' or drop constant_warmup_lr"
+            )
         if self.constant_warmup_lr < 0 or self.constant_warmup_epochs < 0:
             raise ValueError("constant_warmup_lr and constant_warmup_epochs must be >= 0")
         if self.schedule_epochs is not None and self.schedule_epochs < 1:
@@ -215,8 +228,15 @@ def sgd_arguments(**kwargs) -> dict:
     return {**defaults, **kwargs}
 
 
-def resolve_training_arguments(defaults: dict | None = None, args=None, *, seed: int = DEFAULT_SEED,
-                               num_samples: int | None = None, arguments_class=None, **fixed):  # fmt: skip
+def resolve_training_arguments(
+    defaults: dict | None = None,
+    args=None,
+    *,
+    seed: int = DEFAULT_SEED,
+    num_samples: int | None = None,
+    arguments_class=None,
+    **fixed,
+):
     """The arguments of one `fit`: the method's defaults, the run's seed, then `args` on top.
 
     Args:
@@ -263,16 +283,20 @@ def check_overrides(args, arguments_class) -> dict:
     if args is None:
         return {}
     if not isinstance(args, dict):
-        raise TypeError(f"args must be a {arguments_class.__name__} or a dict of its fields, got "
-                        f"{type(args).__name__}")  # fmt: skip
+        raise TypeError(
+            f"args must be a {arguments_class.__name__} or a dict of its fields, got {type(args).__name__}"
+        )
     known = {f.name for f in fields(arguments_class) if f.init}
     unknown = sorted(set(args) - known)
     if unknown:
         hints = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
-        said = ", ".join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else "")
-                         for k, h in hints.items())  # fmt: skip
-        raise ValueError(f"args has keys that are no {arguments_class.__name__} field: {said}. Pass fields of "
-                         f"{arguments_class.__name__} (dataclasses.fields lists them).")  # fmt: skip
+        said = ", ".join(
+            f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else "") for k, h in hints.items()
+        )
+        raise ValueError(
+            f"args has keys that are no {arguments_class.__name__} field: {said}. Pass fields of "
+            f"{arguments_class.__name__} (dataclasses.fields lists them)."
+        )
     return dict(args)
 
 
@@ -290,6 +314,8 @@ def split_global_batch(global_batch: int, world_size: int, accumulation_steps: i
     """
     split = world_size * accumulation_steps
     if global_batch % split:
-        raise ValueError(f"batch_size {global_batch} must divide by processes × accumulation steps = {split} "
-                         f"({world_size} × {accumulation_steps}): choose a multiple of {split}")  # fmt: skip
+        raise ValueError(
+            f"batch_size {global_batch} must divide by processes × accumulation steps = {split} "
+            f"({world_size} × {accumulation_steps}): choose a multiple of {split}"
+        )
     return global_batch // split

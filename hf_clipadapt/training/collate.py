@@ -28,7 +28,9 @@ class TensorRows(torch.utils.data.Dataset):
 
     def __init__(self, *tensors: torch.Tensor):
         if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
-            raise ValueError(f"TensorRows needs tensors with the same first dimension, got {[tuple(t.shape) for t in tensors]}")
+            raise ValueError(
+                f"TensorRows needs tensors with the same first dimension, got {[tuple(t.shape) for t in tensors]}"
+            )
         self.tensors = tensors
 
     def __len__(self):

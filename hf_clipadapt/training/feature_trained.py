@@ -56,8 +56,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
 
         return CoOpTrainingArguments
 
-    def schedule_defaults(self, epochs: int | None = None, passes: float | None = None,
-                                   warmup: bool = True) -> dict:  # fmt: skip
+    def schedule_defaults(self, epochs: int | None = None, passes: float | None = None, warmup: bool = True) -> dict:
         """The settings that depend on this model: the passes over the cached views
         (`num_train_epochs`) and the epochs the warm-up + cosine schedule counts.
 
@@ -118,8 +117,16 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         derived = {k: v for k, v in derived.items() if k not in given}
         return resolve_training_arguments(derived, given, seed=seed, num_samples=num_samples, arguments_class=cls)
 
-    def train_on_features(self, features: torch.Tensor, labels: torch.Tensor, *, seed: int = DEFAULT_SEED, args=None,
-                          resume_from_checkpoint=None, callbacks=None) -> list[dict]:  # fmt: skip
+    def train_on_features(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+        callbacks=None,
+    ) -> list[dict]:
         """Train on features [N, D] (normalised here) with labels [N]; returns the log history."""
         from .trainer import train_model
 
@@ -129,15 +136,19 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             raise ValueError("the training features contain NaN or inf; check the images and the encoder")
         data = FeatureDataset(F.normalize(features.float(), dim=-1), labels.long())
         was_training = self.training
-        history = train_model(self, data, self.training_arguments(len(data), seed, args), callbacks=callbacks,
-                              resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+        history = train_model(
+            self,
+            data,
+            self.training_arguments(len(data), seed, args),
+            callbacks=callbacks,
+            resume_from_checkpoint=resume_from_checkpoint,
+        )
         self.train(was_training)
         return history
 
     def encode_training_views(self, train, *, seed: int, views: int, **encode) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of `views` augmented views of every training image (cached)."""
-        return self.encode_dataset(train, self.training_views(seed, train), views=views,
-                                   split="train", **encode)  # fmt: skip
+        return self.encode_dataset(train, self.training_views(seed, train), views=views, split="train", **encode)
 
     def encode_labelled(self, dataset, *, label_column: str, **encode) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels (as this model's class indices) of a labelled split."""
@@ -145,9 +156,24 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         features, labels = self.encode_dataset(dataset, label_column=label_column, **encode)
         return features, remap[labels]
 
-    def fit(self, train, validation=None, *, shots: int | None = None, seed: int = DEFAULT_SEED, views: int | None = None,
-            args=None, extra_features=None, resume_from_checkpoint=None, batch_size: int = 64, accelerator=None,
-            cache_dir=None, image_column: str = "image", label_column: str = "label", dataset_name: str | None = None):  # fmt: skip
+    def fit(
+        self,
+        train,
+        validation=None,
+        *,
+        shots: int | None = None,
+        seed: int = DEFAULT_SEED,
+        views: int | None = None,
+        args=None,
+        extra_features=None,
+        resume_from_checkpoint=None,
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+        label_column: str = "label",
+        dataset_name: str | None = None,
+    ):
         """Encode the training images under augmented views once, then `fit_features`; returns self.
 
         `train`: a `datasets.Dataset` (with `shots=K` the CoOp K-shot split is drawn from
@@ -162,29 +188,54 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         self.require_backbone("fitting")
         c = self.config
         views = c.views if views is None else views
-        train, validation = train_validation_split(train, validation, shots=shots, seed=seed, label_column=label_column)
+        train, validation = train_validation_split(
+            train, validation, shots=shots, seed=seed, label_column=label_column
+        )
         encode = dict(batch_size=batch_size, accelerator=accelerator, cache_dir=cache_dir, image_column=image_column)
         remap = self.adopt_dataset_labels(train, label_column, subset=True)
         c.views, c.shots = views, shots if shots is not None else c.shots  # the schedule reads them
-        features, labels = self.encode_training_views(train, seed=seed, views=views, label_column=label_column, **encode)
+        features, labels = self.encode_training_views(
+            train, seed=seed, views=views, label_column=label_column, **encode
+        )
         val = None
         if validation is not None and self.uses_validation:
             val = self.encode_labelled(validation, label_column=label_column, split="validation", **encode)
-        self.fit_features(features, remap[labels], views=views, validation=val, extra_features=extra_features,
-                          seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
-        self.record_provenance(seed=seed, dataset_name=dataset_name or dataset_name_of(train), num_train_images=len(train))
+        self.fit_features(
+            features,
+            remap[labels],
+            views=views,
+            validation=val,
+            extra_features=extra_features,
+            seed=seed,
+            args=args,
+            resume_from_checkpoint=resume_from_checkpoint,
+        )
+        self.record_provenance(
+            seed=seed, dataset_name=dataset_name or dataset_name_of(train), num_train_images=len(train)
+        )
         return self
 
-    def fit_features(self, features, labels, *, views: int = 1, validation=None, extra_features=None,
-                     seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None) -> None:  # fmt: skip
+    def fit_features(
+        self,
+        features,
+        labels,
+        *,
+        views: int = 1,
+        validation=None,
+        extra_features=None,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+    ) -> None:
         """Fit on cached features: `features` [views·N, D] (view-major, as `encode_dataset`
         returns them) with `labels` (this model's class indices), plus `extra_features`;
         `validation` is a (features, labels) pair or None. Default: train on all of it
         with the model's loss."""
         features, labels = with_extra(features, labels, extra_features, self.config.num_labels)
         self.warn_uncovered_classes(labels)
-        self.history_ = self.train_on_features(features, labels, seed=seed, args=args,
-                                               resume_from_checkpoint=resume_from_checkpoint)  # fmt: skip
+        self.history_ = self.train_on_features(
+            features, labels, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint
+        )
         self.config.is_fitted = True
 
     def warn_uncovered_classes(self, labels: torch.Tensor) -> None:
@@ -192,9 +243,12 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         missing = sorted(set(range(self.config.num_labels)) - set(labels.unique().tolist()))
         if missing:
             names = [self.config.id2label[i] for i in missing[:5]]
-            warnings.warn(f"{len(missing)} of {self.config.num_labels} classes have no training sample "
-                          f"(e.g. {names}); they keep their zero-shot text weights only. For label-only classes, "
-                          "pass synthesized features (hf_clipadapt.ship.fit_with_synthesized).", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"{len(missing)} of {self.config.num_labels} classes have no training sample "
+                f"(e.g. {names}); they keep their zero-shot text weights only. For label-only classes, "
+                "pass synthesized features (hf_clipadapt.ship.fit_with_synthesized).",
+                stacklevel=3,
+            )
 
 
 def coop_epochs(shots: int) -> int:
@@ -213,7 +267,9 @@ def with_extra(features, labels, extra, num_labels: int):
         return features, labels
     x, y = extra
     if x.ndim != 2 or x.shape[1] != features.shape[1] or x.shape[0] != y.shape[0]:
-        raise ValueError(f"extra_features must be ([M, {features.shape[1]}], [M]); got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"extra_features must be ([M, {features.shape[1]}], [M]); got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     if y.numel() and (y.min() < 0 or y.max() >= num_labels):
         raise ValueError(f"extra labels must index this model's {num_labels} classes; got {y.min()}..{y.max()}")
     if not torch.isfinite(x).all():

@@ -36,8 +36,17 @@ def class_balanced_weights(labels: torch.Tensor, num_classes: int | None = None)
 class ShardedDrawSampler(Sampler[int]):
     """Base class: subclasses implement `draw(generator, size)` → a global index draw."""
 
-    def __init__(self, dataset_size: int, *, batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 num_samples: int | None = None, seed: int = DEFAULT_SEED, accumulation_steps: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        dataset_size: int,
+        *,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        num_samples: int | None = None,
+        seed: int = DEFAULT_SEED,
+        accumulation_steps: int = 1,
+    ):
         if dataset_size <= 0:
             raise ValueError("cannot sample from an empty dataset")
         if not 0 <= rank < num_replicas:
@@ -96,5 +105,7 @@ class ShardedRandomSampler(ShardedDrawSampler):
     when the dataset size is not a multiple of the global batch."""
 
     def draw(self, generator, size):
-        perms = [torch.randperm(self.dataset_size, generator=generator) for _ in range(math.ceil(size / self.dataset_size))]
+        perms = [
+            torch.randperm(self.dataset_size, generator=generator) for _ in range(math.ceil(size / self.dataset_size))
+        ]
         return torch.cat(perms)[:size]

@@ -48,8 +48,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .arguments import AdaptationTrainingArguments
 from .collate import stack_collate
 
-__all__ = ["AdaptationTrainer", "CHECKPOINT_COMPLETE", "constant_warmup_cosine", "constant_warmup_rates",
-           "last_complete_checkpoint", "train_model"]  # fmt: skip
+__all__ = [
+    "AdaptationTrainer",
+    "CHECKPOINT_COMPLETE",
+    "constant_warmup_cosine",
+    "constant_warmup_rates",
+    "last_complete_checkpoint",
+    "train_model",
+]
 
 # Written last into a checkpoint folder: without it (in a run that writes it) the save was interrupted.
 CHECKPOINT_COMPLETE = "hf_clipadapt_checkpoint_complete.json"
@@ -84,14 +90,18 @@ class AdaptationTrainer(Trainer):
         if resume_from_checkpoint is True:
             found = last_complete_checkpoint(self.args.output_dir)
             if found is None:
-                raise ValueError(f"no complete checkpoint-* folder in {self.args.output_dir!r} to resume from; train "
-                                 "without resume_from_checkpoint, or pass a checkpoint folder")  # fmt: skip
+                raise ValueError(
+                    f"no complete checkpoint-* folder in {self.args.output_dir!r} to resume from; train "
+                    "without resume_from_checkpoint, or pass a checkpoint folder"
+                )
             resume_from_checkpoint = found
         elif resume_from_checkpoint and not isinstance(resume_from_checkpoint, bool):
             problem = _incomplete(Path(resume_from_checkpoint), require_marker=False)
             if problem is not None:
-                raise ValueError(f"cannot resume from {str(resume_from_checkpoint)!r}: {problem}. Resume from an "
-                                 "earlier checkpoint-* folder (or resume_from_checkpoint=True)")  # fmt: skip
+                raise ValueError(
+                    f"cannot resume from {str(resume_from_checkpoint)!r}: {problem}. Resume from an "
+                    "earlier checkpoint-* folder (or resume_from_checkpoint=True)"
+                )
         if resume_from_checkpoint:
             self._check_same_model_type(Path(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
@@ -161,7 +171,9 @@ class AdaptationTrainer(Trainer):
             params = [p for p in group.pop("params") if p.requires_grad]
             if params:
                 scale = group.pop("lr_scale", 1.0)
-                built.append({"weight_decay": self.args.weight_decay, **group, "params": params, "lr": base_lr * scale})
+                built.append(
+                    {"weight_decay": self.args.weight_decay, **group, "params": params, "lr": base_lr * scale}
+                )
         if not built:
             raise ValueError("parameter_groups() returned no parameter that requires grad: nothing to train")
         self.optimizer = optimizer_cls(built, **kwargs)
@@ -175,8 +187,9 @@ class AdaptationTrainer(Trainer):
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = self.optimizer if optimizer is None else optimizer
         epochs = a.schedule_epochs or max(1, round(a.num_train_epochs))
-        self.lr_scheduler = constant_warmup_cosine(optimizer, num_training_steps, epochs, a.constant_warmup_lr,
-                                                   a.constant_warmup_epochs)  # fmt: skip
+        self.lr_scheduler = constant_warmup_cosine(
+            optimizer, num_training_steps, epochs, a.constant_warmup_lr, a.constant_warmup_epochs
+        )
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -307,14 +320,21 @@ def _free_references(accelerator):
     a second in a large process: more than a small method's whole training phase."""
 
     def free_memory(*objects):
-        accelerator._schedulers, accelerator._optimizers, accelerator._models, accelerator._dataloaders = [], [], [], []
+        accelerator._schedulers, accelerator._optimizers, accelerator._models, accelerator._dataloaders = (
+            [],
+            [],
+            [],
+            [],
+        )
         accelerator.step = 0
         return objects[0] if len(objects) == 1 else objects
 
     return free_memory
 
 
-def constant_warmup_rates(num_steps: int, epochs: int, base_lr: float, warmup_lr: float, warmup_epochs: int = 1) -> list[float]:
+def constant_warmup_rates(
+    num_steps: int, epochs: int, base_lr: float, warmup_lr: float, warmup_epochs: int = 1
+) -> list[float]:
     """The rate of each of `num_steps` optimizer steps under Dassl's schedule of
     `epochs` epochs: step s belongs to epoch e = ⌊s·E/S⌋ (the epoch of fresh images it
     stands for), which runs at `warmup_lr` if e < W, else at base_lr·(1 + cos(π(e − W)/E))/2
@@ -323,12 +343,15 @@ def constant_warmup_rates(num_steps: int, epochs: int, base_lr: float, warmup_lr
     rates = []
     for s in range(num_steps):
         e = s * epochs // max(1, num_steps)
-        rates.append(warmup_lr if e < warmup_epochs else 0.5 * base_lr * (1 + math.cos(math.pi * (e - warmup_epochs) / epochs)))
+        rates.append(
+            warmup_lr if e < warmup_epochs else 0.5 * base_lr * (1 + math.cos(math.pi * (e - warmup_epochs) / epochs))
+        )
     return rates
 
 
 def constant_warmup_cosine(optimizer, num_steps: int, epochs: int, warmup_lr: float, warmup_epochs: int = 1):
     """A `LambdaLR` that runs `constant_warmup_rates` (each group scaled by its own base rate)."""
+
     def factor(step: int, base: float) -> float:
         s = min(step, num_steps - 1)
         e = s * epochs // max(1, num_steps)
@@ -340,9 +363,16 @@ def constant_warmup_cosine(optimizer, num_steps: int, epochs: int, warmup_lr: fl
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
-def train_model(model, train_dataset, args: AdaptationTrainingArguments | None = None, *,
-                trainer_class: type[Trainer] = AdaptationTrainer, callbacks=None,
-                resume_from_checkpoint: str | bool | None = None, **trainer_kwargs) -> list[dict]:  # fmt: skip
+def train_model(
+    model,
+    train_dataset,
+    args: AdaptationTrainingArguments | None = None,
+    *,
+    trainer_class: type[Trainer] = AdaptationTrainer,
+    callbacks=None,
+    resume_from_checkpoint: str | bool | None = None,
+    **trainer_kwargs,
+) -> list[dict]:
     """Train `model` in place on `train_dataset` with `trainer_class` and return the
     log history (`trainer.state.log_history`). The helper every `fit` calls;
     `trainer_kwargs` go to the trainer (e.g. `eval_dataset`, `data_collator`)."""

@@ -31,6 +31,6 @@ _EXPORTS = {
     **exports_of(".data", "ZSLData", "load_features_file", "load_xlsa17", "pseudo_unseen_split", "save_features_file"),
     **exports_of(".modeling_tzsl", "TZSLModel", "TZSLOutput"),
     "functional": ".functional",
-}  # fmt: skip
+}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -16,10 +16,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..configuration_utils import lookup_preset
-from ..configuration_utils import DEFAULT_SEED
+from ..configuration_utils import DEFAULT_SEED, lookup_preset
 from ..training.arguments import AdaptationTrainingArguments, resolve_training_arguments
 from .configuration_tzsl import RENAMED, TRAINING_KEYS, training_part  # noqa: F401 (re-exported)
+
 
 def _presets() -> dict:
     from .configuration_tzsl import PRESETS
@@ -100,8 +100,11 @@ def resolve_tzsl_arguments(config, seed: int = DEFAULT_SEED, args=None) -> TZSLT
     """
     old = sorted(set(args) & set(RENAMED)) if isinstance(args, dict) else []
     if old:
-        warnings.warn(f"TZSL's training settings {old} are now named {[RENAMED[k] for k in old]} "
-                      "(TZSLTrainingArguments)", FutureWarning, stacklevel=4)  # fmt: skip
+        warnings.warn(
+            f"TZSL's training settings {old} are now named {[RENAMED[k] for k in old]} (TZSLTrainingArguments)",
+            FutureWarning,
+            stacklevel=4,
+        )
         args = {RENAMED.get(k, k): v for k, v in args.items()}
     defaults = dict(TZSLTrainingArguments.PRESETS.get(config.preset, {})) if config.preset else {}
     defaults.update(getattr(config, "_legacy_training", None) or {})

@@ -15,31 +15,104 @@ from ..configuration_utils import AdaptedConfig, check_sizes, lookup_preset
 # switches come from the same scripts (akshitac8/tfvaegan, scripts/run_*_tfvaegan.py): AWA2 freezes
 # the decoder in the generator step (--freeze_dec), FLO draws critic fakes from N(0, I) (no --encoded_noise).
 PRESETS: dict[str, dict] = {
-    "cub": dict(epochs=300, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=1.0, feedback_eval_weight=1.0, syn_num=300, cls_batch_size=300),
-    "awa2": dict(epochs=120, lr=1e-5, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=10.0,
-                 decoder_weight=0.1, feedback_train_weight=0.01, feedback_eval_weight=0.01, syn_num=1800, cls_batch_size=1800,
-                 freeze_decoder=True),
-    "sun": dict(epochs=400, lr=1e-3, cls_lr=5e-4, decoder_lr=1e-4, feedback_lr=1e-4, gan_weight=1.0,
-                decoder_weight=0.01, feedback_train_weight=0.1, feedback_eval_weight=0.01, syn_num=400, cls_batch_size=400),
-    "flo": dict(epochs=500, lr=1e-4, cls_lr=1e-3, decoder_lr=1e-4, feedback_lr=1e-5, gan_weight=10.0,
-                decoder_weight=0.01, feedback_train_weight=0.5, feedback_eval_weight=0.5, syn_num=1200, cls_batch_size=1200,
-                encoded_noise=False),
+    "cub": dict(
+        epochs=300,
+        lr=1e-4,
+        cls_lr=1e-3,
+        decoder_lr=1e-4,
+        feedback_lr=1e-5,
+        gan_weight=10.0,
+        decoder_weight=0.01,
+        feedback_train_weight=1.0,
+        feedback_eval_weight=1.0,
+        syn_num=300,
+        cls_batch_size=300,
+    ),
+    "awa2": dict(
+        epochs=120,
+        lr=1e-5,
+        cls_lr=1e-3,
+        decoder_lr=1e-4,
+        feedback_lr=1e-4,
+        gan_weight=10.0,
+        decoder_weight=0.1,
+        feedback_train_weight=0.01,
+        feedback_eval_weight=0.01,
+        syn_num=1800,
+        cls_batch_size=1800,
+        freeze_decoder=True,
+    ),
+    "sun": dict(
+        epochs=400,
+        lr=1e-3,
+        cls_lr=5e-4,
+        decoder_lr=1e-4,
+        feedback_lr=1e-4,
+        gan_weight=1.0,
+        decoder_weight=0.01,
+        feedback_train_weight=0.1,
+        feedback_eval_weight=0.01,
+        syn_num=400,
+        cls_batch_size=400,
+    ),
+    "flo": dict(
+        epochs=500,
+        lr=1e-4,
+        cls_lr=1e-3,
+        decoder_lr=1e-4,
+        feedback_lr=1e-5,
+        gan_weight=10.0,
+        decoder_weight=0.01,
+        feedback_train_weight=0.5,
+        feedback_eval_weight=0.5,
+        syn_num=1200,
+        cls_batch_size=1200,
+        encoded_noise=False,
+    ),
     # Small networks and few steps: minutes on one CPU core for ~15k features of width 256.
     # lr and syn_num were chosen on a pseudo-unseen split of Fashion-MNIST's seen classes
     # (never on test data): lr 1e-3 + 1500 per class gave validation H 10.6 vs 0.0.
     # No feedback module, so one pass per epoch (a second pass would only double the steps).
-    "fast": dict(epochs=4, hidden_dim=512, decoder_hidden_dim=256, lr=1e-3, cls_lr=1e-3, decoder_lr=1e-3,
-                 gan_weight=1.0, decoder_weight=0.1, feedback=False, feedback_passes=1, syn_num=1500, steps_per_epoch=200,
-                 decoder_pretrain_epochs=5, cls_epochs=15),
-}  # fmt: skip
+    "fast": dict(
+        epochs=4,
+        hidden_dim=512,
+        decoder_hidden_dim=256,
+        lr=1e-3,
+        cls_lr=1e-3,
+        decoder_lr=1e-3,
+        gan_weight=1.0,
+        decoder_weight=0.1,
+        feedback=False,
+        feedback_passes=1,
+        syn_num=1500,
+        steps_per_epoch=200,
+        decoder_pretrain_epochs=5,
+        cls_epochs=15,
+    ),
+}
 
 # The keys above (old TZSLConfig fields) that are training settings, now `TZSLTrainingArguments`
 # fields (hf_clipadapt.tzsl.arguments); two changed their names there.
 RENAMED = {"epochs": "num_train_epochs", "lr": "learning_rate"}
-TRAINING_KEYS = ("epochs", "steps_per_epoch", "batch_size", "critic_iters", "gp_weight", "adaptive_gp", "gan_weight",
-                 "decoder_weight", "lr", "decoder_lr", "feedback_lr", "feedback_train_weight",
-                 "decoder_pretrain_epochs", "syn_num", "cls_lr", "cls_epochs", "cls_batch_size")  # fmt: skip
+TRAINING_KEYS = (
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "critic_iters",
+    "gp_weight",
+    "adaptive_gp",
+    "gan_weight",
+    "decoder_weight",
+    "lr",
+    "decoder_lr",
+    "feedback_lr",
+    "feedback_train_weight",
+    "decoder_pretrain_epochs",
+    "syn_num",
+    "cls_lr",
+    "cls_epochs",
+    "cls_batch_size",
+)
 
 
 def training_part(settings: dict) -> dict:
@@ -52,10 +125,14 @@ def _pop_training_keys(kwargs: dict) -> dict:
     keywords) with a FutureWarning naming their new place; returns them under the new names."""
     old = {k: kwargs.pop(k) for k in TRAINING_KEYS if k in kwargs}
     if old:
-        warnings.warn(f"TZSLConfig no longer holds training settings ({', '.join(sorted(old))}): since issue 26 they "
-                      "are fields of hf_clipadapt.tzsl.TZSLTrainingArguments (epochs -> num_train_epochs, lr -> "
-                      "learning_rate), passed as TZSLModel.fit(args=...). This config's values are used as fit's "
-                      "defaults (under args) and are not saved again.", FutureWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"TZSLConfig no longer holds training settings ({', '.join(sorted(old))}): since issue 26 they "
+            "are fields of hf_clipadapt.tzsl.TZSLTrainingArguments (epochs -> num_train_epochs, lr -> "
+            "learning_rate), passed as TZSLModel.fit(args=...). This config's values are used as fit's "
+            "defaults (under args) and are not saved again.",
+            FutureWarning,
+            stacklevel=3,
+        )
     return training_part(old)
 
 
@@ -72,8 +149,14 @@ def _check_settings(mode: str, unseen_prior: str, counts: dict, sizes: dict) -> 
     check_sizes("TZSLConfig", sizes)
     s = sizes
     inputs = s["feature_dim"] + s["attribute_dim"] + (s["latent_dim"] or s["attribute_dim"])
-    check_sizes("TZSLConfig", sizes, parameters=4 * s["hidden_dim"] * inputs + 2 * s["decoder_hidden_dim"] * inputs
-                + s["feature_dim"] * s["num_classes"])  # fmt: skip
+    check_sizes(
+        "TZSLConfig",
+        sizes,
+        parameters=4 * s["hidden_dim"] * inputs
+        + 2 * s["decoder_hidden_dim"] * inputs
+        + s["feature_dim"] * s["num_classes"],
+    )
+
 
 class TZSLConfig(AdaptedConfig):
     r"""Configuration of [`TZSLModel`].
@@ -134,9 +217,19 @@ class TZSLConfig(AdaptedConfig):
         **kwargs,
     ):
         self._legacy_training = _pop_training_keys(kwargs)
-        _check_settings(mode, unseen_prior, dict(feedback_passes=feedback_passes),
-                        dict(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes,
-                             latent_dim=latent_dim, hidden_dim=hidden_dim, decoder_hidden_dim=decoder_hidden_dim))  # fmt: skip
+        _check_settings(
+            mode,
+            unseen_prior,
+            dict(feedback_passes=feedback_passes),
+            dict(
+                feature_dim=feature_dim,
+                attribute_dim=attribute_dim,
+                num_classes=num_classes,
+                latent_dim=latent_dim,
+                hidden_dim=hidden_dim,
+                decoder_hidden_dim=decoder_hidden_dim,
+            ),
+        )
         self.feature_dim, self.attribute_dim, self.num_classes = feature_dim, attribute_dim, num_classes
         self.latent_dim = attribute_dim if latent_dim is None else latent_dim
         self.hidden_dim, self.decoder_hidden_dim = hidden_dim, decoder_hidden_dim
@@ -149,7 +242,7 @@ class TZSLConfig(AdaptedConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "TZSLConfig":
+    def from_preset(cls, name: str, **overrides) -> TZSLConfig:
         """A config from a published preset ("cub", "awa2", "sun", "flo") or "fast" (CPU),
         with any field overridden (feature_dim, attribute_dim, num_classes, mode, ...). The
         preset's training settings are `TZSLTrainingArguments.from_preset(name)`, which `fit`

@@ -67,7 +67,9 @@ class ZSLData:
             x = torch.as_tensor(getattr(self, f"{part}_features")).float()
             y = torch.as_tensor(getattr(self, f"{part}_labels")).long().reshape(-1)
             if x.ndim != 2 or x.shape[0] != y.shape[0]:
-                raise ValueError(f"{part}: features must be [N, D] with one label per row, got {tuple(x.shape)} and {tuple(y.shape)}")
+                raise ValueError(
+                    f"{part}: features must be [N, D] with one label per row, got {tuple(x.shape)} and {tuple(y.shape)}"
+                )
             _check_finite(x, f"{part}_features")
             setattr(self, f"{part}_features", x)
             setattr(self, f"{part}_labels", y)
@@ -80,7 +82,11 @@ class ZSLData:
         widths = {p: getattr(self, f"{p}_features").shape[1] for p in _PARTS}
         if len(set(widths.values())) != 1:
             raise ValueError(f"all parts must have the same feature width, got {widths}")
-        for part, allowed in (("train", self.seen_classes), ("test_seen", self.seen_classes), ("test_unseen", self.unseen_classes)):
+        for part, allowed in (
+            ("train", self.seen_classes),
+            ("test_seen", self.seen_classes),
+            ("test_unseen", self.unseen_classes),
+        ):
             y = getattr(self, f"{part}_labels")
             bad = sorted(set(y[y >= 0].tolist()) - set(allowed))
             if bad:
@@ -126,8 +132,10 @@ def _as_name_list(names) -> list[str] | None:
     names = list(names)
     bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str)]
     if bad:
-        raise TypeError(f"class_names must all be strings; positions {[i for i, _ in bad[:5]]} hold "
-                        f"{[type(n).__name__ for _, n in bad[:5]]}")  # fmt: skip
+        raise TypeError(
+            f"class_names must all be strings; positions {[i for i, _ in bad[:5]]} hold "
+            f"{[type(n).__name__ for _, n in bad[:5]]}"
+        )
     return names
 
 
@@ -167,7 +175,9 @@ def _locs(mat: dict, key: str, n: int, filename: str) -> np.ndarray:
     return loc
 
 
-def load_xlsa17(root: str | os.PathLike, features_file: str = "res101.mat", splits_file: str = "att_splits.mat") -> ZSLData:
+def load_xlsa17(
+    root: str | os.PathLike, features_file: str = "res101.mat", splits_file: str = "att_splits.mat"
+) -> ZSLData:
     """Read an xlsa17 dataset folder (e.g. `xlsa17/data/CUB`) into a `ZSLData`.
 
     Handles MATLAB's layout: features and attributes are stored one column per
@@ -195,8 +205,11 @@ def load_xlsa17(root: str | os.PathLike, features_file: str = "res101.mat", spli
     return ZSLData(
         **{f"{p}_features": t(feats[loc[p]]) for p in _PARTS},
         **{f"{p}_labels": t(labels[loc[p]]) for p in _PARTS},
-        attributes=t(att), seen_classes=seen, unseen_classes=unseen, class_names=names,
-    )  # fmt: skip
+        attributes=t(att),
+        seen_classes=seen,
+        unseen_classes=unseen,
+        class_names=names,
+    )
 
 
 def save_features_file(data: ZSLData, path: str | os.PathLike) -> None:
@@ -236,7 +249,9 @@ def load_features_file(path: str | os.PathLike) -> ZSLData:
     )
 
 
-def pseudo_unseen_split(data: ZSLData, num_holdout: int, seed: int = DEFAULT_SEED, test_fraction: float = 0.2) -> ZSLData:
+def pseudo_unseen_split(
+    data: ZSLData, num_holdout: int, seed: int = DEFAULT_SEED, test_fraction: float = 0.2
+) -> ZSLData:
     """A validation split for model selection that never touches unseen classes or test data.
 
     `num_holdout` seen classes (chosen with `seed`) become pseudo-unseen: their
@@ -247,7 +262,9 @@ def pseudo_unseen_split(data: ZSLData, num_holdout: int, seed: int = DEFAULT_SEE
     """
     seen = list(data.seen_classes)
     if not 1 <= num_holdout < len(seen):
-        raise ValueError(f"num_holdout must be in [1, {len(seen) - 1}] for {len(seen)} seen classes, got {num_holdout}")
+        raise ValueError(
+            f"num_holdout must be in [1, {len(seen) - 1}] for {len(seen)} seen classes, got {num_holdout}"
+        )
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(seen), generator=g).tolist()
     held = sorted(seen[i] for i in perm[:num_holdout])
@@ -260,8 +277,14 @@ def pseudo_unseen_split(data: ZSLData, num_holdout: int, seed: int = DEFAULT_SEE
     val_idx, tr_idx = kept_idx[:n_val].sort().values, kept_idx[n_val:].sort().values
     x = data.train_features
     return ZSLData(
-        train_features=x[tr_idx], train_labels=y[tr_idx],
-        test_seen_features=x[val_idx], test_seen_labels=y[val_idx],
-        test_unseen_features=x[is_held], test_unseen_labels=y[is_held],
-        attributes=data.attributes, seen_classes=kept, unseen_classes=held, class_names=data.class_names,
-    )  # fmt: skip
+        train_features=x[tr_idx],
+        train_labels=y[tr_idx],
+        test_seen_features=x[val_idx],
+        test_seen_labels=y[val_idx],
+        test_unseen_features=x[is_held],
+        test_unseen_labels=y[is_held],
+        attributes=data.attributes,
+        seen_classes=kept,
+        unseen_classes=held,
+        class_names=data.class_names,
+    )

@@ -67,8 +67,9 @@ def normalize_attributes(attributes: torch.Tensor, eps: float = 1e-12) -> torch.
     return a / a.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
-def adapt_gp_weight(weight: float, mean_penalty: float, upper: float = 1.05, lower: float = 1.001,
-                    factor: float = 1.1) -> float:  # fmt: skip
+def adapt_gp_weight(
+    weight: float, mean_penalty: float, upper: float = 1.05, lower: float = 1.001, factor: float = 1.1
+) -> float:
     """TF-VAEGAN's adaptive gradient-penalty weight (lambda1), updated after every round of
     critic steps: `mean_penalty` is E[(||grad D|| - 1)^2] averaged over the round's critic
     steps (and over both critics in the transductive model). Above `upper` the weight is
@@ -110,7 +111,9 @@ def gradient_penalty(
     return weight * (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
 
 
-def pseudo_class_prior(pseudo_attributes: torch.Tensor, class_attributes: torch.Tensor, smoothing: float = 1.0) -> torch.Tensor:
+def pseudo_class_prior(
+    pseudo_attributes: torch.Tensor, class_attributes: torch.Tensor, smoothing: float = 1.0
+) -> torch.Tensor:
     """A label-free estimate of the unseen-class prior.
 
     Each unlabelled feature's decoded attribute vector votes for the class whose
@@ -122,7 +125,9 @@ def pseudo_class_prior(pseudo_attributes: torch.Tensor, class_attributes: torch.
     return counts / counts.sum()
 
 
-def eszsl_fit(features: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor, gamma: float = 1.0, lam: float = 1.0) -> torch.Tensor:
+def eszsl_fit(
+    features: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
+) -> torch.Tensor:
     """Embarrassingly simple ZSL (Romera-Paredes & Torr, 2015), closed form.
 
     V = (X^T X + gamma I)^-1 X^T Y S (S^T S + lam I)^-1 with X [N, D], S [C, A]

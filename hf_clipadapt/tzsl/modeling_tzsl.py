@@ -25,95 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_utils import DEFAULT_SEED
-from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from ..metrics import gzsl_scores, per_class_accuracy
+from ..modeling_utils import AdaptedPreTrainedModel, register_auto
 from . import functional as Fz
 from .configuration_tzsl import TZSLConfig
 from .data import ZSLData, check_split
+from .networks import TZSLAttributeDecoder, TZSLCritic, TZSLEncoder, TZSLFeedback, TZSLGenerator
 from .training import TZSLGANTrainer, adam_arguments, pretrain_decoder, train_head, training_device
-
-
-def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.LeakyReLU(0.2), nn.Linear(d_hidden, d_out))
-
-
-class TZSLEncoder(nn.Module):
-    """E(x, a) -> (mu, logvar) of the latent code: [x; a] -> hidden -> 2 * latent (both
-    LeakyReLU 0.2) -> mu, logvar (akshitac8/tfvaegan, networks/TFVAEGAN_model.py, `Encoder`,
-    lines 16-37; mrflogs/icassp23, model.py, lines 5-25: `fc1`, then the extra `fc3`)."""
-
-    def __init__(self, cfg: TZSLConfig):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Linear(cfg.feature_dim + cfg.attribute_dim, cfg.hidden_dim), nn.LeakyReLU(0.2),
-            nn.Linear(cfg.hidden_dim, 2 * cfg.latent_dim), nn.LeakyReLU(0.2),
-        )  # fmt: skip
-        self.mu = nn.Linear(2 * cfg.latent_dim, cfg.latent_dim)
-        self.logvar = nn.Linear(2 * cfg.latent_dim, cfg.latent_dim)
-
-    def forward(self, x, a):
-        h = self.body(torch.cat([x, a], -1))
-        return self.mu(h), self.logvar(h)
-
-
-class TZSLGenerator(nn.Module):
-    """G(z, a) -> sigmoid features; an optional feedback vector is added to its hidden layer."""
-
-    def __init__(self, cfg: TZSLConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.latent_dim + cfg.attribute_dim, cfg.hidden_dim)
-        self.fc2 = nn.Linear(cfg.hidden_dim, cfg.feature_dim)
-
-    def forward(self, z, a, feedback: torch.Tensor | None = None):
-        h = F.leaky_relu(self.fc1(torch.cat([z, a], -1)), 0.2)
-        if feedback is not None:
-            h = h + feedback
-        return torch.sigmoid(self.fc2(h))
-
-
-class TZSLCritic(nn.Module):
-    """WGAN critic D(x[, a]); unconditional when `attribute_dim` is 0."""
-
-    def __init__(self, feature_dim: int, attribute_dim: int, hidden_dim: int):
-        super().__init__()
-        self.conditional = attribute_dim > 0
-        self.net = _mlp(feature_dim + attribute_dim, hidden_dim, 1)
-
-    def forward(self, x, a=None):
-        return self.net(torch.cat([x, a], -1) if self.conditional else x).squeeze(-1)
-
-
-class TZSLAttributeDecoder(nn.Module):
-    """Dec(x) -> (L2-normalised attributes, hidden activations)."""
-
-    def __init__(self, cfg: TZSLConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.feature_dim, cfg.decoder_hidden_dim)
-        self.fc2 = nn.Linear(cfg.decoder_hidden_dim, cfg.attribute_dim)
-
-    def forward(self, x):
-        h = F.leaky_relu(self.fc1(x), 0.2)
-        return F.normalize(self.fc2(h), dim=-1), h
-
-
-class TZSLFeedback(nn.Module):
-    """F(h) -> feedback added to the generator's hidden layer: two Linear layers, each followed
-    by LeakyReLU 0.2, the output too (mrflogs/icassp23, model.py, `Feedback`, lines 105-115;
-    akshitac8/tfvaegan, networks/TFVAEGAN_model.py, `Feedback`)."""
-
-    def __init__(self, cfg: TZSLConfig):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(cfg.decoder_hidden_dim, cfg.hidden_dim), nn.LeakyReLU(0.2),
-                                 nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.LeakyReLU(0.2))  # fmt: skip
-
-    def forward(self, hidden):
-        return self.net(hidden)
 
 
 @dataclass
@@ -178,13 +101,18 @@ class TZSLModel(TZSLPreTrainedModel):
 
     # ------------------------------------------------------------------ helpers
     @classmethod
-    def from_data(cls, data: ZSLData, preset: str = "fast", **overrides) -> "TZSLModel":
+    def from_data(cls, data: ZSLData, preset: str = "fast", **overrides) -> TZSLModel:
         """A fresh model sized for `data` from a preset ("fast", "cub", "awa2", "sun", "flo")."""
         cfg = TZSLConfig.from_preset(
-            preset, feature_dim=data.feature_dim, attribute_dim=data.attributes.shape[1],
-            num_classes=data.num_classes, seen_classes=data.seen_classes, unseen_classes=data.unseen_classes,
-            class_names=data.class_names, **overrides,
-        )  # fmt: skip
+            preset,
+            feature_dim=data.feature_dim,
+            attribute_dim=data.attributes.shape[1],
+            num_classes=data.num_classes,
+            seen_classes=data.seen_classes,
+            unseen_classes=data.unseen_classes,
+            class_names=data.class_names,
+            **overrides,
+        )
         return cls(cfg)
 
     @property
@@ -210,7 +138,9 @@ class TZSLModel(TZSLPreTrainedModel):
     def generate(self, attributes: torch.Tensor, feedback_weight: float | None = None) -> torch.Tensor:
         """Synthesise scaled features from (normalised) class attributes, z ~ N(0, I)."""
         z = torch.randn(attributes.shape[0], self.config.latent_dim, device=attributes.device)
-        return self._generate(z, attributes, self.config.feedback_eval_weight if feedback_weight is None else feedback_weight)
+        return self._generate(
+            z, attributes, self.config.feedback_eval_weight if feedback_weight is None else feedback_weight
+        )
 
     def _generate(self, z, a, feedback_weight: float):
         x = self.generator(z, a)
@@ -248,7 +178,12 @@ class TZSLModel(TZSLPreTrainedModel):
     def predict_logits(self, features: torch.Tensor, task: str = "gzsl", batch_size: int = 4096) -> torch.Tensor:
         was_training = self.training
         self.eval()
-        out = torch.cat([self(features[i : i + batch_size], task=task).logits.cpu() for i in range(0, features.shape[0], batch_size)])
+        out = torch.cat(
+            [
+                self(features[i : i + batch_size], task=task).logits.cpu()
+                for i in range(0, features.shape[0], batch_size)
+            ]
+        )
         self.train(was_training)
         return out
 
@@ -260,7 +195,9 @@ class TZSLModel(TZSLPreTrainedModel):
         `evaluate(data, record_as="<dataset name>")` stores them for the model card."""
         if data.test_unseen_labels.lt(0).any():
             raise ValueError("evaluate needs test-unseen labels; they are -1 (unknown) in this data")
-        zsl = per_class_accuracy(self.predict_logits(data.test_unseen_features, "zsl"), data.test_unseen_labels, data.unseen_classes)
+        zsl = per_class_accuracy(
+            self.predict_logits(data.test_unseen_features, "zsl"), data.test_unseen_labels, data.unseen_classes
+        )
         feats = torch.cat([data.test_seen_features, data.test_unseen_features])
         labels = torch.cat([data.test_seen_labels, data.test_unseen_labels])
         g = gzsl_scores(self.predict_logits(feats, "gzsl"), labels, data.seen_classes, data.unseen_classes)
@@ -270,7 +207,9 @@ class TZSLModel(TZSLPreTrainedModel):
     def _check_data(self, data: ZSLData) -> None:
         c = self.config
         if data.feature_dim != c.feature_dim:
-            raise ValueError(f"data has features of width {data.feature_dim} but the model was built for {c.feature_dim}")
+            raise ValueError(
+                f"data has features of width {data.feature_dim} but the model was built for {c.feature_dim}"
+            )
         if tuple(data.attributes.shape) != (c.num_classes, c.attribute_dim):
             raise ValueError(
                 f"data.attributes is {tuple(data.attributes.shape)} but the model expects "
@@ -278,13 +217,27 @@ class TZSLModel(TZSLPreTrainedModel):
             )
         check_split(data.attributes, data.seen_classes, data.unseen_classes)
         if not c.unseen_classes:
-            raise ValueError("the config does not name its unseen classes: build the model with TZSLModel.from_data(data, preset)")
+            raise ValueError(
+                "the config does not name its unseen classes: build the model with TZSLModel.from_data(data, preset)"
+            )
         if c.unseen_classes and list(c.unseen_classes) != list(data.unseen_classes):
-            raise ValueError(f"the model was built for unseen classes {c.unseen_classes}, data has {data.unseen_classes}")
+            raise ValueError(
+                f"the model was built for unseen classes {c.unseen_classes}, data has {data.unseen_classes}"
+            )
 
-    def fit(self, train: ZSLData, validation=None, *, seed: int = DEFAULT_SEED, args: dict | None = None,
-            resume_from_checkpoint=None, unlabelled_features: torch.Tensor | None = None, accelerator=None,
-            progress: bool = True, dataset_name: str | None = None) -> TZSLModel:  # fmt: skip
+    def fit(
+        self,
+        train: ZSLData,
+        validation=None,
+        *,
+        seed: int = DEFAULT_SEED,
+        args: dict | None = None,
+        resume_from_checkpoint=None,
+        unlabelled_features: torch.Tensor | None = None,
+        accelerator=None,
+        progress: bool = True,
+        dataset_name: str | None = None,
+    ) -> TZSLModel:
         """Train the decoder, the generator and critics, then both classifiers; returns self,
         the run's history (per phase) in `history_`, its `TZSLTrainingArguments` in `training_args_`.
 
@@ -308,8 +261,10 @@ class TZSLModel(TZSLPreTrainedModel):
         under DDP when the script is started with `accelerate launch`.
         """
         if resume_from_checkpoint is not None:
-            raise ValueError("TZSL cannot resume a run: its three phases train on in-memory features in minutes; "
-                             "call fit again without resume_from_checkpoint")  # fmt: skip
+            raise ValueError(
+                "TZSL cannot resume a run: its three phases train on in-memory features in minutes; "
+                "call fit again without resume_from_checkpoint"
+            )
         settings = self.training_args_ = self.training_arguments(seed, args)
         self.history_ = self._fit(train, unlabelled_features, seed, accelerator, progress, settings)
         self.record_provenance(seed=seed, dataset_name=dataset_name, num_train_images=len(train.train_labels))
@@ -329,13 +284,28 @@ class TZSLModel(TZSLPreTrainedModel):
         torch.manual_seed(seed)
         x_s, y_s, x_u, unseen_idx = self._prepare_training(data, unlabelled_features, device)
         history = {}
-        history["decoder_pretrain"], opt_dec = pretrain_decoder(self, x_s, self.class_attributes[y_s],
-                                                                settings=settings, seed=seed, progress=progress)  # fmt: skip
+        history["decoder_pretrain"], opt_dec = pretrain_decoder(
+            self, x_s, self.class_attributes[y_s], settings=settings, seed=seed, progress=progress
+        )
         self._fit_unseen_prior(x_u, unseen_idx)
-        args = adam_arguments(epochs=settings.num_train_epochs, batch_size=settings.batch_size,
-                              lr=settings.learning_rate, seed=seed, progress=progress)  # fmt: skip
-        gan = TZSLGANTrainer(self, args, settings=settings, x_s=x_s, y_s=y_s, x_u=x_u, unseen_idx=unseen_idx, decoder_optimizer=opt_dec,
-                             accelerator=accelerator)  # fmt: skip
+        args = adam_arguments(
+            epochs=settings.num_train_epochs,
+            batch_size=settings.batch_size,
+            lr=settings.learning_rate,
+            seed=seed,
+            progress=progress,
+        )
+        gan = TZSLGANTrainer(
+            self,
+            args,
+            settings=settings,
+            x_s=x_s,
+            y_s=y_s,
+            x_u=x_u,
+            unseen_idx=unseen_idx,
+            decoder_optimizer=opt_dec,
+            accelerator=accelerator,
+        )
         self.train()
         gan.train()
         history["epochs"] = gan.history
@@ -363,9 +333,14 @@ class TZSLModel(TZSLPreTrainedModel):
             if len(pool) == 0:
                 raise ValueError(
                     "transductive mode trains its second critic on unlabelled unseen-class features, and the pool is "
-                    "empty (" + ("data.test_unseen_features has 0 rows" if unlabelled_features is None else
-                                 "unlabelled_features has 0 rows") + "): give it unlabelled features, or use mode='inductive'"
-                )  # fmt: skip
+                    "empty ("
+                    + (
+                        "data.test_unseen_features has 0 rows"
+                        if unlabelled_features is None
+                        else "unlabelled_features has 0 rows"
+                    )
+                    + "): give it unlabelled features, or use mode='inductive'"
+                )
             self._check_features(pool)
             x_u = self.scale(pool.to(device))
         return x_s, y_s, x_u, torch.tensor(c.unseen_classes, device=device)
@@ -406,7 +381,9 @@ class TZSLModel(TZSLPreTrainedModel):
             draws = torch.multinomial(self.unseen_prior.cpu(), settings.syn_num * len(unseen_idx), True, generator=g)
             per_class = torch.bincount(draws, minlength=len(unseen_idx)).clamp_min(1).tolist()
         with torch.no_grad():
-            y_syn = torch.cat([torch.full((k,), int(u), device=device) for k, u in zip(per_class, unseen_idx.tolist())])
+            y_syn = torch.cat(
+                [torch.full((k,), int(u), device=device) for k, u in zip(per_class, unseen_idx.tolist())]
+            )
             z = torch.randn(len(y_syn), c.latent_dim, generator=g).to(device)
             x_syn = self._generate(z, self.class_attributes[y_syn], c.feedback_eval_weight)
             enc = lambda x: torch.cat([self.classifier_input(x[i : i + 4096])[0] for i in range(0, x.shape[0], 4096)])  # noqa: E731
@@ -414,8 +391,10 @@ class TZSLModel(TZSLPreTrainedModel):
         to_local = torch.full((c.num_classes,), -1, dtype=torch.long, device=device)
         to_local[unseen_idx] = torch.arange(len(unseen_idx), device=device)
         losses = {}
-        for name, head, feats, labels in (("zsl_loss", self.zsl_head, f_syn, to_local[y_syn]),
-                                          ("gzsl_loss", self.gzsl_head, torch.cat([f_seen, f_syn]), torch.cat([y_s, y_syn]))):  # fmt: skip
+        for name, head, feats, labels in (
+            ("zsl_loss", self.zsl_head, f_syn, to_local[y_syn]),
+            ("gzsl_loss", self.gzsl_head, torch.cat([f_seen, f_syn]), torch.cat([y_s, y_syn])),
+        ):
             with torch.no_grad():
                 head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.02)
                 head.bias.zero_()
@@ -427,8 +406,12 @@ class TZSLModel(TZSLPreTrainedModel):
         c = self.config
         names = c.class_names or [str(i) for i in range(c.num_classes)]
         settings = getattr(self, "training_args_", None)
-        return dict(config=c, epochs=settings.num_train_epochs if settings is not None else "preset", seen_names=[names[i] for i in (c.seen_classes or [])],
-                    unseen_names=[names[i] for i in (c.unseen_classes or [])])  # fmt: skip
+        return dict(
+            config=c,
+            epochs=settings.num_train_epochs if settings is not None else "preset",
+            seen_names=[names[i] for i in (c.seen_classes or [])],
+            unseen_names=[names[i] for i in (c.unseen_classes or [])],
+        )
 
     def create_model_card(self, **kwargs):
         kwargs.setdefault("model_name", f"tzsl-{self.config.preset or 'custom'}-{self.config.mode}")

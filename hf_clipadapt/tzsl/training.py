@@ -38,15 +38,25 @@ from . import functional as Fz
 _SUMS = ("critic_seen", "critic_unseen", "vae", "decoder", "generator")
 
 
-def adam_arguments(*, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
-                   **kwargs) -> AdaptationTrainingArguments:  # fmt: skip
+def adam_arguments(
+    *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool, **kwargs
+) -> AdaptationTrainingArguments:
     """Arguments of a TZSL phase: Adam(β = 0.5, 0.999), constant lr, no clipping, one log per
     epoch, `batch_size` global (split over the processes)."""
     args = AdaptationTrainingArguments(
-        num_train_epochs=epochs, learning_rate=lr, optim="adamw_torch", adam_beta1=0.5, adam_beta2=0.999,
-        weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, logging_strategy="epoch", seed=seed,
-        disable_tqdm=None if progress else True, **kwargs,
-    )  # fmt: skip
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        optim="adamw_torch",
+        adam_beta1=0.5,
+        adam_beta2=0.999,
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        logging_strategy="epoch",
+        seed=seed,
+        disable_tqdm=None if progress else True,
+        **kwargs,
+    )
     args.per_device_train_batch_size = split_global_batch(batch_size, args.world_size)
     return args
 
@@ -78,8 +88,9 @@ def pretrain_decoder(model, x_s, a_s, *, settings=None, seed: int, progress: boo
     """Phase 1; returns (per-epoch mean losses, the decoder's optimiser, which phase 2 continues).
     `settings`: the run's `TZSLTrainingArguments` (None: `model.training_arguments(seed)`)."""
     c = settings if settings is not None else model.training_arguments(seed)
-    args = adam_arguments(epochs=c.decoder_pretrain_epochs, batch_size=c.batch_size, lr=c.decoder_lr, seed=seed,
-                          progress=progress)  # fmt: skip
+    args = adam_arguments(
+        epochs=c.decoder_pretrain_epochs, batch_size=c.batch_size, lr=c.decoder_lr, seed=seed, progress=progress
+    )
     trainer = AdaptationTrainer(model=_DecoderObjective(model.decoder), args=args, train_dataset=TensorRows(x_s, a_s))
     trainer.train()
     history = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -90,8 +101,13 @@ def pretrain_decoder(model, x_s, a_s, *, settings=None, seed: int, progress: boo
 def train_head(head: nn.Linear, feats, labels, *, settings, seed: int, progress: bool) -> float:
     """Phase 3, one classifier: cross-entropy on fixed features; returns the last logged loss.
     `settings`: the run's `TZSLTrainingArguments`."""
-    args = adam_arguments(epochs=settings.cls_epochs, batch_size=settings.cls_batch_size, lr=settings.cls_lr, seed=seed,
-                          progress=progress)  # fmt: skip
+    args = adam_arguments(
+        epochs=settings.cls_epochs,
+        batch_size=settings.cls_batch_size,
+        lr=settings.cls_lr,
+        seed=seed,
+        progress=progress,
+    )
     trainer = AdaptationTrainer(model=_HeadObjective(head), args=args, train_dataset=TensorRows(feats, labels))
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -165,7 +181,9 @@ class TZSLGANTrainer(AdaptationTrainer):
         c = self.settings = settings if settings is not None else model.training_arguments(args.seed)
         self.tzsl, self.x_s, self.y_s, self.x_u, self.unseen_idx = model, x_s, y_s, x_u, unseen_idx
         self.critics = [model.critic_seen] + ([model.critic_unseen] if x_u is not None else [])
-        self.opt_d = torch.optim.Adam([p for m in self.critics for p in m.parameters()], lr=c.learning_rate, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(
+            [p for m in self.critics for p in m.parameters()], lr=c.learning_rate, betas=(0.5, 0.999)
+        )
         self.opt_dec, self.log_to, self.history = decoder_optimizer, accelerator, []
         self._sums = dict.fromkeys(_SUMS, 0.0)
         self.steps_per_pass = c.steps_per_epoch or max(1, x_s.shape[0] // c.batch_size)
@@ -182,8 +200,10 @@ class TZSLGANTrainer(AdaptationTrainer):
         c = self.settings
         # The reference builds the encoder's Adam with torch's default betas (0.9, 0.999), the
         # generator's and feedback's with beta1 = 0.5 (akshitac8/tfvaegan, train_images.py, lines 109-112).
-        groups = [{"params": list(model.encoder.parameters()), "betas": (0.9, 0.999)},
-                  {"params": list(model.generator.parameters())}]  # fmt: skip
+        groups = [
+            {"params": list(model.encoder.parameters()), "betas": (0.9, 0.999)},
+            {"params": list(model.generator.parameters())},
+        ]
         if model.feedback is not None:
             groups.append({"params": list(model.feedback.parameters()), "lr_scale": c.feedback_lr / c.learning_rate})
         return groups
@@ -192,8 +212,12 @@ class TZSLGANTrainer(AdaptationTrainer):
         """Every process runs every step (no sharding: each draws its own batches), in order, so
         a step's number tells its pass. The loader's own generator keeps epoch starts from
         drawing on the global RNG the batches come from."""
-        return DataLoader(self.train_dataset, batch_size=1, collate_fn=self.data_collator,
-                          generator=torch.Generator().manual_seed(self.args.seed))  # fmt: skip
+        return DataLoader(
+            self.train_dataset,
+            batch_size=1,
+            collate_fn=self.data_collator,
+            generator=torch.Generator().manual_seed(self.args.seed),
+        )
 
     def train(self, **kwargs):
         """Critics and decoder start equal everywhere; each process then draws its own batches."""
@@ -223,7 +247,12 @@ class TZSLGANTrainer(AdaptationTrainer):
             m.requires_grad_(False)
         self.opt_dec.zero_grad(set_to_none=True)
         try:
-            batch = {"features": xs, "attributes": as_, "fb_seen": fb, "fb_unseen": c.feedback_eval_weight if feedback_on else 0.0}
+            batch = {
+                "features": xs,
+                "attributes": as_,
+                "fb_seen": fb,
+                "fb_unseen": c.feedback_eval_weight if feedback_on else 0.0,
+            }
             loss = super().training_step(model, batch, num_items_in_batch)
         finally:
             for m in self.critics:
@@ -274,7 +303,9 @@ class TZSLGANTrainer(AdaptationTrainer):
             loss_d = loss_d + loss_d2
             sums["critic_unseen"] += loss_d2.item() / k
             penalty += pen2.item()
-        self._own_step(self.opt_d, self.settings.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()])
+        self._own_step(
+            self.opt_d, self.settings.gan_weight * loss_d, [p for m in self.critics for p in m.parameters()]
+        )
         return penalty
 
     def _own_step(self, optimizer, loss, params) -> None:

@@ -29,9 +29,16 @@ class UEOConfig(CLIPAdaptedConfig):
 
     model_type = "ueo"
 
-    def __init__(self, n_ctx: int | None = None, ctx_init: str = "a photo of a", suffix: str = ".",
-                 ood_score: str = "max_softmax_cosine", objective: str | None = None, trade: float | None = None,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        n_ctx: int | None = None,
+        ctx_init: str = "a photo of a",
+        suffix: str = ".",
+        ood_score: str = "max_softmax_cosine",
+        objective: str | None = None,
+        trade: float | None = None,
+        **kwargs,
+    ):
         if n_ctx is not None and n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         if not ctx_init:

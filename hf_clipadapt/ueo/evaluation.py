@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics import accuracy, open_set_scores, per_class_accuracy
 from ..data.labels import UNKNOWN, known_label_map
+from ..metrics import accuracy, open_set_scores, per_class_accuracy
 from .functional import ood_score
+
 
 def to_model_labels(labels: torch.Tensor, mapping: torch.Tensor | None, num_labels: int) -> torch.Tensor:
     """Model class ids, -1 for every image of an unknown class (negative, unmapped or >= K)."""
@@ -31,18 +32,23 @@ def to_model_labels(labels: torch.Tensor, mapping: torch.Tensor | None, num_labe
     return torch.where(unknown, torch.full_like(labels, UNKNOWN), mapped)
 
 
-def open_set_metrics(logits: torch.Tensor, labels: torch.Tensor, kind: str = "max_softmax_cosine", *,
-                     logit_scale: float | None = None) -> dict:  # fmt: skip
+def open_set_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, kind: str = "max_softmax_cosine", *, logit_scale: float | None = None
+) -> dict:
     """Scores (%) from scaled logits [N, K] over the known classes (`logit_scale` × cosine
     similarity; pass logit_scale=1 for raw cosines) and labels [N] (-1 = unknown)."""
     if logit_scale is None or not logit_scale > 0:
-        raise ValueError("open_set_metrics needs logit_scale=, the factor the logits were multiplied by (> 0; "
-                         "model.config.logit_scale, or 1 for raw cosines): the official AUROC ranks the cosines")  # fmt: skip
+        raise ValueError(
+            "open_set_metrics needs logit_scale=, the factor the logits were multiplied by (> 0; "
+            "model.config.logit_scale, or 1 for raw cosines): the official AUROC ranks the cosines"
+        )
     known = labels != UNKNOWN
     if not known.any():
         raise ValueError("the evaluation data hold no image of a known class: known-class accuracy needs some")
-    result = {"accuracy": accuracy(logits[known], labels[known]),
-              "per_class_accuracy": per_class_accuracy(logits[known], labels[known])}  # fmt: skip
+    result = {
+        "accuracy": accuracy(logits[known], labels[known]),
+        "per_class_accuracy": per_class_accuracy(logits[known], labels[known]),
+    }
     if not known.all():
         named = {"": "max_softmax_cosine", "_scaled": "max_softmax"}
         if kind == "energy":
@@ -54,15 +60,35 @@ def open_set_metrics(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ma
     return result
 
 
-def open_set_evaluation(model, dataset, *, split: str = "test", batch_size: int = 64, accelerator=None, cache_dir=None,
-                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+def open_set_evaluation(
+    model,
+    dataset,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    accelerator=None,
+    cache_dir=None,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> dict:
     """`open_set_metrics` of `model` on a labelled `datasets.Dataset`."""
     names = getattr(dataset, "column_names", None)
     if names is not None and label_column not in names:
         raise ValueError(f"evaluation needs labels: the dataset has no {label_column!r} column (columns: {names})")
     mapping = known_label_map(dataset, label_column, model.class_names())
-    feats, labels = model.encode_for_evaluation(dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                                cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
+    feats, labels = model.encode_for_evaluation(
+        dataset,
+        split=split,
+        batch_size=batch_size,
+        accelerator=accelerator,
+        cache_dir=cache_dir,
+        image_column=image_column,
+        label_column=label_column,
+    )
     logits = model.predict_features(feats)
-    return open_set_metrics(logits, to_model_labels(labels, mapping, model.config.num_labels), model.config.ood_score,
-                            logit_scale=model.config.logit_scale)  # fmt: skip
+    return open_set_metrics(
+        logits,
+        to_model_labels(labels, mapping, model.config.num_labels),
+        model.config.ood_score,
+        logit_scale=model.config.logit_scale,
+    )

@@ -54,8 +54,9 @@ def _check_logits_weights(logits: torch.Tensor, weights: torch.Tensor) -> None:
     if weights.shape != logits.shape[:1]:
         raise ValueError(f"weights must be [batch] = [{logits.shape[0]}], got {tuple(weights.shape)}")
     if not (weights > 0).all() or not torch.isfinite(weights).all():
-        raise ValueError("weights must be finite and > 0 (they are inverted for the marginal); got "
-                         f"min {weights.min().item():.3g}")  # fmt: skip
+        raise ValueError(
+            f"weights must be finite and > 0 (they are inverted for the marginal); got min {weights.min().item():.3g}"
+        )
 
 
 def weighted_marginal(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -64,8 +65,9 @@ def weighted_marginal(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return (inverse[:, None] * probs).sum(0) / inverse.sum()
 
 
-def ueo_loss(logits: torch.Tensor, weights: torch.Tensor, trade: float = 1.0,
-             epsilon: float = OFFICIAL_LOG_EPSILON) -> torch.Tensor:  # fmt: skip
+def ueo_loss(
+    logits: torch.Tensor, weights: torch.Tensor, trade: float = 1.0, epsilon: float = OFFICIAL_LOG_EPSILON
+) -> torch.Tensor:
     """Σ w_i·H(p_i)/Σ w_i − trade·H(p̄) for one batch (see the module docstring).
 
     Args:
@@ -81,8 +83,9 @@ def ueo_loss(logits: torch.Tensor, weights: torch.Tensor, trade: float = 1.0,
     return conditional - trade * entropy(weighted_marginal(probs, weights), epsilon)
 
 
-def information_maximization_loss(logits: torch.Tensor, trade: float = 1.0,
-                                  epsilon: float = OFFICIAL_LOG_EPSILON) -> torch.Tensor:  # fmt: skip
+def information_maximization_loss(
+    logits: torch.Tensor, trade: float = 1.0, epsilon: float = OFFICIAL_LOG_EPSILON
+) -> torch.Tensor:
     """mean_i H(p_i) − trade·H(mean_i p_i): `ueo_loss` with uniform weights (UEO's "no weight" ablation)."""
     ones = torch.ones(logits.shape[0], device=logits.device, dtype=logits.dtype)
     return ueo_loss(logits, ones, trade, epsilon)
@@ -112,13 +115,16 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     return temperature * torch.logsumexp(logits.float() / temperature, dim=-1)
 
 
-def ood_score(logits: torch.Tensor, kind: str = "max_softmax_cosine", logit_scale: float | None = None) -> torch.Tensor:
+def ood_score(
+    logits: torch.Tensor, kind: str = "max_softmax_cosine", logit_scale: float | None = None
+) -> torch.Tensor:
     """The OOD score named `kind` of scaled `logits`: "max_softmax_cosine" (the official one;
     needs the `logit_scale` the logits were multiplied by), "max_softmax" or "energy"."""
     if kind == "max_softmax_cosine":
         if logit_scale is None or not logit_scale > 0:
-            raise ValueError("the official score 'max_softmax_cosine' needs the model's logit_scale (> 0), "
-                             f"got {logit_scale}")  # fmt: skip
+            raise ValueError(
+                f"the official score 'max_softmax_cosine' needs the model's logit_scale (> 0), got {logit_scale}"
+            )
         return max_softmax_score(logits.float() / logit_scale)
     if kind == "max_softmax":
         return max_softmax_score(logits)

@@ -43,7 +43,7 @@ class UEOForImageClassification(CLIPAdaptedModel):
     config_class = UEOConfig
     card_template = "ueo.md"
     card_tags = ("ueo", "unsupervised", "open-set", "ood-detection", "prompt-learning", "clip")
-    _unfitted_behaviour = "zero-shot CLIP prompted with \"a photo of a {class}.\""
+    _unfitted_behaviour = 'zero-shot CLIP prompted with "a photo of a {class}."'
 
     def __init__(self, config: UEOConfig, backbone=None):
         super().__init__(config, backbone)
@@ -51,8 +51,9 @@ class UEOForImageClassification(CLIPAdaptedModel):
         # A private copy of the vision LayerNorms: training them must not change a CLIP shared with other models.
         self.backbone = with_private_vision_layernorms(self.backbone)
         names = [config.id2label[i] for i in range(config.num_labels)]
-        self.prompt_learner = PromptLearner(self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
-                                            suffix=config.suffix)  # fmt: skip
+        self.prompt_learner = PromptLearner(
+            self.backbone, names, n_ctx=config.n_ctx, ctx_init=config.ctx_init, suffix=config.suffix
+        )
         config.n_ctx = self.prompt_learner.n_ctx
         self.post_init()
 
@@ -108,9 +109,22 @@ class UEOForImageClassification(CLIPAdaptedModel):
 
         return UEOTrainingArguments.method_defaults()
 
-    def fit(self, train, validation=None, *, seed: int = DEFAULT_SEED, args=None, resume_from_checkpoint=None,
-            batch_size: int = 64, accelerator=None, image_column: str = "image", label_column: str = "label",
-            callbacks=None, dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+    def fit(
+        self,
+        train,
+        validation=None,
+        *,
+        seed: int = DEFAULT_SEED,
+        args=None,
+        resume_from_checkpoint=None,
+        batch_size: int = 64,
+        accelerator=None,
+        image_column: str = "image",
+        label_column: str = "label",
+        callbacks=None,
+        dataset_name: str | None = None,
+        trainer_class=None,
+    ):
         """Train on unlabelled images (a `datasets.Dataset` with an image column); returns self.
 
         The weights w are the initial model's max softmax probabilities, computed in one
@@ -135,16 +149,32 @@ class UEOForImageClassification(CLIPAdaptedModel):
         """
         from .training import fit_ueo
 
-        options = dict(batch_size=batch_size, accelerator=accelerator, image_column=image_column,
-                       label_column=label_column, callbacks=callbacks, dataset_name=dataset_name,
-                       trainer_class=trainer_class)  # fmt: skip
-        return fit_ueo(self, train, validation, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint,
-                       **options)  # fmt: skip
+        options = dict(
+            batch_size=batch_size,
+            accelerator=accelerator,
+            image_column=image_column,
+            label_column=label_column,
+            callbacks=callbacks,
+            dataset_name=dataset_name,
+            trainer_class=trainer_class,
+        )
+        return fit_ueo(
+            self, train, validation, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint, **options
+        )
 
     extra_metrics = ("auroc_scaled", "h_score_scaled", "auroc_energy", "h_score_energy", "num_known", "num_unknown")
 
-    def compute_metrics(self, dataset, *, split: str = "test", batch_size: int = 64, accelerator=None, cache_dir=None,
-                        image_column: str = "image", label_column: str = "label") -> dict:  # fmt: skip
+    def compute_metrics(
+        self,
+        dataset,
+        *,
+        split: str = "test",
+        batch_size: int = 64,
+        accelerator=None,
+        cache_dir=None,
+        image_column: str = "image",
+        label_column: str = "label",
+    ) -> dict:
         """Open-set scores (%) on a labelled dataset whose unknown images are labelled -1 (or
         carry a class name this model does not know): top-1 and mean per-class accuracy on
         the known images, AUROC of the OOD score (known = positive) and `h_score`, the
@@ -153,15 +183,31 @@ class UEOForImageClassification(CLIPAdaptedModel):
         from .evaluation import open_set_evaluation
 
         self.forget_feature_cache()
-        return open_set_evaluation(self, dataset, split=split, batch_size=batch_size, accelerator=accelerator,
-                                   cache_dir=cache_dir, image_column=image_column, label_column=label_column)  # fmt: skip
+        return open_set_evaluation(
+            self,
+            dataset,
+            split=split,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            cache_dir=cache_dir,
+            image_column=image_column,
+            label_column=label_column,
+        )
 
     def card_vars(self) -> dict:
         c = self.config
-        return dict(num_classes=c.num_labels, n_ctx=c.n_ctx, ctx_init=c.ctx_init, trade=c.trade, seed=c.seed,
-                    objective=c.objective or "not trained", ood_score=c.ood_score, logit_scale=c.logit_scale,
-                    num_train_images=c.num_train_images,
-                    num_layernorms=len(vision_layernorms(self.backbone.model)))  # fmt: skip
+        return dict(
+            num_classes=c.num_labels,
+            n_ctx=c.n_ctx,
+            ctx_init=c.ctx_init,
+            trade=c.trade,
+            seed=c.seed,
+            objective=c.objective or "not trained",
+            ood_score=c.ood_score,
+            logit_scale=c.logit_scale,
+            num_train_images=c.num_train_images,
+            num_layernorms=len(vision_layernorms(self.backbone.model)),
+        )
 
 
 register_auto(UEOConfig, UEOForImageClassification)

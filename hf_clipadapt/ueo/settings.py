@@ -43,26 +43,35 @@ SPLIT_PRESETS: dict[str, dict] = {
     "office_home": dict(num_classes=65, num_known=50, partial=35, open_unknown=10, open_partial=35),
     "visda_c": dict(num_classes=12, num_known=8, partial=6, open_unknown=2, open_partial=6),
     "domainnet": dict(num_classes=345, num_known=300, partial=250, open_unknown=30, open_partial=250),
-}  # fmt: skip
+}
 
 
 def _class_names(dataset: Dataset, label_column: str) -> list[str]:
     feature = dataset.features.get(label_column) if label_column in dataset.column_names else None
     if not isinstance(feature, ClassLabel):
-        raise ValueError(f"the dataset needs a ClassLabel column {label_column!r} (class names) to split classes; "
-                         f"its columns are {dataset.column_names}")  # fmt: skip
+        raise ValueError(
+            f"the dataset needs a ClassLabel column {label_column!r} (class names) to split classes; "
+            f"its columns are {dataset.column_names}"
+        )
     return list(feature.names)
 
 
-def split_classes(class_names: Sequence[str], *, num_known: int | None = None, known: Sequence[str] | None = None,
-                  seed: int | None = None) -> tuple[list[str], list[str]]:  # fmt: skip
+def split_classes(
+    class_names: Sequence[str],
+    *,
+    num_known: int | None = None,
+    known: Sequence[str] | None = None,
+    seed: int | None = None,
+) -> tuple[list[str], list[str]]:
     """(known, unknown) class names: `known` as given, else `num_known` of them (the first ones,
     as the official splits take them, or a seeded random choice with `seed`)."""
     names = list(class_names)
     if known is not None:
         missing = [k for k in known if k not in names]
         if missing or len(set(known)) != len(known) or not known:
-            raise ValueError(f"known classes must be distinct names of the dataset's classes; not found: {missing[:5]}")
+            raise ValueError(
+                f"known classes must be distinct names of the dataset's classes; not found: {missing[:5]}"
+            )
         known = list(known)
     else:
         if num_known is None or not 0 < num_known < len(names):
@@ -79,8 +88,13 @@ def check_setting(setting) -> None:
         raise ValueError(f"unknown setting {setting!r}: setting must be one of {', '.join(SETTINGS)}")
 
 
-def setting_classes(setting: str, known: list[str], unknown: list[str], partial_fraction: float = 0.75,
-                    open_unknown_fraction: float = 0.5) -> list[str]:  # fmt: skip
+def setting_classes(
+    setting: str,
+    known: list[str],
+    unknown: list[str],
+    partial_fraction: float = 0.75,
+    open_unknown_fraction: float = 0.5,
+) -> list[str]:
     """The class names present in the unlabelled training data of `setting`."""
     check_setting(setting)
     if not 0 < partial_fraction < 1 or not 0 < open_unknown_fraction <= 1:
@@ -98,19 +112,36 @@ def preset_classes(preset: str, setting: str, class_names: Sequence[str]) -> tup
     check_setting(setting)
     names = list(class_names)
     if len(names) != p["num_classes"]:
-        raise ValueError(f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
-                         f"this dataset has {len(names)}. Use known=/num_known= for other data.")  # fmt: skip
-    known, unknown, k = names[: p["num_known"]], names[p["num_known"]:], p["num_known"]
+        raise ValueError(
+            f"preset {key!r} splits {p['num_classes']} classes by position (the official order); "
+            f"this dataset has {len(names)}. Use known=/num_known= for other data."
+        )
+    known, unknown, k = names[: p["num_known"]], names[p["num_known"] :], p["num_known"]
     extra = names[k : k + p["open_unknown"]]
-    present = {"closed": known, "partial": names[: p["partial"]], "open": known + extra,
-               "open_partial": names[: p["open_partial"]] + extra}[setting]  # fmt: skip
+    present = {
+        "closed": known,
+        "partial": names[: p["partial"]],
+        "open": known + extra,
+        "open_partial": names[: p["open_partial"]] + extra,
+    }[setting]
     return known, unknown, present
 
 
-def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence[str] | None = None,
-                 num_known: int | None = None, seed: int | None = None, partial_fraction: float = 0.75,
-                 open_unknown_fraction: float = 0.5, image_column: str = "image", label_column: str = "label",
-                 keep_labels: bool = False, preset: str | None = None) -> DatasetDict:  # fmt: skip
+def make_setting(
+    train: Dataset,
+    test: Dataset,
+    setting: str,
+    *,
+    known: Sequence[str] | None = None,
+    num_known: int | None = None,
+    seed: int | None = None,
+    partial_fraction: float = 0.75,
+    open_unknown_fraction: float = 0.5,
+    image_column: str = "image",
+    label_column: str = "label",
+    keep_labels: bool = False,
+    preset: str | None = None,
+) -> DatasetDict:
     """{"train": unlabelled images of the setting's classes, "test": every class, labelled
     over the known classes (-1 = unknown)} from labelled `train` / `test` splits that share
     one `ClassLabel`. The known class names are `result["test"].features[label_column].names`.
@@ -146,8 +177,12 @@ def make_setting(train: Dataset, test: Dataset, setting: str, *, known: Sequence
     if keep_labels:
         kept = unlabelled.features.copy()
         kept[label_column] = features[label_column]
-        unlabelled = unlabelled.map(lambda ys: {label_column: relabel(ys)[label_column]}, input_columns=label_column,
-                                    batched=True, features=kept)  # fmt: skip
+        unlabelled = unlabelled.map(
+            lambda ys: {label_column: relabel(ys)[label_column]},
+            input_columns=label_column,
+            batched=True,
+            features=kept,
+        )
     return DatasetDict(train=unlabelled, test=evaluation)
 
 

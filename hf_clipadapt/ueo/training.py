@@ -31,11 +31,16 @@ from transformers import TrainerCallback
 from ..data.labels import known_label_map
 from ..features import extract_features
 from ..training import AdaptationTrainer, AdaptationTrainingArguments, train_model
-from .arguments import UEOTrainingArguments, method_settings
 from ..training.arguments import resolve_training_arguments
+from .arguments import UEOTrainingArguments, method_settings
 from .evaluation import to_model_labels
-from .functional import (OFFICIAL_LOG_EPSILON, information_maximization_loss, oracle_weights, ueo_loss,
-                         zero_shot_weights)
+from .functional import (
+    OFFICIAL_LOG_EPSILON,
+    information_maximization_loss,
+    oracle_weights,
+    ueo_loss,
+    zero_shot_weights,
+)
 
 WEIGHTS_FILE = "ueo_weights.pt"
 
@@ -57,8 +62,10 @@ class CheckedImages(torch.utils.data.Dataset):
             if hasattr(image, "load"):
                 image.load()
         except Exception as e:  # PIL raises many types for broken files
-            raise ValueError(f"image at row {i} of the unlabelled dataset could not be decoded ({e}); "
-                             "remove or repair it (e.g. dataset.select(...) without that row).") from e  # fmt: skip
+            raise ValueError(
+                f"image at row {i} of the unlabelled dataset could not be decoded ({e}); "
+                "remove or repair it (e.g. dataset.select(...) without that row)."
+            ) from e
         return {self.image_column: image}
 
 
@@ -107,10 +114,14 @@ def load_initial_weights(folder: Path) -> torch.Tensor:
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch's UnpicklingError on anything but plain data
-        raise OSError(f"{path} is not a data-only weights file; it is refused, since unpickling it could run code "
-                      f"({e}). Resume from a checkpoint this version wrote.") from e
+        raise OSError(
+            f"{path} is not a data-only weights file; it is refused, since unpickling it could run code "
+            f"({e}). Resume from a checkpoint this version wrote."
+        ) from e
     if not isinstance(weights, torch.Tensor) or weights.ndim != 1 or not torch.isfinite(weights).all():
-        raise OSError(f"{path} does not hold the finite 1-d tensor of UEO sample weights; resume from another checkpoint")
+        raise OSError(
+            f"{path} does not hold the finite 1-d tensor of UEO sample weights; resume from another checkpoint"
+        )
     return weights
 
 
@@ -122,8 +133,10 @@ def _global_batch(logits: torch.Tensor, weights: torch.Tensor):
     sizes = [torch.zeros(1, dtype=torch.long, device=logits.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([logits.shape[0]], device=logits.device))
     if len({int(s) for s in sizes}) > 1:
-        raise RuntimeError(f"UEO's batch loss needs equal per-process batches, got {[int(s) for s in sizes]}; "
-                           "keep Accelerate's even_batches (the default) or drop the last batch")  # fmt: skip
+        raise RuntimeError(
+            f"UEO's batch loss needs equal per-process batches, got {[int(s) for s in sizes]}; "
+            "keep Accelerate's even_batches (the default) or drop the last batch"
+        )
     parts = [torch.empty_like(logits) for _ in range(world)]
     dist.all_gather(parts, logits.detach().contiguous())
     parts[rank] = logits
@@ -136,8 +149,14 @@ class UEOTrainer(AdaptationTrainer):
     """`AdaptationTrainer` whose loss is UEO's, with fixed per-sample weights looked up by
     `sample_index` (uniform weights with `no_weight`: information maximisation)."""
 
-    def __init__(self, *args, sample_weights: torch.Tensor | None = None, trade: float = 1.0,
-                 log_epsilon: float = OFFICIAL_LOG_EPSILON, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *args,
+        sample_weights: torch.Tensor | None = None,
+        trade: float = 1.0,
+        log_epsilon: float = OFFICIAL_LOG_EPSILON,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.sample_weights, self.trade, self.log_epsilon = sample_weights, float(trade), float(log_epsilon)
 
@@ -177,20 +196,26 @@ def check_unlabelled(train, image_column: str, label_column: str, oracle: bool) 
     if names is None:
         raise TypeError(f"UEO trains on a datasets.Dataset of images, got {type(train).__name__}")
     if image_column not in names:
-        raise ValueError(f"the unlabelled dataset has no image column {image_column!r} (columns: {names}); "
-                         "pass image_column= naming the column that holds the images")  # fmt: skip
+        raise ValueError(
+            f"the unlabelled dataset has no image column {image_column!r} (columns: {names}); "
+            "pass image_column= naming the column that holds the images"
+        )
     if len(train) == 0:
         raise ValueError("the unlabelled dataset has no images (0 rows): UEO needs target images to adapt to")
     if oracle and label_column not in names:
         raise ValueError(f"oracle=True reads ground-truth labels from {label_column!r}, which the dataset lacks")
     if label_column in names and not oracle:
-        warnings.warn(f"the unlabelled dataset has a {label_column!r} column: UEO is unsupervised and ignores it "
-                      "(it is never read; drop it to silence this warning)", stacklevel=4)  # fmt: skip
+        warnings.warn(
+            f"the unlabelled dataset has a {label_column!r} column: UEO is unsupervised and ignores it "
+            "(it is never read; drop it to silence this warning)",
+            stacklevel=4,
+        )
 
 
 @torch.no_grad()
-def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accelerator=None,
-                   weights_from: str = "cosine") -> torch.Tensor:  # fmt: skip
+def zero_shot_pass(
+    model, images: CheckedImages, *, batch_size: int = 64, accelerator=None, weights_from: str = "cosine"
+) -> torch.Tensor:
     """[N] weights w_i = max softmax of the model's current (initial) unscaled cosine
     similarities (`weights_from="cosine"`, the official code's choice: tim-learn/UEO demo.py
     lines 425 and 453-454, on the training images under the test transform), or of its
@@ -204,9 +229,16 @@ def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accele
         return model.logits_from_features(model.get_image_features(pixel_values=pixel_values))
 
     try:
-        out, _ = extract_features(logits, images, model.backbone.image_transform(), batch_size=batch_size,
-                                  accelerator=accelerator, image_column=images.image_column, label_column=None,
-                                  desc="ueo zero-shot weights")  # fmt: skip
+        out, _ = extract_features(
+            logits,
+            images,
+            model.backbone.image_transform(),
+            batch_size=batch_size,
+            accelerator=accelerator,
+            image_column=images.image_column,
+            label_column=None,
+            desc="ueo zero-shot weights",
+        )
     finally:
         model.train(was_training)
     return zero_shot_weights(out, scale=1.0 / model.config.logit_scale if weights_from == "cosine" else 1.0)
@@ -215,7 +247,10 @@ def zero_shot_pass(model, images: CheckedImages, *, batch_size: int = 64, accele
 def oracle_pass(model, train, label_column: str) -> torch.Tensor:
     """[N] the oracle ablation's weights from ground-truth known/unknown membership."""
     labels = torch.as_tensor(list(train[label_column]), dtype=torch.long)
-    known = to_model_labels(labels, known_label_map(train, label_column, model.class_names()), model.config.num_labels) >= 0
+    known = (
+        to_model_labels(labels, known_label_map(train, label_column, model.class_names()), model.config.num_labels)
+        >= 0
+    )
     return oracle_weights(known)
 
 
@@ -235,44 +270,80 @@ def _checkpoint_folder(resume, args) -> Path | None:
 def training_arguments(num_samples: int, seed: int, args=None) -> UEOTrainingArguments:
     """`UEOTrainingArguments` (the official defaults), then `args` (an instance, used as it is, or
     a dict of overrides: `hf_clipadapt.training.arguments.resolve_training_arguments`)."""
-    return resolve_training_arguments(None, args, seed=seed, num_samples=num_samples,
-                                      arguments_class=UEOTrainingArguments)  # fmt: skip
+    return resolve_training_arguments(
+        None, args, seed=seed, num_samples=num_samples, arguments_class=UEOTrainingArguments
+    )
 
 
-def fit_ueo(model, train, validation=None, *, seed: int, args=None, resume_from_checkpoint=None, batch_size: int = 64,
-            accelerator=None, image_column: str = "image", label_column: str = "label", callbacks=None,
-            dataset_name: str | None = None, trainer_class=None):  # fmt: skip
+def _initial_weights(model, train, images, folder, settings, *, label_column, batch_size, accelerator):
+    """`fit_ueo`'s objective name and per-sample weights, before training: none for the
+    information-maximization ablation, those saved with a resumed checkpoint (the initial
+    model's, not the checkpoint's), the oracle's from the labels, or UEO's from a zero-shot
+    pass. Kept apart so `fit_ueo` reads as the training run. Returns (objective, weights or None).
+    """
+    if settings["no_weight"]:
+        return "information_maximization", None
+    if folder is not None and (folder / WEIGHTS_FILE).is_file():
+        return ("oracle" if settings["oracle"] else "ueo"), load_initial_weights(folder)
+    if settings["oracle"]:
+        return "oracle", oracle_pass(model, train, label_column)
+    weights = zero_shot_pass(
+        model, images, batch_size=batch_size, accelerator=accelerator, weights_from=settings["weights_from"]
+    )
+    return "ueo", weights
+
+
+def fit_ueo(
+    model,
+    train,
+    validation=None,
+    *,
+    seed: int,
+    args=None,
+    resume_from_checkpoint=None,
+    batch_size: int = 64,
+    accelerator=None,
+    image_column: str = "image",
+    label_column: str = "label",
+    callbacks=None,
+    dataset_name: str | None = None,
+    trainer_class=None,
+):
     """`UEOForImageClassification.fit` (see there); UEO's switches come from `args`."""
     settings = method_settings(args)
-    trade, no_weight, oracle = settings["trade"], settings["no_weight"], settings["oracle"]
-    check_unlabelled(train, image_column, label_column, oracle)
+    trade = settings["trade"]
+    check_unlabelled(train, image_column, label_column, settings["oracle"])
     if validation is not None:
         warnings.warn("UEO selects no model: the validation data are not used", stacklevel=3)
     model.require_backbone("fitting UEO")
     images = CheckedImages(train, image_column)
     folder = _checkpoint_folder(resume_from_checkpoint, args)
-    weights = None
-    if no_weight:
-        objective = "information_maximization"
-    elif folder is not None and (folder / WEIGHTS_FILE).is_file():
-        objective = "oracle" if oracle else "ueo"
-        weights = load_initial_weights(folder)  # the initial model's, not the checkpoint's
-    elif oracle:
-        objective, weights = "oracle", oracle_pass(model, train, label_column)
-    else:
-        objective, weights = "ueo", zero_shot_pass(model, images, batch_size=batch_size, accelerator=accelerator,
-                                                    weights_from=settings["weights_from"])  # fmt: skip
+    objective, weights = _initial_weights(
+        model,
+        train,
+        images,
+        folder,
+        settings,
+        label_column=label_column,
+        batch_size=batch_size,
+        accelerator=accelerator,
+    )
     # After the weight pass: building TrainingArguments resets Accelerate's state, which that pass may use.
     training_args = training_arguments(len(images), seed, args)
-    transform = model.training_views(seed, train) if settings["augment"] else \
-        model.backbone.image_transform()  # fmt: skip
+    transform = model.training_views(seed, train) if settings["augment"] else model.backbone.image_transform()
     data = UnlabelledViews(images, transform)
     extra = [EpochView(data)] + ([SaveWeights(weights)] if weights is not None else [])
     trainer_kwargs = dict(sample_weights=weights, trade=trade, log_epsilon=settings["log_epsilon"])
     was_training = model.training
-    model.history_ = train_model(model, data, training_args, trainer_class=trainer_class or UEOTrainer,
-                                 callbacks=extra + list(callbacks or []), resume_from_checkpoint=resume_from_checkpoint,
-                                 **trainer_kwargs)  # fmt: skip
+    model.history_ = train_model(
+        model,
+        data,
+        training_args,
+        trainer_class=trainer_class or UEOTrainer,
+        callbacks=extra + list(callbacks or []),
+        resume_from_checkpoint=resume_from_checkpoint,
+        **trainer_kwargs,
+    )
     model.train(was_training)
     model.sample_weights_ = weights
     model.forget_feature_cache()

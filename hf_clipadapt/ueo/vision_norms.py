@@ -22,8 +22,10 @@ def vision_tower(model: nn.Module) -> nn.Module:
     tower = getattr(model, "vision_model", None)
     if not isinstance(tower, nn.Module):
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise TypeError(f"UEO needs a CLIP-family model with a `vision_model` image encoder; this {kind!r} "
-                        f"model ({type(model).__name__}) has none.")  # fmt: skip
+        raise TypeError(
+            f"UEO needs a CLIP-family model with a `vision_model` image encoder; this {kind!r} "
+            f"model ({type(model).__name__}) has none."
+        )
     return tower
 
 
@@ -31,8 +33,9 @@ def vision_layernorms(model: nn.Module) -> dict[str, nn.LayerNorm]:
     """{module name inside the vision tower: LayerNorm} for every affine LayerNorm; a clear
     error names the model type when the tower has none (UEO would have nothing to adapt
     on the image side)."""
-    norms = {n: m for n, m in vision_tower(model).named_modules()
-             if isinstance(m, nn.LayerNorm) and m.weight is not None}  # fmt: skip
+    norms = {
+        n: m for n, m in vision_tower(model).named_modules() if isinstance(m, nn.LayerNorm) and m.weight is not None
+    }
     if not norms:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise ValueError(

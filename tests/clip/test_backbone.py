@@ -3,8 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone
-from hf_clipadapt.testing_utils import tiny_image_dataset, tiny_image_processor
-from hf_clipadapt.testing_utils import assert_close_scaled
+from hf_clipadapt.testing_utils import assert_close_scaled, tiny_image_dataset, tiny_image_processor
 
 
 @pytest.fixture
@@ -143,7 +142,9 @@ def test_siglip_models_work_for_plain_encoding(tiny_tokenizer, tiny_processor, i
 
     tower = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     config = SiglipConfig(
-        text_config=dict(vocab_size=99, max_position_embeddings=64, bos_token_id=0, eos_token_id=1, pad_token_id=1, **tower),
+        text_config=dict(
+            vocab_size=99, max_position_embeddings=64, bos_token_id=0, eos_token_id=1, pad_token_id=1, **tower
+        ),
         vision_config=dict(image_size=30, patch_size=2, **tower),
     )
     model = SiglipModel(config).eval()

@@ -3,8 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone, PromptLearner, SoftPromptTextEncoder
-from hf_clipadapt.testing_utils import tiny_clip_model
-from hf_clipadapt.testing_utils import assert_close_scaled
+from hf_clipadapt.testing_utils import assert_close_scaled, tiny_clip_model
 
 CLASSNAMES = ["cat", "golden retriever", "x", "a very long class name with many words"]
 

@@ -6,8 +6,13 @@ import torch.nn.functional as F
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.clip_adapter.functional import adapter_mlp, clip_adapter_logits
-from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, PIL_image, assert_initialised, save_tiny_clip
-from hf_clipadapt.testing_utils import assert_close_scaled
+from hf_clipadapt.testing_utils import (
+    AdaptedModelTesterMixin,
+    PIL_image,
+    assert_close_scaled,
+    assert_initialised,
+    save_tiny_clip,
+)
 
 
 def test_logits_against_a_hand_computation_in_float64():

@@ -5,8 +5,8 @@ import torch
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.coop import CoOpForImageClassification
-from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
+from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
 
 @pytest.fixture
@@ -33,10 +33,12 @@ def test_class_token_position_is_checked_and_every_position_fits_the_text_tower(
     # moving the name keeps the prompt's length, so the limit is the same for every position: 77 fits, 78 does not
     for position in ("end", "middle", "front"):
         with pytest.raises(ValueError, match="exceed the text tower's 77 positions"):
-            CoOpForImageClassification.from_clip(clip, ["cat", "d" * 67], ctx_init=None, n_ctx=8,
-                                                 class_token_position=position)  # fmt: skip
-        CoOpForImageClassification.from_clip(clip, ["cat", "d" * 66], ctx_init=None, n_ctx=8,
-                                             class_token_position=position)  # fmt: skip
+            CoOpForImageClassification.from_clip(
+                clip, ["cat", "d" * 67], ctx_init=None, n_ctx=8, class_token_position=position
+            )
+        CoOpForImageClassification.from_clip(
+            clip, ["cat", "d" * 66], ctx_init=None, n_ctx=8, class_token_position=position
+        )
 
 
 def test_nan_features_are_refused(clip):

@@ -7,8 +7,8 @@ from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.testing_utils import (
     AdaptedModelTesterMixin,
-    assert_initialised,
     PIL_image,
+    assert_initialised,
     save_tiny_clip,
     tiny_clip_model,
     tiny_clip_tokenizer,
@@ -95,8 +95,13 @@ def test_class_token_position_survives_save_load_and_for_classes(tmp_path):
 
 def test_card_shows_where_the_class_token_sits():
     clip = backbone()
-    for position, prompt in [("end", '"[v1 … v5] {class}."'), ("middle", '"[v1 … v2] {class} [v3 … v5]."'),
-                             ("front", '"{class} [v1 … v5]."')]:  # fmt: skip
-        model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=None, n_ctx=5, class_token_position=position)
+    for position, prompt in [
+        ("end", '"[v1 … v5] {class}."'),
+        ("middle", '"[v1 … v2] {class} [v3 … v5]."'),
+        ("front", '"{class} [v1 … v5]."'),
+    ]:
+        model = CoOpForImageClassification.from_clip(
+            clip, NAMES, ctx_init=None, n_ctx=5, class_token_position=position
+        )
         card = str(model.create_model_card())
         assert "\n    logits = " in card and prompt in card, (position, card)

@@ -35,7 +35,9 @@ def trained(clip_dir):
     box = LocalBlackBox(str(clip_dir))
     model = CraFTForImageClassification.from_black_box(box, NAMES, intrinsic_dim=16, refine_hidden=8)
     x = pixels(box, 6)
-    model.fit_pixels(x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=22, population=10, sigma=1.0, batch_size=2))
+    model.fit_pixels(
+        x, torch.tensor([0, 1, 2, 0, 1, 2]), CraFTTrainingArguments(budget=22, population=10, sigma=1.0, batch_size=2)
+    )
     return model, box
 
 
@@ -55,8 +57,13 @@ def test_with_r_zero_the_output_is_the_black_boxs(clip_dir):
 def test_fit_spends_the_budget_and_saves_only_z_and_r(clip_dir, tmp_path):
     model, box = trained(clip_dir)
     assert box.queries == 22 and model.config.queries_spent == 22 and model.config.is_fitted
-    assert set(model.saved_state_dict()) == {"prompt.z", "refiner.net.0.weight", "refiner.net.0.bias",
-                                             "refiner.net.2.weight", "refiner.net.2.bias"}  # fmt: skip
+    assert set(model.saved_state_dict()) == {
+        "prompt.z",
+        "refiner.net.0.weight",
+        "refiner.net.0.bias",
+        "refiner.net.2.weight",
+        "refiner.net.2.bias",
+    }
     model.save_pretrained(tmp_path / "saved")
     reloaded = CraFTForImageClassification.from_pretrained(tmp_path / "saved")
     x = pixels(box)
@@ -67,9 +74,25 @@ def test_fit_spends_the_budget_and_saves_only_z_and_r(clip_dir, tmp_path):
 def test_reconnecting_to_another_black_box_is_refused(clip_dir, tmp_path):
     model, _ = trained(clip_dir)
     model.save_pretrained(tmp_path / "saved")
-    wide = LocalBlackBox(CLIPBackbone(tiny_clip_model(text_config=dict(
-        vocab_size=99, hidden_size=64, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)), tiny_clip_tokenizer(), tiny_image_processor()))
+    wide = LocalBlackBox(
+        CLIPBackbone(
+            tiny_clip_model(
+                text_config=dict(
+                    vocab_size=99,
+                    hidden_size=64,
+                    intermediate_size=37,
+                    num_attention_heads=4,
+                    num_hidden_layers=2,
+                    max_position_embeddings=77,
+                    bos_token_id=0,
+                    eos_token_id=1,
+                    pad_token_id=1,
+                )
+            ),
+            tiny_clip_tokenizer(),
+            tiny_image_processor(),
+        )
+    )
     with pytest.raises(ValueError, match="text width 64"):
         CraFTForImageClassification.from_pretrained(tmp_path / "saved", black_box=wide)
     model.config.black_box = str(tmp_path / "gone")
@@ -83,9 +106,12 @@ def test_push_to_hub_uploads_the_few_parameters_then_the_card(clip_dir):
     uploads = []
     with (
         mock.patch("huggingface_hub.HfApi.create_repo", return_value=mock.Mock(repo_id="me/craft")),
-        mock.patch("huggingface_hub.HfApi.create_commit", side_effect=lambda *a, **k: uploads.append([op.path_in_repo for op in k["operations"]])),
+        mock.patch(
+            "huggingface_hub.HfApi.create_commit",
+            side_effect=lambda *a, **k: uploads.append([op.path_in_repo for op in k["operations"]]),
+        ),
         mock.patch("huggingface_hub.HfApi.upload_file", side_effect=lambda **k: uploads.append(k)),
-    ):  # fmt: skip
+    ):
         model.push_to_hub("me/craft")
     assert {"config.json", "model.safetensors"} <= set(uploads[0])
     assert uploads[-1]["path_in_repo"] == "README.md" and b"CraFT" in uploads[-1]["path_or_fileobj"]
@@ -120,8 +146,9 @@ class TestCraFTContract(AdaptedModelTesterMixin):
         return tiny_image_dataset(len(NAMES), 4, class_names=NAMES)
 
     def fit_model(self, model, seed):
-        return model.fit(self.tiny_labelled_data(), shots=2, seed=seed,
-                         args={"budget": 22, "population": 10, "batch_size": 2})  # fmt: skip
+        return model.fit(
+            self.tiny_labelled_data(), shots=2, seed=seed, args={"budget": 22, "population": 10, "batch_size": 2}
+        )
 
     def check_initialisation(self, model):
         # z = 0 and R's last layer = 0, so a fresh model is the black box with the prompt ctx_init;
@@ -146,4 +173,6 @@ def test_fit_takes_a_dataset_like_every_model(tmp_path):
     assert fitted is model and len(model.history_) == 2 and model.config.seed == 3
     assert model.config.shots == 2 and model.config.num_train_images == 6
     with pytest.raises(ValueError, match="class names"):
-        CraFTForImageClassification.from_black_box(box, ["a", "b", "c"]).fit(data, args={"budget": 20, "population": 10})
+        CraFTForImageClassification.from_black_box(box, ["a", "b", "c"]).fit(
+            data, args={"budget": 20, "population": 10}
+        )

@@ -30,7 +30,11 @@ def test_defaults_are_the_official_majority_config_but_the_search_scale():
     assert CraFTConfig(preset="official").projection_std == 0.2
     assert (a.learning_rate, a.weight_decay, a.batch_size) == (1e-3, 0.0, 256)
     assert (a.refine_inputs, a.fitness_images, a.prompt_mean, a.refiner_init) == (
-        "augmented", "augmented", "population", "official")
+        "augmented",
+        "augmented",
+        "population",
+        "official",
+    )
     assert a.fitness_kl_weight == a.refinement_kl_weight == 0.1
     c = CraFTConfig()
     assert (c.projection_std, c.refine_hidden, c.intrinsic_dim) == (0.02, 256, 512)
@@ -41,8 +45,9 @@ def test_dataset_presets_carry_the_official_per_dataset_values():
     assert (e.sigma, e.kl_weight, e.kl_off_divisor, e.bound, e.seed, e.preset) == (0.02, 0.01, 1, 5.0, 3, "eurosat")
     assert CraFTConfig(preset="eurosat").projection_std == 1.0
     assert CraFTConfig(preset="eurosat", projection_std=0.5).projection_std == 0.5  # an explicit value wins
-    assert {n for n in ("dtd", "eurosat", "fgvc", "oxford_pets") if CraFTTrainingArguments.from_preset(n).sigma == 0.02} \
-        == {"dtd", "eurosat", "fgvc", "oxford_pets"}  # fmt: skip
+    assert {
+        n for n in ("dtd", "eurosat", "fgvc", "oxford_pets") if CraFTTrainingArguments.from_preset(n).sigma == 0.02
+    } == {"dtd", "eurosat", "fgvc", "oxford_pets"}
     assert CraFTTrainingArguments.from_preset("fgvc").bound == 0.0
     assert CraFTTrainingArguments.from_preset("oxford_pets").batch_size == 64
     assert CraFTConfig(preset="imagenet").refine_hidden == 512

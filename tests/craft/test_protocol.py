@@ -86,7 +86,9 @@ def test_local_context_query_equals_text_query_at_the_real_prompt(clip):
     box = LocalBlackBox(clip)
     p0 = box.context_embeddings("a photo of a")
     handle = box.upload_images(torch.randn(5, 3, 30, 30))
-    by_context = box.query(np.stack([p0, p0 + np.random.default_rng(0).normal(size=p0.shape).astype(np.float32)]), handle, CLASSES)
+    by_context = box.query(
+        np.stack([p0, p0 + np.random.default_rng(0).normal(size=p0.shape).astype(np.float32)]), handle, CLASSES
+    )
     by_text = box.query_texts([f"a photo of a {c}." for c in CLASSES], handle)
     assert by_context.shape == (2, 5, 3) and box.queries == 3
     assert_close_scaled(by_context[0], by_text, 1e-5)
@@ -110,8 +112,12 @@ def test_nothing_that_requires_grad_crosses_to_the_user_side(clip):
     assert not hasattr(box, "backbone") and not hasattr(box, "model")
     p0 = torch.tensor(box.context_embeddings("a photo of a"), requires_grad=True)
     handle = box.upload_images(torch.randn(2, 3, 30, 30, requires_grad=True))
-    returned = [box.context_embeddings("a photo of a"), box.query(p0 * 2, handle, CLASSES),
-                box.query_texts(["a cat.", "a dog.", "a car."], handle), box.info()]  # fmt: skip
+    returned = [
+        box.context_embeddings("a photo of a"),
+        box.query(p0 * 2, handle, CLASSES),
+        box.query_texts(["a cat.", "a dog.", "a car."], handle),
+        box.info(),
+    ]
     for value in returned:
         assert isinstance(value, (np.ndarray, dict)), type(value)
     assert all(not isinstance(v, torch.Tensor) for v in box.info().values())

@@ -62,7 +62,7 @@ def test_http_scores_equal_local_scores(local, server):
 
 def test_missing_or_wrong_token_and_oversized_requests_are_refused(server):
     with pytest.raises(BlackBoxAuthError, match="token"):
-        RemoteBlackBox(server.url).text_width
+        _ = RemoteBlackBox(server.url).text_width
     with pytest.raises(BlackBoxAuthError, match="token"):
         RemoteBlackBox(server.url, token="guess").context_embeddings("a photo of a")
     remote = RemoteBlackBox(server.url, token="s3cret")
@@ -70,8 +70,11 @@ def test_missing_or_wrong_token_and_oversized_requests_are_refused(server):
         remote.upload_images(np.zeros((60, 3, 30, 30), np.float32))  # 648 kB > 200 kB
     import httpx
 
-    chunked = httpx.post(server.url + "/images", content=iter([b"x" * 150_000, b"x" * 150_000]),
-                         headers={"Authorization": "Bearer s3cret"})  # fmt: skip  (no Content-Length)
+    chunked = httpx.post(
+        server.url + "/images",
+        content=iter([b"x" * 150_000, b"x" * 150_000]),
+        headers={"Authorization": "Bearer s3cret"},
+    )  # no Content-Length
     assert chunked.status_code == 413
     bad = httpx.post(server.url + "/query", content=b"\x00" * 12, headers={"Authorization": "Bearer s3cret"})
     assert bad.status_code == 422 and "safetensors" in bad.text
@@ -118,8 +121,9 @@ def test_a_run_whose_server_goes_away_saves_its_state_and_resumes(local, tmp_pat
     assert remote.queries == 11 and loop.generation == 1
     with BlackBoxServer(local, token="t") as again:
         box = RemoteBlackBox(again.url, token="t")
-        resumed = CollaborativeLoop(CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4),
-                                    box, x, y, args)  # fmt: skip
+        resumed = CollaborativeLoop(
+            CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4), box, x, y, args
+        )
         resumed.run(resume_from_checkpoint=str(tmp_path))
         assert box.queries == 33 and resumed.generation == 3
 
@@ -135,7 +139,9 @@ def test_a_model_trained_over_http_reloads_from_its_url_once_confirmed(local, tm
         assert model.config.black_box == server.url and model.config.base_model_name_or_path is None
         assert server.url not in (tmp_path / "saved" / "README.md").read_text()  # the card does not publish it
         monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_TOKEN", "t")
-        assert CraFTForImageClassification.from_pretrained(tmp_path / "saved").black_box is None  # a saved URL is not contacted
+        assert (
+            CraFTForImageClassification.from_pretrained(tmp_path / "saved").black_box is None
+        )  # a saved URL is not contacted
         monkeypatch.setenv("HF_CLIPADAPT_BLACK_BOX_URL", server.url)  # the user confirms it beside the token
         reloaded = CraFTForImageClassification.from_pretrained(tmp_path / "saved", connect=True)
         assert isinstance(reloaded.black_box, RemoteBlackBox)

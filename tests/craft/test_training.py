@@ -10,8 +10,7 @@ from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.craft import CollaborativeLoop, CraFTTrainingArguments, LocalBlackBox, QueryBudgetExceeded
 from hf_clipadapt.craft.prompt import PromptModule, random_projection
 from hf_clipadapt.craft.refine import RefinementModule, kl_divergence, prompt_fitness, refinement_loss
-from hf_clipadapt.testing_utils import tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
-from hf_clipadapt.testing_utils import assert_close_scaled
+from hf_clipadapt.testing_utils import assert_close_scaled, tiny_clip_model, tiny_clip_tokenizer, tiny_image_processor
 
 CLASSES = ["cat", "dog", "car"]
 
@@ -25,8 +24,12 @@ def stand_in(box, dim=16):
     """What the loop needs of a CraFTForImageClassification: prompt, refiner, class names, config."""
     prompt = PromptModule(n_ctx=9, width=box.text_width, dim=dim, seed=3)
     prompt.attach(box, "a photo of a")
-    return SimpleNamespace(prompt=prompt, refiner=RefinementModule(len(CLASSES), hidden=8),
-                           class_names=lambda: CLASSES, config=SimpleNamespace(is_fitted=False))  # fmt: skip
+    return SimpleNamespace(
+        prompt=prompt,
+        refiner=RefinementModule(len(CLASSES), hidden=8),
+        class_names=lambda: CLASSES,
+        config=SimpleNamespace(is_fitted=False),
+    )
 
 
 def shots(n=12):
@@ -45,7 +48,9 @@ def test_projection_is_regenerated_from_its_seed_and_not_stored(clip):
     prompt.attach(box, "a photo of a")
     np.testing.assert_array_equal(prompt.context(), prompt.p0)  # z = 0: the initial phrase itself
     z = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-    assert_close_scaled(prompt.contexts(z)[1], prompt.p0 + (a @ z[1]).reshape(9, 32), rtol=1e-5)  # batched vs one z: other kernels
+    assert_close_scaled(
+        prompt.contexts(z)[1], prompt.p0 + (a @ z[1]).reshape(9, 32), rtol=1e-5
+    )  # batched vs one z: other kernels
     with pytest.raises(ValueError, match="belongs to another model"):
         PromptModule(n_ctx=4, width=32).attach(box, "a photo of a")
 
@@ -55,7 +60,11 @@ def test_kl_directions_are_the_official_ones():
     (lines 236-240); fitness adds w·ce_loss(Y_I, Y_O) = KL(P_O ‖ P_I) (line 154), R's loss
     w·ce_loss(Y_O, Y_I) = KL(P_I ‖ P_O) (line 219). The library had both reversed."""
     g = torch.Generator().manual_seed(0)
-    y_i, y_o, labels = torch.randn(5, 3, generator=g) * 3, torch.randn(5, 3, generator=g) * 3, torch.tensor([0, 1, 2, 0, 1])
+    y_i, y_o, labels = (
+        torch.randn(5, 3, generator=g) * 3,
+        torch.randn(5, 3, generator=g) * 3,
+        torch.tensor([0, 1, 2, 0, 1]),
+    )
     p_i, p_o = y_i.softmax(-1), y_o.softmax(-1)
     kl_o_i = (p_o * (p_o.log() - p_i.log())).sum(-1).mean()  # KL(P_O ‖ P_I), written out
     kl_i_o = (p_i * (p_i.log() - p_o.log())).sum(-1).mean()
@@ -126,13 +135,16 @@ def test_resume_gives_the_same_next_candidates_and_the_same_model(clip, tmp_path
     with pytest.raises(ValueError, match="other settings"):
         box = LocalBlackBox(clip)
         CollaborativeLoop(stand_in(box), box, x, y, CraFTTrainingArguments(**{**args, "sigma": 0.3})).run(
-            resume_from_checkpoint=str(tmp_path))
+            resume_from_checkpoint=str(tmp_path)
+        )
 
 
 def test_refinement_only_spends_one_query_per_epoch_or_once(clip):
     x, y = shots()
     box = LocalBlackBox(clip)  # official inputs: a fresh augmented view per epoch, one query each
-    loop = CollaborativeLoop(stand_in(box), box, x, y, CraFTTrainingArguments(budget=44, population=10, optimize_prompt=False))
+    loop = CollaborativeLoop(
+        stand_in(box), box, x, y, CraFTTrainingArguments(budget=44, population=10, optimize_prompt=False)
+    )
     loop.run()
     assert loop.generation == 4 and box.queries == 1 + 4  # + the initial prompt once, for the record
     box = LocalBlackBox(clip)  # the library's former inputs: the initial prompt's scores, queried once

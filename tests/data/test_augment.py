@@ -119,4 +119,3 @@ def test_call_errors(images):
         AugmentedViews("clip")
     with pytest.raises(ValueError, match="2 images but 3 indices"):
         AugmentedViews(to_tensor)(images[:2], torch.arange(3), 0)
-

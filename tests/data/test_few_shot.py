@@ -94,7 +94,10 @@ def test_too_few_examples_says_which_shots_fit():
     """fit(shots=K) and the examples' --shots cannot pass val_shots: the error names the
     largest K that keeps a validation split, and the Python route without one."""
     ds = labelled([10, 5, 10])
-    with pytest.raises(ValueError, match=r"at most 2 with a validation split, e.g. --shots 2.*shots=4, val_shots=0\), and pass it to fit"):
+    with pytest.raises(
+        ValueError,
+        match=r"at most 2 with a validation split, e.g. --shots 2.*shots=4, val_shots=0\), and pass it to fit",
+    ):
         sample_few_shot(ds, shots=4)  # 2 + min(2, 4) <= 5 < 3 + 3
     with pytest.raises(ValueError, match=r"at most 3 with a validation split"):
         sample_few_shot(ds, shots=4, val_shots=2)  # an explicit val_shots: 3 + 2 <= 5

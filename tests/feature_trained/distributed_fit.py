@@ -21,7 +21,15 @@ def fit_coop_and_save(out_path: str) -> None:
     # the same global batch of 8: 8 per device alone, 4 per device on each of 2 processes
     per_device = 8 // state.num_processes
     initial = model.prompt_learner.ctx.detach().clone()
-    model.fit_features(features, labels, args={"num_train_epochs": 3, "per_device_train_batch_size": per_device,
-                                               "learning_rate": 0.05, "use_cpu": True})  # fmt: skip
+    model.fit_features(
+        features,
+        labels,
+        args={
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": per_device,
+            "learning_rate": 0.05,
+            "use_cpu": True,
+        },
+    )
     if state.is_main_process:
         torch.save((initial, model.prompt_learner.ctx.detach()), out_path)

@@ -1,10 +1,9 @@
 """A CoOp fit under 2 Accelerate processes (gloo) equals 1 process on the same global batch."""
 
 import torch
+from distributed_fit import fit_coop_and_save
 
 from hf_clipadapt.testing_utils import run_distributed
-
-from distributed_fit import fit_coop_and_save
 
 
 def test_two_processes_equal_one(tmp_path):

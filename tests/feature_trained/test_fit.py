@@ -58,7 +58,9 @@ def test_fit_lowers_the_training_loss_and_trains_only_the_adapted_part(name):
     for k, v in model.state_dict().items():
         if k in frozen:
             assert torch.equal(v, frozen[k]), f"{k} is frozen and must not change"
-    assert any(not torch.equal(model.saved_state_dict()[k], v) for k, v in trained_before.items() if v.is_floating_point())
+    assert any(
+        not torch.equal(model.saved_state_dict()[k], v) for k, v in trained_before.items() if v.is_floating_point()
+    )
 
 
 @pytest.mark.parametrize("name", ["coop", "clip_adapter"])
@@ -71,8 +73,9 @@ def test_resume_from_a_checkpoint_equals_the_straight_run(name, tmp_path):
     first = cls.from_clip(clip(), NAMES, **kw)
     first.fit_features(x, y, args={**args, "output_dir": str(tmp_path), "save_strategy": "steps", "save_steps": 7})
     resumed = cls.from_clip(clip(), NAMES, **kw)
-    resumed.fit_features(x, y, args={**args, "output_dir": str(tmp_path)},
-                         resume_from_checkpoint=str(tmp_path / "checkpoint-7"))  # fmt: skip
+    resumed.fit_features(
+        x, y, args={**args, "output_dir": str(tmp_path)}, resume_from_checkpoint=str(tmp_path / "checkpoint-7")
+    )
     for k, v in straight.saved_state_dict().items():
         torch.testing.assert_close(resumed.saved_state_dict()[k], v, rtol=0, atol=1e-6 * (v.abs().max().item() + 1))
 

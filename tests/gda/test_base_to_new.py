@@ -117,7 +117,7 @@ def test_pseudo_new_rule_rejects_bad_input():
 
 
 def test_new_classes_head_options(backbone, dataset, tmp_path):
-    """"reuse" keeps the base α (the paper); "pseudo_new" is the functional rule on the
+    """ "reuse" keeps the base α (the paper); "pseudo_new" is the functional rule on the
     normalised base features, with its scores and the rule recorded and saved."""
     from hf_clipadapt.gda import new_class_classifier
 
@@ -129,7 +129,9 @@ def test_new_classes_head_options(backbone, dataset, tmp_path):
     assert reuse.config.alpha == model.config.alpha and reuse.config.new_class_alpha_rule == "reuse"
     head = model.new_classes_head(["yellow", "purple"], feats, labels, k=4, alpha_rule="pseudo_new", seed=5)
     x = F.normalize(feats.double(), dim=-1)
-    alpha, scores = select_new_class_alpha(x, labels, model.text_weights.double(), k=4, seed=5, logit_scale=model.config.logit_scale)
+    alpha, scores = select_new_class_alpha(
+        x, labels, model.text_weights.double(), k=4, seed=5, logit_scale=model.config.logit_scale
+    )
     assert head.config.alpha == alpha and head.config.alpha_scores == {str(a): s for a, s in scores.items()}
     w, _ = new_class_classifier(x, labels, head.text_weights.double(), k=4)
     torch.testing.assert_close(head.weight, reuse.weight)
@@ -174,8 +176,9 @@ def test_benchmark_alpha_never_reads_new_class_labels(backbone, tiny_suite):
     ref = run(tiny_suite)
     perm = np.random.default_rng(1).permutation(len(tiny_suite["test_new"]))
     scrambled = tiny_suite.copy()
-    scrambled["test_new"] = tiny_suite["test_new"].map(lambda r, i: {"label": tiny_suite["test_new"][int(perm[i])]["label"]},
-                                                       with_indices=True)  # fmt: skip
+    scrambled["test_new"] = tiny_suite["test_new"].map(
+        lambda r, i: {"label": tiny_suite["test_new"][int(perm[i])]["label"]}, with_indices=True
+    )
     assert scrambled["test_new"]["label"] != tiny_suite["test_new"]["label"]
     assert {k: run(scrambled)[k] for k in chosen} == {k: ref[k] for k in chosen}
     swapped = tiny_suite.copy()
@@ -183,6 +186,7 @@ def test_benchmark_alpha_never_reads_new_class_labels(backbone, tiny_suite):
     assert {k: run(swapped)[k] for k in chosen} == {k: ref[k] for k in chosen}
     base_perm = np.random.default_rng(2).permutation(len(tiny_suite["train"]))
     shuffled_base = tiny_suite.copy()
-    shuffled_base["train"] = tiny_suite["train"].map(lambda r, i: {"label": tiny_suite["train"][int(base_perm[i])]["label"]},
-                                                     with_indices=True)  # fmt: skip
+    shuffled_base["train"] = tiny_suite["train"].map(
+        lambda r, i: {"label": tiny_suite["train"][int(base_perm[i])]["label"]}, with_indices=True
+    )
     assert run(shuffled_base)["pseudo_new_scores"] != ref["pseudo_new_scores"], "the rule must depend on base data"

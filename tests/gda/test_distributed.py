@@ -12,7 +12,9 @@ NUM_CLASSES, DIM = 5, 12
 def _data():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(NUM_CLASSES).repeat(9)  # 45 rows: uneven split across 2 ranks
-    feats = F.normalize(torch.randn(NUM_CLASSES, DIM, generator=g)[labels] + 0.3 * torch.randn(45, DIM, generator=g), dim=1)
+    feats = F.normalize(
+        torch.randn(NUM_CLASSES, DIM, generator=g)[labels] + 0.3 * torch.randn(45, DIM, generator=g), dim=1
+    )
     return feats, labels
 
 
@@ -29,7 +31,10 @@ def _fit_sharded(out_path):
     stats.all_reduce(accelerator)
     weight, bias = stats.solve(out_dtype=torch.float64)
     if accelerator.is_main_process:
-        torch.save({"weight": weight, "bias": bias, "world": world, "local": local_count, "total": stats.num_samples}, out_path)
+        torch.save(
+            {"weight": weight, "bias": bias, "world": world, "local": local_count, "total": stats.num_samples},
+            out_path,
+        )
     accelerator.wait_for_everyone()
 
 

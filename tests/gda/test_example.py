@@ -29,10 +29,24 @@ def test_example_runs_offline_and_writes_results_and_card(saved_backbone, tmp_pa
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     out = tmp_path / "out"
-    results = example.main([
-        "--model", saved_backbone.name_or_path, "--dataset", str(tmp_path / "pets"), "--shots", "2",
-        "--views", "2", "--seed", "2", "--cache_dir", "none", "--output_dir", str(out),
-    ])  # fmt: skip
+    results = example.main(
+        [
+            "--model",
+            saved_backbone.name_or_path,
+            "--dataset",
+            str(tmp_path / "pets"),
+            "--shots",
+            "2",
+            "--views",
+            "2",
+            "--seed",
+            "2",
+            "--cache_dir",
+            "none",
+            "--output_dir",
+            str(out),
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert saved["shots"] == 2 and saved["test_images"] == 6 and 0 <= saved["gda_accuracy"] <= 100

@@ -153,7 +153,9 @@ def test_new_class_classifier_uses_k_nearest_base_features():
     nn_means = np.stack([x.numpy()[np.argsort(-s)[:k]].mean(0) for s in sims])
     _, _, _, prec = numpy_gda(x.numpy(), y.numpy(), 4)
     np.testing.assert_allclose(w.numpy(), nn_means @ prec, atol=1e-9)
-    np.testing.assert_allclose(b.numpy(), np.log(1 / 2) - 0.5 * np.einsum("kd,de,ke->k", nn_means, prec, nn_means), atol=1e-9)
+    np.testing.assert_allclose(
+        b.numpy(), np.log(1 / 2) - 0.5 * np.einsum("kd,de,ke->k", nn_means, prec, nn_means), atol=1e-9
+    )
     with pytest.raises(ValueError, match="exceeds"):
         new_class_classifier(x, y, new_text, k=len(y) + 1)
 
@@ -184,7 +186,9 @@ def test_new_class_classifier_default_is_the_official_head():
     np.testing.assert_allclose(b.numpy(), b_ref, rtol=1e-10, atol=1e-10)
     # The official head reads no base labels; text_copies=0 leaves the plain k-NN mean.
     w0, _ = new_class_classifier(x, None, new_text, k=10, text_copies=0)
-    np.testing.assert_allclose(w0.numpy(), numpy_official_new_heads(x.numpy(), new_text.numpy(), 10, copies=0)[0], atol=1e-10)
+    np.testing.assert_allclose(
+        w0.numpy(), numpy_official_new_heads(x.numpy(), new_text.numpy(), 10, copies=0)[0], atol=1e-10
+    )
     with pytest.raises(ValueError, match="k must be an int >= 2"):
         new_class_classifier(x, None, new_text, k=1)
     with pytest.raises(ValueError, match="pass base_labels"):
@@ -216,7 +220,9 @@ def test_class_mean_pinv_is_the_official_base_to_new_base_head():
     keep = torch.ones(len(y), dtype=torch.bool)
     keep[:5] = False
     w_u, _ = fit_gda(x[keep], y[keep], 4, covariance="class_mean_pinv")
-    np.testing.assert_allclose(w_u.numpy(), numpy_class_mean_pinv(x[keep].numpy(), y[keep].numpy(), 4)[0], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(
+        w_u.numpy(), numpy_class_mean_pinv(x[keep].numpy(), y[keep].numpy(), 4)[0], rtol=1e-8, atol=1e-8
+    )
     with pytest.raises(ValueError, match="same number"):
         GDAStatistics(4, 6).update(x[keep], y[keep]).solve(covariance="class_mean_pinv")
     with pytest.raises(ValueError, match="single sample"):

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file
 from datasets import ClassLabel
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline
 
 import hf_clipadapt  # noqa: F401  (registers the Auto classes)
+from hf_clipadapt.configuration_utils import DEFAULT_SEED
 from hf_clipadapt.data import class_names, sample_few_shot
 from hf_clipadapt.gda import GDAConfig, GDAForImageClassification, ensemble_logits, fit_gda
-from hf_clipadapt.configuration_utils import DEFAULT_SEED
 from hf_clipadapt.testing_utils import assert_close_scaled
 
 
@@ -77,9 +77,7 @@ def test_dataloader_fit_equals_features_fit(backbone, dataset):
     """A DataLoader of (already augmented) pixel values streams into the same statistics."""
     px = backbone.preprocess(list(dataset["image"]))
     labels = torch.tensor(dataset["label"])
-    loader = torch.utils.data.DataLoader(
-        [{"pixel_values": p, "labels": y} for p, y in zip(px, labels)], batch_size=4
-    )
+    loader = torch.utils.data.DataLoader([{"pixel_values": p, "labels": y} for p, y in zip(px, labels)], batch_size=4)
     model = GDAForImageClassification.from_clip(backbone, class_names(dataset))
     with pytest.warns(UserWarning, match="alpha stays"):
         model.fit(loader, views=1)
@@ -138,7 +136,10 @@ def test_pipeline(saved_backbone, dataset, tmp_path):
     assert out[0]["label"] == model.config.id2label[int(probs.argmax())]
     assert out[0]["score"] == pytest.approx(float(probs.max()), abs=1e-5)
     model.save_pretrained(tmp_path / "head")  # processor + tokenizer saved alongside: pipeline(model=path) works
-    assert pipeline("image-classification", model=str(tmp_path / "head"))(dataset[0]["image"], top_k=1)[0]["label"] == out[0]["label"]
+    assert (
+        pipeline("image-classification", model=str(tmp_path / "head"))(dataset[0]["image"], top_k=1)[0]["label"]
+        == out[0]["label"]
+    )
 
 
 def test_push_to_hub_uploads_head_then_card(saved_backbone, dataset):
@@ -258,7 +259,10 @@ def test_zero_shot_logits_use_the_backbones_own_temperature(backbone, dataset):
     x = torch.nn.functional.normalize(torch.randn(4, model.config.embed_dim), dim=-1)
     model.config.alpha = 0.0
     assert_close_scaled(model(image_features=x).logits, 18.0 * x @ model.text_weights.T, rtol=1e-5)
-    assert GDAForImageClassification.from_clip(backbone, class_names(dataset), logit_scale=50.0).config.logit_scale == 50.0
+    assert (
+        GDAForImageClassification.from_clip(backbone, class_names(dataset), logit_scale=50.0).config.logit_scale
+        == 50.0
+    )
 
 
 def test_view_augmentation_follows_the_config(backbone, dataset):
@@ -293,9 +297,15 @@ def test_presets_carry_the_official_dataset_and_protocol_settings(backbone, data
     assert imagenet.config.view_scale == [0.08, 1.0] and imagenet.config.preset == "imagenet"
     both = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="imagenet_base_to_new", views=3)
     assert (both.config.covariance, both.config.view_scale, both.config.views) == ("class_mean_pinv", [0.08, 1.0], 3)
-    b2n = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="base_to_new").fit(dataset, shots=2, views=2)
-    x, y = b2n.encode_dataset(sample_few_shot(dataset, shots=2, seed=DEFAULT_SEED)["train"],
-                              b2n.augmented_views(DEFAULT_SEED), views=2, split="train")  # fmt: skip
+    b2n = GDAForImageClassification.from_clip(backbone, class_names(dataset), preset="base_to_new").fit(
+        dataset, shots=2, views=2
+    )
+    x, y = b2n.encode_dataset(
+        sample_few_shot(dataset, shots=2, seed=DEFAULT_SEED)["train"],
+        b2n.augmented_views(DEFAULT_SEED),
+        views=2,
+        split="train",
+    )
     w, b = fit_gda(x.double(), y, 3, covariance="class_mean_pinv")
     assert_close_scaled(b2n.weight, w, rtol=1e-4)
     with pytest.raises(ValueError, match="unknown preset .eurosat. for GDAConfig"):
@@ -310,7 +320,11 @@ def test_new_classes_head_defaults_to_the_official_heads(backbone, dataset):
     model = GDAForImageClassification.from_clip(backbone, class_names(dataset)).fit(dataset, shots=2, views=2)
     feats = F.normalize(backbone.encode_images(backbone.preprocess(list(dataset["image"]))).double(), dim=-1)
     head = model.new_classes_head(["yellow", "purple"], feats, k=5)
-    assert (head.config.new_class_head, head.config.new_class_alpha_rule, head.config.alpha) == ("official", "reuse", model.config.alpha)
+    assert (head.config.new_class_head, head.config.new_class_alpha_rule, head.config.alpha) == (
+        "official",
+        "reuse",
+        model.config.alpha,
+    )
     w, b = new_class_classifier(feats, None, head.text_weights.double(), k=5)
     assert_close_scaled(head.weight, w, rtol=1e-4)
     old = model.new_classes_head(["yellow", "purple"], feats, torch.tensor(dataset["label"]), k=5, head="knn_mean")

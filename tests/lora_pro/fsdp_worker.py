@@ -16,6 +16,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from lorapro_helpers import make_mlp_peft, mlp_batch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -29,11 +30,13 @@ from torch.distributed.fsdp import fully_shard
 
 from hf_clipadapt.lora_pro import LoraProAdamW
 from hf_clipadapt.lora_pro.sharded import local_nbytes
-from lorapro_helpers import make_mlp_peft, mlp_batch
 
 STEPS, HALF, GLOBAL_BATCH, LR = 6, 3, 16, 1e-2
-MODES = {"full": dict(mode="full"), "efficient": dict(mode="efficient"),
-         "factored": dict(mode="full", factored=True, moment_dtype=torch.bfloat16)}
+MODES = {
+    "full": dict(mode="full"),
+    "efficient": dict(mode="efficient"),
+    "factored": dict(mode="full", factored=True, moment_dtype=torch.bfloat16),
+}
 
 
 def make_optimizer(model, mode):
@@ -69,7 +72,7 @@ def train(model, opt, start, stop, rank, world):
     per = GLOBAL_BATCH // world
     for i in range(start, stop):
         x, y = mlp_batch(i, torch.float32, n=GLOBAL_BATCH)
-        loss = nn.functional.mse_loss(model(x[rank * per:(rank + 1) * per]), y[rank * per:(rank + 1) * per])
+        loss = nn.functional.mse_loss(model(x[rank * per : (rank + 1) * per]), y[rank * per : (rank + 1) * per])
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -99,8 +102,9 @@ def resumed(mode, mesh, rank, world, ckpt):
     opt = make_optimizer(model, mode)
     train(model, opt, 0, HALF, rank, world)
     before = opt.state_dict()
-    dcp.save({"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, opt)},
-             checkpoint_id=ckpt)
+    dcp.save(
+        {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, opt)}, checkpoint_id=ckpt
+    )
     fresh = shard(make_mlp_peft(dtype=torch.float32, seed=1), mesh)  # other initial weights: all must come back
     fresh_opt = make_optimizer(fresh, mode)
     train(fresh, fresh_opt, 0, 1, rank, world)  # and other moments
@@ -126,8 +130,10 @@ def refusals(mesh, world):
     from hf_clipadapt.lora_pro.sharded import shard_spec
 
     hsdp = init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard"))
-    cases = {"mixed": [distribute_tensor(torch.zeros(4, 3), mesh, [Shard(0)]), torch.zeros(2)],
-             "hsdp": [distribute_tensor(torch.zeros(4, 3), hsdp, [Replicate(), Shard(0)])]}  # fmt: skip
+    cases = {
+        "mixed": [distribute_tensor(torch.zeros(4, 3), mesh, [Shard(0)]), torch.zeros(2)],
+        "hsdp": [distribute_tensor(torch.zeros(4, 3), hsdp, [Replicate(), Shard(0)])],
+    }
     out = {}
     for name, params in cases.items():
         try:

@@ -17,12 +17,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def launch(script: Path, args: list[str], world: int = 2, timeout: float = 240.0) -> list[str]:
     """Run `script args` as ranks 0..world-1; return each rank's output."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1",
-               "LORAPRO_STORE": f"file://{tmp}/store",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "WORLD_SIZE": str(world),
+            "OMP_NUM_THREADS": "1",
+            "LORAPRO_STORE": f"file://{tmp}/store",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        }
         procs = [
-            subprocess.Popen([sys.executable, str(script), *args], env={**env, "RANK": str(r)},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            subprocess.Popen(
+                [sys.executable, str(script), *args],
+                env={**env, "RANK": str(r)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for r in range(world)
         ]
         deadline, outputs = time.monotonic() + timeout, []

@@ -13,7 +13,9 @@ def make_mlp_peft(r=3, alpha=6.0, rslora=False, dtype=torch.float64, seed=0, **l
     """A tiny MLP with LoRA on two Linear layers and a trainable head (modules_to_save)."""
     torch.manual_seed(seed)
     base = nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 16), nn.Tanh(), nn.Linear(16, 5))
-    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=["0", "2"], modules_to_save=["4"], **lora_kwargs)
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=["0", "2"], modules_to_save=["4"], **lora_kwargs
+    )
     return get_peft_model(base, cfg).to(dtype)
 
 
@@ -30,8 +32,6 @@ def train(model, opt, steps, start=0, dtype=torch.float64):
         opt.step()
         opt.zero_grad()
     return model
-
-
 
 
 def clone(model):

@@ -50,13 +50,25 @@ def _least_squares_x(A, B, resA, resB):
 class RefLoraProAdamW:
     """pairs: list of (A_param, B_param, s); plain params go to torch.optim.AdamW."""
 
-    def __init__(self, pairs, plain, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mode="full",
-                 b_damping=None, factored=False):
+    def __init__(
+        self,
+        pairs,
+        plain,
+        lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        mode="full",
+        b_damping=None,
+        factored=False,
+    ):
         self.pairs, self.lr, self.betas, self.eps, self.wd, self.mode = pairs, lr, betas, eps, weight_decay, mode
         self.b_damping = (1.0 if mode == "efficient" else 0.0) if b_damping is None else b_damping
         self.factored = factored
         self.state = {}
-        self.plain = torch.optim.AdamW(plain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay) if plain else None
+        self.plain = (
+            torch.optim.AdamW(plain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay) if plain else None
+        )
 
     def _adam(self, key, g):
         b1, b2 = self.betas
@@ -71,8 +83,15 @@ class RefLoraProAdamW:
     def _adafactor(self, key, g):
         """Adam with v replaced by Adafactor's rank-1 estimate R·Cᵀ/mean(R), on the whole g."""
         b1, b2 = self.betas
-        st = self.state.setdefault(key, {"t": 0, "m": torch.zeros_like(g), "R": torch.zeros(g.shape[0], dtype=D),
-                                         "C": torch.zeros(g.shape[1], dtype=D)})
+        st = self.state.setdefault(
+            key,
+            {
+                "t": 0,
+                "m": torch.zeros_like(g),
+                "R": torch.zeros(g.shape[0], dtype=D),
+                "C": torch.zeros(g.shape[1], dtype=D),
+            },
+        )
         st["t"] += 1
         sq = g * g + 1e-30
         st["R"] = b2 * st["R"] + (1 - b2) * sq.mean(1)

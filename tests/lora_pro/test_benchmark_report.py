@@ -23,8 +23,15 @@ def _tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                     max_position_embeddings=16, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
     return BertForSequenceClassification(cfg)
 
 
@@ -48,26 +55,41 @@ def test_lora_and_full_snapshots_cover_the_same_matrices():
         torch.testing.assert_close(d, torch.full_like(d, 0.1), rtol=0, atol=1e-6)
     sd = C.adapted_weights(lora, "lora")
     a = next(n for n in sd if ".query.lora_A." in n)
-    torch.testing.assert_close(dw_lora["bert.encoder.layer.0.attention.self.query.weight"],
-                               (16 / 8) * sd[a.replace("lora_A", "lora_B")] @ sd[a])
+    torch.testing.assert_close(
+        dw_lora["bert.encoder.layer.0.attention.self.query.weight"],
+        (16 / 8) * sd[a.replace("lora_A", "lora_B")] @ sd[a],
+    )
 
 
 def test_compare_against_hand_values():
     ref = {"w": torch.tensor([[3.0, 0.0], [0.0, 4.0]])}
     same = R.compare(ref, ref)
-    assert same["cosine"] == pytest.approx(1.0) and same["rel_distance"] == pytest.approx(0.0) and same["norm_ratio"] == pytest.approx(1.0)
+    assert (
+        same["cosine"] == pytest.approx(1.0)
+        and same["rel_distance"] == pytest.approx(0.0)
+        and same["norm_ratio"] == pytest.approx(1.0)
+    )
     doubled = R.compare({"w": 2 * ref["w"]}, ref)
-    assert doubled["cosine"] == pytest.approx(1.0) and doubled["norm_ratio"] == pytest.approx(2.0) and doubled["rel_distance"] == pytest.approx(1.0)
+    assert (
+        doubled["cosine"] == pytest.approx(1.0)
+        and doubled["norm_ratio"] == pytest.approx(2.0)
+        and doubled["rel_distance"] == pytest.approx(1.0)
+    )
     ortho = R.compare({"w": torch.tensor([[0.0, 5.0], [0.0, 0.0]])}, ref)
-    assert ortho["cosine"] == pytest.approx(0.0) and ortho["rel_distance"] == pytest.approx(2 ** 0.5)
+    assert ortho["cosine"] == pytest.approx(0.0) and ortho["rel_distance"] == pytest.approx(2**0.5)
 
 
 def test_gap_shares_are_paired_by_seed():
     def stats(accs):
         return {"per_seed": {s: {"test_accuracy": a, "train_loss_end": 1.0 - a / 100} for s, a in accs.items()}}
 
-    res = R.gap_over_seeds({"lora": stats({0: 80.0, 1: 70.0}), "full": stats({0: 84.0, 1: 72.0}),
-                            "lorapro-full": stats({0: 82.0, 1: 71.5, 2: 99.0})})  # seed 2 has no LoRA/full pair
+    res = R.gap_over_seeds(
+        {
+            "lora": stats({0: 80.0, 1: 70.0}),
+            "full": stats({0: 84.0, 1: 72.0}),
+            "lorapro-full": stats({0: 82.0, 1: 71.5, 2: 99.0}),
+        }
+    )  # seed 2 has no LoRA/full pair
     g = res["lorapro-full"]
     assert g["seeds"] == [0, 1]
     assert g["test_accuracy"]["gap"]["mean"] == pytest.approx(3.0)
@@ -81,8 +103,17 @@ def test_per_problem_token_losses_pool_to_the_models_loss():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=40,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+    ).eval()
     ids = torch.randint(1, 40, (3, 10))
     labels = ids.clone()
     labels[:, :4] = -100  # the prompt
@@ -112,7 +143,9 @@ def test_gap_bootstrap_pools_tokens_and_pairs_problems():
     assert b["share"]["point"] == pytest.approx(0.5) and b["share"]["p05_p95"] == pytest.approx([0.5, 0.5])
     # Token-weighted, not problem-weighted: (2 + 8) / 3 tokens in seed 0, not the mean of 2 and 4 per problem.
     lora[0] = t([[2.0, 1], [8.0, 2]])
-    assert B.gap_bootstrap(lora, full, pro, n=50)["value"]["lora"] == pytest.approx((2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1))
+    assert B.gap_bootstrap(lora, full, pro, n=50)["value"]["lora"] == pytest.approx(
+        (2 + 8 + 2 + 6 + 2) / (1 + 2 + 1 + 3 + 1)
+    )
 
 
 def test_gap_bootstrap_resamples_problems_not_tokens():
@@ -131,7 +164,9 @@ def test_gap_bootstrap_resamples_problems_not_tokens():
 
 def test_accuracy_rows_bootstrap_to_accuracy_differences():
     """The classifier's [correct, 1] rows: the metric is accuracy, pooled over seeds by review."""
-    rows = lambda hits: torch.stack([torch.tensor(hits, dtype=torch.float64), torch.ones(len(hits), dtype=torch.float64)], 1)
+    rows = lambda hits: torch.stack(
+        [torch.tensor(hits, dtype=torch.float64), torch.ones(len(hits), dtype=torch.float64)], 1
+    )
     lora = {0: rows([1, 0, 1, 0]), 1: rows([1, 1, 0, 0])}
     full = {0: rows([1, 1, 1, 0]), 1: rows([1, 1, 1, 0])}
     pro = {0: rows([1, 1, 1, 0]), 1: rows([1, 1, 0, 0])}

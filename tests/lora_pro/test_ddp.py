@@ -3,12 +3,11 @@ global batch: LoRA-Pro's closed form and Adam act on the all-reduced gradients."
 
 import torch
 from accelerate import Accelerator
-
-from hf_clipadapt.testing_utils import run_distributed
 from lorapro_helpers import make_mlp_peft, mlp_batch
 from torch import nn
 
 from hf_clipadapt import LoraProAdamW
+from hf_clipadapt.testing_utils import run_distributed
 
 STEPS, GLOBAL_BATCH = 3, 16
 
@@ -17,7 +16,7 @@ def _train(model, opt, backward, rank, world):
     per_rank = GLOBAL_BATCH // world
     for i in range(STEPS):
         x, y = mlp_batch(i, torch.float64, n=GLOBAL_BATCH)
-        x, y = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
+        x, y = x[rank * per_rank : (rank + 1) * per_rank], y[rank * per_rank : (rank + 1) * per_rank]
         loss = nn.functional.mse_loss(model(x), y)
         backward(loss)
         opt.step()
@@ -35,9 +34,14 @@ def _worker(mode, out_path):
     _train(model, opt, accelerator.backward, accelerator.process_index, accelerator.num_processes)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        torch.save({"params": {n: p.detach() for n, p in unwrapped.named_parameters() if p.requires_grad},
-                    "state_names": sorted(opt.state_dict()["state"]),
-                    "world": accelerator.num_processes}, out_path)
+        torch.save(
+            {
+                "params": {n: p.detach() for n, p in unwrapped.named_parameters() if p.requires_grad},
+                "state_names": sorted(opt.state_dict()["state"]),
+                "world": accelerator.num_processes,
+            },
+            out_path,
+        )
 
 
 def test_two_process_ddp_equals_one_process_same_global_batch(tmp_path):

@@ -10,13 +10,13 @@ peft alone took 31 s there at load 8); its timeout is 300 s."""
 
 from pathlib import Path
 
+import fsdp_worker as W
 import pytest
 import torch
-
-import fsdp_worker as W
-from hf_clipadapt.testing_utils import assert_close_scaled
 from lorapro_dist import launch
 from lorapro_helpers import make_mlp_peft
+
+from hf_clipadapt.testing_utils import assert_close_scaled
 
 WORLD = 2
 # Replicated state, the same on every rank: Adam's step count (a scalar) and the factored

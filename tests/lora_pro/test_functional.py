@@ -129,7 +129,9 @@ def test_low_precision_inputs_use_float32_math_and_keep_dtype():
     A, B, G = _random_pair(seed=7, dtype=torch.float32)
     gA, gB = B.T @ G, G @ A.T
     got = lorapro_fn.lorapro_project(A.bfloat16(), B.bfloat16(), gA.bfloat16(), gB.bfloat16(), 1.0)
-    ref = lorapro_fn.lorapro_project(A.bfloat16().float(), B.bfloat16().float(), gA.bfloat16().float(), gB.bfloat16().float(), 1.0)
+    ref = lorapro_fn.lorapro_project(
+        A.bfloat16().float(), B.bfloat16().float(), gA.bfloat16().float(), gB.bfloat16().float(), 1.0
+    )
     assert got[0].dtype == torch.bfloat16
     torch.testing.assert_close(got[0], ref[0].bfloat16())  # one rounding at the end only
     torch.testing.assert_close(got[1], ref[1].bfloat16())

@@ -22,7 +22,9 @@ GIB = 2**30
 
 
 def _route(route, variant, gpus):
-    row = next(r for r in large_models.routes() if r["route"] == route and r["variant"] == variant and r["gpus"] == gpus)
+    row = next(
+        r for r in large_models.routes() if r["route"] == route and r["variant"] == variant and r["gpus"] == gpus
+    )
     return f"{row['bytes_per_gpu'] / GIB:.1f}"
 
 
@@ -31,9 +33,18 @@ def test_deepspeed_is_refused_naming_the_fsdp2_route(monkeypatch):
     with pytest.raises(RuntimeError, match="does not run under DeepSpeed ZeRO") as err:
         LoraProAdamW(make_mlp_peft())
     msg = str(err.value)
-    for part in ("use FSDP2 instead", "--config_file examples/lora_pro_fsdp2.yaml", "fsdp_version: 2",
-                 "SHARDED_STATE_DICT", f"TrainingArguments(..., {FSDP2_TRAINER_ARGS})", "GiB on 8 GPUs",
-                 "load_in_4bit=True", "prepare_model_for_kbit_training", "factored=True", 'mode="efficient"'):
+    for part in (
+        "use FSDP2 instead",
+        "--config_file examples/lora_pro_fsdp2.yaml",
+        "fsdp_version: 2",
+        "SHARDED_STATE_DICT",
+        f"TrainingArguments(..., {FSDP2_TRAINER_ARGS})",
+        "GiB on 8 GPUs",
+        "load_in_4bit=True",
+        "prepare_model_for_kbit_training",
+        "factored=True",
+        'mode="efficient"',
+    ):
         assert part in msg, part
     assert "planned" not in msg and "DDP" not in msg  # FSDP2 is the route now, not DDP
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
@@ -57,9 +68,14 @@ def test_the_named_config_and_trainer_arguments_select_fsdp2(tmp_path):
 
 def test_memory_numbers_are_the_computed_ones():
     measured = json.loads((ROOT / "benchmarks" / "lora_pro" / "memory.json").read_text())["Llama-2-7B (32 blocks)"]
-    names = {"LoRA + AdamW": "LoRA + AdamW (reference)", "full, fp32 moments": "full, exact fp32 moments",
-             "full, bf16 moments": "full, bf16 moments", "full, factored v + bf16 m": "full, factored v + bf16 m",
-             "full, factored v, no m": "full, factored v, no m (beta1=0)", "efficient": "efficient"}
+    names = {
+        "LoRA + AdamW": "LoRA + AdamW (reference)",
+        "full, fp32 moments": "full, exact fp32 moments",
+        "full, bf16 moments": "full, bf16 moments",
+        "full, factored v + bf16 m": "full, factored v + bf16 m",
+        "full, factored v, no m": "full, factored v, no m (beta1=0)",
+        "efficient": "efficient",
+    }
     for variant, name in names.items():  # the formulas reproduce the optimizer's measured state exactly
         assert large_models.optimizer_state_bytes(variant) == measured[name], variant
     for n, gib in LLAMA2_7B_GIB["fsdp2_full"].items():
@@ -80,6 +96,8 @@ def test_readme_large_models_table_is_the_computed_one():
         assert f"{_route('DDP, bf16 base', v, 'any')} GiB" in rows["DDP, bf16 base, every GPU"], v
         cell = " / ".join(_route("FSDP2, bf16 base", v, n) for n in (2, 4, 8)) + " GiB"
         assert cell in rows["FSDP2, bf16 base, 2 / 4 / 8 GPUs"], v
-    zero2 = " / ".join(_route("authors' DeepSpeed ZeRO-2 (not supported here)", "full, fp32 moments", n) for n in (2, 4, 8))
+    zero2 = " / ".join(
+        _route("authors' DeepSpeed ZeRO-2 (not supported here)", "full, fp32 moments", n) for n in (2, 4, 8)
+    )
     assert zero2 in rows["DeepSpeed ZeRO"]
     assert re.search(r"\*\*computed\*\* from the shapes by `benchmarks/lora_pro/large_models.py`", readme)

@@ -39,8 +39,10 @@ def _train_each_layer_type(quantised, expected):
     targets = ["emb", "fc", "c1d"] + (["q8", "q4"] if quantised else [])
     model = get_peft_model(_Net(quantised), LoraConfig(r=2, lora_alpha=4, target_modules=targets))
     opt = LoraProAdamW(model, lr=3e-2, mode="full")
-    found = {p.module_name.rsplit(".", 1)[-1]: f"{type(p.module).__module__}.{type(p.module).__name__}"
-             for p in opt.lora_pairs}
+    found = {
+        p.module_name.rsplit(".", 1)[-1]: f"{type(p.module).__module__}.{type(p.module).__name__}"
+        for p in opt.lora_pairs
+    }
     assert found == expected
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     g = torch.Generator().manual_seed(1)
@@ -59,22 +61,28 @@ def _train_each_layer_type(quantised, expected):
 
 
 def test_linear_conv1d_and_embedding_layers_are_found_and_trained():
-    _train_each_layer_type(False, {
-        "emb": "peft.tuners.lora.layer.Embedding",
-        "fc": "peft.tuners.lora.layer.Linear",
-        "c1d": "peft.tuners.lora.layer.Linear",  # fan_in_fan_out
-    })
+    _train_each_layer_type(
+        False,
+        {
+            "emb": "peft.tuners.lora.layer.Embedding",
+            "fc": "peft.tuners.lora.layer.Linear",
+            "c1d": "peft.tuners.lora.layer.Linear",  # fan_in_fan_out
+        },
+    )
 
 
 def test_bitsandbytes_8bit_and_4bit_layers_are_found_and_trained():
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev extra: pip install -e .[dev]")
-    _train_each_layer_type(True, {
-        "emb": "peft.tuners.lora.layer.Embedding",
-        "fc": "peft.tuners.lora.layer.Linear",
-        "c1d": "peft.tuners.lora.layer.Linear",
-        "q8": "peft.tuners.lora.bnb.Linear8bitLt",
-        "q4": "peft.tuners.lora.bnb.Linear4bit",
-    })
+    _train_each_layer_type(
+        True,
+        {
+            "emb": "peft.tuners.lora.layer.Embedding",
+            "fc": "peft.tuners.lora.layer.Linear",
+            "c1d": "peft.tuners.lora.layer.Linear",
+            "q8": "peft.tuners.lora.bnb.Linear8bitLt",
+            "q4": "peft.tuners.lora.bnb.Linear4bit",
+        },
+    )
 
 
 def test_stacked_experts_adapter_is_refused_with_the_reason():

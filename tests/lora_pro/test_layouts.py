@@ -14,11 +14,28 @@ from hf_clipadapt.testing_utils import assert_close_scaled
 
 def _gpt2_peft():
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=1, n_head=2, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = GPT2Config(
+        vocab_size=40,
+        n_positions=16,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = GPT2LMHeadModel(cfg).double()
-    lcfg = LoraConfig(r=2, lora_alpha=3, target_modules=["c_attn", "c_fc", "wte"], fan_in_fan_out=True,
-                      init_lora_weights=False, lora_dropout=0.0)
+    lcfg = LoraConfig(
+        r=2,
+        lora_alpha=3,
+        target_modules=["c_attn", "c_fc", "wte"],
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+        lora_dropout=0.0,
+    )
     return get_peft_model(model, lcfg).double()
 
 
@@ -41,7 +58,9 @@ def test_factor_gradients_follow_the_m_by_n_frame_and_one_step_moves_W_by_the_pr
     opt = LoraProSGD(model, lr=1e-6, damping=0.0)
     from peft.tuners.lora import Embedding
 
-    kinds = {"Embedding" if isinstance(p.module, Embedding) else f"Conv1D={p.module.fan_in_fan_out}" for p in opt.lora_pairs}
+    kinds = {
+        "Embedding" if isinstance(p.module, Embedding) else f"Conv1D={p.module.fan_in_fan_out}" for p in opt.lora_pairs
+    }
     assert kinds == {"Embedding", "Conv1D=True"}
     bases = [p.module.get_base_layer().weight for p in opt.lora_pairs]
     for w in bases:
@@ -80,8 +99,9 @@ def test_conv_adapters_are_one_flattened_B_A_and_one_step_moves_W_by_the_project
     the flattened base-weight gradient G, and one LoRA-Pro step moves that kernel by the
     projection of G, as for a Linear layer."""
     torch.manual_seed(0)
-    model = get_peft_model(_ConvNet(conv), LoraConfig(r=2, lora_alpha=3, target_modules=["conv"],
-                                                      init_lora_weights=False)).double()  # fmt: skip
+    model = get_peft_model(
+        _ConvNet(conv), LoraConfig(r=2, lora_alpha=3, target_modules=["conv"], init_lora_weights=False)
+    ).double()
     opt = LoraProSGD(model, lr=1e-6, damping=0.0)
     (pair,) = opt.lora_pairs
     w = pair.module.get_base_layer().weight
@@ -141,8 +161,11 @@ def test_conv_adapter_trains_as_the_same_adapter_on_unfolded_patches(kwargs):
 def test_unsupported_lora_layer_type_names_the_module():
     # a grouped convolution's LoRA (PEFT gives lora_B the base's groups) is block-diagonal, not one B·A
     model = get_peft_model(_ConvNet(nn.Conv2d(4, 4, 3, groups=2)), LoraConfig(r=2, target_modules=["conv", "fc"]))
-    with pytest.raises(TypeError, match=r"Module 'base_model\.model\.conv' is a .*Conv2d and its factors are grouped "
-                                        r"convolutions \(groups=2\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"Module 'base_model\.model\.conv' is a .*Conv2d and its factors are grouped "
+        r"convolutions \(groups=2\)",
+    ):
         LoraProSGD(model)
     # leaving it out of target_modules, as the message says, works
     LoraProSGD(get_peft_model(_ConvNet(nn.Conv2d(4, 4, 3, groups=2)), LoraConfig(r=2, target_modules=["fc"])))

@@ -47,9 +47,14 @@ def test_official_clip_norm_divides_the_adjusted_update_by_the_raw_clip_factor()
     assert all(torch.equal(unclipped[n], ours[n]) for n in ours)
 
 
-@pytest.mark.parametrize("kwargs", [dict(mode="efficient", official_bias_correction=True),
-                                    dict(mode="full", factored=True, official_clip_norm=1.0),
-                                    dict(mode="full", official_clip_norm=-1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(mode="efficient", official_bias_correction=True),
+        dict(mode="full", factored=True, official_clip_norm=1.0),
+        dict(mode="full", official_clip_norm=-1.0),
+    ],
+)
 def test_official_options_need_exact_full_mode(kwargs):
     with pytest.raises(ValueError, match="official"):
         LoraProAdamW(make_mlp_peft(), lr=1e-3, **kwargs)

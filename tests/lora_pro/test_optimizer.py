@@ -12,7 +12,7 @@ from hf_clipadapt.testing_utils import assert_close_scaled
 
 def _max_rel(m1, m2):
     worst = 0.0
-    for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
+    for (_, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
         worst = max(worst, ((p.double() - q.double()).norm() / q.double().norm().clamp_min(1e-30)).item())
     return worst
 
@@ -80,7 +80,9 @@ def test_plain_parameters_get_exactly_torch_adamw():
         # the head's gradients depend on the LoRA factors, which only `opt` moves,
         # so feed torch's AdamW the very gradients the plain parameters got here
         nn.functional.mse_loss(ours(x), y).backward()
-        for (n, p), q in zip([(n, p) for n, p in ours.named_parameters() if p.requires_grad and "lora" not in n], head):
+        for (_, p), q in zip(
+            [(n, p) for n, p in ours.named_parameters() if p.requires_grad and "lora" not in n], head
+        ):
             q.grad = p.grad.clone()
         opt.step()
         torch_opt.step()

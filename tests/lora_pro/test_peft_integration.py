@@ -16,18 +16,34 @@ from hf_clipadapt import LoraProAdamW, LoraProConfig, create_lorapro_optimizer
 
 def _tiny_llama():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=48, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=48,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     return LlamaForCausalLM(cfg)
 
 
 def test_config_drives_the_optimizer_and_explicit_arguments_win():
-    cfg = LoraProConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], lorapro_mode="efficient", lorapro_damping=1e-6)
+    cfg = LoraProConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], lorapro_mode="efficient", lorapro_damping=1e-6
+    )
     model = get_peft_model(_tiny_llama(), cfg)
     opt = create_lorapro_optimizer(model, lr=1e-3)
     assert (opt.mode, opt.damping) == ("efficient", 1e-6)
     assert create_lorapro_optimizer(model, lr=1e-3, mode="full").mode == "full"
-    assert create_lorapro_optimizer(get_peft_model(_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"])), lr=1e-3).mode == "full"
+    assert (
+        create_lorapro_optimizer(
+            get_peft_model(_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"])), lr=1e-3
+        ).mode
+        == "full"
+    )
 
 
 def test_config_validates_its_fields():
@@ -71,8 +87,13 @@ def test_saved_adapter_is_plain_lora_and_loads_in_stock_peft_without_hf_clipadap
     """)
     # -I: isolated mode, so neither the cwd nor PYTHONPATH can put hf_clipadapt on the path
     # (the editable install is still importable, which is why the last assert checks sys.modules).
-    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=300,
-                         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
 
 
@@ -113,7 +134,9 @@ def test_every_trainable_adapter_is_paired_with_its_own_scaling():
 
 def test_conflicting_lorapro_configs_need_explicit_settings():
     torch.manual_seed(0)
-    model = get_peft_model(nn.Sequential(nn.Linear(6, 8)), LoraProConfig(r=2, target_modules=["0"], lorapro_mode="full"))
+    model = get_peft_model(
+        nn.Sequential(nn.Linear(6, 8)), LoraProConfig(r=2, target_modules=["0"], lorapro_mode="full")
+    )
     model.add_adapter("other", LoraProConfig(r=2, target_modules=["0"], lorapro_mode="efficient"))
     assert create_lorapro_optimizer(model, lr=1e-3).mode == "full"  # "other" is not active: ignored
     model.base_model.set_adapter(["default", "other"])

@@ -12,7 +12,12 @@ bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev ext
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments,
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Trainer,
+    TrainingArguments,
 )
 
 from hf_clipadapt import LoraProOptimizerFactory  # noqa: E402
@@ -23,9 +28,18 @@ VOCAB = 32
 @pytest.fixture(scope="module")
 def base_path(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     path = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
     return str(path)
@@ -53,9 +67,19 @@ def _data():
 def _train(path, tmp_path, lr, factory_kwargs=None):
     model = _qlora(path)
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=24, learning_rate=lr, use_cpu=True,
-        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0, dataloader_num_workers=0,
-        lr_scheduler_type="constant", gradient_checkpointing=True,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=24,
+        learning_rate=lr,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
+        lr_scheduler_type="constant",
+        gradient_checkpointing=True,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
     hook = None if factory_kwargs is None else (LoraProOptimizerFactory, {"lr": lr, **factory_kwargs})
@@ -79,7 +103,9 @@ def adamw_drop(base_path, tmp_path_factory):
 
 # One test per mode, AdamW's run shared: each stays well inside pytest.ini's 600 s timeout on a busy CPU.
 @pytest.mark.parametrize("mode, lr", [("full", 3e-3), ("efficient", 1e-2)])
-def test_qlora_lorapro_trains_like_lora_adamw_and_saves_a_stock_peft_adapter(base_path, adamw_drop, tmp_path, mode, lr):
+def test_qlora_lorapro_trains_like_lora_adamw_and_saves_a_stock_peft_adapter(
+    base_path, adamw_drop, tmp_path, mode, lr
+):
     model, trainer, losses = _train(base_path, tmp_path / "run", lr, {"mode": mode})
     # the pairs LoRA-Pro found are the 4-bit layers, every linear of the model
     opt = trainer.optimizer.optimizer

@@ -14,10 +14,25 @@ from hf_clipadapt import LoraProAdamW, LoraProConfig, LoraProOptimizerFactory, L
 
 def _model(mode="full", dtype=torch.float32):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=48, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    lcfg = LoraProConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], lora_dropout=0.0,
-                         modules_to_save=["lm_head"], lorapro_mode=mode)
+    cfg = LlamaConfig(
+        vocab_size=48,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    lcfg = LoraProConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "up_proj"],
+        lora_dropout=0.0,
+        modules_to_save=["lm_head"],
+        lorapro_mode=mode,
+    )
     return get_peft_model(LlamaForCausalLM(cfg), lcfg).to(dtype)
 
 
@@ -31,9 +46,20 @@ def _data(n=16, extra_column=False):
 
 
 def _args(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2,
-                use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
-                dataloader_num_workers=0, lr_scheduler_type="constant")
+    base = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
+        lr_scheduler_type="constant",
+    )
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -52,8 +78,12 @@ def _assert_same(a, b, rtol):
 def test_factory_hook_and_subclass_give_the_same_run(tmp_path):
     m1, m2 = _model(), _model()
     # One batch of 4 rows, seen at every step, so the training loss must fall.
-    t1 = Trainer(model=m1, args=_args(tmp_path / "a"), train_dataset=_data(4),
-                 optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 1e-2, "mode": "full"}))
+    t1 = Trainer(
+        model=m1,
+        args=_args(tmp_path / "a"),
+        train_dataset=_data(4),
+        optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 1e-2, "mode": "full"}),
+    )
     t1.train()
     t2 = LoraProTrainer(model=m2, args=_args(tmp_path / "b"), train_dataset=_data(4), lorapro_mode="full")
     t2.train()
@@ -64,8 +94,12 @@ def test_factory_hook_and_subclass_give_the_same_run(tmp_path):
 
 
 def test_factory_needs_lr(tmp_path):
-    t = Trainer(model=_model(), args=_args(tmp_path), train_dataset=_data(),
-                optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"mode": "full"}))
+    t = Trainer(
+        model=_model(),
+        args=_args(tmp_path),
+        train_dataset=_data(),
+        optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"mode": "full"}),
+    )
     with pytest.raises(TypeError, match="learning rate"):
         t.create_optimizer()
 
@@ -77,8 +111,11 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path, mode):
     # ~1e-5 and hide what this test is about.
     m1, m2 = _model(mode, torch.float64), _model(mode, torch.float64)
     LoraProTrainer(model=m1, args=_args(tmp_path / "a", per_device_train_batch_size=4), train_dataset=_data()).train()
-    LoraProTrainer(model=m2, args=_args(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2),
-                   train_dataset=_data()).train()
+    LoraProTrainer(
+        model=m2,
+        args=_args(tmp_path / "b", per_device_train_batch_size=2, gradient_accumulation_steps=2),
+        train_dataset=_data(),
+    ).train()
     _assert_same(_trainable(m1), _trainable(m2), 1e-9)
 
 
@@ -105,8 +142,11 @@ def test_max_grad_norm_clips_what_the_optimizer_sees(tmp_path):
 
 def test_warmup_and_cosine_schedule_drive_both_groups(tmp_path):
     model = _model()
-    trainer = LoraProTrainer(model=model, args=_args(tmp_path, max_steps=6, warmup_steps=2, lr_scheduler_type="cosine"),
-                             train_dataset=_data(24))
+    trainer = LoraProTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=6, warmup_steps=2, lr_scheduler_type="cosine"),
+        train_dataset=_data(24),
+    )
     rec = _Recorder(model, lambda: trainer.optimizer)
     trainer.add_callback(rec)
     trainer.train()
@@ -124,8 +164,18 @@ def test_warmup_and_cosine_schedule_drive_both_groups(tmp_path):
 def test_resume_from_checkpoint_restores_moments_and_equals_uninterrupted(tmp_path, mode):
     data = _data(24)
     full_run = _model(mode)
-    LoraProTrainer(model=full_run, args=_args(tmp_path / "a", max_steps=6, save_strategy="steps", save_steps=3,
-                                              lr_scheduler_type="cosine", warmup_steps=1), train_dataset=data).train()
+    LoraProTrainer(
+        model=full_run,
+        args=_args(
+            tmp_path / "a",
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=3,
+            lr_scheduler_type="cosine",
+            warmup_steps=1,
+        ),
+        train_dataset=data,
+    ).train()
     ckpt = tmp_path / "a" / "checkpoint-3"
     assert (ckpt / "optimizer.pt").exists()
     saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
@@ -133,8 +183,11 @@ def test_resume_from_checkpoint_restores_moments_and_equals_uninterrupted(tmp_pa
     assert int(saved["state"][a_name]["step"]) == 3 and saved["lorapro"]["mode"] == mode
 
     resumed = _model(mode)
-    trainer = LoraProTrainer(model=resumed, args=_args(tmp_path / "b", max_steps=6, lr_scheduler_type="cosine",
-                                                       warmup_steps=1), train_dataset=data)
+    trainer = LoraProTrainer(
+        model=resumed,
+        args=_args(tmp_path / "b", max_steps=6, lr_scheduler_type="cosine", warmup_steps=1),
+        train_dataset=data,
+    )
     trainer.train(resume_from_checkpoint=str(ckpt))
     _assert_same(_trainable(resumed), _trainable(full_run), 1e-6)
     assert int(trainer.optimizer.state_dict()["state"][a_name]["step"]) == 6
@@ -152,8 +205,11 @@ def test_bf16_autocast_trains_and_keeps_float32_master_weights(tmp_path):
 
 
 def test_remove_unused_columns_drops_extra_dataset_columns(tmp_path):
-    trainer = LoraProTrainer(model=_model(), args=_args(tmp_path, max_steps=2, remove_unused_columns=True),
-                             train_dataset=_data(extra_column=True))
+    trainer = LoraProTrainer(
+        model=_model(),
+        args=_args(tmp_path, max_steps=2, remove_unused_columns=True),
+        train_dataset=_data(extra_column=True),
+    )
     trainer.train()
     assert trainer.state.global_step == 2
 
@@ -168,8 +224,11 @@ def test_deepspeed_is_refused_by_the_trainer(tmp_path):
 def test_factory_hook_takes_the_sgd_variant(tmp_path):
     from hf_clipadapt import LoraProSGD
 
-    trainer = Trainer(model=_model(), args=_args(tmp_path, max_steps=2), train_dataset=_data(),
-                      optimizer_cls_and_kwargs=(LoraProOptimizerFactory,
-                                                {"lr": 1e-2, "optimizer_cls": LoraProSGD, "momentum": 0.9}))
+    trainer = Trainer(
+        model=_model(),
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=_data(),
+        optimizer_cls_and_kwargs=(LoraProOptimizerFactory, {"lr": 1e-2, "optimizer_cls": LoraProSGD, "momentum": 0.9}),
+    )
     trainer.train()
     assert isinstance(trainer.optimizer.optimizer, LoraProSGD) and trainer.state.global_step == 2

@@ -28,7 +28,14 @@ def _tiny_bert(path: Path) -> str:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     (path / "vocab.txt").write_text("\n".join(vocab))
     tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
@@ -55,10 +62,9 @@ CHAT_TEMPLATE = (
 
 def _tiny_llama(path: Path) -> str:
     path.mkdir(parents=True, exist_ok=True)
+    import reasoning_gym
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    import reasoning_gym
 
     corpus = []
     for r in reasoning_gym.create_dataset("gsm_symbolic", size=20, seed=0):
@@ -66,13 +72,29 @@ def _tiny_llama(path: Path) -> str:
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<pad>", unk_token="<unk>")
     tok.chat_template = CHAT_TEMPLATE
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=512, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      bos_token_id=None, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
@@ -97,15 +119,34 @@ def test_text_classification_example(tmp_path, optimizer):
 
     model_dir = _tiny_bert(tmp_path / "bert")
     out = tmp_path / "out"
-    metrics = ex.main([
-        "--model", model_dir, "--dataset", _reviews_csv(tmp_path), "--optimizer", optimizer,
-        "--lr", "1e-2", "--max_steps", "2", "--batch_size", "4", "--max_length", "16",
-        "--target_modules", "query,value", "--output_dir", str(out),
-    ])
+    metrics = ex.main(
+        [
+            "--model",
+            model_dir,
+            "--dataset",
+            _reviews_csv(tmp_path),
+            "--optimizer",
+            optimizer,
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--max_length",
+            "16",
+            "--target_modules",
+            "query,value",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert 0.0 <= metrics["test"]["test_accuracy"] <= 100.0
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["args"]["optimizer"] == optimizer
-    _assert_stock_peft_adapter(out, lambda: AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2))
+    _assert_stock_peft_adapter(
+        out, lambda: AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    )
 
 
 @pytest.mark.parametrize("example", ["lora_pro_text_classification", "lora_pro_causal_lm"])
@@ -128,7 +169,9 @@ def test_csv_without_a_label_column_says_so(tmp_path):
 
     f = tmp_path / "reviews.csv"
     f.write_text("review,stars\nnice,1\nbad,0\n")
-    with pytest.raises(ValueError, match=r"no 'text' or 'label' column \(its columns: \['review', 'stars'\]\).*rename"):
+    with pytest.raises(
+        ValueError, match=r"no 'text' or 'label' column \(its columns: \['review', 'stars'\]\).*rename"
+    ):
         load_text_classification(str(f))
 
 
@@ -148,9 +191,28 @@ def test_text_classification_example_uses_lorapro(tmp_path, monkeypatch):
         return opt
 
     monkeypatch.setattr(Trainer, "create_optimizer", spy)
-    ex.main(["--model", _tiny_bert(tmp_path / "bert"), "--dataset", _reviews_csv(tmp_path), "--optimizer", "lorapro-efficient",
-             "--lr", "1e-2", "--max_steps", "1", "--batch_size", "4", "--max_length", "16", "--target_modules", "query,value",
-             "--output_dir", str(tmp_path / "out")])
+    ex.main(
+        [
+            "--model",
+            _tiny_bert(tmp_path / "bert"),
+            "--dataset",
+            _reviews_csv(tmp_path),
+            "--optimizer",
+            "lorapro-efficient",
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "1",
+            "--batch_size",
+            "4",
+            "--max_length",
+            "16",
+            "--target_modules",
+            "query,value",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     opt = seen["opt"]
     inner = getattr(opt, "optimizer", opt)  # accelerate wraps it
     assert isinstance(inner, LoraProAdamW) and inner.mode == "efficient"
@@ -164,20 +226,40 @@ def test_causal_lm_example(tmp_path):
 
     model_dir = _tiny_llama(tmp_path / "llama")
     out = tmp_path / "out"
-    metrics = ex.main([
-        "--model", model_dir, "--optimizer", "lorapro-full", "--lr", "1e-2", "--max_steps", "2", "--batch_size", "2",
-        "--n_train", "8", "--n_eval", "3", "--max_new_tokens", "4", "--max_length", "512", "--output_dir", str(out),
-    ])
+    metrics = ex.main(
+        [
+            "--model",
+            model_dir,
+            "--optimizer",
+            "lorapro-full",
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "2",
+            "--n_train",
+            "8",
+            "--n_eval",
+            "3",
+            "--max_new_tokens",
+            "4",
+            "--max_length",
+            "512",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert metrics["eval_loss"] > 0 and 0.0 <= metrics["test_exact_match"] <= 100.0
     _assert_stock_peft_adapter(out, lambda: AutoModelForCausalLM.from_pretrained(model_dir))
 
 
 def test_sft_labels_mask_the_prompt():
-    import lora_pro_causal_lm as ex
-    from transformers import AutoTokenizer
-
     # A tokenizer is needed only for offsets; build the tiny one in memory.
     import tempfile
+
+    import lora_pro_causal_lm as ex
+    from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as d:
         tok = AutoTokenizer.from_pretrained(_tiny_llama(Path(d)))
@@ -197,7 +279,9 @@ def test_causal_lm_example_load_in_4bit_needs_bitsandbytes_and_says_so(monkeypat
 
     assert ex.parse_args(["--load_in_4bit"]).load_in_4bit and not ex.parse_args([]).load_in_4bit
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a)
+    )
     with pytest.raises(ImportError, match="--load_in_4bit needs bitsandbytes: `pip install bitsandbytes`"):
         ex.load_model_and_tokenizer("unused", load_in_4bit=True)
     with pytest.raises(ValueError, match="GGUF file is already quantised"):
@@ -211,11 +295,31 @@ def test_causal_lm_example_qlora(tmp_path):
 
     model_dir = _tiny_llama(tmp_path / "llama")
     out = tmp_path / "out"
-    metrics = ex.main([
-        "--model", model_dir, "--load_in_4bit", "--optimizer", "lorapro-full", "--lr", "1e-2", "--max_steps", "2",
-        "--batch_size", "2", "--n_train", "8", "--n_eval", "2", "--max_new_tokens", "2", "--max_length", "512",
-        "--output_dir", str(out),
-    ])
+    metrics = ex.main(
+        [
+            "--model",
+            model_dir,
+            "--load_in_4bit",
+            "--optimizer",
+            "lorapro-full",
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "2",
+            "--n_train",
+            "8",
+            "--n_eval",
+            "2",
+            "--max_new_tokens",
+            "2",
+            "--max_length",
+            "512",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert metrics["eval_loss"] > 0
     nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     _assert_stock_peft_adapter(out, lambda: AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=nf4))

@@ -20,14 +20,16 @@ from test_examples import _reviews_csv, _tiny_bert, _tiny_llama  # noqa: E402
 
 def _readme_snippet() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### LoRA-Pro: one line in `transformers.Trainer`"):]
+    section = text[text.index("### LoRA-Pro: one line in `transformers.Trainer`") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_readme_snippet_trains_the_new_head_on_a_plain_tokenized_dataset(tmp_path, monkeypatch):
     model_dir = _tiny_bert(tmp_path / "bert")
     code = _readme_snippet().replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(model_dir))
-    code = code.replace('TrainingArguments("out",', 'TrainingArguments("out", max_steps=3, report_to="none", use_cpu=True,')
+    code = code.replace(
+        'TrainingArguments("out",', 'TrainingArguments("out", max_steps=3, report_to="none", use_cpu=True,'
+    )
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     with warnings.catch_warnings():
@@ -72,9 +74,28 @@ def test_text_classification_example_writes_a_card_with_results(tmp_path):
     import lora_pro_text_classification as ex
 
     out = tmp_path / "out"
-    ex.main(["--model", _tiny_bert(tmp_path / "bert"), "--dataset", _reviews_csv(tmp_path), "--optimizer", "lorapro-full",
-             "--lr", "1e-2", "--max_steps", "1", "--batch_size", "4", "--max_length", "16",
-             "--target_modules", "query,value", "--output_dir", str(out)])
+    ex.main(
+        [
+            "--model",
+            _tiny_bert(tmp_path / "bert"),
+            "--dataset",
+            _reviews_csv(tmp_path),
+            "--optimizer",
+            "lorapro-full",
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "1",
+            "--batch_size",
+            "4",
+            "--max_length",
+            "16",
+            "--target_modules",
+            "query,value",
+            "--output_dir",
+            str(out),
+        ]
+    )
     card = (out / "README.md").read_text()
     assert "More Information Needed" not in card
     assert "LoRA-Pro, full mode" in card and "reviews.csv" in card
@@ -86,9 +107,30 @@ def test_causal_lm_example_says_how_many_examples_it_kept(tmp_path, capsys):
     import lora_pro_causal_lm as ex
 
     out = tmp_path / "out"
-    metrics = ex.main(["--model", _tiny_llama(tmp_path / "llama"), "--optimizer", "lorapro-efficient", "--lr", "1e-2",
-                       "--max_steps", "1", "--batch_size", "2", "--n_train", "8", "--n_eval", "3",
-                       "--max_new_tokens", "2", "--max_length", "200", "--output_dir", str(out)])
+    metrics = ex.main(
+        [
+            "--model",
+            _tiny_llama(tmp_path / "llama"),
+            "--optimizer",
+            "lorapro-efficient",
+            "--lr",
+            "1e-2",
+            "--max_steps",
+            "1",
+            "--batch_size",
+            "2",
+            "--n_train",
+            "8",
+            "--n_eval",
+            "3",
+            "--max_new_tokens",
+            "2",
+            "--max_length",
+            "200",
+            "--output_dir",
+            str(out),
+        ]
+    )
     kept = metrics["kept_examples"]["train"]
     assert kept["of"] == 8 and 0 < kept["kept"] <= 8
     assert f"train: kept {kept['kept']} of 8 examples" in capsys.readouterr().out

@@ -79,8 +79,15 @@ def test_normalising_the_image_feature_first_changes_nothing():
     """The official code blends the raw CLIP feature; we cache it normalised. Same logits."""
     g = torch.Generator().manual_seed(1)
     d = 16
-    w1, w2 = torch.randn(d // 4, d, generator=g, dtype=torch.float64), torch.randn(d, d // 4, generator=g, dtype=torch.float64)
+    w1, w2 = (
+        torch.randn(d // 4, d, generator=g, dtype=torch.float64),
+        torch.randn(d, d // 4, generator=g, dtype=torch.float64),
+    )
     raw = 7.3 * torch.randn(5, d, generator=g, dtype=torch.float64)
     text = torch.randn(3, d, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(reference_logits(raw, w1, w2, text, 100.0),
-                               reference_logits(F.normalize(raw, dim=-1), w1, w2, text, 100.0), rtol=1e-12, atol=1e-10)  # fmt: skip
+    torch.testing.assert_close(
+        reference_logits(raw, w1, w2, text, 100.0),
+        reference_logits(F.normalize(raw, dim=-1), w1, w2, text, 100.0),
+        rtol=1e-12,
+        atol=1e-10,
+    )

@@ -75,8 +75,9 @@ def reference_text_features(text_model, projection, tokenizer, ctx, names, posit
     x = x + text_model.embeddings.position_embedding.weight.double()[:length]
     for layer in text_model.encoder.layers:
         x = x + attention(layer, x)
-        h = F.layer_norm(x, x.shape[-1:], layer.layer_norm2.weight.double(), layer.layer_norm2.bias.double(),
-                         layer.layer_norm2.eps)  # fmt: skip
+        h = F.layer_norm(
+            x, x.shape[-1:], layer.layer_norm2.weight.double(), layer.layer_norm2.bias.double(), layer.layer_norm2.eps
+        )
         h = F.linear(h, layer.mlp.fc1.weight.double(), layer.mlp.fc1.bias.double())
         h = h * torch.sigmoid(1.702 * h)  # QuickGELU
         x = x + F.linear(h, layer.mlp.fc2.weight.double(), layer.mlp.fc2.bias.double())
@@ -93,8 +94,10 @@ def attention(layer, x):
     h = F.layer_norm(x, x.shape[-1:], ln.weight.double(), ln.bias.double(), ln.eps)
     b, n, w = h.shape
     heads = a.num_heads
-    q, k, v = (F.linear(h, p.weight.double(), p.bias.double()).view(b, n, heads, -1).transpose(1, 2)
-               for p in (a.q_proj, a.k_proj, a.v_proj))  # fmt: skip
+    q, k, v = (
+        F.linear(h, p.weight.double(), p.bias.double()).view(b, n, heads, -1).transpose(1, 2)
+        for p in (a.q_proj, a.k_proj, a.v_proj)
+    )
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
     out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, w)
@@ -102,19 +105,28 @@ def attention(layer, x):
 
 
 def reference_logits(clip, ctx, names, x, logit_scale, position="end"):
-    t = reference_text_features(clip.model.text_model, clip.model.text_projection, clip.tokenizer, ctx, names, position)
+    t = reference_text_features(
+        clip.model.text_model, clip.model.text_projection, clip.tokenizer, ctx, names, position
+    )
     return logit_scale * x / x.norm(dim=-1, keepdim=True) @ F.normalize(t, dim=-1).T
 
 
 @pytest.mark.parametrize(
     "ctx_init,n_ctx,csc,position",
-    [("a photo of a", None, False, "end"), (None, 16, False, "end"), (None, 4, True, "end"),
-     ("a photo of a", None, False, "middle"), (None, 5, True, "middle"), (None, 3, False, "front"),
-     ("a photo of a", None, True, "front")],
-)  # fmt: skip
+    [
+        ("a photo of a", None, False, "end"),
+        (None, 16, False, "end"),
+        (None, 4, True, "end"),
+        ("a photo of a", None, False, "middle"),
+        (None, 5, True, "middle"),
+        (None, 3, False, "front"),
+        ("a photo of a", None, True, "front"),
+    ],
+)
 def test_logits_loss_and_context_gradient_match_coop(clip, ctx_init, n_ctx, csc, position):
-    model = CoOpForImageClassification.from_clip(clip, NAMES, ctx_init=ctx_init, n_ctx=n_ctx, class_specific=csc,
-                                                 class_token_position=position, seed=0)  # fmt: skip
+    model = CoOpForImageClassification.from_clip(
+        clip, NAMES, ctx_init=ctx_init, n_ctx=n_ctx, class_specific=csc, class_token_position=position, seed=0
+    )
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.prompt_learner.ctx.add_(0.05 * torch.randn(model.prompt_learner.ctx.shape, generator=g))
@@ -164,8 +176,14 @@ def test_class_token_positions_give_different_prompts(clip):
     for position in ("end", "middle", "front"):
         model = CoOpForImageClassification.from_clip(clip, NAMES, class_token_position=position).double()
         feats[position] = model.class_text_features()
-        ref = reference_text_features(clip.model.text_model, clip.model.text_projection, clip.tokenizer,
-                                      model.prompt_learner.ctx.detach(), NAMES, position)  # fmt: skip
+        ref = reference_text_features(
+            clip.model.text_model,
+            clip.model.text_projection,
+            clip.tokenizer,
+            model.prompt_learner.ctx.detach(),
+            NAMES,
+            position,
+        )
         torch.testing.assert_close(feats[position], F.normalize(ref, dim=-1), rtol=1e-10, atol=1e-12)
     assert (feats["end"] - feats["middle"]).abs().max() > 1e-3
     assert (feats["end"] - feats["front"]).abs().max() > 1e-3

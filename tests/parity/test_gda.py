@@ -88,8 +88,14 @@ def official_alpha_search(val_x, val_y, t, w, b):
 
 def model_with(weight, bias, text, alpha):
     k, d = text.shape
-    cfg = GDAConfig(embed_dim=d, id2label={i: f"c{i}" for i in range(k)}, label2id={f"c{i}": i for i in range(k)},
-                    logit_scale=100.0, alpha=alpha, is_fitted=True)  # fmt: skip
+    cfg = GDAConfig(
+        embed_dim=d,
+        id2label={i: f"c{i}" for i in range(k)},
+        label2id={f"c{i}": i for i in range(k)},
+        logit_scale=100.0,
+        alpha=alpha,
+        is_fitted=True,
+    )
     model = GDAForImageClassification(cfg)
     for name, value in (("weight", weight), ("bias", bias), ("text_weights", text)):
         getattr(model, name).copy_(torch.as_tensor(value))

@@ -44,8 +44,11 @@ def batch(i):
 
 
 def pairs_of(model):
-    return [(m.lora_A["default"].weight, m.lora_B["default"].weight) for m in model.modules()
-            if hasattr(m, "lora_A") and "default" in m.lora_A]  # fmt: skip
+    return [
+        (m.lora_A["default"].weight, m.lora_B["default"].weight)
+        for m in model.modules()
+        if hasattr(m, "lora_A") and "default" in m.lora_A
+    ]
 
 
 def official_adjustment(A, B, gA, gB, state, step):
@@ -79,8 +82,10 @@ def official_run(model, steps, step_offset, clip):
         norm = torch.sqrt(sum((p.grad**2).sum() for p in params)).item()
         factor = max(1.0, (norm + 1e-6) / clip) if clip else 1.0
         with torch.no_grad():
-            updates = [official_adjustment(A, B, A.grad, B.grad, states.setdefault(i, {}), t + step_offset)
-                       for i, (A, B) in enumerate(pairs_of(model))]  # fmt: skip
+            updates = [
+                official_adjustment(A, B, A.grad, B.grad, states.setdefault(i, {}), t + step_offset)
+                for i, (A, B) in enumerate(pairs_of(model))
+            ]
             for (A, B), (uA, uB) in zip(pairs_of(model), updates):
                 A -= LR * uA / factor
                 B -= LR * uB / factor

@@ -86,8 +86,18 @@ def _tiny_model(num_labels, strategy):
     from transformers import SwinConfig
 
     torch.manual_seed(0)
-    swin = SwinConfig(image_size=16, patch_size=4, num_channels=3, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
-                      window_size=2, drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    swin = SwinConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        embed_dim=8,
+        depths=[1, 1],
+        num_heads=[1, 2],
+        window_size=2,
+        drop_path_rate=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     cfg = SFDAConfig(backbone=None, backbone_config=swin, num_labels=num_labels, bottleneck_dim=8, strategy=strategy)
     model = SFDAForImageClassification(cfg).double().eval()
     with torch.no_grad():  # a head whose argmax misses some classes, as a weak source model's does

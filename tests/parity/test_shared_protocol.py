@@ -152,8 +152,9 @@ def test_scheduler_rates_follow_dassl_epoch_by_epoch(clip, views):
         trainer.lr_scheduler.step()
     epoch_rates = dassl_epoch_rates(50)
     want = [epoch_rates[s * 50 // total] for s in range(total)]
-    torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64),
-                               rtol=1e-12, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0
+    )
     assert got[0] == 1e-5
     if views == 1:  # one pass per epoch: epoch 1 runs at the full rate; with 10 views a step stands for 5 epochs
         assert max(got) == pytest.approx(2e-3, rel=1e-12)

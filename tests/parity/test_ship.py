@@ -37,18 +37,27 @@ def text_tower(text_model, projection, tokenizer, prompts_ctx, names):
     length, eos = max(len(i) for i in ids), tokenizer.eos_token_id
     ids = torch.tensor([i + [eos] * (length - len(i)) for i in ids])
     emb = text_model.embeddings.token_embedding.weight.double()[ids]
-    x = torch.cat([emb[:, :1], prompts_ctx, emb[:, 1 + n_ctx:]], dim=1)
+    x = torch.cat([emb[:, :1], prompts_ctx, emb[:, 1 + n_ctx :]], dim=1)
     x = x + text_model.embeddings.position_embedding.weight.double()[:length]
     for layer in text_model.encoder.layers:
         ln1, ln2, a = layer.layer_norm1, layer.layer_norm2, layer.self_attn
         h = F.layer_norm(x, x.shape[-1:], ln1.weight.double(), ln1.bias.double(), ln1.eps)
         b, n, w = h.shape
-        q, k, v = (F.linear(h, p.weight.double(), p.bias.double()).view(b, n, a.num_heads, -1).transpose(1, 2)
-                   for p in (a.q_proj, a.k_proj, a.v_proj))  # fmt: skip
-        s = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-        x = x + F.linear((s.softmax(-1) @ v).transpose(1, 2).reshape(b, n, w), a.out_proj.weight.double(), a.out_proj.bias.double())
-        h = F.linear(F.layer_norm(x, x.shape[-1:], ln2.weight.double(), ln2.bias.double(), ln2.eps),
-                     layer.mlp.fc1.weight.double(), layer.mlp.fc1.bias.double())  # fmt: skip
+        q, k, v = (
+            F.linear(h, p.weight.double(), p.bias.double()).view(b, n, a.num_heads, -1).transpose(1, 2)
+            for p in (a.q_proj, a.k_proj, a.v_proj)
+        )
+        s = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(
+            torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")
+        )
+        x = x + F.linear(
+            (s.softmax(-1) @ v).transpose(1, 2).reshape(b, n, w), a.out_proj.weight.double(), a.out_proj.bias.double()
+        )
+        h = F.linear(
+            F.layer_norm(x, x.shape[-1:], ln2.weight.double(), ln2.bias.double(), ln2.eps),
+            layer.mlp.fc1.weight.double(),
+            layer.mlp.fc1.bias.double(),
+        )
         x = x + F.linear(h * torch.sigmoid(1.702 * h), layer.mlp.fc2.weight.double(), layer.mlp.fc2.bias.double())
     ln = text_model.final_layer_norm
     x = F.layer_norm(x, x.shape[-1:], ln.weight.double(), ln.bias.double(), ln.eps)
@@ -70,11 +79,20 @@ def generator():
 
 def test_architecture_and_initialisation_follow_ship(generator):
     assert generator.config.latent_dim == generator.config.embed_dim and generator.config.n_ctx == 4
-    for lin in [generator.encoder[0], generator.to_mu, generator.to_logvar, generator.bias_mlp[0], generator.bias_mlp[2]]:
+    for lin in [
+        generator.encoder[0],
+        generator.to_mu,
+        generator.to_logvar,
+        generator.bias_mlp[0],
+        generator.bias_mlp[2],
+    ]:
         assert torch.all(lin.bias == 0)
     assert isinstance(generator.encoder[1], torch.nn.ReLU) and isinstance(generator.bias_mlp[1], torch.nn.ReLU)
     assert abs(generator.bias_mlp[0].weight.std().item() - 0.02) < 0.006
-    assert (SHIPGenerator.config_class().encoder_hidden_dim, SHIPGenerator.config_class().bias_hidden_dim) == (2048, 4096)
+    assert (SHIPGenerator.config_class().encoder_hidden_dim, SHIPGenerator.config_class().bias_hidden_dim) == (
+        2048,
+        4096,
+    )
 
 
 def test_vae_loss_matches_ship():
@@ -107,10 +125,17 @@ def test_forward_loss_and_gradients_match_ship(generator):
     h = torch.relu(F.linear(x, w_enc, D(gen.encoder[0].bias)))
     mean, log_var = F.linear(h, D(gen.to_mu.weight), D(gen.to_mu.bias)), F.linear(h, w_logvar, D(gen.to_logvar.bias))
     z = torch.exp(0.5 * log_var) * eps + mean
-    bias = F.linear(torch.relu(F.linear(z, D(gen.bias_mlp[0].weight), D(gen.bias_mlp[0].bias))), w_bias2, D(gen.bias_mlp[2].bias))
+    bias = F.linear(
+        torch.relu(F.linear(z, D(gen.bias_mlp[0].weight), D(gen.bias_mlp[0].bias))), w_bias2, D(gen.bias_mlp[2].bias)
+    )
     prompts_ctx = ctx.unsqueeze(0) + bias.unsqueeze(1)  # L273-275
-    recon = text_tower(gen.backbone.model.text_model, gen.backbone.model.text_projection, gen.backbone.tokenizer,
-                       prompts_ctx, [BASE[i] for i in y.tolist()])  # fmt: skip
+    recon = text_tower(
+        gen.backbone.model.text_model,
+        gen.backbone.model.text_projection,
+        gen.backbone.tokenizer,
+        prompts_ctx,
+        [BASE[i] for i in y.tolist()],
+    )
     ref = reference_vae_loss(recon, x, mean, log_var)
     assert_close_scaled(out.reconstruction, recon.detach().float())
     assert_close_scaled(out.loss, ref.detach().float())
@@ -124,10 +149,18 @@ def test_generate_decodes_standard_normal_z_through_the_new_names(generator):
     gen = generator
     feats, rows = gen.generate(["green", "golden_retriever"], n_per_class=2, seed=5)
     z = torch.randn(4, gen.config.latent_dim, generator=torch.Generator().manual_seed(5)).double()
-    bias = F.linear(torch.relu(F.linear(z, D(gen.bias_mlp[0].weight), D(gen.bias_mlp[0].bias))),
-                    D(gen.bias_mlp[2].weight), D(gen.bias_mlp[2].bias))  # fmt: skip
-    want = text_tower(gen.backbone.model.text_model, gen.backbone.model.text_projection, gen.backbone.tokenizer,
-                      D(gen.ctx).unsqueeze(0) + bias.unsqueeze(1), ["green", "green", "golden_retriever", "golden_retriever"])  # fmt: skip
+    bias = F.linear(
+        torch.relu(F.linear(z, D(gen.bias_mlp[0].weight), D(gen.bias_mlp[0].bias))),
+        D(gen.bias_mlp[2].weight),
+        D(gen.bias_mlp[2].bias),
+    )
+    want = text_tower(
+        gen.backbone.model.text_model,
+        gen.backbone.model.text_projection,
+        gen.backbone.tokenizer,
+        D(gen.ctx).unsqueeze(0) + bias.unsqueeze(1),
+        ["green", "green", "golden_retriever", "golden_retriever"],
+    )
     assert rows.tolist() == [0, 0, 1, 1]
     assert_close_scaled(feats, want.float())
 
@@ -138,6 +171,7 @@ def test_optimiser_follows_ship(generator):
     assert str(args.optim).split(".")[-1].lower() == "adamw_torch"
     assert str(args.lr_scheduler_type).split(".")[-1].lower() == "constant"
     assert args.num_train_epochs == generator.passes(50)
-    out = generator(image_features=F.normalize(torch.randn(2, generator.config.embed_dim), dim=-1),
-                            labels=torch.tensor([0, 2]))  # fmt: skip
+    out = generator(
+        image_features=F.normalize(torch.randn(2, generator.config.embed_dim), dim=-1), labels=torch.tensor([0, 2])
+    )
     assert_close_scaled(out.loss, out.reconstruction_loss + out.kl)

@@ -28,11 +28,18 @@ from hf_clipadapt.tip_adapter.functional import cache_logits, select_tip_params,
 
 # configs/<dataset>.yaml: (search_scale, init_alpha, init_beta, train_epoch)
 OFFICIAL_CONFIGS = {
-    "caltech101": ([12, 5], 3, 1, 20), "dtd": ([13, 13], 2, 1, 20), "eurosat": ([12, 10], 2, 1, 100),
-    "fgvc": ([30, 30], 5, 1, 20), "food101": ([10, 10], 1.17, 1, 20), "imagenet": ([7, 3], 1.17, 1, 20),
-    "oxford_flowers": ([50, 50], 10, 1, 20), "oxford_pets": ([7, 3], 1.17, 1, 20),
-    "stanford_cars": ([20, 10], 3, 1, 20), "sun397": ([12, 10], 1.17, 1, 20), "ucf101": ([7, 3], 3, 1, 20),
-}  # fmt: skip
+    "caltech101": ([12, 5], 3, 1, 20),
+    "dtd": ([13, 13], 2, 1, 20),
+    "eurosat": ([12, 10], 2, 1, 100),
+    "fgvc": ([30, 30], 5, 1, 20),
+    "food101": ([10, 10], 1.17, 1, 20),
+    "imagenet": ([7, 3], 1.17, 1, 20),
+    "oxford_flowers": ([50, 50], 10, 1, 20),
+    "oxford_pets": ([7, 3], 1.17, 1, 20),
+    "stanford_cars": ([20, 10], 3, 1, 20),
+    "sun397": ([12, 10], 1.17, 1, 20),
+    "ucf101": ([7, 3], 3, 1, 20),
+}
 
 
 def reference_search(search_scale, search_step, keys, values, features, labels, clip_weights):
@@ -58,8 +65,11 @@ def random_problem(seed, n_val=40, n_cache=12, k=3, d=8):
     cache_labels = torch.arange(n_cache) % k
     text = F.normalize(torch.randn(k, d, generator=g, dtype=torch.float64), dim=-1)
     val_labels = torch.randint(0, k, (n_val,), generator=g)
-    val = F.normalize(0.6 * keys[torch.randint(0, n_cache, (n_val,), generator=g)]
-                      + torch.randn(n_val, d, generator=g, dtype=torch.float64), dim=-1)  # fmt: skip
+    val = F.normalize(
+        0.6 * keys[torch.randint(0, n_cache, (n_val,), generator=g)]
+        + torch.randn(n_val, d, generator=g, dtype=torch.float64),
+        dim=-1,
+    )
     return keys, cache_labels, text, val, val_labels
 
 
@@ -79,15 +89,22 @@ def test_search_picks_the_official_alpha_beta(dataset, steps):
     values = F.one_hot(cache_labels, 3).double()
     want_beta, want_alpha = reference_search(scale, steps, keys.T, values, val, val_labels, text.T)
     betas, alphas = tip_search_grid(scale, steps)
-    got_alpha, got_beta = select_tip_params(val, val_labels, keys, cache_labels, 3, 100.0 * val @ text.T,
-                                            betas=betas, alphas=alphas)  # fmt: skip
+    got_alpha, got_beta = select_tip_params(
+        val, val_labels, keys, cache_labels, 3, 100.0 * val @ text.T, betas=betas, alphas=alphas
+    )
     assert (got_alpha, got_beta) == (want_alpha, want_beta)
 
 
 def test_presets_carry_the_official_configs():
     for name, (scale, init_alpha, init_beta, epochs) in OFFICIAL_CONFIGS.items():
         c = TipAdapterConfig.from_preset(name)
-        assert (c.search_scale, c.search_step, c.alpha, c.beta, c.epochs) == (scale, [200, 20], init_alpha, init_beta, epochs)
+        assert (c.search_scale, c.search_step, c.alpha, c.beta, c.epochs) == (
+            scale,
+            [200, 20],
+            init_alpha,
+            init_beta,
+            epochs,
+        )
         alphas, betas = c.search_grid()
         assert (len(alphas), len(betas)) == (20, 200) and max(betas) < scale[0] and max(alphas) < scale[1]
 
@@ -95,8 +112,9 @@ def test_presets_carry_the_official_configs():
 def test_tip_adapter_f_logits_loss_key_gradient_and_optimiser():
     """main.py L91-96 (trained at init α, β) against the model's forward and loss."""
     backbone = CLIPBackbone(tiny_clip_model(), tiny_clip_tokenizer(), tiny_image_processor())
-    model = TipAdapterForImageClassification.from_clip(backbone, ["red", "sea_lion", "blue"], preset="eurosat",
-                                                       train_keys=True, views=2)  # fmt: skip
+    model = TipAdapterForImageClassification.from_clip(
+        backbone, ["red", "sea_lion", "blue"], preset="eurosat", train_keys=True, views=2
+    )
     assert (model.config.alpha, model.config.beta, model.config.epochs) == (2.0, 1.0, 100)
     keys, cache_labels, _, x, y = random_problem(seed=3, n_val=7, d=backbone.embed_dim)
     y = y % 3
@@ -109,7 +127,10 @@ def test_tip_adapter_f_logits_loss_key_gradient_and_optimiser():
     ours = scale * x @ model64.text_weights.T + 2.0 * cache_logits(x, k, cache_labels, 3, 1.0)
     k_ref = k.detach().clone().requires_grad_(True)
     affinity = x @ k_ref.T  # adapter(image_features): Linear with weight = keys
-    ref = scale * x @ model64.text_weights.detach().T + (-1 * (1.0 - 1.0 * affinity)).exp() @ F.one_hot(cache_labels, 3).double() * 2.0
+    ref = (
+        scale * x @ model64.text_weights.detach().T
+        + (-1 * (1.0 - 1.0 * affinity)).exp() @ F.one_hot(cache_labels, 3).double() * 2.0
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12 * ref.abs().max().item())
     (g_ours,) = torch.autograd.grad(F.cross_entropy(ours, y), k)
     (g_ref,) = torch.autograd.grad(F.cross_entropy(ref, y), k_ref)
@@ -119,8 +140,15 @@ def test_tip_adapter_f_logits_loss_key_gradient_and_optimiser():
     assert_close_scaled(out.logits, ref.detach().float())
     assert_close_scaled(out.loss, F.cross_entropy(ref.detach(), y).float())
     args = model32.training_arguments(num_samples=1000, seed=0)
-    assert (args.learning_rate, args.adam_epsilon, args.weight_decay, args.per_device_train_batch_size) == (1e-3, 1e-4, 0.01, 256)
-    assert str(args.lr_scheduler_type).split(".")[-1].lower() == "cosine" and args.num_train_epochs == 50  # 100 epochs / 2 views
+    assert (args.learning_rate, args.adam_epsilon, args.weight_decay, args.per_device_train_batch_size) == (
+        1e-3,
+        1e-4,
+        0.01,
+        256,
+    )
+    assert (
+        str(args.lr_scheduler_type).split(".")[-1].lower() == "cosine" and args.num_train_epochs == 50
+    )  # 100 epochs / 2 views
     assert math.isclose(torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"], 0.01)  # the official optimiser's
 
 
@@ -168,15 +196,25 @@ def test_raw_key_averaging_builds_the_official_cache(tmp_path):
     data = block_images(names, per_class=4)
     fit = dict(shots=2, views=3, seed=1)
     grid = dict(alphas=[1.0], betas=[1.0])  # the α/β search is checked above
-    official = TipAdapterForImageClassification.from_clip(backbone, names, key_averaging="raw", **grid).fit(data, **fit)
+    official = TipAdapterForImageClassification.from_clip(backbone, names, key_averaging="raw", **grid).fit(
+        data, **fit
+    )
     default = TipAdapterForImageClassification.from_clip(backbone, names, **grid).fit(data, **fit)
     train = sample_few_shot(data, shots=2, seed=1)["train"]
     c = official.config
-    crops = official.augmented_views(1, c.view_scale, c.view_flip)  # the crops fit encodes (our RNG, not torchvision's)
+    crops = official.augmented_views(
+        1, c.view_scale, c.view_flip
+    )  # the crops fit encodes (our RNG, not torchvision's)
     clip64 = copy.deepcopy(backbone.model).double()
     with torch.no_grad():
-        raw = torch.stack([clip64.get_image_features(pixel_values=crops(train["image"], range(len(train)), v).double())
-                           .pooler_output for v in range(3)])  # [views, N, D], encode_image per augment epoch  # fmt: skip
+        raw = torch.stack(
+            [
+                clip64.get_image_features(
+                    pixel_values=crops(train["image"], range(len(train)), v).double()
+                ).pooler_output
+                for v in range(3)
+            ]
+        )  # [views, N, D], encode_image per augment epoch
     keys_official = F.normalize(raw.mean(0), dim=-1)  # L59-60
     keys_ours = F.normalize(F.normalize(raw, dim=-1).mean(0), dim=-1)
     assert official.cache_labels.tolist() == default.cache_labels.tolist() == list(train["label"])

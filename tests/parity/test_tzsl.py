@@ -90,8 +90,15 @@ def official_gp_weights(lambda1, mean_penalties):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = TZSLConfig(feature_dim=12, attribute_dim=5, num_classes=6, hidden_dim=16, decoder_hidden_dim=8,
-                     unseen_classes=[4, 5], feedback=True)  # fmt: skip
+    cfg = TZSLConfig(
+        feature_dim=12,
+        attribute_dim=5,
+        num_classes=6,
+        hidden_dim=16,
+        decoder_hidden_dim=8,
+        unseen_classes=[4, 5],
+        feedback=True,
+    )
     m = TZSLModel(cfg).double()
     with torch.no_grad():  # larger weights than the N(0, 0.02) init, so every term matters
         for p in m.parameters():
@@ -120,7 +127,9 @@ def test_feedback_generation_matches_the_reference(model, a1):
     z, c = rng.normal(size=(6, 5)), rng.uniform(size=(6, 5))
     zt, ct = torch.from_numpy(z), torch.from_numpy(c)
     got = model._generate(zt, ct, a1)
-    np.testing.assert_allclose(got.detach().numpy(), official_feedback_generation(model, z, c, a1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        got.detach().numpy(), official_feedback_generation(model, z, c, a1), rtol=1e-12, atol=1e-14
+    )
     model.zero_grad(set_to_none=True)
     got.sum().backward()  # getLayersOutDet: no gradient reaches the decoder through the feedback
     assert all(p.grad is None for p in model.decoder.parameters())
@@ -138,8 +147,9 @@ def test_encoder_matches_the_reference(model):
 
 def test_attribute_normalisation_matches_the_reference():
     att = np.random.default_rng(4).uniform(0, 100, size=(10, 7))  # raw xlsa17 attributes are 0-100
-    np.testing.assert_allclose(Fz.normalize_attributes(torch.from_numpy(att)).numpy(),
-                               official_attribute_normalisation(att), rtol=1e-13)  # fmt: skip
+    np.testing.assert_allclose(
+        Fz.normalize_attributes(torch.from_numpy(att)).numpy(), official_attribute_normalisation(att), rtol=1e-13
+    )
 
 
 def test_fitted_class_attributes_match_the_reference():

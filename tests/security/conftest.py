@@ -32,8 +32,9 @@ def sfda_folder(tmp_path):
     """A saved SFDA model on a torch backbone (registered in this process)."""
     from hf_clipadapt.sfda import SFDAForImageClassification
 
-    model = SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
-                                                          torch_backbone_kwargs={"width": 4})  # fmt: skip
+    model = SFDAForImageClassification.from_backbone(
+        TinyPooledNet(), num_labels=2, bottleneck_dim=4, torch_backbone_kwargs={"width": 4}
+    )
     folder = tmp_path / "sfda"
     model.save_pretrained(folder)
     return folder

@@ -60,8 +60,9 @@ def mocked(local, query_answer):
     return remote, calls
 
 
-def test_a_read_timeout_is_retried_then_wrapped_refunded_and_the_loop_saves_a_resumable_run(clip, tmp_path,
-                                                                                               monkeypatch):  # fmt: skip
+def test_a_read_timeout_is_retried_then_wrapped_refunded_and_the_loop_saves_a_resumable_run(
+    clip, tmp_path, monkeypatch
+):
     def timeout(request):
         raise httpx.ReadTimeout("timed out", request=request)
 
@@ -88,10 +89,11 @@ def test_a_garbage_200_answer_is_a_black_box_error_not_a_bare_value_error(clip):
         remote.query(local.context_embeddings("a photo of a"), "h", CLASSES)
     assert not isinstance(caught.value, ValueError)
     broken_info, _ = mocked(local, None)
-    broken_info._client = httpx.Client(base_url=broken_info.name,
-                                       transport=httpx.MockTransport(lambda r: httpx.Response(200, text="{not json")))  # fmt: skip
+    broken_info._client = httpx.Client(
+        base_url=broken_info.name, transport=httpx.MockTransport(lambda r: httpx.Response(200, text="{not json"))
+    )
     with pytest.raises(BlackBoxError, match="unreadable"):
-        broken_info.text_width
+        _ = broken_info.text_width
 
 
 def uninterrupted(clip):

@@ -61,8 +61,9 @@ def test_only_registered_constructors_are_called(tmp_path):
 
     register_torch_backbone("security-test-net", build)
     assert "security-test-net" in registered_torch_backbones()
-    model = SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
-                                                          torch_backbone="security-test-net")  # fmt: skip
+    model = SFDAForImageClassification.from_backbone(
+        TinyPooledNet(), num_labels=2, bottleneck_dim=4, torch_backbone="security-test-net"
+    )
     model.save_pretrained(tmp_path / "m")
     loaded = SFDAForImageClassification.from_pretrained(tmp_path / "m")
     assert calls == [4, 4] and loaded.config.torch_backbone == "security-test-net"

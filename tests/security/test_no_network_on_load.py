@@ -61,8 +61,14 @@ def craft_folder(tmp_path, listener):
     from hf_clipadapt.craft import CraFTForImageClassification
     from hf_clipadapt.craft.configuration_craft import CraFTConfig
 
-    config = CraFTConfig(black_box="http://127.0.0.1:9", n_ctx=2, text_width=8, intrinsic_dim=4, refine_hidden=4,
-                         id2label={0: "a", 1: "b"})  # fmt: skip
+    config = CraFTConfig(
+        black_box="http://127.0.0.1:9",
+        n_ctx=2,
+        text_width=8,
+        intrinsic_dim=4,
+        refine_hidden=4,
+        id2label={0: "a", 1: "b"},
+    )
     folder = tmp_path / "craft"
     CraFTForImageClassification(config).save_pretrained(folder)
     edit_config(folder, black_box=listener.url)  # the attacker's address
@@ -74,8 +80,10 @@ def _loaders():
 
     from hf_clipadapt.craft import CraFTForImageClassification
 
-    return {"from_pretrained": CraFTForImageClassification.from_pretrained,
-            "AutoModel": lambda f: AutoModel.from_pretrained(f, trust_remote_code=False)}  # fmt: skip
+    return {
+        "from_pretrained": CraFTForImageClassification.from_pretrained,
+        "AutoModel": lambda f: AutoModel.from_pretrained(f, trust_remote_code=False),
+    }
 
 
 @pytest.mark.parametrize("loader", ["from_pretrained", "AutoModel"])

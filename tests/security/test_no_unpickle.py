@@ -40,7 +40,12 @@ def clip():
 
 
 def _craft_loop(clip, output_dir):
-    from hf_clipadapt.craft import CollaborativeLoop, CraFTForImageClassification, CraFTTrainingArguments, LocalBlackBox
+    from hf_clipadapt.craft import (
+        CollaborativeLoop,
+        CraFTForImageClassification,
+        CraFTTrainingArguments,
+        LocalBlackBox,
+    )
 
     box = LocalBlackBox(clip)
     model = CraFTForImageClassification.from_black_box(box, CLASSES, intrinsic_dim=8, refine_hidden=4)

@@ -23,8 +23,11 @@ from hf_clipadapt.io import MANIFEST_NAME, recover_directory, write_directory_at
 
 def _snapshot(folder):
     """What a loader reads: the folder's files, less the manifest and a save's own work folders."""
-    files = {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.relative_to(folder).as_posix().startswith(".hf_clipadapt-")}  # fmt: skip
+    files = {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.relative_to(folder).as_posix().startswith(".hf_clipadapt-")
+    }
     files.pop(MANIFEST_NAME, None)
     return files
 
@@ -65,7 +68,8 @@ def test_saving_into_a_folder_that_cannot_be_renamed_replaces_its_contents(tmp_p
     write_directory_atomic(target, _write("new"))
     assert _snapshot(target) == NEW
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt"] and not any(
-        p.name.startswith(".hf_clipadapt-") for p in target.iterdir())  # fmt: skip
+        p.name.startswith(".hf_clipadapt-") for p in target.iterdir()
+    )
     assert check_pretrained_path(str(target)) == str(target) and _snapshot(target) == NEW
 
 
@@ -86,9 +90,12 @@ def test_a_model_saves_and_loads_in_a_folder_that_cannot_be_renamed(tmp_path, un
     assert torch.equal(Tiny.from_pretrained(target).linear.weight, model.linear.weight)
 
 
-@pytest.mark.parametrize(("mount_point", "crash_at"), [(False, k) for k in (1, 2, 11, 12, 13)] + [(True, k) for k in (11, 12, 13)])
-def test_an_interrupted_in_place_save_recovers_to_the_whole_old_or_new_save(tmp_path, unrenamable, monkeypatch,
-                                                                           crash_at, mount_point):  # fmt: skip
+@pytest.mark.parametrize(
+    ("mount_point", "crash_at"), [(False, k) for k in (1, 2, 11, 12, 13)] + [(True, k) for k in (11, 12, 13)]
+)
+def test_an_interrupted_in_place_save_recovers_to_the_whole_old_or_new_save(
+    tmp_path, unrenamable, monkeypatch, crash_at, mount_point
+):
     """Crash points: 1 new save written beside the folder, 2 renamed complete (rename path,
     before it fails on the folder); 11 staged inside the folder, 12 journal written, 13 the
     first file switched (in place). A loader sees a whole save at every point; the next
@@ -164,7 +171,18 @@ else:
 
 
 def _in_mount(src, mnt, action, kill_at=0):
-    command = ["unshare", "-rm", sys.executable, "-c", _IN_MOUNT, io.__file__, str(src), str(mnt), action, str(kill_at)]
+    command = [
+        "unshare",
+        "-rm",
+        sys.executable,
+        "-c",
+        _IN_MOUNT,
+        io.__file__,
+        str(src),
+        str(mnt),
+        action,
+        str(kill_at),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -173,8 +191,10 @@ def _can_bind_mount(tmp_path) -> bool:
         return False
     (tmp_path / "probe_a").mkdir()
     (tmp_path / "probe_b").mkdir()
-    probe = subprocess.run(["unshare", "-rm", "mount", "--bind", str(tmp_path / "probe_a"), str(tmp_path / "probe_b")],
-                           capture_output=True)  # fmt: skip
+    probe = subprocess.run(
+        ["unshare", "-rm", "mount", "--bind", str(tmp_path / "probe_a"), str(tmp_path / "probe_b")],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 

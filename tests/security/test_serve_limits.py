@@ -56,8 +56,11 @@ def test_oversized_context_and_pxk_are_refused_while_info_answers_under_100ms(cl
     with BlackBoxServer(box, token=TOKEN) as server:
         handle = post(server.url, "/images", content=pack({"pixel_values": images()})).json()["handle"]
         p0 = box.context_embeddings("a photo of a")
-        slow = threading.Thread(target=post, args=(server.url, "/query"),
-                                kwargs={"content": pack({"contexts": p0[None]}, {"images": handle, "class_names": CLASSES})})  # fmt: skip
+        slow = threading.Thread(
+            target=post,
+            args=(server.url, "/query"),
+            kwargs={"content": pack({"contexts": p0[None]}, {"images": handle, "class_names": CLASSES})},
+        )
         slow.start()
         assert box.started.wait(10)  # the slow query is running on the server now
         latencies = []
@@ -73,8 +76,11 @@ def test_oversized_context_and_pxk_are_refused_while_info_answers_under_100ms(cl
         long_text = post(server.url, "/context", json={"text": "a photo of a " * 400})  # 5,200 characters
         assert long_text.status_code == 413 and "max_text_chars=1000" in long_text.text
         many = np.repeat(p0[None], 100, axis=0)  # P×K = 100 × 100 = 10,000 text sequences in ~60 kB
-        wide = post(server.url, "/query", content=pack({"contexts": many}, {"images": handle,
-                                                                            "class_names": [f"c{i}" for i in range(100)]}))  # fmt: skip
+        wide = post(
+            server.url,
+            "/query",
+            content=pack({"contexts": many}, {"images": handle, "class_names": [f"c{i}" for i in range(100)]}),
+        )
         assert wide.status_code == 413 and "max_prompt_classes=4096" in wide.text
         slow.join(10)
         assert box.queries == queries == 1  # only the slow, valid query was charged; the refused ones cost nothing
@@ -93,16 +99,28 @@ def test_malformed_requests_get_4xx_with_short_messages_and_cost_nothing(clip):
         inf = p0 * np.float32(np.inf)
         nested = "[" * 100_000 + "]" * 100_000
         answers = {
-            "nan context": post(server.url, "/query", content=pack({"contexts": nan}, {"images": handle, "class_names": CLASSES})),
-            "inf context": post(server.url, "/query", content=pack({"contexts": inf}, {"images": handle, "class_names": CLASSES})),
+            "nan context": post(
+                server.url, "/query", content=pack({"contexts": nan}, {"images": handle, "class_names": CLASSES})
+            ),
+            "inf context": post(
+                server.url, "/query", content=pack({"contexts": inf}, {"images": handle, "class_names": CLASSES})
+            ),
             "1-channel images": post(server.url, "/images", content=pack({"pixel_values": images(channels=1)})),
             "5-channel images": post(server.url, "/images", content=pack({"pixel_values": images(channels=5)})),
             "nested JSON /context": post(server.url, "/context", content=nested.encode()),
-            "nested JSON /query_texts": post(server.url, "/query_texts", content=('{"texts":' + nested + "}").encode()),
-            "unknown handle": post(server.url, "/query", content=pack({"contexts": p0}, {"images": "nope", "class_names": CLASSES})),
-            "class names not a list": post(server.url, "/query", content=pack({"contexts": p0}, {"images": handle, "class_names": "cat"})),
-            "text prompts for an unknown handle": post(server.url, "/query_texts", json={"texts": CLASSES, "images": "nope"}),
-        }  # fmt: skip
+            "nested JSON /query_texts": post(
+                server.url, "/query_texts", content=('{"texts":' + nested + "}").encode()
+            ),
+            "unknown handle": post(
+                server.url, "/query", content=pack({"contexts": p0}, {"images": "nope", "class_names": CLASSES})
+            ),
+            "class names not a list": post(
+                server.url, "/query", content=pack({"contexts": p0}, {"images": handle, "class_names": "cat"})
+            ),
+            "text prompts for an unknown handle": post(
+                server.url, "/query_texts", json={"texts": CLASSES, "images": "nope"}
+            ),
+        }
         for what, answer in answers.items():
             assert 400 <= answer.status_code < 500, (what, answer.status_code, answer.text)
             assert len(answer.text) < 700 and "Traceback" not in answer.text and ".py" not in answer.text, what
@@ -172,7 +190,9 @@ def test_requests_beyond_max_pending_are_turned_away_until_the_worker_is_free(cl
     box = SlowBox(clip, delay=1.0)
     with BlackBoxServer(box, token=TOKEN, limits=ServeLimits(max_pending=1)) as server:
         handle = post(server.url, "/images", content=pack({"pixel_values": images()})).json()["handle"]
-        payload = pack({"contexts": box.context_embeddings("a photo of a")}, {"images": handle, "class_names": CLASSES})
+        payload = pack(
+            {"contexts": box.context_embeddings("a photo of a")}, {"images": handle, "class_names": CLASSES}
+        )
         slow = threading.Thread(target=post, args=(server.url, "/query"), kwargs={"content": payload})
         slow.start()
         assert box.started.wait(10)

@@ -20,9 +20,18 @@ from training_tiny import RowsDataset, tiny_model, trained_weights  # noqa: E402
 
 
 def _args(output_dir, **kwargs):
-    return AdaptationTrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=0.5,
-                                       optim="sgd", momentum=0.9, lr_scheduler_type="linear", save_strategy="steps",
-                                       save_steps=3, logging_steps=1, **kwargs)  # fmt: skip
+    return AdaptationTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        learning_rate=0.5,
+        optim="sgd",
+        momentum=0.9,
+        lr_scheduler_type="linear",
+        save_strategy="steps",
+        save_steps=3,
+        logging_steps=1,
+        **kwargs,
+    )
 
 
 def test_each_checkpoint_is_marked_complete_only_at_the_end(tmp_path):
@@ -59,4 +68,6 @@ def test_an_incomplete_newest_checkpoint_is_skipped_with_a_warning(tmp_path):
     (partial / "trainer_state.json").write_text('{"global_st')  # cut off mid-write
     (partial / CHECKPOINT_COMPLETE).unlink()
     with pytest.raises(ValueError, match="cannot resume from .*checkpoint-8.*trainer_state.json"):
-        train_model(tiny_model(), RowsDataset(32), _args(tmp_path / "other", **common), resume_from_checkpoint=str(partial))
+        train_model(
+            tiny_model(), RowsDataset(32), _args(tmp_path / "other", **common), resume_from_checkpoint=str(partial)
+        )

@@ -21,16 +21,23 @@ def _craft():
     from hf_clipadapt.craft import CraFTForImageClassification
     from hf_clipadapt.craft.configuration_craft import CraFTConfig
 
-    config = CraFTConfig(black_box="http://127.0.0.1:9", n_ctx=2, text_width=8, intrinsic_dim=4, refine_hidden=4,
-                         id2label={0: "a", 1: "b"})  # fmt: skip
+    config = CraFTConfig(
+        black_box="http://127.0.0.1:9",
+        n_ctx=2,
+        text_width=8,
+        intrinsic_dim=4,
+        refine_hidden=4,
+        id2label={0: "a", 1: "b"},
+    )
     return CraFTForImageClassification(config)
 
 
 def _sfda():
     from hf_clipadapt.sfda import SFDAForImageClassification
 
-    return SFDAForImageClassification.from_backbone(TinyPooledNet(), num_labels=2, bottleneck_dim=4,
-                                                         torch_backbone_kwargs={"width": 4})  # fmt: skip
+    return SFDAForImageClassification.from_backbone(
+        TinyPooledNet(), num_labels=2, bottleneck_dim=4, torch_backbone_kwargs={"width": 4}
+    )
 
 
 def _tzsl():

@@ -11,9 +11,17 @@ def tiny_swin_config():
     from transformers import SwinConfig
 
     return SwinConfig(
-        image_size=IMAGE_SIZE, patch_size=4, num_channels=3, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
-        window_size=2, drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
+        image_size=IMAGE_SIZE,
+        patch_size=4,
+        num_channels=3,
+        embed_dim=8,
+        depths=[1, 1],
+        num_heads=[1, 2],
+        window_size=2,
+        drop_path_rate=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
 def tiny_sfda_model(num_labels=3, seed=0, **overrides):

@@ -38,8 +38,13 @@ class TestSFDAContract(AdaptedModelTesterMixin):
         return tiny_image_dataset(num_classes=3, per_class=4, class_names=["a", "b", "c"])
 
     def fit_model(self, model, seed):
-        return model.fit(self.tiny_labelled_data(), seed=seed, stage="source", transform=self.transform(model),
-                         args={"max_steps": 1, "batch_size": 4})  # fmt: skip
+        return model.fit(
+            self.tiny_labelled_data(),
+            seed=seed,
+            stage="source",
+            transform=self.transform(model),
+            args={"max_steps": 1, "batch_size": 4},
+        )
 
     def evaluation_data(self, model):
         return self.tiny_labelled_data(), {"transform": self.transform(model)}

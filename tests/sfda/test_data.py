@@ -56,8 +56,14 @@ def test_closed_set_target_labels_outside_source_classes(make_model, tiny_datase
     with pytest.raises(ValueError, match=r"target labels \[2\] fall outside the 2 source classes"):
         fit(model, tiny_dataset, stage="target", transform=to_pixels)
     # the same data is fine in universal mode (label 2 is a target-private class)
-    out = fit(make_model(num_labels=2, strategy="universal"), tiny_dataset, stage="target", transform=to_pixels, max_steps=1,
-              batch_size=4)
+    out = fit(
+        make_model(num_labels=2, strategy="universal"),
+        tiny_dataset,
+        stage="target",
+        transform=to_pixels,
+        max_steps=1,
+        batch_size=4,
+    )
     assert out["global_step"] == 1
 
 
@@ -70,9 +76,17 @@ def test_empty_target_set_and_other_bad_fits(make_model, tiny_dataset, to_pixels
     with pytest.raises(ValueError, match="needs a label for every source sample"):
         fit(model, tiny_dataset.remove_columns("label"), stage="source", transform=to_pixels)
     with pytest.raises(ValueError, match="must divide by"):
-        fit(model, tiny_dataset, stage="source", transform=to_pixels, batch_size=3, accelerator=_two_step_accumulator())
+        fit(
+            model, tiny_dataset, stage="source", transform=to_pixels, batch_size=3, accelerator=_two_step_accumulator()
+        )
     with pytest.raises(ValueError, match="needs validation_dataset"):
-        fit(make_model(), tiny_dataset, stage="target", transform=to_pixels, model_selection="labelled_target_validation")
+        fit(
+            make_model(),
+            tiny_dataset,
+            stage="target",
+            transform=to_pixels,
+            model_selection="labelled_target_validation",
+        )
 
 
 def _two_step_accumulator():

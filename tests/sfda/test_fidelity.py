@@ -148,8 +148,18 @@ def test_example_trains_stage_2_on_augmented_images():
     assert views[0].shape == (1, 3, 16, 16)
     assert any(not torch.equal(views[0], v) for v in views[1:])  # a new crop/flip per epoch
     assert torch.equal(eval_tf([img], torch.tensor([0]), 0), eval_tf([img], torch.tensor([0]), 3))
-    ns = Namespace(output_dir="/tmp/x", batch_size=4, learning_rate=1e-2, seed=0, num_workers=0, report_to=None,
-                   checkpoint_every=0, model_selection="last", epochs=None, strategy="centroid")  # fmt: skip
+    ns = Namespace(
+        output_dir="/tmp/x",
+        batch_size=4,
+        learning_rate=1e-2,
+        seed=0,
+        num_workers=0,
+        report_to=None,
+        checkpoint_every=0,
+        model_selection="last",
+        epochs=None,
+        strategy="centroid",
+    )
     assert example.training_arguments(ns, "target").num_train_epochs == 1  # GeoImNet's preset
     ns.strategy = "universal"
     assert example.training_arguments(ns, "target").num_train_epochs == 5
@@ -183,6 +193,8 @@ def test_head_initialisation_is_shot_s_init_weights_unless_asked_for_the_former_
     norm = official.norm.weight
     assert abs(float(norm.mean()) - 1) < 0.01 and 0.015 < float(norm.std()) < 0.025  # N(1, 0.02), not all ones
     former = head(head_init="normal")
-    assert abs(float(former.bottleneck.weight.std()) - 0.02) < 0.002 and torch.equal(former.norm.weight, torch.ones(256))
+    assert abs(float(former.bottleneck.weight.std()) - 0.02) < 0.002 and torch.equal(
+        former.norm.weight, torch.ones(256)
+    )
     with pytest.raises(ValueError, match="head_init must be one of"):
         SFDAConfig(backbone=None, torch_backbone="efficientnet-lite0", backbone_feature_dim=8, head_init="xavier")

@@ -18,7 +18,9 @@ def test_label_smoothing_ce_by_hand():
     assert got.item() == pytest.approx((0.9 + 1 / 6) * math.log(2.0), abs=1e-6)
     # and torch's own definition agrees on a random batch
     logits, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
-    torch.testing.assert_close(SF.label_smoothing_cross_entropy(logits, y, 0.1), F.cross_entropy(logits, y, label_smoothing=0.1))
+    torch.testing.assert_close(
+        SF.label_smoothing_cross_entropy(logits, y, 0.1), F.cross_entropy(logits, y, label_smoothing=0.1)
+    )
     # eps = 0 is plain CE
     torch.testing.assert_close(SF.label_smoothing_cross_entropy(logits, y, 0.0), F.cross_entropy(logits, y))
 
@@ -26,7 +28,9 @@ def test_label_smoothing_ce_by_hand():
 def test_soft_cross_entropy_by_hand():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # p = [1/4, 3/4]
     q = torch.tensor([[0.5, 0.5]])
-    assert SF.soft_cross_entropy(logits, q).item() == pytest.approx(0.5 * math.log(4) + 0.5 * math.log(4 / 3), abs=1e-6)
+    assert SF.soft_cross_entropy(logits, q).item() == pytest.approx(
+        0.5 * math.log(4) + 0.5 * math.log(4 / 3), abs=1e-6
+    )
 
 
 def test_ema_update_by_hand():
@@ -129,7 +133,10 @@ def test_lr_schedule_and_class_weights():
     assert SF.lr_factor(0.5) == pytest.approx(1 / 6)
     assert SF.lr_factor(1.0) == pytest.approx(1 / 11)
     assert SF.lr_factor(1.0, power=0.75) == pytest.approx(11**-0.75)
-    torch.testing.assert_close(SF.class_balanced_weights(torch.tensor([0, 0, 0, 1])), torch.tensor([4 / 3, 4 / 3, 4 / 3, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        SF.class_balanced_weights(torch.tensor([0, 0, 0, 1])),
+        torch.tensor([4 / 3, 4 / 3, 4 / 3, 4.0], dtype=torch.float64),
+    )
 
 
 def test_h_score_hand_checked_confusion():

@@ -74,7 +74,9 @@ def test_save_load_round_trip_with_auto_classes(tmp_path, make_model):
 def test_torch_backbone_adapter_saves_its_weights(tmp_path):
     torch.manual_seed(1)
     net = TinyPooledNet()
-    model = SFDAForImageClassification.from_backbone(net, num_labels=2, torch_backbone_kwargs={"width": 6}, bottleneck_dim=4)
+    model = SFDAForImageClassification.from_backbone(
+        net, num_labels=2, torch_backbone_kwargs={"width": 6}, bottleneck_dim=4
+    )
     torch.testing.assert_close(model.backbone.module.conv.weight, net.conv.weight)  # pretrained weights kept
     model.eval().save_pretrained(tmp_path)
     loaded = SFDAForImageClassification.from_pretrained(tmp_path).eval()
@@ -89,9 +91,12 @@ def test_push_to_hub_uploads_weights_then_card(make_model):
     uploads = []
     with (
         mock.patch("huggingface_hub.HfApi.create_repo", return_value=mock.Mock(repo_id="me/sfda")),
-        mock.patch("huggingface_hub.HfApi.create_commit", side_effect=lambda *a, **k: uploads.append([op.path_in_repo for op in k["operations"]])),
+        mock.patch(
+            "huggingface_hub.HfApi.create_commit",
+            side_effect=lambda *a, **k: uploads.append([op.path_in_repo for op in k["operations"]]),
+        ),
         mock.patch("huggingface_hub.HfApi.upload_file", side_effect=lambda **k: uploads.append(k)),
-    ):  # fmt: skip
+    ):
         model.push_to_hub("me/sfda")
     assert {"config.json", "model.safetensors"} <= set(uploads[0])
     card = uploads[-1]

@@ -30,8 +30,17 @@ def _one_step(out_file: str, accumulation: int):
     # finished reduction in the prior iteration"), as EfficientNet's unused `_fc` head did. No EMA
     # teacher: it would start at step 2 (of 2) from BatchNorm running statistics, which DDP takes
     # from rank 0 alone, so they legitimately differ from one process's
-    fit(model, data, stage="source", transform=pixels, accelerator=acc, batch_size=8, max_steps=2, seed=5,
-        ema_weight=0.0)
+    fit(
+        model,
+        data,
+        stage="source",
+        transform=pixels,
+        accelerator=acc,
+        batch_size=8,
+        max_steps=2,
+        seed=5,
+        ema_weight=0.0,
+    )
     if acc.is_main_process:
         torch.save({k: v.detach().clone() for k, v in model.named_parameters()}, out_file)
 
@@ -104,8 +113,9 @@ def test_universal_evaluation_reports_h_score(make_model, tiny_dataset, to_pixel
 
 
 @pytest.mark.parametrize("stage", ["source", "target"])
-def test_checkpoint_resume_matches_an_uninterrupted_run(stage, make_model, swin_config, tiny_dataset, to_pixels,
-                                                        tmp_path):  # fmt: skip
+def test_checkpoint_resume_matches_an_uninterrupted_run(
+    stage, make_model, swin_config, tiny_dataset, to_pixels, tmp_path
+):
     # stochastic depth draws from the global RNG: the resumed run must see the same draws
     swin_config.drop_path_rate = 0.5
     make = lambda seed: make_model(seed=seed, backbone_config=swin_config, strategy="shot")  # noqa: E731
@@ -124,8 +134,9 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(stage, make_model, swin_
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_a_config_with_the_old_training_settings_loads_and_sets_fit_defaults(make_model, tiny_dataset, to_pixels,
-                                                                              tmp_path):  # fmt: skip
+def test_a_config_with_the_old_training_settings_loads_and_sets_fit_defaults(
+    make_model, tiny_dataset, to_pixels, tmp_path
+):
     import hf_clipadapt.sfda.configuration_sfda as C
 
     C._warned_legacy = False

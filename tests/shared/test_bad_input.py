@@ -102,7 +102,9 @@ def test_a_bert_folder_given_as_the_clip_is_called_not_a_clip(tmp_path):
 def test_pixel_values_as_a_list_is_a_clear_type_error(saved):
     model, _, _, _ = saved
     pixel_values = torch.zeros(2, 3, 30, 30)
-    with pytest.raises(TypeError, match=r"pixel_values must be a torch.Tensor \[batch, 3, H, W\], got list.*torch.stack"):
+    with pytest.raises(
+        TypeError, match=r"pixel_values must be a torch.Tensor \[batch, 3, H, W\], got list.*torch.stack"
+    ):
         model(pixel_values=list(pixel_values))
     with pytest.raises(TypeError, match=r"image_features must be a torch.Tensor \[batch, D\], got list"):
         model(image_features=[[0.0] * model.config.embed_dim])
@@ -145,8 +147,11 @@ def test_an_unreachable_hub_fails_fast_and_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     start = time.perf_counter()
-    with pytest.raises(OSError, match=r"'nobody/no-such-clip' is not a local folder nor in the Hugging Face cache, "
-                                      r"and the Hub at http://127.0.0.1:9 cannot be reached"):  # fmt: skip
+    with pytest.raises(
+        OSError,
+        match=r"'nobody/no-such-clip' is not a local folder nor in the Hugging Face cache, "
+        r"and the Hub at http://127.0.0.1:9 cannot be reached",
+    ):
         CLIPBackbone.from_pretrained("nobody/no-such-clip")
     with pytest.raises(OSError, match="cannot be reached"):
         TipAdapterForImageClassification.from_pretrained("nobody/no-such-model")

@@ -2,7 +2,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from baselines import logistic_probe, nearest_class_mean, select_tip_beta, tip_adapter_logits
 
 
@@ -46,8 +45,16 @@ def test_tip_params_pick_alpha_that_lets_the_cache_overrule_a_wrong_zero_shot():
 
     x = torch.eye(3)
     zero_shot = torch.tensor([[3.0, 0.0, 0.0]]).repeat(3, 1)
-    alpha, beta = select_tip_params(x, torch.arange(3), x, torch.arange(3), 3, zero_shot_logits=zero_shot,
-                                    betas=(1.0,), alphas=(0.5, 1.0, 4.0, 8.0))  # fmt: skip
+    alpha, beta = select_tip_params(
+        x,
+        torch.arange(3),
+        x,
+        torch.arange(3),
+        3,
+        zero_shot_logits=zero_shot,
+        betas=(1.0,),
+        alphas=(0.5, 1.0, 4.0, 8.0),
+    )
     # The right class wins when α·(1 − e^{−β}) > 3: α = 4 gives 2.5 and fails, α = 8 gives 5.1.
     assert (alpha, beta) == (8.0, 1.0)
     logits = tip_adapter_logits(x, x, torch.arange(3), 3, beta, alpha, zero_shot)

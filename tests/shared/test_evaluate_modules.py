@@ -99,7 +99,11 @@ def test_module_loads_offline_and_equals_the_torch_function(name, monkeypatch, t
     import importlib
 
     module = importlib.import_module(f"hf_clipadapt.evaluate_modules.{name}")
-    cls = next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, evaluate.Metric) and v is not evaluate.Metric)
+    cls = next(
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, evaluate.Metric) and v is not evaluate.Metric
+    )
     direct = cls().compute(predictions=preds.tolist(), references=refs.tolist(), **extra, **kwargs)
     assert direct == expected
 

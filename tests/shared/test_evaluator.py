@@ -46,9 +46,11 @@ def test_stock_evaluator_still_fails_on_a_pipeline_object(saved):
     model, folder, data = saved
     with pytest.raises(AttributeError, match="TFPreTrainedModel"):
         evaluate.evaluator("image-classification").compute(
-            model_or_pipeline=pipeline("image-classification", model=folder), data=data,
-            metric=metrics.load_metric("accuracy"), label_mapping=model.config.label2id,
-        )  # fmt: skip
+            model_or_pipeline=pipeline("image-classification", model=folder),
+            data=data,
+            metric=metrics.load_metric("accuracy"),
+            label_mapping=model.config.label2id,
+        )
 
 
 def test_package_evaluator_takes_a_pipeline_and_scores_open_set(saved):
@@ -62,16 +64,22 @@ def test_package_evaluator_takes_a_pipeline_and_scores_open_set(saved):
     expected = metrics.open_set_scores(probs.argmax(-1), labels, probs.max(-1).values, unknown_index=unknown)
     classifier = pipeline("image-classification", model=folder)
     out = image_classification_evaluator().compute(
-        model_or_pipeline=classifier, data=open_data, metric=metrics.load_metric("open_set", unknown_index=unknown),
+        model_or_pipeline=classifier,
+        data=open_data,
+        metric=metrics.load_metric("open_set", unknown_index=unknown),
         label_mapping=model.config.label2id,
-    )  # fmt: skip
+    )
     assert {k: out[k] for k in expected} == pytest.approx(expected, abs=1e-6)
     # h_score through the stock evaluator, with its setting given at load
     h = evaluate.evaluator("image-classification").compute(
-        model_or_pipeline=folder, data=open_data, metric=metrics.load_metric("h_score", unknown_index=unknown),
+        model_or_pipeline=folder,
+        data=open_data,
+        metric=metrics.load_metric("h_score", unknown_index=unknown),
         label_mapping=model.config.label2id,
-    )  # fmt: skip
-    assert {k: h[k] for k in ("known", "unknown", "H")} == metrics.h_score(probs.argmax(-1), labels, unknown_index=unknown)
+    )
+    assert {k: h[k] for k in ("known", "unknown", "H")} == metrics.h_score(
+        probs.argmax(-1), labels, unknown_index=unknown
+    )
 
 
 def test_readme_evaluator_block_runs_as_written(saved, tmp_path, monkeypatch):

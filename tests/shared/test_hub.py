@@ -9,7 +9,9 @@ def test_card_has_yaml_header_and_results():
         model_name="gda-test",
         base_model="openai/clip-vit-base-patch16",
         datasets=["mnist"],
-        eval_results=[{"dataset_name": "mnist", "dataset_split": "test", "metric_type": "accuracy", "metric_value": 86.5}],
+        eval_results=[
+            {"dataset_name": "mnist", "dataset_split": "test", "metric_type": "accuracy", "metric_value": 86.5}
+        ],
         tags=["gda"],
     )
     text = str(card)
@@ -34,5 +36,7 @@ def test_a_local_base_model_stays_out_of_the_hub_metadata(tmp_path):
         header = yaml.safe_load(str(card).split("---")[1])
         assert "base_model" not in header  # the Hub reads it as a repo id
         assert local in str(card)  # the text still says what it was built on
-    header = yaml.safe_load(str(build_model_card(template="default.md", model_name="m", base_model="gpt2")).split("---")[1])
+    header = yaml.safe_load(
+        str(build_model_card(template="default.md", model_name="m", base_model="gpt2")).split("---")[1]
+    )
     assert header["base_model"] == "gpt2"

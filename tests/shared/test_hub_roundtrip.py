@@ -85,8 +85,14 @@ def _tester(kind):
     module = _module(path, f"_roundtrip_{kind}")
     from hf_clipadapt.testing_utils import AdaptedModelTesterMixin
 
-    classes = [v for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, AdaptedModelTesterMixin)
-               and v is not AdaptedModelTesterMixin and (name is None or k == name)]  # fmt: skip
+    classes = [
+        v
+        for k, v in vars(module).items()
+        if isinstance(v, type)
+        and issubclass(v, AdaptedModelTesterMixin)
+        and v is not AdaptedModelTesterMixin
+        and (name is None or k == name)
+    ]
     assert len(classes) == 1, (kind, classes)
     return classes[0]()
 
@@ -98,9 +104,12 @@ def saved(tmp_path_factory):
     from hf_clipadapt.testing_utils import save_tiny_clip
 
     root = tmp_path_factory.mktemp("roundtrip")
-    models = {kind: _tzsl_model() if kind == "tzsl" else _tester(kind).make_model(root / f"{kind}-parts")
-              for kind in TESTERS}  # fmt: skip
-    models["ship"] = SHIPGenerator.from_clip(CLIPBackbone.from_pretrained(save_tiny_clip(root / "ship-clip")), ["a", "b"])
+    models = {
+        kind: _tzsl_model() if kind == "tzsl" else _tester(kind).make_model(root / f"{kind}-parts") for kind in TESTERS
+    }
+    models["ship"] = SHIPGenerator.from_clip(
+        CLIPBackbone.from_pretrained(save_tiny_clip(root / "ship-clip")), ["a", "b"]
+    )
     folders = {}
     for kind, model in models.items():
         folders[kind] = str(root / f"saved-{kind}")
@@ -111,11 +120,24 @@ def saved(tmp_path_factory):
 def _load_all(root, folders, mode):
     out = root / f"out-{mode}"
     out.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_MODULES_CACHE": str(root / f"modules-{mode}"), "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", LOADER, mode, json.dumps(folders), str(out)], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=root, stdin=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_MODULES_CACHE": str(root / f"modules-{mode}"),
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, mode, json.dumps(folders), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # transformers may print its "run the custom code? [y/N]" prompt (no newline) before the report
     return json.loads(proc.stdout.rsplit("ROUNDTRIP ", 1)[1].splitlines()[0]), out

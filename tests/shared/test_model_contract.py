@@ -10,9 +10,17 @@ import hf_clipadapt
 from hf_clipadapt.configuration_utils import DEFAULT_SEED
 from hf_clipadapt.evaluation import EvaluationMixin
 
-MODELS = ("GDAForImageClassification", "CoOpForImageClassification", "CLIPAdapterForImageClassification",
-          "TipAdapterForImageClassification", "SHIPGenerator", "UEOForImageClassification",
-          "CraFTForImageClassification", "TZSLModel", "SFDAForImageClassification")  # fmt: skip
+MODELS = (
+    "GDAForImageClassification",
+    "CoOpForImageClassification",
+    "CLIPAdapterForImageClassification",
+    "TipAdapterForImageClassification",
+    "SHIPGenerator",
+    "UEOForImageClassification",
+    "CraFTForImageClassification",
+    "TZSLModel",
+    "SFDAForImageClassification",
+)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -32,10 +32,35 @@ def test_coop_example_runs_as_two_cpu_processes(tmp_path):
     clip = save_tiny_clip(tmp_path / "clip")
     data = image_folder(tmp_path / "data")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(EXAMPLES / "coop.py"),
-           "--model", clip, "--dataset", str(data), "--shots", "2", "--views", "2", "--epochs", "4",
-           "--cache_dir", "none", "--output_dir", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(EXAMPLES / "coop.py"),
+        "--model",
+        clip,
+        "--dataset",
+        str(data),
+        "--shots",
+        "2",
+        "--views",
+        "2",
+        "--epochs",
+        "4",
+        "--cache_dir",
+        "none",
+        "--output_dir",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -81,9 +81,17 @@ def test_card_names_the_dataset_recorded_by_evaluate(backbone, tmp_path):
 def test_lora_adapter_card_records_the_hub_id_not_a_local_path(tmp_path):
     from hf_clipadapt.hub import write_lora_adapter_card
 
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/usr/lib/site-packages/x/model"}))
-    write_lora_adapter_card(tmp_path, base_model="org/model", task="text-classification", dataset="d",
-                            settings={"lora_r": 8}, results=[("test", "accuracy", 0.5)])  # fmt: skip
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "/usr/lib/site-packages/x/model"})
+    )
+    write_lora_adapter_card(
+        tmp_path,
+        base_model="org/model",
+        task="text-classification",
+        dataset="d",
+        settings={"lora_r": 8},
+        results=[("test", "accuracy", 0.5)],
+    )
     assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/model"
     card = (tmp_path / "README.md").read_text()
     assert "More Information Needed" not in card and "base_model: org/model" in card and "lora_r 8" in card
@@ -127,9 +135,9 @@ def test_trainer_metrics_example_prints_the_world_size(tmp_path, monkeypatch, ca
 
 
 def test_sfda_fit_records_the_data_for_the_card():
-    from hf_clipadapt.sfda import fit
-
     from sfda.conftest import pixels, tiny_sfda_model  # tests/sfda, a namespace package on sys.path
+
+    from hf_clipadapt.sfda import fit
     from hf_clipadapt.testing_utils import tiny_image_dataset
 
     model = tiny_sfda_model()

@@ -2,7 +2,6 @@ import gzip
 import struct
 
 import numpy as np
-
 from offline_assets.datasets import frame_like_mnist, read_idx
 
 

@@ -21,14 +21,26 @@ import readme_blocks  # noqa: E402
 
 
 def run_blocks(workdir: Path, *extra: str, hash_seed: str = "0") -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONHASHSEED": hash_seed, "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "readme_blocks.py"), "--workdir", str(workdir), *extra],
-                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": hash_seed,
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "readme_blocks.py"), "--workdir", str(workdir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("READMEBLOCKS ")][-1]
-    return json.loads(line[len("READMEBLOCKS "):])
+    return json.loads(line[len("READMEBLOCKS ") :])
 
 
 def zero_shot_accuracy() -> float:
@@ -38,7 +50,9 @@ def zero_shot_accuracy() -> float:
     clip, test = load_testbed_clip(), load_suite("few_shot", seed=0)["test"]
     with torch.no_grad():
         weights = clip.zero_shot_classifier(class_names(test), TESTBED_TEMPLATES).float()
-        feats = torch.cat([clip.encode_images(clip.preprocess(test[i : i + 200]["image"])) for i in range(0, len(test), 200)])
+        feats = torch.cat(
+            [clip.encode_images(clip.preprocess(test[i : i + 200]["image"])) for i in range(0, len(test), 200)]
+        )
     pred = (torch.nn.functional.normalize(feats.float(), dim=-1) @ weights.T).argmax(-1)
     return 100.0 * (pred == torch.tensor(test["label"])).float().mean().item()
 
@@ -87,4 +101,6 @@ def test_coop_ship_snippet_gives_the_same_model_in_two_processes(tmp_path):
     for folder in ("coop-eurosat", "me/coop-ship-eurosat"):
         a, b = (tmp_path / r / folder / "model.safetensors" for r in ("a", "b"))
         assert _digest(a) == _digest(b), folder
-    assert re.search(r"synthesized|name only|label-only", (tmp_path / "a" / "me/coop-ship-eurosat/README.md").read_text(), re.I)
+    assert re.search(
+        r"synthesized|name only|label-only", (tmp_path / "a" / "me/coop-ship-eurosat/README.md").read_text(), re.I
+    )

@@ -52,17 +52,30 @@ def as_python(command: str) -> tuple[list[str], str]:
 def test_every_readme_command_block_has_an_offline_variant():
     commands = offline_commands()
     scripts = {Path(shlex.split(c)[shlex.split(c).index("launch") + 4]).name for c in commands}
-    assert {"sfda_two_stage.py", "tzsl_train.py", "lora_pro_text_classification.py", "lora_pro_causal_lm.py"} <= scripts
+    assert {
+        "sfda_two_stage.py",
+        "tzsl_train.py",
+        "lora_pro_text_classification.py",
+        "lora_pro_causal_lm.py",
+    } <= scripts
     assert all("HF_HUB_OFFLINE=1" in c for c in commands)
 
 
 @pytest.mark.parametrize("group", ["sfda", "tzsl", "lora_pro_text", "lora_pro_causal"])
 def test_offline_readme_commands_run(tmp_path, group):
-    commands = [c for c in offline_commands() if group in c.replace("sfda_two_stage", "sfda").replace("tzsl_train", "tzsl")]
+    commands = [
+        c for c in offline_commands() if group in c.replace("sfda_two_stage", "sfda").replace("tzsl_train", "tzsl")
+    ]
     assert commands, group
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     outputs = []
     for command in commands:
         argv, _ = as_python(command)
@@ -75,9 +88,13 @@ def test_offline_readme_commands_run(tmp_path, group):
         config = json.loads((folder / "config.json").read_text())
         assert config["label2id"] and config.get("image_size") == 64
         assert "evaluating at 64×64 pixels" in outputs[-1]  # `evaluate` without --image_size uses the saved size
-        check = ("import hf_clipadapt, sys; from transformers import pipeline; from PIL import Image; "
-                 "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (28, 28)))[0]['label'])")
-        proc = subprocess.run([sys.executable, "-c", check, str(folder)], capture_output=True, text=True, env=env, timeout=300)
+        check = (
+            "import hf_clipadapt, sys; from transformers import pipeline; from PIL import Image; "
+            "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (28, 28)))[0]['label'])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", check, str(folder)], capture_output=True, text=True, env=env, timeout=300
+        )
         assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]  # preprocessor_config.json is there
     if group.startswith("lora_pro"):
         out = tmp_path / ("lora-pro-bbc" if group == "lora_pro_text" else "lora-pro-sft")

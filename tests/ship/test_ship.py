@@ -32,7 +32,10 @@ def test_kl_and_vae_loss_against_a_hand_computation():
     mu = torch.tensor([[0.5, -1.0], [0.0, 2.0]], dtype=torch.float64)
     logvar = torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]], dtype=torch.float64)
     # KL(N(m, s²) || N(0, 1)) = ½ (s² + m² − 1 − log s²), summed over dimensions
-    by_hand = [0.5 * (1 + 0.25 - 1 - 0) + 0.5 * (4 + 1 - 1 - math.log(4)), 0.5 * (0.25 + 0 - 1 - math.log(0.25)) + 0.5 * (1 + 4 - 1 - 0)]
+    by_hand = [
+        0.5 * (1 + 0.25 - 1 - 0) + 0.5 * (4 + 1 - 1 - math.log(4)),
+        0.5 * (0.25 + 0 - 1 - math.log(0.25)) + 0.5 * (1 + 4 - 1 - 0),
+    ]
     torch.testing.assert_close(kl_to_standard_normal(mu, logvar), torch.tensor(by_hand, dtype=torch.float64))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     recon = torch.tensor([[0.6, 0.8], [0.0, 1.0]], dtype=torch.float64)
@@ -109,8 +112,12 @@ class TestSHIPContract(AdaptedModelTesterMixin):
         return SHIPGenerator.from_clip(clip, list(self.class_names), **SMALL)
 
     def make_inputs(self, model):
-        return {"image_features": F.normalize(torch.randn(3, model.config.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1),
-                "labels": torch.tensor([0, 1, 2])}  # fmt: skip
+        return {
+            "image_features": F.normalize(
+                torch.randn(3, model.config.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1
+            ),
+            "labels": torch.tensor([0, 1, 2]),
+        }
 
     def logits(self, model, inputs):
         return model.generate(["bird", "red"], 2, seed=1)[0]
@@ -132,8 +139,12 @@ class TestSHIPContract(AdaptedModelTesterMixin):
         pytest.skip("SHIP's generator classifies nothing; the models it trains (fit_with_synthesized) are evaluated")
 
     def test_for_classes_keeps_the_trained_parts(self, tmp_path):
-        pytest.skip("SHIP's generator already generates for any class name (generate); it has no classifier to rebuild")
+        pytest.skip(
+            "SHIP's generator already generates for any class name (generate); it has no classifier to rebuild"
+        )
 
     def test_forward_before_fit(self, tmp_path):
-        pytest.skip("the generator's forward is its VAE training pass; using an unfitted generator is refused where "
-                    "it matters, in fit_with_synthesized (tests/ship/test_synthesis.py::test_refusals)")
+        pytest.skip(
+            "the generator's forward is its VAE training pass; using an unfitted generator is refused where "
+            "it matters, in fit_with_synthesized (tests/ship/test_synthesis.py::test_refusals)"
+        )

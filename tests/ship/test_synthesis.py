@@ -69,7 +69,9 @@ def test_refusals(setting):
         fit_with_synthesized(CoOpForImageClassification.from_clip(clip, BASE), base, generator)
     overlapping = CoOpForImageClassification.from_clip(clip, NAMES)
     with pytest.raises(ValueError, match="overlap"):
-        fit_with_synthesized(overlapping, select_classes(data, ["red"]), generator)  # green: trained on, unlabelled here
+        fit_with_synthesized(
+            overlapping, select_classes(data, ["red"]), generator
+        )  # green: trained on, unlabelled here
     fresh = SHIPGenerator.from_clip(clip, BASE, encoder_hidden_dim=16, bias_hidden_dim=16)
     with pytest.warns(UserWarning, match="not been fitted"):
         synthesize_for(overlapping, fresh, NEW, n_per_class=1, seed=0)

@@ -14,7 +14,7 @@ def synthetic_sprites(per_object: int = 6, side: int = 28, seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:side, 0:side]
     sprites = {}
-    for k, name in enumerate(ALL_OBJECTS):
+    for name in ALL_OBJECTS:
         arrs = []
         for _ in range(per_object):
             cy, cx = rng.uniform(9, 19, size=2)
@@ -61,7 +61,12 @@ def small_suites(monkeypatch, world):
     def shrink(n_train_per_class: int, n_test_per_class: int) -> None:
         full = suites.load_suite
         monkeypatch.setattr(suites, "_offline_test_world", lambda: world)
-        monkeypatch.setattr(suites, "load_suite", lambda name, seed=0, **kw: full(
-            name, seed, n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class, **kw))  # fmt: skip
+        monkeypatch.setattr(
+            suites,
+            "load_suite",
+            lambda name, seed=0, **kw: full(
+                name, seed, n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class, **kw
+            ),
+        )
 
     return shrink

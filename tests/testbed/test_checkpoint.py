@@ -21,7 +21,13 @@ def backbone():
 def test_checkpoint_is_small_and_complete():
     path = Path(testbed_checkpoint_path())
     names = {p.name for p in path.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "training_log.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "training_log.json",
+    } <= names
     assert sum(p.stat().st_size for p in path.iterdir()) < 10 * 2**20
     log = json.loads((path / "training_log.json").read_text())
     assert log["args"]["seed"] == 0 and log["train_wall_time_s"] > 0
@@ -94,6 +100,8 @@ def test_the_stock_zero_shot_pipeline_runs_on_the_checkpoint(world):
     scenes = world.sample(30, seed=7, combinations=seen_combinations())
     images = [Image.fromarray(im) for im in world.render(scenes)]
     classify = pipeline("zero-shot-image-classification", model=testbed_checkpoint_path())
-    out = classify(images, candidate_labels=[f"{c} thing" for c in COLOUR_NAMES], hypothesis_template="a photo of a {}.")
+    out = classify(
+        images, candidate_labels=[f"{c} thing" for c in COLOUR_NAMES], hypothesis_template="a photo of a {}."
+    )
     named = [o[0]["label"].split()[0] for o in out]
     assert np.mean([n == c for n, c in zip(named, scenes.colour)]) > 0.5  # chance: 0.1

@@ -9,10 +9,26 @@ from hf_clipadapt.craft import BlackBoxServer, CraFTForImageClassification, Loca
 def test_craft_example_local_and_served(small_suites, load_example, tmp_path):
     small_suites(3, 3)
     example = load_example("craft_black_box")
-    common = ["--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "2", "--budget", "25",
-              "--population", "10", "--intrinsic_dim", "32", "--cache_dir", "none"]  # fmt: skip
+    common = [
+        "--model",
+        "testbed",
+        "--dataset",
+        "testbed:few_shot",
+        "--shots",
+        "2",
+        "--budget",
+        "25",
+        "--population",
+        "10",
+        "--intrinsic_dim",
+        "32",
+        "--cache_dir",
+        "none",
+    ]
     results = example.main([*common, "--output_dir", str(tmp_path / "local")])
-    assert results["world_size"] == 1 and results["generations"] == 2 and results["training_queries"] == 22  # 2 × (10 + 1 for R)
+    assert (
+        results["world_size"] == 1 and results["generations"] == 2 and results["training_queries"] == 22
+    )  # 2 × (10 + 1 for R)
     assert 0 <= results["zero_shot_accuracy"] <= 100 and 0 <= results["craft_accuracy"] <= 100
     saved = json.loads((tmp_path / "local" / "results.json").read_text())
     assert saved["craft_accuracy"] == results["craft_accuracy"]

@@ -21,10 +21,23 @@ def test_gda_example_on_the_testbed(world, monkeypatch, tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     out = tmp_path / "out"
-    results = example.main([
-        "--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "2", "--views", "1", "--no_flip",
-        "--cache_dir", "none", "--output_dir", str(out),
-    ])  # fmt: skip
+    results = example.main(
+        [
+            "--model",
+            "testbed",
+            "--dataset",
+            "testbed:few_shot",
+            "--shots",
+            "2",
+            "--views",
+            "1",
+            "--no_flip",
+            "--cache_dir",
+            "none",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert results["test_images"] == 16 * 50 and 0 <= results["gda_accuracy"] <= 100
     config = json.loads((out / "config.json").read_text())
     assert config["templates"] == TESTBED_TEMPLATES  # get_templates("testbed-few_shot")

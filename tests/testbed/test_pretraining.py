@@ -19,7 +19,9 @@ def run(monkeypatch, world, out, *extra):
     spec = importlib.util.spec_from_file_location("pretrain_clip", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.main(["--steps", "2", "--warmup", "1", "--batch-size", "16", "--threads", "1", "--output-dir", str(out), *extra])
+    script.main(
+        ["--steps", "2", "--warmup", "1", "--batch-size", "16", "--threads", "1", "--output-dir", str(out), *extra]
+    )
     return load_file(out / "model.safetensors")
 
 
@@ -35,7 +37,9 @@ def test_same_arguments_same_weights_and_a_loadable_checkpoint(monkeypatch, worl
     assert type(AutoModel.from_pretrained(tmp_path / "a")) is CLIPModel
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "a")
     # web names are single words of the vocabulary, like the label names
-    assert len(tokenizer("a photo of a sweater.")["input_ids"]) == len(tokenizer("a photo of a coat.")["input_ids"]) == 8
+    assert (
+        len(tokenizer("a photo of a sweater.")["input_ids"]) == len(tokenizer("a photo of a coat.")["input_ids"]) == 8
+    )
     log = json.loads((tmp_path / "a" / "training_log.json").read_text())
     assert log["args"]["p_label_name"] == 0.0 and log["samples_seen"] == 32 and len(log["log"]) == 2
 

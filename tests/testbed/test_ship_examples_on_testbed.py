@@ -11,10 +11,25 @@ def test_coop_example(small_suites, load_example, tmp_path):
 
     small_suites(4, 5)
     out = tmp_path / "coop"
-    results = load_example("coop").main([
-        "--model", "testbed", "--dataset", "testbed:few_shot", "--shots", "1", "--views", "1", "--no_flip",
-        "--epochs", "2", "--cache_dir", "none", "--output_dir", str(out),
-    ])  # fmt: skip
+    results = load_example("coop").main(
+        [
+            "--model",
+            "testbed",
+            "--dataset",
+            "testbed:few_shot",
+            "--shots",
+            "1",
+            "--views",
+            "1",
+            "--no_flip",
+            "--epochs",
+            "2",
+            "--cache_dir",
+            "none",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert results["world_size"] == 1 and results["n_ctx"] == 4 and 0 <= results["coop_accuracy"] <= 100
     assert json.loads((out / "results.json").read_text())["coop_accuracy"] == results["coop_accuracy"]
     model = CoOpForImageClassification.from_pretrained(out)
@@ -28,11 +43,29 @@ def test_ship_base_to_new_example(small_suites, load_example, tmp_path):
 
     small_suites(4, 5)
     out = tmp_path / "ship"
-    results = load_example("ship_base_to_new").main([
-        "--model", "testbed", "--dataset", "testbed:base_to_new", "--shots", "1", "--views", "1", "--no_flip",
-        "--method", "tip_adapter_f", "--epochs", "1", "--generator_epochs", "1", "--cache_dir", "none",
-        "--output_dir", str(out),
-    ])  # fmt: skip
+    results = load_example("ship_base_to_new").main(
+        [
+            "--model",
+            "testbed",
+            "--dataset",
+            "testbed:base_to_new",
+            "--shots",
+            "1",
+            "--views",
+            "1",
+            "--no_flip",
+            "--method",
+            "tip_adapter_f",
+            "--epochs",
+            "1",
+            "--generator_epochs",
+            "1",
+            "--cache_dir",
+            "none",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert results["base_classes"] == 32 and results["new_classes"] == 32
     for row in ("zero_shot", "tip_adapter_f", "tip_adapter_f+ship"):
         r = results[row]

@@ -94,6 +94,8 @@ def test_bad_suite_name(world):
 from datasets import DatasetDict  # noqa: E402
 
 from hf_clipadapt.data import load_image_dataset  # noqa: E402
+
+
 @pytest.fixture()
 def tiny_suites(monkeypatch, world):
     """Route "testbed:<suite>" to the synthetic-sprite world (no dataset files)."""
@@ -109,7 +111,10 @@ def test_testbed_spec_loads_the_suite_with_its_seed(tiny_suites):
     assert isinstance(data, DatasetDict) and set(data) == {"train", "test"}
     assert data["test"]["object"] == expected["test"]["object"]
     assert data["test"]["object"] != tiny_suites.load_suite("few_shot", seed=0)["test"]["object"]
-    assert load_image_dataset("testbed:open_set")["test"].features["label"].names == expected["train"].features["label"].names
+    assert (
+        load_image_dataset("testbed:open_set")["test"].features["label"].names
+        == expected["train"].features["label"].names
+    )
 
 
 @pytest.mark.parametrize("spec, match", [("testbed:fewshot", "unknown testbed suite"), ("testbed:few_shot@x", "seed")])

@@ -55,7 +55,11 @@ def test_attribute_matrix_is_one_hot_colour_then_one_hot_object(zsl):
     np.testing.assert_array_equal(att, zsl_attributes(KNOWN_OBJECTS))
     assert (att[:, :10].sum(1) == 1).all() and (att[:, 10:].sum(1) == 1).all()
     names = zsl["classes"]["name"]
-    for name, colour, obj in (("red t-shirt", 0, 0), ("brown t-shirt", 9, 0), ("blue sneaker", 2, KNOWN_OBJECTS.index("sneaker"))):
+    for name, colour, obj in (
+        ("red t-shirt", 0, 0),
+        ("brown t-shirt", 9, 0),
+        ("blue sneaker", 2, KNOWN_OBJECTS.index("sneaker")),
+    ):
         expected = np.zeros(26, dtype=np.float32)
         expected[colour], expected[10 + obj] = 1, 1
         np.testing.assert_array_equal(att[names.index(name)], expected, err_msg=name)
@@ -80,6 +84,8 @@ def test_zsl_suite_follows_the_objects_the_world_holds(sprites):
     from hf_clipadapt.testbed import SceneWorld
 
     objects = KNOWN_OBJECTS[:3]
-    d = load_suite("zsl", seed=0, n_train_per_class=1, n_test_per_class=1, world=SceneWorld({o: sprites[o] for o in objects}))
+    d = load_suite(
+        "zsl", seed=0, n_train_per_class=1, n_test_per_class=1, world=SceneWorld({o: sprites[o] for o in objects})
+    )
     assert len(d["classes"]) == 30 and len(d["classes"][0]["attributes"]) == 13
     assert sum(d["classes"]["seen"]) == 24 and len(d["test_unseen"]) == 6

@@ -6,9 +6,14 @@ import torch.nn.functional as F
 
 from hf_clipadapt.clip import CLIPBackbone
 from hf_clipadapt.data import class_names, sample_few_shot
-from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, PIL_image, save_tiny_clip, tiny_image_dataset
+from hf_clipadapt.testing_utils import (
+    AdaptedModelTesterMixin,
+    PIL_image,
+    assert_close_scaled,
+    save_tiny_clip,
+    tiny_image_dataset,
+)
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification, mean_view_keys, tip_adapter_logits
-from hf_clipadapt.testing_utils import assert_close_scaled
 
 NAMES = ["red", "green", "blue"]
 
@@ -56,8 +61,12 @@ def test_fit_builds_the_cache_and_picks_params_on_validation(tmp_path):
     assert not model.cache_keys.requires_grad, "training-free: the keys are buffers"
     x = model.backbone.encode_images(model.backbone.preprocess([PIL_image(seed=3)]))
     c = model.config
-    expected = tip_adapter_logits(x, model.cache_keys, model.cache_labels, 3, c.beta, c.alpha, c.logit_scale * x @ model.text_weights.T)
-    torch.testing.assert_close(model(image_features=x).logits, expected, rtol=1e-5, atol=1e-4 * expected.abs().max().item())
+    expected = tip_adapter_logits(
+        x, model.cache_keys, model.cache_labels, 3, c.beta, c.alpha, c.logit_scale * x @ model.text_weights.T
+    )
+    torch.testing.assert_close(
+        model(image_features=x).logits, expected, rtol=1e-5, atol=1e-4 * expected.abs().max().item()
+    )
 
 
 def test_unfitted_model_is_zero_shot_and_warns(tmp_path):
@@ -78,8 +87,10 @@ class TestTipAdapterContract(AdaptedModelTesterMixin):
     def check_initialisation(self, model):
         import pytest
 
-        pytest.skip("Tip-Adapter's trained part, the cache, is built by fit from the training features: a fresh "
-                    "model has an empty cache (test_unfitted_model_is_zero_shot_and_warns)")  # fmt: skip
+        pytest.skip(
+            "Tip-Adapter's trained part, the cache, is built by fit from the training features: a fresh "
+            "model has an empty cache (test_unfitted_model_is_zero_shot_and_warns)"
+        )
 
     def make_model(self, tmp_path):
         return fitted(tmp_path)[0]
@@ -93,8 +104,9 @@ def test_raw_key_averaging_is_a_saved_option_with_clear_errors(tmp_path):
     fit encodes unnormalised views (the parity test checks the keys); the option is kept
     by save/load and shown on the card; a bad value and normalised input are flagged."""
     with pytest.raises(ValueError, match="key_averaging must be one of"):
-        TipAdapterForImageClassification.from_clip(CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "c")),
-                                                   NAMES, key_averaging="mean")  # fmt: skip
+        TipAdapterForImageClassification.from_clip(
+            CLIPBackbone.from_pretrained(save_tiny_clip(tmp_path / "c")), NAMES, key_averaging="mean"
+        )
     model, _ = fitted(tmp_path, key_averaging="raw", alphas=[1.0], betas=[1.0])
     torch.testing.assert_close(model.cache_keys.norm(dim=-1), torch.ones(6), rtol=0, atol=1e-5)
     assert "unnormalised (as the official code averages them)" in str(model.create_model_card())
@@ -112,7 +124,9 @@ def test_raw_views_are_cached_apart_from_normalised_ones(tmp_path):
     data = tiny_image_dataset(num_classes=3, per_class=6, class_names=NAMES)
     run = dict(shots=2, views=2, seed=1)
     grid = dict(alphas=[1.0], betas=[1.0])
-    uncached = TipAdapterForImageClassification.from_clip(backbone, NAMES, key_averaging="raw", **grid).fit(data, **run)
+    uncached = TipAdapterForImageClassification.from_clip(backbone, NAMES, key_averaging="raw", **grid).fit(
+        data, **run
+    )
     cache = tmp_path / "features"
     TipAdapterForImageClassification.from_clip(backbone, NAMES, **grid).fit(data, cache_dir=cache, **run)
     raw = TipAdapterForImageClassification.from_clip(backbone, NAMES, key_averaging="raw", **grid)

@@ -15,15 +15,47 @@ from hf_clipadapt.training import AdaptationTrainingArguments, resolve_training_
 from hf_clipadapt.ueo import UEOTrainingArguments
 
 # The settings each method's fit used before the per-method classes (old code, verbatim values).
-COOP_OLD = dict(optim="sgd", learning_rate=2e-3, momentum=0.9, weight_decay=5e-4, lr_scheduler_type="cosine",
-                constant_warmup_lr=1e-5, constant_warmup_epochs=1, per_device_train_batch_size=32)  # fmt: skip
-TIP_OLD = dict(optim="adamw_torch", learning_rate=1e-3, adam_epsilon=1e-4, weight_decay=0.01,
-               lr_scheduler_type="cosine", per_device_train_batch_size=256)  # fmt: skip
-SHIP_OLD = dict(optim="adamw_torch", learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="constant",
-                per_device_train_batch_size=256)  # fmt: skip
-UEO_OLD = dict(optim="sgd", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
-               per_device_train_batch_size=64, num_train_epochs=50, max_grad_norm=0.0, trade=1.0, no_weight=False,
-               oracle=False, augment=True, weights_from="cosine", log_epsilon=1e-5)  # fmt: skip
+COOP_OLD = dict(
+    optim="sgd",
+    learning_rate=2e-3,
+    momentum=0.9,
+    weight_decay=5e-4,
+    lr_scheduler_type="cosine",
+    constant_warmup_lr=1e-5,
+    constant_warmup_epochs=1,
+    per_device_train_batch_size=32,
+)
+TIP_OLD = dict(
+    optim="adamw_torch",
+    learning_rate=1e-3,
+    adam_epsilon=1e-4,
+    weight_decay=0.01,
+    lr_scheduler_type="cosine",
+    per_device_train_batch_size=256,
+)
+SHIP_OLD = dict(
+    optim="adamw_torch",
+    learning_rate=1e-3,
+    weight_decay=0.01,
+    lr_scheduler_type="constant",
+    per_device_train_batch_size=256,
+)
+UEO_OLD = dict(
+    optim="sgd",
+    learning_rate=1e-4,
+    weight_decay=0.0,
+    lr_scheduler_type="cosine",
+    warmup_steps=0,
+    per_device_train_batch_size=64,
+    num_train_epochs=50,
+    max_grad_norm=0.0,
+    trade=1.0,
+    no_weight=False,
+    oracle=False,
+    augment=True,
+    weights_from="cosine",
+    log_epsilon=1e-5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +68,16 @@ def _value(args, key):
     return str(value).split(".")[-1].lower() if key in ("optim", "lr_scheduler_type") else value
 
 
-@pytest.mark.parametrize("cls,old", [(CoOpTrainingArguments, COOP_OLD), (CLIPAdapterTrainingArguments, COOP_OLD),
-                                     (TipAdapterTrainingArguments, TIP_OLD), (SHIPTrainingArguments, SHIP_OLD),
-                                     (UEOTrainingArguments, UEO_OLD)])  # fmt: skip
+@pytest.mark.parametrize(
+    "cls,old",
+    [
+        (CoOpTrainingArguments, COOP_OLD),
+        (CLIPAdapterTrainingArguments, COOP_OLD),
+        (TipAdapterTrainingArguments, TIP_OLD),
+        (SHIPTrainingArguments, SHIP_OLD),
+        (UEOTrainingArguments, UEO_OLD),
+    ],
+)
 def test_defaults_are_the_values_the_old_code_used(cls, old):
     args = cls()
     assert {k: _value(args, k) for k in old} == old
@@ -59,8 +98,12 @@ def test_tip_and_ship_epochs_resolve_as_before(clip):
     tip = TipAdapterForImageClassification.from_clip(clip, ["cat", "dog"], views=10, preset="eurosat")
     args = tip.training_arguments(num_samples=1000, seed=0)
     assert {k: _value(args, k) for k in TIP_OLD} == TIP_OLD and args.num_train_epochs == 10  # 100 epochs / 10 views
-    assert TipAdapterForImageClassification.from_clip(clip, ["cat", "dog"], views=10).training_arguments(
-        num_samples=1000, seed=0).num_train_epochs == 2  # 20 epochs / 10 views  # fmt: skip
+    assert (
+        TipAdapterForImageClassification.from_clip(clip, ["cat", "dog"], views=10)
+        .training_arguments(num_samples=1000, seed=0)
+        .num_train_epochs
+        == 2
+    )  # 20 epochs / 10 views
     ship = SHIPGenerator.from_clip(clip, ["cat", "dog"], views=10)
     args = ship.training_arguments(num_samples=1000, seed=0)
     assert {k: _value(args, k) for k in SHIP_OLD} == SHIP_OLD and args.num_train_epochs == 5  # 50 epochs / 10 views

@@ -1,20 +1,24 @@
 """The shared training path on a tiny model: it learns, resumes exactly, runs the same
 on 2 processes as on 1, stays quiet off a terminal, and checkpoints only what it trains."""
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_tiny import RowsDataset, tiny_model, trained_weights
 
 from hf_clipadapt.testing_utils import assert_close_scaled, run_distributed
 from hf_clipadapt.training import AdaptationTrainer, AdaptationTrainingArguments, stack_collate, train_model
 
-from training_tiny import RowsDataset, tiny_model, trained_weights
-
 
 def _args(**kwargs):
-    defaults = dict(per_device_train_batch_size=8, learning_rate=0.5, num_train_epochs=1, logging_steps=1,
-                    optim="sgd", lr_scheduler_type="constant")  # fmt: skip
+    defaults = dict(
+        per_device_train_batch_size=8,
+        learning_rate=0.5,
+        num_train_epochs=1,
+        logging_steps=1,
+        optim="sgd",
+        lr_scheduler_type="constant",
+    )
     return AdaptationTrainingArguments(**{**defaults, **kwargs})
 
 
@@ -59,8 +63,9 @@ def test_sgd_momentum_and_parameter_groups_reach_the_optimizer():
         def parameter_groups(self, model):
             return [{"params": [model.head.weight]}, {"params": [model.head.bias], "lr_scale": 0.1}]
 
-    trainer = HeadBiasSlower(model=tiny_model(), args=_args(momentum=0.9, nesterov=True, weight_decay=1e-3),
-                             train_dataset=RowsDataset(8))  # fmt: skip
+    trainer = HeadBiasSlower(
+        model=tiny_model(), args=_args(momentum=0.9, nesterov=True, weight_decay=1e-3), train_dataset=RowsDataset(8)
+    )
     opt = trainer.create_optimizer()
     assert isinstance(opt, torch.optim.SGD)
     assert [g["lr"] for g in opt.param_groups] == [0.5, 0.05]
@@ -96,8 +101,12 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
 
     resumed = tiny_model(seed=123)  # different start: all trained state must come from the checkpoint
     resumed.frozen.load_state_dict(full.frozen.state_dict())  # the frozen part is the model's own
-    train_model(resumed, RowsDataset(32), _args(output_dir=str(tmp_path / "resumed"), **common),
-                resume_from_checkpoint=str(checkpoint))  # fmt: skip
+    train_model(
+        resumed,
+        RowsDataset(32),
+        _args(output_dir=str(tmp_path / "resumed"), **common),
+        resume_from_checkpoint=str(checkpoint),
+    )
     for name, value in trained_weights(full).items():
         # same ops in the same order on the same machine: bitwise equal
         assert torch.equal(trained_weights(resumed)[name], value), name

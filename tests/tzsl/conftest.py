@@ -4,7 +4,15 @@ import torch
 from hf_clipadapt.tzsl import ZSLData
 
 
-def synthetic_zsl(seed: int = 0, num_seen: int = 8, num_unseen: int = 3, dim: int = 16, att_dim: int = 5, per_class: int = 60, noise: float = 0.3) -> ZSLData:
+def synthetic_zsl(
+    seed: int = 0,
+    num_seen: int = 8,
+    num_unseen: int = 3,
+    dim: int = 16,
+    att_dim: int = 5,
+    per_class: int = 60,
+    noise: float = 0.3,
+) -> ZSLData:
     """Gaussian clusters whose means are a fixed linear map of random class attributes,
     so that the attribute -> feature relation learnt on seen classes transfers."""
     g = torch.Generator().manual_seed(seed)
@@ -44,5 +52,14 @@ def tiny_kwargs():
     return dict(TINY)
 
 
-TINY = dict(hidden_dim=64, decoder_hidden_dim=32, epochs=3, steps_per_epoch=20, batch_size=32, syn_num=60,
-            decoder_pretrain_epochs=20, cls_epochs=20, lr=1e-3)  # fmt: skip
+TINY = dict(
+    hidden_dim=64,
+    decoder_hidden_dim=32,
+    epochs=3,
+    steps_per_epoch=20,
+    batch_size=32,
+    syn_num=60,
+    decoder_pretrain_epochs=20,
+    cls_epochs=20,
+    lr=1e-3,
+)

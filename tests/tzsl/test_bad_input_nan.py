@@ -9,11 +9,16 @@ from hf_clipadapt.tzsl import ZSLData
 def _parts():
     x = torch.randn(4, 3)
     return dict(
-        train_features=x.clone(), train_labels=torch.tensor([0, 1, 0, 1]),
-        test_seen_features=x.clone(), test_seen_labels=torch.tensor([0, 1, 1, 0]),
-        test_unseen_features=x.clone(), test_unseen_labels=torch.tensor([2, 3, 2, 3]),
-        attributes=torch.randn(4, 2), seen_classes=[0, 1], unseen_classes=[2, 3],
-    )  # fmt: skip
+        train_features=x.clone(),
+        train_labels=torch.tensor([0, 1, 0, 1]),
+        test_seen_features=x.clone(),
+        test_seen_labels=torch.tensor([0, 1, 1, 0]),
+        test_unseen_features=x.clone(),
+        test_unseen_labels=torch.tensor([2, 3, 2, 3]),
+        attributes=torch.randn(4, 2),
+        seen_classes=[0, 1],
+        unseen_classes=[2, 3],
+    )
 
 
 @pytest.mark.parametrize("part", ["train_features", "test_unseen_features", "attributes"])

@@ -8,8 +8,16 @@ import torch
 from hf_clipadapt.testing_utils import AdaptedModelTesterMixin, assert_initialised
 from hf_clipadapt.tzsl import TZSLModel
 
-TINY = dict(hidden_dim=32, decoder_hidden_dim=16, epochs=1, steps_per_epoch=5, batch_size=32, syn_num=20,
-            decoder_pretrain_epochs=2, cls_epochs=2)  # fmt: skip
+TINY = dict(
+    hidden_dim=32,
+    decoder_hidden_dim=16,
+    epochs=1,
+    steps_per_epoch=5,
+    batch_size=32,
+    syn_num=20,
+    decoder_pretrain_epochs=2,
+    cls_epochs=2,
+)
 
 
 class TestTZSLContract(AdaptedModelTesterMixin):

@@ -53,11 +53,16 @@ def test_xlsa17_missing_key_is_named(tmp_path, key):
 def _parts(n_classes_att=4, seen=(0, 1), unseen=(2, 3)):
     x = torch.randn(4, 3)
     return dict(
-        train_features=x, train_labels=torch.tensor([0, 1, 0, 1]),
-        test_seen_features=x, test_seen_labels=torch.tensor([0, 1, 1, 0]),
-        test_unseen_features=x, test_unseen_labels=torch.tensor([2, 3, 2, 3]),
-        attributes=torch.randn(n_classes_att, 2), seen_classes=list(seen), unseen_classes=list(unseen),
-    )  # fmt: skip
+        train_features=x,
+        train_labels=torch.tensor([0, 1, 0, 1]),
+        test_seen_features=x,
+        test_seen_labels=torch.tensor([0, 1, 1, 0]),
+        test_unseen_features=x,
+        test_unseen_labels=torch.tensor([2, 3, 2, 3]),
+        attributes=torch.randn(n_classes_att, 2),
+        seen_classes=list(seen),
+        unseen_classes=list(unseen),
+    )
 
 
 def test_bad_splits_raise_clear_errors():
@@ -89,7 +94,10 @@ def test_pseudo_unseen_split_uses_seen_classes_only(tiny_data):
     assert set(v.unseen_classes) <= set(tiny_data.seen_classes) and len(v.unseen_classes) == 2
     assert not set(v.train_labels.tolist()) & set(v.unseen_classes)
     assert not set(v.test_unseen_labels.tolist()) & set(tiny_data.unseen_classes)
-    assert v.train_features.shape[0] + v.test_seen_features.shape[0] + v.test_unseen_features.shape[0] == tiny_data.train_features.shape[0]
+    assert (
+        v.train_features.shape[0] + v.test_seen_features.shape[0] + v.test_unseen_features.shape[0]
+        == tiny_data.train_features.shape[0]
+    )
     with pytest.raises(ValueError, match="num_holdout"):
         pseudo_unseen_split(tiny_data, num_holdout=len(tiny_data.seen_classes))
 

@@ -9,8 +9,19 @@ import torch
 
 from hf_clipadapt.testing_utils import run_distributed
 
-SMALL = dict(hidden_dim=32, decoder_hidden_dim=16, epochs=1, steps_per_epoch=3, batch_size=16, syn_num=20,
-             decoder_pretrain_epochs=2, cls_epochs=2, cls_batch_size=32, critic_iters=2, lr=1e-3)  # fmt: skip
+SMALL = dict(
+    hidden_dim=32,
+    decoder_hidden_dim=16,
+    epochs=1,
+    steps_per_epoch=3,
+    batch_size=16,
+    syn_num=20,
+    decoder_pretrain_epochs=2,
+    cls_epochs=2,
+    cls_batch_size=32,
+    critic_iters=2,
+    lr=1e-3,
+)
 
 
 def _fit_and_save(out_dir: str):

@@ -13,10 +13,24 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
     spec.loader.exec_module(example)
     save_features_file(tiny_data, tmp_path / "feats.safetensors")
     out = tmp_path / "run"
-    example.main([
-        "--features", str(tmp_path / "feats.safetensors"), "--epochs", "1", "--steps_per_epoch", "3",
-        "--hidden_dim", "32", "--select_epochs", "1,2", "--output_dir", str(out), "--threads", "1",
-    ])  # fmt: skip
+    example.main(
+        [
+            "--features",
+            str(tmp_path / "feats.safetensors"),
+            "--epochs",
+            "1",
+            "--steps_per_epoch",
+            "3",
+            "--hidden_dim",
+            "32",
+            "--select_epochs",
+            "1,2",
+            "--output_dir",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["scores"]) == {"zsl_accuracy", "unseen_accuracy", "seen_accuracy", "h_score"}
     # Selection saw only seen classes: its pseudo-unseen classes are seen ones.
@@ -25,4 +39,7 @@ def test_example_trains_saves_model_card_and_results(tiny_data, tmp_path):
     card = (out / "README.md").read_text()
     assert "h_score" in card and "c10" in card and "library_name: hf_clipadapt" in card
     assert (out / "model.safetensors").exists()
-    assert any(json.loads(line).get("test/zsl_accuracy") is not None for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines())
+    assert any(
+        json.loads(line).get("test/zsl_accuracy") is not None
+        for line in (out / "logs" / "tzsl.jsonl").read_text().splitlines()
+    )

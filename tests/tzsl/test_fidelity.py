@@ -10,8 +10,18 @@ from hf_clipadapt.tzsl import TZSLModel
 from hf_clipadapt.tzsl import functional as Fz
 from hf_clipadapt.tzsl import training as T
 
-FEEDBACK = dict(hidden_dim=16, decoder_hidden_dim=8, batch_size=16, syn_num=10, decoder_pretrain_epochs=1,
-                cls_epochs=1, critic_iters=1, lr=1e-3, feedback_lr=1e-3, feedback=True)  # fmt: skip
+FEEDBACK = dict(
+    hidden_dim=16,
+    decoder_hidden_dim=8,
+    batch_size=16,
+    syn_num=10,
+    decoder_pretrain_epochs=1,
+    cls_epochs=1,
+    critic_iters=1,
+    lr=1e-3,
+    feedback_lr=1e-3,
+    feedback=True,
+)
 
 
 def test_weighted_l1_normalises_by_the_error_norm():
@@ -44,7 +54,11 @@ def test_feedback_ends_in_leaky_relu_and_sees_the_decoder_hidden_detached(tiny_d
     h = torch.randn(64, 8)
     out = model.feedback(h)
     last = [m for m in model.feedback.modules() if isinstance(m, torch.nn.Linear)][-1]
-    pre = last(torch.nn.functional.leaky_relu([m for m in model.feedback.modules() if isinstance(m, torch.nn.Linear)][0](h), 0.2))
+    pre = last(
+        torch.nn.functional.leaky_relu(
+            [m for m in model.feedback.modules() if isinstance(m, torch.nn.Linear)][0](h), 0.2
+        )
+    )
     torch.testing.assert_close(out, torch.nn.functional.leaky_relu(pre, 0.2))
     assert (out < 0).any()  # a LeakyReLU output, not a linear one
     z, a = torch.randn(4, model.config.latent_dim), torch.randn(4, model.config.attribute_dim)
@@ -63,8 +77,16 @@ def test_two_passes_per_epoch_feedback_only_in_the_second(tiny_data, monkeypatch
 
     monkeypatch.setattr(T._GeneratorObjective, "forward", spy)
     torch.manual_seed(0)
-    model = TZSLModel.from_data(tiny_data, "fast", **FEEDBACK, epochs=1, steps_per_epoch=3, feedback_passes=2,
-                                feedback_train_weight=0.5, feedback_eval_weight=0.25)  # fmt: skip
+    model = TZSLModel.from_data(
+        tiny_data,
+        "fast",
+        **FEEDBACK,
+        epochs=1,
+        steps_per_epoch=3,
+        feedback_passes=2,
+        feedback_train_weight=0.5,
+        feedback_eval_weight=0.25,
+    )
     start = {k: v.clone() for k, v in model.feedback.state_dict().items()}
     history = model.fit(tiny_data, seed=0, progress=False).history_
     assert calls == [(0.0, 0.0)] * 3 + [(0.5, 0.25)] * 3
@@ -84,11 +106,14 @@ def test_training_moves_the_penalty_weight(tiny_data):
     history = model.fit(tiny_data, seed=0, progress=False).history_
     weights = [e["gp_weight"] for e in history["epochs"]]
     # 8 rounds of critic steps, each moving lambda by a factor 1.1 either way (or not at all)
-    assert weights[-1] != 10.0 and all(math.isclose(math.log(w / 10.0) / math.log(1.1) % 1, 0, abs_tol=1e-6)
-                                       or math.isclose(math.log(w / 10.0) / math.log(1.1) % 1, 1, abs_tol=1e-6)
-                                       for w in weights)  # fmt: skip
-    fixed = TZSLModel.from_data(tiny_data, "fast", **{**FEEDBACK, "feedback": False}, epochs=1, steps_per_epoch=2,
-                                adaptive_gp=False)  # fmt: skip
+    assert weights[-1] != 10.0 and all(
+        math.isclose(math.log(w / 10.0) / math.log(1.1) % 1, 0, abs_tol=1e-6)
+        or math.isclose(math.log(w / 10.0) / math.log(1.1) % 1, 1, abs_tol=1e-6)
+        for w in weights
+    )
+    fixed = TZSLModel.from_data(
+        tiny_data, "fast", **{**FEEDBACK, "feedback": False}, epochs=1, steps_per_epoch=2, adaptive_gp=False
+    )
     assert fixed.fit(tiny_data, seed=0, progress=False).history_["epochs"][-1]["gp_weight"] == 10.0
 
 
@@ -96,8 +121,15 @@ def test_encoder_adam_uses_torch_default_betas_generator_and_feedback_beta1_half
     model = TZSLModel.from_data(tiny_data, "fast", **FEEDBACK)
     x_s, y_s = torch.rand(32, tiny_data.feature_dim), torch.zeros(32, dtype=torch.long)
     args = T.adam_arguments(epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False)
-    trainer = T.TZSLGANTrainer(model, args, x_s=x_s, y_s=y_s, x_u=None, unseen_idx=torch.tensor([8, 9, 10]),
-                               decoder_optimizer=torch.optim.Adam(model.decoder.parameters()))  # fmt: skip
+    trainer = T.TZSLGANTrainer(
+        model,
+        args,
+        x_s=x_s,
+        y_s=y_s,
+        x_u=None,
+        unseen_idx=torch.tensor([8, 9, 10]),
+        decoder_optimizer=torch.optim.Adam(model.decoder.parameters()),
+    )
     groups = trainer.create_optimizer().param_groups
     betas = {id(p): g["betas"] for g in groups for p in g["params"]}
     assert all(betas[id(p)] == (0.9, 0.999) for p in model.encoder.parameters())

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from hf_clipadapt.tzsl import functional as Fz
 from hf_clipadapt.testing_utils import assert_close_scaled
+from hf_clipadapt.tzsl import functional as Fz
 
 
 def test_gradient_penalty_linear_critic_matches_hand_computation():

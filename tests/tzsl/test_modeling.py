@@ -82,9 +82,17 @@ def test_inductive_and_pseudo_prior_modes_train(tiny_data, tiny_kwargs):
     m = TZSLModel.from_data(tiny_data, "fast", mode="inductive", **{**tiny_kwargs, "epochs": 1, "steps_per_epoch": 5})
     m.fit(tiny_data, progress=False)
     assert torch.isfinite(m.predict_logits(tiny_data.test_unseen_features)).all()
-    p = TZSLModel.from_data(tiny_data, "fast", conditional_d2=False, unseen_prior="pseudo", **{**tiny_kwargs, "epochs": 1, "steps_per_epoch": 5})
+    p = TZSLModel.from_data(
+        tiny_data,
+        "fast",
+        conditional_d2=False,
+        unseen_prior="pseudo",
+        **{**tiny_kwargs, "epochs": 1, "steps_per_epoch": 5},
+    )
     p.fit(tiny_data, progress=False)
-    assert p.unseen_prior.sum().item() == pytest.approx(1.0) and not torch.allclose(p.unseen_prior, torch.full((3,), 1 / 3))
+    assert p.unseen_prior.sum().item() == pytest.approx(1.0) and not torch.allclose(
+        p.unseen_prior, torch.full((3,), 1 / 3)
+    )
 
 
 def test_bad_input_raises_clear_errors(tiny_data, tiny_kwargs):
@@ -97,7 +105,9 @@ def test_bad_input_raises_clear_errors(tiny_data, tiny_kwargs):
         TZSLConfig.from_preset("imagenet")
     with pytest.raises(ValueError, match="unseen_prior"):
         TZSLConfig(unseen_prior="test")  # the true test prior is not an option
-    other = TZSLModel(TZSLConfig.from_preset("fast", feature_dim=16, attribute_dim=5, num_classes=10, unseen_classes=[8, 9]))
+    other = TZSLModel(
+        TZSLConfig.from_preset("fast", feature_dim=16, attribute_dim=5, num_classes=10, unseen_classes=[8, 9])
+    )
     with pytest.raises(ValueError, match=r"data.attributes is \(11, 5\)"):
         other.fit(tiny_data, progress=False)
 
@@ -105,7 +115,12 @@ def test_bad_input_raises_clear_errors(tiny_data, tiny_kwargs):
 def test_presets_follow_the_published_hyperparameters():
     cub = TZSLConfig.from_preset("cub", attribute_dim=312)
     training = TZSLTrainingArguments.from_preset("cub")
-    assert (training.num_train_epochs, cub.hidden_dim, training.critic_iters, training.gp_weight, training.syn_num) == \
-        (300, 4096, 5, 10.0, 300)  # fmt: skip
+    assert (
+        training.num_train_epochs,
+        cub.hidden_dim,
+        training.critic_iters,
+        training.gp_weight,
+        training.syn_num,
+    ) == (300, 4096, 5, 10.0, 300)
     assert cub.latent_dim == 312 and cub.feedback
     assert set(PRESETS) == {"cub", "awa2", "sun", "flo", "fast"}

@@ -10,13 +10,35 @@ import pytest
 from hf_clipadapt.tzsl import PRESETS, TZSLConfig, TZSLModel, TZSLTrainingArguments
 
 # TZSLConfig's training defaults before the move (old configuration_tzsl.py, verbatim values).
-OLD_DEFAULTS = dict(epochs=100, steps_per_epoch=None, batch_size=64, critic_iters=5, gp_weight=10.0, adaptive_gp=True,
-                    gan_weight=10.0, decoder_weight=0.01, lr=1e-4, decoder_lr=1e-4, feedback_lr=1e-5,
-                    feedback_train_weight=1.0, decoder_pretrain_epochs=20, syn_num=300, cls_lr=1e-3, cls_epochs=25,
-                    cls_batch_size=128)  # fmt: skip
+OLD_DEFAULTS = dict(
+    epochs=100,
+    steps_per_epoch=None,
+    batch_size=64,
+    critic_iters=5,
+    gp_weight=10.0,
+    adaptive_gp=True,
+    gan_weight=10.0,
+    decoder_weight=0.01,
+    lr=1e-4,
+    decoder_lr=1e-4,
+    feedback_lr=1e-5,
+    feedback_train_weight=1.0,
+    decoder_pretrain_epochs=20,
+    syn_num=300,
+    cls_lr=1e-3,
+    cls_epochs=25,
+    cls_batch_size=128,
+)
 NEW_NAME = {"epochs": "num_train_epochs", "lr": "learning_rate"}
-SMALL = dict(feature_dim=16, attribute_dim=5, num_classes=11, hidden_dim=16, decoder_hidden_dim=8,
-             seen_classes=list(range(8)), unseen_classes=[8, 9, 10])  # fmt: skip
+SMALL = dict(
+    feature_dim=16,
+    attribute_dim=5,
+    num_classes=11,
+    hidden_dim=16,
+    decoder_hidden_dim=8,
+    seen_classes=list(range(8)),
+    unseen_classes=[8, 9, 10],
+)
 
 
 def test_defaults_are_the_values_the_config_held():
@@ -42,7 +64,13 @@ def test_an_old_config_json_loads_with_a_warning_and_fit_uses_its_values(tmp_pat
         config = TZSLConfig.from_pretrained(tmp_path)
     assert not hasattr(config, "epochs") and "syn_num" not in config.to_dict()
     args = TZSLModel(config).training_arguments(seed=3)
-    assert (args.num_train_epochs, args.learning_rate, args.syn_num, args.critic_iters, args.seed) == (7, 2e-3, 11, 2, 3)
+    assert (args.num_train_epochs, args.learning_rate, args.syn_num, args.critic_iters, args.seed) == (
+        7,
+        2e-3,
+        11,
+        2,
+        3,
+    )
     assert args.batch_size == 64  # what the old config did not set keeps its default
     assert TZSLModel(config).training_arguments(args={"syn_num": 5}).syn_num == 5  # args win
 

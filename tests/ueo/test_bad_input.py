@@ -9,5 +9,7 @@ from hf_clipadapt.ueo.settings import make_setting
 def test_an_unknown_setting_is_named_with_the_valid_ones():
     # make_setting(train, test, "bogus") used to complain about num_known
     train, test = (tiny_image_dataset(4, 2, size=4, seed=s) for s in (0, 1))
-    with pytest.raises(ValueError, match="unknown setting 'bogus': setting must be one of closed, partial, open, open_partial"):
+    with pytest.raises(
+        ValueError, match="unknown setting 'bogus': setting must be one of closed, partial, open, open_partial"
+    ):
         make_setting(train, test, "bogus")

@@ -30,8 +30,9 @@ def test_auroc_ranks_by_the_official_unscaled_cosine_score():
     """tim-learn/UEO demo.py ranks images by the max softmax of cosines without the ×100
     (lines 291-304, 321); the temperature changes that ranking. Image 0 (known) has a clear
     top class over three equal ones, image 1 (unknown) two close top classes over two zeros."""
-    cos = torch.tensor([[0.20, 0.10, 0.10, 0.10], [0.30, 0.29, 0.0, 0.0], [0.26, 0.26, 0.26, 0.26]],
-                       dtype=torch.float64)  # fmt: skip
+    cos = torch.tensor(
+        [[0.20, 0.10, 0.10, 0.10], [0.30, 0.29, 0.0, 0.0], [0.26, 0.26, 0.26, 0.26]], dtype=torch.float64
+    )
     labels = torch.tensor([0, -1, -1])
     for scale in (100.0, 18.0):
         m = open_set_metrics(scale * cos, labels, logit_scale=scale)
@@ -52,7 +53,9 @@ def test_evaluate_maps_unknown_class_names_to_unknown():
     feats, labels = model.encode_dataset(data)
     logits = model.predict_features(feats)
     ours = torch.tensor([1, -1, 0, 2])[labels]
-    expected = open_set_scores(logits, ours, (logits / model.config.logit_scale).softmax(-1).amax(-1), unknown_index=-1)
+    expected = open_set_scores(
+        logits, ours, (logits / model.config.logit_scale).softmax(-1).amax(-1), unknown_index=-1
+    )
     assert result["per_class_accuracy"] == pytest.approx(expected["known"])
     assert result["auroc"] == pytest.approx(expected["auroc"]) and result["h_score"] == pytest.approx(expected["H"])
     assert result["per_class_accuracy"] == pytest.approx(per_class_accuracy(logits[ours >= 0], ours[ours >= 0]))

@@ -12,10 +12,16 @@ from hf_clipadapt.ueo.functional import energy_score, max_softmax_score
 from .helpers import NAMES, backbone
 
 LN = "backbone.model.vision_model"
-EXPECTED_LN = ([f"{LN}.pre_layrnorm.{p}" for p in ("weight", "bias")]
-               + [f"{LN}.encoder.layers.{i}.{n}.{p}" for i in range(2) for n in ("layer_norm1", "layer_norm2")
-                  for p in ("weight", "bias")]
-               + [f"{LN}.post_layernorm.{p}" for p in ("weight", "bias")])  # fmt: skip
+EXPECTED_LN = (
+    [f"{LN}.pre_layrnorm.{p}" for p in ("weight", "bias")]
+    + [
+        f"{LN}.encoder.layers.{i}.{n}.{p}"
+        for i in range(2)
+        for n in ("layer_norm1", "layer_norm2")
+        for p in ("weight", "bias")
+    ]
+    + [f"{LN}.post_layernorm.{p}" for p in ("weight", "bias")]
+)
 
 
 def pixels(model, n=4):

@@ -72,14 +72,23 @@ def test_keep_labels_for_the_oracle_only():
 
 
 # tim-learn/UEO demo.py lines 189-207 (VisDA-C) and 161-179 (Office-Home): tar_classes per setting.
-OFFICIAL_VISDA = {"closed": list(range(8)), "partial": list(range(6)), "open": list(range(10)),
-                  "open_partial": [*range(6), 8, 9]}  # fmt: skip
-OFFICIAL_OFFICE_HOME = {"closed": list(range(50)), "partial": list(range(35)), "open": list(range(60)),
-                        "open_partial": [*range(35), *range(50, 60)]}  # fmt: skip
+OFFICIAL_VISDA = {
+    "closed": list(range(8)),
+    "partial": list(range(6)),
+    "open": list(range(10)),
+    "open_partial": [*range(6), 8, 9],
+}
+OFFICIAL_OFFICE_HOME = {
+    "closed": list(range(50)),
+    "partial": list(range(35)),
+    "open": list(range(60)),
+    "open_partial": [*range(35), *range(50, 60)],
+}
 
 
-@pytest.mark.parametrize("preset, official, total", [("visda_c", OFFICIAL_VISDA, 12),
-                                                     ("office_home", OFFICIAL_OFFICE_HOME, 65)])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset, official, total", [("visda_c", OFFICIAL_VISDA, 12), ("office_home", OFFICIAL_OFFICE_HOME, 65)]
+)
 def test_split_presets_are_the_official_class_lists(preset, official, total):
     from hf_clipadapt.ueo import SPLIT_PRESETS, preset_classes
 
@@ -87,7 +96,7 @@ def test_split_presets_are_the_official_class_lists(preset, official, total):
     for setting, ids in official.items():
         known, unknown, present = preset_classes(preset, setting, names)
         assert present == [names[i] for i in ids]
-        assert known == names[: SPLIT_PRESETS[preset]["num_known"]] and unknown == names[len(known):]
+        assert known == names[: SPLIT_PRESETS[preset]["num_known"]] and unknown == names[len(known) :]
     assert SPLIT_PRESETS["office"]["open_partial"] == 15 and SPLIT_PRESETS["domainnet"]["open_unknown"] == 30
 
 

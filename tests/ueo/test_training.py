@@ -83,8 +83,9 @@ def test_resume_equals_the_uninterrupted_run(tmp_path):
     with torch.no_grad():  # a different start: every trained tensor must come from the checkpoint
         for p in trained(resumed):
             dict(resumed.named_parameters())[p].add_(1.0)
-    resumed.fit(unlabelled(), args=dict(common, output_dir=str(tmp_path / "resumed")),
-                resume_from_checkpoint=str(checkpoint))  # fmt: skip
+    resumed.fit(
+        unlabelled(), args=dict(common, output_dir=str(tmp_path / "resumed")), resume_from_checkpoint=str(checkpoint)
+    )
     assert torch.equal(resumed.sample_weights_, full.sample_weights_)  # from the checkpoint, not recomputed
     for name, value in trained(full).items():
         assert torch.equal(trained(resumed)[name], value), name
@@ -108,8 +109,12 @@ def test_defaults_are_the_official_settings_and_overridable():
 
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
     d = model.default_training_arguments()
-    assert (d["optim"], d["learning_rate"], d["lr_scheduler_type"], d["per_device_train_batch_size"]) == \
-        ("sgd", 1e-4, "cosine", 64)  # fmt: skip
+    assert (d["optim"], d["learning_rate"], d["lr_scheduler_type"], d["per_device_train_batch_size"]) == (
+        "sgd",
+        1e-4,
+        "cosine",
+        64,
+    )
     args = training_arguments(1000, 0, {"learning_rate": 0.5})
     assert args.learning_rate == 0.5 and args.per_device_train_batch_size == 64 and args.weight_decay == 0.0
     assert training_arguments(10, 0).per_device_train_batch_size == 10  # never more than the data
@@ -134,8 +139,17 @@ def test_training_does_not_clip_gradients_as_the_official_code():
     assert torch.cat([g.flatten() for g in grads.values()]).norm() > 3  # clipping at 1 would shrink the step 3x+
     model = UEOForImageClassification.from_clip(backbone(), NAMES)
     start = trained(model)
-    model.fit(data, args=dict(per_device_train_batch_size=9, max_steps=1, learning_rate=lr, lr_scheduler_type="constant",
-                              augment=False, trade=trade))  # fmt: skip
+    model.fit(
+        data,
+        args=dict(
+            per_device_train_batch_size=9,
+            max_steps=1,
+            learning_rate=lr,
+            lr_scheduler_type="constant",
+            augment=False,
+            trade=trade,
+        ),
+    )
     for name, value in trained(model).items():
         assert_close_scaled(value - start[name], -lr * grads[name], rtol=1e-3, msg=name)
 

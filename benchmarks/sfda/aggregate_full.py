@@ -57,9 +57,7 @@ def markdown_tables(old: dict, reduced: dict, full: dict, ablation: dict | None)
             f"| {label} | {_old(o)} | {_cell(r.get('accuracy'))} | {_cell(f.get('accuracy'))} | {_cell(f.get('top3_accuracy'))} |"
         )
     o = old.get("ablation_stage1_without_ema_teacher", {}).get("accuracy")
-    lines.append(
-        f"| stage 1 without the EMA-teacher term (ablation) | {_old(o)} | not run | {_cell(ablation)} | – |"
-    )
+    lines.append(f"| stage 1 without the EMA-teacher term (ablation) | {_old(o)} | not run | {_cell(ablation)} | – |")
     lines += [
         "",
         f"| model | metric | {' | '.join(COLUMNS)} |",
@@ -73,9 +71,7 @@ def markdown_tables(old: dict, reduced: dict, full: dict, ablation: dict | None)
                 reduced["universal"].get(row, {}).get(m),
                 full["universal"].get(row, {}).get(m),
             )
-            lines.append(
-                f"| {row} | {m} | {_old(o, d)} | {_cell(r, d)} | {_cell(f, d)} |"
-            )
+            lines.append(f"| {row} | {m} | {_old(o, d)} | {_cell(r, d)} | {_cell(f, d)} |")
     return "\n".join(lines)
 
 
@@ -87,9 +83,7 @@ def plot(old: dict, reduced: dict, full: dict, path: Path) -> None:
 
     panels = (("closed", "accuracy", CLOSED_ROWS, "optdigits top-1 accuracy (%)"),
               ("universal", "h_score", (("source_only", "source only"), ("universal", "+ universal")), "H-score (threshold 0.5)"))  # fmt: skip
-    fig, axes = plt.subplots(
-        1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [6, 2.5]}
-    )
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [6, 2.5]})
     for ax, (phase, metric, rows, ylabel) in zip(axes, panels):
         w = 0.27
         series = (
@@ -101,11 +95,7 @@ def plot(old: dict, reduced: dict, full: dict, path: Path) -> None:
             xs = [i + (j - 1) * w for i in range(len(rows))]
             cells = [source.get(phase, {}).get(k, {}).get(metric) for k, _ in rows]
             stats = [
-                c
-                if isinstance(c, dict)
-                else (
-                    {"mean": c, "std": None, "values": [c]} if c is not None else None
-                )
+                c if isinstance(c, dict) else ({"mean": c, "std": None, "values": [c]} if c is not None else None)
                 for c in cells
             ]
             bars = ax.bar(xs, [s["mean"] if s else 0 for s in stats], w, yerr=[(s["std"] or 0) if s else 0 for s in stats],
@@ -168,9 +158,7 @@ def main():
     tmp = HERE / "results_full.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, HERE / "results_full.json")
-    (HERE / "tables_full.md").write_text(
-        markdown_tables(old, reduced, full, ablation_stats) + "\n"
-    )
+    (HERE / "tables_full.md").write_text(markdown_tables(old, reduced, full, ablation_stats) + "\n")
     plot(old, reduced, full, HERE / "results_full.png")
     for phase, metric in (("closed", "accuracy"), ("universal", "h_score")):
         for row, stats in full[phase].items():

@@ -34,6 +34,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+# Registers the offline backbone name "efficientnet-lite0" (a checkpoint names a registered key and
+# never code), so stage 2 and evaluate can load a stage-1 model trained on it.
+import offline_assets.backbones  # noqa: F401
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,16 @@ print("ROUNDTRIP " + json.dumps(report))
 
 
 def _module(path: str, name: str = ""):
-    """tests/<path> imported as <folder>.<module> (a namespace package, so its relative imports work)."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-    return importlib.import_module(path[: -len(".py")].replace("/", "."))
+    """tests/<path> imported as a module of a package made for its folder, so its relative
+    imports work. Not by the folder's own name: tests/conftest.py puts examples/ on the path,
+    and a regular module there (examples/coop.py) wins over a namespace folder (tests/coop)."""
+    folder, stem = path.split("/")[0], Path(path).stem
+    package = f"_roundtrip_tests_{folder}"
+    if package not in sys.modules:
+        module = types.ModuleType(package)
+        module.__path__ = [str(ROOT / "tests" / folder)]
+        sys.modules[package] = module
+    return importlib.import_module(f"{package}.{stem}")
 
 
 def _tzsl_model():

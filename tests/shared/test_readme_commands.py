@@ -89,11 +89,18 @@ def test_offline_readme_commands_run(tmp_path, group):
         assert config["label2id"] and config.get("image_size") == 64
         assert "evaluating at 64×64 pixels" in outputs[-1]  # `evaluate` without --image_size uses the saved size
         check = (
-            "import hf_clipadapt, sys; from transformers import pipeline; from PIL import Image; "
+            # the saved model names the backbone "efficientnet-lite0": a registry key, which the user's
+            # code registers (here the examples' offline_assets), never code named by the checkpoint
+            "import sys; sys.path.insert(0, sys.argv[2]); import offline_assets.backbones, hf_clipadapt; "
+            "from transformers import pipeline; from PIL import Image; "
             "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (28, 28)))[0]['label'])"
         )
         proc = subprocess.run(
-            [sys.executable, "-c", check, str(folder)], capture_output=True, text=True, env=env, timeout=300
+            [sys.executable, "-c", check, str(folder), str(ROOT / "examples")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
         assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]  # preprocessor_config.json is there
     if group.startswith("lora_pro"):

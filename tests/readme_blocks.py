@@ -66,7 +66,7 @@ SIZE_SUBSTITUTIONS = [
     ),
     ('model.fit(setting["train"])', 'model.fit(setting["train"], args={"num_train_epochs": 1})'),
     ('args={"budget": 8000}', 'args={"budget": 81}'),
-    ('args={"num_train_epochs": 5})   # unlabelled', 'args={"num_train_epochs": 1})   # unlabelled'),
+    ('transform=train_tf, args={"num_train_epochs": 5})', 'transform=train_tf, args={"num_train_epochs": 1})'),
     (
         'model.fit(source, stage="source", transform=train_tf)',
         'model.fit(source, stage="source", transform=train_tf, args={"num_train_epochs": 1})',

@@ -33,8 +33,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 # Registers the offline backbone name "efficientnet-lite0" (a checkpoint names a registered key and
 # never code), so stage 2 and evaluate can load a stage-1 model trained on it.
 import offline_assets.backbones  # noqa: F401
@@ -42,7 +40,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hf_clipadapt.sfda import SFDAForImageClassification, SFDATrainingArguments, evaluate, fit, load_domain
+from hf_clipadapt.sfda import (
+    SFDAForImageClassification,
+    SFDAImageTransform,
+    SFDATrainingArguments,
+    evaluate,
+    fit,
+    load_domain,
+)
 
 OFFLINE_BACKBONE = "offline:efficientnet-lite0"
 
@@ -72,43 +77,13 @@ def image_stats(backbone: str | None) -> tuple[list[float], list[float]]:
     return list(proc.image_mean), list(proc.image_std)
 
 
-class Preprocess:
-    """PIL images → normalised [B, 3, S, S], as the official transforms (tim-learn/GeoNet23_casia_tim,
-    main_unida.py, lines 31-60): resized to `resize`² (bicubic), then a centre crop of S, or with
-    `augment` a random crop of S and a horizontal flip (`flip`), seeded per (sample index,
-    epoch): reproducible whatever the number of processes. `resize` defaults to S·238/224
-    (Swin-B's 238 → 224 in the official script)."""
-
-    def __init__(self, size: int, mean, std, augment: bool = False, flip: bool = True, resize: int | None = None):
-        self.size, self.augment, self.flip = size, augment, flip
-        self.resize = resize or round(size * 238 / 224)
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
-
-    def __call__(self, images, indices, view):
-        from PIL import Image
-
-        out, margin = [], self.resize - self.size
-        for img, i in zip(images, indices.tolist()):
-            img = img.convert("RGB").resize((self.resize, self.resize), Image.BICUBIC)
-            x0 = y0 = margin // 2
-            if self.augment:
-                rng = np.random.default_rng([int(i), int(view)])
-                x0, y0 = int(rng.integers(0, margin + 1)), int(rng.integers(0, margin + 1))
-            img = img.crop((x0, y0, x0 + self.size, y0 + self.size))
-            if self.augment and self.flip and rng.random() < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            out.append(np.asarray(img, dtype=np.float32) / 255.0)
-        x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-        return ((x - self.mean) / self.std).contiguous()
-
-
-def stage_transforms(args, mean_std) -> tuple[Preprocess, Preprocess]:
+def stage_transforms(args, mean_std) -> tuple[SFDAImageTransform, SFDAImageTransform]:
     """(train, eval) transforms of either stage: both stages train on augmented images, as the
     official scripts do (main_unida.py, lines 95-99: stage 2's training loader uses the
-    training transform, its pseudo-label pass the test transform)."""
-    train_tf = Preprocess(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
-    return train_tf, Preprocess(args.image_size, *mean_std)
+    training transform, its pseudo-label pass the test transform). `fit` records the eval one
+    in the model (config and `preprocessor_config.json`)."""
+    train_tf = SFDAImageTransform(args.image_size, *mean_std, augment=True, flip=not args.no_flip)
+    return train_tf, SFDAImageTransform(args.image_size, *mean_std)
 
 
 def build_source_model(args, num_labels: int, id2label: dict | None):
@@ -165,23 +140,11 @@ def prepare_stage(args):
         data = load_data(args.target, "train")
         if "label" in data.column_names:  # stage 2 never reads target labels
             data = data.remove_columns("label")
-        mean_std = image_stats(None if model.config.torch_backbone else model.config.backbone)
+        c = model.config  # stage 1's recorded normalisation, else the backbone's
+        mean_std = (c.image_mean, c.image_std) if getattr(c, "image_mean", None) else image_stats(c.backbone)
         stage, (train_tf, eval_tf) = "target", stage_transforms(args, mean_std)
-    record_preprocessing(model, args.image_size, *mean_std)
     model.config.dataset_name = args.source if args.command == "stage1" else args.target
     return model, data, stage, train_tf, eval_tf
-
-
-def record_preprocessing(model, size: int, mean, std) -> None:
-    """Record the input size and normalisation in the config (the card, `evaluate`), and give a
-    model without an image processor (a plain torch backbone) one, so `pipeline` works."""
-    from transformers import ViTImageProcessor
-
-    model.config.image_size, model.config.image_mean, model.config.image_std = int(size), list(mean), list(std)
-    if model.image_processor is None or not getattr(model.config, "backbone", None):
-        model.image_processor = ViTImageProcessor(
-            size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std), resample=2
-        )  # bilinear, as Preprocess resizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,14 +209,14 @@ def run_evaluate(args, accelerator) -> None:
     """
     model = SFDAForImageClassification.from_pretrained(args.model).to(accelerator.device)
     c = model.config
-    size = args.image_size or getattr(c, "image_size", None) or 224
-    stats = (
-        (c.image_mean, c.image_std)
-        if getattr(c, "image_mean", None)
-        else image_stats(None if c.torch_backbone else c.backbone)
+    if getattr(c, "image_size", None) and not args.image_size:
+        tf = SFDAImageTransform.for_model(model)  # the size, crop and normalisation it was trained with
+    else:
+        stats = (c.image_mean, c.image_std) if getattr(c, "image_mean", None) else image_stats(c.backbone)
+        tf = SFDAImageTransform(args.image_size or 224, *stats)
+    accelerator.print(
+        f"evaluating at {tf.size}×{tf.size} pixels (centre crop of {tf.resize}²), mean {tf.mean}, std {tf.std}"
     )
-    accelerator.print(f"evaluating at {size}×{size} pixels, mean {stats[0]}, std {stats[1]}")
-    tf = Preprocess(size, *stats)
     scores = evaluate(
         model, load_data(args.data, "test"), transform=tf, accelerator=accelerator, batch_size=args.batch_size
     )

@@ -42,7 +42,7 @@ SUBSTITUTIONS = [
     # SFDA: a tiny random Swin on 10 testbed classes; the block's data names are bound by sfda_testbed().
     (
         'model = SFDAForImageClassification.from_backbone("microsoft/swin-base-patch4-window7-224", num_labels=10)',
-        "source, target, target_test, train_tf, eval_tf = sfda_testbed()\n"
+        "source, target, target_test = sfda_testbed()\n"
         'model = SFDAForImageClassification.from_backbone(tiny_swin("tiny-swin"), num_labels=10)',
     ),
     (
@@ -130,35 +130,27 @@ def substituted(blocks, pairs) -> list[tuple[str, str]]:
 
 
 def tiny_swin(path: str) -> str:
-    """A randomly initialised 16-px Swin (the SFDA tests' size), saved to `path`."""
+    """A randomly initialised 16-px Swin (the SFDA tests' size) and its image processor, saved to `path`."""
     import torch
-    from transformers import SwinConfig, SwinModel
+    from transformers import SwinConfig, SwinModel, ViTImageProcessorPil
 
     config = SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2)
     torch.manual_seed(0)
     SwinModel(config).save_pretrained(path)
+    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(path)
     return path
 
 
 def sfda_testbed(per_class: int = 4):
-    """(source, target, target_test, train_tf, eval_tf) for the README's SFDA block: the testbed
-    `few_shot` suite's first 10 classes (source: its training images; target: its test images,
-    unlabelled for stage 2), at 16 px."""
-    import numpy as np
-    import torch
-
+    """(source, target, target_test) for the README's SFDA block: the testbed `few_shot` suite's
+    first 10 classes (source: its training images; target: its test images, unlabelled for stage 2)."""
     from hf_clipadapt.testbed import load_suite
 
     ds = load_suite("few_shot", seed=0)
     keep = lambda split: ds[split].filter(lambda y: y < 10, input_columns="label")  # noqa: E731
     source = keep("train").shuffle(seed=0).select(range(10 * per_class))
     target_test = keep("test").shuffle(seed=0).select(range(10 * per_class))
-
-    def transform(images, indices=None, view=0):
-        arrays = [np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-
-    return source, target_test.remove_columns("label"), target_test, transform, transform
+    return source, target_test.remove_columns("label"), target_test
 
 
 def run(blocks, select=None) -> dict:

@@ -20,6 +20,7 @@ _EXPORTS = {
     **exports_of(".arguments", "SFDATrainingArguments"),
     **exports_of(".evaluation", "evaluate", "predict_logits"),
     **exports_of(".training", "SFDATrainer", "fit"),
+    **exports_of(".transforms", "SFDAImageTransform"),
     "functional": ".functional",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

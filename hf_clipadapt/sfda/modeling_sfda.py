@@ -350,15 +350,20 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
 
     def compute_metrics(self, dataset, *, split: str = "test", transform=None, **kwargs) -> dict:
         """Accuracy (closed set) or H-score (universal); see `hf_clipadapt.sfda.evaluation.evaluate`.
-        `transform(images, indices, view)` makes the pixel values (required)."""
+        `transform(images, indices, view)` makes the pixel values; default: the recorded one
+        (`SFDAImageTransform.for_model`), which fails clearly if nothing was recorded."""
         from .evaluation import evaluate
+        from .transforms import SFDAImageTransform
 
-        if transform is None:
-            raise TypeError(
-                "SFDA's evaluate needs transform=: a function (images, indices, view) -> pixel values, "
-                "e.g. the eval transform the model was trained with"
-            )
+        transform = transform if transform is not None else SFDAImageTransform.for_model(self)
         return evaluate(self, dataset, transform=transform, **kwargs)
+
+    def record_preprocessing(self, transform) -> None:
+        """Record an `SFDAImageTransform`'s size and normalisation in the config and save a
+        matching image processor with the model (`fit` does it for an `SFDAImageTransform`)."""
+        from .transforms import record_preprocessing
+
+        record_preprocessing(self, transform)
 
     # -- Hub ------------------------------------------------------------------------
 

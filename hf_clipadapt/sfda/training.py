@@ -2,9 +2,8 @@
 `evaluate`, on the shared training path (`SFDATrainer`, a `transformers.Trainer`).
 
 Data: a `datasets.Dataset` (or any map-style dataset of dicts) with an image
-column and, for the source, a label column. `transform(images, indices, view)`
-turns a list of PIL images into pixel values, as in `hf_clipadapt.features`; `view`
-is the epoch during training, so augmentation can be seeded per (sample, epoch).
+column and, for the source, a label column. `transform(images, indices, view)` (e.g. an
+`SFDAImageTransform`, which `fit` records in the model) turns PIL images into pixel values.
 
 Distribution: run the script under `accelerate launch`; the sharded samplers keep
 the global batch the same whatever the number of processes (see the test that
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..configuration_utils import DEFAULT_SEED
+from ..data.labels import dataset_name_of
 from ..features import IndexedRows
 from ..training.arguments import resolve_training_arguments
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
@@ -58,6 +58,7 @@ from .arguments import SFDATrainingArguments, legacy_training_defaults, preset_t
 from .configuration_sfda import FIXED_LABEL_STRATEGIES
 from .epochs import _Collate, _EpochLoader, _MethodState, _SFDAEpochCallback
 from .evaluation import check_closed_set_labels, dataset_labels, evaluate, predict_logits
+from .transforms import record_or_warn
 
 METHOD_STATE_FILE = "sfda_state.pt"
 
@@ -417,10 +418,9 @@ def fit(
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if isinstance(resume_from, (str, Path)) else resume_from)
     model.config.is_fitted = True
+    record_or_warn(model, eval_transform if eval_transform is not None else transform)
     if stage == "target":
         model.config.model_selection = args.model_selection  # recorded for the model card
-    from ..data.labels import dataset_name_of
-
     model.config.dataset_name = dataset_name_of(train_dataset) or model.config.dataset_name  # the card's data
     return {
         "history": trainer.method.history,

@@ -68,6 +68,12 @@ def make_model():
 
 
 @pytest.fixture
+def make_torch_model():
+    """Factory: tiny_torch_sfda_model(seed=0), a plain torch backbone (no image processor)."""
+    return tiny_torch_sfda_model
+
+
+@pytest.fixture
 def swin_config():
     return tiny_swin_config()
 

@@ -80,6 +80,8 @@ def test_every_readme_python_block_runs_on_the_testbed(tmp_path):
     assert (tmp_path / "me" / "gda-eurosat-16shot" / "config.json").is_file()
     card = (tmp_path / "me" / "gda-eurosat-16shot" / "README.md").read_text()
     assert "testbed:few_shot" in card and "not recorded" not in card
+    sfda = tmp_path / "sfda-swin"  # the Python API alone records the preprocessing fit used
+    assert (sfda / "preprocessor_config.json").is_file() and "16×16 pixels" in (sfda / "README.md").read_text()
     adapter_card = (tmp_path / "adapter" / "README.md").read_text()  # the LoRA-Pro block's PEFT adapter
     assert "More Information Needed" not in adapter_card and "lora-pro" in adapter_card
     adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

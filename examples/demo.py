@@ -169,6 +169,8 @@ def main(argv=None):
         "--testbed-seeds", nargs="+", type=int, default=[1, 2, 3], help="part 1 is cheap: average seeds"
     )
     args = parser.parse_args(argv)
+    if args.size < 32:  # EfficientNet-Lite0 downsamples 32×: below that its 5×5 kernels outgrow the maps
+        parser.error(f"--size must be at least 32 pixels (EfficientNet-Lite0 downsamples 32×), got {args.size}")
     if not progress_enabled():  # written to a log, not a terminal: no bar from transformers' loading either
         from transformers.utils import logging as hf_logging
 

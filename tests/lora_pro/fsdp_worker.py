@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from lorapro_helpers import make_mlp_peft, mlp_batch
+from lorapro_helpers import llama_batch, make_llama_peft, make_mlp_peft, mlp_batch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -32,6 +32,7 @@ from hf_clipadapt.lora_pro import LoraProAdamW
 from hf_clipadapt.lora_pro.sharded import local_nbytes
 
 STEPS, HALF, GLOBAL_BATCH, LR = 6, 3, 16, 1e-2
+LLAMA_STEPS = 4
 MODES = {
     "full": dict(mode="full"),
     "efficient": dict(mode="efficient"),
@@ -122,6 +123,26 @@ def resumed(mode, mesh, rank, world, ckpt):
     return whole(fresh), exact
 
 
+def llama_run(mesh, rank, world, steps=LLAMA_STEPS):
+    """A tiny Llama with tied embeddings and GQA, every decoder block and the root sharded (as
+    Accelerate's FSDP2 plugin wraps a causal LM), trained in full mode on this rank's rows."""
+    model = make_llama_peft()
+    for layer in model.base_model.model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    opt = LoraProAdamW(model, lr=LR, weight_decay=0.01, mode="full")
+    train_llama(model, opt, steps, rank, world)
+    return whole(model)
+
+
+def train_llama(model, opt, steps, rank, world):
+    for i in range(steps):
+        batch = {k: v.chunk(world)[rank] for k, v in llama_batch(i).items()}
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
 def refusals(mesh, world):
     """What LoRA-Pro refuses under sharding, with its message: a mix of sharded and plain
     trainable parameters, and HSDP's 2-D mesh (Replicate, Shard(0))."""
@@ -156,6 +177,7 @@ def main(out_dir):
         params, nbytes = whole(model), state_bytes(opt)
         again, exact = resumed(mode, mesh, rank, world, os.path.join(out_dir, f"ckpt_{mode}"))
         result[mode] = {"params": params, "state_bytes": nbytes, "resumed": again, "state_round_trip_exact": exact}
+    result["llama"] = llama_run(mesh, rank, world)
     result["refusals"] = refusals(mesh, world)
     torch.save({"world": world, "rank": rank, "result": result}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()

@@ -19,6 +19,36 @@ def make_mlp_peft(r=3, alpha=6.0, rslora=False, dtype=torch.float64, seed=0, **l
     return get_peft_model(base, cfg).to(dtype)
 
 
+def make_llama_peft(seed=0):
+    """A tiny Llama as SmolLM2 is built (tied input/output embeddings, grouped-query attention
+    with k/v narrower than q), LoRA r=4 on every linear layer, B drawn non-zero so the first
+    steps exercise every LoRA-Pro term; float32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=24,
+        intermediate_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=True,
+    )
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    return model
+
+
+def llama_batch(i, n=4, tokens=12):
+    ids = torch.randint(0, 64, (n, tokens), generator=torch.Generator().manual_seed(200 + i))
+    return {"input_ids": ids, "labels": ids}
+
+
 def mlp_batch(i, dtype=torch.float64, n=16):
     g = torch.Generator().manual_seed(100 + i)
     return torch.randn(n, 12, generator=g).to(dtype), torch.randn(n, 5, generator=g).to(dtype)

@@ -14,7 +14,7 @@ import fsdp_worker as W
 import pytest
 import torch
 from lorapro_dist import launch
-from lorapro_helpers import make_mlp_peft
+from lorapro_helpers import make_llama_peft, make_mlp_peft
 
 from hf_clipadapt.testing_utils import assert_close_scaled
 
@@ -53,6 +53,21 @@ def test_fsdp2_two_processes_equal_one_process(runs, mode):
             # float32, 6 Adam steps: the sharded sums (BᵀB, Bᵀĝ, ...) differ from one
             # process's only in order; measured 1e-6 of the largest entry, margin 30×.
             assert_close_scaled(got[n], p, rtol=3e-5, msg=f"{mode} rank {rank} {n}")
+
+
+def test_fsdp2_on_a_llama_with_tied_embeddings_equals_one_process(runs):
+    """The layout Trainer + Accelerate's FSDP2 plugin give a causal LM (every decoder block and
+    the root sharded, the tied embedding/LM-head weight in the root's group, k/v narrower than
+    q), full mode: 2 processes on half the rows each equal one process on all of them."""
+    model = make_llama_peft()
+    opt = W.LoraProAdamW(model, lr=W.LR, weight_decay=0.01, mode="full")
+    W.train_llama(model, opt, W.LLAMA_STEPS, 0, 1)
+    single = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    for rank in range(WORLD):
+        got = runs[rank]["llama"]
+        assert got.keys() == single.keys() and len(single) == 2 * 7 * 2  # A and B of 7 linears × 2 blocks
+        for n, p in single.items():
+            assert_close_scaled(got[n], p, rtol=3e-5, msg=f"llama rank {rank} {n}")
 
 
 @pytest.mark.parametrize("mode", list(W.MODES))

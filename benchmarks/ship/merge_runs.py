@@ -1,8 +1,10 @@
 """Merge several `base_to_new.py` outputs (e.g. one run per method, run side by side on a
 shared CPU) into one `results.json`: per suite, the rows of each seed, and a summary per
-method over the seeds it finished (their count is recorded as `n_seeds`).
+method over the seeds it finished (their count is recorded as `n_seeds`). An earlier merged
+file can be given first, to add rows to it.
 
     python benchmarks/ship/merge_runs.py run_tip.json run_coop.json ... --out benchmarks/ship/results.json
+    python benchmarks/ship/merge_runs.py benchmarks/ship/results.json runs_b2n/*.json --out benchmarks/ship/results.json
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import numpy as np
 
 
 def merge(paths: list[str]) -> dict:
+    """Merge raw runs, or an earlier merged file plus raw runs (its rows are kept unless a later
+    run has the same suite, seed and row)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    out = dict(settings=dict(runs=[r["settings"] for r in runs]), machine=runs[0]["machine"], suites={})
+    settings = [s for r in runs for s in (r["settings"]["runs"] if "runs" in r["settings"] else [r["settings"]])]
+    out = dict(settings=dict(runs=settings), machine=runs[0]["machine"], suites={})
     for run in runs:
-        seeds = run["settings"]["seeds"]
+        merged = "runs" in run["settings"]
+        seeds = None if merged else run["settings"]["seeds"]
         for name, suite in run["suites"].items():
             target = out["suites"].setdefault(name, dict(per_seed={}, base=suite["base"], new=suite["new"]))
-            for seed, row in zip(seeds, suite["per_seed"]):
+            for i, row in enumerate(suite["per_seed"]):
+                seed = row["seed"] if merged else seeds[i]
                 entry = target["per_seed"].setdefault(str(seed), dict(rows={}, seed=seed))
                 entry["rows"].update(row["rows"])
-                entry.setdefault("generator_s", {})[", ".join(run["settings"]["methods"])] = row["generator_s"]
+                times = row["generator_s"] if merged else {", ".join(run["settings"]["methods"]): row["generator_s"]}
+                entry.setdefault("generator_s", {}).update(times)
     for suite in out["suites"].values():
         suite["per_seed"] = [suite["per_seed"][k] for k in sorted(suite["per_seed"], key=int)]
         methods = {m: None for s in suite["per_seed"] for m in s["rows"]}
@@ -36,7 +44,7 @@ def merge(paths: list[str]) -> dict:
                 for k in ("base", "new", "H", "train_s")
             }
             suite["summary"][m] = {**summary, "n_seeds": len(rows)}
-    out["settings"]["shots"] = runs[0]["settings"]["shots"]
+    out["settings"]["shots"] = settings[0]["shots"]
     return out
 
 

@@ -20,7 +20,8 @@ def main():
     fig, axes = plt.subplots(1, len(suites), figsize=(7 * len(suites), 4), squeeze=False)
     for ax, (name, suite) in zip(axes[0], suites.items()):
         rows = suite["summary"]
-        methods = list(rows)
+        order = ["zero-shot", "CoOp", "CLIP-Adapter", "Tip-Adapter-F"]  # each baseline, then it + SHIP
+        methods = sorted(rows, key=lambda m: (order.index(m.removesuffix("+SHIP")), m.endswith("+SHIP")))
         x = np.arange(len(methods))
         for i, metric in enumerate(("base", "new", "H")):
             means = [rows[m][metric][0] for m in methods]

@@ -11,9 +11,8 @@ compares 2 processes with 1). BatchNorm normalises per rank, as DDP always does:
 on GPUs convert the model with `torch.nn.SyncBatchNorm.convert_sync_batchnorm`
 if you want global-batch statistics.
 
-Checkpoints: Trainer's (`output_dir/checkpoint-<step>` every `save_steps`), plus
-`sfda_state.pt` (EMA teacher, pseudo-labels, selection history); resume with
-`resume_from=<checkpoint folder>` (or True: the last one in `output_dir`).
+Checkpoints: Trainer's (`output_dir/checkpoint-<step>` every `save_steps`), plus `sfda_state.pt`
+(EMA teacher, pseudo-labels, selection history); resume with `resume_from=<folder>` (True: the last).
 
 `SFDATrainer`, both stages on the shared training path (`AdaptationTrainer`).
 What is specific to the recipe (GeoNet 2023 two-stage SFDA, ICCV 2023 workshop):
@@ -48,7 +47,7 @@ from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..configuration_utils import DEFAULT_SEED
-from ..data.labels import dataset_name_of
+from ..data.labels import adopt_class_names, dataset_name_of
 from ..features import IndexedRows
 from ..training.arguments import resolve_training_arguments
 from ..training.samplers import ClassBalancedSampler, ShardedRandomSampler
@@ -431,7 +430,8 @@ def fit(
 
 
 def _check_data(model, train_dataset, args, label_column, validation_dataset):
-    """The stage's data requirements, checked before anything runs; returns the labels (or None)."""
+    """The stage's data requirements, checked before anything runs; returns the labels (or None).
+    A source model built from `num_labels` alone takes the source's `ClassLabel` names (the card, `pipeline`)."""
     source, cfg = args.stage == "source", model.config
     if len(train_dataset) == 0:
         raise ValueError(
@@ -441,6 +441,7 @@ def _check_data(model, train_dataset, args, label_column, validation_dataset):
     labels = dataset_labels(train_dataset, label_column)
     if source:
         _check_source(labels, cfg.num_labels)
+        adopt_class_names(cfg, train_dataset, label_column)
     elif cfg.strategy != "universal":
         check_closed_set_labels(labels, cfg.num_labels)
     if args.model_selection == "labelled_target_validation" and not source and validation_dataset is None:

@@ -71,6 +71,8 @@ def test_fit_records_the_transform_and_pipeline_uses_it(make_torch_model, tiny_d
     with torch.no_grad():
         probs = model.eval()(eval_tf(images, torch.arange(3), 0)).logits.softmax(-1)
     out = pipeline("image-classification", model=str(tmp_path), top_k=3)(images)
+    # a model built from num_labels alone took the source's ClassLabel names, which pipeline prints
+    assert model.config.id2label == {0: "class0", 1: "class1", 2: "class2"}
     for row, p in zip(out, probs):
         scores = {d["label"]: d["score"] for d in row}
         expected = {model.config.id2label[i]: float(p[i]) for i in range(3)}

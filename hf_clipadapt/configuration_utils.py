@@ -124,7 +124,8 @@ class CLIPAdaptedConfig(AdaptedConfig):
             another class (digits). `views_flipped` records what the last `fit` used.
         shots / num_train_images: what `fit` saw, for the model card.
         synthesized_classes / synthesized_per_class: the label-only classes trained on
-            synthesized features only (SHIP), for the model card.
+            synthesized features only (SHIP), for the model card; `synthesized_per_class`
+            None: they were synthesized afresh for every batch (`synthesis="per_batch"`).
         preset: the named preset the config was built from (`from_preset`), or None.
 
     Presets: a subclass lists the official per-dataset settings of its method in

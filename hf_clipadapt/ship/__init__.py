@@ -12,7 +12,7 @@ _EXPORTS = {
     **exports_of(".configuration_ship", "SHIPConfig"),
     **exports_of(".modeling_ship", "SHIPGenerator", "SHIPOutput"),
     **exports_of(".functional", "kl_to_standard_normal", "reparameterize", "vae_loss"),
-    **exports_of(".synthesis", "fit_with_synthesized", "label_only_classes", "synthesize_for"),
+    **exports_of(".synthesis", "PerBatchSynthesis", "fit_with_synthesized", "label_only_classes", "synthesize_for"),
     "functional": ".functional",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -41,6 +41,7 @@ class TipAdapterForImageClassification(FeatureTrainedCLIPModel):
     card_tags = ("tip-adapter", "clip", "few-shot")
     _unfitted_behaviour = "plain zero-shot CLIP (the cache is empty)"
     uses_validation = True  # α and β are chosen on the validation shots
+    extra_features_per_batch = False  # extra features become cache keys: they must be one fixed set
 
     def __init__(self, config: TipAdapterConfig, backbone=None):
         super().__init__(config, backbone)

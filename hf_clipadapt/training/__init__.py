@@ -23,6 +23,7 @@ _EXPORTS = {
         "split_global_batch",
     ),
     **exports_of(".collate", "TensorRows", "stack_collate"),
+    **exports_of(".extra_samples", "ExtraSamplesTrainer"),
     **exports_of(
         ".samplers", "ClassBalancedSampler", "ShardedDrawSampler", "ShardedRandomSampler", "class_balanced_weights"
     ),

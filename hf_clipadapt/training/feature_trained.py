@@ -44,6 +44,11 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
     # α, β); the others never read them, so `fit` does not encode them.
     uses_validation = False
 
+    # Whether `extra_features` may be a sampler drawn afresh for every training batch (SHIP's
+    # official synthesis, `ExtraSamplesTrainer`): true where the extra samples only ever enter
+    # the training batches; a model that keeps them (Tip-Adapter's cache keys) needs one fixed set.
+    extra_features_per_batch = True
+
     # The method's `FeatureTrainingArguments` subclass: its official optimiser and schedule.
     # Default: CoOp's (`hf_clipadapt.coop.arguments.CoOpTrainingArguments`).
     training_arguments_class = None
@@ -126,8 +131,10 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         args=None,
         resume_from_checkpoint=None,
         callbacks=None,
+        draw_extra=None,
     ) -> list[dict]:
-        """Train on features [N, D] (normalised here) with labels [N]; returns the log history."""
+        """Train on features [N, D] (normalised here) with labels [N]; returns the log history.
+        `draw_extra`: a sampler of extra samples appended to every batch (`ExtraSamplesTrainer`)."""
         from .trainer import train_model
 
         if features.shape[0] == 0:
@@ -135,6 +142,11 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         if not torch.isfinite(features).all():
             raise ValueError("the training features contain NaN or inf; check the images and the encoder")
         data = FeatureDataset(F.normalize(features.float(), dim=-1), labels.long())
+        per_batch = {}
+        if draw_extra is not None:
+            from .extra_samples import ExtraSamplesTrainer
+
+            per_batch = dict(trainer_class=ExtraSamplesTrainer, draw_extra=draw_extra)
         was_training = self.training
         history = train_model(
             self,
@@ -142,6 +154,7 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
             self.training_arguments(len(data), seed, args),
             callbacks=callbacks,
             resume_from_checkpoint=resume_from_checkpoint,
+            **per_batch,
         )
         self.train(was_training)
         return history
@@ -180,7 +193,10 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         it) or a `DatasetDict` with "train" (and "validation"). Its classes may be a subset
         of the model's (e.g. the base classes of a base+new model); `extra_features`, a
         (features [M, D], labels [M] indexing this model's classes) pair, is trained on
-        alongside, e.g. SHIP's synthesized features of the label-only classes. `args`:
+        alongside, e.g. SHIP's synthesized features of the label-only classes. It may instead
+        be a sampler drawn afresh for every training batch (where `extra_features_per_batch`):
+        `sampler(n, rng, device) -> (features [n, D], labels [n])`, with `sampler.class_ids`
+        the classes it draws (`hf_clipadapt.ship.PerBatchSynthesis`). `args`:
         `AdaptationTrainingArguments`, or a dict of overrides of the paper's defaults.
         Validation data is only used where the method chooses hyper-parameters on it
         (Tip-Adapter's α, β), never to pick a checkpoint.
@@ -230,11 +246,13 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         """Fit on cached features: `features` [views·N, D] (view-major, as `encode_dataset`
         returns them) with `labels` (this model's class indices), plus `extra_features`;
         `validation` is a (features, labels) pair or None. Default: train on all of it
-        with the model's loss."""
-        features, labels = with_extra(features, labels, extra_features, self.config.num_labels)
-        self.warn_uncovered_classes(labels)
+        with the model's loss; a sampler as `extra_features` (see `fit`) adds its draws to
+        every batch instead."""
+        sampler = extra_features if callable(extra_features) else None
+        features, labels = with_extra(features, labels, None if sampler else extra_features, self.config.num_labels)
+        self.warn_uncovered_classes(labels if sampler is None else torch.cat([labels, sampler.class_ids.to(labels)]))
         self.history_ = self.train_on_features(
-            features, labels, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint
+            features, labels, seed=seed, args=args, resume_from_checkpoint=resume_from_checkpoint, draw_extra=sampler
         )
         self.config.is_fitted = True
 
@@ -265,6 +283,11 @@ def with_extra(features, labels, extra, num_labels: int):
     """Append (features, labels) of synthesized or otherwise extra training samples."""
     if extra is None:
         return features, labels
+    if callable(extra):
+        raise ValueError(
+            "extra_features must be one fixed (features, labels) set here: this model keeps them (e.g. as "
+            "Tip-Adapter's cache keys), so samples drawn afresh for every batch cannot stand in for them"
+        )
     x, y = extra
     if x.ndim != 2 or x.shape[1] != features.shape[1] or x.shape[0] != y.shape[0]:
         raise ValueError(

@@ -11,7 +11,9 @@ Reference re-derived from mrflogs/SHIP `main_coop_vae.py`:
   Σ_d (x̃ − x)² averaged over the batch + KL averaged over the batch, weight 1.
 * Optimisers (L360-362): AdamW lr 1e-3 (torch's default weight decay 0.01), no scheduler;
   50 epochs (L366); batch 256 (L462).
-* Synthesis (L138-149): z ~ N(0, I) decoded through the new class names.
+* Synthesis (L138-152): for every CoOp batch of B real features, B labels uniform over the
+  new classes (L140), z ~ N(0, I) of the feature width (L141), decoded through each label's
+  name (L143-149) and appended after the real features (L151-152).
 The text tower reference is `reference_text_features` of tests/parity/test_coop.py,
 repeated here (test files do not import each other).
 """
@@ -175,3 +177,57 @@ def test_optimiser_follows_ship(generator):
         image_features=F.normalize(torch.randn(2, generator.config.embed_dim), dim=-1), labels=torch.tensor([0, 2])
     )
     assert_close_scaled(out.loss, out.reconstruction_loss + out.kl)
+
+
+def test_per_batch_synthesis_draws_and_decodes_as_ship(generator, monkeypatch):
+    """`synthesis="per_batch"`: each batch the model trains on is its B real features followed
+    by B features decoded from the (z, new class) pairs drawn for it, as SHIP's CoOp loop does
+    (L138-152); the pairs are read back from the generator state each draw started from."""
+    from hf_clipadapt.coop import CoOpForImageClassification
+    from hf_clipadapt.ship import PerBatchSynthesis
+
+    gen, new = generator, ["green", "golden_retriever"]
+    names = BASE + new  # as SHIP's all_classnames: base, then new
+    model = CoOpForImageClassification.from_clip(gen.backbone, names)
+    with pytest.warns(UserWarning, match="not been fitted"):
+        sampler = PerBatchSynthesis(model, gen, new)
+    states, draw = [], PerBatchSynthesis.__call__
+
+    def spy(self, n, rng, device=None):
+        states.append((n, rng.get_state()))
+        return draw(self, n, rng, device)
+
+    monkeypatch.setattr(PerBatchSynthesis, "__call__", spy)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append((kw["image_features"], kw["labels"])), with_kwargs=True
+    )
+    g = torch.Generator().manual_seed(2)
+    x = F.normalize(torch.randn(6, gen.config.embed_dim, generator=g), dim=-1)
+    model.fit_features(
+        x,
+        torch.tensor([0, 1, 2] * 2),
+        extra_features=sampler,
+        args={"num_train_epochs": 1, "per_device_train_batch_size": 3},
+    )
+    assert len(seen) == len(states) == 2
+    for (n, state), (features, labels) in zip(states, seen):
+        rng = torch.Generator()
+        rng.set_state(state)
+        target = torch.randint(len(BASE), len(names), (n,), generator=rng)  # L140
+        z = torch.randn(n, features.shape[1], generator=rng).double()  # L141
+        bias = F.linear(
+            torch.relu(F.linear(z, D(gen.bias_mlp[0].weight), D(gen.bias_mlp[0].bias))),
+            D(gen.bias_mlp[2].weight),
+            D(gen.bias_mlp[2].bias),
+        )
+        want = text_tower(
+            gen.backbone.model.text_model,
+            gen.backbone.model.text_projection,
+            gen.backbone.tokenizer,
+            D(gen.ctx).unsqueeze(0) + bias.unsqueeze(1),
+            [names[t] for t in target.tolist()],
+        )
+        assert features.shape[0] == 2 * n and labels[n:].tolist() == target.tolist()
+        assert all(torch.isclose(x, row, atol=1e-6).all(1).any() for row in features[:n]), "real features first"
+        assert_close_scaled(features[n:], want.float())

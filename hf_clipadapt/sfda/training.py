@@ -5,11 +5,10 @@ Data: a `datasets.Dataset` (or any map-style dataset of dicts) with an image
 column and, for the source, a label column. `transform(images, indices, view)` (e.g. an
 `SFDAImageTransform`, which `fit` records in the model) turns PIL images into pixel values.
 
-Distribution: run the script under `accelerate launch`; the sharded samplers keep
-the global batch the same whatever the number of processes (see the test that
-compares 2 processes with 1). BatchNorm normalises per rank, as DDP always does:
-on GPUs convert the model with `torch.nn.SyncBatchNorm.convert_sync_batchnorm`
-if you want global-batch statistics.
+Distribution: run the script under `accelerate launch`; the sharded samplers keep the global
+batch the same whatever the number of processes (a test compares 2 processes with 1). BatchNorm
+normalises per rank, as DDP always does: on GPUs convert the model with
+`torch.nn.SyncBatchNorm.convert_sync_batchnorm` for global-batch statistics.
 
 Checkpoints: Trainer's (`output_dir/checkpoint-<step>` every `save_steps`), plus `sfda_state.pt`
 (EMA teacher, pseudo-labels, selection history); resume with `resume_from=<folder>` (True: the last).
@@ -431,7 +430,7 @@ def fit(
 
 def _check_data(model, train_dataset, args, label_column, validation_dataset):
     """The stage's data requirements, checked before anything runs; returns the labels (or None).
-    A source model built from `num_labels` alone takes the source's `ClassLabel` names (the card, `pipeline`)."""
+    A source model built from `num_labels` alone takes the source's `ClassLabel` names."""
     source, cfg = args.stage == "source", model.config
     if len(train_dataset) == 0:
         raise ValueError(

@@ -196,10 +196,9 @@ class FeatureTrainedCLIPModel(CLIPAdaptedModel):
         alongside, e.g. SHIP's synthesized features of the label-only classes. It may instead
         be a sampler drawn afresh for every training batch (where `extra_features_per_batch`):
         `sampler(n, rng, device) -> (features [n, D], labels [n])`, with `sampler.class_ids`
-        the classes it draws (`hf_clipadapt.ship.PerBatchSynthesis`). `args`:
-        `AdaptationTrainingArguments`, or a dict of overrides of the paper's defaults.
-        Validation data is only used where the method chooses hyper-parameters on it
-        (Tip-Adapter's α, β), never to pick a checkpoint.
+        the classes it draws (`hf_clipadapt.ship.PerBatchSynthesis`). `args`: `AdaptationTrainingArguments`,
+        or a dict of overrides of the paper's defaults. Validation data is only used where the
+        method chooses hyper-parameters on it (Tip-Adapter's α, β), never to pick a checkpoint.
         """
         self.require_backbone("fitting")
         c = self.config

@@ -53,6 +53,13 @@ def parse_args(argv=None):
     p.add_argument("--method", choices=sorted(METHODS), default="tip_adapter_f")
     p.add_argument("--epochs", type=int, default=None, help="epochs for --method (default: the paper's)")
     p.add_argument("--generator_epochs", type=int, default=50, help="SHIP generator epochs (the paper's 50)")
+    p.add_argument(
+        "--synthesis",
+        choices=["fixed", "per_batch"],
+        default="fixed",
+        help="one fixed synthesized set (default), or fresh features for every batch as the official code "
+        "(coop and clip_adapter only)",
+    )
     return p.parse_args(argv)
 
 
@@ -100,7 +107,7 @@ def main(argv=None) -> dict:
     generator = SHIPGenerator.from_clip(args.model, base, **common)
     generator.fit(train, args={"num_train_epochs": generator.passes(args.generator_epochs)}, **fit)
     model = cls.from_clip(args.model, base + new, **common, **kw)
-    fit_with_synthesized(model, train, generator, args=method_args, **fit)
+    fit_with_synthesized(model, train, generator, synthesis=args.synthesis, args=method_args, **fit)
     with_ship = scores(model, test_base, test_new, new, encode, record_as=name)
     results = {
         "model": args.model,
@@ -109,6 +116,7 @@ def main(argv=None) -> dict:
         "shots": args.shots,
         "seed": args.seed,
         "views": args.views,
+        "synthesis": args.synthesis,
         "base_classes": len(base),
         "new_classes": len(new),
         "zero_shot": zero_shot,

@@ -77,3 +77,19 @@ def test_ship_base_to_new_example(small_suites, load_example, tmp_path):
     assert header["model-index"][0]["results"], "base, new and H reach the card"
     generator = SHIPGenerator.from_pretrained(out / "generator")
     assert generator.config.num_labels == 32 and generator.config.is_fitted
+
+
+def test_ship_base_to_new_example_with_per_batch_synthesis(small_suites, load_example, tmp_path):
+    from hf_clipadapt.coop import CoOpForImageClassification
+
+    small_suites(4, 5)
+    out = tmp_path / "ship_per_batch"
+    args = "--model testbed --dataset testbed:base_to_new --shots 1 --views 1 --no_flip --method coop --epochs 1"
+    args += f" --generator_epochs 1 --cache_dir none --synthesis per_batch --output_dir {out}"
+    results = load_example("ship_base_to_new").main(args.split())
+    assert set(results) >= {"zero_shot", "coop", "coop+ship"}
+    model = CoOpForImageClassification.from_pretrained(out)
+    # drawn afresh for every batch: no fixed number per class, and the card says so
+    assert len(model.config.synthesized_classes) == 32 and model.config.synthesized_per_class is None
+    assert results["synthesis"] == "per_batch"
+    assert "every training batch got as many features as it had real ones" in (out / "README.md").read_text()

@@ -15,6 +15,9 @@ Protocol (Zhou et al., CVPR 2022), for each seed:
 * +SHIP: a `SHIPGenerator` is fitted on the base features (a fixed schedule: the
   paper's 50 epochs, never a test-picked epoch), synthesizes K·views features per new
   class, and the same baseline trains one base+new model on the union.
+* `--synthesis per_batch`: the +SHIP rows draw fresh synthesized features for every
+  training batch instead (as many as the batch's real ones, random new classes: the
+  official code's draw), so they take the plain baseline's step count.
 * Base accuracy is scored within the base classes, new within the new ones; H is
   their harmonic mean. Tip-Adapter's α, β are picked on the base validation shots.
   No test label is read before the final scores.
@@ -44,7 +47,7 @@ from hf_clipadapt.clip_adapter import CLIPAdapterForImageClassification
 from hf_clipadapt.coop import CoOpForImageClassification
 from hf_clipadapt.data import base_new_class_split, sample_few_shot, select_classes
 from hf_clipadapt.metrics import accuracy, harmonic_mean
-from hf_clipadapt.ship import SHIPGenerator
+from hf_clipadapt.ship import PerBatchSynthesis, SHIPGenerator
 from hf_clipadapt.testbed import load_suite, load_testbed_clip
 from hf_clipadapt.tip_adapter import TipAdapterForImageClassification
 
@@ -145,8 +148,11 @@ def run_method(name, clip, data, base, new, synth, args, seed) -> dict:
         validation_by_lr=val_scores,
     )
     both = build(cls, kw, clip, base + new, args)
-    syn_x, syn_y = synth
-    t_ship = fit(both, x, y, val, (syn_x, syn_y + len(base)), args, seed, lr)
+    if args.synthesis == "per_batch":  # `synth` is the generator: fresh features for every batch
+        extra = PerBatchSynthesis(both, synth, new)
+    else:
+        extra = (synth[0], synth[1] + len(base))
+    t_ship = fit(both, x, y, val, extra, args, seed, lr)
     cols_b, cols_n = list(range(len(base))), list(range(len(base), len(base) + len(new)))
     out[name + "+SHIP"] = dict(
         base=score(both, *data["test_base"], cols_b), new=score(both, *data["test_new"], cols_n), train_s=t_ship, lr=lr
@@ -170,7 +176,7 @@ def run_seed(clip, suite, args, seed) -> dict:
     start = time.perf_counter()
     generator.fit_features(*data["train"], views=args.views, seed=seed)
     gen_s = time.perf_counter() - start
-    synth = generator.generate(new, n_per_class=args.shots * args.views, seed=seed)
+    synth = generator if args.synthesis == "per_batch" else generator.generate(new, args.shots * args.views, seed=seed)
     for name in args.methods:
         rows.update(run_method(name, clip, data, base, new, synth, args, seed))
     for row in rows.values():
@@ -206,6 +212,13 @@ def main(argv=None):
         nargs="*",
         default=[],
         help="learning rates to choose from on the base validation shots (default: each paper's own)",
+    )
+    p.add_argument(
+        "--synthesis",
+        choices=["fixed", "per_batch"],
+        default="fixed",
+        help="+SHIP rows: one fixed synthesized set (shots × views per new class), or fresh features for "
+        "every batch as the official code (CoOp, CLIP-Adapter)",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results.json"))

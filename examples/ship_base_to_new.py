@@ -56,9 +56,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--synthesis",
         choices=["fixed", "per_batch"],
-        default="fixed",
-        help="one fixed synthesized set (default), or fresh features for every batch as the official code "
-        "(coop and clip_adapter only)",
+        default=None,
+        help="fresh features for every batch, as the official code (default for coop and clip_adapter), or one "
+        "fixed synthesized set (default for tip_adapter_f, whose cache keys need one)",
     )
     return p.parse_args(argv)
 
@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
         "shots": args.shots,
         "seed": args.seed,
         "views": args.views,
-        "synthesis": args.synthesis,
+        "synthesis": "fixed" if model.config.synthesized_per_class else "per_batch",
         "base_classes": len(base),
         "new_classes": len(new),
         "zero_shot": zero_shot,

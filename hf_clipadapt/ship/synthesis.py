@@ -11,9 +11,10 @@ synthesized ones. The result is one model over base + new classes.
 No test or new-class image is read: the generator is trained for a fixed schedule
 (the paper's code picked its epoch by test H; we do not).
 
-By default the synthesized features are one fixed set, drawn once; the official code's
-synthesis, fresh features for every training batch, is `synthesis="per_batch"`
-(`PerBatchSynthesis`, through `hf_clipadapt.training.extra_samples`).
+By default CoOp and CLIP-Adapter train on features synthesized afresh for every batch, as the
+official code draws them (`synthesis="per_batch"`: `PerBatchSynthesis`, through
+`hf_clipadapt.training.extra_samples`); Tip-Adapter, whose cache keys must be one fixed set,
+and `synthesis="fixed"` train on one set drawn once.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def fit_with_synthesized(
     generator,
     *,
     n_per_class: int | None = None,
-    synthesis: str = "fixed",
+    synthesis: str | None = None,
     seed: int = DEFAULT_SEED,
     label_column: str = "label",
     **fit_kwargs,
@@ -113,13 +114,18 @@ def fit_with_synthesized(
     over all class names; `train`: what `model.fit` takes, labelled with a subset of
     them; `fit_kwargs` go to `model.fit`. `synthesis`:
 
-    * "fixed" (default): one set of `n_per_class` features per label-only class (default:
-      as many as each labelled class contributes, shots × views), drawn once and trained on
-      with the real ones as one dataset;
     * "per_batch": the official code's synthesis (`PerBatchSynthesis`): every training batch
       of B real features gets B fresh synthesized ones of random label-only classes. CoOp and
-      CLIP-Adapter only: Tip-Adapter's cache keys must be one fixed set.
+      CLIP-Adapter only: Tip-Adapter's cache keys must be one fixed set;
+    * "fixed": one set of `n_per_class` features per label-only class (default: as many as
+      each labelled class contributes, shots × views), drawn once and trained on with the
+      real ones as one dataset;
+    * None (default): "per_batch" where the model takes it (the authors' draw), "fixed" for
+      Tip-Adapter or when `n_per_class` is given.
     """
+    if synthesis is None:
+        per_batch = getattr(model, "extra_features_per_batch", False) and n_per_class is None
+        synthesis = "per_batch" if per_batch else "fixed"
     if synthesis not in SYNTHESIS:
         raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {synthesis!r}")
     new = label_only_classes(model, train, label_column)

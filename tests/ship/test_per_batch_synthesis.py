@@ -1,6 +1,7 @@
 """SHIP's official synthesis as an option (`fit_with_synthesized(..., synthesis="per_batch")`):
 every training batch of B real features gets B features synthesized for it alone, of random
-label-only classes (mrflogs/SHIP `main_coop_vae.py` L138-151). The default stays one fixed set."""
+label-only classes (mrflogs/SHIP `main_coop_vae.py` L138-151), the default for the models that take
+it; Tip-Adapter and `synthesis="fixed"` train on one fixed set."""
 
 import pytest
 import torch
@@ -102,7 +103,22 @@ def test_a_resumed_run_draws_what_the_straight_run_drew(setting, tmp_path):
         torch.testing.assert_close(resumed[k], v, rtol=0, atol=1e-6 * (v.abs().max().item() + 1))
 
 
-def test_the_default_is_one_fixed_set(setting):
+def test_the_default_is_the_official_draw_where_the_model_takes_it(setting):
+    clip, base, generator = setting
+    coop = CoOpForImageClassification.from_clip(clip, NAMES)
+    batches = record_batches(coop)
+    fit_with_synthesized(coop, base, generator, views=1, args={"num_train_epochs": 2})
+    assert coop.config.synthesized_per_class is None  # drawn per batch
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    synthesized = y.unsqueeze(1).eq(torch.tensor(sorted(NEW_IDS))).any(1)
+    assert synthesized.sum() == (~synthesized).sum() == 2 * 8  # as many as the real ones, 2 passes of 8
+    assert torch.unique(x[synthesized], dim=0).shape[0] == 16  # every one drawn afresh
+    tip = TipAdapterForImageClassification.from_clip(clip, NAMES, train_keys=True)
+    fit_with_synthesized(tip, base, generator, views=1, args={"num_train_epochs": 1})
+    assert tip.config.synthesized_per_class == 16  # its cache keys: one fixed set (shots 16 × views 1)
+
+
+def test_fixed_synthesis_is_one_set(setting):
     clip, base, generator = setting
     model = CoOpForImageClassification.from_clip(clip, NAMES)
     batches = record_batches(model)

@@ -59,7 +59,7 @@ def test_tip_adapter_f_cache_holds_real_and_synthesized_keys(setting, tmp_path):
 def test_default_count_matches_a_labelled_class(setting):
     clip, _, base, generator = setting
     model = CoOpForImageClassification.from_clip(clip, NAMES)
-    fit_with_synthesized(model, base, generator, shots=2, views=1, args=QUICK)
+    fit_with_synthesized(model, base, generator, synthesis="fixed", shots=2, views=1, args=QUICK)
     assert model.config.synthesized_per_class == 2
 
 

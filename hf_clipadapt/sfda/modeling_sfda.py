@@ -298,8 +298,13 @@ class SFDAForImageClassification(SFDAPreTrainedModel):
     @torch.no_grad()
     def predict(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Class indices [B]; `config.unknown_index` (= num_labels) for rejected samples
-        in universal mode."""
-        return self.decide(self(pixel_values).logits)
+        in universal mode. Always in eval mode (BatchNorm's running statistics), whatever mode
+        the model is in; the mode is restored."""
+        was_training = self.training
+        try:
+            return self.decide(self.eval()(pixel_values).logits)
+        finally:
+            self.train(was_training)
 
     # -- training API (implemented in training.py) ------------------------------------
 

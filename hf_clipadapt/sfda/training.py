@@ -416,6 +416,7 @@ def fit(
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if isinstance(resume_from, (str, Path)) else resume_from)
     model.config.is_fitted = True
+    model.eval()  # as from_pretrained gives it: BatchNorm's running statistics, no drop-path
     record_or_warn(model, eval_transform if eval_transform is not None else transform)
     if stage == "target":
         model.config.model_selection = args.model_selection  # recorded for the model card
@@ -433,10 +434,8 @@ def _check_data(model, train_dataset, args, label_column, validation_dataset):
     A source model built from `num_labels` alone takes the source's `ClassLabel` names."""
     source, cfg = args.stage == "source", model.config
     if len(train_dataset) == 0:
-        raise ValueError(
-            f"the {args.stage} dataset is empty: stage '{args.stage}' needs "
-            + ("labelled source images" if source else "unlabelled target images")
-        )
+        need = "labelled source images" if source else "unlabelled target images"
+        raise ValueError(f"the {args.stage} dataset is empty: stage '{args.stage}' needs {need}")
     labels = dataset_labels(train_dataset, label_column)
     if source:
         _check_source(labels, cfg.num_labels)

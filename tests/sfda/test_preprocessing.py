@@ -98,3 +98,15 @@ def test_an_unrecorded_model_asks_for_a_transform(make_torch_model, tiny_dataset
     assert model.config.image_size == 16 and model.image_processor is not None
     with pytest.raises(TypeError, match="needs an SFDAImageTransform"):
         model.record_preprocessing(to_pixels)
+
+
+def test_fit_leaves_eval_mode_and_predict_always_uses_it(make_torch_model, tiny_dataset):
+    model = _fit_source(make_torch_model(), tiny_dataset, SFDAImageTransform(16, augment=True))
+    assert not model.training  # as from_pretrained gives it
+    x = SFDAImageTransform(16)(list(tiny_dataset["image"][:6]), torch.arange(6), 0)
+    with torch.no_grad():
+        eval_logits = model(x).logits
+        model.train()
+        train_logits = model(x).logits  # the head's BatchNorm on this batch's statistics
+    assert not torch.allclose(train_logits, eval_logits)
+    assert torch.equal(model.predict(x), model.decide(eval_logits)) and model.training  # mode restored

@@ -28,11 +28,13 @@ validation):
 EfficientNet has no text tower, so in part 2 GDA runs on image features alone,
 through `hf_clipadapt.gda.fit_gda`. Features are cached: a second run takes seconds.
 
-Cost (wall time of both parts, as the demo's last line prints it): 37 s from a cold
-feature cache, measured once with `make demo` on the project's 2-core development
-machine (Python 3.11, CPU torch 2.13, 2 threads) while nothing else ran on it. It
-depends on the load: a newcomer's run on the same kind of machine, with other jobs
-sharing the 2 cores, took 306 s cold and 31 s with the cache warm.
+Cost (wall time of both parts, as the demo's last line prints it), measured with `make demo`
+in a fresh clone and a fresh venv on the project's 2-core development machine (AMD EPYC,
+Python 3.11, CPU torch 2.13, 2 threads, load average 0.6, nothing else running; 2026-12-07):
+71 s from a cold feature cache and 22 s warm (`make demo` itself, with its install checks:
+89 s and 42 s). An earlier measurement on older code gave 37 s cold (not re-investigated), and
+a newcomer's run on the same kind of machine, with other jobs sharing the 2 cores, took 306 s
+cold and 31 s warm.
 """
 
 from __future__ import annotations

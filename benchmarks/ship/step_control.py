@@ -42,9 +42,20 @@ def text_control(clip, data, base, new, build_args, seed) -> dict:
     nb = len(base)
     b = score(model, *data["test_base"], list(range(nb)))
     n = score(model, *data["test_new"], list(range(nb, nb + len(new))))
-    return dict(
-        base=b, new=n, H=harmonic_mean(b, n), steps=max((e.get("step", 0) for e in model.history_), default=None)
-    )
+    return dict(base=b, new=n, H=harmonic_mean(b, n), steps=last_step(model))
+
+
+def alone_control(clip, data, base, new, build_args, seed) -> dict:
+    """CoOp alone on the base classes (at CoOp + SHIP's step count by default), scored as in base_to_new.py."""
+    model = build(CoOpForImageClassification, {}, clip, base, build_args)
+    fit(model, *data["train"], data["val"], None, build_args, seed)
+    b, n = score(model, *data["test_base"]), score(model.for_classes(new), *data["test_new"])
+    return dict(base=b, new=n, H=harmonic_mean(b, n), steps=last_step(model))
+
+
+def last_step(model) -> int | None:
+    """The last optimizer step in the model's Trainer log history."""
+    return max((e.get("step", 0) for e in model.history_), default=None)
 
 
 def main(argv=None):
@@ -68,20 +79,9 @@ def main(argv=None):
         data = encode_all(
             clip, train_pool, test_base, test_new, base, new, shots=args.shots, seed=seed, views=args.views
         )
+        control = text_control if args.extra == "text" else alone_control
         start = time.perf_counter()
-        if args.extra == "text":
-            rows[seed] = {
-                **text_control(clip, data, base, new, build_args, seed),
-                "train_s": time.perf_counter() - start,
-            }
-            print(f"seed {seed}: {rows[seed]}", flush=True)
-            Path(args.out).write_text(json.dumps(dict(settings=vars(args), per_seed=rows), indent=1))
-            continue
-        model = build(CoOpForImageClassification, {}, clip, base, build_args)
-        fit(model, *data["train"], data["val"], None, build_args, seed)
-        b, n = score(model, *data["test_base"]), score(model.for_classes(new), *data["test_new"])
-        steps = max((e.get("step", 0) for e in model.history_), default=None)  # Trainer log history
-        rows[seed] = dict(base=b, new=n, H=harmonic_mean(b, n), train_s=time.perf_counter() - start, steps=steps)
+        rows[seed] = {**control(clip, data, base, new, build_args, seed), "train_s": time.perf_counter() - start}
         print(f"seed {seed}: {rows[seed]}", flush=True)
         Path(args.out).write_text(json.dumps(dict(settings=vars(args), per_seed=rows), indent=1))
 
